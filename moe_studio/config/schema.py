@@ -1,0 +1,202 @@
+"""The experiment schema: plain dataclasses with defaults.
+
+A config is data. Every knob is a dataclass field whose ``metadata`` carries what a
+form needs to show it (``help`` text, numeric ``min``/``max``, ``choices``), so the
+GUI setup panel and the validator both read the same source of truth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, asdict, is_dataclass
+from typing import Any
+
+
+def knob(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+         choices: tuple[str, ...] | None = None, kind: str | None = None,
+         factory: Any = None) -> Any:
+    """A dataclass field with form metadata.
+
+    ``kind`` refines how a form shows it: ``"path"`` (file or folder picker),
+    ``"layers"`` (a layer-set expression), ``"log"`` (a float best edited on a log scale).
+    """
+    meta = {"help": help, "min": min, "max": max, "choices": choices, "kind": kind}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+ROUTERS = ("topk", "noisy_topk", "soft", "aux_free")
+PRECISIONS = ("fp32", "bf16", "fp16")
+ENSEMBLE_METHODS = ("seeds", "bagging", "snapshot", "boosting")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+HEADROOM_FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
+
+
+@dataclass
+class DataConfig:
+    corpus: str = knob("embedded", "Training text: 'embedded' (the built-in prose + Python corpus), "
+                       "a UTF-8 text file, or a folder where each file or subfolder is one domain.",
+                       kind="path")
+    context: int = knob(64, "Context window in tokens (bytes) seen by the model per sequence.",
+                        min=8, max=4096)
+    batch_size: int = knob(12, "Sequences per training step.", min=1, max=4096)
+    val_fraction: float = knob(0.1, "Share of each domain's text held out for validation "
+                               "(the last part of each domain, so the split is deterministic).",
+                               min=0.01, max=0.5)
+    probe_text: str = knob("", "Text routed through the model for the routing heatmaps. "
+                           "Empty: a fixed sample with one passage per domain.")
+
+
+@dataclass
+class ModelConfig:
+    n_layers: int = knob(4, "Number of transformer blocks.", min=1, max=64)
+    n_heads: int = knob(4, "Attention heads per block; d_model must divide by it.", min=1, max=64)
+    d_model: int = knob(128, "Width of the residual stream.", min=8, max=8192)
+    d_ff: int = knob(512, "Hidden width of a dense feed-forward block (and of each expert "
+                     "unless moe.d_expert is set).", min=8, max=65536)
+    dropout: float = knob(0.0, "Dropout probability in attention and feed-forward outputs.",
+                          min=0.0, max=0.9)
+    moe_layers: str = knob("all", "Which blocks use an MoE feed-forward: 'all', 'none', "
+                           "'every_other' (1, 3, 5, ...), or a list of block indices such as '1,3'.",
+                           kind="layers")
+
+
+@dataclass
+class MoEConfig:
+    n_experts: int = knob(8, "Experts per MoE block.", min=1, max=256)
+    top_k: int = knob(2, "Experts each token is sent to (1 = Switch). Ignored by the soft router, "
+                      "which mixes all experts.", min=1, max=256)
+    router: str = knob("topk", "topk: softmax then top-k; noisy_topk: Shazeer et al. 2017 noisy "
+                       "gating; soft: dense mixture of all experts; aux_free: top-k with a "
+                       "per-expert bias nudged towards balance instead of an auxiliary loss.",
+                       choices=ROUTERS)
+    d_expert: int = knob(0, "Hidden width of each expert; 0 means model.d_ff.", min=0, max=65536)
+    renormalize: bool = knob(True, "Rescale the chosen top-k gate weights to sum to 1.")
+    jitter: float = knob(0.0, "Multiplicative uniform noise on the router input during training "
+                         "(Switch Transformer jitter, e.g. 0.01).", min=0.0, max=1.0)
+    router_fp32: bool = knob(True, "Compute the router in float32 even under fp16/bf16 autocast "
+                             "(selective precision).")
+    shared_expert: bool = knob(False, "Add one always-on shared expert next to the routed ones.")
+    capacity_factor: float = knob(0.0, "Expert capacity = factor x tokens x top_k / n_experts; "
+                                  "tokens over capacity are dropped and pass through the residual. "
+                                  "0 = dropless.", min=0.0, max=64.0)
+    aux_loss_coef: float = knob(0.01, "Weight of the Switch load-balancing loss "
+                                "E * sum_i f_i * P_i.", min=0.0, max=10.0, kind="log")
+    z_loss_coef: float = knob(1e-3, "Weight of the ST-MoE router z-loss mean(logsumexp(logits)^2).",
+                              min=0.0, max=10.0, kind="log")
+    bias_update_rate: float = knob(1e-3, "aux_free router: step by which each expert's bias moves "
+                                   "against the sign of its load error after every step.",
+                                   min=0.0, max=1.0, kind="log")
+    noise_eps: float = knob(1e-2, "noisy_topk router: floor added to the learned noise scale.",
+                            min=0.0, max=10.0)
+
+
+@dataclass
+class PrecisionConfig:
+    mode: str = knob("fp32", "Training precision: fp32, bf16 autocast, or fp16 autocast with "
+                     "dynamic loss scaling.", choices=PRECISIONS)
+    init_scale: float = knob(65536.0, "fp16: initial loss scale.", min=1.0, max=2.0 ** 32)
+    growth_factor: float = knob(2.0, "fp16: factor the loss scale grows by after growth_interval "
+                                "clean steps.", min=1.0, max=16.0)
+    backoff_factor: float = knob(0.5, "fp16: factor the loss scale shrinks by after an inf/NaN "
+                                 "gradient (the step is skipped).", min=0.01, max=0.99)
+    growth_interval: int = knob(2000, "fp16: clean steps before the loss scale grows.",
+                                min=1, max=1_000_000)
+    headroom: bool = knob(True, "Measure per-module how close activations, gradients and "
+                          "weights come to the limits of fp16, bf16 and fp8.")
+    headroom_every: int = knob(10, "Steps between headroom measurements.", min=1, max=100_000)
+    stop_on_nan: bool = knob(False, "Stop training at the first non-finite loss or gradient.")
+
+
+@dataclass
+class EnsembleConfig:
+    members: int = knob(1, "Models trained together in one run (1 = no ensemble).", min=1, max=16)
+    method: str = knob("seeds", "Diversity: seeds (different initialisations), bagging (bootstrap "
+                       "resample of training windows per member), snapshot (cyclic learning "
+                       "rate; members are snapshots), boosting (members in sequence, tokens "
+                       "weighted by the ensemble-so-far's loss).", choices=ENSEMBLE_METHODS)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = knob(2000, "Optimizer steps.", min=1, max=10_000_000)
+    lr: float = knob(3e-3, "Peak learning rate (AdamW).", min=0.0, max=10.0, kind="log")
+    min_lr: float = knob(3e-4, "Learning rate at the end of the cosine decay.", min=0.0, max=10.0,
+                         kind="log")
+    warmup_steps: int = knob(100, "Linear warm-up steps before the cosine decay.",
+                             min=0, max=10_000_000)
+    weight_decay: float = knob(0.1, "AdamW weight decay (not applied to norms and biases).",
+                               min=0.0, max=10.0)
+    grad_clip: float = knob(1.0, "Clip the global gradient norm to this value; 0 = off.",
+                            min=0.0, max=1e6)
+    seed: int = knob(0, "Random seed for initialisation, batches and routing noise.",
+                     min=0, max=2 ** 31 - 1)
+    device: str = knob("auto", "auto picks cuda, then mps, then cpu.", choices=DEVICES)
+    eval_every: int = knob(100, "Steps between validation evaluations.", min=1, max=10_000_000)
+    eval_batches: int = knob(8, "Validation batches per evaluation.", min=1, max=10_000)
+    log_every: int = knob(1, "Steps between recorded training statistics.", min=1, max=100_000)
+    snapshot_every: int = knob(50, "Steps between routing snapshots of the probe text and "
+                               "router-probability histograms.", min=1, max=10_000_000)
+    checkpoint_every: int = knob(0, "Steps between checkpoints; 0 = only at the end or on stop.",
+                                 min=0, max=10_000_000)
+    collect_stats: bool = knob(True, "Record per-layer routing statistics every log step.")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = knob("default", "A short name for the run; used in the run folder name.")
+    data: DataConfig = knob(None, "", factory=DataConfig)
+    model: ModelConfig = knob(None, "", factory=ModelConfig)
+    moe: MoEConfig = knob(None, "", factory=MoEConfig)
+    precision: PrecisionConfig = knob(None, "", factory=PrecisionConfig)
+    ensemble: EnsembleConfig = knob(None, "", factory=EnsembleConfig)
+    train: TrainConfig = knob(None, "", factory=TrainConfig)
+
+
+SECTIONS = ("data", "model", "moe", "precision", "ensemble", "train")
+
+
+def section_fields(section: str):
+    """The dataclass fields of one config section, in declaration order."""
+    cls = {f.name: f for f in fields(ExperimentConfig)}[section].default_factory
+    return fields(cls)
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as nested plain dicts (section -> key -> value)."""
+    return asdict(cfg)
+
+
+def from_dict(d: dict[str, Any]) -> ExperimentConfig:
+    """Build a config from nested dicts, keeping defaults for missing keys.
+
+    Unknown sections or keys raise ``ConfigError`` naming them; type coercion is
+    lenient where no information is lost (int -> float), strict otherwise.
+    """
+    from .validate import ConfigError, coerce
+
+    cfg = ExperimentConfig()
+    for key, value in d.items():
+        if key == "name":
+            cfg.name = str(value)
+            continue
+        if key not in SECTIONS:
+            raise ConfigError(key, f"unknown config section '{key}' "
+                                   f"(known: name, {', '.join(SECTIONS)})")
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"section '{key}' must be a table of key = value pairs")
+        sec = getattr(cfg, key)
+        known = {f.name: f for f in fields(sec)}
+        for k, v in value.items():
+            if k not in known:
+                raise ConfigError(f"{key}.{k}", f"unknown key '{key}.{k}' "
+                                                f"(known: {', '.join(known)})")
+            setattr(sec, k, coerce(f"{key}.{k}", known[k], v))
+    return cfg
+
+
+def copy_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    return from_dict(to_dict(cfg))
+
+
+def is_section(obj: Any) -> bool:
+    return is_dataclass(obj) and not isinstance(obj, type)

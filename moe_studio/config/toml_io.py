@@ -1,0 +1,80 @@
+"""TOML load and save for experiment configs (stdlib only)."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from . import schema
+from .validate import ConfigError
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if math.isnan(v):
+            return "nan"
+        r = repr(v)
+        return r if ("." in r or "e" in r or "n" in r) else r + ".0"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    s = str(v)
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+
+
+def dumps(cfg: "schema.ExperimentConfig") -> str:
+    """The config as TOML text: ``name`` then one table per section."""
+    d = schema.to_dict(cfg)
+    lines = [f"name = {_value(d['name'])}", ""]
+    for sec in schema.SECTIONS:
+        lines.append(f"[{sec}]")
+        for k, v in d[sec].items():
+            lines.append(f"{k} = {_value(v)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def loads(text: str, source: str = "<string>") -> "schema.ExperimentConfig":
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"{source}: not valid TOML: {e}") from None
+    return schema.from_dict(d)
+
+
+def load(path: str | Path) -> "schema.ExperimentConfig":
+    """Read a config file; missing keys keep their defaults. Raises ConfigError."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError("", f"{p}: config file not found")
+    if p.is_dir():
+        raise ConfigError("", f"{p}: is a folder, expected a .toml config file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{p}: not a UTF-8 text file") from None
+    try:
+        return loads(text, str(p))
+    except ConfigError as e:
+        if e.message.startswith(str(p)):
+            raise
+        raise ConfigError(e.path, f"{p}: {e.message}") from None
+
+
+def save(cfg: "schema.ExperimentConfig", path: str | Path) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves half a config."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(dumps(cfg), encoding="utf-8")
+    tmp.replace(p)

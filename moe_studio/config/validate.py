@@ -1,0 +1,201 @@
+"""Validation of an experiment config in one place, with messages a person can act on."""
+from __future__ import annotations
+
+from dataclasses import Field, fields
+from typing import Any
+
+from . import schema
+
+
+class ConfigError(ValueError):
+    """A config problem tied to one field (``path`` such as ``moe.top_k``)."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+    def __str__(self) -> str:  # the message already names the field
+        return self.message
+
+
+def _type_name(f: Field) -> str:
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return t
+
+
+def coerce(path: str, f: Field, value: Any) -> Any:
+    """Convert a TOML / CLI / form value to the field's type or raise ConfigError."""
+    t = _type_name(f)
+    if t == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(path, f"{path} must be true or false, got {value!r}")
+    if t == "int":
+        if isinstance(value, bool):
+            raise ConfigError(path, f"{path} must be a whole number, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(path, f"{path} must be a whole number, got {value!r}")
+    if t == "float":
+        if isinstance(value, bool):
+            raise ConfigError(path, f"{path} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(path, f"{path} must be a number, got {value!r}")
+    if t == "str":
+        if isinstance(value, (list, tuple)) and path.endswith("moe_layers"):
+            return ",".join(str(int(v)) for v in value)
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(path, f"{path} must be text, got {value!r}")
+        return str(value)
+    return value
+
+
+def parse_layer_set(expr: str, n_layers: int) -> list[int]:
+    """Indices of the MoE blocks described by ``model.moe_layers``.
+
+    'all', 'none' / '', 'every_other' (1, 3, 5, ...: the Switch / GShard pattern),
+    or a comma-separated list of 0-based indices.
+    """
+    e = expr.strip().lower().replace(" ", "")
+    if e == "all":
+        return list(range(n_layers))
+    if e in ("none", "", "dense"):
+        return []
+    if e in ("every_other", "everyother", "alternate"):
+        return list(range(1, n_layers, 2))
+    out: list[int] = []
+    for part in e.strip("[]").split(","):
+        if not part:
+            continue
+        try:
+            i = int(part)
+        except ValueError:
+            raise ConfigError("model.moe_layers",
+                              f"model.moe_layers ({expr!r}) must be 'all', 'none', 'every_other' "
+                              f"or a list of block indices like '1,3'") from None
+        if not 0 <= i < n_layers:
+            raise ConfigError("model.moe_layers",
+                              f"model.moe_layers: block {i} does not exist "
+                              f"(model.n_layers is {n_layers}, so indices are 0..{n_layers - 1})")
+        if i not in out:
+            out.append(i)
+    return sorted(out)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
+    """Every problem in ``cfg`` (empty list = valid). Ranges first, then combinations."""
+    errs: list[ConfigError] = []
+    for sec_name in schema.SECTIONS:
+        sec = getattr(cfg, sec_name)
+        for f in fields(sec):
+            path = f"{sec_name}.{f.name}"
+            v = getattr(sec, f.name)
+            md = f.metadata
+            try:
+                v = coerce(path, f, v)
+            except ConfigError as e:
+                errs.append(e)
+                continue
+            if md.get("choices") and v not in md["choices"]:
+                errs.append(ConfigError(path, f"{path} ({_fmt(v)}) must be one of: "
+                                              f"{', '.join(md['choices'])}"))
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if v != v:  # NaN
+                    errs.append(ConfigError(path, f"{path} must be a number, got NaN"))
+                    continue
+                if md.get("min") is not None and v < md["min"]:
+                    errs.append(ConfigError(path, f"{path} ({_fmt(v)}) must be >= {_fmt(md['min'])}"))
+                if md.get("max") is not None and v > md["max"]:
+                    errs.append(ConfigError(path, f"{path} ({_fmt(v)}) must be <= {_fmt(md['max'])}"))
+    if errs:
+        return errs
+    m, e, d, p, t, ens = cfg.model, cfg.moe, cfg.data, cfg.precision, cfg.train, cfg.ensemble
+    if m.d_model % m.n_heads:
+        errs.append(ConfigError("model.n_heads", f"model.d_model ({m.d_model}) must be divisible by "
+                                                 f"model.n_heads ({m.n_heads})"))
+    try:
+        moe_layers = parse_layer_set(m.moe_layers, m.n_layers)
+    except ConfigError as ce:
+        errs.append(ce)
+        moe_layers = []
+    if moe_layers:
+        if e.router != "soft" and e.top_k > e.n_experts:
+            errs.append(ConfigError("moe.top_k", f"moe.top_k ({e.top_k}) must be <= moe.n_experts "
+                                                 f"({e.n_experts})"))
+        if e.router == "soft" and e.capacity_factor > 0:
+            errs.append(ConfigError("moe.capacity_factor",
+                                    "moe.capacity_factor must be 0 with the soft router "
+                                    "(every token goes to every expert, nothing can be dropped)"))
+        if e.router == "noisy_topk" and e.top_k >= e.n_experts:
+            errs.append(ConfigError("moe.top_k", f"moe.top_k ({e.top_k}) must be < moe.n_experts "
+                                                 f"({e.n_experts}) for noisy_topk (its load estimate "
+                                                 f"needs a (k+1)-th expert)"))
+    if t.min_lr > t.lr:
+        errs.append(ConfigError("train.min_lr", f"train.min_lr ({t.min_lr:g}) must be <= "
+                                                f"train.lr ({t.lr:g})"))
+    if t.warmup_steps > t.steps:
+        errs.append(ConfigError("train.warmup_steps", f"train.warmup_steps ({t.warmup_steps}) must "
+                                                      f"be <= train.steps ({t.steps})"))
+    if ens.method == "snapshot" and ens.members > 1 and t.steps < ens.members:
+        errs.append(ConfigError("ensemble.members", f"ensemble.members ({ens.members}) snapshots need "
+                                                    f"train.steps >= members (got {t.steps})"))
+    if p.mode == "bf16" and t.device == "mps":
+        errs.append(ConfigError("precision.mode", "precision.mode bf16 is not supported on mps; "
+                                                  "use fp16 or fp32"))
+    if not d.corpus.strip():
+        errs.append(ConfigError("data.corpus", "data.corpus is empty: use 'embedded' or a path"))
+    return errs
+
+
+def validate(cfg: "schema.ExperimentConfig") -> "schema.ExperimentConfig":
+    """Raise the first ConfigError of ``cfg``; return it unchanged when valid."""
+    errs = problems(cfg)
+    if errs:
+        raise errs[0]
+    return cfg
+
+
+def apply_overrides(cfg: "schema.ExperimentConfig", items: list[str]) -> "schema.ExperimentConfig":
+    """Apply ``section.key=value`` strings (the CLI's ``--set``) in place."""
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(item, f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if key == "name":
+            cfg.name = value
+            continue
+        if "." not in key:
+            raise ConfigError(key, f"--set {key!r}: expected section.key (e.g. moe.top_k)")
+        sec_name, k = key.split(".", 1)
+        if sec_name not in schema.SECTIONS:
+            raise ConfigError(key, f"unknown config section '{sec_name}' "
+                                   f"(known: {', '.join(schema.SECTIONS)})")
+        sec = getattr(cfg, sec_name)
+        known = {f.name: f for f in fields(sec)}
+        if k not in known:
+            raise ConfigError(key, f"unknown key '{key}' (known in {sec_name}: {', '.join(known)})")
+        setattr(sec, k, coerce(key, known[k], value.strip()))
+    return cfg

@@ -1,0 +1,1 @@
+"""Corpora, byte tokenizer and batches. numpy only; no torch, no Qt."""

@@ -1,0 +1,471 @@
+"""The step-wise trainer: what the CLI and the GUI worker drive.
+
+``Trainer(config)`` builds everything; ``step()`` runs one optimizer step for every
+ensemble member and writes its records to the run store. Nothing here blocks between
+steps, so a caller can pause (stop calling ``step``), resume, or stop (``close``) at any
+step boundary.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import ExperimentConfig, copy_config, dumps, to_dict, validate
+from ..config.validate import parse_layer_set
+from ..data import BatchSampler, bootstrap_starts, eval_windows, load_corpus, window_starts
+from ..paths import default_runs_dir
+from ..store import RunWriter
+from .device import describe_device, resolve_device
+from .model import MoEGPT
+from .params import count_params
+from .schedule import lr_at
+from .stats import BLOCK_STATS, PendingStep, StatsBuffer, load_cv, max_over_mean
+
+HIST_BINS = 50
+LOSS_FIELDS = ("train/loss", "train/aux_loss", "train/z_loss", "train/total_loss", "train/grad_norm")
+
+
+@dataclass
+class StepInfo:
+    """What a caller needs after each step (small: it crosses threads as a signal)."""
+    step: int              # completed optimizer steps
+    total_steps: int
+    loss: float            # latest known training LM loss of member 0 (nats/token)
+    lr: float
+    tokens_per_s: float
+    eta_s: float
+    val_loss: float | None = None  # set on steps that evaluated
+
+
+def _autocast(device: torch.device, mode: str):
+    if mode == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    """Trains ``config.ensemble.members`` models of one architecture and records
+    everything to a run folder under ``runs_dir``."""
+
+    def __init__(self, config: ExperimentConfig, runs_dir: str | Path | None = None, *,
+                 writer: RunWriter | None = None):
+        self.config = cfg = copy_config(validate(config))
+        self.device = resolve_device(cfg.train.device)
+        self.total_steps = cfg.train.steps
+        self.step_count = 0
+        self._closed = False
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed % (2 ** 32))
+
+        self.corpus = load_corpus(cfg.data.corpus, context=cfg.data.context,
+                                  val_fraction=cfg.data.val_fraction,
+                                  probe_text=cfg.data.probe_text)
+        self.moe_block_ids = parse_layer_set(cfg.model.moe_layers, cfg.model.n_layers)
+        self.n_members = cfg.ensemble.members
+        self.params = count_params(cfg)
+
+        self.models: list[MoEGPT] = []
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.samplers: list[BatchSampler] = []
+        for m in range(self.n_members):
+            # Member 0 of any run uses the run's seed, so a one-member run equals the
+            # same config without an ensemble section.
+            torch.manual_seed(cfg.train.seed + 1000 * m)
+            model = MoEGPT(cfg.model, cfg.moe, context=cfg.data.context).to(self.device)
+            self.models.append(model)
+            self.optimizers.append(self._make_optimizer(model))
+            starts = None
+            if cfg.ensemble.method == "bagging" and self.n_members > 1:
+                starts = bootstrap_starts(len(self.corpus.train_tokens), cfg.data.context,
+                                          seed=cfg.train.seed + 7919 * (m + 1))
+            self.samplers.append(BatchSampler(self.corpus.train_tokens, cfg.data.context,
+                                              cfg.data.batch_size, seed=cfg.train.seed + m,
+                                              starts=starts))
+        torch.manual_seed(cfg.train.seed)
+
+        self.precision = cfg.precision.mode
+        self.scalers = [self._make_scaler() for _ in range(self.n_members)]
+        self._val = eval_windows(self.corpus.val_tokens, cfg.data.context, cfg.data.batch_size,
+                                 cfg.train.eval_batches)
+        self._stats = StatsBuffer()
+        # On CUDA statistics stay on the device and are copied in batches; on the CPU a
+        # "transfer" is free, so records reach the store (and the live views) every step.
+        self._flush_every = 25 if self.device.type == "cuda" else 1
+        self._tokens_per_step = cfg.data.batch_size * cfg.data.context
+        self._step_time_ema: float | None = None
+        self._last_loss = float("nan")
+        self._last_lr = cfg.train.lr
+        self._t_start = time.time()
+
+        meta = {
+            "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": describe_device(self.device),
+            "params_total": self.params.total, "params_active": self.params.active,
+            "members": self.n_members, "total_steps": self.total_steps,
+            "domain_names": list(self.corpus.domain_names),
+            "corpus": self.corpus.describe(), "moe_blocks": list(self.moe_block_ids),
+            "argv": sys.argv[:8],
+        }
+        if writer is None:
+            writer = RunWriter.create(runs_dir if runs_dir is not None else default_runs_dir(),
+                                      name=cfg.name, config=to_dict(cfg), config_toml=dumps(cfg),
+                                      meta=meta)
+        else:
+            writer.set_meta(**meta)
+        self.writer = writer
+        self.run_dir = Path(writer.run_dir)
+        self.run_id = writer.run_id
+
+    # ------------------------------------------------------------------ set-up
+    def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            # Matrices (and stacked expert weights) decay; norms, biases and the position
+            # table do not (the nanoGPT convention: decay params with dim >= 2, but
+            # position embeddings are a lookup table, not a projection).
+            (decay if p.dim() >= 2 and "pos_emb" not in name else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.config.train.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=self.config.train.lr, betas=(0.9, 0.95), eps=1e-8,
+                                 **({"fused": True} if fused else {}))
+
+    def _make_scaler(self):
+        p = self.config.precision
+        enabled = p.mode == "fp16"
+        return torch.amp.GradScaler(self.device.type, init_scale=p.init_scale,
+                                    growth_factor=p.growth_factor, backoff_factor=p.backoff_factor,
+                                    growth_interval=p.growth_interval, enabled=enabled)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def done(self) -> bool:
+        return self.step_count >= self.total_steps
+
+    def lr(self, step: int | None = None) -> float:
+        t = self.config.train
+        s = self.step_count if step is None else step
+        return lr_at(s, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps,
+                     total_steps=self.total_steps)
+
+    def _batch(self, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.samplers[m].next()
+        return (torch.from_numpy(x).to(self.device, non_blocking=True),
+                torch.from_numpy(y).to(self.device, non_blocking=True))
+
+    # ------------------------------------------------------------------ training
+    def step(self) -> StepInfo:
+        """One optimizer step for every member; records go to the store."""
+        if self._closed:
+            raise RuntimeError("trainer is closed")
+        if self.done:
+            raise RuntimeError(f"training is complete ({self.total_steps} steps)")
+        cfg = self.config
+        t0 = time.perf_counter()
+        step = self.step_count
+        lr = self.lr(step)
+        log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
+        snap_now = (step + 1) % cfg.train.snapshot_every == 0 or step == 0
+        for m, (model, opt, scaler) in enumerate(zip(self.models, self.optimizers, self.scalers)):
+            for g in opt.param_groups:
+                g["lr"] = lr
+            model.train()
+            for blk in model.moe_blocks.values():
+                blk.collect_stats = cfg.train.collect_stats and (log_now or snap_now)
+            x, y = self._batch(m)
+            with _autocast(self.device, self.precision):
+                _, lm_loss = model(x, y)
+                aux = model.aux_loss()
+                z = model.z_loss()
+                total = lm_loss + cfg.moe.aux_loss_coef * aux + cfg.moe.z_loss_coef * z
+            scale_before = scaler.get_scale() if scaler.is_enabled() else None
+            scaler.scale(total).backward()
+            scaler.unscale_(opt)
+            if cfg.train.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            else:
+                grad_norm = torch.nn.utils.get_total_norm(
+                    [p.grad for p in model.parameters() if p.grad is not None])
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+            if scaler.is_enabled():
+                new_scale = scaler.get_scale()
+                if new_scale < scale_before:
+                    self.writer.add_event(step + 1, "loss_scale_backoff",
+                                          f"loss scale {scale_before:g} -> {new_scale:g}: "
+                                          f"inf/NaN gradient, step skipped",
+                                          {"from": scale_before, "to": new_scale}, member=m)
+                    self.writer.add_scalars(step + 1, {"precision/skipped": 1.0}, member=m)
+                self.writer.add_scalars(step + 1, {"precision/loss_scale": new_scale}, member=m)
+            if cfg.moe.router == "aux_free":
+                model.update_router_biases()
+            if log_now:
+                self._stats.add(self._pending(step + 1, m, model, lm_loss, aux, z, total, grad_norm))
+            if snap_now and cfg.train.collect_stats and model.moe_blocks:
+                self._write_histograms(step + 1, m, model)
+
+        self.step_count = step + 1
+        if self.device.type == "cuda":
+            # Without a sync the wall time would measure only the launch queue. One sync
+            # per step costs far less than the per-statistic syncs it replaces.
+            torch.cuda.synchronize(self.device)
+        dt = time.perf_counter() - t0
+        self._step_time_ema = dt if self._step_time_ema is None else 0.9 * self._step_time_ema + 0.1 * dt
+        tps = self._tokens_per_step * self.n_members / max(dt, 1e-9)
+        host = {"lr": lr, "tokens_per_s": tps, "tokens": float(self.step_count * self._tokens_per_step),
+                "elapsed_s": time.time() - self._t_start}
+        self._last_lr = lr
+        if log_now:
+            self.writer.add_scalars(self.step_count, host, member=-1)
+        if len(self._stats) >= self._flush_every or self.done:
+            self._flush_stats()
+
+        val_loss = None
+        if self.step_count % cfg.train.eval_every == 0 or self.done:
+            self._flush_stats()
+            val_loss = self.evaluate()["val/loss"]
+        if snap_now and cfg.train.collect_stats:
+            self._write_probe_snapshot()
+        if cfg.train.checkpoint_every and self.step_count % cfg.train.checkpoint_every == 0:
+            self.save_checkpoint()
+        eta = (self.total_steps - self.step_count) * (self._step_time_ema or dt)
+        return StepInfo(step=self.step_count, total_steps=self.total_steps, loss=self._last_loss,
+                        lr=lr, tokens_per_s=self._tokens_per_step * self.n_members / self._step_time_ema,
+                        eta_s=eta, val_loss=val_loss)
+
+    def _pending(self, step, m, model, lm_loss, aux, z, total, grad_norm) -> PendingStep:
+        dev = lm_loss.device
+        losses = torch.stack([lm_loss.detach().float(), torch.as_tensor(aux, device=dev).detach().float(),
+                              torch.as_tensor(z, device=dev).detach().float(), total.detach().float(),
+                              torch.as_tensor(grad_norm, device=dev).detach().float()])
+        blocks = [model.moe_blocks[i] for i in sorted(model.moe_blocks)]
+        if blocks and self.config.train.collect_stats:
+            from .stats import block_stat_vector
+            bstats = torch.stack([block_stat_vector(b.last) for b in blocks])
+            tpe = torch.stack([b.last.tokens_per_expert.float() for b in blocks])
+            dpe = torch.stack([b.last.dropped_per_expert.float() for b in blocks])
+            bias = None
+            if self.config.moe.router == "aux_free":
+                bias = torch.stack([b.router.bias.detach().float() for b in blocks])
+        else:
+            bstats = tpe = dpe = bias = None
+        return PendingStep(step=step, member=m, losses=losses, block_stats=bstats,
+                           tokens_per_expert=tpe, dropped_per_expert=dpe, bias=bias)
+
+    def _flush_stats(self) -> None:
+        blocks = sorted(self.moe_block_ids)
+        for rec in self._stats.drain():
+            step, m = rec["step"], rec["member"]
+            values = {name: float(v) for name, v in zip(LOSS_FIELDS, rec["losses"])}
+            if m == 0:
+                self._last_loss = values["train/loss"]
+            if rec.get("block_stats") is not None:
+                tpe, dpe = rec["tokens_per_expert"], rec["dropped_per_expert"]
+                cv, mom = load_cv(tpe), max_over_mean(tpe)
+                routed = tpe.sum(axis=-1)
+                for j, blk in enumerate(blocks):
+                    for name, v in zip(BLOCK_STATS, rec["block_stats"][j]):
+                        values[f"moe/L{blk}/{name}"] = float(v)
+                    values[f"moe/L{blk}/dropped_frac"] = float(dpe[j].sum() / max(routed[j], 1.0))
+                    values[f"moe/L{blk}/load_cv"] = float(cv[j])
+                    values[f"moe/L{blk}/load_max_over_mean"] = float(mom[j])
+                self.writer.add_tensor(step, "moe/tokens_per_expert", tpe.astype(np.float32), member=m)
+                self.writer.add_tensor(step, "moe/dropped_per_expert", dpe.astype(np.float32), member=m)
+                if rec.get("bias") is not None:
+                    self.writer.add_tensor(step, "moe/bias", rec["bias"].astype(np.float32), member=m)
+            self.writer.add_scalars(step, values, member=m)
+            if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
+                bad = [k for k, v in values.items() if k.startswith("train/") and not math.isfinite(v)]
+                self.writer.add_event(step, "nonfinite", f"non-finite {', '.join(bad)} at step {step}",
+                                      {"names": bad}, member=m)
+                if self.config.precision.stop_on_nan and not (self.precision == "fp16" and bad == ["train/grad_norm"]):
+                    raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step} "
+                                             f"(member {m}); precision.stop_on_nan is on")
+
+    def _write_histograms(self, step: int, m: int, model: MoEGPT) -> None:
+        for i, blk in sorted(model.moe_blocks.items()):
+            probs = blk.last.probs
+            if probs is None:
+                continue
+            counts = torch.histc(probs.detach().float(), bins=HIST_BINS, min=0.0, max=1.0)
+            self.writer.add_histogram(step, f"router_probs/L{i}", np.linspace(0.0, 1.0, HIST_BINS + 1),
+                                      counts.cpu().numpy().astype(np.int64), member=m)
+
+    # ------------------------------------------------------------------ probes & eval
+    @torch.no_grad()
+    def route_tokens(self, tokens: np.ndarray, member: int = 0) -> dict[str, np.ndarray]:
+        """Route a token sequence through member ``member`` in eval mode.
+
+        The sequence is cut into consecutive windows of ``data.context`` tokens (each
+        window attends only within itself). Returns ``topk_idx`` int16 [n_blocks, N, k],
+        ``topk_weight`` float16 [n_blocks, N, k], ``probs`` float16 [n_blocks, N, E].
+        """
+        model = self.models[member]
+        was_training = model.training
+        model.eval()
+        ctx = self.config.data.context
+        n = len(tokens)
+        blocks = sorted(model.moe_blocks)
+        outs = {i: {"topk_idx": [], "topk_weight": [], "probs": []} for i in blocks}
+        saved = {i: model.moe_blocks[i].collect_stats for i in blocks}
+        for i in blocks:
+            model.moe_blocks[i].collect_stats = True
+        try:
+            for s in range(0, n, ctx):
+                chunk = torch.as_tensor(np.asarray(tokens[s:s + ctx], dtype=np.int64),
+                                        device=self.device)[None, :]
+                with _autocast(self.device, self.precision):
+                    model(chunk)
+                for i in blocks:
+                    last = model.moe_blocks[i].last
+                    outs[i]["topk_idx"].append(last.topk_idx.reshape(-1, last.topk_idx.shape[-1]))
+                    outs[i]["topk_weight"].append(last.topk_weight.reshape(-1, last.topk_weight.shape[-1]).float())
+                    outs[i]["probs"].append(last.probs.reshape(-1, last.probs.shape[-1]).float())
+        finally:
+            for i in blocks:
+                model.moe_blocks[i].collect_stats = saved[i]
+            model.train(was_training)
+        if not blocks:
+            return {}
+        return {
+            "topk_idx": torch.stack([torch.cat(outs[i]["topk_idx"]) for i in blocks]).cpu().numpy().astype(np.int16),
+            "topk_weight": torch.stack([torch.cat(outs[i]["topk_weight"]) for i in blocks]).cpu().numpy().astype(np.float16),
+            "probs": torch.stack([torch.cat(outs[i]["probs"]) for i in blocks]).cpu().numpy().astype(np.float16),
+        }
+
+    def _write_probe_snapshot(self) -> None:
+        if not self.moe_block_ids:
+            return
+        c = self.corpus
+        for m in range(self.n_members):
+            routed = self.route_tokens(c.probe_tokens, member=m)
+            arrays = {"tokens": np.asarray(c.probe_tokens, dtype=np.uint8),
+                      "domains": np.asarray(c.probe_domains).astype(np.int16), **routed}
+            meta = {"domain_names": list(c.domain_names), "moe_blocks": list(self.moe_block_ids),
+                    "top_k": int(routed["topk_idx"].shape[-1]), "n_experts": self.config.moe.n_experts}
+            self.writer.add_snapshot(self.step_count, "routing/probe", arrays, meta, member=m)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Validation loss (nats/token) and next-token accuracy of every member (and,
+        for an ensemble, of the mean of the members' probabilities as member -1)."""
+        member_nll = np.zeros(self.n_members)
+        member_correct = np.zeros(self.n_members)
+        ens_nll = 0.0
+        ens_correct = 0.0
+        n_tok = 0
+        for model in self.models:
+            model.eval()
+        try:
+            for x_np, y_np in self._val:
+                x = torch.from_numpy(x_np).to(self.device)
+                y = torch.from_numpy(y_np).to(self.device)
+                logps = []
+                for m, model in enumerate(self.models):
+                    with _autocast(self.device, self.precision):
+                        logits, _ = model(x)
+                    lp = F.log_softmax(logits.float(), dim=-1)
+                    logps.append(lp)
+                    member_nll[m] += float(-lp.gather(-1, y[..., None]).sum())
+                    member_correct[m] += float((lp.argmax(-1) == y).sum())
+                if self.n_members > 1:
+                    ens = torch.logsumexp(torch.stack(logps), dim=0) - math.log(self.n_members)
+                    ens_nll += float(-ens.gather(-1, y[..., None]).sum())
+                    ens_correct += float((ens.argmax(-1) == y).sum())
+                n_tok += y.numel()
+        finally:
+            for model in self.models:
+                model.train()
+        out = {}
+        for m in range(self.n_members):
+            vals = {"val/loss": member_nll[m] / n_tok, "val/acc": member_correct[m] / n_tok}
+            self.writer.add_scalars(self.step_count, vals, member=m)
+            if m == 0:
+                out.update(vals)
+        if self.n_members > 1:
+            vals = {"val/loss": ens_nll / n_tok, "val/acc": ens_correct / n_tok}
+            self.writer.add_scalars(self.step_count, vals, member=-1)
+            out = dict(vals)
+        self.writer.add_event(self.step_count, "eval", f"val/loss {out['val/loss']:.4f}",
+                              {k: float(v) for k, v in out.items()})
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": "moe-studio-checkpoint-1",
+            "step": self.step_count,
+            "config_toml": dumps(self.config),
+            "models": [m.state_dict() for m in self.models],
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "scalers": [s.state_dict() for s in self.scalers],
+            # Samplers hold numpy bit-generator states (128-bit ints): JSON text keeps
+            # the checkpoint loadable with weights_only=True.
+            "samplers": json.dumps([s.state_dict() for s in self.samplers]),
+            "torch_rng": torch.get_rng_state(),
+            "step_time_ema": self._step_time_ema or 0.0,
+        }
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write a checkpoint (``checkpoint-<step>.pt`` in the run folder by default)."""
+        self._flush_stats()
+        p = Path(path) if path is not None else self.run_dir / f"checkpoint-{self.step_count:07d}.pt"
+        tmp = p.with_name(p.name + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(p)
+        self.writer.add_event(self.step_count, "checkpoint", f"saved {p.name}", {"path": str(p)})
+        self.writer.flush()
+        return p
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore model, optimizer, scaler, batch stream and RNG state so training
+        continues exactly where the checkpoint was taken. Loads with weights_only=True."""
+        state = torch.load(Path(path), map_location=self.device, weights_only=True)
+        if state.get("format") != "moe-studio-checkpoint-1":
+            raise ValueError(f"{path}: not a MoE Studio checkpoint")
+        if len(state["models"]) != self.n_members:
+            raise ValueError(f"{path}: checkpoint has {len(state['models'])} members, "
+                             f"config has {self.n_members}")
+        for model, sd in zip(self.models, state["models"]):
+            model.load_state_dict(sd)
+        for opt, sd in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(sd)
+        for sc, sd in zip(self.scalers, state["scalers"]):
+            if sd:
+                sc.load_state_dict(sd)
+        for smp, sd in zip(self.samplers, json.loads(state["samplers"])):
+            smp.load_state_dict(sd)
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.step_count = int(state["step"])
+        self._step_time_ema = float(state["step_time_ema"]) or None
+
+    def close(self, status: str = "finished", error: str | None = None) -> None:
+        """Finish the run: flush statistics, checkpoint on finished/stopped, mark the
+        status. Idempotent; safe to call after an exception (the data already written
+        is kept)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if status in ("finished", "stopped") and self.step_count > 0:
+                self.save_checkpoint()
+            else:
+                self._flush_stats()
+        except Exception as e:  # never lose the status because a final write failed
+            status, error = "failed", (error or "") + f"\nwhile closing: {e!r}"
+        finally:
+            self.writer.close(status, error=error)
