@@ -1,0 +1,394 @@
+"""RunReader: everything a view needs from one run, read-only and safe while it grows.
+
+A reader never writes to a run. It checks the file's header before SQLite opens it (so
+a foreign, damaged or newer file is rejected without any file being created), opens a
+cleanly closed run ``immutable`` and a live or crashed one ``mode=ro`` through its WAL
+(see :func:`schema.connect_reader`). Every SQLite error becomes a one-line
+:class:`RunFileError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import codec, frames
+from .errors import RunFileError
+from .liveness import effective_status
+from .schema import DB_NAME, SCHEMA_VERSION, check_db_file, connect_reader, db_error, wal_path
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A named group of arrays recorded at one step (e.g. ``routing/probe``)."""
+    step: int
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_run_path(path: str | Path) -> tuple[Path, Path]:
+    """``(run folder, run.sqlite)`` for a run folder or its database file; RunFileError if
+    neither exists."""
+    p = Path(path)
+    if p.is_dir():
+        return p, p / DB_NAME
+    if p.is_file():
+        return p.parent, p
+    if p.suffix == ".sqlite":
+        raise RunFileError(p, "not found")
+    raise RunFileError(p, "run folder not found")
+
+
+def open_run(path: str | Path) -> "RunReader":
+    """Open the run at ``path`` (its folder or its ``run.sqlite``) for reading."""
+    return RunReader(path)
+
+
+class RunReader:
+    """Read access to one run. Cheap to open (a header check and three small queries).
+
+    Attributes: ``path`` (run folder), ``db_path``, ``run_id``, ``name``, ``config``
+    (nested dict), ``config_toml`` (str), ``meta`` (dict), ``started`` / ``ended``
+    (epoch seconds or None), ``error`` (str or None), ``status``.
+
+    Safe to share between threads (calls are serialised); for truly parallel reads
+    open one reader per thread.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path, self.db_path = resolve_run_path(path)
+        check_db_file(self.db_path)
+        self._lock = threading.RLock()
+        self._con, self._immutable = connect_reader(self.db_path)
+        self._names: dict[int, str] = {}
+        self._ids: dict[str, int] = {}
+        try:
+            version = self._one("PRAGMA user_version")[0]
+            if version != SCHEMA_VERSION:  # header said otherwise; the WAL has the last word
+                raise RunFileError(self.db_path, f"unknown store schema version {version} "
+                                                 f"(this version reads version {SCHEMA_VERSION})")
+            row = self._one("SELECT run_id, name, started, config_json, config_toml FROM run "
+                            "WHERE id = 1")
+            if row is None:
+                raise RunFileError(self.db_path, "not a complete MoE Studio run database "
+                                                 "(no run record)")
+            self.run_id: str = row[0]
+            self.name: str = row[1]
+            self.started: float = row[2]
+            try:
+                self.config: dict[str, Any] = json.loads(row[3])
+            except ValueError as e:
+                raise RunFileError(self.db_path, f"corrupted run record (config is not JSON: {e})") from None
+            self.config_toml: str = row[4]
+            self.refresh()
+        except BaseException:
+            self._con.close()
+            raise
+
+    # ------------------------------------------------------------------ run facts
+    def refresh(self) -> None:
+        """Re-read status, end time, error and meta (they change while a run is live)."""
+        self._read_run_row()
+        self.meta: dict[str, Any] = {k: json.loads(v) for k, v in self._all("SELECT key, value FROM meta")}
+
+    # status, ended, error and heartbeat change while a run is live (or is resumed), so
+    # each access re-reads the run row: one indexed lookup, ~20 us.
+    @property
+    def status(self) -> str:
+        """running | finished | stopped | failed | interrupted (stored 'running' but the
+        writer's process is gone or its heartbeat is older than 10 s)."""
+        self._read_run_row()
+        return self._status_now()
+
+    @property
+    def ended(self) -> float | None:
+        """Epoch seconds when the run ended, None while it runs (or was interrupted)."""
+        self._read_run_row()
+        return self._run[1]
+
+    @property
+    def error(self) -> str | None:
+        """Error text (a traceback) of a failed run, else None."""
+        self._read_run_row()
+        return self._run[2]
+
+    @property
+    def heartbeat(self) -> float:
+        """Epoch seconds of the writer's latest commit."""
+        self._read_run_row()
+        return self._run[3]
+
+    # ------------------------------------------------------------------ scalars
+    def scalars(self, names: Sequence[str] | None = None, member: int | None = None) -> pd.DataFrame:
+        """Every recorded scalar as a long table with columns ``step`` (int64),
+        ``member`` (int64; -1 = run-wide), ``name`` (categorical), ``value`` (float64;
+        NaN/inf as recorded) and ``wall_time`` (float64 epoch seconds), sorted by
+        (name, member, step). ``names`` / ``member`` keep only those series."""
+        return self._scalars_between(0, None, names, member)
+
+    def scalar_names(self) -> list[str]:
+        """Sorted names of the scalar series recorded so far."""
+        ids = [r[0] for r in self._all("SELECT DISTINCT name_id FROM latest")]
+        return sorted(self._name(i) for i in ids)
+
+    def latest(self) -> pd.DataFrame:
+        """The last recorded value of every (name, member) series: columns step,
+        member, name, value, wall_time, sorted by (name, member)."""
+        rows = self._all("SELECT name_id, member, step, value, wall_time FROM latest")
+        df = pd.DataFrame({
+            "step": np.array([r[2] for r in rows], np.int64),
+            "member": np.array([r[1] for r in rows], np.int64),
+            "name": pd.array([self._name(r[0]) for r in rows], dtype=str),
+            # SQLite stores a NaN REAL as NULL; NULL comes back as None -> NaN here
+            "value": np.array([np.nan if r[3] is None else r[3] for r in rows], np.float64),
+            "wall_time": np.array([r[4] for r in rows], np.float64)})
+        return df.sort_values(["name", "member"], ignore_index=True)
+
+    def last_step(self) -> int:
+        """The largest step with a recorded scalar, or -1 if there is none yet."""
+        v = self._one("SELECT max(step) FROM latest")[0]
+        return -1 if v is None else int(v)
+
+    # ------------------------------------------------------------------ tensors
+    def tensor(self, name: str, step: int | None = None, member: int = 0) -> tuple[int, np.ndarray] | None:
+        """``(step, array)`` of tensor ``name`` at the recorded step nearest ``step``
+        (ties go to the earlier step; None = the latest), or None if never recorded."""
+        row = self._nearest("tensors", "dtype, shape, data", name, step, member)
+        if row is None:
+            return None
+        return int(row[0]), codec.decode_array(row[1], row[2], row[3])
+
+    def tensor_steps(self, name: str, member: int = 0) -> np.ndarray:
+        """Recorded steps of tensor ``name``, ascending, int64 [S]."""
+        return self._steps("tensors", name, member)
+
+    def tensor_series(self, name: str, member: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps int64 [S], arrays [S, *shape])`` of every record of tensor ``name``.
+        ValueError if its shape changed during the run."""
+        nid = self._id(name)
+        rows = [] if nid is None else self._all(
+            "SELECT step, dtype, shape, data FROM tensors WHERE name_id = ? AND member = ? "
+            "ORDER BY step, id", (nid, member))
+        if not rows:
+            return np.empty(0, np.int64), np.empty((0,))
+        shapes = {r[2] for r in rows}
+        if len(shapes) > 1:
+            raise ValueError(f"tensor {name!r} changed shape during the run "
+                             f"({', '.join(sorted(shapes))}); read it with tensor()")
+        arrays = np.stack([codec.decode_array(r[1], r[2], r[3]) for r in rows])
+        return np.array([r[0] for r in rows], np.int64), arrays
+
+    def tensor_names(self) -> list[str]:
+        return self._names_in("tensors")
+
+    # ------------------------------------------------------------------ histograms
+    def histogram(self, name: str, step: int | None = None,
+                  member: int = 0) -> tuple[int, np.ndarray, np.ndarray] | None:
+        """``(step, edges float64 [B+1], counts [B])`` nearest ``step`` (None = latest)."""
+        row = self._nearest("histograms", "edges, counts_dtype, counts", name, step, member)
+        if row is None:
+            return None
+        return int(row[0]), _edges(row[1]), _counts(row[2], row[3])
+
+    def histogram_series(self, name: str, member: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(steps int64 [S], edges, counts [S, B])``. ``edges`` is float64 [B+1] when
+        every step used the same edges (the usual case), else [S, B+1]."""
+        nid = self._id(name)
+        rows = [] if nid is None else self._all(
+            "SELECT step, edges, counts_dtype, counts FROM histograms WHERE name_id = ? AND "
+            "member = ? ORDER BY step, id", (nid, member))
+        if not rows:
+            return np.empty(0, np.int64), np.empty(0), np.empty((0, 0))
+        counts = [_counts(r[2], r[3]) for r in rows]
+        if len({c.size for c in counts}) > 1:
+            raise ValueError(f"histogram {name!r} changed its number of bins during the run; "
+                             "read it with histogram()")
+        edge_blobs = [r[1] for r in rows]
+        if all(b == edge_blobs[0] for b in edge_blobs):
+            edges = _edges(edge_blobs[0])
+        else:
+            edges = np.stack([_edges(b) for b in edge_blobs])
+        return np.array([r[0] for r in rows], np.int64), edges, np.stack(counts)
+
+    def histogram_names(self) -> list[str]:
+        return self._names_in("histograms")
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self, name: str, step: int | None = None, member: int = 0) -> Snapshot | None:
+        """The snapshot ``name`` nearest ``step`` (None = latest), or None."""
+        row = self._nearest("snapshots", "meta, layout, data", name, step, member)
+        if row is None:
+            return None
+        return Snapshot(int(row[0]), codec.decode_arrays(row[2], row[3]), json.loads(row[1]))
+
+    def snapshot_steps(self, name: str, member: int = 0) -> np.ndarray:
+        """Recorded steps of snapshot ``name``, ascending, int64 [S]."""
+        return self._steps("snapshots", name, member)
+
+    def snapshot_names(self) -> list[str]:
+        return self._names_in("snapshots")
+
+    # ------------------------------------------------------------------ events
+    def events(self, kinds: Iterable[str] | None = None) -> pd.DataFrame:
+        """Events in the order they were written: columns step, member, kind, message,
+        data (dict), wall_time (epoch seconds). ``kinds`` keeps only those kinds."""
+        return frames.event_frame(self._event_rows(0, None, kinds))
+
+    # ------------------------------------------------------------------ live follow
+    def follower(self, from_start: bool = True) -> "Follower":
+        """A cursor over rows newer than it has seen. With ``from_start`` its first poll
+        returns everything recorded so far (so a view can build from polls alone, with
+        no gap between an initial load and the first poll); otherwise it starts now."""
+        from .follow import Follower
+        return Follower(self, from_start=from_start)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> "RunReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunReader({str(self.path)!r}, run_id={self.run_id!r})"
+
+    # ------------------------------------------------------------------ internals
+    def _all(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            if self._immutable:
+                self._maybe_reopen()
+            try:
+                return self._con.execute(sql, params).fetchall()
+            except sqlite3.ProgrammingError as e:
+                raise RuntimeError(f"{self.db_path}: reader is closed ({e})") from None
+            except sqlite3.DatabaseError as e:
+                raise db_error(self.db_path, e) from None
+
+    def _one(self, sql: str, params: Sequence = ()) -> tuple | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _maybe_reopen(self) -> None:  # caller holds _lock
+        # Opened immutable because no WAL existed. If one appears, a writer has opened
+        # the run (possible only in the instant after RunWriter.create renamed the new
+        # database into place): immutable would hide its commits, so reopen through
+        # the WAL. One stat() per query while immutable.
+        if wal_path(self.db_path).exists():
+            self._con.close()
+            self._con, self._immutable = connect_reader(self.db_path)
+
+    def _read_run_row(self) -> None:
+        row = self._one("SELECT status, ended, error, heartbeat, pid, host FROM run WHERE id = 1")
+        self._set_run_row(row)
+
+    def _set_run_row(self, row: tuple) -> None:
+        self._run = row  # (status, ended, error, heartbeat, pid, host)
+
+    def _status_now(self) -> str:
+        status, _, _, heartbeat, pid, host = self._run
+        return effective_status(status, pid, host, heartbeat)
+
+    def _load_names(self) -> None:
+        self._names = dict(self._all("SELECT id, name FROM names"))
+        self._ids = {n: i for i, n in self._names.items()}
+
+    def _name(self, nid: int) -> str:
+        if nid not in self._names:
+            self._load_names()
+        return self._names[nid]
+
+    def _names_by_id(self, ids: np.ndarray) -> dict[int, str]:
+        # bincount, not np.unique: linear time on millions of ids
+        if len(ids) and not all(i in self._names for i in np.flatnonzero(np.bincount(ids)).tolist()):
+            self._load_names()
+        return self._names
+
+    def _id(self, name: str) -> int | None:
+        if name not in self._ids:
+            self._load_names()
+        return self._ids.get(name)
+
+    def _names_in(self, table: str) -> list[str]:
+        return sorted(self._name(r[0]) for r in self._all(f"SELECT DISTINCT name_id FROM {table}"))
+
+    def _steps(self, table: str, name: str, member: int) -> np.ndarray:
+        nid = self._id(name)
+        if nid is None:
+            return np.empty(0, np.int64)
+        rows = self._all(f"SELECT DISTINCT step FROM {table} WHERE name_id = ? AND member = ? "
+                         "ORDER BY step", (nid, member))
+        return np.array([r[0] for r in rows], np.int64)
+
+    def _nearest(self, table: str, cols: str, name: str, step: int | None, member: int) -> tuple | None:
+        """The row (step, *cols) of series (name, member) nearest ``step``; of several
+        rows at that step, the last written."""
+        nid = self._id(name)
+        if nid is None:
+            return None
+        key = "WHERE name_id = ? AND member = ?"
+        if step is None:
+            found = self._one(f"SELECT step FROM {table} {key} ORDER BY step DESC LIMIT 1", (nid, member))
+        else:
+            # Two index probes instead of ORDER BY abs(step - ?), which scans the series.
+            below = self._one(f"SELECT step FROM {table} {key} AND step <= ? ORDER BY step DESC "
+                              "LIMIT 1", (nid, member, step))
+            above = self._one(f"SELECT step FROM {table} {key} AND step > ? ORDER BY step ASC "
+                              "LIMIT 1", (nid, member, step))
+            cands = [r[0] for r in (below, above) if r is not None]
+            found = (min(cands, key=lambda s: (abs(s - step), s)),) if cands else None
+        if found is None:
+            return None
+        return self._one(f"SELECT step, {cols} FROM {table} {key} AND step = ? ORDER BY id DESC "
+                         "LIMIT 1", (nid, member, found[0]))
+
+    def _scalars_between(self, after_id: int, upto_id: int | None,
+                         names: Sequence[str] | None = None, member: int | None = None) -> pd.DataFrame:
+        """Scalars of blocks with ``after_id < id <= upto_id`` (None: no upper bound)."""
+        want = None
+        if names is not None:
+            want = [i for i in (self._id(n) for n in names) if i is not None]
+            if not want:
+                return frames.empty_scalars()
+        sql = "SELECT series, steps, vals, wall_times FROM scalar_blocks WHERE id > ?"
+        params: tuple = (after_id,)
+        if upto_id is not None:
+            sql += " AND id <= ?"
+            params += (upto_id,)
+        rows = self._all(sql + " ORDER BY id", params)
+        if not rows:
+            return frames.empty_scalars()
+        block = codec.decode_scalar_blocks(rows)
+        del rows  # the blobs, now copied into the block's columns
+        return frames.scalar_frame(block, self._names_by_id(block.series[:, 0]),
+                                   want_ids=want, member=member)
+
+    def _event_rows(self, after_id: int, upto_id: int | None,
+                    kinds: Iterable[str] | None = None) -> list[tuple]:
+        sql = "SELECT step, member, kind, message, data, wall_time FROM events WHERE id > ?"
+        params: list = [after_id]
+        if upto_id is not None:
+            sql += " AND id <= ?"
+            params.append(upto_id)
+        if kinds is not None:
+            kinds = list(kinds)
+            sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            params += kinds
+        return self._all(sql + " ORDER BY id", params)
+
+
+def _edges(blob: bytes) -> np.ndarray:
+    return np.frombuffer(codec.unpack(blob), "<f8").copy()
+
+
+def _counts(dtype: str, blob: bytes) -> np.ndarray:
+    return np.frombuffer(codec.unpack(blob), np.dtype(dtype)).copy()

@@ -1,0 +1,96 @@
+"""list_runs: one summary line per run folder, for the runs panel and ``moe-studio runs``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RunFileError
+from .reader import RunReader
+from .schema import CONFIG_NAME, DB_NAME
+
+# (RunInfo field, config section, key) shown next to every run
+KEY_CONFIG = (("router", "moe", "router"), ("n_experts", "moe", "n_experts"),
+              ("top_k", "moe", "top_k"), ("precision", "precision", "mode"),
+              ("members", "ensemble", "members"))
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Summary of one run folder.
+
+    A folder that cannot be read has ``status == "unreadable"`` and ``error`` set to
+    the one-line problem; its other fields are None. (A run that *failed* is readable:
+    its own error text is ``run_error``.) ``train_loss`` / ``val_loss`` are
+    the last recorded ``train/loss`` / ``val/loss`` (nats/token): the run-wide value
+    (member -1, e.g. an ensemble's) where there is one, else the mean over members.
+    """
+    path: Path
+    run_id: str
+    name: str | None = None
+    status: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    last_step: int | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    router: str | None = None
+    n_experts: int | None = None
+    top_k: int | None = None
+    precision: str | None = None
+    members: int | None = None
+    error: str | None = None
+    total_steps: int | None = None  # train.steps of the config
+    run_error: str | None = None    # the error text a failed run recorded (its traceback)
+
+    @property
+    def key_config(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k, _, _ in KEY_CONFIG}
+
+
+def looks_like_run(folder: Path) -> bool:
+    return (folder / DB_NAME).exists() or (folder / CONFIG_NAME).exists()
+
+
+def run_info(folder: str | Path) -> RunInfo:
+    """The summary of one run folder; never raises for an unreadable run."""
+    folder = Path(folder)
+    try:
+        with RunReader(folder) as r:
+            latest = r.latest()
+            cfg = r.config if isinstance(r.config, dict) else {}
+            keys = {f: (cfg.get(sec) or {}).get(k) for f, sec, k in KEY_CONFIG}
+            return RunInfo(path=folder, run_id=r.run_id, name=r.name, status=r.status,
+                           started=r.started, ended=r.ended, last_step=r.last_step(),
+                           train_loss=_final(latest, "train/loss"),
+                           val_loss=_final(latest, "val/loss"), error=None, run_error=r.error,
+                           total_steps=(cfg.get("train") or {}).get("steps"), **keys)
+    except RunFileError as e:
+        return RunInfo(path=folder, run_id=folder.name, status="unreadable", error=str(e))
+
+
+def list_runs(runs_dir: str | Path) -> list[RunInfo]:
+    """Every run folder directly inside ``runs_dir``, newest first (by run id, which
+    starts with the creation time). Folders holding neither ``run.sqlite`` nor
+    ``config.toml`` are not runs and are skipped. RunFileError if ``runs_dir`` itself
+    does not exist or is not a folder. Reads only; touches no file."""
+    d = Path(runs_dir)
+    if not d.exists():
+        raise RunFileError(d, "runs folder not found")
+    if not d.is_dir():
+        raise RunFileError(d, "not a folder")
+    infos = [run_info(p) for p in d.iterdir()
+             if p.is_dir() and not p.name.startswith(".") and looks_like_run(p)]
+    return sorted(infos, key=lambda i: (i.run_id, i.path.name), reverse=True)
+
+
+def _final(latest, name: str) -> float | None:
+    rows = latest[latest["name"] == name]
+    if not len(rows):
+        return None
+    wide = rows[rows["member"] == -1]
+    vals = (wide if len(wide) else rows[rows["member"] >= 0])["value"]
+    if not len(vals):
+        return None
+    # skipna=False: one diverged (NaN) member makes the summary NaN rather than hiding it
+    return float(vals.mean(skipna=False))
