@@ -355,7 +355,7 @@ class Trainer:
             routed = self.route_tokens(c.probe_tokens, member=m)
             arrays = {"tokens": np.asarray(c.probe_tokens, dtype=np.uint8),
                       "domains": np.asarray(c.probe_domains).astype(np.int16), **routed}
-            meta = {"domain_names": list(c.domain_names), "moe_blocks": list(self.moe_block_ids),
+            meta = {"domain_names": list(c.probe_domain_names), "moe_blocks": list(self.moe_block_ids),
                     "top_k": int(routed["topk_idx"].shape[-1]), "n_experts": self.config.moe.n_experts}
             self.writer.add_snapshot(self.step_count, "routing/probe", arrays, meta, member=m)
 

@@ -1,0 +1,95 @@
+"""The desktop app's entry point: ``moe-studio-gui [PATH]``.
+
+PATH may be a run folder (or its ``run.sqlite``), shown in the dashboards, or an
+experiment config (``.toml``), loaded into the setup panel. Without it the app opens
+with the default experiment, ready to train on the embedded corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QApplication
+
+from ..config import ConfigError
+from . import theme
+
+APP_NAME = "MoE Studio"
+ORG_NAME = "moe-studio"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="moe-studio-gui", description="MoE Studio desktop app")
+    p.add_argument("path", nargs="?", help="a run folder to show, or a .toml config to load")
+    p.add_argument("--runs-dir", help="where new runs are saved (default: $MOE_STUDIO_RUNS "
+                                      "or ./runs)")
+    p.add_argument("--dark", action="store_true", default=None, help="start with the dark palette")
+    p.add_argument("--light", dest="dark", action="store_false", help="start with the light palette")
+    p.set_defaults(dark=None)  # neither: the remembered palette, else the system's
+    args, _qt_args = p.parse_known_args(argv)  # Qt's own options (-platform, ...) pass through
+    return args
+
+
+def _system_prefers_dark(app: QApplication) -> bool:
+    hints = app.styleHints()
+    scheme = getattr(hints, "colorScheme", None)
+    return bool(scheme is not None and scheme() == Qt.ColorScheme.Dark)
+
+
+def create_app(argv: list[str] | None = None):
+    """Build (or reuse) the QApplication and the main window; returns ``(app, window)``.
+    ``main`` adds only the event loop, so tests can drive this part."""
+    argv = list(sys.argv if argv is None else argv)
+    args = parse_args(argv[1:])  # first: --help needs no display
+    app = QApplication.instance() or QApplication(argv)
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(ORG_NAME)
+    app.setApplicationDisplayName(APP_NAME)
+    app.setDesktopFileName("moe-studio")
+
+    settings = QSettings()
+    dark = args.dark
+    if dark is None:
+        stored = settings.value("view/dark")
+        dark = (str(stored).lower() in ("1", "true")) if stored is not None \
+            else _system_prefers_dark(app)
+    theme.apply_palette(app, bool(dark))
+    settings.setValue("view/dark", bool(dark))
+
+    from .main_window import MainWindow  # after the palette, so every widget starts themed
+    window = MainWindow(settings=settings, runs_dir=args.runs_dir)
+    if args.path:
+        _open_path(window, Path(args.path).expanduser())
+    # Belt and braces: whatever ends the event loop, never leave a training thread behind.
+    app.aboutToQuit.connect(lambda: window.controller.shutdown(30_000))
+    return app, window
+
+
+def _open_path(window, path: Path) -> None:
+    if path.suffix.lower() == ".toml":
+        try:
+            notes = window.setup_panel.load_toml(path)
+        except ConfigError as e:
+            window._warn("Could not load config", str(e))
+            return
+        if notes:
+            window._warn("Config adjusted", "Some values did not fit their range:\n\n" +
+                         "\n".join(notes))
+    else:
+        window.open_run_path(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the desktop app; returns the process exit code."""
+    try:
+        app, window = create_app(argv)
+    except SystemExit as e:  # argparse: --help or a bad option
+        return int(e.code or 0)
+    window.show()
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

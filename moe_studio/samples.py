@@ -1,0 +1,115 @@
+"""Regenerate the recorded runs that ship in ``sample_runs/`` with the real engine.
+
+    python -m moe_studio.samples [--only NAME ...] [--scale 0.1] [--out DIR]
+
+Each sample is a normal run folder (``run.sqlite`` + ``config.toml``) with a stable
+name, so the app's "Open sample run" menu and the tests find them. Optimizer state is
+not kept (it would triple the size); the final model weights are, as fp16 safetensors,
+so probe text can be routed through a sample's model.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .config import ExperimentConfig, presets
+from .paths import sample_runs_dir
+
+
+def _sample(fn: Callable[[], ExperimentConfig], name: str, steps: int,
+            **over) -> Callable[[], ExperimentConfig]:
+    def make() -> ExperimentConfig:
+        c = fn()
+        c.name = name
+        c.train.steps = steps
+        c.train.warmup_steps = min(c.train.warmup_steps, steps // 10)
+        c.train.eval_every = max(1, steps // 30)
+        c.train.snapshot_every = max(1, steps // 40)
+        c.train.log_every = 2
+        c.train.device = "cpu"
+        for k, v in over.items():
+            sec, key = k.split("__")
+            setattr(getattr(c, sec), key, v)
+        return c
+    return make
+
+
+SAMPLES: dict[str, Callable[[], ExperimentConfig]] = {
+    "dense-baseline": _sample(presets.dense_baseline, "dense-baseline", 1500),
+    "moe-top2": _sample(presets.mixtral_top2, "moe-top2", 1500),
+    "switch-top1": _sample(presets.switch_top1, "switch-top1", 1500),
+}
+
+
+def export_weights(trainer, path: Path) -> None:
+    """Member weights as fp16 safetensors (``member{m}.`` prefixes; tied tensors once)."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for m, model in enumerate(trainer.models):
+        seen = set()
+        for k, v in model.state_dict().items():
+            if v.data_ptr() in seen:
+                continue
+            seen.add(v.data_ptr())
+            t = v.detach().cpu()
+            tensors[f"member{m}.{k}"] = t.half() if t.is_floating_point() else t.contiguous()
+    save_file(tensors, str(path), metadata={"format": "moe-studio-weights-1",
+                                            "step": str(trainer.step_count)})
+
+
+def generate(name: str, out_dir: Path, scale: float = 1.0, log=print) -> Path:
+    from .engine.trainer import Trainer
+
+    cfg = SAMPLES[name]()
+    cfg.train.steps = max(2, int(cfg.train.steps * scale))
+    cfg.train.warmup_steps = min(cfg.train.warmup_steps, cfg.train.steps // 10)
+    cfg.train.eval_every = max(1, min(cfg.train.eval_every, cfg.train.steps // 5 or 1))
+    cfg.train.snapshot_every = max(1, min(cfg.train.snapshot_every, cfg.train.steps // 5 or 1))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tr = Trainer(cfg, runs_dir=tmp)
+        t0 = time.time()
+        try:
+            while not tr.done:
+                info = tr.step()
+                if info.step % 100 == 0 or tr.done:
+                    log(f"  {name}: step {info.step}/{info.total_steps} loss {info.loss:.3f} "
+                        f"({info.tokens_per_s:,.0f} tok/s)")
+            tr._flush_stats()
+            export_weights(tr, tr.run_dir / "weights.safetensors")
+            tr.writer.close("finished")
+            tr._closed = True
+        except BaseException:
+            tr.close("failed")
+            raise
+        src = tr.run_dir
+        dest = out_dir / name
+        if dest.exists():
+            shutil.rmtree(dest)
+        for ck in src.glob("checkpoint-*.pt"):
+            ck.unlink()
+        shutil.move(str(src), str(dest))
+    log(f"  {name}: done in {time.time() - t0:.0f} s -> {dest}")
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m moe_studio.samples", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="*", choices=sorted(SAMPLES), help="regenerate only these")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every sample's steps")
+    ap.add_argument("--out", type=Path, default=sample_runs_dir())
+    args = ap.parse_args(argv)
+    for name in args.only or list(SAMPLES):
+        print(f"generating {name}…", flush=True)
+        generate(name, args.out, scale=args.scale)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

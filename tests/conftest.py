@@ -1,0 +1,106 @@
+"""Shared test set-up.
+
+Qt runs headless (offscreen) everywhere, and every test is checked for leaks that would
+otherwise show up much later as crashes or slow suites: a training thread still running,
+a Python thread left behind, or an active QTimer inside a top-level widget that is still
+alive after the test (a hidden window that keeps polling).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+# Must happen before anything imports Qt.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Must happen before anything imports torch. The test models are tiny, and on a 2-core
+# machine two OpenMP threads contending with the Qt thread (or with anything else
+# running) make a step 10x slower, not faster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+_GRACE_S = 2.0  # a thread that is just finishing gets this long to end
+
+
+def _qt_widgets():
+    return sys.modules.get("PySide6.QtWidgets")
+
+
+def _flush_qt() -> None:
+    """Deliver pending events and deferred deletes (deleteLater) outside an event loop."""
+    qtw = _qt_widgets()
+    if qtw is None:
+        return
+    app = qtw.QApplication.instance()
+    if app is None:
+        return
+    from PySide6.QtCore import QEvent
+    for _ in range(3):
+        app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        app.processEvents()
+
+
+def _running_controllers() -> list:
+    mod = sys.modules.get("moe_studio.gui.worker")
+    return mod.running_controllers() if mod is not None else []
+
+
+def _active_timers() -> list[str]:
+    qtw = _qt_widgets()
+    if qtw is None or qtw.QApplication.instance() is None:
+        return []
+    from PySide6.QtCore import QTimer
+    found = []
+    for w in qtw.QApplication.topLevelWidgets():
+        try:
+            timers = w.findChildren(QTimer)
+        except RuntimeError:  # deleted underneath us
+            continue
+        for t in timers:
+            if t.isActive():
+                found.append(f"{type(w).__name__}({w.objectName()!r}) -> "
+                             f"QTimer({t.objectName()!r}, {t.interval()} ms)")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads_or_timers(request):
+    """Fail a test that leaves a training thread, a Python thread, or an active timer
+    in a live top-level widget behind. Tests that start training must shut it down
+    (``TrainingController.shutdown``) and close or delete their widgets."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    # pytest-qt has already closed and deleteLater()'d widgets registered with qtbot.
+    _flush_qt()
+    problems: list[str] = []
+
+    deadline = time.monotonic() + _GRACE_S
+    ctrls = _running_controllers()
+    while ctrls and time.monotonic() < deadline:
+        _flush_qt()
+        time.sleep(0.02)
+        ctrls = _running_controllers()
+    for c in ctrls:
+        problems.append(f"TrainingController still running (state {c.state!r}): "
+                        f"call shutdown() before the test ends")
+        c.shutdown(10_000)  # don't let one leak break the tests after it
+
+    def new_threads():
+        # _DummyThread: a thread started outside `threading` (a QThread) that ran Python;
+        # CPython keeps that record forever, so it says nothing about the thread itself.
+        # Training QThreads are covered by the controller check above.
+        return [t for t in threading.enumerate() if t.ident not in before and t.is_alive()
+                and not isinstance(t, threading._DummyThread)]
+
+    left = new_threads()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = new_threads()
+    problems += [f"thread left running: {t.name!r} (daemon={t.daemon})" for t in left]
+
+    timers = _active_timers()
+    problems += [f"active timer in a live top-level widget: {t}" for t in timers]
+    if problems:
+        pytest.fail("leak check failed:\n  " + "\n  ".join(problems), pytrace=False)

@@ -1,0 +1,380 @@
+"""The setup form generated from the schema: editors per knob, inline validation that
+gates Train, presets, TOML round trip, the parameter label; the app entry point and the
+main window rendered in both palettes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit,  # noqa: E402
+                               QMessageBox, QSpinBox)
+
+from moe_studio.config import (PRESETS, SECTIONS, default, dumps,  # noqa: E402
+                               problems, section_fields, to_dict)
+from moe_studio.engine.params import count_params  # noqa: E402
+from moe_studio.gui.setup_panel import SetupPanel, format_float, human_count  # noqa: E402
+
+
+@pytest.fixture
+def panel(qtbot):
+    p = SetupPanel()
+    qtbot.addWidget(p)
+    p.resize(420, 900)
+    return p
+
+
+def all_paths():
+    return ["name"] + [f"{s}.{f.name}" for s in SECTIONS for f in section_fields(s)]
+
+
+def test_every_knob_has_an_editor_of_its_kind_with_help(panel):
+    assert panel.field_paths() == all_paths()
+    for sec in SECTIONS:
+        for f in section_fields(sec):
+            path, md = f"{sec}.{f.name}", f.metadata
+            w = panel.field_widget(path)
+            assert md["help"] in w.toolTip(), path
+            if md.get("choices"):
+                assert isinstance(w, QComboBox)
+                assert [w.itemText(i) for i in range(len(md["choices"]))] == list(md["choices"])
+            elif md.get("kind") in ("path", "log"):
+                assert isinstance(w, QLineEdit), path
+            elif md.get("kind") == "layers":
+                assert isinstance(w, QComboBox) and w.isEditable()
+            elif f.type in (bool, "bool"):
+                assert isinstance(w, QCheckBox), path
+            elif f.type in (int, "int"):
+                assert isinstance(w, QSpinBox), path
+                assert (w.minimum(), w.maximum()) == (md["min"], md["max"]), path
+            elif f.type in (float, "float"):
+                assert isinstance(w, QDoubleSpinBox), path
+                assert (w.minimum(), w.maximum()) == (md["min"], md["max"]), path
+
+
+def test_invalid_edit_is_shown_inline_and_disables_train(qtbot, panel):
+    top_k = panel.field_widget("moe.top_k")
+    err = panel.error_label("moe.top_k")
+    assert panel.is_valid() and err.isHidden()
+    with qtbot.waitSignal(panel.validityChanged) as sig:
+        top_k.setValue(9)  # 8 experts
+    assert sig.args == [False]
+    assert not panel.is_valid()
+    assert not err.isHidden() and "moe.top_k (9) must be <= moe.n_experts (8)" in err.text()
+    assert panel._rows["moe.top_k"].frame.property("invalid") is True
+    assert "1 problem" in panel.section("moe").header.text()
+    assert [e.path for e in panel.problems()] == ["moe.top_k"]
+
+    # Fixing the other side of the rule also fixes it.
+    with qtbot.waitSignal(panel.validityChanged) as sig:
+        panel.field_widget("moe.n_experts").setValue(16)
+    assert sig.args == [True]
+    assert err.isHidden() and panel._rows["moe.top_k"].frame.property("invalid") is False
+    assert panel.config().moe.top_k == 9 and panel.config().moe.n_experts == 16
+
+
+def test_problem_in_a_closed_section_opens_it(panel):
+    panel.set_expanded_sections([])
+    assert not panel.section("train").is_expanded()
+    panel.field_widget("train.min_lr").setText("1")  # > lr
+    assert panel.section("train").is_expanded()
+    assert "train.min_lr (1) must be <= train.lr (0.003)" in panel.error_label("train.min_lr").text()
+
+
+def test_summary_links_go_to_the_field(qtbot, panel):
+    panel.show()
+    panel.set_expanded_sections([])
+    panel.field_widget("moe.top_k").setValue(9)
+    panel.field_widget("train.min_lr").setText("1")
+    text = panel.summary_label.text()
+    assert text.startswith("2 problems") and 'href="train.min_lr"' in text
+    panel.summary_label.linkActivated.emit("train.min_lr")
+    assert panel.section("train").is_expanded()
+    assert panel.focusWidget() is panel.field_widget("train.min_lr")
+
+
+def test_log_field_accepts_scientific_and_reports_garbage(panel):
+    lr = panel.field_widget("train.lr")
+    lr.setText("5e-4")  # min_lr is 3e-4
+    assert panel.config().train.lr == pytest.approx(5e-4) and panel.is_valid()
+    lr.setText("abc")
+    assert not panel.is_valid()
+    assert "train.lr must be a number" in panel.error_label("train.lr").text()
+    assert panel.config().train.lr == pytest.approx(5e-4)  # last good value kept
+    lr.setText("2e-3")
+    assert panel.is_valid() and panel.error_label("train.lr").isHidden()
+
+
+def test_every_editor_feeds_the_config(panel):
+    panel.field_widget("name").setText("probe")
+    panel.field_widget("data.corpus").setText("/tmp/some.txt")
+    panel.field_widget("model.moe_layers").setEditText("1,3")
+    panel.field_widget("moe.router").setCurrentText("noisy_topk")
+    panel.field_widget("moe.shared_expert").setChecked(True)
+    panel.field_widget("moe.capacity_factor").setValue(1.25)
+    panel.field_widget("precision.mode").setCurrentText("bf16")
+    panel.field_widget("train.steps").setValue(123)
+    c = panel.config()
+    assert (c.name, c.data.corpus, c.model.moe_layers, c.moe.router) == \
+        ("probe", "/tmp/some.txt", "1,3", "noisy_topk")
+    assert c.moe.shared_expert and c.moe.capacity_factor == 1.25
+    assert c.precision.mode == "bf16" and c.train.steps == 123
+    assert panel.is_valid(), [e.message for e in panel.problems()]
+
+
+def test_path_field_embedded_button(qtbot, panel):
+    from PySide6.QtWidgets import QPushButton
+    corpus = panel.field_widget("data.corpus")
+    corpus.setText("/somewhere")
+    row = panel._rows["data.corpus"]
+    embedded = [b for b in row.findChildren(QPushButton) if b.text() == "Embedded"][0]
+    embedded.click()
+    assert panel.config().data.corpus == "embedded"
+
+
+def test_presets_load_and_editing_turns_custom(qtbot, panel):
+    for name, make in PRESETS.items():
+        with qtbot.waitSignal(panel.presetChanged) as sig:
+            panel.set_preset(name)
+        assert sig.args == [name]
+        assert to_dict(panel.config()) == to_dict(make()), name
+        assert panel.preset_combo.currentText() == name
+        assert panel.is_valid() == (problems(make()) == [])
+    panel.set_preset("Switch top-1")
+    panel.field_widget("moe.n_experts").setValue(4)
+    assert panel.preset_combo.currentText() == "Custom" and panel.current_preset() is None
+    panel.field_widget("moe.n_experts").setValue(8)
+    assert panel.preset_combo.currentText() == "Switch top-1"  # back to the preset exactly
+
+
+def test_preset_combo_activation_loads(qtbot, panel):
+    i = panel.preset_combo.findText("Dense baseline")
+    panel.preset_combo.activated.emit(i)
+    assert panel.config().model.moe_layers == "none"
+
+
+def test_toml_round_trip_through_the_panel(qtbot, panel, tmp_path):
+    panel.set_preset("fp16 overflow demo")
+    panel.field_widget("moe.top_k").setValue(3)
+    panel.field_widget("train.lr").setText("2.5e-4")
+    panel.field_widget("train.min_lr").setText("1e-5")
+    panel.field_widget("data.probe_text").setText('say "hi"\tthere')
+    want = panel.config()
+    path = tmp_path / "exp.toml"
+    with qtbot.waitSignal(panel.configFileChanged):
+        panel.save_toml(path)
+    assert path.read_text(encoding="utf-8") == dumps(want)
+
+    other = SetupPanel()
+    qtbot.addWidget(other)
+    assert other.load_toml(path) == []
+    assert to_dict(other.config()) == to_dict(want)
+    assert other.config_path == str(path)
+
+
+def test_toml_out_of_range_value_is_reported(panel, tmp_path):
+    path = tmp_path / "wild.toml"
+    path.write_text("[moe]\nn_experts = 999\n", encoding="utf-8")
+    notes = panel.load_toml(path)
+    assert len(notes) == 1 and notes[0].startswith("moe.n_experts: 999")
+    assert panel.config().moe.n_experts == 256
+
+
+def test_bad_toml_raises_config_error(panel, tmp_path):
+    from moe_studio.config import ConfigError
+    path = tmp_path / "bad.toml"
+    path.write_text("[moe]\nbogus = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bogus"):
+        panel.load_toml(path)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_param_label_matches_count_params(panel, preset):
+    panel.set_preset(preset)
+    pc = count_params(PRESETS[preset]())
+    text = panel.params_label.text()
+    assert f"<b>{human_count(pc.total)}</b> total" in text
+    assert f"<b>{human_count(pc.active)}</b> active per token" in text
+    assert f"{pc.total:,}" in panel.params_label.toolTip()
+    assert f"{pc.active:,}" in panel.params_label.toolTip()
+    if pc.members > 1:
+        assert f"{pc.members} members" in text and human_count(pc.run_total) in text
+
+
+def test_param_label_follows_edits(panel):
+    panel.field_widget("moe.n_experts").setValue(16)
+    cfg = panel.config()
+    assert f"{count_params(cfg).total:,}" in panel.params_label.toolTip()
+
+
+def test_tab_order_follows_the_schema(panel):
+    panel.set_expanded_sections(list(SECTIONS))
+    panel.show()
+    inputs = {id(panel.field_widget(p)): p for p in all_paths()}
+    # A spin box or editable combo gives focus to its inner line edit.
+    owner = {}
+    for p in all_paths():
+        w = panel.field_widget(p)
+        owner[id(w)] = p
+        for child in w.findChildren(QLineEdit):
+            owner[id(child)] = p
+    seen: list[str] = []
+    w = panel.field_widget("name")
+    for _ in range(600):
+        p = owner.get(id(w))
+        if p and (not seen or seen[-1] != p):
+            seen.append(p)
+        w = w.nextInFocusChain()
+        if w is panel.field_widget("name"):
+            break
+    assert [p for p in seen if p in inputs.values()] == all_paths()
+
+
+def test_formatting_helpers():
+    assert human_count(999) == "999" and human_count(2_412_544) == "2.41 M"
+    assert human_count(834_000) == "834 k" and human_count(3_000_000_000) == "3 B"
+    assert format_float(3e-3) == "0.003" and format_float(1e-5) == "1e-5"
+    assert format_float(65536.0) == "65536" and format_float(2.0 ** 32) == "4294967296"
+    assert float(format_float(0.1 + 0.2)) == 0.1 + 0.2
+
+
+# ---------------------------------------------------------------- window and app
+
+def _window(qtbot, tmp_path, **kw):
+    from moe_studio.gui.main_window import MainWindow
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, runs_dir=tmp_path / "runs", **kw)
+    qtbot.addWidget(w)
+    return w, settings
+
+
+def test_new_resets_and_settings_remember_preset(qtbot, tmp_path):
+    w, settings = _window(qtbot, tmp_path)
+    w.setup_panel.set_preset("Switch top-1")
+    assert settings.value("config/last_preset") == "Switch top-1"
+    w.close()
+    w2, _ = _window(qtbot, tmp_path)  # same settings file
+    assert w2.setup_panel.current_preset() == "Switch top-1"
+    w2.new_action.trigger()
+    assert to_dict(w2.setup_panel.config()) == to_dict(default())
+
+
+def test_open_bad_run_shows_the_one_line_error(qtbot, tmp_path):
+    w, _ = _window(qtbot, tmp_path)
+    w.show()
+    assert not w.open_run_path(tmp_path / "no-such-run")
+    box = w.findChild(QMessageBox, "warningBox")
+    assert box is not None and box.isVisible()
+    assert "no-such-run" in box.text() and "\n" not in box.text()
+    box.close()
+
+
+def test_shortcuts(qtbot, tmp_path):
+    w, _ = _window(qtbot, tmp_path)
+    keys = {a.text().replace("&", ""): a.shortcut().toString() for a in
+            (w.new_action, w.open_config_action, w.save_config_action, w.open_run_action,
+             w.train_action, w.pause_action, w.stop_action)}
+    assert keys == {"New Experiment": "Ctrl+N", "Open Config…": "Ctrl+O",
+                    "Save Config…": "Ctrl+S", "Open Run…": "Ctrl+Shift+O", "Train": "F5",
+                    "Pause": "F6", "Stop": "Shift+F5"}
+
+
+def test_app_opens_a_config_given_on_the_command_line(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtCore import QCoreApplication
+    from moe_studio.config import save
+    from moe_studio.gui import app as app_mod
+    monkeypatch.setattr(app_mod, "QSettings",
+                        lambda: QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    cfg = default()
+    cfg.name = "from-cli"
+    cfg.moe.n_experts = 4
+    save(cfg, tmp_path / "c.toml")
+    from PySide6.QtGui import QGuiApplication
+    names = (QCoreApplication.applicationName(), QCoreApplication.organizationName(),
+             QGuiApplication.applicationDisplayName())
+    try:
+        app, win = app_mod.create_app(["moe-studio-gui", str(tmp_path / "c.toml"),
+                                       "--runs-dir", str(tmp_path / "runs"), "--light"])
+        qtbot.addWidget(win)
+        assert QCoreApplication.applicationName() == "MoE Studio"
+        assert QCoreApplication.organizationName() == "moe-studio"
+        assert win.setup_panel.config().name == "from-cli"
+        assert win.runs_dir == tmp_path / "runs"
+        assert win.windowTitle().startswith("from-cli")
+        app.aboutToQuit.disconnect()
+    finally:
+        from moe_studio.gui import theme
+        theme.apply_palette(app, False)
+        QCoreApplication.setApplicationName(names[0])
+        QCoreApplication.setOrganizationName(names[1])
+        QGuiApplication.setApplicationDisplayName(names[2])
+
+
+def test_main_window_renders_in_both_palettes(qtbot, tmp_path):
+    """Screenshots for people to look at: $MOE_STUDIO_SHOTS (e.g. /tmp/moe_shots) or tmp."""
+    from PySide6.QtWidgets import QApplication
+    from moe_studio.gui import theme
+    out = Path(os.environ.get("MOE_STUDIO_SHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance()
+    try:
+        for dark in (False, True):
+            w, _ = _window(qtbot, tmp_path / ("d" if dark else "l"))
+            w.set_dark(dark)
+            w.resize(1400, 900)
+            w.show()
+            qtbot.waitExposed(w)
+            app.processEvents()  # the palette change is delivered as an event
+            img = w.grab().toImage()
+            assert not img.isNull() and img.height() == 900
+            path = out / f"main_window_{'dark' if dark else 'light'}.png"
+            assert img.save(str(path))
+            # The window background follows the palette.
+            bg = img.pixelColor(img.width() // 2, img.height() - 5)
+            assert (bg.lightness() < 128) == dark
+            w.close()
+    finally:
+        theme.apply_palette(app, False)
+
+
+def test_export_dialog_defaults(qtbot, tmp_path):
+    from moe_studio.gui.export_dialog import ExportDialog, has_parquet
+    d = ExportDialog(tmp_path / "20260101-run", "run", tmp_path)
+    qtbot.addWidget(d)
+    assert d.fmt() == "csv"
+    assert d.folder() == tmp_path / "20260101-run-export"
+    i = d.format_combo.findData("parquet")
+    assert d.format_combo.model().item(i).isEnabled() == has_parquet()
+    d.folder_edit.setText("  ")
+    assert not d.export_button.isEnabled()
+
+
+def test_sample_run_menu_lists_sample_runs(qtbot, tmp_path, monkeypatch):
+    import moe_studio.gui.main_window as mw
+    from moe_studio.config import to_dict
+    from moe_studio.store import RunWriter
+    w, _ = _window(qtbot, tmp_path)
+    monkeypatch.setattr(mw, "sample_runs_dir", lambda: tmp_path / "none")
+    w._fill_sample_menu()
+    assert [a.text() for a in w.sample_menu.actions()] == ["(no sample runs)"]
+
+    samples = tmp_path / "samples"
+    rw = RunWriter.create(samples, name="sample-a", config=to_dict(default()),
+                          config_toml=dumps(default()))
+    rw.close("finished")
+    monkeypatch.setattr(mw, "sample_runs_dir", lambda: samples)
+    w._fill_sample_menu()
+    (action,) = w.sample_menu.actions()
+    assert action.text().startswith("sample-a") and "finished" in action.text()
+    action.trigger()
+    assert w.dashboards[0].runs() == [Path(rw.run_dir)]
+
+
+def test_main_help_exits_cleanly(capsys):
+    from moe_studio.gui.app import main
+    assert main(["moe-studio-gui", "--help"]) == 0
+    assert "run folder" in capsys.readouterr().out
