@@ -1,0 +1,798 @@
+"""Line plots for training curves: one ``CurvePlot`` per chart, series updated in place.
+
+A series is keyed by a string. ``set_series`` keeps its two ``PlotDataItem`` objects (a
+faint raw curve and a bold smoothed curve) for the life of the plot and only calls
+``setData`` on them, so a live view can push a frame at 8 Hz without churning the scene.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.exporters  # noqa: F401  (registers ImageExporter / SVGExporter)
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QAction, QColor, QPainter
+from PySide6.QtSvg import QSvgGenerator
+from PySide6.QtWidgets import (QFileDialog, QGridLayout, QMenu, QMessageBox, QSizePolicy,
+                               QToolButton, QVBoxLayout, QWidget)
+
+from .smoothing import ema
+from .theme import is_dark_palette, plot_colors, series_color
+
+# int: index into the theme's series palette; (int, shade): a shade of that colour (the
+# members of one run in an overlay); a plot_colors() key such as "ensemble" or
+# "foreground": that theme colour; any other str / QColor: a fixed colour.
+ColorSpec = Union[int, tuple, str, QColor, None]
+
+_RAW_ALPHA = 70          # of 255: the unsmoothed curve behind a smoothed one
+_BOLD_WIDTH = 2.0
+_THIN_WIDTH = 1.3        # the single curve drawn when smoothing is off
+
+
+@dataclass
+class _Series:
+    key: str
+    label: str
+    color: ColorSpec
+    dash: bool
+    symbol: str | None
+    smoothable: bool
+    raw: pg.PlotDataItem
+    smooth: pg.PlotDataItem
+    x: np.ndarray = field(default_factory=lambda: np.empty(0))
+    y: np.ndarray = field(default_factory=lambda: np.empty(0))
+    ys: np.ndarray = field(default_factory=lambda: np.empty(0))   # smoothed y
+    sorted_x: bool = True
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "plot"
+
+
+def _fmt(v: float) -> str:
+    if not math.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if a != 0 and (a >= 1e5 or a < 1e-3):
+        return f"{v:.3e}"
+    return f"{v:.4g}"
+
+
+def _fmt_x(v: float) -> str:
+    if math.isfinite(v) and abs(v - round(v)) < 1e-9 and abs(v) < 1e15:
+        return f"{int(round(v)):,}"
+    return _fmt(v)
+
+
+def format_duration(seconds: float, spacing: float = 1.0, top: float | None = None) -> str:
+    """``seconds`` as ``"42s"``, ``"12:05"`` (m:ss) or ``"1:02:05"`` (h:mm:ss).
+
+    ``spacing`` (seconds between neighbouring ticks) picks the precision: sub-second
+    ticks keep decimals, hour-scale ticks drop the seconds. ``top`` (the largest value
+    on the axis) keeps one style along an axis: once it reaches a minute, 20 s reads
+    ``"0:20"``.
+    """
+    if not math.isfinite(seconds):
+        return str(seconds)
+    sign = "-" if seconds < 0 else ""
+    t = abs(seconds)
+    big = max(t, abs(top) if top is not None else 0.0)
+    if big < 60 and spacing < 60:
+        places = max(0, math.ceil(-math.log10(spacing))) if spacing > 0 else 0
+        return f"{sign}{t:.{min(places, 3)}f}s"
+    t = int(round(t))
+    h, rem = divmod(t, 3600)
+    m, sec = divmod(rem, 60)
+    if h or big >= 3600:
+        return f"{sign}{h}:{m:02d}" if spacing >= 60 else f"{sign}{h}:{m:02d}:{sec:02d}"
+    return f"{sign}{m}:{sec:02d}"
+
+
+_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+class XAxis(pg.AxisItem):
+    """Bottom axis with compact tick labels: ``"250k"``, ``"2.5M"`` for large counts
+    (tokens, steps), or durations for wall time (``x_format = "duration"``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.x_format = "number"
+
+    def tickStrings(self, values, scale, spacing):
+        if self.logMode or not values:
+            return super().tickStrings(values, scale, spacing)
+        if self.x_format == "duration":
+            top = max(abs(v * scale) for v in values)
+            return [format_duration(v * scale, spacing * scale, top) for v in values]
+        if max(abs(v * scale) for v in values) < 1e4:
+            return super().tickStrings(values, scale, spacing)
+        return [compact_number(v * scale, spacing * scale) for v in values]
+
+
+def compact_number(v: float, spacing: float = 0.0) -> str:
+    """``v`` with an SI suffix (``"250k"``, ``"1.2M"``), as precise as ``spacing``
+    (the distance to the neighbouring tick) needs."""
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else str(v)
+    for unit, suffix in _SI:
+        if abs(v) >= unit:
+            places = max(0, math.ceil(-math.log10(spacing / unit))) if spacing > 0 else 1
+            return f"{v / unit:.{min(places, 3)}f}{suffix}"
+    return f"{v:g}"
+
+
+class CurvePlot(QWidget):
+    """A titled line chart with legend, smoothing, log-y, hover read-out and export.
+
+    Series x/y are 1-D float arrays of equal length (x ascending for the fast hover and
+    view clipping; unsorted x still works). Non-finite y values leave gaps.
+    """
+
+    seriesVisibilityChanged = Signal(str, bool)
+    userChangedRange = Signal()   # the user zoomed or panned (mouse, wheel)
+
+    def __init__(self, title: str = "", x_label: str = "step", y_label: str = "",
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self._title = title
+        self._smoothing = 0.0
+        self._log_y = False
+        self._x_label = x_label
+        self._series: dict[str, _Series] = {}
+        self._colors = plot_colors(is_dark_palette(self.palette()))
+
+        self._x_axis = XAxis(orientation="bottom")
+        self._plot = _TimedPlotWidget(parent=self, background=self._colors["background"],
+                                      axisItems={"bottom": self._x_axis})
+        self._plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self._plot.setMinimumSize(160, 120)
+        pi = self._pi = self._plot.getPlotItem()
+        self._vb = pi.getViewBox()
+        pi.setLabel("bottom", x_label)
+        if y_label:
+            pi.setLabel("left", y_label)
+        pi.getAxis("left").setWidth(52)   # aligned plots in a grid, room for 1.5e-03
+        for name in ("left", "bottom"):
+            # Major and minor ticks (and grid lines) only: the third level of grid lines
+            # made the plot busier and cost more to paint than all the curves together.
+            pi.getAxis(name).setStyle(maxTickLevel=1)
+        pi.setClipToView(True)
+        pi.hideButtons()                  # the "A" auto-range button; the menu has View All
+        # Keep the view-box menu (View All, export) but drop "Plot Options": its FFT / log /
+        # derivative transforms would bypass this widget's own log-y and hover read-out.
+        pi.setMenuEnabled(False, True)
+        self._legend = _Legend(offset=(-6, 6), verSpacing=-6, labelTextSize="8pt")
+        self._legend.setParentItem(self._vb)
+        pi.legend = self._legend
+        self._legend.sigSampleClicked.connect(self._on_legend_clicked)
+        self._legend_corner = (1, 0)
+        self._range_moved = False
+        self._vb.sigRangeChanged.connect(self._on_range_changed)
+        self._vb.sigRangeChangedManually.connect(self.userChangedRange)
+
+        # Hover read-out: a vertical line, a dot on each visible series, a text box.
+        self._vline = pg.InfiniteLine(angle=90, movable=False)
+        self._dots = pg.ScatterPlotItem(size=7, pxMode=True)
+        self._hover = pg.TextItem(anchor=(0, 0))
+        for item in (self._vline, self._dots, self._hover):
+            item.setZValue(1000)
+            item.hide()
+            pi.addItem(item, ignoreBounds=True)
+        self._plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self._plot.installEventFilter(self)
+
+        self._menu_button = QToolButton(self)
+        self._menu_button.setText("⋯")
+        self._menu_button.setToolTip("Export this plot")
+        self._menu_button.setAutoRaise(True)
+        self._menu_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self._menu_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")
+        menu = QMenu(self._menu_button)
+        self._add_export_actions(menu)
+        self._menu_button.setMenu(menu)
+        vb_menu = self._vb.menu
+        vb_menu.addSeparator()
+        self._add_export_actions(vb_menu)
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self._plot)
+        self._apply_theme()
+
+    # ------------------------------------------------------------------ series
+    def set_series(self, key: str, x, y, label: str | None = None, color: ColorSpec = None,
+                   *, dash: bool = False, symbol: str | None = None,
+                   smooth: bool = True) -> None:
+        """Create or update series ``key`` in place with data ``x``, ``y`` (equal length).
+
+        ``color``: an int (theme series palette index), ``(index, shade)``, a theme key
+        ("ensemble", "foreground"), a fixed colour, or None (next palette colour). ``dash`` draws a
+        dashed line, ``symbol`` (e.g. "o") marks every point: both suit sparse series such
+        as validation loss. ``smooth=False`` exempts the series from smoothing (a sparse
+        series such as validation loss, already an average, would only lag behind). Style
+        arguments apply when they change; ``label`` defaults to the key.
+        """
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if x.shape != y.shape:
+            raise ValueError(f"series {key!r}: x has {x.size} points, y has {y.size}")
+        s = self._series.get(key)
+        if s is None:
+            if color is None:
+                color = len(self._series)
+            s = self._new_series(key, label or key, color, dash, symbol, smooth)
+        else:
+            restyle = smooth != s.smoothable
+            s.smoothable = smooth
+            if color is not None and color != s.color:
+                s.color, restyle = color, True
+            if dash != s.dash or symbol != s.symbol:
+                s.dash, s.symbol, restyle = dash, symbol, True
+            if restyle:
+                self._style_series(s)
+            if label is not None and label != s.label:
+                s.label = label
+                legend_label = self._legend.getLabel(s.smooth)
+                if legend_label is not None:
+                    legend_label.setText(label)
+        s.x, s.y = x, y
+        s.sorted_x = bool(x.size < 2 or np.all(np.diff(x) >= 0))
+        self._update_items(s)
+
+    def _new_series(self, key: str, label: str, color: ColorSpec, dash: bool,
+                    symbol: str | None, smoothable: bool) -> _Series:
+        opts = dict(connect="finite", autoDownsample=True, downsampleMethod="peak",
+                    clipToView=True)
+        # The faint raw trace is noise drawn at low alpha: anti-aliasing it costs as much
+        # as the bold curve and shows nowhere.
+        raw = pg.PlotDataItem(antialias=False, **opts)
+        smooth = pg.PlotDataItem(**opts)
+        raw.setZValue(len(self._series))
+        smooth.setZValue(500 + len(self._series))
+        s = _Series(key, label, color, dash, symbol, smoothable, raw, smooth)
+        self._series[key] = s
+        self._pi.addItem(raw)
+        self._pi.addItem(smooth)
+        self._legend.addItem(smooth, label)
+        self._legend.setColumnCount(2 if len(self._series) > 6 else 1)
+        self._update_legend_visibility()
+        self._style_series(s)
+        return s
+
+    def _resolve(self, color: ColorSpec) -> QColor:
+        dark = is_dark_palette(self.palette())
+        if isinstance(color, QColor):
+            return QColor(color)
+        if isinstance(color, (int, np.integer)):
+            return QColor(series_color(int(color), dark))
+        if isinstance(color, tuple):
+            # (palette index, shade): shade 0 is the palette colour; higher shades step
+            # away from it, darker on a light background and lighter on a dark one.
+            base = QColor(series_color(int(color[0]), dark))
+            shade = int(color[1]) % 5
+            if shade == 0:
+                return base
+            return base.lighter(100 + 35 * shade) if dark else base.darker(100 + 35 * shade)
+        if isinstance(color, str) and color in self._colors:
+            return QColor(self._colors[color])
+        return QColor(color)
+
+    def _style_series(self, s: _Series) -> None:
+        c = self._resolve(s.color)
+        faint = QColor(c)
+        faint.setAlpha(_RAW_ALPHA)
+        style = Qt.PenStyle.DashLine if s.dash else Qt.PenStyle.SolidLine
+        s.raw.setPen(pg.mkPen(faint, width=1, style=style))
+        width = _BOLD_WIDTH if self._smoothed(s) else _THIN_WIDTH
+        s.smooth.setPen(pg.mkPen(c, width=width, style=style))
+        # A wide anti-aliased polyline goes through QPainter's path stroker, which is slow
+        # on a wiggly training curve (40+ ms for a 2,000-step loss). Drawn as separate
+        # segments it costs a third; the joints of an opaque line do not show. Dashes
+        # need the single polyline to keep their pattern.
+        s.smooth.curve.setSegmentedLineMode("off" if s.dash else "on")
+        if s.symbol:
+            s.smooth.setSymbol(s.symbol)
+            s.smooth.setSymbolSize(5)
+            s.smooth.setSymbolPen(pg.mkPen(c))
+            s.smooth.setSymbolBrush(pg.mkBrush(c))
+        else:
+            s.smooth.setSymbol(None)
+        self._legend.update()
+
+    def _smoothed(self, s: _Series) -> bool:
+        return s.smoothable and self._smoothing > 0
+
+    def _update_items(self, s: _Series) -> None:
+        on = self._smoothed(s)
+        s.ys = ema(s.y, self._smoothing) if on else s.y
+        s.smooth.setData(s.x, s.ys)
+        if on:
+            s.raw.setData(s.x, s.y)
+        else:
+            s.raw.setData([], [])   # not drawn; keep no second copy of the data in the scene
+        s.raw.setVisible(on and s.smooth.isVisible())
+
+    def remove_series(self, key: str) -> None:
+        s = self._series.pop(key, None)
+        if s is None:
+            return
+        self._legend.removeItem(s.smooth)
+        self._pi.removeItem(s.raw)
+        self._pi.removeItem(s.smooth)
+        self._update_legend_visibility()
+
+    def _update_legend_visibility(self) -> None:
+        # One series needs no key (the title names it), and the box would hide data.
+        self._legend.setVisible(len(self._series) > 1)
+
+    def _on_range_changed(self, *_) -> None:
+        self._range_moved = True
+        self._place_legend()
+
+    def _place_legend(self) -> None:
+        """Move the legend to the corner (or the middle of a side) of the view where it
+        covers the fewest data points, top right on a tie, until the user drags it
+        somewhere themselves. ~1 ms."""
+        lg = self._legend
+        if lg.pinned or not lg.isVisible():
+            return
+        vb_rect = self._vb.boundingRect()
+        size = lg.boundingRect()
+        if vb_rect.width() <= size.width() or vb_rect.height() <= size.height():
+            return
+        to_view = self._vb.childTransform().inverted()[0]
+        pts = []
+        for s in self._series.values():
+            if s.smooth.isVisible():
+                x, y = s.smooth.getData()   # display coordinates (log10 under log-y)
+                if x is not None and len(x):
+                    stride = max(1, len(x) // 400)
+                    pts.append((x[::stride], y[::stride]))
+        if not pts:
+            return
+        px = np.concatenate([p[0] for p in pts])
+        py = np.concatenate([p[1] for p in pts])
+        m = 6.0
+        best, best_n = None, None
+        for corner in ((1, 0), (0, 0), (1, 1), (0, 1), (1, 0.5), (0, 0.5)):
+            left = vb_rect.left() + m if corner[0] == 0 else vb_rect.right() - m - size.width()
+            top = (vb_rect.top() + m if corner[1] == 0 else
+                   vb_rect.bottom() - m - size.height() if corner[1] == 1 else
+                   vb_rect.center().y() - size.height() / 2)
+            r = to_view.mapRect(QRectF(left, top, size.width(), size.height()))
+            n = int(np.count_nonzero((px >= r.left()) & (px <= r.right())
+                                     & (py >= r.top()) & (py <= r.bottom())))
+            if best_n is None or n < best_n:
+                best, best_n = corner, n
+            if n == 0:
+                break
+        if best != self._legend_corner:
+            self._legend_corner = best
+            off = (-m if best[0] else m, 0 if best[1] == 0.5 else -m if best[1] else m)
+            lg.anchor(itemPos=best, parentPos=best, offset=off)
+
+    def clear_series(self) -> None:
+        for key in list(self._series):
+            self.remove_series(key)
+
+    def series_keys(self) -> list[str]:
+        return list(self._series)
+
+    def series_data(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """The raw (unsmoothed) x, y of a series, as given to ``set_series``."""
+        s = self._series[key]
+        return s.x, s.y
+
+    def smoothed_data(self, key: str) -> np.ndarray:
+        return self._series[key].ys
+
+    def series_label(self, key: str) -> str:
+        return self._series[key].label
+
+    def curve(self, key: str) -> pg.PlotDataItem:
+        """The bold (smoothed, or raw when smoothing is 0) item of a series."""
+        return self._series[key].smooth
+
+    def raw_curve(self, key: str) -> pg.PlotDataItem:
+        """The faint raw item shown behind the smoothed curve."""
+        return self._series[key].raw
+
+    def set_series_visible(self, key: str, visible: bool) -> None:
+        s = self._series[key]
+        s.smooth.setVisible(visible)
+        self._sync_visibility(s)
+
+    def is_series_visible(self, key: str) -> bool:
+        return self._series[key].smooth.isVisible()
+
+    def _on_legend_clicked(self, item) -> None:
+        for s in self._series.values():
+            if s.smooth is item:
+                self._sync_visibility(s)
+                return
+
+    def _sync_visibility(self, s: _Series) -> None:
+        visible = s.smooth.isVisible()
+        s.raw.setVisible(visible and self._smoothed(s))
+        self._legend.update()
+        self.seriesVisibilityChanged.emit(s.key, visible)
+
+    # ------------------------------------------------------------------ view options
+    @property
+    def plot_item(self) -> pg.PlotItem:
+        return self._pi
+
+    @property
+    def plot_widget(self) -> pg.PlotWidget:
+        return self._plot
+
+    def title(self) -> str:
+        return self._title
+
+    def set_title(self, title: str) -> None:
+        self._title = title
+        self._apply_title()
+
+    def smoothing(self) -> float:
+        return self._smoothing
+
+    def set_smoothing(self, weight: float) -> None:
+        """Debiased EMA weight in [0, 1); 0 shows the raw curves only."""
+        weight = float(weight)
+        if not 0.0 <= weight < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {weight}")
+        if weight == self._smoothing:
+            return
+        was_on = self._smoothing > 0
+        self._smoothing = weight
+        for s in self._series.values():
+            if was_on != (weight > 0):
+                self._style_series(s)
+            self._update_items(s)
+
+    def log_y(self) -> bool:
+        return self._log_y
+
+    def set_log_y(self, on: bool) -> None:
+        """Logarithmic y axis; non-positive values leave gaps."""
+        on = bool(on)
+        if on == self._log_y:
+            return
+        self._log_y = on
+        self._pi.setLogMode(x=False, y=on)
+        self._vb.enableAutoRange(axis=pg.ViewBox.YAxis)
+        self._hide_hover()
+
+    def x_label(self) -> str:
+        return self._x_label
+
+    def set_x_label(self, text: str) -> None:
+        self._x_label = text
+        self._pi.setLabel("bottom", text)
+
+    def x_format(self) -> str:
+        return self._x_axis.x_format
+
+    def set_x_format(self, fmt: str) -> None:
+        """"number" (compact 250k / 2.5M ticks) or "duration" (x in seconds, m:ss ticks)."""
+        if fmt not in ("number", "duration"):
+            raise ValueError(f"x format must be 'number' or 'duration', got {fmt!r}")
+        self._x_axis.x_format = fmt
+        self._x_axis.picture = None   # drop the cached tick text
+        self._x_axis.update()
+
+    def _format_x(self, v: float) -> str:
+        if self._x_axis.x_format == "duration":
+            return format_duration(v, 1.0)
+        return _fmt_x(v)
+
+    def last_paint_s(self) -> float:
+        """Seconds the most recent repaint of the plot took."""
+        return self._plot.last_paint_s
+
+    def auto_range(self) -> None:
+        """Fit the view to all data, and keep fitting as data arrive."""
+        self._vb.enableAutoRange()
+
+    def set_x_extent(self, x0: float, x1: float) -> None:
+        """Fix the x range to [x0, x1] (y keeps auto-ranging): a live run drawn against
+        its full length. ``auto_range()`` or the user's zoom ends it."""
+        self._vb.setXRange(x0, x1, padding=0.02)
+        self._vb.enableAutoRange(axis=pg.ViewBox.YAxis)
+
+    def sync_range(self) -> None:
+        """Apply auto-range to the data set so far, now rather than inside the next paint.
+
+        pyqtgraph otherwise recomputes the range while painting, and the range change
+        queues a second full repaint. Call once after a batch of ``set_series``.
+        """
+        self._range_moved = False
+        if any(self._vb.state["autoRange"]):
+            self._vb.updateAutoRange()
+        if not self._range_moved:   # the data moved under a fixed view
+            self._place_legend()
+
+    # ------------------------------------------------------------------ theme
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            self._apply_theme()
+        super().changeEvent(event)
+
+    def _apply_theme(self) -> None:
+        dark = is_dark_palette(self.palette())
+        c = self._colors = plot_colors(dark)
+        fg = QColor(c["foreground"])
+        self._plot.setBackground(c["background"])
+        for name in ("left", "bottom", "right", "top"):
+            axis = self._pi.getAxis(name)
+            axis.setPen(pg.mkPen(fg))
+            axis.setTextPen(pg.mkPen(fg))
+        self._pi.showGrid(x=True, y=True, alpha=c["grid_alpha"])
+        self._legend.setBrush(pg.mkBrush(*c["legend_bg"]))
+        self._legend.setPen(pg.mkPen(QColor(c["muted"]), width=0.5))
+        self._legend.setLabelTextColor(fg)
+        self._vline.setPen(pg.mkPen(QColor(c["crosshair"]), width=1,
+                                    style=Qt.PenStyle.DashLine))
+        bg = QColor(*c["legend_bg"])
+        self._hover.fill = pg.mkBrush(bg)
+        self._hover.border = pg.mkPen(QColor(c["muted"]), width=0.5)
+        self._apply_title()
+        for s in self._series.values():
+            self._style_series(s)
+
+    def _apply_title(self) -> None:
+        if self._title:
+            # Left-aligned (next to the y axis), clear of the export button at the right.
+            self._pi.setTitle(self._title, color=self._colors["foreground"], size="10pt",
+                              bold=True, justify="left")
+        else:
+            self._pi.setTitle(None)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        b = self._menu_button
+        b.adjustSize()
+        b.move(self.width() - b.width() - 4, 3)
+        b.raise_()
+
+    # ------------------------------------------------------------------ hover
+    def eventFilter(self, obj, event) -> bool:
+        if obj is self._plot and event.type() == QEvent.Type.Leave:
+            self._hide_hover()
+        return super().eventFilter(obj, event)
+
+    def _hide_hover(self) -> None:
+        for item in (self._vline, self._dots, self._hover):
+            item.hide()
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        if not self._vb.sceneBoundingRect().contains(scene_pos):
+            self._hide_hover()
+            return
+        self.hover_at(self._vb.mapSceneToView(scene_pos).x())
+
+    def hover_at(self, x: float) -> str:
+        """Show the read-out for data x (the mouse calls this); returns its plain text."""
+        rows = []
+        for s in self._series.values():
+            if not s.smooth.isVisible() or s.x.size == 0:
+                continue
+            i = self._nearest(s, x)
+            rows.append((s, i, s.x[i]))
+        if not rows:
+            self._hide_hover()
+            return ""
+        # Snap the line to the data point closest to the mouse.
+        x_snap = min((r[2] for r in rows), key=lambda v: abs(v - x))
+        fg, muted = self._colors["foreground"], self._colors["muted"]
+        lines = [f'<span style="color:{fg}"><b>{html.escape(self._x_label)} '
+                 f'{self._format_x(x_snap)}</b></span>']
+        plain = [f"{self._x_label} {self._format_x(x_snap)}"]
+        spots = []
+        for s, i, xi in rows:
+            c = self._resolve(s.color).name()
+            v = float(s.ys[i])
+            text = _fmt(v)
+            if self._smoothed(s):
+                text += f' <span style="color:{muted}">({_fmt(float(s.y[i]))})</span>'
+            if xi != x_snap:
+                text += f' <span style="color:{muted}">@ {self._format_x(xi)}</span>'
+            lines.append(f'<span style="color:{c}">■</span> '
+                         f'<span style="color:{fg}">{html.escape(s.label)}: {text}</span>')
+            plain.append(f"{s.label}: {_fmt(v)}")
+            if math.isfinite(v) and (not self._log_y or v > 0):
+                spots.append({"pos": (xi, math.log10(v) if self._log_y else v),
+                              "brush": pg.mkBrush(c), "pen": pg.mkPen(self._colors["background"])})
+        self._vline.setPos(x_snap)
+        self._dots.setData(spots)
+        self._hover.setHtml('<div style="font-size:8pt">' + "<br>".join(lines) + "</div>")
+        (x0, x1), (_, y1) = self._vb.viewRange()
+        right_half = x_snap > (x0 + x1) / 2
+        self._hover.setAnchor((1, 0) if right_half else (0, 0))
+        pad = (x1 - x0) * 0.01
+        self._hover.setPos(x_snap - pad if right_half else x_snap + pad, y1)
+        for item in (self._vline, self._dots, self._hover):
+            item.show()
+        return "\n".join(plain)
+
+    @staticmethod
+    def _nearest(s: _Series, x: float) -> int:
+        if not s.sorted_x:
+            return int(np.nanargmin(np.abs(s.x - x)))
+        i = int(np.searchsorted(s.x, x))
+        if i <= 0:
+            return 0
+        if i >= s.x.size:
+            return s.x.size - 1
+        return i if abs(s.x[i] - x) < abs(x - s.x[i - 1]) else i - 1
+
+    # ------------------------------------------------------------------ export
+    def _add_export_actions(self, menu: QMenu) -> None:
+        for text, slot in (("Export PNG…", self._ask_png), ("Export SVG…", self._ask_svg),
+                           ("Export data CSV…", self._ask_csv)):
+            act = QAction(text, menu)
+            act.triggered.connect(slot)
+            menu.addAction(act)
+
+    def _ask(self, caption: str, suffix: str, filt: str, fn) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, caption, f"{_slug(self._title)}.{suffix}",
+                                              filt)
+        if not path:
+            return
+        if not path.lower().endswith("." + suffix):
+            path += "." + suffix
+        try:
+            fn(path)
+        except Exception as exc:  # a full disk or a read-only folder: tell, don't crash
+            QMessageBox.warning(self, caption, f"Could not write {path}:\n{exc}")
+
+    def _ask_png(self) -> None:
+        self._ask("Export PNG", "png", "PNG image (*.png)", self.export_png)
+
+    def _ask_svg(self) -> None:
+        self._ask("Export SVG", "svg", "SVG image (*.svg)", self.export_svg)
+
+    def _ask_csv(self) -> None:
+        self._ask("Export data CSV", "csv", "CSV (*.csv)", self.export_csv)
+
+    def export_png(self, path: str | Path, width: int | None = None) -> Path:
+        """Write the plot (title, axes, legend, curves; no hover read-out) as PNG.
+
+        ``width`` in pixels; default twice the on-screen width for a crisp figure.
+        """
+        path = Path(path)
+        self._hide_hover()
+        exporter = pg.exporters.ImageExporter(self._pi)
+        target = int(width or max(800, 2 * self._pi.sceneBoundingRect().width()))
+        exporter.parameters()["width"] = target
+        exporter.export(str(path))
+        return path
+
+    def export_svg(self, path: str | Path) -> Path:
+        """Write the plot as SVG (vector; opens in Inkscape or a browser)."""
+        path = Path(path)
+        self._hide_hover()
+        try:
+            pg.exporters.SVGExporter(self._pi).export(str(path))
+        except ValueError:
+            # pyqtgraph <= 0.14.0 cannot parse the closed paths ("... Z") that Qt >= 6.9
+            # writes (pyqtgraph issue #3495). Render through QSvgGenerator instead: the
+            # same vector drawing, without pyqtgraph's coordinate clean-up.
+            self._render_svg(path)
+        return path
+
+    def _render_svg(self, path: Path) -> None:
+        rect = self._pi.sceneBoundingRect()
+        target = QRectF(0, 0, rect.width(), rect.height())
+        gen = QSvgGenerator()
+        gen.setFileName(str(path))
+        gen.setSize(target.size().toSize())
+        gen.setViewBox(target)
+        gen.setTitle(self._title or "plot")
+        painter = QPainter(gen)
+        try:
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.fillRect(target, QColor(self._colors["background"]))
+            self._plot.scene().render(painter, target, rect)
+        finally:
+            painter.end()
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Write every series' raw data in long form: ``series,label,x,y`` one row per point."""
+        path = Path(path)
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["series", "label", "x", "y"])
+            for s in self._series.values():
+                for xi, yi in zip(s.x.tolist(), s.y.tolist()):
+                    w.writerow([s.key, s.label, repr(xi), repr(yi)])
+        return path
+
+
+class _TimedPlotWidget(pg.PlotWidget):
+    """A PlotWidget that remembers how long its last paint took (for frame pacing)."""
+
+    last_paint_s = 0.0
+
+    def paintEvent(self, ev):
+        t0 = time.perf_counter()
+        super().paintEvent(ev)
+        self.last_paint_s = time.perf_counter() - t0
+
+
+class _Legend(pg.LegendItem):
+    """A legend that stops being auto-placed once the user drags it."""
+
+    pinned = False
+
+    def mouseDragEvent(self, ev):
+        self.pinned = True
+        super().mouseDragEvent(ev)
+
+
+class PlotGrid(QWidget):
+    """CurvePlots in a grid sharing smoothing / log-y / x label.
+
+    ``link_x=True`` links every plot's x range to the first one. Only do that for plots
+    stacked in one column: pyqtgraph aligns linked views by screen position, so plots
+    side by side would show different ranges.
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._plots: dict[str, CurvePlot] = {}
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setSpacing(6)
+
+    def add_plot(self, key: str, title: str, row: int, col: int, rowspan: int = 1,
+                 colspan: int = 1, link_x: bool = False, **kwargs) -> CurvePlot:
+        plot = CurvePlot(title, parent=self, **kwargs)
+        if link_x and self._plots:
+            first = next(iter(self._plots.values()))
+            plot.plot_item.setXLink(first.plot_item)
+        self._plots[key] = plot
+        self._grid.addWidget(plot, row, col, rowspan, colspan)
+        return plot
+
+    def set_row_stretch(self, row: int, stretch: int) -> None:
+        self._grid.setRowStretch(row, stretch)
+
+    def set_column_stretch(self, col: int, stretch: int) -> None:
+        self._grid.setColumnStretch(col, stretch)
+
+    def plot(self, key: str) -> CurvePlot:
+        return self._plots[key]
+
+    def plots(self) -> dict[str, CurvePlot]:
+        return dict(self._plots)
+
+    def set_smoothing(self, weight: float) -> None:
+        for p in self._plots.values():
+            p.set_smoothing(weight)
+
+    def set_log_y(self, on: bool, keys=None) -> None:
+        for k, p in self._plots.items():
+            if keys is None or k in keys:
+                p.set_log_y(on)
+
+    def set_x_label(self, text: str) -> None:
+        for p in self._plots.values():
+            p.set_x_label(text)
+
+    def set_x_format(self, fmt: str) -> None:
+        for p in self._plots.values():
+            p.set_x_format(fmt)
+
+    def auto_range(self) -> None:
+        for p in self._plots.values():
+            p.auto_range()
