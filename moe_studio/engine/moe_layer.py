@@ -1,0 +1,137 @@
+"""The Mixture-of-Experts feed-forward block: router + routed experts (+ a shared expert).
+
+After every forward the layer keeps what the trainer records about it (``last``) as
+detached tensors on the model's device. Nothing here calls ``.item()``: on CUDA a host
+read would stall the step, so the trainer gathers all layers' numbers in one transfer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config.schema import MoEConfig
+from .dispatch import expert_capacity, moe_dispatch
+from .routers import Router, RouterOutput, make_router
+
+
+class FeedForward(nn.Module):
+    """Dense two-layer MLP without biases: Linear(d, h) - GELU - Linear(h, d).
+
+    The dense block of a non-MoE layer and the shared expert of an MoE layer.
+    ``down_proj`` writes into the residual stream (the model scales its init).
+    """
+
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.up_proj = nn.Linear(d_model, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [..., d] -> [..., d]."""
+        return self.down_proj(F.gelu(self.up_proj(x)))
+
+
+@dataclass
+class MoEStats:
+    """Routing statistics of one forward, all detached tensors on the layer's device."""
+
+    tokens_per_expert: Tensor   # [E] float32, pairs routed per expert (before drops)
+    dropped_per_expert: Tensor  # [E] float32, pairs dropped over capacity
+    entropy: Tensor             # [] mean router entropy, nats
+    top1_prob: Tensor           # [] mean of the largest router probability
+    logit_absmean: Tensor       # [] mean |logit|
+    logit_absmax: Tensor        # [] max |logit|
+    aux_loss: Tensor            # [] load-balancing loss (value only)
+    z_loss: Tensor              # [] router z-loss (value only)
+    probs: Tensor               # [T, E] float32 router probabilities
+    topk_idx: Tensor            # [T, k] int64
+    topk_weight: Tensor         # [T, k] gate weights
+
+
+class MoEFeedForward(nn.Module):
+    """Routed feed-forward: x [B, T, d] -> [B, T, d].
+
+    ``n_experts`` experts, each ``gelu(x @ w1[e]) @ w2[e]`` with hidden width
+    ``moe_cfg.d_expert or d_ff``, stacked as ``w1`` [E, d, h] and ``w2`` [E, h, d].
+    Tokens over an expert's capacity (``moe_cfg.capacity_factor`` > 0) get no output
+    from that expert; in the model they pass through on the residual path.
+
+    Attributes after a forward: ``aux_loss`` and ``z_loss`` (0-dim, differentiable, for
+    the training objective), ``tokens_per_expert`` [E] (detached, always kept: the
+    aux_free bias update needs it) and ``last`` (``MoEStats``, only when
+    ``collect_stats``; otherwise None).
+    """
+
+    def __init__(self, d_model: int, moe_cfg: MoEConfig, d_ff: int):
+        super().__init__()
+        self.n_experts = E = moe_cfg.n_experts
+        self.d_hidden = h = moe_cfg.d_expert or d_ff
+        self.capacity_factor = moe_cfg.capacity_factor
+        self.router: Router = make_router(moe_cfg, d_model)
+        self.w1 = nn.Parameter(torch.empty(E, d_model, h))
+        self.w2 = nn.Parameter(torch.empty(E, h, d_model))
+        self.shared = FeedForward(d_model, h) if moe_cfg.shared_expert else None
+        self.collect_stats = True
+        self.last: MoEStats | None = None
+        self.aux_loss: Tensor | None = None   # set by forward
+        self.z_loss: Tensor | None = None
+        self.tokens_per_expert: Tensor | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # The model re-initialises everything (with its residual scaling); this only
+        # makes a stand-alone layer usable.
+        nn.init.normal_(self.w1, std=0.02)
+        nn.init.normal_(self.w2, std=0.02)
+
+    def __getstate__(self):
+        # The last forward's losses are non-leaf tensors, which deepcopy refuses; a copy
+        # (snapshot ensembles, checkpoints of whole modules) starts without them.
+        state = self.__dict__.copy()
+        state.update(aux_loss=None, z_loss=None, tokens_per_expert=None, last=None)
+        return state
+
+    @property
+    def top_k(self) -> int:
+        return self.router.top_k
+
+    def extra_repr(self) -> str:
+        return (f"n_experts={self.n_experts}, d_hidden={self.d_hidden}, "
+                f"capacity_factor={self.capacity_factor}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, d = x.shape
+        flat = x.reshape(B * T, d)
+        r = self.router(flat)
+        capacity = expert_capacity(self.capacity_factor, B * T, self.top_k, self.n_experts)
+        res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity)
+        y = res.out
+        if self.shared is not None:
+            y = y + self.shared(flat)
+
+        self.aux_loss, self.z_loss = r.aux_loss, r.z_loss
+        self.tokens_per_expert = res.tokens_per_expert.detach().float()
+        self.last = self._stats(r, res.dropped_per_expert) if self.collect_stats else None
+        return y.view(B, T, d)
+
+    @torch.no_grad()
+    def _stats(self, r: RouterOutput, dropped_per_expert: Tensor) -> MoEStats:
+        probs = r.probs.detach()
+        abs_logits = r.logits.detach().abs()
+        return MoEStats(
+            tokens_per_expert=self.tokens_per_expert,
+            dropped_per_expert=dropped_per_expert.float(),
+            entropy=torch.special.entr(probs).sum(dim=-1).mean(),
+            top1_prob=probs.max(dim=-1).values.mean(),
+            logit_absmean=abs_logits.mean(),
+            logit_absmax=abs_logits.max(),
+            aux_loss=r.aux_loss.detach(),
+            z_loss=r.z_loss.detach(),
+            probs=probs,
+            topk_idx=r.topk_idx.detach(),
+            topk_weight=r.topk_weight.detach(),
+        )

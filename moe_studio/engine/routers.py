@@ -1,0 +1,232 @@
+"""Routers: for every token, which experts it goes to and with what gate weight.
+
+All routers share one linear gate ``d_model -> n_experts`` (no bias) and differ in how
+they turn its logits into choices and weights:
+
+- ``topk``: softmax, then the k most probable experts (k = 1 is the Switch router);
+  the kept weights are optionally renormalised to sum to 1.
+- ``noisy_topk`` (Shazeer et al. 2017): during training, Gaussian noise with a learned,
+  per-token, per-expert scale is added to the logits before the top-k; the weights are a
+  softmax over only the k kept (noisy) logits.
+- ``soft``: a dense mixture, every expert weighted by its softmax probability (k = E).
+- ``aux_free`` (DeepSeek-V3): a per-expert bias, nudged towards balance after every
+  optimizer step, is added to the scores only to choose the experts; the weights come
+  from the unbiased probabilities, so the bias never enters the gradient.
+
+Options common to all: multiplicative input jitter during training (Switch), and the
+router matmul + softmax in float32 even under autocast (``router_fp32``): logits of a
+few hundred lose their ordering in bf16, and a softmax of them overflows in fp16.
+
+Every random draw uses the global RNG, so ``torch.manual_seed`` makes training
+reproducible.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..config.schema import MoEConfig
+from .dispatch import expert_counts
+
+
+@dataclass
+class RouterOutput:
+    logits: Tensor       # [T, E] float32, the gate's logits (noisy_topk: without the noise)
+    probs: Tensor        # [T, E] float32, softmax of the logits the choice was made on
+    topk_idx: Tensor     # [T, k] int64, chosen experts, in decreasing order of score
+    topk_weight: Tensor  # [T, k] gate weights that combine the chosen experts' outputs
+    aux_loss: Tensor     # [] Switch load-balancing loss E * sum_i f_i * P_i
+    z_loss: Tensor       # [] ST-MoE router z-loss mean(logsumexp(logits)^2)
+
+
+def load_balancing_loss(probs: Tensor, topk_idx: Tensor, n_experts: int) -> Tensor:
+    """Switch Transformer load-balancing loss ``E * sum_i f_i * P_i``.
+
+    probs [T, E]; topk_idx [T, k]. f_i is the fraction of the T*k token choices sent to
+    expert i (counts, no gradient), P_i the mean router probability of expert i. Equals
+    1 when routing is uniform, E when one expert takes everything with certainty.
+    """
+    f = expert_counts(topk_idx, n_experts).to(probs.dtype) / topk_idx.numel()
+    P = probs.mean(dim=0)
+    return n_experts * torch.sum(f * P)
+
+
+def router_z_loss(logits: Tensor) -> Tensor:
+    """ST-MoE router z-loss ``mean_t(logsumexp_i(logits[t, i])^2)``: logits [T, E] -> [].
+
+    Keeps the logits small, so that the router's softmax stays well inside the range of
+    low-precision formats.
+    """
+    return torch.logsumexp(logits.float(), dim=-1).square().mean()
+
+
+class Router(nn.Module):
+    """Common part of all routers: the gate, jitter, precision and the two losses.
+
+    Subclasses implement ``_route(x)``, called with the (jittered) router input inside
+    the precision context, returning (logits, probs, topk_idx, topk_weight).
+    """
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, *, jitter: float = 0.0,
+                 fp32: bool = True):
+        super().__init__()
+        if not 1 <= top_k <= n_experts:
+            raise ValueError(f"top_k ({top_k}) must be between 1 and n_experts ({n_experts})")
+        self.n_experts = n_experts
+        self.top_k = top_k
+        self.jitter = jitter
+        self.fp32 = fp32
+        self.gate = nn.Linear(d_model, n_experts, bias=False)
+
+    def extra_repr(self) -> str:
+        return f"n_experts={self.n_experts}, top_k={self.top_k}, jitter={self.jitter}, fp32={self.fp32}"
+
+    def forward(self, x: Tensor) -> RouterOutput:
+        """x [T, d_model] -> RouterOutput for the T tokens."""
+        if self.training and self.jitter > 0:
+            x = x * torch.empty_like(x).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
+        if self.fp32:
+            ctx = torch.autocast(device_type=x.device.type, enabled=False)
+            x = x.float()
+        else:
+            ctx = contextlib.nullcontext()
+        with ctx:
+            logits, probs, topk_idx, topk_weight = self._route(x)
+        logits, probs = logits.float(), probs.float()
+        return RouterOutput(
+            logits=logits,
+            probs=probs,
+            topk_idx=topk_idx,
+            topk_weight=topk_weight,
+            aux_loss=load_balancing_loss(probs, topk_idx, self.n_experts),
+            z_loss=router_z_loss(logits),
+        )
+
+    def _route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _project(linear: nn.Linear, x: Tensor) -> Tensor:
+        """x @ W.T in the dtype of x: float32 under ``fp32`` even if the model's weights
+        were cast to half precision; otherwise whatever autocast makes of it."""
+        return F.linear(x, linear.weight.to(x.dtype))
+
+
+class TopKRouter(Router):
+    """Softmax over all experts, then the k most probable (Switch for k = 1, Mixtral k = 2).
+
+    With ``renormalize`` the k kept probabilities are rescaled to sum to 1. Note that
+    for k = 1 this makes every weight exactly 1, and the gate then learns only through
+    the auxiliary losses: Switch keeps the raw probability (``renormalize = False``).
+    """
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, *, renormalize: bool = True,
+                 **kw):
+        super().__init__(d_model, n_experts, top_k, **kw)
+        self.renormalize = renormalize
+
+    def _route(self, x):
+        logits = self._project(self.gate, x)
+        probs = logits.softmax(dim=-1)
+        weight, idx = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            weight = weight / weight.sum(dim=-1, keepdim=True)
+        return logits, probs, idx, weight
+
+
+class NoisyTopKRouter(Router):
+    """Shazeer et al. 2017 noisy top-k gating.
+
+    Training: H = x W_g + N(0, 1) * (softplus(x W_noise) + noise_eps); eval: H = x W_g.
+    The top k of H are kept and their weights are softmax over those k values only
+    (so they always sum to 1). ``probs`` is softmax(H) over all experts, i.e. the
+    distribution the choice was actually drawn from. The paper's smooth load estimate
+    is not implemented; the Switch loss on softmax(H) balances instead.
+    """
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, *, noise_eps: float = 1e-2,
+                 **kw):
+        super().__init__(d_model, n_experts, top_k, **kw)
+        self.noise_eps = noise_eps
+        self.noise = nn.Linear(d_model, n_experts, bias=False)
+
+    def _route(self, x):
+        clean = self._project(self.gate, x)
+        if self.training:
+            std = F.softplus(self._project(self.noise, x)) + self.noise_eps
+            noisy = clean + torch.randn_like(clean) * std
+        else:
+            noisy = clean
+        top_logits, idx = noisy.topk(self.top_k, dim=-1)
+        weight = top_logits.softmax(dim=-1)
+        return clean, noisy.softmax(dim=-1), idx, weight
+
+
+class SoftRouter(Router):
+    """Dense gating: every token goes to all E experts, weighted by its softmax probability."""
+
+    def __init__(self, d_model: int, n_experts: int, **kw):
+        super().__init__(d_model, n_experts, n_experts, **kw)
+
+    def _route(self, x):
+        logits = self._project(self.gate, x)
+        probs = logits.softmax(dim=-1)
+        idx = torch.arange(self.n_experts, device=x.device).expand(x.shape[0], -1)
+        return logits, probs, idx, probs
+
+
+class AuxFreeRouter(Router):
+    """DeepSeek-V3 auxiliary-loss-free balancing on top of softmax top-k.
+
+    The experts are chosen by top-k of ``probs + bias``; the weights are the unbiased
+    ``probs`` of the chosen experts (renormalised if asked). ``bias`` [E] is a buffer,
+    not a parameter: ``update_bias`` moves it after each optimizer step, raising
+    under-loaded experts and lowering over-loaded ones.
+    """
+
+    bias: Tensor
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, *, renormalize: bool = True,
+                 bias_update_rate: float = 1e-3, **kw):
+        super().__init__(d_model, n_experts, top_k, **kw)
+        self.renormalize = renormalize
+        self.bias_update_rate = bias_update_rate
+        self.register_buffer("bias", torch.zeros(n_experts))
+
+    def _route(self, x):
+        logits = self._project(self.gate, x)
+        probs = logits.softmax(dim=-1)
+        with torch.no_grad():
+            idx = (probs.float() + self.bias).topk(self.top_k, dim=-1).indices
+        weight = probs.gather(-1, idx)
+        if self.renormalize:
+            weight = weight / weight.sum(dim=-1, keepdim=True)
+        return logits, probs, idx, weight
+
+    @torch.no_grad()
+    def update_bias(self, tokens_per_expert: Tensor) -> None:
+        """bias_i += rate * sign(mean load - load_i); tokens_per_expert [E] (any dtype)."""
+        load = tokens_per_expert.to(self.bias.device, torch.float32)
+        self.bias.add_(torch.sign(load.mean() - load), alpha=self.bias_update_rate)
+
+
+def make_router(moe_cfg: MoEConfig, d_model: int) -> Router:
+    """The router named by ``moe_cfg.router``, configured from the same section."""
+    common = dict(jitter=moe_cfg.jitter, fp32=moe_cfg.router_fp32)
+    E, k = moe_cfg.n_experts, moe_cfg.top_k
+    if moe_cfg.router == "topk":
+        return TopKRouter(d_model, E, k, renormalize=moe_cfg.renormalize, **common)
+    if moe_cfg.router == "noisy_topk":
+        return NoisyTopKRouter(d_model, E, k, noise_eps=moe_cfg.noise_eps, **common)
+    if moe_cfg.router == "soft":
+        return SoftRouter(d_model, E, **common)
+    if moe_cfg.router == "aux_free":
+        return AuxFreeRouter(d_model, E, k, renormalize=moe_cfg.renormalize,
+                             bias_update_rate=moe_cfg.bias_update_rate, **common)
+    raise ValueError(f"moe.router ({moe_cfg.router!r}) must be one of: "
+                     "topk, noisy_topk, soft, aux_free")
