@@ -86,7 +86,9 @@ def _plain_loop(steps: int, batch: int, context: int, tokens) -> float:
 def _trainer_tps(cfg, steps: int, runs_dir: str) -> float:
     from ..engine.trainer import Trainer
 
-    cfg.train.steps = steps + 3
+    # The run is longer than the timed steps: the last step of a run evaluates and
+    # checkpoints, which is not training throughput.
+    cfg.train.steps = steps + 10
     cfg.train.warmup_steps = 1
     # evaluation and probe snapshots are not training throughput: push them past the end
     cfg.train.eval_every = 10 ** 6

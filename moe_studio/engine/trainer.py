@@ -139,9 +139,11 @@ class Trainer:
             (decay if p.dim() >= 2 and "pos_emb" not in name else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": self.config.train.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        fused = self.device.type == "cuda"
+        # One fused kernel on CUDA; on the CPU the multi-tensor (foreach) path, which
+        # torch only picks by default on accelerators.
+        impl = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         return torch.optim.AdamW(groups, lr=self.config.train.lr, betas=(0.9, 0.95), eps=1e-8,
-                                 **({"fused": True} if fused else {}))
+                                 **impl)
 
     def _make_scaler(self):
         p = self.config.precision
