@@ -26,6 +26,8 @@ from ..data import BatchSampler, bootstrap_starts, eval_windows, load_corpus, wi
 from ..paths import default_runs_dir
 from ..store import RunWriter
 from .device import describe_device, resolve_device
+from .ensemble import EnsembleEngine
+from .headroom import HeadroomMonitor, nonfinite_event
 from .model import MoEGPT
 from .params import count_params
 from .schedule import lr_at
@@ -96,6 +98,12 @@ class Trainer:
 
         self.precision = cfg.precision.mode
         self.scalers = [self._make_scaler() for _ in range(self.n_members)]
+        # --- precision monitor (engine/headroom.py): headroom statistics every
+        # precision.headroom_every steps, and which module went non-finite first.
+        p = cfg.precision
+        self.monitors: list[HeadroomMonitor | None] = [
+            HeadroomMonitor(model, every=p.headroom_every if p.headroom else 0)
+            if (p.headroom or p.stop_on_nan) else None for model in self.models]
         self._val = eval_windows(self.corpus.val_tokens, cfg.data.context, cfg.data.batch_size,
                                  cfg.train.eval_batches)
         self._stats = StatsBuffer()
@@ -126,6 +134,8 @@ class Trainer:
         self.writer = writer
         self.run_dir = Path(writer.run_dir)
         self.run_id = writer.run_id
+        # --- ensemble (engine/ensemble.py): batched members, snapshot cycles, boosting
+        self.ensemble = EnsembleEngine(self)
 
     # ------------------------------------------------------------------ set-up
     def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -160,6 +170,9 @@ class Trainer:
     def lr(self, step: int | None = None) -> float:
         t = self.config.train
         s = self.step_count if step is None else step
+        ens = getattr(self, "ensemble", None)   # --- ensemble: snapshot/boosting schedules
+        if ens is not None and ens.sequential:
+            return ens.lr_at(s)
         return lr_at(s, lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps,
                      total_steps=self.total_steps)
 
@@ -180,21 +193,37 @@ class Trainer:
         step = self.step_count
         lr = self.lr(step)
         log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
-        snap_now = (step + 1) % cfg.train.snapshot_every == 0 or step == 0
+        snap_now = ((step + 1) % cfg.train.snapshot_every == 0 or step == 0
+                    or step + 1 == self.total_steps)
+        # --- ensemble: starts snapshot cycles; runs all members' forward and backward in one
+        # wide pass when it can (None: each member below runs its own)
+        batched = self.ensemble.begin_step(step, log_now or snap_now)
         for m, (model, opt, scaler) in enumerate(zip(self.models, self.optimizers, self.scalers)):
+            if not self.ensemble.trains(m, step):  # --- ensemble: snapshot/boosting segments
+                continue
             for g in opt.param_groups:
                 g["lr"] = lr
             model.train()
             for blk in model.moe_blocks.values():
                 blk.collect_stats = cfg.train.collect_stats and (log_now or snap_now)
-            x, y = self._batch(m)
-            with _autocast(self.device, self.precision):
-                _, lm_loss = model(x, y)
-                aux = model.aux_loss()
-                z = model.z_loss()
-                total = lm_loss + cfg.moe.aux_loss_coef * aux + cfg.moe.z_loss_coef * z
-            scale_before = scaler.get_scale() if scaler.is_enabled() else None
-            scaler.scale(total).backward()
+            mon = self.monitors[m]
+            if batched is not None:  # --- ensemble: forward and backward already done
+                lm_loss, aux, z, total, scale_before = batched[m]
+            else:
+                x, y = self._batch(m)
+                if mon is not None:
+                    mon.begin_step(step + 1)
+                with _autocast(self.device, self.precision):
+                    logits, lm_loss = model(x, y)
+                    aux = model.aux_loss()
+                    z = model.z_loss()
+                    # --- ensemble: boosting members backpropagate a token-weighted LM loss
+                    total = (self.ensemble.member_loss(m, step, x, y, logits, lm_loss)
+                             + cfg.moe.aux_loss_coef * aux + cfg.moe.z_loss_coef * z)
+                scale_before = scaler.get_scale() if scaler.is_enabled() else None
+                scaler.scale(total).backward()
+                if mon is not None:
+                    mon.after_backward()
             scaler.unscale_(opt)
             if cfg.train.grad_clip > 0:
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -203,14 +232,18 @@ class Trainer:
                     [p.grad for p in model.parameters() if p.grad is not None])
             scaler.step(opt)
             scaler.update()
+            # Needs the gradients, so before zero_grad: attribution of a skipped step.
+            culprit = mon.after_update(step + 1, grad_norm, scaler, scale_before) if mon else None
             opt.zero_grad(set_to_none=True)
             if scaler.is_enabled():
                 new_scale = scaler.get_scale()
                 if new_scale < scale_before:
+                    where = f" (nearest the loss: {culprit['module']})" if culprit else ""
                     self.writer.add_event(step + 1, "loss_scale_backoff",
                                           f"loss scale {scale_before:g} -> {new_scale:g}: "
-                                          f"inf/NaN gradient, step skipped",
-                                          {"from": scale_before, "to": new_scale}, member=m)
+                                          f"inf/NaN gradient{where}, step skipped",
+                                          {"from": scale_before, "to": new_scale, **(culprit or {})},
+                                          member=m)
                     self.writer.add_scalars(step + 1, {"precision/skipped": 1.0}, member=m)
                 self.writer.add_scalars(step + 1, {"precision/loss_scale": new_scale}, member=m)
             if cfg.moe.router == "aux_free":
@@ -221,13 +254,14 @@ class Trainer:
                 self._write_histograms(step + 1, m, model)
 
         self.step_count = step + 1
+        self.ensemble.end_step(self.step_count)  # --- ensemble: snapshot at a cycle's end
         if self.device.type == "cuda":
             # Without a sync the wall time would measure only the launch queue. One sync
             # per step costs far less than the per-statistic syncs it replaces.
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
         self._step_time_ema = dt if self._step_time_ema is None else 0.9 * self._step_time_ema + 0.1 * dt
-        tps = self._tokens_per_step * self.n_members / max(dt, 1e-9)
+        tps = self._tokens_per_step * self.ensemble.models_per_step / max(dt, 1e-9)
         host = {"lr": lr, "tokens_per_s": tps, "tokens": float(self.step_count * self._tokens_per_step),
                 "elapsed_s": time.time() - self._t_start}
         self._last_lr = lr
@@ -246,7 +280,7 @@ class Trainer:
             self.save_checkpoint()
         eta = (self.total_steps - self.step_count) * (self._step_time_ema or dt)
         return StepInfo(step=self.step_count, total_steps=self.total_steps, loss=self._last_loss,
-                        lr=lr, tokens_per_s=self._tokens_per_step * self.n_members / self._step_time_ema,
+                        lr=lr, tokens_per_s=self._tokens_per_step * self.ensemble.models_per_step / self._step_time_ema,
                         eta_s=eta, val_loss=val_loss)
 
     def _pending(self, step, m, model, lm_loss, aux, z, total, grad_norm) -> PendingStep:
@@ -273,7 +307,7 @@ class Trainer:
         for rec in self._stats.drain():
             step, m = rec["step"], rec["member"]
             values = {name: float(v) for name, v in zip(LOSS_FIELDS, rec["losses"])}
-            if m == 0:
+            if m == self.ensemble.loss_member(step):  # --- ensemble: the member in training
                 self._last_loss = values["train/loss"]
             if rec.get("block_stats") is not None:
                 tpe, dpe = rec["tokens_per_expert"], rec["dropped_per_expert"]
@@ -290,13 +324,23 @@ class Trainer:
                 if rec.get("bias") is not None:
                     self.writer.add_tensor(step, "moe/bias", rec["bias"].astype(np.float32), member=m)
             self.writer.add_scalars(step, values, member=m)
-            if not all(math.isfinite(v) for k, v in values.items() if k.startswith("train/")):
-                bad = [k for k, v in values.items() if k.startswith("train/") and not math.isfinite(v)]
-                self.writer.add_event(step, "nonfinite", f"non-finite {', '.join(bad)} at step {step}",
-                                      {"names": bad}, member=m)
-                if self.config.precision.stop_on_nan and not (self.precision == "fp16" and bad == ["train/grad_norm"]):
-                    raise FloatingPointError(f"non-finite {', '.join(bad)} at step {step} "
-                                             f"(member {m}); precision.stop_on_nan is on")
+            # --- precision monitor: non-finite values, attributed to the module that made them
+            bad = [k for k, v in values.items() if k.startswith("train/") and not math.isfinite(v)]
+            if self.precision == "fp16" and bad == ["train/grad_norm"]:
+                bad = []  # the GradScaler skipped this step: recorded as loss_scale_backoff
+            mon = self.monitors[m]
+            info = mon.attribute(step) if mon is not None else None
+            if bad or info:
+                msg, data = nonfinite_event(step, bad, info)
+                self.writer.add_event(step, "nonfinite", msg, data, member=m)
+                if self.config.precision.stop_on_nan:
+                    raise FloatingPointError(f"{msg} (member {m}); precision.stop_on_nan is on")
+        for m, mon in enumerate(self.monitors):
+            # Headroom records, and non-finite outputs on steps whose loss stayed finite.
+            if mon is not None and mon.write(self.writer, member=m, upto=self.step_count) \
+                    and self.config.precision.stop_on_nan:
+                raise FloatingPointError(f"non-finite module output or gradient (member {m}), "
+                                         "see the nonfinite event; precision.stop_on_nan is on")
 
     def _write_histograms(self, step: int, m: int, model: MoEGPT) -> None:
         for i, blk in sorted(model.moe_blocks.items()):
@@ -365,6 +409,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Validation loss (nats/token) and next-token accuracy of every member (and,
         for an ensemble, of the mean of the members' probabilities as member -1)."""
+        if self.ensemble.enabled:  # --- ensemble: members, combination rules, agreement
+            return self.ensemble.evaluate()
         member_nll = np.zeros(self.n_members)
         member_correct = np.zeros(self.n_members)
         ens_nll = 0.0

@@ -1,0 +1,58 @@
+"""The recorded runs that ship in sample_runs/ open, are complete, and can be regenerated."""
+import numpy as np
+import pytest
+
+from moe_studio import samples
+from moe_studio.paths import sample_runs_dir
+from moe_studio.store import list_runs, open_run
+
+SHIPPED = sorted(p for p in sample_runs_dir().iterdir() if (p / "run.sqlite").exists()) \
+    if sample_runs_dir().exists() else []
+
+
+def test_samples_ship_and_fit_the_budget():
+    names = {p.name for p in SHIPPED}
+    assert {"dense-baseline", "moe-top2"} <= names
+    total = sum(f.stat().st_size for p in SHIPPED for f in p.rglob("*") if f.is_file())
+    assert total <= 25 * 2 ** 20, f"sample runs take {total / 2**20:.1f} MB (budget 25 MB)"
+    # nothing but finished runs, and no stray files a crash could leave behind
+    for p in SHIPPED:
+        assert not list(p.glob("*-wal")) and not list(p.glob("*.tmp")), p
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_sample_opens_complete(path):
+    r = open_run(path)
+    try:
+        assert r.status == "finished"
+        steps = r.config["train"]["steps"]
+        assert r.last_step() == steps
+        val = r.scalars(["val/loss"])
+        assert len(val) >= 5
+        first, last = val.sort_values("step").value.iloc[[0, -1]]
+        assert last < first - 0.3, "validation loss should fall clearly over a sample run"
+        if r.config["model"]["moe_layers"] != "none":
+            snap = r.snapshot("routing/probe")
+            assert snap is not None and snap.step > steps - r.config["train"]["snapshot_every"]
+            _, tpe = r.tensor("moe/tokens_per_expert")
+            assert tpe.shape[1] == r.config["moe"]["n_experts"] and np.all(tpe >= 0)
+    finally:
+        r.close()
+
+
+def test_runs_listing_includes_samples():
+    infos = list_runs(sample_runs_dir())
+    assert {i.run_id for i in infos} and all(i.error is None for i in infos)
+
+
+def test_regenerate_a_sample_at_small_scale(tmp_path):
+    dest = samples.generate("moe-top2", tmp_path, scale=0.01, log=lambda *_: None)
+    assert dest == tmp_path / "moe-top2"
+    r = open_run(dest)
+    try:
+        assert r.status == "finished" and r.last_step() == 15
+        assert r.snapshot("routing/probe") is not None
+    finally:
+        r.close()
+    assert (dest / "weights.safetensors").exists()
+    assert not list(dest.glob("checkpoint-*.pt"))
