@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tiny
 from moe_studio.config import ExperimentConfig
 
 PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
@@ -13,27 +14,10 @@ CODE = ("def area(r):\n    return 3.14159 * r ** 2\n\nfor i in range(10):\n"
         "    print({'i': i, 'a': area(i)})\n") * 30
 
 
-def tiny_config(corpus: Path) -> ExperimentConfig:
-    c = ExperimentConfig(name="tiny-routing")
-    c.data.corpus = str(corpus)
-    c.data.context = 16
-    c.data.batch_size = 4
-    c.model.n_layers = 2
-    c.model.d_model = 32
-    c.model.n_heads = 2
-    c.model.d_ff = 64
-    c.moe.n_experts = 4
-    c.moe.top_k = 2
-    c.moe.router = "aux_free"
-    c.moe.capacity_factor = 1.0
-    c.train.steps = 12
-    c.train.warmup_steps = 2
-    c.train.eval_every = 6
-    c.train.eval_batches = 1
-    c.train.snapshot_every = 3
-    c.train.checkpoint_every = 6
-    c.train.device = "cpu"
-    return c
+def routing_config(corpus: Path) -> ExperimentConfig:
+    return tiny.tiny_config("tiny-routing", data__corpus=str(corpus), moe__router="aux_free",
+                            moe__capacity_factor=1.0, train__eval_batches=1,
+                            train__snapshot_every=3, train__checkpoint_every=6)
 
 
 def train_tiny_run(tmp: Path):
@@ -45,7 +29,7 @@ def train_tiny_run(tmp: Path):
     corpus.mkdir(parents=True, exist_ok=True)
     (corpus / "prose.txt").write_text(PROSE, encoding="utf-8")
     (corpus / "python.py").write_text(CODE, encoding="utf-8")
-    tr = Trainer(tiny_config(corpus), runs_dir=tmp / "runs")
+    tr = Trainer(routing_config(corpus), runs_dir=tmp / "runs")
     while not tr.done:
         tr.step()
     tr.close("finished")

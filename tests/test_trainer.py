@@ -11,28 +11,11 @@ import torch
 from moe_studio.config import ExperimentConfig, dumps
 from moe_studio.engine.trainer import Trainer
 from moe_studio.store import open_run
+from tiny import tiny_config
 
 
 def tiny(**over) -> ExperimentConfig:
-    c = ExperimentConfig(name="tiny")
-    c.data.context = 16
-    c.data.batch_size = 4
-    c.model.n_layers = 2
-    c.model.d_model = 32
-    c.model.n_heads = 2
-    c.model.d_ff = 64
-    c.moe.n_experts = 4
-    c.moe.top_k = 2
-    c.train.steps = 12
-    c.train.warmup_steps = 2
-    c.train.eval_every = 6
-    c.train.eval_batches = 2
-    c.train.snapshot_every = 6
-    c.train.device = "cpu"
-    for k, v in over.items():
-        sec, key = k.split("__")
-        setattr(getattr(c, sec), key, v)
-    return c
+    return tiny_config("tiny", **over)
 
 
 def run_losses(cfg, tmp_path, steps=None):

@@ -84,6 +84,32 @@ def bagging_ensemble() -> ExperimentConfig:
     return c
 
 
+def moe_vs_ensemble_moe() -> ExperimentConfig:
+    """One half of a matched pair: an MoE of 4 experts (top-2, d_expert 256, d_model 128,
+    4 layers) with 1,356,032 parameters (831,744 active per token). Its partner,
+    ``moe_vs_ensemble_dense``, is an ensemble of 4 dense models with 1,358,592 in all
+    (``engine.params.count_params``; tests/test_ensemble.py keeps them within 1%)."""
+    c = ExperimentConfig(name="moe-vs-ensemble-moe")
+    c.moe.n_experts = 4
+    c.moe.top_k = 2
+    c.moe.d_expert = 256
+    return c
+
+
+def moe_vs_ensemble_dense() -> ExperimentConfig:
+    """The other half: 4 dense models (seeds) of d_model 96, d_ff 208, 339,648
+    parameters each, 1,358,592 together: the same parameter budget as
+    ``moe_vs_ensemble_moe``, spent on 4 whole models instead of 4 experts (every token
+    passes through all of them)."""
+    c = dense_baseline()
+    c.name = "moe-vs-ensemble-dense"
+    c.ensemble.members = 4
+    c.ensemble.method = "seeds"
+    c.model.d_model = 96
+    c.model.d_ff = 208
+    return c
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "Mixtral-style top-2 (default)": mixtral_top2,
     "Dense baseline": dense_baseline,
@@ -93,4 +119,6 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "Aux-loss-free balancing": aux_free,
     "fp16 overflow demo": fp16_overflow_demo,
     "4-member bagging ensemble": bagging_ensemble,
+    "MoE vs ensemble: MoE of 4 experts": moe_vs_ensemble_moe,
+    "MoE vs ensemble: 4 dense models, same parameters": moe_vs_ensemble_dense,
 }
