@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble"])
+    b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble", "routing"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     b.set_defaults(func=cmd_bench)

@@ -378,3 +378,21 @@ def test_main_help_exits_cleanly(capsys):
     from moe_studio.gui.app import main
     assert main(["moe-studio-gui", "--help"]) == 0
     assert "run folder" in capsys.readouterr().out
+
+
+def test_editors_follow_a_palette_switch(panel, qapp):
+    """No style sheet may pin the editors' palette: after light -> dark they are dark."""
+    from PySide6.QtGui import QPalette
+    from moe_studio.gui import theme
+    was = theme.is_dark()
+    panel.show()
+    panel.field_widget("moe.top_k").setValue(99)      # a field with a red frame, too
+    try:
+        for dark in (False, True, False):
+            theme.apply_palette(qapp, dark)
+            qapp.processEvents()
+            for path in ("model.n_layers", "name", "train.lr", "moe.top_k"):
+                base = panel.field_widget(path).palette().color(QPalette.ColorRole.Base)
+                assert (base.lightness() < 128) == dark, (path, dark, base.name())
+    finally:
+        theme.apply_palette(qapp, was)

@@ -16,6 +16,7 @@ from PySide6.QtCore import QSettings  # noqa: E402
 
 from moe_studio.config import ExperimentConfig, default  # noqa: E402
 from moe_studio.gui.worker import TrainingController, running_controllers  # noqa: E402
+from tiny import tiny_config  # noqa: E402
 
 
 @dataclass
@@ -251,22 +252,7 @@ def test_real_trainer_tiny_run(qtbot, tmp_path):
     store = pytest.importorskip("moe_studio.store")
     if not hasattr(store, "open_run"):
         pytest.skip("run store not available yet")
-    c = ExperimentConfig(name="gui-tiny")
-    c.data.context = 16
-    c.data.batch_size = 2
-    c.model.n_layers = 1
-    c.model.d_model = 16
-    c.model.n_heads = 2
-    c.model.d_ff = 32
-    c.moe.n_experts = 2
-    c.moe.top_k = 1
-    c.train.steps = 4
-    c.train.warmup_steps = 1
-    c.train.eval_every = 4
-    c.train.eval_batches = 1
-    c.train.snapshot_every = 4
-    c.train.device = "cpu"
-    c.train.collect_stats = False  # no probe snapshots: keeps this test quick
+    c = gui_tiny(4)
     ctl = TrainingController()
     try:
         with qtbot.waitSignal(ctl.finished, timeout=120_000) as fin:
@@ -427,3 +413,212 @@ def test_runs_checked_are_overlaid(qtbot, window, tmp_path):
     assert window.dashboards[0].runs() == [a, b]
     window.runs_panel.runsChecked.emit([])  # unchecking all keeps the view
     assert window.dashboards[0].runs() == [a, b]
+
+
+# ---------------------------------------------------------------- engine modes
+
+def gui_tiny(steps: int = 4, name: str = "gui-tiny") -> ExperimentConfig:
+    """1 layer, 2 experts top-1, no probe snapshots: keeps these tests quick."""
+    every = max(4, min(steps, 1000))
+    return tiny_config(name, data__batch_size=2, model__n_layers=1, model__d_model=16,
+                       model__d_ff=32, moe__n_experts=2, moe__top_k=1, train__steps=steps,
+                       train__warmup_steps=1, train__eval_every=every, train__eval_batches=1,
+                       train__snapshot_every=every, train__collect_stats=False)
+
+
+def test_mode_selection(monkeypatch):
+    from moe_studio.gui import worker
+    monkeypatch.delenv("MOE_STUDIO_ENGINE", raising=False)
+    assert TrainingController().mode == worker.DEFAULT_MODE == "process"
+    assert TrainingController(trainer_factory=lambda c, d: None).mode == "thread"
+    assert TrainingController(mode="thread").mode == "thread"
+    monkeypatch.setenv("MOE_STUDIO_ENGINE", "thread")
+    assert TrainingController().mode == "thread"
+    with pytest.raises(ValueError):
+        TrainingController(mode="fork")
+    with pytest.raises(ValueError):
+        TrainingController(trainer_factory=lambda c, d: None, mode="process")
+
+
+def test_engine_threads_leave_a_core_for_the_gui(monkeypatch):
+    from moe_studio.gui.training_loop import gui_engine_threads
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert gui_engine_threads() == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert gui_engine_threads() == 7
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert gui_engine_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice stands
+    assert gui_engine_threads() is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_real_engine_pause_resume_stop(qtbot, tmp_path, mode):
+    pytest.importorskip("torch")
+    from moe_studio.store import open_run
+    ctl = TrainingController(mode=mode)
+    states: list[str] = []
+    ctl.stateChanged.connect(states.append)
+    try:
+        with qtbot.waitSignal(ctl.started, timeout=120_000):
+            ctl.start(gui_tiny(100_000, name=f"gui-{mode}"), tmp_path)
+        assert (ctl.engine_pid is not None) == (mode == "process")
+        qtbot.waitUntil(lambda: ctl.last_info is not None and ctl.last_info.step >= 3,
+                        timeout=60_000)
+        with qtbot.waitSignal(ctl.stateChanged, timeout=30_000,
+                              check_params_cb=lambda s: s == "paused"):
+            ctl.pause()
+        at = ctl.last_info.step
+        qtbot.wait(300)
+        assert ctl.last_info.step == at  # the step it paused at, and no further
+        with qtbot.waitSignal(ctl.stateChanged, timeout=30_000,
+                              check_params_cb=lambda s: s == "running"):
+            ctl.resume()
+        qtbot.waitUntil(lambda: ctl.last_info.step > at, timeout=60_000)
+        with qtbot.waitSignal(ctl.finished, timeout=60_000) as fin:
+            ctl.stop()
+        assert fin.args == ["stopped"] and ctl.state == "stopped" and not ctl.busy
+        assert ctl.engine_pid is None
+        assert states[:2] == ["starting", "running"] and "paused" in states
+        run = open_run(ctl.run_dir)
+        try:
+            assert run.status == "stopped"
+            assert run.last_step() >= ctl.last_info.step > at
+        finally:
+            run.close()
+        assert list(Path(ctl.run_dir).glob("checkpoint-*.pt"))
+    finally:
+        assert ctl.shutdown(60_000)
+
+
+@pytest.mark.slow
+def test_process_mode_reports_a_config_the_engine_rejects(qtbot, tmp_path):
+    c = gui_tiny(4)
+    c.data.corpus = str(tmp_path / "no-such-corpus")
+    ctl = TrainingController(mode="process")
+    failures = []
+    ctl.failed.connect(lambda msg, tb: failures.append((msg, tb)))
+    try:
+        with qtbot.waitSignal(ctl.finished, timeout=120_000) as fin:
+            ctl.start(c, tmp_path / "runs")
+        assert fin.args == ["failed"] and ctl.run_dir == ""
+        (msg, tb), = failures
+        assert msg.startswith("The run could not start") and "no-such-corpus" in msg
+        assert "Traceback" in tb
+    finally:
+        assert ctl.shutdown(30_000)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="POSIX only")
+def test_process_mode_survives_the_engine_dying(qtbot, tmp_path):
+    import os
+    import signal
+    from moe_studio.store import open_run
+    ctl = TrainingController(mode="process")
+    failures = []
+    ctl.failed.connect(lambda msg, tb: failures.append(msg))
+    try:
+        with qtbot.waitSignal(ctl.started, timeout=120_000):
+            ctl.start(gui_tiny(100_000), tmp_path)
+        qtbot.waitUntil(lambda: ctl.last_info is not None, timeout=60_000)
+        with qtbot.waitSignal(ctl.finished, timeout=30_000) as fin:
+            os.kill(ctl.engine_pid, signal.SIGKILL)
+        assert fin.args == ["failed"] and ctl.state == "failed" and not ctl.busy
+        assert failures and "ended unexpectedly" in failures[0] and "signal 9" in failures[0]
+        run = open_run(ctl.run_dir)
+        try:
+            assert run.status == "interrupted"  # the store's liveness check, as for any crash
+        finally:
+            run.close()
+        # The app is fine and can train again.
+        with qtbot.waitSignal(ctl.finished, timeout=120_000) as fin:
+            ctl.start(gui_tiny(3), tmp_path)
+        assert fin.args == ["finished"]
+    finally:
+        assert ctl.shutdown(30_000)
+
+
+@pytest.mark.slow
+def test_engine_process_stops_cleanly_when_the_app_goes(tmp_path):
+    """The child's stdin closing (the app crashed or was killed) = stop: finish the
+    step, checkpoint, mark the run stopped; no orphan keeps training."""
+    import json
+    import subprocess
+    from moe_studio.config import to_dict
+    from moe_studio.gui.worker import _child_command
+    from moe_studio.store import open_run
+    cmd, env = _child_command()
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        proc.stdin.write(json.dumps({"config": to_dict(gui_tiny(100_000)),
+                                     "runs_dir": str(tmp_path), "threads": 1}) + "\n")
+        proc.stdin.flush()
+        kinds = []
+        for line in proc.stdout:
+            kind, args = json.loads(line)
+            kinds.append(kind)
+            if kind == "ready":
+                run_dir = args[0]["run_dir"]
+            if kind == "progress":
+                break
+        proc.stdin.close()  # the app is gone
+        rest = [json.loads(line) for line in proc.stdout]
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+    assert kinds[:2] == ["ready", "state"]
+    assert rest[-1] == ["done", ["stopped"]]
+    run = open_run(run_dir)
+    try:
+        assert run.status == "stopped"
+    finally:
+        run.close()
+
+
+def test_format_eta_reads_as_a_duration():
+    from moe_studio.gui.main_window import format_eta
+    assert [format_eta(x) for x in (None, float("nan"), 45, 245, 1229, 3725)] == \
+        ["—", "—", "45 s", "4 min 05 s", "20 min", "1 h 02 min"]
+
+
+def test_first_look_and_run_note(qtbot, window, fakes):
+    w = window
+    assert not w.toolbar.isVisible()          # one set of Train buttons on first start
+    assert not w.run_note.isVisible()
+    w.setup_panel.field_widget("moe.top_k").setValue(9)
+    assert w.run_note.isVisible() and "Fix the 1 problem above" in w.run_note.text()
+    w.setup_panel.field_widget("moe.top_k").setValue(2)
+    assert not w.run_note.isVisible()
+    w.setup_panel.field_widget("train.steps").setValue(100_000)
+    with qtbot.waitSignal(w.controller.started, timeout=5000):
+        w.train_action.trigger()
+    assert w.run_note.isVisible() and "apply to the next run" in w.run_note.text()
+    with qtbot.waitSignal(w.controller.finished, timeout=5000):
+        w.stop_action.trigger()
+    assert not w.run_note.isVisible()
+
+
+@pytest.mark.slow
+def test_bench_gui_quick(qtbot):
+    """``moe-studio bench gui --quick``: the whole measurement runs and reports every
+    number the budgets need (their values depend on the machine)."""
+    pytest.importorskip("torch")
+    from moe_studio.bench import gui as bench
+    r = bench.run(json_out=True, quick=True, steps=30)
+    assert r["status"] == "finished" and r["steps_done"] == 30
+    assert r["engine_mode"] == "process"
+    assert r["probes"] > 50 and 0 <= r["stall_ms"]["p50"] <= r["stall_ms"]["p99"] <= r["stall_ms"]["max"]
+    assert r["refresh_per_s"] > 0 and r["polls_per_s"] > 0
+    mem = r["memory_mb"]
+    assert mem["early"]["step"] >= 10 and mem["last"]["step"] == 30
+    assert mem["last"]["engine_mb"] > 0  # the engine process was measured too
+    assert 0.5 < r["memory_ratio_last_vs_early"] < 2.0
+    assert set(r["budgets"]) == {"stall_p99 <= 20 ms", "stall_max <= 100 ms", "refresh >= 20 /s",
+                                 "memory within 10 %"}

@@ -27,6 +27,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                       "or ./runs)")
     p.add_argument("--dark", action="store_true", default=None, help="start with the dark palette")
     p.add_argument("--light", dest="dark", action="store_false", help="start with the light palette")
+    p.add_argument("--engine", choices=("process", "thread"), default=None,
+                   help="where training runs: a child process (default) or a thread of the "
+                        "app (also $MOE_STUDIO_ENGINE)")
     p.set_defaults(dark=None)  # neither: the remembered palette, else the system's
     args, _qt_args = p.parse_known_args(argv)  # Qt's own options (-platform, ...) pass through
     return args
@@ -59,7 +62,7 @@ def create_app(argv: list[str] | None = None):
     settings.setValue("view/dark", bool(dark))
 
     from .main_window import MainWindow  # after the palette, so every widget starts themed
-    window = MainWindow(settings=settings, runs_dir=args.runs_dir)
+    window = MainWindow(settings=settings, runs_dir=args.runs_dir, engine_mode=args.engine)
     if args.path:
         _open_path(window, Path(args.path).expanduser())
     # Belt and braces: whatever ends the event loop, never leave a training thread behind.

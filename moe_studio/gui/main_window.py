@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QSizePolicy,
                                QStyle, QTabWidget, QToolButton, QVBoxLayout, QWidget)
@@ -33,7 +33,13 @@ from .worker import BackgroundTask, TrainingController
 # Adding a dashboard is one line here.
 DASHBOARDS: list[tuple[str, str]] = [
     ("Training", "moe_studio.gui.training_dashboard:TrainingDashboard"),
+    ("Gates", "moe_studio.gui.gate_dashboard:GateDashboard"),
+    ("Experts", "moe_studio.gui.experts_dashboard:ExpertsDashboard"),
+    ("Routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"),
 ]
+
+START_HINT = ("Press Train (F5) to train the experiment on the left, or double-click a "
+              "sample run below to look at one that has finished.")
 
 STATE_TEXT = {
     "idle": "Ready", "starting": "Starting…", "running": "Running", "paused": "Paused",
@@ -45,13 +51,18 @@ _STATE_COLOR = {"running": "running", "starting": "running", "paused": "interrup
 
 
 def format_eta(seconds: float | None) -> str:
-    """3725 -> '1:02:05', 75 -> '1:15'."""
+    """A remaining time in words, never mistakable for a clock time: 45 -> '45 s',
+    245 -> '4 min 05 s', 1229 -> '20 min', 3725 -> '1 h 02 min'."""
     if seconds is None or seconds != seconds or seconds < 0 or seconds == float("inf"):
         return "—"
     s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+    if h:
+        return f"{h} h {m:02d} min"
+    return f"{m} min {sec:02d} s" if m < 10 else f"{m} min"
 
 
 def format_rate(tokens_per_s: float | None) -> str:
@@ -92,15 +103,17 @@ class MainWindow(QMainWindow):
     ``settings``: where geometry, palette, last preset and last config folder are kept
     (default: the application's QSettings). ``runs_dir``: where new runs go (default:
     ``default_runs_dir()``). ``trainer_factory``: for tests, passed to the controller.
+    ``engine_mode``: "process" or "thread" (see ``worker``; default: its default).
     """
 
     def __init__(self, *, settings: QSettings | None = None, runs_dir: str | Path | None = None,
                  trainer_factory: Any = None, config: ExperimentConfig | None = None,
-                 parent: QWidget | None = None):
+                 engine_mode: str | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.settings = settings if settings is not None else QSettings()
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-        self.controller = TrainingController(self, trainer_factory=trainer_factory)
+        self.controller = TrainingController(self, trainer_factory=trainer_factory,
+                                             mode=engine_mode)
         self.export_task = BackgroundTask(self, name="export")
         self._closing = False        # close requested while busy: close once idle
         self._shown_runs: list[Path] = []
@@ -108,6 +121,7 @@ class MainWindow(QMainWindow):
         self._stale: set[int] = set()  # tab indexes that have not seen the shown runs yet
         self._error_box: QMessageBox | None = None
         self._export_target: Path | None = None
+        self._running_name = ""
 
         self.setObjectName("MainWindow")
         self.setWindowTitle("MoE Studio")
@@ -122,6 +136,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self._restore_settings(config)
         self._update_actions()
+        # What to do first, until anything else is said there.
+        self.statusBar().showMessage(START_HINT)
 
     # ================================================================ building
     def _build_central(self) -> None:
@@ -149,6 +165,15 @@ class MainWindow(QMainWindow):
         col.setContentsMargins(0, 0, 0, 0)
         col.setSpacing(0)
         col.addWidget(self.setup_panel, 1)
+        # One line above the buttons, when there is something to say: what to fix before
+        # Train works, or that edits made while a run trains apply to the next run.
+        self.run_note = QLabel()
+        self.run_note.setObjectName("runNote")
+        self.run_note.setWordWrap(True)
+        self.run_note.setContentsMargins(12, 6, 12, 0)
+        self.run_note.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.run_note.hide()
+        col.addWidget(self.run_note)
         self._run_row = QWidget()
         row = QHBoxLayout(self._run_row)
         row.setContentsMargins(10, 8, 10, 10)
@@ -275,6 +300,9 @@ class MainWindow(QMainWindow):
         tb.addAction(self.stop_action)
         tb.addSeparator()
         tb.addAction(self.open_run_action)
+        # Hidden until asked for (View > Toolbar): the experiment panel has the same
+        # Train / Pause / Stop buttons, and two sets confuse a first look.
+        tb.hide()
         a = tb.toggleViewAction()
         a.setText("&Toolbar")
         self._view_menu.addAction(a)
@@ -297,10 +325,19 @@ class MainWindow(QMainWindow):
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setFormat("")  # no "0%" before any run; "%p%" once one starts
-        for w in (self.device_label, self.state_label, self.step_label, self.rate_label,
-                  self.eta_label):
+        # Widths fixed for the longest text each label shows, so 20 progress updates a
+        # second neither make the status bar jitter nor re-lay it out.
+        fm = self.fontMetrics()
+        for w, longest in ((self.device_label, "Device: cuda:0"),
+                           (self.state_label, "● Stopping…"),
+                           (self.step_label, "Step 1,000,000 / 1,000,000"),
+                           (self.rate_label, "999.9 k tok/s"),
+                           (self.eta_label, "ETA 10 h 00 min")):
             w.setContentsMargins(6, 0, 6, 0)
+            w.setMinimumWidth(fm.horizontalAdvance(longest) + 14)
             sb.addPermanentWidget(w)
+        for w in (self.step_label, self.rate_label, self.eta_label):
+            w.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         sb.addPermanentWidget(self.progress_bar)
 
     def _connect(self) -> None:
@@ -381,6 +418,7 @@ class MainWindow(QMainWindow):
         if self.controller.busy or not self.setup_panel.is_valid():
             return
         cfg = self.setup_panel.config()
+        self._running_name = cfg.name
         self.device_label.setText("Device: …")
         self.step_label.setText(f"Step 0 / {cfg.train.steps:,}")
         self.rate_label.setText(format_rate(None))
@@ -503,6 +541,15 @@ class MainWindow(QMainWindow):
         else:
             tip = "Train the experiment in the setup panel (F5)"
         self.train_action.setToolTip(tip)
+        if busy:
+            name = self._running_name or "the run"
+            note = f"Training {name}. Changes here apply to the next run."
+        elif not valid:
+            note = f"Fix the {n} problem{'s' if n != 1 else ''} above to train."
+        else:
+            note = ""
+        self.run_note.setText(note)
+        self.run_note.setVisible(bool(note))
         self.pause_action.setEnabled(busy and state in ("starting", "running", "paused"))
         paused = state == "paused"
         self.pause_action.setText("&Resume" if paused else "&Pause")
@@ -564,6 +611,7 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_finished(self, status: str) -> None:
         self.eta_label.setText("ETA —")
+        self.rate_label.setText(format_rate(None))  # a stopped run has no throughput
         if status == "finished":
             self.progress_bar.setValue(self.progress_bar.maximum())
         if self._live:
@@ -606,8 +654,12 @@ class MainWindow(QMainWindow):
 
     def _rescan_runs(self) -> None:
         # The panel also rescans every 2 s by itself; this makes a new or just-ended
-        # run show up at once.
-        self.runs_panel.rescan()
+        # run show up at once. In the background: a synchronous scan opens every run
+        # file in the GUI thread (80-130 ms measured with a few runs on a busy machine).
+        panel = self.runs_panel
+        scan = (getattr(panel, "rescan_async", None) or getattr(panel, "_rescan_async", None)
+                or panel.rescan)
+        scan()
 
     def _fill_sample_menu(self) -> None:
         m = self.sample_menu

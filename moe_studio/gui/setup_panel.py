@@ -281,6 +281,30 @@ def _text_editor(path: str, md: dict) -> _Editor:
 
 # ---------------------------------------------------------------- layout pieces
 
+class _BorderFrame(QFrame):
+    """A 1 px frame around an editor, drawn in the error colour while the field has a
+    problem. Painted by hand, not with a style sheet: a style sheet on an ancestor pins
+    the editors' palette at polish time, so a light/dark switch would leave them white."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad = False
+        self.color = QColor("#c62828")
+
+    def paintEvent(self, event):  # noqa: N802
+        super().paintEvent(event)
+        if not self.bad:
+            return
+        from PySide6.QtGui import QPainter, QPen
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(QPen(self.color, 1.0))
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.drawRoundedRect(self.rect().adjusted(0, 0, -1, -1).toRectF().adjusted(0.5, 0.5, 0, 0),
+                          3, 3)
+        p.end()
+
+
 class _FieldRow(QWidget):
     """Editor in a frame that turns red on a problem, and the problem's text under it."""
 
@@ -289,7 +313,7 @@ class _FieldRow(QWidget):
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
         col.setSpacing(2)
-        self.frame = QFrame()
+        self.frame = _BorderFrame()
         self.frame.setObjectName("fieldFrame")
         inner = QVBoxLayout(self.frame)
         inner.setContentsMargins(1, 1, 1, 1)
@@ -301,7 +325,6 @@ class _FieldRow(QWidget):
         self.error.hide()
         col.addWidget(self.error)
         self._color = QColor("#c62828")
-        self.frame.setStyleSheet("QFrame#fieldFrame { border: 1px solid transparent; border-radius: 3px; }")
 
     def set_error_color(self, color: QColor) -> None:
         self._color = color
@@ -312,9 +335,8 @@ class _FieldRow(QWidget):
             self._paint_border(True)
 
     def _paint_border(self, bad: bool) -> None:
-        c = self._color.name() if bad else "transparent"
-        self.frame.setStyleSheet(
-            f"QFrame#fieldFrame {{ border: 1px solid {c}; border-radius: 3px; }}")
+        self.frame.bad, self.frame.color = bool(bad), QColor(self._color)
+        self.frame.update()
 
     def set_error(self, message: str | None) -> None:
         self.frame.setProperty("invalid", bool(message))

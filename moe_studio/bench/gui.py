@@ -1,0 +1,258 @@
+"""GUI responsiveness budgets (``moe-studio bench gui [--json] [--quick]``).
+
+The real main window runs offscreen at 1400 x 900 with the Training dashboard shown and
+following, while the default experiment (``presets.default()``) trains at full speed
+through the real :class:`~moe_studio.gui.worker.TrainingController`, started the way
+the Train button starts it. Measured:
+
+1. Event-loop stall: a ``PreciseTimer`` probe in the GUI thread fires every
+   ``PROBE_MS``; each stall is (actual interval - ``PROBE_MS``), over the time the run
+   is training (from its first progress signal to its end). Budget: p99 <= 20 ms and
+   max <= 100 ms. The start-up (building the trainer) is reported separately.
+2. View refreshes: frames the shown dashboard paints per second while training (paint
+   events of its loss plot; offscreen, with no input, only new data repaints it), and,
+   for reference, how often it polls the store. Budget: >= 20 per second.
+3. Memory: resident set size at step 1,000 and at the last step (10,000): the GUI
+   process plus, in child-process mode, the engine process. Budget: within +-10 %.
+
+``--quick`` trains a smaller variant of the default model for 60 steps and compares
+memory at steps 20 and 60 (a smoke test; the budgets are then only indicative). The machine's load average is recorded with the
+result: on a small, shared machine other work shows up as stalls.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PROBE_MS = 5
+BUDGET_P99_MS = 20.0
+BUDGET_MAX_MS = 100.0
+BUDGET_REFRESH_HZ = 20.0
+BUDGET_MEMORY_FRAC = 0.10
+
+
+class _PaintCounter:
+    """Counts paint events of one widget (an event filter; it never consumes one)."""
+
+    def __init__(self, widget) -> None:
+        from PySide6.QtCore import QEvent, QObject
+
+        counter = self
+
+        class _Filter(QObject):
+            def eventFilter(self, obj, ev):  # noqa: N802
+                if ev.type() == QEvent.Type.Paint:
+                    counter.n += 1
+                return False
+
+        self.n = 0
+        self._filter = _Filter(widget)
+        widget.installEventFilter(self._filter)
+
+
+def rss_mb(pid: int | None = None) -> float | None:
+    """Resident set size of a process (default: this one) in MiB; None if unknown."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    try:
+        import psutil  # optional
+        return psutil.Process(pid).memory_info().rss / 2 ** 20
+    except Exception:  # noqa: BLE001 - no psutil, no such process
+        return None
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
+    return s[k]
+
+
+def run(json_out: bool = True, quick: bool = False, *, steps: int | None = None,
+        mode: str | None = None, frame_ms: int | None = None, follow: bool = True,
+        timeout_s: float | None = None) -> dict:
+    """Run the benchmark; returns the result dict (printed as text unless ``json_out``).
+
+    ``steps``: training steps (default 10,000; quick 60). ``mode``: the controller's
+    engine mode ("thread" or "process"; default: the app's default). ``frame_ms``:
+    override the dashboard's poll interval (to try another frame rate). ``follow=False``:
+    the dashboard does not follow the run (what the engine alone costs the event loop).
+    """
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from ..config import presets
+    from ..gui import theme, worker
+    from ..gui.main_window import MainWindow
+
+    total = int(steps) if steps else (60 if quick else 10_000)
+    early = max(1, min(1000, total // 3)) if quick or total < 3000 else 1000
+    existing = QApplication.instance()
+    app = existing or QApplication([sys.argv[0], "-platform", "offscreen"])
+    was_dark = theme.is_dark()
+    theme.apply_palette(app, False)
+    cfg = presets.default()
+    if quick:   # a smaller variant of the default model: a smoke test, not the budget
+        cfg.model.n_layers, cfg.model.d_model, cfg.model.d_ff = 2, 64, 256
+        cfg.moe.d_expert = 128
+    cfg.train.steps = total
+    cfg.train.warmup_steps = min(cfg.train.warmup_steps, total // 10)
+
+    res: dict[str, Any] = {"benchmark": "gui", "platform": app.platformName(),
+                           "quick": bool(quick), "steps": total,
+                           "cpu_count": os.cpu_count(), "load_average_before": _load_average(),
+                           "switch_interval_ms": sys.getswitchinterval() * 1000}
+    with tempfile.TemporaryDirectory(prefix="moe-bench-gui-") as tmp:
+        settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(settings=settings, runs_dir=Path(tmp) / "runs", config=cfg,
+                            engine_mode=mode)
+        window.resize(1400, 900)
+        window.tabs.setCurrentIndex(0)
+        window.show()
+        dash = window.dashboards[0]
+        ctl = window.controller
+        res["engine_mode"] = ctl.mode
+        app.processEvents()
+
+        # -- counters: store polls (the dashboard's frame timer) and frames painted (the
+        # loss plot's viewport repainting: what the person sees change)
+        ticks = {"n": 0}
+        dash_timer = next((t for t in dash.findChildren(QTimer) if t.parent() is dash), None)
+        if dash_timer is not None:
+            if frame_ms:
+                dash_timer.setInterval(int(frame_ms))
+            dash_timer.timeout.connect(lambda: ticks.__setitem__("n", ticks["n"] + 1))
+        pw = dash.plot("loss").plot_widget   # a method or a property, as plots.py evolves
+        frames = _PaintCounter((pw() if callable(pw) else pw).viewport())
+
+        stalls_start: list[float] = []
+        stalls_run: list[float] = []
+        phase = {"training": False, "t_run0": None, "ticks0": 0, "frames0": 0}
+        last = [time.perf_counter()]
+
+        def probe() -> None:
+            now = time.perf_counter()
+            stall = (now - last[0]) * 1000.0 - PROBE_MS
+            last[0] = now
+            (stalls_run if phase["training"] else stalls_start).append(max(0.0, stall))
+
+        mem: dict[str, Any] = {}
+        trace: list[list[float]] = []   # [step, gui MB, engine MB], ten points a run
+        trace_every = max(1, total // 10)
+
+        def engine_rss() -> float | None:
+            pid = getattr(ctl, "engine_pid", None)
+            return rss_mb(pid) if pid else 0.0
+
+        def on_progress(info) -> None:
+            if not phase["training"]:
+                phase.update(training=True, t_run0=time.perf_counter(), ticks0=ticks["n"],
+                             frames0=frames.n)
+            for label, at in (("early", early), ("last", total)):
+                if label not in mem and info.step >= at:
+                    mem[label] = {"step": int(info.step), "gui_mb": rss_mb(),
+                                  "engine_mb": engine_rss()}
+            if info.step >= trace_every * (len(trace) + 1):
+                g, e = rss_mb(), engine_rss()
+                trace.append([int(info.step), round(g or 0, 1), round(e or 0, 1)])
+
+        loop = QEventLoop()
+        if not follow:
+            ctl.started.connect(lambda _d: [d.stop_follow() for d in window.dashboards])
+        res["dashboard_following"] = bool(follow)
+        ctl.progress.connect(on_progress)
+        ctl.finished.connect(lambda _s: loop.quit())
+        status = {"final": None}
+        ctl.finished.connect(lambda s: status.update(final=s))
+
+        timer = QTimer()
+        timer.setTimerType(Qt.TimerType.PreciseTimer)
+        timer.setInterval(PROBE_MS)
+        timer.timeout.connect(probe)
+        watchdog = QTimer()
+        watchdog.setSingleShot(True)
+        watchdog.timeout.connect(ctl.stop)
+        watchdog.start(int(1000 * (timeout_s or (900 if quick else 4 * 3600))))
+
+        gc.collect()
+        t0 = time.perf_counter()
+        last[0] = t0
+        timer.start()
+        window.train()
+        if ctl.busy:
+            loop.exec()
+        timer.stop()
+        watchdog.stop()
+        t_end = time.perf_counter()
+        n_ticks = ticks["n"] - phase["ticks0"]
+        n_frames = frames.n - phase["frames0"]
+        frame_interval = dash_timer.interval() if dash_timer is not None else None
+        run_s = (t_end - phase["t_run0"]) if phase["t_run0"] else 0.0
+        last_info = ctl.last_info
+        ctl.shutdown(30_000)
+        window.close()
+        window.deleteLater()
+        app.processEvents()
+    if existing is not None and was_dark:
+        theme.apply_palette(app, True)
+
+    steps_done = int(getattr(last_info, "step", 0) or 0)
+    res.update({
+        "status": status["final"],
+        "steps_done": steps_done,
+        "wall_s": round(t_end - t0, 2),
+        "training_s": round(run_s, 2),
+        "steps_per_s": round(steps_done / run_s, 2) if run_s else None,
+        "probe_ms": PROBE_MS,
+        "probes": len(stalls_run),
+        "stall_ms": {"p50": round(_pct(stalls_run, 50), 2), "p90": round(_pct(stalls_run, 90), 2),
+                     "p99": round(_pct(stalls_run, 99), 2),
+                     "max": round(max(stalls_run, default=0.0), 2),
+                     "mean": round(statistics.fmean(stalls_run), 2) if stalls_run else 0.0,
+                     "over_20ms": sum(s > 20 for s in stalls_run),
+                     "over_100ms": sum(s > 100 for s in stalls_run)},
+        "startup_stall_max_ms": round(max(stalls_start, default=0.0), 2),
+        "poll_interval_ms": frame_interval,
+        "polls_per_s": round(n_ticks / run_s, 2) if run_s else 0.0,
+        "refresh_per_s": round(n_frames / run_s, 2) if run_s else 0.0,
+        "memory_mb": mem,
+        "memory_trace_step_gui_engine_mb": trace,
+        "load_average_after": _load_average(),
+    })
+    ratio = None
+    if "early" in mem and "last" in mem:
+        a = (mem["early"]["gui_mb"] or 0) + (mem["early"]["engine_mb"] or 0)
+        b = (mem["last"]["gui_mb"] or 0) + (mem["last"]["engine_mb"] or 0)
+        ratio = round(b / a, 4) if a else None
+    res["memory_ratio_last_vs_early"] = ratio
+    res["budgets"] = {
+        "stall_p99 <= 20 ms": res["stall_ms"]["p99"] <= BUDGET_P99_MS,
+        "stall_max <= 100 ms": res["stall_ms"]["max"] <= BUDGET_MAX_MS,
+        "refresh >= 20 /s": res["refresh_per_s"] >= BUDGET_REFRESH_HZ,
+        "memory within 10 %": ratio is not None and abs(ratio - 1.0) <= BUDGET_MEMORY_FRAC,
+    }
+    if not json_out:
+        for k, v in res.items():
+            print(f"{k}: {v}")
+    return res

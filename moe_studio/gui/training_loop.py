@@ -1,0 +1,264 @@
+"""The training loop behind the GUI's Train button, free of Qt.
+
+Both engine modes of :mod:`moe_studio.gui.worker` run :func:`train_loop`: in a worker
+thread of the app, or in a child process, ``python -m moe_studio.gui.training_loop``
+(:func:`child_main`). This module imports neither Qt nor (until a trainer is built)
+torch, so the child starts with only what training needs.
+
+The child's protocol, one JSON document per line:
+
+- stdin, app -> engine: first ``{"config": to_dict(cfg), "runs_dir": str, "threads":
+  int | null}``, then commands ``"pause"``, ``"resume"``, ``"stop"``. End of input (the
+  app has gone) means stop: the step finishes, a checkpoint is saved, the run is
+  marked stopped.
+- stdout, engine -> app: ``[kind, [args...]]`` for every ``emit`` below, progress as a
+  dict, and last ``["done", [status]]``. Anything the engine prints goes to stderr.
+
+The loop reports through ``emit(kind, *args)``:
+
+- ``("ready", facts)``: the run exists; facts = dict(run_dir, run_id, device,
+  total_steps, step)
+- ``("state", "running" | "paused")``
+- ``("progress", info)``: a StepInfo-like object, at most every
+  :data:`PROGRESS_MIN_INTERVAL_S` (the step it paused at and the last step always)
+- ``("failed", message, traceback)``
+
+and returns the final status (finished, stopped or failed). It checks a control object
+(``between_steps(on_pause, on_resume) -> bool``) between steps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable
+
+PROGRESS_MIN_INTERVAL_S = 0.05  # at most 20 progress reports per second
+_INFO_FIELDS = ("step", "total_steps", "loss", "lr", "tokens_per_s", "eta_s", "val_loss")
+
+Emit = Callable[..., None]
+
+
+@dataclass
+class ProgressInfo:
+    """A step's progress as the GUI sees it from a child process (the fields of the
+    engine's ``StepInfo``; unpickling that class would import torch into the GUI)."""
+    step: int
+    total_steps: int
+    loss: float
+    lr: float
+    tokens_per_s: float
+    eta_s: float
+    val_loss: float | None = None
+
+
+def info_to_dict(info: Any) -> dict[str, Any]:
+    return {k: getattr(info, k, None) for k in _INFO_FIELDS}
+
+
+def gui_engine_threads() -> int | None:
+    """How many threads torch's intra-op pool should use while the app is open: one
+    core fewer than this process may run on, so the GUI thread always has a core to
+    itself (on a 2-core machine: 1). None when the user chose already
+    (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set): then torch's own setting stands."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def apply_engine_threads(n: int | None) -> None:
+    """Cap torch's intra-op threads at ``n`` (never raise them above torch's default)."""
+    if not n:
+        return
+    import torch
+    if torch.get_num_threads() > n:
+        torch.set_num_threads(n)
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    from ..config import ConfigError
+    if isinstance(exc, ConfigError) and text:
+        return text  # already a sentence that names the field
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+class ThreadControl:
+    """Pause / stop flags shared by the GUI thread (writes) and the worker (reads)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._paused = False
+        self._stop = False
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+
+    @property
+    def stop_requested(self) -> bool:
+        with self._cond:
+            return self._stop
+
+    def between_steps(self, on_pause: Callable[[], None], on_resume: Callable[[], None]) -> bool:
+        """Called by the worker between steps: blocks while paused. False = stop now."""
+        with self._cond:
+            if self._stop:
+                return False
+            if not self._paused:
+                return True
+        on_pause()
+        with self._cond:
+            while self._paused and not self._stop:
+                self._cond.wait()
+            stopped = self._stop
+        if not stopped:
+            on_resume()
+        return not stopped
+
+    def close(self) -> None:
+        pass
+
+
+def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str:
+    """Build a trainer and step it until done or stopped; returns the final status.
+    Any engine error ends the run (marked failed, traceback kept), never the caller."""
+    trainer = None
+    status = "failed"
+    try:
+        trainer = make_trainer()
+        emit("ready", {
+            "run_dir": str(trainer.run_dir), "run_id": str(trainer.run_id),
+            "device": str(trainer.device), "total_steps": int(trainer.total_steps),
+            "step": int(trainer.step_count)})
+        emit("state", "running")
+        last_emit = 0.0
+        unsent = None
+
+        def paused() -> None:
+            nonlocal unsent
+            if unsent is not None:  # show exactly where it paused
+                emit("progress", unsent)
+                unsent = None
+            emit("state", "paused")
+
+        def resumed() -> None:
+            emit("state", "running")
+
+        while not trainer.done:
+            if not control.between_steps(paused, resumed):
+                break
+            info = trainer.step()
+            now = time.monotonic()
+            if now - last_emit >= PROGRESS_MIN_INTERVAL_S:
+                emit("progress", info)
+                last_emit, unsent = now, None
+            else:
+                unsent = info
+        if unsent is not None:
+            emit("progress", unsent)
+        status = "finished" if trainer.done else "stopped"
+        trainer.close(status)
+    except Exception as exc:  # any engine error ends this run, never the app
+        status = "failed"
+        tb = traceback.format_exc()
+        if trainer is None:
+            message = f"The run could not start: {describe(exc)}"
+        else:
+            done_steps = getattr(trainer, "step_count", None)
+            where = f"in step {done_steps + 1}" if isinstance(done_steps, int) else ""
+            message = f"Training failed {where}: {describe(exc)}".replace("  ", " ")
+            try:
+                trainer.close("failed", error=tb)
+            except Exception:
+                tb += "\nWhile marking the run failed, another error:\n" + traceback.format_exc()
+        emit("failed", message, tb)
+    return status
+
+
+def _read_commands(stream, control: ThreadControl) -> None:
+    """The child's command reader (a daemon thread): lines from the app -> control."""
+    try:
+        for line in stream:
+            try:
+                cmd = json.loads(line)
+            except ValueError:
+                continue
+            if cmd == "pause":
+                control.pause()
+            elif cmd == "resume":
+                control.resume()
+            elif cmd == "stop":
+                control.stop()
+    except (OSError, ValueError):
+        pass
+    control.stop()  # end of input: the app has gone (or closed the pipe): stop
+
+
+def child_main(stdin=None, stdout=None) -> int:
+    """Entry point of the engine process (``python -m moe_studio.gui.training_loop``)."""
+    import signal
+    # Ctrl+C in the terminal reaches the whole process group: the app decides what a
+    # stop means (it asks, then sends "stop"); the engine must not die mid-step.
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):
+        pass
+    if stdout is None:
+        # Keep the event channel for events only: whatever the engine (or a library)
+        # prints goes to stderr.
+        stdout = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        sys.stdout = sys.stderr
+    stdin = sys.stdin if stdin is None else stdin
+    first = stdin.readline()
+    if not first:
+        return 2
+    job = json.loads(first)
+    control = ThreadControl()
+    lock = threading.Lock()
+
+    def emit(kind: str, *args: Any) -> None:
+        if kind == "progress":
+            args = (info_to_dict(args[0]),)
+        try:
+            with lock:
+                stdout.write(json.dumps([kind, list(args)]) + "\n")
+                stdout.flush()
+        except (OSError, ValueError):  # the app is gone: finish the step, save, stop
+            control.stop()
+
+    def make():
+        apply_engine_threads(job.get("threads"))
+        from ..config import from_dict
+        from ..engine.trainer import Trainer
+        return Trainer(from_dict(job["config"]), job["runs_dir"])
+
+    threading.Thread(target=_read_commands, args=(stdin, control), daemon=True,
+                     name="moe-studio-commands").start()
+    status = train_loop(make, control, emit)
+    emit("done", status)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(child_main())

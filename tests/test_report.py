@@ -1,0 +1,129 @@
+"""``moe-studio report``: real tiny runs rendered offscreen into one PNG; overlays; the
+one-line errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from moe_studio.cli import main as cli_main  # noqa: E402
+from moe_studio.config import ExperimentConfig  # noqa: E402
+from tiny import tiny_config  # noqa: E402
+
+
+def _tiny(name: str, seed: int = 0) -> ExperimentConfig:
+    return tiny_config(name, data__batch_size=2, model__d_model=16, model__d_ff=32,
+                       train__steps=8, train__warmup_steps=1, train__eval_every=4,
+                       train__eval_batches=1, train__snapshot_every=4, train__seed=seed)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[Path]:
+    pytest.importorskip("torch")
+    from moe_studio.engine.trainer import Trainer
+    d = tmp_path_factory.mktemp("report-runs")
+    out = []
+    for name, seed in (("tiny-a", 0), ("tiny-b", 1)):
+        t = Trainer(_tiny(name, seed), d)
+        while not t.done:
+            t.step()
+        t.close("finished")
+        out.append(Path(t.run_dir))
+    return out
+
+
+def _pixels(path: Path) -> np.ndarray:
+    from PySide6.QtGui import QImage
+    img = QImage(str(path)).convertToFormat(QImage.Format.Format_RGB32)
+    assert not img.isNull()
+    arr = np.frombuffer(img.constBits(), dtype=np.uint8, count=img.sizeInBytes())
+    # copy: the array must not outlive the QImage that owns the memory
+    return arr.reshape(img.height(), img.bytesPerLine() // 4, 4)[:, :img.width(), :3].copy()
+
+
+def _region_std(px: np.ndarray, y0: float, y1: float) -> float:
+    h = px.shape[0]
+    return float(px[int(h * y0):int(h * y1)].astype(np.float32).std())
+
+
+def test_report_of_one_run(qapp, runs, tmp_path, capsys):
+    out = tmp_path / "sub" / "one.png"
+    rc = cli_main(["report", str(runs[0]), "--out", str(out), "--width", "900",
+                   "--tabs", "Training"])
+    assert rc == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    px = _pixels(out)
+    h, w, _ = px.shape
+    assert w == 900 and 400 < h < 2000, (w, h)
+    # Not blank: the header text and the curves vary the pixels everywhere.
+    assert _region_std(px, 0.0, 0.1) > 5
+    assert _region_std(px, 0.1, 1.0) > 5
+    # A light report: mostly light pixels.
+    assert px.mean() > 128
+
+
+def test_report_overlay_dark_all_dashboards(qapp, runs, tmp_path, capsys):
+    from moe_studio.gui import theme
+    from moe_studio.gui.main_window import DASHBOARDS
+    was_dark = theme.is_dark()
+    out = tmp_path / "overlay.png"
+    rc = cli_main(["report", str(runs[0]), str(runs[1]), "--out", str(out), "--width", "1000",
+                   "--dark"])
+    assert rc == 0, capsys.readouterr().err
+    px = _pixels(out)
+    h, w, _ = px.shape
+    assert w == 1000
+    # Every dashboard of the app has its section (at least ~300 px each).
+    assert h > 300 * len(DASHBOARDS)
+    assert px.mean() < 128   # dark
+    assert _region_std(px, 0.0, 1.0) > 5
+    assert theme.is_dark() == was_dark  # the test app's palette is put back
+
+
+def test_report_header_lines(runs):
+    from moe_studio.gui.report_cli import run_lines
+    from moe_studio.store import run_info
+    a, b = run_lines([run_info(p) for p in runs])
+    assert a.startswith("tiny-a  ·  finished  ·  step 8 / 8") and "val loss" in a
+    assert b.startswith("tiny-b")
+
+
+def test_bad_run_path_is_one_line(tmp_path, capsys):
+    out = tmp_path / "x.png"
+    rc = cli_main(["report", str(tmp_path / "no-such-run"), "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("moe-studio report: ") and "no-such-run" in err
+    assert not out.exists()
+
+
+def test_bad_options(runs, tmp_path, capsys):
+    assert cli_main(["report", str(runs[0]), "--out", str(tmp_path / "x.jpg")]) == 2
+    assert "--out must name a .png" in capsys.readouterr().err
+    assert cli_main(["report", str(runs[0]), "--out", str(tmp_path / "x.png"),
+                     "--width", "10"]) == 2
+    assert "--width" in capsys.readouterr().err
+    assert cli_main(["report", str(runs[0]), "--out", str(tmp_path / "x.png"),
+                     "--tabs", "Nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown dashboard 'Nope'" in err and "Training" in err
+
+
+@pytest.mark.slow
+def test_report_without_a_display(runs, tmp_path):
+    """The command a headless server runs: no $DISPLAY, no QT_QPA_PLATFORM."""
+    import os
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    out = tmp_path / "headless.png"
+    r = subprocess.run([sys.executable, "-m", "moe_studio", "report", str(runs[0]), "--out",
+                        str(out), "--width", "800", "--tabs", "Training"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.exists() and out.stat().st_size > 10_000
