@@ -19,7 +19,8 @@ from moe_studio.data import corpus as corpus_mod
 TOK = ByteTokenizer()
 MULTILINGUAL = ("Hello, world! Grüße aus Köln. Ελληνικά. Русский текст. 日本語のテキスト。"
                 "עברית. العربية. 한국어. emoji: 🙂 👩‍👩‍👧 🇫🇷 e\u0301 ∑x² ≤ ∞\n\ttab")
-TINY_SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+# ../shared/data next to the checkout (where the project keeps its public-domain corpus)
+TINY_SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
 # ------------------------------------------------------------------------- tokenizer

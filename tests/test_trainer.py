@@ -3,6 +3,7 @@ round trip, every router trains, evaluation, failure handling, the CLI."""
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,27 @@ def test_cli_trains_from_a_config(tmp_path):
     assert "finished: 4 steps" in p.stdout
     runs = list((tmp_path / "out").glob("*/run.sqlite"))
     assert len(runs) == 1
+
+
+TINY_SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+
+@pytest.mark.skipif(not TINY_SHAKESPEARE.exists(), reason="../shared/data/tinyshakespeare.txt absent")
+def test_tinyshakespeare_trains_from_a_toml_config(tmp_path):
+    """The issue's acceptance case: a user corpus named in a TOML file trains, and the
+    validation loss falls."""
+    from moe_studio.config import load
+    cfg = tiny(train__steps=40, train__eval_every=20, train__eval_batches=4, train__lr=3e-3,
+               data__corpus=str(TINY_SHAKESPEARE), data__batch_size=8, data__context=32)
+    (tmp_path / "shakespeare.toml").write_text(dumps(cfg))
+    tr = Trainer(load(tmp_path / "shakespeare.toml"), tmp_path / "runs")
+    while not tr.done:
+        tr.step()
+    tr.close("finished")
+    with open_run(tr.run_dir) as r:
+        assert r.meta.get("domain_names", ["tinyshakespeare"]) == ["tinyshakespeare"]
+        val = r.scalars(["val/loss"]).sort_values("step")
+    assert list(val["step"]) == [20, 40], val
+    first = float(val["value"].iloc[0])
+    assert first < math.log(256)          # it learnt something by the first evaluation
+    assert float(val["value"].iloc[-1]) < first   # and kept learning
