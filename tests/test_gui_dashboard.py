@@ -370,4 +370,24 @@ def test_runs_panel_missing_folder(qtbot, tmp_path):
     p = RunsPanel([tmp_path / "nope"], auto_rescan=False)
     qtbot.addWidget(p)
     assert p.runs() == []
-    assert "not found" in p.view().model().index(0, 0).data()
+    assert "none yet" in p.view().model().index(0, 0).data()
+
+
+def test_setup_summary_names_dense_models_and_ensembles(tmp_path):
+    from moe_studio.gui.runs_panel import setup_summary
+    from moe_studio.store import RunInfo
+    dense = RunInfo(path=tmp_path, run_id="d", router="topk", n_experts=8, top_k=2,
+                    precision="fp32", members=1, moe_layers="none")
+    assert setup_summary(dense) == "dense · fp32"
+    moe = RunInfo(path=tmp_path, run_id="m", router="topk", n_experts=8, top_k=2,
+                  precision="bf16", members=4, moe_layers="all")
+    assert setup_summary(moe) == "topk k2 · 8 experts · bf16 · 4 members"
+
+
+def test_empty_dashboard_says_what_to_do(qtbot):
+    from moe_studio.gui.training_dashboard import EMPTY_HINT
+    d = TrainingDashboard()
+    qtbot.addWidget(d)
+    d.set_runs([])
+    assert d.plot("loss").placeholder() == EMPTY_HINT
+    assert "Train" in EMPTY_HINT

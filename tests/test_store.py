@@ -419,7 +419,7 @@ def test_list_runs(tmp_path):
     assert done.train_loss == pytest.approx((1.6 + 2.6) / 2)  # mean over members
     assert done.val_loss == 1.5                               # the run-wide (ensemble) value
     assert done.key_config == {"router": "topk", "n_experts": 4, "top_k": 2, "precision": "fp16",
-                               "members": 2}
+                               "members": 2, "moe_layers": None}
     b.close()
     with pytest.raises(RunFileError, match="runs folder not found"):
         list_runs(tmp_path / "nowhere")

@@ -38,8 +38,7 @@ DASHBOARDS: list[tuple[str, str]] = [
     ("Routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"),
 ]
 
-START_HINT = ("Press Train (F5) to train the experiment on the left, or double-click a "
-              "sample run below to look at one that has finished.")
+START_HINT = "Ready: press Train (F5), or double-click a sample run to open it."
 
 STATE_TEXT = {
     "idle": "Ready", "starting": "Starting…", "running": "Running", "paused": "Paused",

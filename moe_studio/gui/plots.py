@@ -21,7 +21,7 @@ import pyqtgraph.exporters  # noqa: F401  (registers ImageExporter / SVGExporter
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QAction, QColor, QPainter
 from PySide6.QtSvg import QSvgGenerator
-from PySide6.QtWidgets import (QFileDialog, QGridLayout, QMenu, QMessageBox, QSizePolicy,
+from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
 from .smoothing import ema
@@ -174,6 +174,7 @@ class CurvePlot(QWidget):
         self._legend.setParentItem(self._vb)
         pi.legend = self._legend
         self._legend.sigSampleClicked.connect(self._on_legend_clicked)
+        self._legend.setVisible(False)    # shown from the second series on
         self._legend_corner = (1, 0)
         self._range_moved = False
         self._vb.sigRangeChanged.connect(self._on_range_changed)
@@ -206,7 +207,28 @@ class CurvePlot(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self._plot)
+        # A message over the empty plot ("nothing to show yet, because ..."): an empty
+        # axis box alone reads as broken.
+        self._placeholder = QLabel(self)
+        self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._placeholder.setWordWrap(True)
+        self._placeholder.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self._placeholder.hide()
         self._apply_theme()
+
+    def set_placeholder(self, text: str) -> None:
+        """Show ``text`` centred over the plot area ("" hides it)."""
+        self._placeholder.setText(text)
+        self._placeholder.setVisible(bool(text))
+        self._place_placeholder()
+
+    def placeholder(self) -> str:
+        return "" if self._placeholder.isHidden() else self._placeholder.text()
+
+    def _place_placeholder(self) -> None:
+        w, h = self.width(), self.height()
+        self._placeholder.setGeometry(int(w * 0.1), int(h * 0.25), int(w * 0.8), int(h * 0.5))
+        self._placeholder.raise_()
 
     # ------------------------------------------------------------------ series
     def set_series(self, key: str, x, y, label: str | None = None, color: ColorSpec = None,
@@ -546,6 +568,8 @@ class CurvePlot(QWidget):
         self._hover.fill = pg.mkBrush(bg)
         self._hover.border = pg.mkPen(QColor(c["muted"]), width=0.5)
         self._apply_title()
+        if hasattr(self, "_placeholder"):
+            self._placeholder.setStyleSheet(f"color: {QColor(c['muted']).name()}; font-size: 11pt;")
         for s in self._series.values():
             self._style_series(s)
 
@@ -559,10 +583,13 @@ class CurvePlot(QWidget):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        if not hasattr(self, "_placeholder"):
+            return
         b = self._menu_button
         b.adjustSize()
         b.move(self.width() - b.width() - 4, 3)
         b.raise_()
+        self._place_placeholder()
 
     # ------------------------------------------------------------------ hover
     def eventFilter(self, obj, event) -> bool:

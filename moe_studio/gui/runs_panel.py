@@ -40,19 +40,23 @@ def _scan(dirs: list[Path]) -> list[tuple[list[RunInfo], str | None]]:
         try:
             out.append((list_runs(d), None))
         except RunFileError as exc:
-            out.append(([], exc.problem))
+            # A runs folder that does not exist yet is the normal first start, not an error.
+            out.append(([], "none yet" if not d.exists() else exc.problem))
         except OSError as exc:
             out.append(([], str(exc)))
     return out
 
 
 def setup_summary(info: RunInfo) -> str:
-    """``"topk k2 · 8 experts · bf16 · 3 members"`` from a run's key config fields."""
+    """``"topk k2 · 8 experts · bf16 · 3 members"`` from a run's key config fields
+    (``"dense · fp32"`` for a model without MoE layers)."""
     parts = []
-    if info.router:
+    if str(info.moe_layers).strip().lower() == "none":
+        parts.append("dense")
+    elif info.router:
         parts.append(info.router + (f" k{info.top_k}" if info.top_k and info.router != "soft"
                                     else ""))
-    if info.n_experts:
+    if info.n_experts and parts[:1] != ["dense"]:
         parts.append(f"{info.n_experts} experts")
     if info.precision:
         parts.append(str(info.precision))

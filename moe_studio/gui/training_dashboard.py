@@ -39,7 +39,9 @@ PLOTS: dict[str, tuple[str, list[tuple[str, str, bool]]]] = {
     "lr": ("Learning rate", [("lr", "lr", False)]),
     "tokens_per_s": ("Throughput (tok/s)", [("tokens_per_s", "tokens/s", False)]),
 }
-LOG_Y_PLOTS = ("loss", "aux", "z", "lr")  # what the Log y box switches
+LOG_Y_PLOTS = ("loss", "aux", "z", "lr")
+EMPTY_HINT = ("No run to show yet.\n\nPress Train (F5) to train the experiment on the left, "
+              "or double-click a run or a sample run in the Runs panel to open it.")  # what the Log y box switches
 _PLOT_OF = {name: key for key, (_, specs) in PLOTS.items() for name, _, _ in specs}
 _SPARSE = {"val/loss"}          # evaluated every eval_every steps: dashed, dots, unsmoothed
 _TOKENS = "tokens"              # run-wide cumulative tokens, the x of the Tokens axis
@@ -556,10 +558,23 @@ class TrainingDashboard(QWidget):
             err = _esc(self._errors[-1])
             text = (text + " · " if text else "") + \
                 f'<span style="color:{status_color("failed", dark).name()}">{err}</span>'
+        self._update_placeholder()
         if text != self._status.text():
             self._status.setText(text)
             self._status.setToolTip("\n".join(self._errors))
             self.statusChanged.emit(text)
+
+    def _update_placeholder(self) -> None:
+        loss = self._grid.plot("loss")
+        if not self._tracks:
+            hint = "" if self._errors else EMPTY_HINT
+        elif not loss.series_keys() and not self._pending:
+            hint = "Waiting for the first recorded step…" if any(
+                t.status == "running" for t in self._tracks) else "These runs recorded no losses."
+        else:
+            hint = ""
+        if hint != loss.placeholder():
+            loss.set_placeholder(hint)
 
     # ------------------------------------------------------------------ lifetime
     def _close_tracks(self) -> None:

@@ -12,7 +12,7 @@ from .schema import CONFIG_NAME, DB_NAME
 # (RunInfo field, config section, key) shown next to every run
 KEY_CONFIG = (("router", "moe", "router"), ("n_experts", "moe", "n_experts"),
               ("top_k", "moe", "top_k"), ("precision", "precision", "mode"),
-              ("members", "ensemble", "members"))
+              ("members", "ensemble", "members"), ("moe_layers", "model", "moe_layers"))
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class RunInfo:
     top_k: int | None = None
     precision: str | None = None
     members: int | None = None
+    moe_layers: str | None = None   # "none" for a dense model
     error: str | None = None
     total_steps: int | None = None  # train.steps of the config
     run_error: str | None = None    # the error text a failed run recorded (its traceback)
