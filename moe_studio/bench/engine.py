@@ -2,6 +2,10 @@
 included) for the default dense and MoE configs, the cost of statistics collection, and
 a minimal plain-PyTorch GPT training loop of the same size as the reference.
 
+The precision headroom analysis is off here (it is on by default, every 10 steps, and
+``moe-studio bench precision`` measures its cost on its own); routing statistics and
+store writes are on, as in every run.
+
 Every configuration runs in interleaved rounds (A, B, C, A, B, C, ...) so a noisy,
 shared machine slows all of them alike; the median per configuration is reported.
 """
@@ -116,12 +120,14 @@ def run(json_out: bool = True, quick: bool = False) -> dict:
 
     def dense():
         c = presets.dense_baseline()
+        c.precision.headroom = False
         c.train.device = "cpu" if not torch.cuda.is_available() else "auto"
         return c
 
     def moe(stats: bool):
         c = presets.mixtral_top2()
         c.train.collect_stats = stats
+        c.precision.headroom = False
         c.train.device = "cpu" if not torch.cuda.is_available() else "auto"
         return c
 

@@ -149,11 +149,15 @@ class Trainer:
             (decay if p.dim() >= 2 and "pos_emb" not in name else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": self.config.train.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        # One fused kernel on CUDA; on the CPU the multi-tensor (foreach) path, which
-        # torch only picks by default on accelerators.
-        impl = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
-        return torch.optim.AdamW(groups, lr=self.config.train.lr, betas=(0.9, 0.95), eps=1e-8,
-                                 **impl)
+        # The fused kernel, on CUDA and on the CPU (torch >= 2.4; measured 3.4x faster
+        # than the multi-tensor foreach path for the default model's parameters on one
+        # CPU thread, and foreach 1.3x faster than the per-tensor loop torch picks by
+        # default on the CPU). Older torch: foreach.
+        kw = dict(lr=self.config.train.lr, betas=(0.9, 0.95), eps=1e-8)
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kw)
+        except (RuntimeError, TypeError, ValueError):
+            return torch.optim.AdamW(groups, foreach=True, **kw)
 
     def _make_scaler(self):
         p = self.config.precision
