@@ -622,3 +622,38 @@ def test_bench_gui_quick(qtbot):
     assert 0.5 < r["memory_ratio_last_vs_early"] < 2.0
     assert set(r["budgets"]) == {"stall_p99 <= 20 ms", "stall_max <= 100 ms", "refresh >= 20 /s",
                                  "memory within 10 %"}
+
+
+def test_window_follows_a_headless_run_of_another_process(qtbot, window, tmp_path):
+    """A `moe-studio train` in another process appears in the runs panel; opened, the
+    training view grows with it while it runs and shows its end."""
+    import subprocess
+    import sys
+    from moe_studio.config import dumps
+    cfg = gui_tiny(400, name="headless")
+    cfg.train.log_every = 1
+    (tmp_path / "headless.toml").write_text(dumps(cfg))
+    window.runs_panel.set_auto_rescan(True, interval_ms=100)
+    proc = subprocess.Popen([sys.executable, "-m", "moe_studio", "train", "headless.toml",
+                             "--out", str(tmp_path / "runs")], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        qtbot.waitUntil(lambda: any(r.name == "headless" for r in window.runs_panel.runs(0)),
+                        timeout=60_000)
+        run = next(r for r in window.runs_panel.runs(0) if r.name == "headless")
+        assert window.open_run_path(run.path)
+        from moe_studio.gui.training_dashboard import series_key
+        loss, key = window.dashboards[0].plot("loss"), series_key(0, "train/loss", 0)
+        qtbot.waitUntil(lambda: key in loss.series_keys(), timeout=60_000)
+        first = len(loss.series_data(key)[0])
+        if proc.poll() is None:   # still training: the open view grows with it
+            qtbot.waitUntil(lambda: len(loss.series_data(key)[0]) > first, timeout=60_000)
+        assert proc.wait(180) == 0, proc.stderr.read()
+        # The run finished in the other process: the view caught up with all its steps.
+        qtbot.waitUntil(lambda: len(loss.series_data(key)[0]) == 400, timeout=20_000)
+        qtbot.waitUntil(lambda: "finished" in window.dashboards[0].status_text(), timeout=20_000)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        window.runs_panel.set_auto_rescan(False)
