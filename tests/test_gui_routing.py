@@ -413,3 +413,11 @@ def test_bench_quick_keys():
               "scrub_within_budget", "budget_heatmap_ms", "budget_scrub_fps"):
         assert k in res, k
     assert res["heatmap_shape"] == [64, 4096]
+
+
+def test_dropped_plot_says_dropless(make, trained):
+    from moe_studio.paths import sample_runs_dir
+    d = make(ExpertsDashboard, trained.run_dir)        # capacity factor 1.0: drops measured
+    assert d.dropped.placeholder() == ""
+    d = make(ExpertsDashboard, sample_runs_dir() / "moe-top2")   # dropless
+    assert "Dropless" in d.dropped.placeholder()

@@ -137,6 +137,7 @@ class ExpertsDashboard(RunDashboard):
         self._version += 1
         self._drawn = None
         self._snaps = None
+        self.dropped.set_placeholder("")
         for plot in self._curves.values():
             plot.clear_series()
         self.tokens.clear("Click a heatmap cell to list the probe tokens that expert received")
@@ -147,6 +148,11 @@ class ExpertsDashboard(RunDashboard):
         cfg = reader.config if isinstance(reader.config, dict) else {}
         self._n_experts = int((cfg.get("moe") or {}).get("n_experts") or 0)
         self._router = str((cfg.get("moe") or {}).get("router") or "")
+        cap = (cfg.get("moe") or {}).get("capacity_factor")
+        # A flat zero line alone would not say whether nothing was dropped or nothing measured.
+        self.dropped.set_placeholder(
+            "Dropless (capacity_factor 0): no token is ever dropped" if cap is not None
+            and float(cap) == 0.0 and self._blocks else "")
         self.controls.set_layers(self._blocks)
         m = self.member()
         steps, tpe = reader.tensor_series(TENSORS[0], member=m)
