@@ -177,10 +177,12 @@ def test_headroom_records_reach_the_store(tmp_path):
                 "precision/worst_fp16_overflow", "precision/worst_fp8_e4m3_flush_to_zero"} <= scal
 
 
-def test_headroom_does_not_change_the_loss_curve(tmp_path):
+@pytest.mark.parametrize("mode", ["fp32", "fp16"])
+def test_headroom_does_not_change_the_loss_curve(tmp_path, mode):
     curves = []
     for on in (False, True):
-        tr = Trainer(tiny(precision__headroom=on, precision__headroom_every=1), runs_dir=tmp_path)
+        tr = Trainer(tiny(precision__headroom=on, precision__headroom_every=1,
+                          precision__mode=mode), runs_dir=tmp_path)
         for _ in range(4):
             tr.step()
         tr.close()
@@ -214,6 +216,28 @@ def test_grad_scaler_driven_into_overflow_skips_and_backs_off(tmp_path):
     assert s[s.name == "precision/loss_scale"].value.tolist() == [2.0 ** 31, 2.0 ** 30]
     assert s[s.name == "precision/skipped"].value.tolist() == [1.0, 1.0]
     assert not events(tr, "nonfinite")
+
+
+def test_skipped_steps_are_the_steps_the_optimizer_did_not_take(tmp_path):
+    """Independent of the trainer's own bookkeeping: a step the GradScaler skipped
+    leaves every parameter as it was; every other step moves them. Init scale 2^24
+    overflows the first steps' fp16 gradients, then the scale has fallen far enough."""
+    tr = Trainer(tiny(precision__mode="fp16", precision__init_scale=2.0 ** 24,
+                      train__steps=8, train__warmup_steps=0), runs_dir=tmp_path)
+    unchanged = []
+    for _ in range(8):
+        before = [p.detach().clone() for p in tr.models[0].parameters()]
+        tr.step()
+        after = list(tr.models[0].parameters())
+        if all(torch.equal(b, a) for b, a in zip(before, after)):
+            unchanged.append(tr.step_count)
+    tr.close()
+    with open_run(tr.run_dir) as r:
+        s = r.scalars(["precision/skipped"])
+    skipped = sorted(s[s.value > 0].step.tolist())
+    assert skipped == unchanged
+    assert 0 < len(skipped) < 8                  # some overflowed, training went on
+    assert [e["step"] for e in events(tr, "loss_scale_backoff")] == skipped
 
 
 def test_skipped_step_names_the_module_with_the_planted_gradient(tmp_path):

@@ -61,15 +61,41 @@ def aux_free() -> ExperimentConfig:
 
 
 def fp16_overflow_demo() -> ExperimentConfig:
-    """fp16 with the router in half precision and a high learning rate: overflows."""
+    """fp16 with the router in half precision, a very high learning rate (0.1, no weight
+    decay, no clipping, no z-loss) and a loss scale that tries to grow every 50 clean
+    steps: the GradScaler overflows, skips steps and backs off. A small model (d_model
+    64, 2 layers, 4 experts, context 32), because fp16 matmuls on a CPU are ~100x slower
+    than fp32: 400 steps take about four minutes there.
+
+    Measured on the CPU (seed 0; the ``fp16-overflow`` sample is this preset): 5
+    skipped steps, the first two (steps 12 and 13) router gradients overflowing, which
+    takes the loss scale down to 2^14. The same run with ``moe.router_fp32 = True``
+    (sample ``fp16-router-fp32``) also skips 5 steps, none of them the router's, and its
+    scale never falls below 2^15. The difference is modest and specific to this seed:
+    the gate weights are cast to the experts' fp16 before they scale the expert outputs
+    (``engine/dispatch.py``), so that product and its gradient overflow alike in both runs;
+    a float32 router only keeps its own matmul and softmax out of fp16. Neither run makes
+    inf/NaN activations; the tied embedding / LM head limits the scale most of the time."""
     c = mixtral_top2()
     c.name = "fp16-overflow"
     c.precision.mode = "fp16"
+    c.precision.growth_interval = 50
     c.moe.router_fp32 = False
     c.moe.z_loss_coef = 0.0
-    c.train.lr = 3e-2
+    c.moe.n_experts = 4
+    c.moe.d_expert = 128
+    c.model.d_model = 64
+    c.model.n_layers = 2
+    c.model.n_heads = 2
+    c.data.context = 32
+    c.data.batch_size = 8
+    c.train.steps = 400
+    c.train.warmup_steps = 30
+    c.train.lr = 0.1
     c.train.min_lr = 3e-3
+    c.train.weight_decay = 0.0
     c.train.grad_clip = 0.0
+    c.train.eval_batches = 2
     c.precision.headroom_every = 5
     return c
 
