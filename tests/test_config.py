@@ -66,6 +66,35 @@ def test_type_errors_and_unknown_keys():
         loads("[moe\n")
 
 
+@pytest.mark.parametrize("method", ["snapshot", "boosting"])
+def test_sequential_ensembles_need_a_step_per_member(method):
+    text = f"[ensemble]\nmembers = 4\nmethod = '{method}'\n[train]\nsteps = 3\nwarmup_steps = 0\n"
+    errs = problems(loads(text))
+    assert [e.path for e in errs] == ["ensemble.members"], [e.message for e in errs]
+    assert f"{method} trains its 4 members one after another: train.steps (3) must be >= " \
+           "ensemble.members (4)" in errs[0].message
+    # parallel methods train every member every step, and enough steps make it valid
+    assert problems(loads(text.replace(method, "bagging"))) == []
+    assert problems(loads(text.replace("steps = 3", "steps = 4"))) == []
+
+
+def test_cli_presets_come_from_the_preset_table():
+    from types import SimpleNamespace
+
+    from moe_studio.cli import _load_config
+    from moe_studio.config import presets
+
+    def load_preset(name):
+        return _load_config(SimpleNamespace(preset=name, config=None, set=[], steps=None))
+
+    for title, fn in PRESETS.items():     # every preset by function name, dashes allowed, and title
+        assert dumps(load_preset(fn.__name__.replace("_", "-"))) == dumps(fn())
+        assert dumps(load_preset(title)) == dumps(fn())
+    assert load_preset("default").name == presets.default().name
+    with pytest.raises(ConfigError, match="moe_vs_ensemble_dense"):
+        load_preset("nope")
+
+
 def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load(tmp_path / "nope.toml")

@@ -158,9 +158,12 @@ def problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
     if t.warmup_steps > t.steps:
         errs.append(ConfigError("train.warmup_steps", f"train.warmup_steps ({t.warmup_steps}) must "
                                                       f"be <= train.steps ({t.steps})"))
-    if ens.method == "snapshot" and ens.members > 1 and t.steps < ens.members:
-        errs.append(ConfigError("ensemble.members", f"ensemble.members ({ens.members}) snapshots need "
-                                                    f"train.steps >= members (got {t.steps})"))
+    if ens.method in ("snapshot", "boosting") and ens.members > 1 and t.steps < ens.members:
+        # members train one after another, each for at least one step
+        errs.append(ConfigError("ensemble.members",
+                                f"{ens.method} trains its {ens.members} members one after another: "
+                                f"train.steps ({t.steps}) must be >= ensemble.members "
+                                f"({ens.members}); raise train.steps or lower ensemble.members"))
     if p.mode == "bf16" and t.device == "mps":
         errs.append(ConfigError("precision.mode", "precision.mode bf16 is not supported on mps; "
                                                   "use fp16 or fp32"))
