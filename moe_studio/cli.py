@@ -24,12 +24,12 @@ def _load_config(args) -> "object":
     from .config import presets as presets_mod
 
     if args.preset:
-        key = args.preset.lower().replace("-", "_")
-        fn = getattr(presets_mod, key, None)
-        if fn is None or key.startswith("_") or not callable(fn):
-            names = ["default", "dense_baseline", "switch_top1", "mixtral_top2", "soft_gating",
-                     "noisy_topk", "aux_free", "fp16_overflow_demo", "bagging_ensemble"]
-            raise ConfigError("", f"unknown preset '{args.preset}' (known: {', '.join(names)})")
+        # by function name (bagging_ensemble, dashes allowed) or by its PRESETS title
+        by_name = {"default": default, **{f.__name__: f for f in presets_mod.PRESETS.values()}}
+        by_title = {t.lower(): f for t, f in presets_mod.PRESETS.items()}
+        fn = by_name.get(args.preset.lower().replace("-", "_")) or by_title.get(args.preset.lower())
+        if fn is None:
+            raise ConfigError("", f"unknown preset '{args.preset}' (known: {', '.join(by_name)})")
         cfg = fn()
     elif args.config:
         cfg = load(args.config)
@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble", "routing"])
+    b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble", "routing",
+                                      "compare"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     b.set_defaults(func=cmd_bench)

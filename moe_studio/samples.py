@@ -47,6 +47,21 @@ SAMPLES: dict[str, Callable[[], ExperimentConfig]] = {
     "dense-baseline": _sample(presets.dense_baseline, "dense-baseline", 1500),
     "moe-top2": _sample(presets.mixtral_top2, "moe-top2", 1500),
     "switch-top1": _sample(presets.switch_top1, "switch-top1", 1500),
+    # Ensembles (issue 7): small enough to regenerate in a few minutes on a laptop CPU.
+    "bagging-4": _sample(presets.bagging_ensemble, "bagging-4", 500, train__eval_every=25,
+                         train__log_every=5, precision__headroom=False),
+    "moe-vs-ensemble-moe": _sample(presets.moe_vs_ensemble_moe, "moe-vs-ensemble-moe", 400,
+                                   train__eval_every=25, train__log_every=5,
+                                   train__snapshot_every=50, precision__headroom=False),
+    "moe-vs-ensemble-dense": _sample(presets.moe_vs_ensemble_dense, "moe-vs-ensemble-dense", 400,
+                                     train__eval_every=25, train__log_every=5,
+                                     precision__headroom=False),
+    # Mixed precision (issue 6): the fp16 overflow demo and the same run with its router
+    # in float32, headroom on. About four minutes each on a CPU.
+    "fp16-overflow": _sample(presets.fp16_overflow_demo, "fp16-overflow", 400,
+                             train__snapshot_every=40),
+    "fp16-router-fp32": _sample(presets.fp16_overflow_demo, "fp16-router-fp32", 400,
+                                train__snapshot_every=40, moe__router_fp32=True),
 }
 
 

@@ -104,3 +104,25 @@ def no_leaked_threads_or_timers(request):
     problems += [f"active timer in a live top-level widget: {t}" for t in timers]
     if problems:
         pytest.fail("leak check failed:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def make_dashboard(qtbot):
+    """``make_dashboard(cls, runs=None, size=(1400, 900))``: a shown dashboard of class
+    ``cls`` given ``runs`` (a list of run folders); stopped and closed after the test."""
+    made = []
+
+    def _make(cls, runs=None, size=(1400, 900)):
+        d = cls()
+        qtbot.addWidget(d)
+        d.resize(*size)
+        d.show()
+        if runs is not None:
+            d.set_runs(list(runs))
+        made.append(d)
+        return d
+
+    yield _make
+    for d in made:
+        d.stop_follow()
+        d.close()

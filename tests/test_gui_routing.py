@@ -29,23 +29,9 @@ def trained(tmp_path_factory):
 
 
 @pytest.fixture
-def make(qtbot):
-    made = []
-
-    def _make(cls, run=None):
-        d = cls()
-        qtbot.addWidget(d)
-        d.resize(1200, 800)
-        d.show()
-        if run is not None:
-            d.set_runs([run])
-        made.append(d)
-        return d
-
-    yield _make
-    for d in made:
-        d.stop_follow()
-        d.close()
+def make(make_dashboard):
+    return lambda cls, run=None: make_dashboard(cls, None if run is None else [run],
+                                                size=(1200, 800))
 
 
 # ----------------------------------------------------------------------------- Gates

@@ -56,3 +56,36 @@ def test_regenerate_a_sample_at_small_scale(tmp_path):
         r.close()
     assert (dest / "weights.safetensors").exists()
     assert not list(dest.glob("checkpoint-*.pt"))
+
+
+ENSEMBLE_SAMPLES = ("bagging-4", "moe-vs-ensemble-moe", "moe-vs-ensemble-dense")
+
+
+def test_ensemble_samples_ship_small_with_a_visible_gain():
+    names = {p.name for p in SHIPPED}
+    assert set(ENSEMBLE_SAMPLES) <= names
+    size = sum(f.stat().st_size for n in ENSEMBLE_SAMPLES
+               for f in (sample_runs_dir() / n).rglob("*") if f.is_file())
+    assert size <= 6 * 2 ** 20, f"ensemble samples take {size / 2**20:.1f} MB (budget 6 MB)"
+    for name in ("bagging-4", "moe-vs-ensemble-dense"):
+        r = open_run(sample_runs_dir() / name)
+        try:
+            assert r.config["ensemble"]["members"] == 4
+            gain = r.scalars(["ens/gain"], member=-1)
+            assert len(gain) >= 5 and gain.value.iloc[-1] > 0.005, name
+            assert r.tensor("ens/agreement", member=-1)[1].shape == (4, 4)
+            assert r.snapshot("ensemble/probe", member=-1) is not None
+        finally:
+            r.close()
+    # the MoE vs ensemble pair: same schedule and batches, the same total parameters
+    moe, dense = (open_run(sample_runs_dir() / n) for n in ENSEMBLE_SAMPLES[1:])
+    try:
+        same = lambda c: {k: v for k, v in c["train"].items() if k != "snapshot_every"}  # noqa: E731
+        assert same(moe.config) == same(dense.config)     # (routing snapshots: MoE only)
+        assert moe.config["data"] == dense.config["data"]
+        total_moe = moe.meta["params_total"]
+        total_dense = dense.meta["params_total"] * dense.config["ensemble"]["members"]
+        assert abs(total_moe - total_dense) <= 0.01 * total_moe
+    finally:
+        moe.close()
+        dense.close()

@@ -36,6 +36,9 @@ DASHBOARDS: list[tuple[str, str]] = [
     ("Gates", "moe_studio.gui.gate_dashboard:GateDashboard"),
     ("Experts", "moe_studio.gui.experts_dashboard:ExpertsDashboard"),
     ("Routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"),
+    ("Precision", "moe_studio.gui.precision_dashboard:PrecisionDashboard"),
+    ("Ensemble", "moe_studio.gui.ensemble_dashboard:EnsembleDashboard"),
+    ("Compare", "moe_studio.gui.compare_dashboard:CompareDashboard"),
 ]
 
 START_HINT = "Ready: press Train (F5), or double-click a sample run to open it."

@@ -7,7 +7,8 @@ one section per dashboard of the app, in the order of ``main_window.DASHBOARDS``
 dashboard added there is in the report too. Each is the very widget the app shows,
 given the runs with ``set_runs(paths)`` (several: overlaid) and grabbed at the report's
 width. A dashboard may offer ``set_report_mode(True)`` to hide its interactive
-controls, and a ``report_aspect`` attribute (height / width; default 0.6).
+controls, and a ``report_aspect`` attribute (height / width; default 0.6). One with a
+``report_min_runs`` attribute (Compare: 2) is left out of reports of fewer runs.
 
 Without a display (Linux with neither ``$DISPLAY`` nor ``$WAYLAND_DISPLAY``) Qt runs
 offscreen; ``QT_QPA_PLATFORM`` set by the caller wins.
@@ -144,6 +145,8 @@ def render_dashboards(paths: list[Path], width: int, tabs: list[str] | None = No
         widget = None
         try:
             cls = _load_class(spec)
+            if len(paths) < getattr(cls, "report_min_runs", 1) and not tabs:
+                continue    # e.g. Compare: nothing to compare in one run
             widget = cls()
             widget.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen, True)
             report_mode = getattr(widget, "set_report_mode", None)

@@ -99,6 +99,11 @@ class RunControls(QWidget):
         """A view's own control, placed after the step slider."""
         self._extra.addWidget(w)
 
+    def set_layer_selector_visible(self, on: bool) -> None:
+        """Show or hide the layer selector (a view whose rows are not MoE layers)."""
+        self._layer_label.setVisible(on)
+        self.layer_combo.setVisible(on)
+
     # ------------------------------------------------------------------ layers
     def set_layers(self, blocks, allow_all: bool = True) -> None:
         """The MoE block indices to choose from (keeps the choice when it still exists)."""
@@ -548,3 +553,14 @@ class SnapshotCache:
         else:
             self._cache.move_to_end(s)
         return snap
+
+
+def move_step_markers(markers, step: int | None) -> None:
+    """Put the vertical step-marker lines (``pg.InfiniteLine``) of over-time plots at
+    ``step``, or hide them for None."""
+    for m in markers:
+        if step is None:
+            m.hide()
+        else:
+            m.setPos(step)
+            m.show()

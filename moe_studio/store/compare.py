@@ -1,0 +1,424 @@
+"""Comparing runs: config diff, grouping, mean and band per group, summary rows.
+
+Pure pandas / numpy on what :class:`~moe_studio.store.RunReader` returns (the long scalar
+table, the config dict, the meta dict); the Compare dashboard and ``moe-studio report``
+draw what these functions compute.
+
+Resumed runs. A run continued from a checkpoint writes its steps again, and the store
+keeps the rows of every attempt. :func:`latest_attempt` keeps, per series, only the rows
+of the history that led to the final model: a row stays if every row of that series
+written after it (by wall time) has a larger step. So the last attempt wins from the
+step it restarted at, a step recorded twice keeps its later value, and every curve is
+monotone in step (no zig-zag back to the restart).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+
+X_STEP, X_TOKENS, X_WALL, X_RELATIVE = "step", "tokens", "wall", "relative"
+X_MODES = (X_STEP, X_TOKENS, X_WALL, X_RELATIVE)
+BAND_MINMAX, BAND_STD = "minmax", "std"
+MAX_GRID = 2000          # points of a group's common x grid, at most
+
+# Summary columns: (key, header). Values are floats (NaN: not recorded), or str.
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run", "Run"), ("status", "Status"), ("steps", "Steps"),
+    ("final_val_loss", "Final val loss"), ("best_val_loss", "Best val loss"),
+    ("tokens_per_s", "Tokens/s"),
+    ("params_total", "Params"), ("params_active", "Active/token"),
+    ("load_cv", "Load CV"), ("load_max_over_mean", "Max/mean"),
+    ("dropped_frac", "Dropped"), ("ens_gain", "Ens. gain"),
+    ("skipped_steps", "Skipped"),
+)
+# What each summary column holds (the tables' header tooltips).
+SUMMARY_HELP = {
+    "final_val_loss": "val/loss at the last evaluation (the ensemble's where recorded), nats/token",
+    "best_val_loss": "the lowest val/loss of any evaluation, nats/token",
+    "tokens_per_s": "median training throughput, tokens per second",
+    "params_total": "total parameters (run meta params_total)",
+    "params_active": "parameters active per token (run meta params_active)",
+    "load_cv": "expert load coefficient of variation at the last step, mean over MoE layers",
+    "load_max_over_mean": "busiest expert's load over the mean load at the last step, "
+                          "mean over MoE layers",
+    "dropped_frac": "share of token choices dropped by expert capacity at the last step, "
+                    "mean over MoE layers",
+    "ens_gain": "ensemble gain at the last evaluation: mean member loss minus the "
+                "ensemble's loss, nats/token",
+    "skipped_steps": "optimizer steps skipped by the fp16 loss scaler (precision/skipped)",
+}
+IGNORED_KEYS = ("name",)   # differs between almost any two runs; the run columns name them
+
+
+# ---------------------------------------------------------------------------- configs
+def flatten_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"moe": {"top_k": 2}}`` -> ``{"moe.top_k": 2}`` (nested to any depth)."""
+    out: dict[str, Any] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            else:
+                out[key] = v
+    walk(config or {}, "")
+    return out
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Config values equal (NaN equals NaN)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def config_diff(configs: Sequence[dict[str, Any] | None], labels: Sequence[str] | None = None,
+                ignore: Iterable[str] = IGNORED_KEYS) -> pd.DataFrame:
+    """The config keys whose values are not all equal across ``configs``.
+
+    Returns a DataFrame indexed by flattened key (``"moe.top_k"``, in the order the keys
+    first appear), one column per config (``labels``, default ``"0"``, ``"1"``, ...), the
+    values as recorded (None where a config lacks the key). ``ignore``: keys never shown.
+    """
+    labels = list(labels) if labels is not None else [str(i) for i in range(len(configs))]
+    flat = [flatten_config(c) for c in configs]
+    keys: list[str] = []
+    seen: set[str] = set()
+    for f in flat:
+        for k in f:
+            if k not in seen:
+                seen.add(k)
+                keys.append(k)
+    skip = set(ignore)
+    rows = []
+    for k in keys:
+        if k in skip:
+            continue
+        vals = [f.get(k) for f in flat]
+        if any(not same_value(v, vals[0]) for v in vals[1:]):
+            rows.append((k, vals))
+    return pd.DataFrame([v for _, v in rows], index=pd.Index([k for k, _ in rows], name="key"),
+                        columns=labels, dtype=object)
+
+
+def value_text(v: Any) -> str:
+    """A config value as the tables show it (None: an empty cell)."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def group_runs(values: Sequence[Any]) -> list[tuple[str, list[int]]]:
+    """Indices of equal values: ``[(value text, [run indices])]``, groups in the order of
+    their first run."""
+    groups: dict[str, list[int]] = {}
+    for i, v in enumerate(values):
+        groups.setdefault(value_text(v), []).append(i)
+    return list(groups.items())
+
+
+# ---------------------------------------------------------------------------- series
+def latest_attempt(scalars: pd.DataFrame) -> pd.DataFrame:
+    """``scalars`` (the store's long table) without the rows a later attempt replaced.
+
+    Per (name, member) series, in write order (wall time; the store's row order for
+    ties), a row is kept if every later row has a larger step. Returns the kept rows
+    sorted by (name, member, step), index reset. See the module docstring.
+    """
+    if len(scalars) == 0:
+        return scalars.reset_index(drop=True)
+    df = scalars.reset_index(drop=True)
+    names = df["name"]
+    codes = (names.cat.codes.to_numpy() if isinstance(names.dtype, pd.CategoricalDtype)
+             else pd.factorize(names)[0]).astype(np.int64)
+    member = df["member"].to_numpy(np.int64)
+    series = codes * 4096 + (member + 1)
+    wall = df["wall_time"].to_numpy(np.float64)
+    step0 = df["step"].to_numpy(np.int64)
+    same = series[1:] == series[:-1]
+    if bool(np.all(~same | ((step0[1:] > step0[:-1]) & ~(wall[1:] < wall[:-1])))):
+        # the usual run: within every series, steps rise in the order written
+        return df
+    order = np.lexsort((np.arange(len(df)), np.nan_to_num(wall, nan=-np.inf), series))
+    s_ser = series[order]
+    steps = df["step"].to_numpy(np.int64)[order]
+    # the minimum step of the rows written after each row, within its series
+    later_min = np.empty_like(steps)
+    big = np.iinfo(np.int64).max
+    bounds = np.flatnonzero(np.r_[True, s_ser[1:] != s_ser[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        seg = steps[a:b][::-1]
+        sm = np.minimum.accumulate(seg)[::-1]     # suffix minimum including the row
+        later_min[a:b - 1] = sm[1:]
+        later_min[b - 1] = big
+    keep = np.zeros(len(df), bool)
+    keep[order] = steps < later_min
+    if keep.all():
+        return df
+    return df[keep].sort_values(["name", "member", "step"], kind="stable", ignore_index=True)
+
+
+def by_name(scalars: pd.DataFrame) -> dict[str, tuple[np.ndarray, ...]]:
+    """The long scalar table split by name: ``{name: (step int64, member int64, value
+    float64, wall_time float64)}``, each in the table's row order. Index a run once and
+    pass the result to :func:`metric_series` / :func:`summary_row` instead of the table
+    when asking it many questions (each is then a dictionary look-up, not a scan)."""
+    names = scalars["name"]
+    if isinstance(names.dtype, pd.CategoricalDtype):
+        cats = [str(c) for c in names.cat.categories]
+        codes = names.cat.codes.to_numpy().astype(np.int64)
+    else:
+        codes, uniq = pd.factorize(names)
+        cats = [str(c) for c in uniq]
+    cols = (scalars["step"].to_numpy(np.int64), scalars["member"].to_numpy(np.int64),
+            scalars["value"].to_numpy(np.float64), scalars["wall_time"].to_numpy(np.float64))
+    if codes.size and not bool(np.all(codes[1:] >= codes[:-1])):
+        order = np.argsort(codes, kind="stable")
+        codes = codes[order]
+        cols = tuple(c[order] for c in cols)
+    bounds = np.searchsorted(codes, np.arange(len(cats) + 1))
+    return {name: tuple(c[bounds[i]:bounds[i + 1]] for c in cols)
+            for i, name in enumerate(cats) if bounds[i + 1] > bounds[i]}
+
+
+# a run's long scalar table, or its by_name() index
+Scalars = Union[pd.DataFrame, Dict[str, Tuple[np.ndarray, ...]]]
+
+
+def _rows(scalars, name: str) -> tuple[np.ndarray, ...]:
+    """(step, member, value, wall_time) of the rows of ``name`` (a ``*`` in it matches
+    any layer number, e.g. ``"moe/L*/load_cv"``) in a table or a :func:`by_name` index."""
+    index = scalars if isinstance(scalars, dict) else by_name(scalars)
+    if "*" in name:
+        head, _, tail = name.partition("*")
+        want = [c for c in index if c.startswith(head) and c.endswith(tail)
+                and len(c) > len(head) + len(tail)]
+    else:
+        want = [name] if name in index else []
+    if len(want) == 1:
+        return index[want[0]]
+    if not want:
+        return (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0))
+    return tuple(np.concatenate([index[w][i] for w in want]) for i in range(4))
+
+
+def metric_series(scalars: Scalars, name: str) -> pd.DataFrame:
+    """:func:`series_arrays` as a DataFrame with columns step, value, wall_time."""
+    step, value, wall = series_arrays(scalars, name)
+    return pd.DataFrame({"step": step, "value": value, "wall_time": wall})
+
+
+def series_arrays(scalars: Scalars, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One value per step of scalar ``name`` for a whole run: (step int64, value,
+    wall_time) arrays [S], ascending in step.
+
+    The run-wide record (member -1) where there is one; else the mean over the members
+    (and, for a name with ``*`` such as ``"moe/L*/load_cv"``, over every layer it
+    matches). ``wall_time`` is the latest of the rows averaged. ``scalars``: a run's
+    long table, or its :func:`by_name` index.
+    """
+    step, member, value, wall = _rows(scalars, name)
+    sel = member == -1 if ("*" not in name and (member == -1).any()) else member >= 0
+    if not sel.all():
+        step, value, wall = step[sel], value[sel], wall[sel]
+    # numpy rather than groupby: a summary of 50 runs calls this hundreds of times
+    uniq, inv = np.unique(step, return_inverse=True)
+    if uniq.size != step.size:
+        value = np.bincount(inv, weights=value, minlength=uniq.size) / np.bincount(inv)
+        w = np.full(uniq.size, -np.inf)
+        np.maximum.at(w, inv, np.nan_to_num(wall, nan=-np.inf))
+        wall = np.where(np.isfinite(w), w, np.nan)
+    else:
+        order = np.argsort(step, kind="stable")
+        value, wall = value[order], wall[order]
+    return uniq, value, wall
+
+
+def tokens_at(tokens, steps: np.ndarray) -> np.ndarray:
+    """Cumulative tokens at ``steps`` from a run's ``tokens`` series (a
+    :func:`series_arrays` tuple or :func:`metric_series` frame): interpolated between
+    records, proportional to step outside them; NaN without one."""
+    steps = np.asarray(steps, np.float64)
+    s, t = _step_value(tokens)
+    if s.size == 0:
+        return np.full(steps.shape, np.nan)
+    out = np.interp(steps, s, t)
+    for mask, ss, tt in ((steps < s[0], s[0], t[0]), (steps > s[-1], s[-1], t[-1])):
+        if ss > 0:
+            out[mask] = steps[mask] * (tt / ss)
+    return out
+
+
+def _step_value(series) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(series, pd.DataFrame):
+        return series["step"].to_numpy(np.float64), series["value"].to_numpy(np.float64)
+    return np.asarray(series[0], np.float64), np.asarray(series[1], np.float64)
+
+
+def x_of(series, mode: str, *, tokens=None, run_start: float = math.nan,
+         origin: float = math.nan) -> np.ndarray:
+    """The x of a :func:`series_arrays` tuple (or :func:`metric_series` frame) on axis
+    ``mode``: "step"; "tokens" (via the run's
+    ``tokens`` series); "wall" (seconds since ``origin``, the first record of all runs
+    compared, so runs sit where they ran in time); "relative" (seconds since
+    ``run_start``, the run's own first record, so all runs start at 0)."""
+    if isinstance(series, pd.DataFrame):
+        series = (series["step"].to_numpy(), series["value"].to_numpy(),
+                  series["wall_time"].to_numpy())
+    step = np.asarray(series[0], np.float64)
+    wall = np.asarray(series[2], np.float64)
+    if mode == X_STEP:
+        return step
+    if mode == X_TOKENS:
+        return tokens_at(tokens if tokens is not None else (step[:0], step[:0]), step)
+    if mode == X_WALL:
+        return wall - origin
+    if mode == X_RELATIVE:
+        return wall - run_start
+    raise ValueError(f"x axis must be one of {', '.join(X_MODES)}; got {mode!r}")
+
+
+# ---------------------------------------------------------------------------- groups
+def common_grid(xs: Sequence[np.ndarray], max_points: int = MAX_GRID) -> np.ndarray:
+    """The x grid a group is averaged on: the sorted union of its runs' finite x, or
+    ``max_points`` evenly spaced points over its span when the union is longer."""
+    parts = [np.asarray(x, np.float64) for x in xs]
+    parts = [x[np.isfinite(x)] for x in parts if x.size]
+    if not parts:
+        return np.empty(0)
+    grid = np.unique(np.concatenate(parts))
+    if grid.size > max_points:
+        grid = np.linspace(grid[0], grid[-1], max_points)
+    return grid
+
+
+def resample(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``y(x)`` linearly interpolated at ``grid``; NaN outside the run's own x range
+    (never extrapolated) and where ``y`` is not finite on either side."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    ok = np.isfinite(x)
+    x, y = x[ok], y[ok]
+    out = np.full(grid.shape, np.nan)
+    if x.size == 0:
+        return out
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    inside = (grid >= x[0]) & (grid <= x[-1])
+    g = grid[inside]
+    i = np.clip(np.searchsorted(x, g, side="right") - 1, 0, x.size - 1)
+    j = np.minimum(i + 1, x.size - 1)
+    span = x[j] - x[i]
+    frac = np.divide(g - x[i], span, out=np.zeros_like(g), where=span > 0)
+    out[inside] = y[i] + frac * (y[j] - y[i])
+    # exact hits take the recorded value (a NaN neighbour must not blank them)
+    exact = x[i] == g
+    vals = out[inside]
+    vals[exact] = y[i][exact]
+    out[inside] = vals
+    return out
+
+
+def group_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_points: int = MAX_GRID
+               ) -> dict[str, np.ndarray]:
+    """Mean and spread of several runs' curves (x, y) on a common grid.
+
+    Returns ``{"x", "mean", "min", "max", "std", "n"}``, arrays [G]: at each grid x, over
+    the runs whose x range covers it (each resampled by :func:`resample`): the mean, min,
+    max, population std (ddof=0) and how many runs there are. Points no run covers are
+    dropped.
+    """
+    grid = common_grid([c[0] for c in curves], max_points)
+    if grid.size == 0 or not curves:
+        e = np.empty(0)
+        return {"x": e, "mean": e, "min": e, "max": e, "std": e, "n": e.astype(np.int64)}
+    Y = np.vstack([resample(x, y, grid) for x, y in curves])
+    ok = np.isfinite(Y)
+    n = ok.sum(axis=0)
+    keep = n > 0
+    Y, ok, n, grid = Y[:, keep], ok[:, keep], n[keep], grid[keep]
+    s = np.where(ok, Y, 0.0).sum(axis=0)
+    mean = s / n
+    dev = np.where(ok, Y - mean, 0.0)
+    std = np.sqrt((dev ** 2).sum(axis=0) / n)
+    lo = np.where(ok, Y, np.inf).min(axis=0)
+    hi = np.where(ok, Y, -np.inf).max(axis=0)
+    return {"x": grid, "mean": mean, "min": lo, "max": hi, "std": std, "n": n.astype(np.int64)}
+
+
+def band_edges(band: dict[str, np.ndarray], kind: str = BAND_MINMAX
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of a :func:`group_band`: min..max, or mean ± std."""
+    if kind == BAND_MINMAX:
+        return band["min"], band["max"]
+    if kind == BAND_STD:
+        return band["mean"] - band["std"], band["mean"] + band["std"]
+    raise ValueError(f"band must be {BAND_MINMAX!r} or {BAND_STD!r}; got {kind!r}")
+
+
+# ---------------------------------------------------------------------------- summary
+def _last(series: tuple[np.ndarray, ...]) -> float:
+    v = series[1]
+    return float(v[-1]) if v.size else math.nan
+
+
+def summary_row(scalars: Scalars, meta: dict[str, Any] | None = None, *,
+                run: str = "", status: str = "") -> dict[str, Any]:
+    """The summary of one run (``scalars``: its long table, already through
+    :func:`latest_attempt`, or its :func:`by_name` index), keyed as :data:`SUMMARY_COLUMNS`:
+
+    final / best validation loss (``val/loss``: the ensemble's where recorded, else the
+    members' mean; nats/token); the median of ``tokens_per_s``; total and active
+    parameters per token from the run meta (``params_total`` / ``params_active``, as the
+    trainer records them); at the last recorded step, the mean over MoE layers (and
+    members) of ``moe/L*/load_cv``, ``moe/L*/load_max_over_mean``, ``moe/L*/dropped_frac``;
+    the last ``ens/gain`` (nats/token); the number of ``precision/skipped`` steps (all
+    members). NaN where a run recorded no such value.
+    """
+    meta = meta or {}
+    if not isinstance(scalars, dict):
+        scalars = by_name(scalars)
+    val = series_arrays(scalars, "val/loss")
+    tps = series_arrays(scalars, "tokens_per_s")[1]
+    tps = tps[np.isfinite(tps)]
+    skipped = _rows(scalars, "precision/skipped")[2]
+    last_step = max((int(r[0].max()) for r in scalars.values() if r[0].size), default=-1)
+
+    def num(key: str) -> float:
+        v = meta.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+    vals = val[1]
+    return {
+        "run": run, "status": status,
+        "steps": float(last_step) if last_step >= 0 else math.nan,
+        "final_val_loss": _last(val),
+        "best_val_loss": float(np.nanmin(vals)) if np.isfinite(vals).any() else math.nan,
+        "tokens_per_s": float(np.median(tps)) if tps.size else math.nan,
+        "params_total": num("params_total"), "params_active": num("params_active"),
+        "load_cv": _last(series_arrays(scalars, "moe/L*/load_cv")),
+        "load_max_over_mean": _last(series_arrays(scalars, "moe/L*/load_max_over_mean")),
+        "dropped_frac": _last(series_arrays(scalars, "moe/L*/dropped_frac")),
+        "ens_gain": _last(series_arrays(scalars, "ens/gain")),
+        "skipped_steps": float(np.sum(skipped > 0)) if skipped.size else math.nan,
+    }
+
+
+def summary_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Summary rows as a table with the :data:`SUMMARY_COLUMNS` headers, in that order."""
+    keys = [k for k, _ in SUMMARY_COLUMNS]
+    df = pd.DataFrame([{k: r.get(k) for k in keys} for r in rows], columns=keys)
+    return df.rename(columns=dict(SUMMARY_COLUMNS))
+
+
+def write_summary_csv(rows: Sequence[dict[str, Any]], path) -> None:
+    """The summary table as CSV (headers as shown; empty cells for NaN)."""
+    summary_frame(rows).to_csv(path, index=False, na_rep="")
