@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from moe_studio.engine import _native
 from moe_studio.engine import agreement as ag
 from moe_studio.engine.combine import (RULES, Stacking, evaluate_rules, make_rule, nll_acc,
                                        split_fit_report)
@@ -81,6 +82,19 @@ def ref_entropy(p):
 
 
 # ------------------------------------------------------------------ tests
+# Every V-axis measure is checked through both passes: the chunked torch one and the
+# fused native kernel (built by setup.py wherever a C compiler is; see
+# test_native_kernel_is_built).
+BACKENDS = ["torch", "native"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    if request.param == "native" and not _native.available():
+        pytest.skip("native agreement kernel not built here")
+    return request.param
+
+
 def test_oracle_measures_match_contingency_counts():
     lp, y = members()
     correct = np.argmax(lp, -1) == y[None]
@@ -125,10 +139,11 @@ def test_known_table_and_undefined_pairs():
     assert math.isnan(ag.pair_mean(np.full((2, 2), np.nan)))
 
 
-def test_agreement_js_and_entropy_decomposition():
+def test_agreement_js_and_entropy_decomposition(backend):
     lp, y = members(m=3, n=120, v=5, seed=1)
     p = np.exp(lp.astype(np.float64))
-    r = ag.ensemble_metrics(lp, y, per_token=True)
+    r = ag.ensemble_metrics(lp, y, per_token=True, backend=backend)
+    assert r["backend"] == backend
     pred = np.argmax(lp, -1)
     m, n, _ = lp.shape
     for i in range(m):
@@ -154,10 +169,10 @@ def test_agreement_js_and_entropy_decomposition():
     assert np.allclose(ag.js_divergence_matrix(lp), r["pair_js"])
 
 
-def test_nll_accuracy_gain_and_input_forms(monkeypatch):
+def test_nll_accuracy_gain_and_input_forms(monkeypatch, backend):
     lp, y = members(seed=2)
     lp64 = lp.astype(np.float64)
-    r = ag.ensemble_metrics(torch.from_numpy(lp), torch.from_numpy(y))
+    r = ag.ensemble_metrics(torch.from_numpy(lp), torch.from_numpy(y), backend=backend)
     nll = np.array([-np.mean([lp64[i, t, y[t]] for t in range(len(y))]) for i in range(len(lp))])
     assert np.allclose(r["member_nll"], nll, atol=1e-6)
     assert np.allclose(ag.member_nll(lp, y), nll, atol=1e-6)
@@ -170,20 +185,99 @@ def test_nll_accuracy_gain_and_input_forms(monkeypatch):
     assert r["gain"] > 0     # Jensen: mixing never loses on average here
     # small chunks, float64 input and numpy input give the same numbers
     monkeypatch.setattr(ag, "_CHUNK_ELEMS", 7 * 13)
-    r2 = ag.ensemble_metrics(lp64, y)
+    r2 = ag.ensemble_metrics(lp64, y, backend=backend)
     for k in ("gain", "js_divergence", "mutual_info", "q_statistic", "kappa_interrater"):
         assert r2[k] == pytest.approx(r[k], abs=1e-5), k
 
 
-def test_minus_inf_log_probs_stay_finite():
+def test_minus_inf_log_probs_stay_finite(backend):
     lp, y = members(m=2, n=50, v=6, seed=3)
     lp[0, :, 5] = -np.inf          # member 0 rules class 5 out
     lp[1, :, 5] = -np.inf          # and so does member 1: the mixture has a zero
     lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
     y = np.where(y == 5, 0, y)
-    r = ag.ensemble_metrics(lp, y, per_token=True)
+    r = ag.ensemble_metrics(lp, y, per_token=True, backend=backend)
     for k in ("entropy_total", "entropy_expected", "mutual_info", "js_divergence", "gain"):
         assert math.isfinite(r[k]), k
+    # the class nobody predicts changes nothing: same numbers as without it
+    r5 = ag.ensemble_metrics(lp[..., :5], y, per_token=True, backend=backend)
+    for k in ("entropy_total", "entropy_expected", "mutual_info", "js_divergence", "gain"):
+        assert r[k] == pytest.approx(r5[k], abs=1e-6), k
+
+
+# ------------------------------------------------------------------ the native kernel
+def test_native_kernel_is_built():
+    """setup.py builds it wherever there is a C compiler (CI and this machine have one):
+    a silently missing kernel would fall back to the slow path unnoticed."""
+    import shutil
+    import sys
+
+    if sys.platform == "win32" or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here")
+    assert _native.available(), "moe_studio/engine/_native was not built: pip install -e ."
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert _native.library_name() == "_agreement_avx2"
+
+
+def test_native_exp_and_log_against_float64():
+    if not _native.available():
+        pytest.skip("native agreement kernel not built here")
+    neg = -np.logspace(-9, 4, 20001).astype(np.float32)
+    e, _ = _native.exp_log(np.concatenate([neg, [0.0, -0.0, -87.2, -87.4, -1e4]]).astype(np.float32))
+    ref = np.exp(neg.astype(np.float64))
+    live = ref > 1e-37
+    assert np.max(np.abs(e[:neg.size][live] - ref[live]) / ref[live]) < 1e-6
+    assert e[neg.size] == 1.0 and e[neg.size + 1] == 1.0
+    assert e[-1] == 0.0 and e[-2] == 0.0          # below -87.3: exactly 0, as float32 exp
+    pos = np.logspace(-30, 2, 20001).astype(np.float32)
+    _, lg = _native.exp_log(pos)
+    ref = np.log(pos.astype(np.float64))
+    assert np.max(np.abs(lg - ref) / np.maximum(np.abs(ref), 1.0)) < 1e-6
+    _, lg0 = _native.exp_log(np.array([0.0, 1e-45], dtype=np.float32))
+    assert np.allclose(lg0, np.log(1e-30), rtol=1e-6)       # clamped like the torch path
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_native_matches_torch_path(threads, monkeypatch):
+    """Same numbers from both passes on members that differ a lot and a little, with the
+    tokens split over threads (3 threads: uneven ranges) and a vocabulary that is not a
+    multiple of the SIMD width."""
+    if not _native.available():
+        pytest.skip("native agreement kernel not built here")
+    monkeypatch.setattr(_native, "MIN_TOKENS_PER_THREAD", 16)
+    lp, y = members(m=5, n=700, v=37, seed=7, spread=(0.1, 0.5, 1.0, 2.0, 4.0))
+    a = ag.ensemble_metrics(lp, y, per_token=True, backend="torch")
+    b = ag.ensemble_metrics(lp, y, per_token=True, backend="native", threads=threads)
+    assert b["backend"] == "native"
+    for k in ("pred", "correct", "agreement", "member_nll", "member_acc", "ensemble_acc",
+              "pair_q", "kappa_interrater"):
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+    for k in ("pair_js", "token_entropy_total", "token_entropy_expected", "token_mutual_info",
+              "ensemble_nll", "gain", "mutual_info"):
+        np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), atol=5e-6, err_msg=k)
+
+
+def test_nan_input_takes_the_torch_path():
+    """NaN or +inf in the log-probs (a diverged member): the kernel, compiled with fast
+    math, reports them and the torch pass propagates them, as without the kernel."""
+    lp, y = members(m=2, n=40, v=6, seed=4)
+    for bad in (np.nan, np.inf):
+        x = lp.copy()
+        x[1, 7, 2] = bad
+        r = ag.ensemble_metrics(x, y)
+        assert r["backend"] == "torch"
+        assert math.isnan(r["js_divergence"]) or math.isinf(r["js_divergence"])
+
+
+def test_loading_the_kernel_keeps_subnormals():
+    """The library is compiled with fast math but must not switch the process to
+    flush-to-zero (GCC does that when fast math reaches the link): the precision views
+    count underflows to subnormals, which would all vanish."""
+    _native.available()
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    assert float(tiny * 1.0) != 0.0
+    assert float(np.float32(1e-39) * np.float32(1.0)) != 0.0
+    assert float(torch.tensor([1e-20]) * torch.tensor([1e-20])) != 0.0   # product 1e-40
 
 
 # ------------------------------------------------------------------ combination rules

@@ -32,14 +32,17 @@ matrix) and left out of the average; the average of no defined pair is NaN. Matr
 diagonals are by definition: agreement 1, Q 1, correlation 1, kappa 1, disagreement 0,
 double fault = the member's error rate, JS 0.
 
-Everything that touches the V axis runs in one chunked pass (``ensemble_metrics``) over
-L2-sized chunks with preallocated buffers: M exp and 1 + M(M-1)/2 log passes over [N, V]
-are the floor for exact entropies and pairwise JS, and they dominate: 4 members x 64k
-tokens x V = 256 is 67M exp + 117M log, about 0.7 s on one core of the shared development
-machine (``moe-studio bench ensemble``), where a float32 exp costs ~1.7 ns and a log ~2.2 ns.
-Those exp and log passes alone measured 0.46 s of CPU time there, this whole function
-0.68 s (2026-11-23), so a 200 ms budget on that machine needs cheaper transcendentals
-(a fused kernel) or fewer tokens, not more vectorisation.
+Everything that touches the V axis runs in one pass (``ensemble_metrics``): M exp and
+1 + M(M-1)/2 log evaluations per (token, class) are the floor for exact entropies and
+pairwise JS, and they dominate: 4 members x 64k tokens x V = 256 is 67M exp + 117M log.
+On the CPU the pass is the fused native kernel (``_native``, C built by setup.py): per
+token the members' probabilities stay in L1, exp and log are vectorised polynomials, and
+the tokens are split over threads. torch's own exp and log cost ~1.3 and ~2.4 ns per
+value on the development machine; the whole kernel, everything included, ~1.4 ns per
+exp or log it evaluates, on one thread (``moe-studio bench ensemble`` gives the figures
+side by side). Elsewhere (CUDA, or no
+kernel built, or NaN in the input) it is a chunked torch pass over L2-sized chunks with
+preallocated buffers; both give the same numbers to ~1e-6 (tested).
 The [M, N] measures (oracle counts, agreement, kappas) cost a few ms.
 """
 from __future__ import annotations
@@ -232,38 +235,12 @@ def _argmax_last(x: Tensor) -> Tensor:
     return x.argmax(-1)
 
 
-@torch.no_grad()
-def ensemble_metrics(logp, targets=None, *, per_token: bool = False) -> dict[str, Any]:
-    """Every agreement metric of an ensemble in one chunked pass over ``logp``.
-
-    ``logp`` [M, N, V] (torch or numpy, any float dtype; computed in float32),
-    ``targets`` int [N] or None (then only the target-free measures are returned).
-    Returns a dict:
-
-    - always: ``pred`` int64 [M, N]; ``agreement`` [M, M]; ``pair_js`` [M, M];
-      ``js_divergence`` (pair mean); ``entropy_total``, ``entropy_expected``,
-      ``mutual_info`` (token means of the decomposition); ``n_tokens``, ``n_members``.
-    - with ``per_token``: ``token_entropy_total``, ``token_entropy_expected``,
-      ``token_mutual_info`` float64 [N].
-    - with targets: ``member_nll``, ``member_acc`` [M]; ``ensemble_nll``, ``ensemble_acc``
-      (mean-of-probabilities rule); ``gain`` = mean(member_nll) - ensemble_nll;
-      ``correct`` bool [M, N]; the pairwise matrices ``pair_q``, ``pair_correlation``,
-      ``pair_disagreement``, ``pair_double_fault``, ``pair_kappa`` [M, M] and their pair
-      means ``q_statistic``, ``correlation``, ``disagreement``, ``double_fault``,
-      ``kappa_pairwise``; ``kappa_interrater``.
-
-    Cost: M exp and 1 + M(M-1)/2 log passes over [N, V] (the pairwise mixtures of the JS
-    divergence dominate from M = 4 on); entropies that only enter token means are
-    reduced with one BLAS dot per chunk instead of per-token sums.
-    """
-    lp_all = as_tensor(logp)
-    _check(lp_all)
+def _v_pass_torch(lp_all: Tensor, y: Tensor | None, per_token: bool) -> dict[str, Any]:
+    """The V-axis pass of ``ensemble_metrics`` in torch, in L2-sized chunks with
+    preallocated buffers (any device, any float dtype; NaN propagates). Same result dict
+    as ``_native.agreement_pass``."""
     m, n, v = lp_all.shape
     dev = lp_all.device
-    y = None
-    if targets is not None:
-        y = as_tensor(targets).long().to(dev)
-        _check(lp_all, y)
     pairs = [(i, k) for i in range(m) for k in range(i + 1, m)]
     step = _chunk_len(n, v)
     p = torch.empty(m, step, v, dtype=torch.float32, device=dev)
@@ -275,9 +252,8 @@ def ensemble_metrics(logp, targets=None, *, per_token: bool = False) -> dict[str
     pred = torch.empty(m, n, dtype=torch.long, device=dev)
     picked = torch.empty(m, n, dtype=torch.float64, device=dev) if y is not None else None
     ens_pred = torch.empty(n, dtype=torch.long, device=dev) if y is not None else None
-    if per_token:
-        h_members_tok = torch.empty(m, n, dtype=torch.float64, device=dev)
-        h_total_tok = torch.empty(n, dtype=torch.float64, device=dev)
+    h_members_tok = torch.empty(m, n, dtype=torch.float64, device=dev) if per_token else None
+    h_total_tok = torch.empty(n, dtype=torch.float64, device=dev) if per_token else None
     log_m, log2 = math.log(m), math.log(2.0)
     for a in range(0, n, step):
         b = min(n, a + step)
@@ -323,7 +299,73 @@ def ensemble_metrics(logp, targets=None, *, per_token: bool = False) -> dict[str
             # H((p_i + p_k) / 2) summed = (log 2 * sum s - sum s log s) / 2
             h_mix = (log2 * float(mass[i] + mass[k]) - float(torch.dot(sc.reshape(-1), lc.reshape(-1)))) / 2
             js_sum[j] += h_mix - 0.5 * (h_m[i] + h_m[k])
+    return {"pred": pred, "picked": picked, "ens_pred": ens_pred,
+            "h_member_sum": h_member_sum, "h_total_sum": h_total_sum, "js_sum": js_sum,
+            "h_members_tok": h_members_tok, "h_total_tok": h_total_tok}
 
+
+def _v_pass(lp_all: Tensor, y: Tensor | None, per_token: bool, backend: str,
+            threads: int | None) -> tuple[dict[str, Any], str]:
+    """The V-axis pass through the native kernel where it applies, else torch."""
+    if backend not in ("auto", "native", "torch"):
+        raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
+    if backend != "torch" and lp_all.device.type == "cpu" and lp_all.shape[0] >= 1:
+        from . import _native
+
+        lp = lp_all.float().contiguous() if lp_all.dtype != torch.float32 else lp_all.contiguous()
+        res = _native.agreement_pass(lp, y, per_token,
+                                     threads=threads or torch.get_num_threads())
+        if res is not None:
+            return res, "native"
+        if backend == "native" and not _native.available():
+            raise RuntimeError("the native agreement kernel is not built on this machine")
+        # not built, or NaN / +inf in the input: the torch path propagates them
+    return _v_pass_torch(lp_all, y, per_token), "torch"
+
+
+@torch.no_grad()
+def ensemble_metrics(logp, targets=None, *, per_token: bool = False, backend: str = "auto",
+                     threads: int | None = None) -> dict[str, Any]:
+    """Every agreement metric of an ensemble in one pass over ``logp``.
+
+    ``logp`` [M, N, V] (torch or numpy, any float dtype; computed in float32),
+    ``targets`` int [N] or None (then only the target-free measures are returned).
+    Returns a dict:
+
+    - always: ``pred`` int64 [M, N]; ``agreement`` [M, M]; ``pair_js`` [M, M];
+      ``js_divergence`` (pair mean); ``entropy_total``, ``entropy_expected``,
+      ``mutual_info`` (token means of the decomposition); ``n_tokens``, ``n_members``;
+      ``backend`` ("native" or "torch", which pass computed the V axis).
+    - with ``per_token``: ``token_entropy_total``, ``token_entropy_expected``,
+      ``token_mutual_info`` float64 [N].
+    - with targets: ``member_nll``, ``member_acc`` [M]; ``ensemble_nll``, ``ensemble_acc``
+      (mean-of-probabilities rule); ``gain`` = mean(member_nll) - ensemble_nll;
+      ``correct`` bool [M, N]; the pairwise matrices ``pair_q``, ``pair_correlation``,
+      ``pair_disagreement``, ``pair_double_fault``, ``pair_kappa`` [M, M] and their pair
+      means ``q_statistic``, ``correlation``, ``disagreement``, ``double_fault``,
+      ``kappa_pairwise``; ``kappa_interrater``.
+
+    ``backend``: "auto" takes the fused native kernel for CPU tensors when it is built
+    (``_native``; NaN or +inf in ``logp`` send it to torch), "torch" the chunked torch
+    pass, "native" insists on the kernel. ``threads``: how many threads the kernel splits
+    the tokens over (default: torch's intra-op thread count).
+
+    Cost: M exp and 1 + M(M-1)/2 log evaluations per (token, class) (the pairwise
+    mixtures of the JS divergence dominate from M = 4 on).
+    """
+    lp_all = as_tensor(logp)
+    _check(lp_all)
+    m, n, v = lp_all.shape
+    dev = lp_all.device
+    y = None
+    if targets is not None:
+        y = as_tensor(targets).long().to(dev)
+        _check(lp_all, y)
+    pairs = [(i, k) for i in range(m) for k in range(i + 1, m)]
+    r, used = _v_pass(lp_all, y, per_token, backend, threads)
+    pred, picked, ens_pred = r["pred"], r["picked"], r["ens_pred"]
+    h_member_sum, h_total_sum, js_sum = r["h_member_sum"], r["h_total_sum"], r["js_sum"]
+    log_m = math.log(m)
     js = np.zeros((m, m))
     for j, (i, k) in enumerate(pairs):
         js[i, k] = js[k, i] = max(js_sum[j] / max(n, 1), 0.0)
@@ -331,7 +373,7 @@ def ensemble_metrics(logp, targets=None, *, per_token: bool = False) -> dict[str
     h_exp = float(h_member_sum.mean()) / nn_
     h_tot = h_total_sum / nn_
     out: dict[str, Any] = {
-        "n_members": m, "n_tokens": n,
+        "n_members": m, "n_tokens": n, "backend": used,
         "pred": _np(pred),
         "agreement": agreement_matrix(pred),
         "pair_js": js,
@@ -341,7 +383,8 @@ def ensemble_metrics(logp, targets=None, *, per_token: bool = False) -> dict[str
         "mutual_info": h_tot - h_exp if n else math.nan,
     }
     if per_token:
-        he = h_members_tok.mean(0)
+        h_total_tok = r["h_total_tok"]
+        he = r["h_members_tok"].mean(0)
         out.update(token_entropy_total=_np(h_total_tok), token_entropy_expected=_np(he),
                    token_mutual_info=_np(h_total_tok - he))
     if y is not None:

@@ -1,0 +1,154 @@
+"""The optional native kernel behind ``agreement.ensemble_metrics`` on the CPU.
+
+``agreement_kernel.c`` is built by ``setup.py`` into two plain shared libraries (no
+Python API): a baseline one and, on x86-64, one for AVX2 + FMA. This module loads the
+best one the CPU can run with ctypes, or reports that none is there (no C compiler at
+install time, an unusual platform), in which case the metrics take their torch path.
+
+ctypes drops the GIL for the length of a foreign call, so ``agreement_pass`` splits the
+tokens into contiguous ranges and runs one call per range on its own thread, each adding
+to private sums that are added up afterwards. The threads are started and joined inside
+the call: nothing is left running.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+
+_LIB: ctypes.CDLL | None = None
+_LIB_NAME: str | None = None
+_LOADED = False
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+MIN_TOKENS_PER_THREAD = 2048
+
+
+def _cpu_has_avx2() -> bool:
+    """AVX2 and FMA, as torch's own dispatch sees them (its AVX2 level needs both)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    except Exception:  # noqa: BLE001 - an old torch without the query: be safe
+        return False
+
+
+def _load() -> ctypes.CDLL | None:
+    global _LIB, _LIB_NAME, _LOADED
+    if _LOADED:
+        return _LIB
+    _LOADED = True
+    if os.environ.get("MOE_STUDIO_NATIVE", "1") == "0":
+        return None
+    names = (["_agreement_avx2"] if _cpu_has_avx2() else []) + ["_agreement"]
+    for name in names:
+        spec = importlib.util.find_spec(f"{__name__}.{name}")
+        if spec is None or not spec.origin:
+            continue
+        try:
+            lib = ctypes.CDLL(spec.origin)
+            fn = lib.moe_agreement_pass
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [_P, _I64, _I64, _I64, _I64, _I64] + [_P] * 9
+        fn.restype = ctypes.c_int
+        lib.moe_agreement_exp_log.argtypes = [_P, _I64, _P, _P]
+        lib.moe_agreement_exp_log.restype = None
+        _LIB, _LIB_NAME = lib, name
+        break
+    return _LIB
+
+
+def available() -> bool:
+    """Whether the native kernel is built and loads on this machine."""
+    return _load() is not None
+
+
+def library_name() -> str | None:
+    """Which build is in use: ``_agreement_avx2``, ``_agreement`` or None."""
+    _load()
+    return _LIB_NAME
+
+
+def exp_log(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's own exp (of min(x, 0)) and log (of max(x, 1e-30)) of float32 ``x``,
+    for the tests that hold them against float64."""
+    lib = _load()
+    if lib is None:
+        raise RuntimeError("the native agreement kernel is not built")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    e, lg = np.empty_like(x), np.empty_like(x)
+    lib.moe_agreement_exp_log(x.ctypes.data, x.size, e.ctypes.data, lg.ctypes.data)
+    return e, lg
+
+
+def _ptr(t: torch.Tensor | np.ndarray | None) -> int | None:
+    if t is None:
+        return None
+    return t.data_ptr() if isinstance(t, torch.Tensor) else t.ctypes.data
+
+
+def agreement_pass(lp: torch.Tensor, y: torch.Tensor | None, per_token: bool,
+                   threads: int = 1) -> dict[str, Any] | None:
+    """Everything ``ensemble_metrics`` needs from the V axis, in one fused pass.
+
+    ``lp`` float32 C-contiguous CPU [M, N, V]; ``y`` int64 [N] or None. Returns None when
+    the kernel is not available or ``lp`` holds NaN or +inf (the caller's torch path
+    handles those), else a dict: ``pred`` int64 [M, N]; ``h_member_sum`` float64 [M] and
+    ``h_total_sum`` (token sums of H(p_m) and of H(mean p)); ``js_sum`` float64 [P] (token
+    sums of the JS divergence of each pair i < k, in row-major pair order); with ``y``:
+    ``picked`` float64 [M, N] (log-probability of the target) and ``ens_pred`` int64 [N];
+    with ``per_token``: ``h_members_tok`` float64 [M, N] and ``h_total_tok`` float64 [N].
+    """
+    lib = _load()
+    if lib is None:
+        return None
+    m, n, v = lp.shape
+    assert lp.dtype == torch.float32 and lp.is_contiguous() and lp.device.type == "cpu"
+    n_pairs = m * (m - 1) // 2
+    pred = torch.empty(m, n, dtype=torch.long)
+    picked = torch.empty(m, n, dtype=torch.float64) if y is not None else None
+    ens_pred = torch.empty(n, dtype=torch.long) if y is not None else None
+    h_members_tok = torch.empty(m, n, dtype=torch.float64) if per_token else None
+    h_total_tok = torch.empty(n, dtype=torch.float64) if per_token else None
+    if y is not None:
+        y = y.to(torch.long).contiguous()
+    parts = max(1, min(int(threads), n // MIN_TOKENS_PER_THREAD))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    sums = [(np.zeros(m), np.zeros(1), np.zeros(max(n_pairs, 1))) for _ in range(parts)]
+    codes = [0] * parts
+
+    def work(i: int) -> None:
+        hm, ht, js = sums[i]
+        codes[i] = lib.moe_agreement_pass(
+            lp.data_ptr(), m, n, v, bounds[i], bounds[i + 1], _ptr(y), _ptr(pred),
+            _ptr(picked), _ptr(ens_pred), _ptr(hm), _ptr(ht), _ptr(js),
+            _ptr(h_members_tok), _ptr(h_total_tok))
+
+    if parts == 1:
+        work(0)
+    else:
+        workers = [threading.Thread(target=work, args=(i,), name=f"moe-agreement-{i}")
+                   for i in range(1, parts)]
+        for w in workers:
+            w.start()
+        try:
+            work(0)
+        finally:
+            for w in workers:
+                w.join()
+    if any(c == -1 for c in codes):
+        raise MemoryError("the agreement kernel could not allocate its scratch buffer")
+    if any(c != 0 for c in codes):
+        return None
+    return {
+        "pred": pred, "picked": picked, "ens_pred": ens_pred,
+        "h_member_sum": sum(s[0] for s in sums),
+        "h_total_sum": float(sum(s[1][0] for s in sums)),
+        "js_sum": sum(s[2] for s in sums)[:n_pairs],
+        "h_members_tok": h_members_tok, "h_total_tok": h_total_tok,
+    }

@@ -1,0 +1,206 @@
+/* One fused pass over an ensemble's log-probabilities [M, N, V] for the agreement
+ * metrics of moe_studio/engine/agreement.py (ensemble_metrics).
+ *
+ * Per token, the M members' probabilities are computed once into a small L1-resident
+ * buffer, and every exp, log, entropy, mixture and argmax on the V axis is done there:
+ * M exp and 1 + M(M-1)/2 log evaluations per (token, class), which is what exact
+ * entropies and pairwise Jensen-Shannon divergences need. The exp and log are our own
+ * branch-free polynomials (relative error <= 5e-7, near float32 rounding; the tests
+ * check them against float64) so that the compiler vectorises the loops, which calls
+ * to the C library's expf and logf would prevent.
+ *
+ * Plain C99 without the Python API, loaded with ctypes (which releases the GIL, so
+ * callers split the tokens over threads: each call handles tokens [t0, t1) and adds to
+ * its own sums). Built by setup.py as an optional extension with -ffast-math at compile
+ * time only: linking without it keeps GCC's crtfastmath.o, which would switch the whole
+ * process to flush-to-zero, out of the library (a test checks subnormals survive).
+ * Fast math means no NaN handling in the arithmetic, so NaN and +inf inputs are found
+ * with integer tests on the bits and reported (return 1) for the caller to take its
+ * torch path; -inf log-probabilities are clamped to LOGP_FLOOR as in the torch path.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <math.h>
+#include <string.h>
+
+#define LOGP_FLOOR (-1.0e4f)
+#define PROB_FLOOR (1e-30f)
+#define LN2 0.6931471805599453f
+
+
+static inline int32_t as_int(float f) { int32_t i; memcpy(&i, &f, 4); return i; }
+static inline float as_float(int32_t i) { float f; memcpy(&f, &i, 4); return f; }
+
+/* e^x for x <= 0 (log-probabilities; a few ulp above 0 is fine): exactly 0 below
+ * -87.3, where float32 e^x is subnormal or 0. x = k ln2 + r, |r| <= ln2 / 2,
+ * e^r by its degree-6 Taylor polynomial (truncation < 1.3e-7 relative). */
+static inline float exp_nonpos(float x)
+{
+    float xc = fmaxf(x, -87.0f);
+    int32_t k = (int32_t)(xc * 1.4426950408889634f - 0.5f);  /* round to nearest (<= 0) */
+    float kf = (float)k;
+    float r = xc - kf * 0.693145751953125f;                  /* ln2 split hi + lo */
+    r = r - kf * 1.428606765330187e-06f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    float e = p * as_float((k + 127) << 23);
+    int32_t keep = -(int32_t)(x >= -87.0f);                 /* all ones or 0, no branch */
+    return as_float(as_int(e) & keep);
+}
+
+/* ln x for normal x > 0 (callers clamp to PROB_FLOOR). x = 2^k z with z in
+ * [0.707, 1.414); ln z = 2 atanh(u), u = (z - 1) / (z + 1), |u| <= 0.172, by the
+ * series up to u^7 (truncation < 3e-8). */
+static inline float log_pos(float x)
+{
+    int32_t xi = as_int(x);
+    int32_t tmp = xi - 0x3f3504f3;                         /* 0x3f3504f3 = sqrt(0.5) */
+    int32_t k = tmp >> 23;
+    float z = as_float(xi - (int32_t)((uint32_t)k << 23));
+    float u = (z - 1.0f) / (z + 1.0f);
+    float u2 = u * u;
+    float p = 1.0f / 7.0f;
+    p = p * u2 + 1.0f / 5.0f;
+    p = p * u2 + 1.0f / 3.0f;
+    p = p * u2 + 1.0f;
+    return (float)k * LN2 + 2.0f * u * p;
+}
+
+static inline float max_of(const float *x, int64_t v)
+{
+    float best = x[0];
+#pragma omp simd reduction(max : best)
+    for (int64_t j = 0; j < v; j++)
+        best = fmaxf(best, x[j]);
+    return best;
+}
+
+/* first index j with x[j] == best (best is the maximum of x), as torch.argmax */
+static inline int64_t first_index_of(const float *x, int64_t v, float best)
+{
+    int32_t first = (int32_t)v;
+#pragma omp simd reduction(min : first)
+    for (int32_t j = 0; j < (int32_t)v; j++) {
+        int32_t c = x[j] == best ? j : (int32_t)v;
+        first = c < first ? c : first;
+    }
+    return first < v ? first : 0;
+}
+
+/* sum over v of s log(max(s, PROB_FLOOR)) */
+static inline float sum_slogs(const float *s, int64_t v)
+{
+    float a = 0.0f;
+#pragma omp simd reduction(+ : a)
+    for (int64_t j = 0; j < v; j++) {
+        float x = fmaxf(s[j], PROB_FLOOR);
+        a += s[j] * log_pos(x);
+    }
+    return a;
+}
+
+static inline float sum_of(const float *s, int64_t v)
+{
+    float b = 0.0f;
+#pragma omp simd reduction(+ : b)
+    for (int64_t j = 0; j < v; j++)
+        b += s[j];
+    return b;
+}
+
+/* The scalar check the tests run against the library's own exp and log. */
+void moe_agreement_exp_log(const float *x, int64_t n, float *exp_out, float *log_out)
+{
+    for (int64_t j = 0; j < n; j++) {
+        exp_out[j] = exp_nonpos(x[j] < 0.0f ? x[j] : 0.0f);
+        log_out[j] = log_pos(x[j] > PROB_FLOOR ? x[j] : PROB_FLOOR);
+    }
+}
+
+/* Returns 0, 1 when lp holds NaN or +inf (the sums are then meaningless), or -1 when
+ * the scratch buffer cannot be allocated. lp is C-contiguous [m, n, v]; per-token
+ * outputs are indexed with the full n. */
+int moe_agreement_pass(const float *lp, int64_t m, int64_t n, int64_t v,
+                       int64_t t0, int64_t t1,    /* token range of this call */
+                       const int64_t *y,          /* [n] or NULL */
+                       int64_t *pred,             /* [m, n] */
+                       double *picked,            /* [m, n], written when y */
+                       int64_t *ens_pred,         /* [n], written when y */
+                       double *h_member_sum,      /* [m] */
+                       double *h_total_sum,       /* [1] */
+                       double *js_sum,            /* [m (m - 1) / 2] */
+                       double *h_members_tok,     /* [m, n] or NULL */
+                       double *h_total_tok)       /* [n] or NULL */
+{
+    float *buf = (float *)malloc(sizeof(float) * (size_t)((m + 1) * v + m));
+    if (buf == NULL)
+        return -1;
+    float *s = buf + m * v, *h = s + v;
+    const float log_m = log_pos((float)m);
+    double h_tot = 0.0;
+    int32_t bad = 0;
+    for (int64_t t = t0; t < t1; t++) {
+        for (int64_t i = 0; i < m; i++) {
+            const float *row = lp + (i * n + t) * v;
+            float *pi = buf + i * v;
+            float hi = 0.0f, best = row[0];
+#pragma omp simd reduction(+ : hi) reduction(max : best) reduction(| : bad)
+            for (int64_t j = 0; j < v; j++) {
+                uint32_t b = (uint32_t)as_int(row[j]);
+                bad |= ((b & 0x7fffffffu) > 0x7f800000u) | (b == 0x7f800000u);  /* NaN, +inf */
+                float x = fmaxf(row[j], LOGP_FLOOR);
+                float e = exp_nonpos(x);
+                pi[j] = e;
+                hi -= e * x;
+                best = fmaxf(best, row[j]);
+            }
+            h[i] = hi;
+            h_member_sum[i] += hi;
+            if (h_members_tok)
+                h_members_tok[i * n + t] = hi;
+            pred[i * n + t] = first_index_of(row, v, best);
+            if (y)
+                picked[i * n + t] = (double)row[y[t]];
+        }
+        memcpy(s, buf, sizeof(float) * (size_t)v);
+        for (int64_t i = 1; i < m; i++) {
+            const float *pi = buf + i * v;
+#pragma omp simd
+            for (int64_t j = 0; j < v; j++)
+                s[j] += pi[j];
+        }
+        if (y)
+            ens_pred[t] = first_index_of(s, v, max_of(s, v));
+        /* H(s / M) = (log M * sum s - sum s log s) / M */
+        float ht = (log_m * sum_of(s, v) - sum_slogs(s, v)) / (float)m;
+        h_tot += ht;
+        if (h_total_tok)
+            h_total_tok[t] = ht;
+        int64_t q = 0;
+        for (int64_t i = 0; i < m; i++) {
+            const float *pi = buf + i * v;
+            for (int64_t k = i + 1; k < m; k++, q++) {
+                const float *pk = buf + k * v;
+                float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
+                for (int64_t j = 0; j < v; j++) {
+                    float sj = pi[j] + pk[j];
+                    float x = fmaxf(sj, PROB_FLOOR);
+                    a += sj * log_pos(x);
+                    b += sj;
+                }
+                /* H((p_i + p_k) / 2) = (log 2 * sum s - sum s log s) / 2 */
+                float hmix = (LN2 * b - a) * 0.5f;
+                js_sum[q] += (double)hmix - 0.5 * ((double)h[i] + (double)h[k]);
+            }
+        }
+    }
+    *h_total_sum += h_tot;
+    free(buf);
+    return bad ? 1 : 0;
+}

@@ -1,0 +1,37 @@
+"""Build of the optional native kernel; everything else about the package is in
+pyproject.toml.
+
+``moe_studio/engine/_native/agreement_kernel.c`` (the fused pass behind the ensemble
+agreement metrics) is plain C loaded with ctypes. It is built twice: a baseline library
+that runs on any CPU, and on x86-64 one for AVX2 + FMA that ``moe_studio.engine._native``
+picks when the CPU has them. Both are optional: without a C compiler the install goes on
+and the metrics use their torch path (same numbers, slower on the CPU).
+"""
+import platform
+import sys
+
+from setuptools import Extension, setup
+
+SOURCE = "moe_studio/engine/_native/agreement_kernel.c"
+
+
+def _flags() -> list[str]:
+    if sys.platform == "win32":
+        return ["/O2", "/fp:fast"]
+    # -ffast-math at compile time only (never at link time, where GCC would add
+    # crtfastmath.o and switch the whole process to flush-to-zero); -fopenmp-simd for
+    # the SIMD reductions, without any OpenMP runtime.
+    return ["-O3", "-ffast-math", "-fopenmp-simd", "-std=c99"]
+
+
+def _extensions() -> list[Extension]:
+    exts = [Extension("moe_studio.engine._native._agreement", [SOURCE],
+                      extra_compile_args=_flags(), optional=True)]
+    if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
+        exts.append(Extension("moe_studio.engine._native._agreement_avx2", [SOURCE],
+                              extra_compile_args=_flags() + ["-mavx2", "-mfma"],
+                              optional=True))
+    return exts
+
+
+setup(ext_modules=_extensions())
