@@ -239,3 +239,19 @@ def test_legend_moves_off_the_data(plot, qtbot):
     plot.sync_range()
     assert plot.plot_item.legend.isVisible()
     assert plot._legend_corner != (1, 0)
+
+
+def test_legend_avoids_lines_between_few_markers(plot, qtbot):
+    """Evaluation curves have a handful of points: the legend must avoid the segments
+    between them, not only the markers. Two diagonals cross every corner; only the
+    middle of the sides is free."""
+    plot.show()
+    qtbot.waitExposed(plot)
+    # the markers lie outside the view: only the segments run through it
+    plot.set_series("up", np.array([-100.0, 200.0]), np.array([-1.0, 2.0]), symbol="o", smooth=False)
+    plot.set_series("down", np.array([-100.0, 200.0]), np.array([2.0, -1.0]), symbol="o", smooth=False)
+    plot.sync_range()
+    plot.plot_item.getViewBox().setRange(xRange=(0, 100), yRange=(0, 1), padding=0)
+    qtbot.wait(10)
+    assert plot.plot_item.legend.isVisible()
+    assert plot._legend_corner in ((1, 0.5), (0, 0.5))

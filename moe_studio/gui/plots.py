@@ -509,8 +509,14 @@ class CurvePlot(QWidget):
             if s.smooth.isVisible():
                 x, y = s.smooth.getData()   # display coordinates (log10 under log-y)
                 if x is not None and len(x):
-                    stride = max(1, len(x) // 400)
-                    pts.append((x[::stride], y[::stride]))
+                    if 1 < len(x) < 400 and np.all(np.diff(x) > 0):
+                        # a line of few points (evaluations): count where its segments
+                        # run, not only its markers
+                        xs = np.linspace(x[0], x[-1], 400)
+                        pts.append((xs, np.interp(xs, x, y)))
+                    else:
+                        stride = max(1, len(x) // 400)
+                        pts.append((x[::stride], y[::stride]))
         if not pts:
             return
         px = np.concatenate([p[0] for p in pts])
