@@ -393,3 +393,23 @@ def test_empty_dashboard_says_what_to_do(qtbot):
     d.set_runs([])
     assert d.plot("loss").placeholder() == EMPTY_HINT
     assert "Train" in EMPTY_HINT
+
+
+def test_dense_run_draws_no_routing_losses(dashboard):
+    """A dense model logs aux and z losses of 0: the view says there is no router
+    instead of drawing flat lines; beside an MoE run it draws only the MoE run's."""
+    from moe_studio.gui.training_dashboard import DENSE_HINT
+    from moe_studio.paths import sample_runs_dir
+
+    dense, moe = sample_runs_dir() / "dense-baseline", sample_runs_dir() / "moe-top2"
+    dashboard.set_runs([dense])
+    assert dashboard.plot("loss").series_keys()
+    for key in ("aux", "z"):
+        assert dashboard.plot(key).series_keys() == []
+        assert dashboard.plot(key).placeholder() == DENSE_HINT
+    assert dashboard.plot("lr").placeholder() == ""
+    dashboard.set_runs([dense, moe])
+    for key in ("aux", "z"):
+        keys = dashboard.plot(key).series_keys()
+        assert keys and all(k.startswith("1|") for k in keys), keys   # the MoE run only
+        assert dashboard.plot(key).placeholder() == ""

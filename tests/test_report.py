@@ -78,11 +78,30 @@ def test_report_overlay_dark_all_dashboards(qapp, runs, tmp_path, capsys):
     px = _pixels(out)
     h, w, _ = px.shape
     assert w == 1000
-    # Every dashboard of the app has its section (at least ~300 px each).
-    assert h > 300 * len(DASHBOARDS)
+    # Every dashboard with something to show has its section (at least ~300 px each):
+    # all but Ensemble (no ensemble here).
+    assert h > 300 * (len(DASHBOARDS) - 1)
     assert px.mean() < 128   # dark
     assert _region_std(px, 0.0, 1.0) > 5
     assert theme.is_dark() == was_dark  # the test app's palette is put back
+
+
+def test_report_leaves_out_views_with_nothing_to_show(qapp, runs):
+    """A view with nothing to show for these runs is one line saying why, not a picture
+    of its empty state; asked for by name it is drawn anyway."""
+    from moe_studio.gui.report_cli import render_dashboards
+    from moe_studio.store import open_run
+
+    secs = {t: (pm, msg) for t, pm, msg in render_dashboards([runs[0]], 700)}
+    for title in ("Training", "Gates", "Experts", "Routing"):
+        assert secs[title][0] is not None and secs[title][1] is None, title
+    assert secs["Ensemble"][0] is None
+    assert secs["Ensemble"][1] == "nothing to show: none of these runs is an ensemble"
+    # headroom is on by default: its records are there to show
+    assert open_run(runs[0]).config["precision"]["headroom"] is True
+    assert secs["Precision"][0] is not None
+    [(title, pm, msg)] = render_dashboards([runs[0]], 700, tabs=["Ensemble"])
+    assert pm is not None and msg is None
 
 
 def test_report_header_lines(runs):
@@ -127,3 +146,26 @@ def test_report_without_a_display(runs, tmp_path):
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert out.exists() and out.stat().st_size > 10_000
+
+
+def test_empty_reasons_of_the_sample_runs(make_dashboard):
+    """The reasons the report gives, on the recorded runs that ship with the app."""
+    from moe_studio.gui.ensemble_dashboard import EnsembleDashboard
+    from moe_studio.gui.experts_dashboard import ExpertsDashboard
+    from moe_studio.gui.gate_dashboard import GateDashboard
+    from moe_studio.gui.precision_dashboard import PrecisionDashboard
+    from moe_studio.gui.routing_dashboard import RoutingDashboard
+    from moe_studio.paths import sample_runs_dir
+
+    s = sample_runs_dir()
+    dense, moe, fp16, bag = (s / n for n in ("dense-baseline", "moe-top2", "fp16-overflow",
+                                             "bagging-4"))
+    for cls in (GateDashboard, ExpertsDashboard, RoutingDashboard):
+        assert make_dashboard(cls, [dense]).report_empty_reason() == "dense model: no MoE layers"
+        assert make_dashboard(cls, [moe]).report_empty_reason() == ""
+    assert make_dashboard(PrecisionDashboard, [fp16]).report_empty_reason() == ""
+    # recorded before the precision analysis existed
+    assert make_dashboard(PrecisionDashboard, [moe]).report_empty_reason().startswith(
+        "no precision records")
+    assert make_dashboard(EnsembleDashboard, [moe, dense]).report_empty_reason() != ""
+    assert make_dashboard(EnsembleDashboard, [moe, bag]).report_empty_reason() == ""

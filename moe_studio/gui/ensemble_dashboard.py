@@ -462,6 +462,12 @@ class EnsembleDashboard(RunDashboard):
     def is_ensemble(self) -> bool:
         return self._members > 1
 
+    def report_empty_reason(self) -> str:
+        """Why a report leaves this view out ("" when it has something to show)."""
+        if self.is_ensemble() or any(r.is_ensemble() for r in self._runs):
+            return ""
+        return "none of these runs is an ensemble"
+
     def _reset(self) -> None:
         super()._reset()
         self._members = 1

@@ -299,6 +299,10 @@ class GateDashboard(RunDashboard):
     def _palette_changed(self) -> None:
         self._style_lines()
 
+    def report_empty_reason(self) -> str:
+        """Why a report leaves this view out ("" when it has something to show)."""
+        return "dense model: no MoE layers" if self._loaded and not self._blocks else ""
+
     def _status_extra(self) -> str:
         if self._loaded and not self._blocks:
             return "dense model: no MoE layers, nothing is routed"

@@ -487,6 +487,13 @@ class PrecisionDashboard(RunDashboard):
     def has_data(self) -> bool:
         return bool(self._t) or self._scale[0].size > 0 or bool(self._events)
 
+    def report_empty_reason(self) -> str:
+        """Why a report leaves this view out ("" when it has something to show)."""
+        if self.has_data():
+            return ""
+        return ("no precision records (fp32 without precision.headroom, or a run made "
+                "before the analysis existed)")
+
     # ------------------------------------------------------------------ drawing
     def _show_empty(self, text: str | None = None) -> None:
         if text is None:

@@ -8,7 +8,10 @@ dashboard added there is in the report too. Each is the very widget the app show
 given the runs with ``set_runs(paths)`` (several: overlaid) and grabbed at the report's
 width. A dashboard may offer ``set_report_mode(True)`` to hide its interactive
 controls, and a ``report_aspect`` attribute (height / width; default 0.6). One with a
-``report_min_runs`` attribute (Compare: 2) is left out of reports of fewer runs.
+``report_min_runs`` attribute (Compare: 2) is left out of reports of fewer runs, and one
+whose ``report_empty_reason()`` gives a reason after ``set_runs`` (Precision without
+precision records, Ensemble without an ensemble, the routing views of a dense model) is
+one line saying so instead of a picture of its empty state, unless ``--tabs`` asks for it.
 
 Without a display (Linux with neither ``$DISPLAY`` nor ``$WAYLAND_DISPLAY``) Qt runs
 offscreen; ``QT_QPA_PLATFORM`` set by the caller wins.
@@ -127,7 +130,11 @@ def run_lines(infos) -> list[str]:
 
 def render_dashboards(paths: list[Path], width: int, tabs: list[str] | None = None
                       ) -> list[tuple[str, Any, str | None]]:
-    """``(title, QPixmap or None, error)`` per dashboard in ``DASHBOARDS`` order."""
+    """``(title, QPixmap or None, message)`` per dashboard in ``DASHBOARDS`` order: the
+    message says why there is no picture ("could not render: ..." after an exception, or
+    "nothing to show: ..." for a dashboard whose ``report_empty_reason()`` gives a reason,
+    e.g. Precision for a run without precision records; one asked for with ``tabs`` is
+    always drawn)."""
     from PySide6.QtCore import Qt
     from .main_window import DASHBOARDS, _load_class
 
@@ -160,9 +167,14 @@ def render_dashboards(paths: list[Path], width: int, tabs: list[str] | None = No
             _settle(app)
             if hasattr(widget, "stop_follow"):
                 widget.stop_follow()
-            out.append((title, widget.grab(), None))
+            empty = getattr(widget, "report_empty_reason", None)
+            reason = empty() if callable(empty) and not tabs else ""
+            if reason:
+                out.append((title, None, f"nothing to show: {reason}"))
+            else:
+                out.append((title, widget.grab(), None))
         except Exception as exc:  # noqa: BLE001 - one dashboard never sinks the report
-            out.append((title, None, f"{type(exc).__name__}: {exc}"))
+            out.append((title, None, f"could not render: {type(exc).__name__}: {exc}"))
         finally:
             if widget is not None:
                 widget.close()
@@ -268,7 +280,7 @@ def _render(app, paths: list[Path], out: Path, width: int, dark: bool,
                 p.setFont(base)
                 p.setPen(dim)
                 p.drawText(QRect(_PAD, int(y0), width - 2 * _PAD, line_h),
-                           Qt.AlignmentFlag.AlignLeft, f"could not render: {err}")
+                           Qt.AlignmentFlag.AlignLeft, err)
             y += int(h)
         p.setFont(base)
         p.setPen(dim)

@@ -382,6 +382,14 @@ class RoutingDashboard(RunDashboard):
             plot.set_row_group(len(present) if all_layers else None)
         self._set_markers(self.step())
 
+    def report_empty_reason(self) -> str:
+        """Why a report leaves this view out ("" when it has something to show)."""
+        from .gate_dashboard import moe_blocks_of
+
+        if self._reader is not None and self._loaded and not moe_blocks_of(self._reader):
+            return "dense model: no MoE layers"
+        return ""
+
     def _status_extra(self) -> str:
         if self._cur is None:
             from .gate_dashboard import moe_blocks_of

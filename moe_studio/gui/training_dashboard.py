@@ -87,6 +87,16 @@ class _Buffer:
         return self.step[:self.n], self.value[:self.n], self.wall[:self.n]
 
 
+_ROUTING_PLOTS = ("aux", "z")
+DENSE_HINT = "No router: dense model"
+
+
+def _is_dense(cfg: dict) -> bool:
+    """A config whose model has no MoE layer (``model.moe_layers`` "none" or empty)."""
+    layers = (cfg.get("model") or {}).get("moe_layers", "all")
+    return layers == "none" or (isinstance(layers, (list, tuple)) and not layers)
+
+
 @dataclass
 class _RunTrack:
     index: int
@@ -98,6 +108,7 @@ class _RunTrack:
     members: int
     total_steps: int | None
     status: str
+    dense: bool = False   # no MoE layer: no router, no routing losses to plot
     buffers: dict[tuple[str, int], _Buffer] = field(default_factory=dict)
     t0: float = float("inf")  # wall time of the run's first record
 
@@ -244,7 +255,8 @@ class TrainingDashboard(QWidget):
             self._tracks.append(_RunTrack(
                 index=len(self._tracks), path=path, reader=reader, follower=follower,
                 name=name, label="", members=members,
-                total_steps=int(total) if total else None, status=reader.status))
+                total_steps=int(total) if total else None, status=reader.status,
+                dense=_is_dense(cfg)))
         if len(self._tracks) > 1:
             for t in self._tracks:
                 # Two runs of one name (a re-run) stay apart by their run id.
@@ -497,7 +509,7 @@ class TrainingDashboard(QWidget):
         touched = set()
         for name, member in sorted(keys, key=lambda k: (k[0], k[1] if k[1] >= 0 else 1 << 30)):
             plot_key = _PLOT_OF.get(name)
-            if plot_key is None:
+            if plot_key is None or (t.dense and plot_key in _ROUTING_PLOTS):
                 continue
             buf = t.buffers[(name, member)]
             label, color = self._style(t, name, member, overlay)
@@ -604,6 +616,12 @@ class TrainingDashboard(QWidget):
             hint = ""
         if hint != loss.placeholder():
             loss.set_placeholder(hint)
+        dense = bool(self._tracks) and all(t.dense for t in self._tracks)
+        for key in _ROUTING_PLOTS:
+            plot = self._grid.plot(key)
+            text = DENSE_HINT if dense else ""
+            if text != plot.placeholder():
+                plot.set_placeholder(text)
 
     # ------------------------------------------------------------------ lifetime
     def _close_tracks(self) -> None:
