@@ -276,3 +276,13 @@ def test_snapshot_ensemble_grows_its_matrix(make, tmp_path):
             _check_step(d, r, step)
         sizes = [r.tensor("ens/agreement", s, member=-1)[1].shape[0] for s in steps]
         assert sizes == sorted(sizes) and sizes[-1] == 3
+
+
+def test_status_line_whole_on_hover(make_dashboard):
+    """The status line is cut in a narrow window; its tool tip holds all of it."""
+    from moe_studio.gui.ensemble_dashboard import EnsembleDashboard
+    from moe_studio.paths import sample_runs_dir
+
+    d = make_dashboard(EnsembleDashboard, [sample_runs_dir() / "moe-top2"], size=(700, 500))
+    tip = d.controls.status.toolTip()
+    assert tip.startswith("moe-top2 · finished") and "single model: no ensemble" in tip

@@ -476,7 +476,11 @@ class RunDashboard(QWidget):
                 f'<span style="color:{status_color("failed", dark).name()}">{err}</span>'
         if text != self.controls.status.text():
             self.controls.status.setText(text)
-            self.controls.status.setToolTip("\n".join(self._errors))
+            # the whole line on hover: a narrow window cuts it at the left
+            plain = " · ".join([p for p in (self._reader.name if self._reader else "",
+                                             self._run_status if self._reader else "",
+                                             self._status_extra() if self._reader else "") if p])
+            self.controls.status.setToolTip("\n".join(([plain] if plain else []) + self._errors))
             self.statusChanged.emit(text)
 
     # ------------------------------------------------------------------ lifetime
