@@ -196,10 +196,12 @@ class PrecisionDashboard(RunDashboard):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         hh = self.table.horizontalHeader()
+        # Every column as wide as its contents, module names whole (a narrow window
+        # scrolls sideways rather than cutting them to "b1...."); the last one stretches.
         hh.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        # The module column takes what is left (long names elide; the tooltip has them).
-        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        hh.setStretchLastSection(True)
         hh.setMinimumSectionSize(36)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         table_box = QWidget()
         tl = QVBoxLayout(table_box)
         tl.setContentsMargins(0, 0, 0, 0)
