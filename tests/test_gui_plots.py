@@ -255,3 +255,19 @@ def test_legend_avoids_lines_between_few_markers(plot, qtbot):
     qtbot.wait(10)
     assert plot.plot_item.legend.isVisible()
     assert plot._legend_corner in ((1, 0.5), (0, 0.5))
+
+
+def test_placeholder_stays_inside_the_axis_box(plot, qtbot):
+    """The empty-plot message wraps inside the axis box: in a narrow plot it must not
+    run over the tick labels of the y axis."""
+    plot.resize(260, 180)
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.set_placeholder("Dropless (capacity_factor 0): no token is ever dropped")
+    qtbot.wait(20)
+    vb = plot.plot_item.getViewBox()
+    box = plot.plot_widget.mapFromScene(vb.sceneBoundingRect()).boundingRect()
+    box.moveTopLeft(plot.plot_widget.mapTo(plot, box.topLeft()))
+    g = plot._placeholder.geometry()
+    assert box.contains(g), (box, g)      # the view box starts right of the y axis
+    assert g.left() > plot.plot_item.getAxis("left").width() - 5

@@ -18,7 +18,7 @@ from typing import Union
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters  # noqa: F401  (registers ImageExporter / SVGExporter)
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import QAction, QColor, QPainter
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QMenu, QMessageBox, QSizePolicy,
@@ -171,6 +171,8 @@ class CurvePlot(QWidget):
         self._plot.setMinimumSize(160, 120)
         pi = self._pi = self._plot.getPlotItem()
         self._vb = pi.getViewBox()
+        # the placeholder follows the axis box as the layout settles
+        self._vb.sigResized.connect(lambda *_: self._place_placeholder())
         pi.setLabel("bottom", x_label)
         if y_label:
             pi.setLabel("left", y_label)
@@ -245,8 +247,17 @@ class CurvePlot(QWidget):
         return "" if self._placeholder.isHidden() else self._placeholder.text()
 
     def _place_placeholder(self) -> None:
+        """Over the axis box (the view box), wrapped inside it, never over the axes."""
+        if self._placeholder.isHidden():
+            return
         w, h = self.width(), self.height()
-        self._placeholder.setGeometry(int(w * 0.1), int(h * 0.25), int(w * 0.8), int(h * 0.5))
+        box = QRect(int(w * 0.1), int(h * 0.25), int(w * 0.8), int(h * 0.5))
+        r = self._plot.mapFromScene(self._vb.sceneBoundingRect()).boundingRect()
+        if r.width() > 40 and r.height() > 20:
+            r.moveTopLeft(self._plot.mapTo(self, r.topLeft()))
+            mx, my = int(r.width() * 0.05), int(r.height() * 0.1)
+            box = r.adjusted(mx, my, -mx, -my)
+        self._placeholder.setGeometry(box)
         self._placeholder.raise_()
 
     # ------------------------------------------------------------------ series
