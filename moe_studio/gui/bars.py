@@ -153,9 +153,12 @@ class BarPlot(FigureWidget):
 
     def _style_refs(self) -> None:
         c = QColor(self._colors["foreground"])
+        fill = pg.mkBrush(QColor(*self._colors["legend_bg"]))
         for line, _ in self._refs:
             line.setPen(pg.mkPen(c, width=1.2, style=Qt.PenStyle.DashLine))
             line.label.setColor(c)
+            line.label.fill = fill      # readable where it crosses a bar
+            line.label.update()
 
     def auto_range(self) -> None:
         self._vb.enableAutoRange()
