@@ -354,3 +354,14 @@ def test_stacking_never_sees_the_report_half():
     assert Stacking().fit(lp[:, :200], y[:200]).params() == a["stacking"]["params"]
     with pytest.raises(ValueError):
         make_rule("median")
+
+
+def test_backend_argument_is_checked():
+    lp, y = members(m=2, n=10, v=4)
+    with pytest.raises(ValueError, match="backend must be"):
+        ag.ensemble_metrics(lp, y, backend="fast")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="runs on the CPU"):
+            ag.ensemble_metrics(torch.from_numpy(lp).cuda(), torch.from_numpy(y).cuda(),
+                                backend="native")
+    assert ag.ensemble_metrics(lp, y, backend="torch")["backend"] == "torch"

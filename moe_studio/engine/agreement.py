@@ -309,6 +309,8 @@ def _v_pass(lp_all: Tensor, y: Tensor | None, per_token: bool, backend: str,
     """The V-axis pass through the native kernel where it applies, else torch."""
     if backend not in ("auto", "native", "torch"):
         raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
+    if backend == "native" and lp_all.device.type != "cpu":
+        raise ValueError(f"the native agreement kernel runs on the CPU; logp is on {lp_all.device}")
     if backend != "torch" and lp_all.device.type == "cpu" and lp_all.shape[0] >= 1:
         from . import _native
 
