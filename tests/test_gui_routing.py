@@ -407,3 +407,37 @@ def test_dropped_plot_says_dropless(make, trained):
     assert d.dropped.placeholder() == ""
     d = make(ExpertsDashboard, sample_runs_dir() / "moe-top2")   # dropless
     assert "Dropless" in d.dropped.placeholder()
+
+
+def test_heatmap_row_labels_shrink_before_thinning(qtbot):
+    """8 rows in a short plot: a smaller font keeps a label on every row; 200 rows do not
+    fit at any readable size: the labels keep their size and are thinned."""
+    from moe_studio.gui.heatmap import ROW_FONT_MIN_PT
+    h = HeatmapPlot("t", "x", "y")
+    qtbot.addWidget(h)
+    h.resize(400, 220)
+    h.show()
+    qtbot.waitExposed(h)
+    rows = [f"L{i // 2} {'prose' if i % 2 == 0 else 'python'}" for i in range(8)]
+    h.set_matrix(np.random.default_rng(0).random((8, 4)), x_labels=list("abcd"), y_labels=rows)
+    h.set_row_group(2)
+    qtbot.wait(20)
+    base = h.font().pointSizeF()
+    ax = h.plot_item.getAxis("left")
+    vb = h.plot_item.getViewBox()
+    # rows 2 px shorter than a label at the full size: too short for it, not for 7 pt
+    from PySide6.QtGui import QFontMetrics
+    row_px = QFontMetrics(h.font()).height() - 2
+    h.resize(400, int(h.height() - vb.height() + 8 * row_px))
+    qtbot.wait(20)
+    (y0, y1) = vb.viewRange()[1]
+    ticks = ax.tickValues(y0, y1, vb.height())
+    shown = ticks[0][1]
+    assert len(shown) == 8, (shown, h.row_label_point_size(), vb.height())
+    assert ROW_FONT_MIN_PT <= h.row_label_point_size() < base
+    h.set_matrix(np.random.default_rng(0).random((200, 4)), x_labels=list("abcd"),
+                 y_labels=[f"r{i}" for i in range(200)])
+    qtbot.wait(20)
+    assert h.row_label_point_size() == base
+    (y0, y1) = vb.viewRange()[1]
+    assert len(ax.tickValues(y0, y1, vb.height())[0][1]) < 200

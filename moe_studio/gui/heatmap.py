@@ -295,6 +295,15 @@ class FigureWidget(QWidget):
         b.raise_()
 
 
+ROW_FONT_MIN_PT = 6.5
+
+
+def _sized(font: QFont, points: float) -> QFont:
+    f = QFont(font)
+    f.setPointSizeF(points)
+    return f
+
+
 class LabelAxis(pg.AxisItem):
     """An axis of categories: cell ``i`` spans [i, i + 1) and is labelled ``labels[i]``.
     Labels that would overlap are thinned to every 2nd, 5th, 10th, ... one."""
@@ -740,6 +749,32 @@ class HeatmapPlot(FigureWidget):
     def _on_view_changed(self, *_) -> None:
         if self._annotate:
             self._update_annotations()
+        self._fit_row_labels()
+
+    def _fit_row_labels(self) -> None:
+        """Row labels in a smaller font (down to ROW_FONT_MIN_PT) where that lets every
+        row keep its label, rather than thinning them to every 2nd row (an unlabelled
+        row between two labelled ones reads as part of the one above)."""
+        if self._y_labels is None or self._vb.height() <= 0:
+            return
+        px = self._vb.viewPixelSize()[1]
+        if px <= 0:
+            return
+        row_px = 1.0 / px
+        base = self.font().pointSizeF() if self.font().pointSizeF() > 0 else 9.0
+        size = base
+        while size > ROW_FONT_MIN_PT and QFontMetrics(_sized(self.font(), size)).height() + 1 > row_px:
+            size -= 0.5
+        if QFontMetrics(_sized(self.font(), size)).height() + 1 > row_px:
+            size = base                 # even the smallest does not fit: thin at full size
+        if size != getattr(self, "_row_font_pt", base):
+            self._row_font_pt = size
+            self._y_axis.setTickFont(_sized(self.font(), size))
+
+    def row_label_point_size(self) -> float:
+        """The point size the row labels are drawn in now."""
+        f = self._y_axis.style["tickFont"]
+        return f.pointSizeF() if f is not None else self.font().pointSizeF()
 
     # ------------------------------------------------------------------ annotations
     def _update_annotations(self, restyle: bool = False) -> None:
