@@ -657,3 +657,22 @@ def test_window_follows_a_headless_run_of_another_process(qtbot, window, tmp_pat
             proc.kill()
             proc.wait()
         window.runs_panel.set_auto_rescan(False)
+
+
+def test_background_task_frees_its_worker_and_thread(qtbot):
+    """The worker QObject stays in its thread to the end (moving it back to the GUI
+    thread from there could deadlock with the GUI thread deleting objects); the GUI
+    thread frees it and the QThread once the thread is joined."""
+    import shiboken6
+
+    from moe_studio.gui.worker import BackgroundTask
+    task = BackgroundTask(name="free-test")
+    got = []
+    task.succeeded.connect(got.append)
+    with qtbot.waitSignal(task.finished, timeout=10_000):
+        task.start(lambda: 42)
+        worker, thread = task._worker, task._thread
+    assert got == [42] and not task.busy
+    assert not shiboken6.isValid(worker)          # deleted, not leaked
+    qtbot.waitUntil(lambda: not shiboken6.isValid(thread), timeout=5_000)
+    task.deleteLater()

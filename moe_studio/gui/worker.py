@@ -50,7 +50,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+import shiboken6
+from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..config import ExperimentConfig, copy_config, to_dict
 from .training_loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
@@ -198,11 +199,12 @@ class _Worker(QObject):
             self.failed.emit(self._gen, f"Training failed: {describe(exc)}",
                              traceback.format_exc())
         finally:
+            # No moveToThread() back to the GUI thread here: PySide keeps the GIL through
+            # that call while Qt takes its signal-slot locks, and a GUI thread destroying
+            # a Python-wrapped object holds such a lock while it waits for the GIL: a
+            # deadlock (seen once in CI). The worker is freed by the GUI thread after the
+            # join (``_release_worker``).
             self.final_status = status
-            # Back to the GUI thread, so deleteLater() works once this thread has ended.
-            app = QCoreApplication.instance()
-            if app is not None:
-                self.moveToThread(app.thread())
             self.done.emit(self._gen, status)
 
 
@@ -441,15 +443,29 @@ class TrainingController(QObject):
         if control is not None:
             control.close()
         self._gen += 1  # anything still queued from that run is now stale
-        if worker is not None:
-            worker.deleteLater()
-        if thread is not None:
-            if thread.isFinished():
-                thread.deleteLater()
-            else:  # only if a join timed out: delete it once it really ends
-                thread.finished.connect(thread.deleteLater)
+        _release_worker(worker, thread)
         self._set_state(status)
         self.finished.emit(status)
+
+
+_lingering: set[QObject] = set()   # workers whose thread outlived a join timeout
+
+
+def _release_worker(worker: QObject | None, thread: QThread | None) -> None:
+    """Free a worker QObject and its QThread from the GUI thread once the thread has
+    ended. The worker still belongs to its (finished) thread, where deleteLater() would
+    never run; with the thread gone nothing else can touch it, so it is deleted here.
+    Should a join have timed out, both are freed when the thread really ends."""
+    if thread is not None and not thread.isFinished():
+        if worker is not None:
+            _lingering.add(worker)
+            thread.finished.connect(lambda w=worker: _lingering.discard(w))
+        thread.finished.connect(thread.deleteLater)
+        return
+    if worker is not None:
+        shiboken6.delete(worker)
+    if thread is not None:
+        thread.deleteLater()
 
 
 # ---------------------------------------------------------------------------------------
@@ -472,9 +488,7 @@ class _CallWorker(QObject):
         except Exception as exc:
             message, tb = _describe(exc), traceback.format_exc()
         finally:
-            app = QCoreApplication.instance()
-            if app is not None:
-                self.moveToThread(app.thread())
+            # freed by the GUI thread after the join: see _Worker.run
             self.done.emit(self._gen, ok, result, message, tb)
 
 
@@ -544,10 +558,4 @@ class BackgroundTask(QObject):
         thread, worker = self._thread, self._worker
         self._thread = self._worker = None
         self._gen += 1
-        if worker is not None:
-            worker.deleteLater()
-        if thread is not None:
-            if thread.isFinished():
-                thread.deleteLater()
-            else:
-                thread.finished.connect(thread.deleteLater)
+        _release_worker(worker, thread)
