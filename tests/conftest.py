@@ -65,6 +65,19 @@ def _active_timers() -> list[str]:
     return found
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one intra-op thread for a module of tiny-tensor tests (whatever an
+    earlier module left it at): a second thread only adds synchronisation, and on a
+    shared, oversubscribed machine OpenMP spin-waits make such tests 10-40x slower.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads_or_timers(request):
     """Fail a test that leaves a training thread, a Python thread, or an active timer

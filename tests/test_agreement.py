@@ -16,12 +16,7 @@ from moe_studio.engine.combine import (RULES, Stacking, evaluate_rules, make_rul
                                        split_fit_report)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def members(m=4, n=300, v=7, seed=0, spread=(0.5, 1.0, 1.5, 2.5)):

@@ -19,12 +19,7 @@ from moe_studio.store import open_run
 from tiny import tiny_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**over) -> ExperimentConfig:

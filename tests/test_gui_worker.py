@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,19 +14,9 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings  # noqa: E402
 
 from moe_studio.config import ExperimentConfig, default  # noqa: E402
+from moe_studio.gui.training_loop import ProgressInfo  # noqa: E402  (the fields of a StepInfo)
 from moe_studio.gui.worker import TrainingController, running_controllers  # noqa: E402
 from tiny import tiny_config  # noqa: E402
-
-
-@dataclass
-class FakeStepInfo:
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    tokens_per_s: float
-    eta_s: float
-    val_loss: float | None = None
 
 
 class FakeTrainer:
@@ -54,14 +43,14 @@ class FakeTrainer:
     def done(self) -> bool:
         return self.step_count >= self.total_steps
 
-    def step(self) -> FakeStepInfo:
+    def step(self) -> ProgressInfo:
         assert self.closed is None, "step() after close()"
         self.step_threads.add(threading.get_ident())
         if self.fail_at is not None and self.step_count + 1 == self.fail_at:
             raise FloatingPointError("boom: non-finite loss")
         time.sleep(self.step_s)
         self.step_count += 1
-        return FakeStepInfo(self.step_count, self.total_steps, 2.0, 1e-3, 1000.0,
+        return ProgressInfo(self.step_count, self.total_steps, 2.0, 1e-3, 1000.0,
                             (self.total_steps - self.step_count) * self.step_s)
 
     def close(self, status: str = "finished", error: str | None = None) -> None:

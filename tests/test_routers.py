@@ -12,14 +12,7 @@ from moe_studio.engine.routers import (AuxFreeRouter, NoisyTopKRouter, SoftRoute
                                        load_balancing_loss, make_router, router_z_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds synchronisation, and on a shared,
-    # oversubscribed machine OpenMP spin-waits make these tests 10-40x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 D, E = 8, 5
 

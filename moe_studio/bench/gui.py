@@ -106,7 +106,7 @@ def run(json_out: bool = True, quick: bool = False, *, steps: int | None = None,
     from PySide6.QtWidgets import QApplication
 
     from ..config import presets
-    from ..gui import theme, worker
+    from ..gui import theme
     from ..gui.main_window import MainWindow
 
     total = int(steps) if steps else (60 if quick else 10_000)

@@ -314,7 +314,7 @@ def _v_pass(lp_all: Tensor, y: Tensor | None, per_token: bool, backend: str,
     if backend != "torch" and lp_all.device.type == "cpu" and lp_all.shape[0] >= 1:
         from . import _native
 
-        lp = lp_all.float().contiguous() if lp_all.dtype != torch.float32 else lp_all.contiguous()
+        lp = lp_all.to(torch.float32).contiguous()     # no copy when it already is
         res = _native.agreement_pass(lp, y, per_token,
                                      threads=threads or torch.get_num_threads())
         if res is not None:

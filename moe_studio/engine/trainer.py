@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..config import ExperimentConfig, copy_config, dumps, to_dict, validate
 from ..config.validate import parse_layer_set
-from ..data import BatchSampler, bootstrap_starts, eval_windows, load_corpus, window_starts
+from ..data import BatchSampler, bootstrap_starts, eval_windows, load_corpus
 from ..paths import default_runs_dir
 from ..store import RunWriter
 from .device import describe_device, resolve_device

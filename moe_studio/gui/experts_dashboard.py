@@ -26,11 +26,10 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QSpinBox, QSplitter, QWidget
 from ..metrics import routing as R
 from ..store import RunReader
 from .bars import BarPlot
-from .gate_dashboard import moe_blocks_of
 from .heatmap import HeatmapPlot
 from .plots import CurvePlot
 from .routed_text import TokenListPanel, token_rows
-from .run_controls import RunDashboard, SnapshotCache
+from .run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of
 from .theme import is_dark_palette, plot_colors
 
 TENSORS = ("moe/tokens_per_expert", "moe/dropped_per_expert", "moe/bias")
@@ -39,6 +38,8 @@ DEFAULT_DEAD_WINDOW = 50
 
 class ExpertsDashboard(RunDashboard):
     """Expert load: bars, layer x expert and expert x step heatmaps, balance curves."""
+
+    routes_tokens = True
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -244,7 +245,7 @@ class ExpertsDashboard(RunDashboard):
     # ------------------------------------------------------------------ drawing
     def _show(self) -> None:
         tpe = self._data.get(TENSORS[0])
-        layer, step = self.layer(), self.step()
+        layer = self.layer()
         idx = self.step_index()
         if tpe is None or idx is None or layer not in (None, *self._blocks):
             return
@@ -403,13 +404,9 @@ class ExpertsDashboard(RunDashboard):
         self.layer_map.set_colormap(self._diverging())
         self.step_map.set_colormap(self._diverging())
 
-    def report_empty_reason(self) -> str:
-        """Why a report leaves this view out ("" when it has something to show)."""
-        return "dense model: no MoE layers" if self._loaded and not self._blocks else ""
-
     def _status_extra(self) -> str:
         if self._loaded and not self._blocks:
-            return "dense model: no MoE layers, nothing is routed"
+            return DENSE_STATUS
         parts = [f"{len(self._blocks)} MoE layers × {self._n_experts} experts"]
         if self._router:
             parts.append(f"router {html.escape(self._router)}")

@@ -25,29 +25,16 @@ from ..metrics.routing import histogram_percentiles
 from ..store import RunReader
 from .bars import BandPlot, BarPlot
 from .plots import CurvePlot
-from .run_controls import RunDashboard
+from .run_controls import DENSE_STATUS, RunDashboard, moe_blocks_of
 from .theme import is_dark_palette, plot_colors
 
 CURVES = ("entropy", "top1_prob", "logit_absmean", "logit_absmax")
 
 
-def moe_blocks_of(reader: RunReader) -> list[int]:
-    """The MoE block indices of a run: from its meta, else from what it recorded."""
-    blocks = reader.meta.get("moe_blocks")
-    if blocks:
-        return [int(b) for b in blocks]
-    found = set()
-    for name in reader.histogram_names():
-        if name.startswith("router_probs/L"):
-            found.add(int(name.rsplit("L", 1)[1]))
-    for name in reader.scalar_names():
-        if name.startswith("moe/L") and name.count("/") == 2:
-            found.add(int(name.split("/")[1][1:]))
-    return sorted(found)
-
-
 class GateDashboard(RunDashboard):
     """Router-probability bands, histogram, entropy, top-1 probability, logit size."""
+
+    routes_tokens = True
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -299,11 +286,7 @@ class GateDashboard(RunDashboard):
     def _palette_changed(self) -> None:
         self._style_lines()
 
-    def report_empty_reason(self) -> str:
-        """Why a report leaves this view out ("" when it has something to show)."""
-        return "dense model: no MoE layers" if self._loaded and not self._blocks else ""
-
     def _status_extra(self) -> str:
         if self._loaded and not self._blocks:
-            return "dense model: no MoE layers, nothing is routed"
+            return DENSE_STATUS
         return f"{len(self._blocks)} MoE layers × {self._n_experts} experts"

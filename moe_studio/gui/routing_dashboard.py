@@ -29,7 +29,7 @@ from ..store import RunReader
 from .heatmap import HeatmapPlot
 from .routed_text import (RoutedTextView, TokenListPanel, expert_colors, legend_html,
                           text_background, token_rows)
-from .run_controls import RunDashboard, SnapshotCache
+from .run_controls import DENSE_STATUS, RunDashboard, SnapshotCache
 from .theme import is_dark_palette, plot_colors
 from .worker import BackgroundTask
 
@@ -39,6 +39,8 @@ _TOKENIZER = ByteTokenizer()
 
 class RoutingDashboard(RunDashboard):
     """Token x expert heatmap, routed text, domain / class x expert matrices, custom probe."""
+
+    routes_tokens = True
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -382,21 +384,9 @@ class RoutingDashboard(RunDashboard):
             plot.set_row_group(len(present) if all_layers else None)
         self._set_markers(self.step())
 
-    def report_empty_reason(self) -> str:
-        """Why a report leaves this view out ("" when it has something to show)."""
-        from .gate_dashboard import moe_blocks_of
-
-        if self._reader is not None and self._loaded and not moe_blocks_of(self._reader):
-            return "dense model: no MoE layers"
-        return ""
-
     def _status_extra(self) -> str:
         if self._cur is None:
-            from .gate_dashboard import moe_blocks_of
-
-            if self._reader is not None and self._loaded and not moe_blocks_of(self._reader):
-                return "dense model: no MoE layers, nothing is routed"
-            return "no probe snapshot yet"
+            return DENSE_STATUS if self.is_dense_run() else "no probe snapshot yet"
         a, meta, what = self._cur
         E = int(meta.get("n_experts") or a["probs"].shape[-1])
         return f"{a['tokens'].size:,} tokens · {E} experts · uniform share {100 / E:.1f} %"

@@ -245,6 +245,25 @@ class RunControls(QWidget):
         super().hideEvent(event)
 
 
+DENSE_REASON = "dense model: no MoE layers"
+DENSE_STATUS = DENSE_REASON + ", nothing is routed"
+
+
+def moe_blocks_of(reader: RunReader) -> list[int]:
+    """The MoE block indices of a run: from its meta, else from what it recorded."""
+    blocks = reader.meta.get("moe_blocks")
+    if blocks:
+        return [int(b) for b in blocks]
+    found = set()
+    for name in reader.histogram_names():
+        if name.startswith("router_probs/L"):
+            found.add(int(name.rsplit("L", 1)[1]))
+    for name in reader.scalar_names():
+        if name.startswith("moe/L") and name.count("/") == 2:
+            found.add(int(name.split("/")[1][1:]))
+    return sorted(found)
+
+
 class RunDashboard(QWidget):
     """Base of the routing dashboards: one run (the first of ``set_runs``), its reader
     and follower, the shared controls, and 8 Hz polling while following.
@@ -453,6 +472,17 @@ class RunDashboard(QWidget):
 
     def _status_extra(self) -> str:
         return ""
+
+    # A view of the router (Gates, Experts, Routing): nothing to show for a dense model.
+    routes_tokens = False
+
+    def is_dense_run(self) -> bool:
+        """The shown run has been read and has no MoE layer (nothing is routed)."""
+        return self._reader is not None and self._loaded and not moe_blocks_of(self._reader)
+
+    def report_empty_reason(self) -> str:
+        """Why a report leaves this view out ("" when it has something to show)."""
+        return DENSE_REASON if self.routes_tokens and self.is_dense_run() else ""
 
     def _update_status(self) -> None:
         dark = is_dark_palette(self.palette())

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from . import codec, frames
 from .errors import RunFileError
 from .liveness import effective_status
 from .schema import DB_NAME, SCHEMA_VERSION, check_db_file, connect_reader, db_error, wal_path
+
+if TYPE_CHECKING:  # follow imports this module
+    from .follow import Follower
 
 
 @dataclass(frozen=True)

@@ -71,15 +71,6 @@ static inline float log_pos(float x)
     return (float)k * LN2 + 2.0f * u * p;
 }
 
-static inline float max_of(const float *x, int64_t v)
-{
-    float best = x[0];
-#pragma omp simd reduction(max : best)
-    for (int64_t j = 0; j < v; j++)
-        best = fmaxf(best, x[j]);
-    return best;
-}
-
 /* first index j with x[j] == best (best is the maximum of x), as torch.argmax */
 static inline int64_t first_index_of(const float *x, int64_t v, float best)
 {
@@ -92,25 +83,20 @@ static inline int64_t first_index_of(const float *x, int64_t v, float best)
     return first < v ? first : 0;
 }
 
-/* sum over v of s log(max(s, PROB_FLOOR)) */
-static inline float sum_slogs(const float *s, int64_t v)
+/* One pass over a mixture s: sum of s log(max(s, PROB_FLOOR)), sum of s, max of s. */
+static inline void mixture_stats(const float *s, int64_t v, float *slogs, float *total,
+                                 float *best)
 {
-    float a = 0.0f;
-#pragma omp simd reduction(+ : a)
+    float a = 0.0f, b = 0.0f, mx = s[0];
+#pragma omp simd reduction(+ : a, b) reduction(max : mx)
     for (int64_t j = 0; j < v; j++) {
-        float x = fmaxf(s[j], PROB_FLOOR);
-        a += s[j] * log_pos(x);
-    }
-    return a;
-}
-
-static inline float sum_of(const float *s, int64_t v)
-{
-    float b = 0.0f;
-#pragma omp simd reduction(+ : b)
-    for (int64_t j = 0; j < v; j++)
+        a += s[j] * log_pos(fmaxf(s[j], PROB_FLOOR));
         b += s[j];
-    return b;
+        mx = fmaxf(mx, s[j]);
+    }
+    *slogs = a;
+    *total = b;
+    *best = mx;
 }
 
 /* The scalar check the tests run against the library's own exp and log. */
@@ -174,10 +160,12 @@ int moe_agreement_pass(const float *lp, int64_t m, int64_t n, int64_t v,
             for (int64_t j = 0; j < v; j++)
                 s[j] += pi[j];
         }
+        float slogs, total, best;
+        mixture_stats(s, v, &slogs, &total, &best);
         if (y)
-            ens_pred[t] = first_index_of(s, v, max_of(s, v));
+            ens_pred[t] = first_index_of(s, v, best);
         /* H(s / M) = (log M * sum s - sum s log s) / M */
-        float ht = (log_m * sum_of(s, v) - sum_slogs(s, v)) / (float)m;
+        float ht = (log_m * total - slogs) / (float)m;
         h_tot += ht;
         if (h_total_tok)
             h_total_tok[t] = ht;
