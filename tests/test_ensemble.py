@@ -279,3 +279,42 @@ def test_bench_quick_keys():
         assert k in out, k
     assert set(out["step_ms"]) == {"single", "batched", "loop"}
     assert out["ensemble_vs_single"] > 0 and out["metrics_ms"] > 0
+
+
+def test_batched_step_reports_every_module_to_the_precision_monitor(tmp_path, monkeypatch):
+    """The batched forward calls no nn.Linear / nn.Embedding of the members, so their
+    forward hooks never fire; it reports each module's output to the member's monitor
+    itself. A batched step must show each monitor the same modules, with the same
+    values, as the per-member loop (else a NaN made in attention would be blamed on a
+    gradient)."""
+    from moe_studio.engine.headroom import HeadroomMonitor
+
+    seen: dict[int, list] = {}
+    orig = HeadroomMonitor._on_forward
+
+    def spy(self, i, module, args, output):
+        t = self.targets[i].output(output)
+        if self._armed and t is not None:
+            seen.setdefault(id(self), []).append((i, float(t.detach().min()), float(t.detach().max())))
+        return orig(self, i, module, args, output)
+
+    monkeypatch.setattr(HeadroomMonitor, "_on_forward", spy)
+    cfg = tiny(model__moe_layers="1", ensemble__method="bagging", ensemble__members=2,
+               train__steps=2, precision__headroom=True)
+    per_step = {}
+    for batched in (True, False):
+        tr = Trainer(cfg, runs_dir=tmp_path / str(batched))
+        tr.ensemble.batched = batched
+        tr.step()                                   # step 1 always runs the loop
+        seen.clear()
+        tr.step()                                   # batched when asked
+        per_step[batched] = [sorted(seen[id(mon)]) for mon in tr.monitors]
+        n_targets = len(tr.monitors[0].targets)
+        tr.close("stopped")
+    for m in range(2):
+        got, want = per_step[True][m], per_step[False][m]
+        assert [i for i, *_ in got] == [i for i, *_ in want]
+        assert len({i for i, *_ in got}) == n_targets        # every module, once
+        for (i, lo, hi), (_, lo2, hi2) in zip(got, want):
+            assert lo == pytest.approx(lo2, rel=1e-4, abs=1e-5), i
+            assert hi == pytest.approx(hi2, rel=1e-4, abs=1e-5), i

@@ -152,9 +152,19 @@ class WideMembers:
         ref = models[0]
         self.moe = [isinstance(b.ffn, MoEFeedForward) for b in ref.blocks]
         self.n_heads = ref.blocks[0].attn.n_heads
-        self._params: dict[str, list[Tensor]] = {}
-        for name in self._names(ref):
-            self._params[name] = [dict(m.named_parameters())[name] for m in models]
+        named = [dict(m.named_parameters()) for m in models]
+        self._params: dict[str, list[Tensor]] = {
+            name: [p[name] for p in named] for name in self._names(ref)}
+        # Each member's HeadroomMonitor (or None), set by the engine: the batched forward
+        # calls no nn.Linear / nn.Embedding, so it reports their outputs itself.
+        self.monitors: list[Any] = []
+
+    def _seen(self, name: str, out: Tensor) -> None:
+        """Member m's slice of ``out`` [M, ...] to member m's monitor, as the forward hook
+        of module ``name`` would have seen it."""
+        for m, mon in enumerate(self.monitors):
+            if mon is not None:
+                mon.observe(name, out[m])
 
     @staticmethod
     def _names(model: MoEGPT) -> list[str]:
@@ -212,29 +222,37 @@ class WideMembers:
         V, d = tok.shape[1:]
         offset = (torch.arange(M, device=idx.device) * V).view(M, 1, 1)
         x = F.embedding(idx + offset, tok.reshape(M * V, d))               # [M, B, T, d]
-        x = x + self._st("pos_emb.weight")[:, None, :T]
+        self._seen("tok_emb", x)
+        pos = self._st("pos_emb.weight")[:, :T]                            # [M, T, d]
+        self._seen("pos_emb", pos)
+        x = x + pos[:, None]
         x = F.dropout(x, ref.drop.p, training).reshape(M, B * T, d)
         H = self.n_heads
         for i, blk in enumerate(ref.blocks):
             p = f"blocks.{i}."
             h = self._ln(x, self._st(p + "ln1.weight"), self._st(p + "ln1.bias"), blk.ln1.eps)
             qkv = torch.bmm(h, self._st(p + "attn.qkv.weight").transpose(1, 2))   # [M, BT, 3d]
+            self._seen(p + "attn.qkv", qkv)
             q, k, v = (t.reshape(M * B, T, H, d // H).transpose(1, 2) for t in qkv.split(d, dim=2))
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                dropout_p=blk.attn.dropout if training else 0.0)
             y = y.transpose(1, 2).reshape(M, B * T, d)
             y = torch.bmm(y, self._st(p + "attn.out_proj.weight").transpose(1, 2))
+            self._seen(p + "attn.out_proj", y)
             x = x + F.dropout(y, blk.drop.p, training)
             h = self._ln(x, self._st(p + "ln2.weight"), self._st(p + "ln2.bias"), blk.ln2.eps)
             if self.moe[i]:
                 f = torch.stack([mm.blocks[i].ffn(h[m].view(B, T, d)).view(B * T, d)
                                  for m, mm in enumerate(self.models)])
             else:
-                u = F.gelu(torch.bmm(h, self._st(p + "ffn.up_proj.weight").transpose(1, 2)))
-                f = torch.bmm(u, self._st(p + "ffn.down_proj.weight").transpose(1, 2))
+                u = torch.bmm(h, self._st(p + "ffn.up_proj.weight").transpose(1, 2))
+                self._seen(p + "ffn.up_proj", u)
+                f = torch.bmm(F.gelu(u), self._st(p + "ffn.down_proj.weight").transpose(1, 2))
+                self._seen(p + "ffn.down_proj", f)
             x = x + F.dropout(f, blk.drop.p, training)
         h = self._ln(x, self._st("ln_f.weight"), self._st("ln_f.bias"), ref.ln_f.eps)
         logits = torch.bmm(h, tok.transpose(1, 2))                         # [M, BT, V]
+        self._seen("lm_head", logits)
         tgt = targets.reshape(M, B * T)
         per_tok = F.cross_entropy(logits.float().reshape(M * B * T, V), tgt.reshape(-1),
                                   ignore_index=-1, reduction="none").view(M, B * T)
@@ -266,6 +284,7 @@ class EnsembleEngine:
                     self.batch_reason = why
                 else:
                     self.wide = WideMembers(trainer.models)
+                    self.wide.monitors = trainer.monitors
         elif self.sequential:
             self.batch_reason = f"{self.method}: one member trains at a time"
         # Switch for tests and benchmarks: False runs the per-member loop every step.

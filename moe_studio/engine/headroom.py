@@ -235,6 +235,7 @@ class HeadroomMonitor:
         self.sample_size = sample_size
         self.targets = find_targets(model)
         self._n = len(self.targets)
+        self._index = {t.name: i for i, t in enumerate(self.targets)}
         self._hooks = [t.module.register_forward_hook(partial(self._on_forward, i))
                        for i, t in enumerate(self.targets) if t.module is not None]
         self._fired: list[int] = []        # discovery indices in first-fire order
@@ -306,6 +307,14 @@ class HeadroomMonitor:
                 self._extrema.append((i, *torch.aminmax(t.detach())))
             if self._measure and "act" in self.kinds:
                 self._add(i, self.kinds.index("act"), t)
+
+    def observe(self, name: str, output: Any) -> None:
+        """What the forward hook of target ``name`` would have seen, for a forward that
+        uses the model's weights without calling its modules (the ensemble's batched
+        members, ``ensemble.WideMembers``). Unknown names are ignored."""
+        i = self._index.get(name)
+        if i is not None:
+            self._on_forward(i, None, None, output)
 
     def after_backward(self) -> None:
         """Measure the parameter gradients (call before unscaling or clipping them)."""
