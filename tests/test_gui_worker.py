@@ -665,3 +665,30 @@ def test_background_task_frees_its_worker_and_thread(qtbot):
     assert not shiboken6.isValid(worker)          # deleted, not leaked
     qtbot.waitUntil(lambda: not shiboken6.isValid(thread), timeout=5_000)
     task.deleteLater()
+
+
+def test_a_thread_that_outlives_its_join_is_kept_until_it_ends(qtbot):
+    """A join that timed out must not drop the last reference to a running QThread (Qt
+    aborts the process when one is destroyed while running); it is freed later."""
+    import shiboken6
+    from PySide6.QtCore import QThread
+
+    from moe_studio.gui import worker as wk
+    release = threading.Event()
+
+    class Slow(QThread):
+        def run(self):
+            release.wait(10)
+
+    t = Slow()
+    t.start()
+    wk._release_worker(None, t)
+    del t
+    assert len(wk._lingering) == 1
+    held = wk._lingering[0][1]
+    assert held.isRunning()
+    release.set()
+    assert held.wait(5000)
+    wk._release_worker(None, None)          # the next release frees what has ended
+    assert wk._lingering == []
+    qtbot.waitUntil(lambda: not shiboken6.isValid(held), timeout=5000)

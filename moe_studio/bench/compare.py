@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ._common import load_average
+
 BUDGET_OPEN_S = 3.0
 BUDGET_FPS = 20.0
 ROUTERS = ("topk", "noisy_topk", "soft", "aux_free")
@@ -150,10 +152,7 @@ def run(json_out: bool = True, quick: bool = False) -> dict[str, Any]:
             w.close()
             w.deleteLater()
             app.processEvents()
-    try:
-        res["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        res["load_average"] = None
+    res["load_average"] = load_average()
     if not json_out:
         print(f"open {n_runs} runs: {res['open_s']:.2f} s (budget {BUDGET_OPEN_S} s) · "
               f"pan/zoom {res['pan_zoom_fps_overlay']:.0f} fps overlaid, "

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import presets
+from ._common import timing_config
 
 
 class _PlainBlock(nn.Module):
@@ -90,14 +91,7 @@ def _plain_loop(steps: int, batch: int, context: int, tokens) -> float:
 def _trainer_tps(cfg, steps: int, runs_dir: str) -> float:
     from ..engine.trainer import Trainer
 
-    # The run is longer than the timed steps: the last step of a run evaluates and
-    # checkpoints, which is not training throughput.
-    cfg.train.steps = steps + 10
-    cfg.train.warmup_steps = 1
-    # evaluation and probe snapshots are not training throughput: push them past the end
-    cfg.train.eval_every = 10 ** 6
-    cfg.train.snapshot_every = 10 ** 6
-    tr = Trainer(cfg, runs_dir=runs_dir)
+    tr = Trainer(timing_config(cfg, steps), runs_dir=runs_dir)
     try:
         for _ in range(3):
             tr.step()

@@ -25,17 +25,14 @@ import time
 import torch
 
 from ..config import presets
+from ._common import load_average, timing_config
 
 
 def _step_times(cfg, steps: int, runs_dir: str, batched: bool = True) -> tuple[float, float]:
     """Median wall and CPU seconds per Trainer.step() after 3 warm-up steps."""
     from ..engine.trainer import Trainer
 
-    cfg.train.steps = steps + 3
-    cfg.train.warmup_steps = 1
-    cfg.train.eval_every = 10 ** 6
-    cfg.train.snapshot_every = 10 ** 6
-    tr = Trainer(cfg, runs_dir=runs_dir)
+    tr = Trainer(timing_config(cfg, steps + 3), runs_dir=runs_dir)
     tr.ensemble.batched = batched and tr.ensemble.wide is not None
     try:
         for _ in range(3):
@@ -131,7 +128,7 @@ def _run(json_out, quick, ensemble_metrics, evaluate_rules) -> dict:
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_avg": load_average(),
         "preset": "bagging_ensemble", "members": members,
         "steps_per_round": steps, "rounds": rounds,
         "step_ms": step_ms, "step_cpu_ms": step_cpu_ms,

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._common import load_average, percentile
+
 PROBE_MS = 5
 BUDGET_P99_MS = 20.0
 BUDGET_MAX_MS = 100.0
@@ -76,21 +78,6 @@ def rss_mb(pid: int | None = None) -> float | None:
         return None
 
 
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
-    return s[k]
-
-
 def run(json_out: bool = True, quick: bool = False, *, steps: int | None = None,
         mode: str | None = None, frame_ms: int | None = None, follow: bool = True,
         timeout_s: float | None = None) -> dict:
@@ -124,7 +111,7 @@ def run(json_out: bool = True, quick: bool = False, *, steps: int | None = None,
 
     res: dict[str, Any] = {"benchmark": "gui", "platform": app.platformName(),
                            "quick": bool(quick), "steps": total,
-                           "cpu_count": os.cpu_count(), "load_average_before": _load_average(),
+                           "cpu_count": os.cpu_count(), "load_average_before": load_average(),
                            "switch_interval_ms": sys.getswitchinterval() * 1000}
     with tempfile.TemporaryDirectory(prefix="moe-bench-gui-") as tmp:
         settings = QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat)
@@ -238,8 +225,8 @@ def run(json_out: bool = True, quick: bool = False, *, steps: int | None = None,
         "steps_per_s": round(steps_done / run_s, 2) if run_s else None,
         "probe_ms": PROBE_MS,
         "probes": len(stalls_run),
-        "stall_ms": {"p50": round(_pct(stalls_run, 50), 2), "p90": round(_pct(stalls_run, 90), 2),
-                     "p99": round(_pct(stalls_run, 99), 2),
+        "stall_ms": {"p50": round(percentile(stalls_run, 50), 2), "p90": round(percentile(stalls_run, 90), 2),
+                     "p99": round(percentile(stalls_run, 99), 2),
                      "max": round(max(stalls_run, default=0.0), 2),
                      "mean": round(statistics.fmean(stalls_run), 2) if stalls_run else 0.0,
                      "over_20ms": sum(s > 20 for s in stalls_run),
@@ -248,11 +235,11 @@ def run(json_out: bool = True, quick: bool = False, *, steps: int | None = None,
         "poll_interval_ms": frame_interval,
         "polls_per_s": round(n_ticks / run_s, 2) if run_s else 0.0,
         "refresh_per_s": round(n_frames / run_s, 2) if run_s else 0.0,
-        "full_repaint_ms": {"p50": round(_pct(paint_ms, 50), 2), "max": round(max(paint_ms), 2)},
-        "refresh_capacity_per_s": round(1000.0 / max(_pct(paint_ms, 50), 1e-3), 1),
+        "full_repaint_ms": {"p50": round(percentile(paint_ms, 50), 2), "max": round(max(paint_ms), 2)},
+        "refresh_capacity_per_s": round(1000.0 / max(percentile(paint_ms, 50), 1e-3), 1),
         "memory_mb": mem,
         "memory_trace_step_gui_engine_mb": trace,
-        "load_average_after": _load_average(),
+        "load_average_after": load_average(),
     })
     ratio = None
     if "early" in mem and "last" in mem:

@@ -13,7 +13,6 @@ per variant is reported, with its ratio to the dense FFN.
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -25,6 +24,7 @@ from ..config.schema import MoEConfig
 from ..engine import dispatch
 from ..engine.dispatch import expert_capacity
 from ..engine.moe_layer import FeedForward, MoEFeedForward
+from ._common import load_average
 
 EINSUM_CAPACITY_FACTOR = 1.25   # the GShard / Switch training default
 
@@ -129,13 +129,6 @@ def _one_config(n_experts: int, top_k: int, tokens: int, d: int, h: int,
     }
 
 
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):   # not on Windows
-        return None
-
-
 def run(json_out: bool = True, quick: bool = False, device: str = "cpu") -> dict:
     """Measure and return the results (the CLI prints them as JSON with ``--json``).
 
@@ -143,7 +136,7 @@ def run(json_out: bool = True, quick: bool = False, device: str = "cpu") -> dict
     ``quick``: tiny sizes and few repetitions, for a smoke test.
     """
     dev = torch.device(device)
-    load_before = _load_average()
+    load_before = load_average()
     if quick:
         tokens, d, h, reps, warmup, configs = 64, 16, 32, 2, 1, [(8, 2), (16, 2)]
     else:
@@ -160,7 +153,7 @@ def run(json_out: bool = True, quick: bool = False, device: str = "cpu") -> dict
         "reps": reps,
         # other processes on the machine: with more runnable processes than cores, the
         # many small kernels of the MoE variants suffer more than the dense FFN's few
-        "load_avg_1m": [load_before, _load_average()],
+        "load_avg_1m": [(la or [None])[0] for la in (load_before, load_average())],
         "configs": results,
         "budgets": {
             f"moe_over_dense_{small['n_experts']}x{small['top_k']}": {

@@ -23,6 +23,7 @@ import torch
 
 from ..config import presets
 from ..config.schema import ExperimentConfig
+from ._common import timing_config
 
 BUDGET = 0.10          # allowed extra step time with headroom on, as a fraction
 EVERY = 10             # headroom cadence timed here (the config default)
@@ -37,20 +38,14 @@ def _config(quick: bool, headroom: bool, every: int, steps: int) -> ExperimentCo
         c.data.context, c.data.batch_size = 32, 8
     c.precision.headroom = headroom
     c.precision.headroom_every = every
-    c.train.steps = steps
-    c.train.warmup_steps = 1
-    # Evaluation, probe snapshots and checkpoints are not step time: past the end.
-    c.train.eval_every = 10 ** 6
-    c.train.snapshot_every = 10 ** 6
-    c.train.checkpoint_every = 0
-    return c
+    return timing_config(c, steps)
 
 
 def _time_steps(quick: bool, rounds: int, runs_dir: str) -> dict:
     from ..engine.trainer import Trainer
 
     warmup = 3
-    total = warmup + rounds * EVERY + 1       # +1: the last step evaluates and checkpoints
+    total = warmup + rounds * EVERY
     trainers = {name: Trainer(_config(quick, name == "on", EVERY, total), runs_dir=runs_dir)
                 for name in ("off", "on")}
     per_step: dict[str, list[float]] = {name: [] for name in trainers}
@@ -75,7 +70,7 @@ def _loss_curve(quick: bool, headroom: bool, steps: int, runs_dir: str) -> np.nd
     from ..engine.trainer import Trainer
     from ..store import open_run
 
-    tr = Trainer(_config(quick, headroom, 1, steps + 1), runs_dir=runs_dir)
+    tr = Trainer(_config(quick, headroom, 1, steps), runs_dir=runs_dir)
     try:
         for _ in range(steps):
             tr.step()

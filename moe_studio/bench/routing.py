@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ._common import percentile
+
 BUDGET_HEATMAP_MS = 30.0
 BUDGET_SCRUB_FPS = 20.0
 DASHBOARDS = (("gates", "moe_studio.gui.gate_dashboard:GateDashboard"),
@@ -97,11 +99,6 @@ def write_synthetic_run(runs_dir: str | Path, *, steps: int = 200, n_tokens: int
     return writer
 
 
-def _pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))]
-
-
 def _heatmap(app, repeats: int) -> dict[str, float]:
     from ..data.tokenizer import ByteTokenizer
     from ..gui.heatmap import HeatmapPlot
@@ -133,9 +130,9 @@ def _heatmap(app, repeats: int) -> dict[str, float]:
     app.processEvents()
     return {"heatmap_shape": [n_exp, n_tok],
             "heatmap_update_median_ms": round(statistics.median(update), 2),
-            "heatmap_update_p95_ms": round(_pct(update, 95), 2),
+            "heatmap_update_p95_ms": round(percentile(update, 95), 2),
             "heatmap_with_paint_median_ms": round(statistics.median(painted), 2),
-            "heatmap_with_paint_p95_ms": round(_pct(painted, 95), 2)}
+            "heatmap_with_paint_p95_ms": round(percentile(painted, 95), 2)}
 
 
 def _scrub(app, run_dir: Path, n_steps: int) -> dict[str, Any]:
@@ -166,7 +163,7 @@ def _scrub(app, run_dir: Path, n_steps: int) -> dict[str, Any]:
         d.deleteLater()
         app.processEvents()
         out[f"scrub_{key}_fps"] = round(len(frames) / elapsed, 1)
-        out[f"scrub_{key}_frame_p95_ms"] = round(_pct(frames, 95), 1)
+        out[f"scrub_{key}_frame_p95_ms"] = round(percentile(frames, 95), 1)
         out[f"scrub_{key}_steps"] = len(frames)
     return out
 

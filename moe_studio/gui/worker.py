@@ -448,19 +448,22 @@ class TrainingController(QObject):
         self.finished.emit(status)
 
 
-_lingering: set[QObject] = set()   # workers whose thread outlived a join timeout
+# (worker, thread) pairs whose thread outlived a join timeout: kept referenced (a QThread
+# destroyed while it runs aborts the process) until a later _release_worker finds it done.
+_lingering: list[tuple[QObject | None, QThread]] = []
 
 
 def _release_worker(worker: QObject | None, thread: QThread | None) -> None:
     """Free a worker QObject and its QThread from the GUI thread once the thread has
     ended. The worker still belongs to its (finished) thread, where deleteLater() would
     never run; with the thread gone nothing else can touch it, so it is deleted here.
-    Should a join have timed out, both are freed when the thread really ends."""
+    Should a join have timed out, both stay referenced and are freed by a later call
+    once the thread has really ended."""
+    for pair in [p for p in _lingering if p[1].isFinished()]:
+        _lingering.remove(pair)
+        _release_worker(*pair)
     if thread is not None and not thread.isFinished():
-        if worker is not None:
-            _lingering.add(worker)
-            thread.finished.connect(lambda w=worker: _lingering.discard(w))
-        thread.finished.connect(thread.deleteLater)
+        _lingering.append((worker, thread))
         return
     if worker is not None:
         shiboken6.delete(worker)
