@@ -25,12 +25,15 @@ def _flags() -> list[str]:
 
 
 def _extensions() -> list[Extension]:
-    exts = [Extension("moe_studio.engine._native._agreement", [SOURCE],
-                      extra_compile_args=_flags(), optional=True)]
-    if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
-        exts.append(Extension("moe_studio.engine._native._agreement_avx2", [SOURCE],
-                              extra_compile_args=_flags() + ["-mavx2", "-mfma"],
-                              optional=True))
+    def ext(name: str, extra: list[str]) -> Extension:
+        return Extension(f"moe_studio.engine._native.{name}", [SOURCE],
+                         extra_compile_args=_flags() + extra, optional=True,
+                         define_macros=[("MOE_PYINIT", f"PyInit_{name}")])
+
+    exts = [ext("_agreement", [])]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        exts.append(ext("_agreement_avx2", ["/arch:AVX2"] if sys.platform == "win32"
+                        else ["-mavx2", "-mfma"]))
     return exts
 
 

@@ -24,6 +24,7 @@ import torch
 _LIB: ctypes.CDLL | None = None
 _LIB_NAME: str | None = None
 _LOADED = False
+_LOAD_LOCK = threading.Lock()
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 MIN_TOKENS_PER_THREAD = 2048
@@ -38,12 +39,19 @@ def _cpu_has_avx2() -> bool:
 
 
 def _load() -> ctypes.CDLL | None:
+    if not _LOADED:
+        with _LOAD_LOCK:        # two threads asking first: both get the library
+            if not _LOADED:
+                _load_once()
+    return _LIB
+
+
+def _load_once() -> None:
+    """Find and load the best library; ``_LOADED`` turns True only when it is done."""
     global _LIB, _LIB_NAME, _LOADED
-    if _LOADED:
-        return _LIB
-    _LOADED = True
     if os.environ.get("MOE_STUDIO_NATIVE", "1") == "0":
-        return None
+        _LOADED = True
+        return
     names = (["_agreement_avx2"] if _cpu_has_avx2() else []) + ["_agreement"]
     for name in names:
         spec = importlib.util.find_spec(f"{__name__}.{name}")
@@ -60,7 +68,7 @@ def _load() -> ctypes.CDLL | None:
         lib.moe_agreement_exp_log.restype = None
         _LIB, _LIB_NAME = lib, name
         break
-    return _LIB
+    _LOADED = True
 
 
 def available() -> bool:

@@ -23,6 +23,18 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(_WIN32)
+#define EXPORT __declspec(dllexport)
+#else
+#define EXPORT
+#endif
+
+/* setuptools links every extension as a Python module and has the Windows linker export
+ * PyInit_<name>: give it one (never called; the library is loaded with ctypes). */
+#ifdef MOE_PYINIT
+EXPORT void *MOE_PYINIT(void) { return 0; }
+#endif
+
 #define LOGP_FLOOR (-1.0e4f)
 #define PROB_FLOOR (1e-30f)
 #define LN2 0.6931471805599453f
@@ -100,7 +112,7 @@ static inline void mixture_stats(const float *s, int64_t v, float *slogs, float 
 }
 
 /* The scalar check the tests run against the library's own exp and log. */
-void moe_agreement_exp_log(const float *x, int64_t n, float *exp_out, float *log_out)
+EXPORT void moe_agreement_exp_log(const float *x, int64_t n, float *exp_out, float *log_out)
 {
     for (int64_t j = 0; j < n; j++) {
         exp_out[j] = exp_nonpos(x[j] < 0.0f ? x[j] : 0.0f);
@@ -111,7 +123,7 @@ void moe_agreement_exp_log(const float *x, int64_t n, float *exp_out, float *log
 /* Returns 0, 1 when lp holds NaN or +inf (the sums are then meaningless), or -1 when
  * the scratch buffer cannot be allocated. lp is C-contiguous [m, n, v]; per-token
  * outputs are indexed with the full n. */
-int moe_agreement_pass(const float *lp, int64_t m, int64_t n, int64_t v,
+EXPORT int moe_agreement_pass(const float *lp, int64_t m, int64_t n, int64_t v,
                        int64_t t0, int64_t t1,    /* token range of this call */
                        const int64_t *y,          /* [n] or NULL */
                        int64_t *pred,             /* [m, n] */
