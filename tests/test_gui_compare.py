@@ -136,6 +136,9 @@ def test_grouped_means_and_bands_match_pandas(dash, runs):
     bx, lo, hi = plot.band_data("group:topk")
     std = ref.std(ddof=0).loc["topk"].to_numpy()
     np.testing.assert_allclose(hi - lo, 2 * std, atol=1e-12)
+    with pytest.raises(ValueError, match="band must be one of"):
+        dash.set_band("quartiles")
+    assert dash.band_combo.currentData() == "std"
     assert [dash.legend.item(i).text() for i in range(2)] == ["router = topk  (2 runs)",
                                                                "router = soft  (2 runs)"]
     dash.set_group_by(None)

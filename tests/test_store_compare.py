@@ -41,6 +41,24 @@ def test_latest_attempt_keeps_the_history_of_the_last_attempt():
     assert val["value"].tolist() == [4.0]
 
 
+def test_latest_attempt_of_rows_read_poll_by_poll():
+    """A followed run's table is its polls appended: a series comes in several blocks.
+    The rows a resumed attempt wrote again must still be dropped (not kept, and later
+    averaged with the new ones)."""
+    a1 = [(s, 0, "train/loss", 100.0 + s, float(s)) for s in range(0, 21, 2)]
+    a2 = [(s, 0, "train/loss", 200.0 + s, 1000.0 + s) for s in range(10, 31, 2)]
+    lr = [(s, -1, "lr", 0.1, float(s)) for s in range(0, 31, 2)]
+    polls = [_long(a1 + lr[:11]), _long(a2 + lr[11:])]       # each poll sorted by name
+    appended = pd.concat(polls, ignore_index=True)
+    full = C.latest_attempt(_long(a1 + a2 + lr))
+    got = C.latest_attempt(appended)
+    loss = got[got["name"] == "train/loss"].sort_values("step")
+    ref = full[full["name"] == "train/loss"]
+    np.testing.assert_array_equal(loss["step"], ref["step"])
+    np.testing.assert_array_equal(loss["value"], ref["value"])
+    assert len(got[got["name"] == "lr"]) == len(lr)
+
+
 def test_latest_attempt_leaves_an_ordinary_run_alone():
     df = _long([(s, m, "train/loss", float(s + m), float(s)) for s in range(5) for m in (0, 1)])
     out = C.latest_attempt(df)
@@ -167,6 +185,11 @@ def test_summary_row_against_the_store_records(tmp_path):
     assert row["best_val_loss"] == pytest.approx(val.min())
     assert row["tokens_per_s"] == pytest.approx(of("tokens_per_s")["value"].median())
     assert (row["params_total"], row["params_active"]) == (1234, 567)
+    # an ensemble's members all count (every token passes through all of them)
+    assert C.run_params({"params_total": 1234, "params_active": 567, "members": 4}) == (
+        4 * 1234, 4 * 567)
+    tot, act = C.run_params({})
+    assert np.isnan(tot) and np.isnan(act)
     for key in ("load_cv", "load_max_over_mean", "dropped_frac"):
         d = df[df["name"].str.fullmatch(rf"moe/L\d+/{key}")]
         assert row[key] == pytest.approx(d[d["step"] == d["step"].max()]["value"].mean())

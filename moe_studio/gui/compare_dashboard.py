@@ -90,6 +90,7 @@ class _Run:
     raw: pd.DataFrame = field(default_factory=pd.DataFrame)   # every row read so far
     rows: dict = field(default_factory=dict)   # by_name index of latest_attempt(raw)
     series: dict = field(default_factory=dict)  # scalar name -> series_arrays (cache)
+    _start: float | None = None                 # start() (cache)
 
     def metric(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self.series.get(name)
@@ -101,10 +102,14 @@ class _Run:
         self.raw = df if not len(self.raw) else pd.concat([self.raw, df], ignore_index=True)
         self.rows = C.by_name(C.latest_attempt(self.raw))
         self.series = {}
+        self._start = None
 
     def start(self) -> float:
-        walls = [r[3][0] for r in self.rows.values() if r[3].size]
-        return float(np.nanmin(walls)) if walls else math.nan
+        """Wall time of the run's first record (NaN before any)."""
+        if self._start is None:
+            walls = [r[3][0] for r in self.rows.values() if r[3].size]
+            self._start = float(np.nanmin(walls)) if walls else math.nan
+        return self._start
 
 
 class _SortItem(QTableWidgetItem):
@@ -435,7 +440,9 @@ class CompareDashboard(QWidget):
         return self.group_combo.currentData()
 
     def set_band(self, kind: str) -> None:
-        self.band_combo.setCurrentIndex(self.band_combo.findData(kind))
+        kinds = [self.band_combo.itemData(i) for i in range(self.band_combo.count())]
+        _select(self.band_combo, kind, f"band must be one of {', '.join(map(str, kinds))}; "
+                                       f"got {kind!r}")
 
     def set_x_mode(self, mode: str) -> None:
         _select(self.x_combo, mode, f"x axis must be one of {', '.join(C.X_MODES)}; got {mode!r}")

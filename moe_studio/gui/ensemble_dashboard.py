@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHeade
                                QVBoxLayout, QWidget)
 
 from ..store import RunFileError, RunReader, open_run
+from ..store import compare as C
 from .heatmap import HeatmapPlot
 from .plots import CurvePlot
 from .routed_text import RoutedTextView
@@ -241,10 +242,7 @@ class _Run:
         """(total, active per token) of the whole run: an ensemble's members all count,
         and every token passes through all of them."""
         meta = self.reader.meta if isinstance(self.reader.meta, dict) else {}
-        tot, act = meta.get("params_total"), meta.get("params_active")
-        m = self.members
-        return (float(tot) * m if tot is not None else math.nan,
-                float(act) * m if act is not None else math.nan)
+        return C.run_params({**meta, "members": self.members})
 
     def loss_member(self) -> int:
         return -1 if self.is_ensemble() else 0

@@ -80,7 +80,7 @@ def cmd_report(args) -> int:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     try:
         size = render_report([i.path for i in infos], args.out, width=args.width,
-                             dark=args.dark, tabs=tabs)
+                             dark=args.dark, tabs=tabs, infos=infos)
     except ValueError as e:  # an unknown --tabs title
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
@@ -184,8 +184,10 @@ def render_dashboards(paths: list[Path], width: int, tabs: list[str] | None = No
 
 
 def render_report(paths: list[Path], out: str | Path, *, width: int = DEFAULT_WIDTH,
-                  dark: bool = False, tabs: list[str] | None = None) -> tuple[int, int]:
+                  dark: bool = False, tabs: list[str] | None = None,
+                  infos: list | None = None) -> tuple[int, int]:
     """Render the report of ``paths`` into the PNG ``out``; returns its (width, height).
+    ``infos``: their ``store.run_info`` when the caller has read them already.
     OSError if the file cannot be written; ValueError for an unknown ``tabs`` title."""
     from PySide6.QtWidgets import QApplication
 
@@ -195,14 +197,15 @@ def render_report(paths: list[Path], out: str | Path, *, width: int = DEFAULT_WI
     app = _app()
     theme.apply_palette(app, bool(dark))
     try:
-        return _render(app, [Path(p) for p in paths], Path(out), width, bool(dark), tabs)
+        return _render(app, [Path(p) for p in paths], Path(out), width, bool(dark), tabs,
+                       infos)
     finally:
         if restore is not None and restore != bool(dark):
             theme.apply_palette(app, restore)   # a running app keeps its own palette
 
 
 def _render(app, paths: list[Path], out: Path, width: int, dark: bool,
-            tabs: list[str] | None) -> tuple[int, int]:
+            tabs: list[str] | None, infos: list | None = None) -> tuple[int, int]:
     from PySide6.QtCore import QRect, Qt
     from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 
@@ -210,7 +213,8 @@ def _render(app, paths: list[Path], out: Path, width: int, dark: bool,
     from ..store import run_info
     from . import theme
 
-    infos = [run_info(p) for p in paths]
+    if infos is None:
+        infos = [run_info(p) for p in paths]
     sections = render_dashboards(paths, width - 2 * _PAD, tabs)
 
     pal = app.palette()

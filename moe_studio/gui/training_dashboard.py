@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizeP
 
 from ..store import Follower, RunFileError, RunReader, open_run
 from .plots import CurvePlot, PlotGrid
+from .run_controls import moe_blocks_of
 from .theme import is_dark_palette, status_color
 
 FRAME_MS = 50   # 20 Hz: how often the stores are polled (an idle poll costs ~0.2 ms);
@@ -89,12 +90,6 @@ class _Buffer:
 
 _ROUTING_PLOTS = ("aux", "z")
 DENSE_HINT = "No router: dense model"
-
-
-def _is_dense(cfg: dict) -> bool:
-    """A config whose model has no MoE layer (``model.moe_layers`` "none" or empty)."""
-    layers = (cfg.get("model") or {}).get("moe_layers", "all")
-    return layers == "none" or (isinstance(layers, (list, tuple)) and not layers)
 
 
 @dataclass
@@ -256,7 +251,7 @@ class TrainingDashboard(QWidget):
                 index=len(self._tracks), path=path, reader=reader, follower=follower,
                 name=name, label="", members=members,
                 total_steps=int(total) if total else None, status=reader.status,
-                dense=_is_dense(cfg)))
+                dense=not moe_blocks_of(reader)))
         if len(self._tracks) > 1:
             for t in self._tracks:
                 # Two runs of one name (a re-run) stay apart by their run id.

@@ -143,9 +143,13 @@ def latest_attempt(scalars: pd.DataFrame) -> pd.DataFrame:
     series = codes * 4096 + (member + 1)
     wall = df["wall_time"].to_numpy(np.float64)
     step0 = df["step"].to_numpy(np.int64)
-    same = series[1:] == series[:-1]
-    if bool(np.all(~same | ((step0[1:] > step0[:-1]) & ~(wall[1:] < wall[:-1])))):
-        # the usual run: within every series, steps rise in the order written
+    # Within each series in write order (a stable sort keeps it; a table appended poll
+    # by poll has a series in several blocks), do the steps only ever rise?
+    grouped = np.argsort(series, kind="stable")
+    g_ser, g_step, g_wall = series[grouped], step0[grouped], wall[grouped]
+    same = g_ser[1:] == g_ser[:-1]
+    if bool(np.all(~same | ((g_step[1:] > g_step[:-1]) & ~(g_wall[1:] < g_wall[:-1])))):
+        # the usual run: nothing was written again, every row stays
         return df
     order = np.lexsort((np.arange(len(df)), np.nan_to_num(wall, nan=-np.inf), series))
     s_ser = series[order]
@@ -370,6 +374,21 @@ def _last(series: tuple[np.ndarray, ...]) -> float:
     return float(v[-1]) if v.size else math.nan
 
 
+def run_params(meta: dict[str, Any] | None) -> tuple[float, float]:
+    """(total parameters, active per token) of a whole run from its meta: an
+    ensemble's members all count, and every token passes through all of them. NaN where
+    the meta has no count."""
+    meta = meta or {}
+    m = meta.get("members")
+    m = int(m) if isinstance(m, (int, float)) and not isinstance(m, bool) and m >= 1 else 1
+
+    def num(key: str) -> float:
+        v = meta.get(key)
+        return float(v) * m if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+    return num("params_total"), num("params_active")
+
+
 def summary_row(scalars: Scalars, meta: dict[str, Any] | None = None, *,
                 run: str = "", status: str = "") -> dict[str, Any]:
     """The summary of one run (``scalars``: its long table, already through
@@ -377,8 +396,8 @@ def summary_row(scalars: Scalars, meta: dict[str, Any] | None = None, *,
 
     final / best validation loss (``val/loss``: the ensemble's where recorded, else the
     members' mean; nats/token); the median of ``tokens_per_s``; total and active
-    parameters per token from the run meta (``params_total`` / ``params_active``, as the
-    trainer records them); at the last recorded step, the mean over MoE layers (and
+    parameters per token of the whole run (:func:`run_params`: an ensemble counts all its
+    members); at the last recorded step, the mean over MoE layers (and
     members) of ``moe/L*/load_cv``, ``moe/L*/load_max_over_mean``, ``moe/L*/dropped_frac``;
     the last ``ens/gain`` (nats/token); the number of ``precision/skipped`` steps (all
     members). NaN where a run recorded no such value.
@@ -392,10 +411,7 @@ def summary_row(scalars: Scalars, meta: dict[str, Any] | None = None, *,
     skipped = _rows(scalars, "precision/skipped")[2]
     last_step = max((int(r[0].max()) for r in scalars.values() if r[0].size), default=-1)
 
-    def num(key: str) -> float:
-        v = meta.get(key)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
-
+    params_total, params_active = run_params(meta)
     vals = val[1]
     return {
         "run": run, "status": status,
@@ -403,7 +419,7 @@ def summary_row(scalars: Scalars, meta: dict[str, Any] | None = None, *,
         "final_val_loss": _last(val),
         "best_val_loss": float(np.nanmin(vals)) if np.isfinite(vals).any() else math.nan,
         "tokens_per_s": float(np.median(tps)) if tps.size else math.nan,
-        "params_total": num("params_total"), "params_active": num("params_active"),
+        "params_total": params_total, "params_active": params_active,
         "load_cv": _last(series_arrays(scalars, "moe/L*/load_cv")),
         "load_max_over_mean": _last(series_arrays(scalars, "moe/L*/load_max_over_mean")),
         "dropped_frac": _last(series_arrays(scalars, "moe/L*/dropped_frac")),
