@@ -128,35 +128,43 @@ def _set_diag(a: np.ndarray, value) -> np.ndarray:
     return a
 
 
+def _counts(correct) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``correct`` [M, N] -> its :func:`oracle_counts`; counts already made pass through
+    (the pairwise measures below take either, so ``ensemble_metrics`` counts once)."""
+    if isinstance(correct, tuple) and len(correct) == 4:
+        return correct
+    return oracle_counts(correct)
+
+
 def pairwise_q(correct) -> np.ndarray:
     """Yule's Q statistic of every pair, [M, M] in [-1, 1] (NaN where undefined)."""
-    n11, n10, n01, n00 = oracle_counts(correct)
+    n11, n10, n01, n00 = _counts(correct)
     return _set_diag(_div(n11 * n00 - n01 * n10, n11 * n00 + n01 * n10), 1.0)
 
 
 def pairwise_correlation(correct) -> np.ndarray:
     """Correlation coefficient rho of the oracle outputs of every pair, [M, M]."""
-    n11, n10, n01, n00 = oracle_counts(correct)
+    n11, n10, n01, n00 = _counts(correct)
     den = np.sqrt((n11 + n10) * (n01 + n00) * (n11 + n01) * (n10 + n00))
     return _set_diag(_div(n11 * n00 - n01 * n10, den), 1.0)
 
 
 def pairwise_disagreement(correct) -> np.ndarray:
     """Share of tokens where exactly one of the two members is right, [M, M]."""
-    n11, n10, n01, n00 = oracle_counts(correct)
+    n11, n10, n01, n00 = _counts(correct)
     n = n11 + n10 + n01 + n00
     return _div(n01 + n10, n)
 
 
 def pairwise_double_fault(correct) -> np.ndarray:
     """Share of tokens where both members are wrong, [M, M] (diagonal: error rate)."""
-    n11, n10, n01, n00 = oracle_counts(correct)
+    n11, n10, n01, n00 = _counts(correct)
     return _div(n00, n11 + n10 + n01 + n00)
 
 
 def pairwise_kappa(correct) -> np.ndarray:
     """Cohen's kappa of the pair's 2x2 oracle table, [M, M]."""
-    n11, n10, n01, n00 = oracle_counts(correct)
+    n11, n10, n01, n00 = _counts(correct)
     den = (n11 + n10) * (n10 + n00) + (n11 + n01) * (n01 + n00)
     return _set_diag(_div(2.0 * (n11 * n00 - n01 * n10), den), 1.0)
 
@@ -394,8 +402,9 @@ def ensemble_metrics(logp, targets=None, *, per_token: bool = False, backend: st
         member_nll_ = -picked.mean(-1)
         ens_lp = torch.logsumexp(picked, dim=0) - log_m
         ens_nll = float(-ens_lp.mean()) if n else math.nan
-        q, rho, dis = pairwise_q(correct), pairwise_correlation(correct), pairwise_disagreement(correct)
-        df, kap = pairwise_double_fault(correct), pairwise_kappa(correct)
+        cnt = oracle_counts(correct)
+        q, rho, dis = pairwise_q(cnt), pairwise_correlation(cnt), pairwise_disagreement(cnt)
+        df, kap = pairwise_double_fault(cnt), pairwise_kappa(cnt)
         out.update(
             correct=_np(correct),
             member_nll=_np(member_nll_), member_acc=_np(correct.double().mean(-1)),

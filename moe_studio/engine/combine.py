@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .agreement import as_tensor
+from .agreement import as_tensor, member_nll
 
 RULES = ("mean_prob", "mean_logit", "vote", "loss_weighted", "stacking")
 DEFAULT_RULE = "mean_prob"
@@ -131,8 +131,9 @@ class LossWeighted(Rule):
         self.member_nll: Tensor | None = None
 
     def fit(self, logp, targets) -> "LossWeighted":
-        lp, y = _lp(logp), as_tensor(targets).long().to(_lp(logp).device)
-        nll = -lp.gather(-1, y.view(1, -1, 1).expand(lp.shape[0], -1, 1))[..., 0].double().mean(1)
+        lp = _lp(logp)
+        y = as_tensor(targets).long().to(lp.device)
+        nll = torch.from_numpy(member_nll(lp, y)).to(lp.device)
         self.member_nll = nll
         self.weights = torch.softmax(-nll / self.tau, dim=0)
         self.fitted_on = int(y.numel())

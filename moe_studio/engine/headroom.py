@@ -236,6 +236,7 @@ class HeadroomMonitor:
         self.targets = find_targets(model)
         self._n = len(self.targets)
         self._index = {t.name: i for i, t in enumerate(self.targets)}
+        self._ids: dict[tuple, Tensor] = {}   # index lists as device tensors (built once)
         self._hooks = [t.module.register_forward_hook(partial(self._on_forward, i))
                        for i, t in enumerate(self.targets) if t.module is not None]
         self._fired: list[int] = []        # discovery indices in first-fire order
@@ -327,6 +328,15 @@ class HeadroomMonitor:
                     if p.grad is not None:
                         self._add(i, k, p.grad)
 
+    def _id_tensor(self, ids: list[int], device: torch.device) -> Tensor:
+        """``ids`` as an int64 tensor on ``device``, made once per distinct list: a fresh
+        host-to-device copy every step would wait for the GPU's queued work."""
+        key = (tuple(ids), str(device))
+        t = self._ids.get(key)
+        if t is None:
+            t = self._ids[key] = torch.tensor(ids, dtype=torch.long, device=device)
+        return t
+
     @torch.no_grad()
     def _grad_flags(self) -> Tensor:
         """[n_targets] bool: target has a parameter with a non-finite gradient."""
@@ -336,7 +346,7 @@ class HeadroomMonitor:
                  if p.grad is not None]
         if not pairs:
             return flags.bool()
-        owner = torch.tensor([i for i, _ in pairs], device=device)
+        owner = self._id_tensor([i for i, _ in pairs], device)
         grads = [g for _, g in pairs]
         # max |g| per tensor, inf/NaN iff g has one: one fused kernel on CUDA (the same
         # private op clip_grad_norm_ uses), a plain loop where it is missing.
@@ -361,7 +371,7 @@ class HeadroomMonitor:
         p = _Pending(step=int(step))
         if self._extrema:
             device = self._extrema[0][1].device
-            idx = torch.tensor([i for i, _, _ in self._extrema], device=device)
+            idx = self._id_tensor([i for i, _, _ in self._extrema], device)
             ext = torch.stack([v for _, lo, hi in self._extrema for v in (lo, hi)]).view(-1, 2)
             hits = (~torch.isfinite(ext).all(dim=1)).int()      # [outputs] had an inf/NaN
             p.act_flags = torch.zeros(self._n, dtype=torch.int32, device=device).index_add_(

@@ -411,47 +411,28 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss (nats/token) and next-token accuracy of every member (and,
-        for an ensemble, of the mean of the members' probabilities as member -1)."""
-        if self.ensemble.enabled:  # --- ensemble: members, combination rules, agreement
+        """Validation loss (nats/token) and next-token accuracy of the model; an ensemble's
+        members, combination rules and agreement are ``EnsembleEngine.evaluate``'s."""
+        if self.ensemble.enabled:
             return self.ensemble.evaluate()
-        member_nll = np.zeros(self.n_members)
-        member_correct = np.zeros(self.n_members)
-        ens_nll = 0.0
-        ens_correct = 0.0
+        model = self.models[0]
+        nll = correct = 0.0
         n_tok = 0
-        for model in self.models:
-            model.eval()
+        model.eval()
         try:
             for x_np, y_np in self._val:
                 x = torch.from_numpy(x_np).to(self.device)
                 y = torch.from_numpy(y_np).to(self.device)
-                logps = []
-                for m, model in enumerate(self.models):
-                    with _autocast(self.device, self.precision):
-                        logits, _ = model(x)
-                    lp = F.log_softmax(logits.float(), dim=-1)
-                    logps.append(lp)
-                    member_nll[m] += float(-lp.gather(-1, y[..., None]).sum())
-                    member_correct[m] += float((lp.argmax(-1) == y).sum())
-                if self.n_members > 1:
-                    ens = torch.logsumexp(torch.stack(logps), dim=0) - math.log(self.n_members)
-                    ens_nll += float(-ens.gather(-1, y[..., None]).sum())
-                    ens_correct += float((ens.argmax(-1) == y).sum())
+                with _autocast(self.device, self.precision):
+                    logits, _ = model(x)
+                lp = F.log_softmax(logits.float(), dim=-1)
+                nll += float(-lp.gather(-1, y[..., None]).sum())
+                correct += float((lp.argmax(-1) == y).sum())
                 n_tok += y.numel()
         finally:
-            for model in self.models:
-                model.train()
-        out = {}
-        for m in range(self.n_members):
-            vals = {"val/loss": member_nll[m] / n_tok, "val/acc": member_correct[m] / n_tok}
-            self.writer.add_scalars(self.step_count, vals, member=m)
-            if m == 0:
-                out.update(vals)
-        if self.n_members > 1:
-            vals = {"val/loss": ens_nll / n_tok, "val/acc": ens_correct / n_tok}
-            self.writer.add_scalars(self.step_count, vals, member=-1)
-            out = dict(vals)
+            model.train()
+        out = {"val/loss": nll / n_tok, "val/acc": correct / n_tok}
+        self.writer.add_scalars(self.step_count, out, member=0)
         self.writer.add_event(self.step_count, "eval", f"val/loss {out['val/loss']:.4f}",
                               {k: float(v) for k, v in out.items()})
         return out
