@@ -206,15 +206,15 @@ def test_dashboard_pauses_while_hidden_and_close_stops_the_timer(qtbot, writers,
     d.set_runs([w.run_dir])
     d.show()
     d.start_follow()
-    assert d._timer.isActive()
+    assert d._follow.is_active()
     d.hide()                      # e.g. another tab is in front: no polling meanwhile
-    assert d.is_following() and not d._timer.isActive()
+    assert d.is_following() and not d._follow.is_active()
     write_steps(w, range(5, 9), members=1)
     d.show()                      # catches up at once, then follows again
-    assert d._timer.isActive()
+    assert d._follow.is_active()
     assert len(d.plot("loss").series_data(series_key(0, "train/loss", 0))[0]) == 8
     d.close()
-    assert not d.is_following() and not d._timer.isActive()
+    assert not d.is_following() and not d._follow.is_active()
 
 
 def test_dashboard_reports_an_unreadable_run(dashboard, tmp_path):

@@ -301,7 +301,13 @@ def test_follow_extends_the_slider(make, tmp_path, cls):
         assert d.controls.steps().tolist()[-1] == 11 and d.step() == 3   # kept where it was
         assert d.refresh() is False                        # nothing new
         d.start_follow()
-        assert d.is_following()
+        assert d.is_following() and d._follow.is_active()
+        d.hide()                  # another tab in front, or a minimised window: no polling
+        assert d.is_following() and not d._follow.is_active()
+        write_synthetic_run(tmp_path, steps=1, n_tokens=48, n_experts=4, n_blocks=2, every=2,
+                            writer=w, first_step=13)
+        d.show()                  # catches up at once, then follows again
+        assert d._follow.is_active() and d.controls.steps().tolist()[-1] == 13
         d.stop_follow()
         assert not d.is_following()
     finally:

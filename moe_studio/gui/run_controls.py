@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSli
                                QToolButton, QVBoxLayout, QWidget)
 
 from ..store import Follower, RunFileError, RunReader, open_run
+from .follow_timer import FollowTimer
 from .theme import is_dark_palette, status_color
 
 FRAME_MS = 125   # 8 Hz store polling while following
@@ -286,10 +287,9 @@ class RunDashboard(QWidget):
         self._errors: list[str] = []
         self._run_status = ""
         self._loaded = False
-        self._timer = QTimer(self)
-        self._timer.setObjectName("followTimer")
-        self._timer.setInterval(FRAME_MS)
-        self._timer.timeout.connect(self._on_tick)
+        # polls while following and shown (not while another tab is in front or the
+        # window is minimised); on show after a pause it catches up at once
+        self._follow = FollowTimer(self, FRAME_MS, self._on_tick, self.refresh)
         # Step markers on the over-time plots: moving one repaints that whole plot, so
         # while the slider is dragged or playing they follow at most every MARKER_MS
         # (first move at once, the last one always lands).
@@ -339,19 +339,19 @@ class RunDashboard(QWidget):
         return self._reader
 
     def start_follow(self) -> None:
-        """Poll the run at 8 Hz until ``stop_follow()`` or close."""
-        if not self._timer.isActive():
-            self._timer.start()
+        """Poll the run at 8 Hz until ``stop_follow()`` or close, pausing while hidden."""
+        self._follow.start()
 
     def stop_follow(self) -> None:
-        self._timer.stop()
+        self._follow.stop()
         self.controls.pause()
         if self._marker_timer.isActive():
             self._marker_timer.stop()
             self._apply_markers()
 
     def is_following(self) -> bool:
-        return self._timer.isActive()
+        """True between ``start_follow()`` and ``stop_follow()`` (also while paused)."""
+        return self._follow.wanted()
 
     def refresh(self) -> bool:
         """Read what the run gained since the last call and update the views in place.

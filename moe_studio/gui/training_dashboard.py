@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy,
                                QSlider, QToolButton, QVBoxLayout, QWidget)
 
 from ..store import Follower, RunFileError, RunReader, open_run
+from .follow_timer import FollowTimer
 from .plots import CurvePlot, PlotGrid
 from .run_controls import moe_blocks_of
 from .theme import is_dark_palette, status_color
@@ -151,11 +152,8 @@ class TrainingDashboard(QWidget):
         self._x_mode = X_STEP
         self._follow_extent = True
         self._errors: list[str] = []
-        self._timer = QTimer(self)
-        self._timer.setInterval(FRAME_MS)
-        self._timer.timeout.connect(self._on_tick)
-        self._follow_wanted = False
-        self._hidden = False          # hidden by Qt (a hide event), not merely never shown
+        # polls while following and shown; on show after a pause it catches up at once
+        self._follow = FollowTimer(self, FRAME_MS, self._on_tick, self.refresh)
         self._pending: dict[int, set[tuple[str, int]]] = {}
         self._status_dirty = False
         self._extent_dirty = False
@@ -268,18 +266,15 @@ class TrainingDashboard(QWidget):
         """Poll the runs' stores at 8 Hz until ``stop_follow()`` or close. While the
         dashboard is hidden (another tab, a minimised window) polling pauses; on show it
         resumes and catches up with everything written meanwhile."""
-        self._follow_wanted = True
-        if not self._hidden and not self._timer.isActive():
-            self._timer.start()
+        self._follow.start()
 
     def stop_follow(self) -> None:
-        self._follow_wanted = False
-        self._timer.stop()
+        self._follow.stop()
 
     def is_following(self) -> bool:
         """True between ``start_follow()`` and ``stop_follow()`` / close (also while
         paused because the dashboard is hidden)."""
-        return self._follow_wanted
+        return self._follow.wanted()
 
     def refresh(self) -> bool:
         """Read the rows the runs gained since the last call and update the plots in place.
@@ -628,18 +623,6 @@ class TrainingDashboard(QWidget):
         self.stop_follow()
         self._close_tracks()
         super().closeEvent(event)
-
-    def hideEvent(self, event) -> None:
-        super().hideEvent(event)
-        self._hidden = True
-        self._timer.stop()
-
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        self._hidden = False
-        if self._follow_wanted and not self._timer.isActive():
-            self.refresh()   # catch up now: the view has been out of date while hidden
-            self._timer.start()
 
     def changeEvent(self, event) -> None:
         super().changeEvent(event)
