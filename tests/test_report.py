@@ -161,8 +161,11 @@ def test_empty_reasons_of_the_sample_runs(make_dashboard):
     dense, moe, fp16, bag = (s / n for n in ("dense-baseline", "moe-top2", "fp16-overflow",
                                              "bagging-4"))
     for cls in (GateDashboard, ExpertsDashboard, RoutingDashboard):
-        assert make_dashboard(cls, [dense]).report_empty_reason() == "dense model: no MoE layers"
-        assert make_dashboard(cls, [moe]).report_empty_reason() == ""
+        d = make_dashboard(cls, [dense])
+        assert d.report_empty_reason() == "dense model: no MoE layers"
+        assert "Dense model" in d.dense_notice()          # over the empty plots in the app
+        d = make_dashboard(cls, [moe])
+        assert d.report_empty_reason() == "" and d.dense_notice() == ""
     assert make_dashboard(PrecisionDashboard, [fp16]).report_empty_reason() == ""
     # recorded before the precision analysis existed
     assert make_dashboard(PrecisionDashboard, [moe]).report_empty_reason().startswith(

@@ -248,6 +248,11 @@ class RunControls(QWidget):
 
 DENSE_REASON = "dense model: no MoE layers"
 DENSE_STATUS = DENSE_REASON + ", nothing is routed"
+DENSE_NOTICE = ("<h3>Dense model: nothing is routed</h3>"
+                "<p>This run has no MoE layer, so there are no router probabilities, expert "
+                "loads or routing decisions to show. Open an MoE run (the sample runs "
+                "<i>moe-top2</i> and <i>switch-top1</i>, say), or set <b>model.moe_layers</b> "
+                "in the setup panel and train one.</p>")
 
 
 def moe_blocks_of(reader: RunReader) -> list[int]:
@@ -290,6 +295,16 @@ class RunDashboard(QWidget):
         # polls while following and shown (not while another tab is in front or the
         # window is minimised); on show after a pause it catches up at once
         self._follow = FollowTimer(self, FRAME_MS, self._on_tick, self.refresh)
+        self._dense: bool | None = None     # is_dense_run() of the shown run (cache)
+        # Over the plots of a router view when the run has no router: empty axes alone
+        # read as broken.
+        self._notice = QLabel(self)
+        self._notice.setObjectName("denseNotice")
+        self._notice.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._notice.setWordWrap(True)
+        self._notice.setAutoFillBackground(True)
+        self._notice.setText(DENSE_NOTICE)
+        self._notice.hide()
         # Step markers on the over-time plots: moving one repaints that whole plot, so
         # while the slider is dragged or playing they follow at most every MARKER_MS
         # (first move at once, the last one always lands).
@@ -318,6 +333,7 @@ class RunDashboard(QWidget):
         the status line). Reads what it holds now."""
         self._close_reader()
         self._errors = []
+        self._dense = None
         self._reset()
         paths = [Path(p) for p in paths]
         self._n_runs = len(paths)
@@ -478,13 +494,34 @@ class RunDashboard(QWidget):
 
     def is_dense_run(self) -> bool:
         """The shown run has been read and has no MoE layer (nothing is routed)."""
-        return self._reader is not None and self._loaded and not moe_blocks_of(self._reader)
+        if self._reader is None or not self._loaded:
+            return False
+        if self._dense is None:
+            self._dense = not moe_blocks_of(self._reader)
+        return self._dense
+
+    def _place_notice(self) -> None:
+        show = self.routes_tokens and self.is_dense_run()
+        if show:
+            top = self.controls.geometry().bottom() + 4
+            self._notice.setGeometry(0, top, self.width(), max(0, self.height() - top))
+            self._notice.raise_()
+        self._notice.setVisible(show)
+
+    def dense_notice(self) -> str:
+        """The message over the plots ("" when it is not shown)."""
+        return self._notice.text() if not self._notice.isHidden() else ""
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._place_notice()
 
     def report_empty_reason(self) -> str:
         """Why a report leaves this view out ("" when it has something to show)."""
         return DENSE_REASON if self.routes_tokens and self.is_dense_run() else ""
 
     def _update_status(self) -> None:
+        self._place_notice()
         dark = is_dark_palette(self.palette())
         parts = []
         if self._reader is not None:
