@@ -292,11 +292,11 @@ def test_batched_step_reports_every_module_to_the_precision_monitor(tmp_path, mo
     seen: dict[int, list] = {}
     orig = HeadroomMonitor._on_forward
 
-    def spy(self, i, module, args, output):
+    def spy(self, i, module, args, output, *rest):
         t = self.targets[i].output(output)
         if self._armed and t is not None:
             seen.setdefault(id(self), []).append((i, float(t.detach().min()), float(t.detach().max())))
-        return orig(self, i, module, args, output)
+        return orig(self, i, module, args, output, *rest)
 
     monkeypatch.setattr(HeadroomMonitor, "_on_forward", spy)
     cfg = tiny(model__moe_layers="1", ensemble__method="bagging", ensemble__members=2,
@@ -318,3 +318,67 @@ def test_batched_step_reports_every_module_to_the_precision_monitor(tmp_path, mo
         for (i, lo, hi), (_, lo2, hi2) in zip(got, want):
             assert lo == pytest.approx(lo2, rel=1e-4, abs=1e-5), i
             assert hi == pytest.approx(hi2, rel=1e-4, abs=1e-5), i
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_nan_in_one_member_is_blamed_on_that_member_and_its_first_module(tmp_path, batched):
+    """The batched forward checks each output once over all members (on the CPU) and
+    only looks at the members' slices when something is not finite: a NaN made in
+    member 1's attention must flag member 1's attention, and nothing of member 0."""
+    cfg = tiny(ensemble__method="bagging", ensemble__members=2, train__steps=4,
+               precision__headroom=True, precision__headroom_every=100)
+    tr = Trainer(cfg, runs_dir=tmp_path)
+    tr.ensemble.batched = batched
+    try:
+        tr.step()                                    # step 1 always runs the loop
+        calls = [0]
+        orig = tr.ensemble.wide.loss
+        tr.ensemble.wide.loss = lambda *a: (calls.__setitem__(0, calls[0] + 1), orig(*a))[1]
+        with torch.no_grad():
+            tr.models[1].blocks[1].attn.out_proj.weight[0, 0] = float("nan")
+        tr.step()
+        assert calls[0] == (1 if batched else 0)
+    finally:
+        tr.close("stopped")
+    with open_run(tr.run_dir) as r:
+        ev = r.events(["nonfinite"]).to_dict("records")
+    assert [(e["step"], e["member"]) for e in ev] == [(2, 1)]
+    data = ev[0]["data"]
+    assert (data["module"], data["kind"]) == ("blocks.1.attn.out_proj", "activation")
+    assert "blocks.0.attn.qkv" not in data["modules"]    # before the NaN: finite
+
+
+def test_clip_grad_norms_matches_torch_clip_per_member():
+    """One pass over several members' gradients equals clip_grad_norm_ run on each:
+    the same norms before clipping and the same clipped gradients; members below the
+    limit are left alone, parameters without a gradient are skipped."""
+    from moe_studio.engine.trainer import clip_grad_norms
+
+    g = torch.Generator().manual_seed(3)
+    shapes = [(7, 5), (5,), (3, 3, 2)]
+    members = []
+    for scale in (0.01, 1.0, 30.0):
+        ps = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=g) * scale
+        members.append(ps)
+    members[1].append(torch.nn.Parameter(torch.zeros(4)))          # no gradient
+    ref = [[p.grad.clone() for p in ps if p.grad is not None] for ps in members]
+    ref_norms = []
+    for grads in ref:
+        holders = [torch.nn.Parameter(torch.zeros_like(x)) for x in grads]
+        for h, x in zip(holders, grads):
+            h.grad = x
+        ref_norms.append(float(torch.nn.utils.clip_grad_norm_(holders, 1.5)))
+    norms = clip_grad_norms(members, 1.5)
+    assert [float(n) for n in norms] == pytest.approx(ref_norms, rel=1e-6)
+    assert ref_norms[0] < 1.5 < ref_norms[2]
+    for ps, grads in zip(members, ref):
+        for p, want in zip([p for p in ps if p.grad is not None], grads):
+            assert torch.allclose(p.grad, want, rtol=1e-6, atol=1e-9)
+    # max_norm <= 0 measures without clipping
+    before = [p.grad.clone() for p in members[2]]
+    again = clip_grad_norms(members, 0.0)
+    assert float(again[2]) == pytest.approx(1.5, rel=1e-5)
+    assert all(torch.equal(p.grad, b) for p, b in zip(members[2], before))
+    assert [float(n) for n in clip_grad_norms([[torch.nn.Parameter(torch.zeros(2))]], 1.0)] == [0.0]

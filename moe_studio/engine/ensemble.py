@@ -161,10 +161,20 @@ class WideMembers:
 
     def _seen(self, name: str, out: Tensor) -> None:
         """Member m's slice of ``out`` [M, ...] to member m's monitor, as the forward hook
-        of module ``name`` would have seen it."""
+        of module ``name`` would have seen it. On the CPU one min/max over all members
+        (reading it costs no sync there) tells the monitors when every slice is finite,
+        the usual case, instead of one check per member; otherwise, and on devices
+        where a host read would wait for queued work, each monitor checks its slice."""
+        if not any(mon is not None for mon in self.monitors):
+            return
+        finite = False
+        if out.device.type == "cpu" and out.numel():
+            with torch.no_grad():
+                lo, hi = torch.aminmax(out.detach())
+            finite = math.isfinite(lo.item()) and math.isfinite(hi.item())
         for m, mon in enumerate(self.monitors):
             if mon is not None:
-                mon.observe(name, out[m])
+                mon.observe(name, out[m], finite)
 
     @staticmethod
     def _names(model: MoEGPT) -> list[str]:
@@ -354,12 +364,12 @@ class EnsembleEngine:
                 self._continue_from(k - 1, k)
         if not self._use_batched(step):
             return None
-        from .trainer import _autocast
+        from .trainer import _autocast, _train_mode
 
         cfg = t.config
         xs, ys = [], []
         for m, model in enumerate(t.models):
-            model.train()
+            _train_mode(model)
             for blk in model.moe_blocks.values():
                 blk.collect_stats = cfg.train.collect_stats and stats
             x, y = t._batch(m)

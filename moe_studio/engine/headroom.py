@@ -293,7 +293,8 @@ class HeadroomMonitor:
         self._stats.setdefault((i, k), []).append(
             tensor_stats(x, self.formats, self.sample_size))
 
-    def _on_forward(self, i: int, module: nn.Module, args: Any, output: Any) -> None:
+    def _on_forward(self, i: int, module: nn.Module, args: Any, output: Any,
+                    finite: bool = False) -> None:
         if not self._armed:
             return
         t = self.targets[i].output(output)
@@ -302,20 +303,22 @@ class HeadroomMonitor:
         if self._order is None and i not in self._fired:
             self._fired.append(i)
         with torch.no_grad():
-            if t.numel():
+            if t.numel() and not finite:
                 # aminmax is ~10x cheaper on the CPU than isfinite(t).all(), which first
                 # materialises a bool tensor; the flag is derived once per step.
                 self._extrema.append((i, *torch.aminmax(t.detach())))
             if self._measure and "act" in self.kinds:
                 self._add(i, self.kinds.index("act"), t)
 
-    def observe(self, name: str, output: Any) -> None:
+    def observe(self, name: str, output: Any, finite: bool = False) -> None:
         """What the forward hook of target ``name`` would have seen, for a forward that
         uses the model's weights without calling its modules (the ensemble's batched
-        members, ``ensemble.WideMembers``). Unknown names are ignored."""
+        members, ``ensemble.WideMembers``). ``finite``: the caller has already found
+        every element finite (one check over all members' outputs at once), so the
+        monitor skips its own. Unknown names are ignored."""
         i = self._index.get(name)
         if i is not None:
-            self._on_forward(i, None, None, output)
+            self._on_forward(i, None, None, output, finite)
 
     def after_backward(self) -> None:
         """Measure the parameter gradients (call before unscaling or clipping them)."""

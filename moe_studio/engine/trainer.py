@@ -49,6 +49,48 @@ class StepInfo:
     val_loss: float | None = None  # set on steps that evaluated
 
 
+def clip_grad_norms(params: list[list[torch.Tensor]], max_norm: float) -> list[torch.Tensor]:
+    """``torch.nn.utils.clip_grad_norm_(params[m], max_norm)`` for every group m (an
+    ensemble's members) in one pass: each group's total 2-norm of its gradients (0-d
+    tensors, as measured before clipping), and each group's gradients scaled by
+    min(1, max_norm / (norm + 1e-6)). ``max_norm`` <= 0 only measures. Parameters
+    without a gradient are skipped; a group without any has norm 0."""
+    owner, grads = [], []
+    for m, ps in enumerate(params):
+        for p in ps:
+            if p.grad is not None:
+                owner.append(m)
+                grads.append(p.grad)
+    if not grads:
+        return [torch.zeros(()) for _ in params]
+    device = grads[0].device
+    try:  # one fused kernel per device and dtype (what clip_grad_norm_ itself calls)
+        per = torch._foreach_norm(grads, 2.0)
+    except (AttributeError, RuntimeError):
+        per = [torch.linalg.vector_norm(g) for g in grads]
+    per = torch.stack([n.to(device) for n in per]).float()
+    idx = torch.tensor(owner, device=device)
+    totals = torch.zeros(len(params), device=device).index_add_(0, idx, per * per).sqrt()
+    if max_norm > 0:
+        coef = (max_norm / (totals + 1e-6)).clamp(max=1.0)
+        scale = coef[idx]
+        try:
+            torch._foreach_mul_(grads, list(scale.to(grads[0].dtype).unbind()))
+        except (AttributeError, RuntimeError, TypeError):
+            for g, c in zip(grads, scale.unbind()):
+                g.mul_(c.to(g.dtype))
+    return list(totals.unbind())
+
+
+def _train_mode(model: torch.nn.Module) -> None:
+    """``model.train()`` unless it is already training. The engine only switches whole
+    models (``train()`` / ``eval()`` / ``train(was)`` on the root), so the root's flag
+    speaks for every submodule; ``train()`` walks the whole tree (~1 ms a call on the
+    CPU), twice per member per step otherwise."""
+    if not model.training:
+        model.train()
+
+
 def _autocast(device: torch.device, mode: str):
     if mode == "fp32":
         return nullcontext()
@@ -79,6 +121,7 @@ class Trainer:
 
         self.models: list[MoEGPT] = []
         self.optimizers: list[torch.optim.Optimizer] = []
+        self._params: list[list[torch.nn.Parameter]] = []   # each member's, listed once
         self.samplers: list[BatchSampler] = []
         for m in range(self.n_members):
             # Member 0 of any run uses the run's seed, so a one-member run equals the
@@ -86,6 +129,7 @@ class Trainer:
             torch.manual_seed(cfg.train.seed + 1000 * m)
             model = MoEGPT(cfg.model, cfg.moe, context=cfg.data.context).to(self.device)
             self.models.append(model)
+            self._params.append(list(model.parameters()))
             self.optimizers.append(self._make_optimizer(model))
             starts = None
             if cfg.ensemble.method == "bagging" and self.n_members > 1:
@@ -202,17 +246,24 @@ class Trainer:
         # --- ensemble: starts snapshot cycles; runs all members' forward and backward in one
         # wide pass when it can (None: each member below runs its own)
         batched = self.ensemble.begin_step(step, log_now or snap_now)
+        norms: dict[int, torch.Tensor] = {}
+        if batched is not None:  # every member's gradients clipped in one pass
+            for m in batched:
+                self.scalers[m].unscale_(self.optimizers[m])
+            norms = dict(zip(batched, clip_grad_norms([self._params[m] for m in batched],
+                                                      cfg.train.grad_clip)))
         for m, (model, opt, scaler) in enumerate(zip(self.models, self.optimizers, self.scalers)):
             if not self.ensemble.trains(m, step):  # --- ensemble: snapshot/boosting segments
                 continue
             for g in opt.param_groups:
                 g["lr"] = lr
-            model.train()
+            _train_mode(model)
             for blk in model.moe_blocks.values():
                 blk.collect_stats = cfg.train.collect_stats and (log_now or snap_now)
             mon = self.monitors[m]
             if batched is not None:  # --- ensemble: forward and backward already done
                 lm_loss, aux, z, total, scale_before = batched[m]
+                grad_norm = norms[m]
             else:
                 x, y = self._batch(m)
                 if mon is not None:
@@ -228,12 +279,8 @@ class Trainer:
                 scaler.scale(total).backward()
                 if mon is not None:
                     mon.after_backward()
-            scaler.unscale_(opt)
-            if cfg.train.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            else:
-                grad_norm = torch.nn.utils.get_total_norm(
-                    [p.grad for p in model.parameters() if p.grad is not None])
+                scaler.unscale_(opt)
+                grad_norm = clip_grad_norms([self._params[m]], cfg.train.grad_clip)[0]
             scaler.step(opt)
             scaler.update()
             # Needs the gradients, so before zero_grad: attribution of a skipped step.
