@@ -159,9 +159,11 @@ def test_agreement_js_and_entropy_decomposition(backend):
     assert r["entropy_expected"] == pytest.approx(expected.mean(), abs=2e-5)
     assert r["mutual_info"] == pytest.approx((total - expected).mean(), abs=3e-5)
     assert r["js_divergence"] == pytest.approx(np.mean([r["pair_js"][i, k] for i, k in [(0, 1), (0, 2), (1, 2)]]))
+    # the helpers take the default backend: float32 either way, exp and log differ in
+    # the last bits (torch's vs the kernel's), so values near 0 differ by ~1e-7
     d = ag.entropy_decomposition(lp)
-    assert np.allclose(d["mutual_info"], r["token_mutual_info"])
-    assert np.allclose(ag.js_divergence_matrix(lp), r["pair_js"])
+    assert np.allclose(d["mutual_info"], r["token_mutual_info"], atol=1e-6)
+    assert np.allclose(ag.js_divergence_matrix(lp), r["pair_js"], atol=1e-6)
 
 
 def test_nll_accuracy_gain_and_input_forms(monkeypatch, backend):
