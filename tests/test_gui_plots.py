@@ -1,6 +1,8 @@
 """CurvePlot: in-place updates, smoothing, log-y, hover, export; the theme module."""
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import pyqtgraph as pg
@@ -271,3 +273,27 @@ def test_placeholder_stays_inside_the_axis_box(plot, qtbot):
     g = plot._placeholder.geometry()
     assert box.contains(g), (box, g)      # the view box starts right of the y axis
     assert g.left() > plot.plot_item.getAxis("left").width() - 5
+
+
+def test_a_long_title_is_elided_and_never_pushes_the_curves_out_of_a_narrow_plot(qtbot):
+    """pyqtgraph's title asks for its whole text width; in a plot narrower than that the
+    view box used to extend past the widget's right edge, cutting off the latest steps."""
+    title = "Diversity of correctness (Kuncheva & Whitaker), pair means over the members"
+    p = CurvePlot(title)
+    qtbot.addWidget(p)
+    p.set_series("a", np.arange(0, 501, 25), np.linspace(1, 0, 21))
+    p.resize(300, 180)
+    p.show()
+    qtbot.waitExposed(p)
+    vb = p.plot_item.vb
+    qtbot.waitUntil(lambda: vb.viewRange()[0][1] >= 500, timeout=2000)
+    assert vb.mapRectToScene(vb.boundingRect()).right() <= p.width()
+    last = vb.mapViewToScene(pg.Point(500, 0))          # the latest step is on screen
+    assert 0 < last.x() <= p.width()
+    shown = html.unescape(p.plot_item.titleLabel.text)     # drawn as HTML: & escaped
+    assert shown != title and shown.endswith("…")
+    assert p.plot_item.titleLabel.toolTip() == title
+    p.resize(1400, 180)                                 # room again: the whole title
+    qtbot.waitUntil(lambda: html.unescape(p.plot_item.titleLabel.text) == title, timeout=2000)
+    assert p.plot_item.titleLabel.toolTip() == ""
+    assert p.title() == title

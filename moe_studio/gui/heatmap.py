@@ -29,6 +29,7 @@ from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (QFileDialog, QGraphicsRectItem, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
+from . import theme
 from .theme import is_dark_palette, plot_colors
 
 ANNOTATE_MAX_CELLS = 600     # write the value into every cell up to this many cells
@@ -262,20 +263,17 @@ class FigureWidget(QWidget):
             self._pi.setTitle(None)
             self._shown_title = None
             return
-        f = QFont(self.font())
-        f.setPointSizeF(10.0)
-        f.setBold(True)
         # The title sits over the data column only: not over the left axis, nor the
         # colour bar; and the ⋯ button needs its corner.
         left = self._pi.getAxis("left")
         avail = max(60, int(self.width() - (left.width() if left.isVisible() else 0)
                             - self._title_reserve() - 36))
-        text = QFontMetrics(f).elidedText(self._title, Qt.TextElideMode.ElideRight, avail)
+        text = theme.elide_title(self.font(), self._title, avail)
         key = (text, self._colors["foreground"])
         if key != getattr(self, "_shown_title", None):
             self._shown_title = key
-            self._pi.setTitle(html.escape(text), color=self._colors["foreground"], size="10pt",
-                              bold=True)
+            self._pi.setTitle(html.escape(text), color=self._colors["foreground"],
+                              size=f"{theme.TITLE_POINT_SIZE:g}pt", bold=True)
         self._plot.setToolTip(self._title if text != self._title else "")
 
     def showEvent(self, event) -> None:

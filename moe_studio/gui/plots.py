@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QMenu, QMessage
                                QToolButton, QVBoxLayout, QWidget)
 
 from .smoothing import ema
+from . import theme
 from .theme import is_dark_palette, plot_colors, series_color
 
 # int: index into the theme's series palette; (int, shade): a shade of that colour (the
@@ -158,6 +159,7 @@ class CurvePlot(QWidget):
                  parent: QWidget | None = None):
         super().__init__(parent)
         self._title = title
+        self._shown_title: str | None = None   # the title as drawn (elided to fit)
         self._smoothing = 0.0
         self._log_y = False
         self._x_label = x_label
@@ -725,18 +727,31 @@ class CurvePlot(QWidget):
         for s in self._series.values():
             self._style_series(s)
 
-    def _apply_title(self) -> None:
+    def _apply_title(self, force: bool = True) -> None:
         if self._title:
-            # Left-aligned (next to the y axis), clear of the export button at the right.
-            self._pi.setTitle(self._title, color=self._colors["foreground"], size="10pt",
-                              bold=True, justify="left")
+            # Left-aligned (next to the y axis), clear of the export button at the right,
+            # and elided to the width there is: pyqtgraph's title asks its layout for
+            # its whole text width, and a plot narrower than that would push its view
+            # box past the widget's right edge (the right of the curves cut off).
+            room = max(40, self.width() - self._menu_button.width() - 24)
+            shown = theme.elide_title(self.font(), self._title, room)
+            if shown == self._shown_title and not force:
+                return
+            self._shown_title = shown
+            self._pi.setTitle(html.escape(shown), color=self._colors["foreground"],
+                              size=f"{theme.TITLE_POINT_SIZE:g}pt", bold=True, justify="left")
+            self._pi.titleLabel.setMinimumWidth(0)
+            self._pi.titleLabel.setToolTip(self._title if shown != self._title else "")
         else:
+            self._shown_title = None
             self._pi.setTitle(None)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if not hasattr(self, "_placeholder"):
             return
+        if self._title and event.size().width() != event.oldSize().width():
+            self._apply_title(force=False)
         b = self._menu_button
         b.adjustSize()
         b.move(self.width() - b.width() - 4, 3)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF
-from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle, QStyleFactory
 
 # Tableau-10 hue order. Light: the classic matplotlib tab10 (olive darkened so it still
@@ -194,3 +194,18 @@ def status_color(status: str, dark: bool | None = None) -> QColor | None:
         return None
     hexcolor = pair[1] if (_dark if dark is None else dark) else pair[0]
     return QColor(hexcolor) if hexcolor else None
+
+
+# ---------------------------------------------------------------------------- plot titles
+TITLE_POINT_SIZE = 10.0
+
+
+def elide_title(base: QFont, title: str, width: float) -> str:
+    """``title`` as a plot draws it (``TITLE_POINT_SIZE`` bold, from ``base``'s family),
+    elided at the right to ``width`` pixels. pyqtgraph's title item never gets narrower
+    than its text, so a title too long for its plot would push the view box (and the
+    latest data, or a colour bar) past the widget's right edge."""
+    f = QFont(base)
+    f.setPointSizeF(TITLE_POINT_SIZE)
+    f.setBold(True)
+    return QFontMetrics(f).elidedText(title, Qt.TextElideMode.ElideRight, max(1, int(width)))
