@@ -55,30 +55,28 @@ def clip_grad_norms(params: list[list[torch.Tensor]], max_norm: float) -> list[t
     tensors, as measured before clipping), and each group's gradients scaled by
     min(1, max_norm / (norm + 1e-6)). ``max_norm`` <= 0 only measures. Parameters
     without a gradient are skipped; a group without any has norm 0."""
-    owner, grads = [], []
-    for m, ps in enumerate(params):
-        for p in ps:
-            if p.grad is not None:
-                owner.append(m)
-                grads.append(p.grad)
-    if not grads:
+    grads = [[p.grad for p in ps if p.grad is not None] for ps in params]
+    flat = [g for gs in grads for g in gs]
+    if not flat:
         return [torch.zeros(()) for _ in params]
-    device = grads[0].device
+    device = flat[0].device
     try:  # one fused kernel per device and dtype (what clip_grad_norm_ itself calls)
-        per = torch._foreach_norm(grads, 2.0)
+        per = torch._foreach_norm(flat, 2.0)
     except (AttributeError, RuntimeError):
-        per = [torch.linalg.vector_norm(g) for g in grads]
+        per = [torch.linalg.vector_norm(g) for g in flat]
     per = torch.stack([n.to(device) for n in per]).float()
-    idx = torch.tensor(owner, device=device)
-    totals = torch.zeros(len(params), device=device).index_add_(0, idx, per * per).sqrt()
+    # Per-group sums by slicing, not by an index tensor: building one from a host list
+    # every step would be a host-to-device copy that waits for the GPU's queued work.
+    counts = [len(gs) for gs in grads]
+    totals = torch.stack([c.square().sum() for c in per.split(counts)]).sqrt()
     if max_norm > 0:
-        coef = (max_norm / (totals + 1e-6)).clamp(max=1.0)
-        scale = coef[idx]
+        coef = (max_norm / (totals + 1e-6)).clamp(max=1.0).to(flat[0].dtype)
+        scale = [coef[m] for m, n in enumerate(counts) for _ in range(n)]
         try:
-            torch._foreach_mul_(grads, list(scale.to(grads[0].dtype).unbind()))
+            torch._foreach_mul_(flat, scale)
         except (AttributeError, RuntimeError, TypeError):
-            for g, c in zip(grads, scale.unbind()):
-                g.mul_(c.to(g.dtype))
+            for g, c in zip(flat, scale):
+                g.mul_(c)
     return list(totals.unbind())
 
 
