@@ -38,11 +38,11 @@ pairwise JS, and they dominate: 4 members x 64k tokens x V = 256 is 67M exp + 11
 On the CPU the pass is the fused native kernel (``_native``, C built by setup.py): per
 token the members' probabilities stay in L1, exp and log are vectorised polynomials, and
 the tokens are split over threads. torch's own exp and log cost ~1.3 and ~2.4 ns per
-value on the development machine; the whole kernel, everything included, ~1.4 ns per
+value on the development machine; the whole kernel, everything included, ~1.7 ns per
 exp or log it evaluates, on one thread (``moe-studio bench ensemble`` gives the figures
-side by side). Elsewhere (CUDA, or no
-kernel built, or NaN in the input) it is a chunked torch pass over L2-sized chunks with
-preallocated buffers; both give the same numbers to ~1e-6 (tested).
+side by side). Elsewhere (CUDA, or no kernel built, or NaN in the input) it is a chunked
+torch pass over L2-sized chunks with preallocated buffers; both give the same numbers to
+~1e-6 (tested).
 The [M, N] measures (oracle counts, agreement, kappas) cost a few ms.
 """
 from __future__ import annotations

@@ -59,24 +59,24 @@ def clip_grad_norms(params: list[list[torch.Tensor]], max_norm: float) -> list[t
     flat = [g for gs in grads for g in gs]
     if not flat:
         return [torch.zeros(()) for _ in params]
-    device = flat[0].device
     try:  # one fused kernel per device and dtype (what clip_grad_norm_ itself calls)
         per = torch._foreach_norm(flat, 2.0)
     except (AttributeError, RuntimeError):
         per = [torch.linalg.vector_norm(g) for g in flat]
-    per = torch.stack([n.to(device) for n in per]).float()
+    per = torch.stack(per).float()            # the members share one device
     # Per-group sums by slicing, not by an index tensor: building one from a host list
     # every step would be a host-to-device copy that waits for the GPU's queued work.
-    counts = [len(gs) for gs in grads]
-    totals = torch.stack([c.square().sum() for c in per.split(counts)]).sqrt()
+    totals = torch.stack([c.square().sum() for c in per.split([len(gs) for gs in grads])]).sqrt()
     if max_norm > 0:
-        coef = (max_norm / (totals + 1e-6)).clamp(max=1.0).to(flat[0].dtype)
-        scale = [coef[m] for m, n in enumerate(counts) for _ in range(n)]
-        try:
-            torch._foreach_mul_(flat, scale)
-        except (AttributeError, RuntimeError, TypeError):
-            for g, c in zip(flat, scale):
-                g.mul_(c)
+        coef = (max_norm / (totals + 1e-6)).clamp(max=1.0)
+        for gs, c in zip(grads, coef.unbind()):
+            if gs:
+                c = c.to(gs[0].dtype)
+                try:
+                    torch._foreach_mul_(gs, c)
+                except (AttributeError, RuntimeError, TypeError):
+                    for g in gs:
+                        g.mul_(c)
     return list(totals.unbind())
 
 
