@@ -7,6 +7,7 @@ alive after the test (a hidden window that keeps polling).
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -52,17 +53,24 @@ def _active_timers() -> list[str]:
     if qtw is None or qtw.QApplication.instance() is None:
         return []
     from PySide6.QtCore import QTimer
-    found = []
-    for w in qtw.QApplication.topLevelWidgets():
-        try:
-            timers = w.findChildren(QTimer)
-        except RuntimeError:  # deleted underneath us
-            continue
-        for t in timers:
-            if t.isActive():
-                found.append(f"{type(w).__name__}({w.objectName()!r}) -> "
-                             f"QTimer({t.objectName()!r}, {t.interval()} ms)")
-    return found
+    # Python's cyclic GC must not run during the walk: wrapping the children allocates,
+    # and a collection then could free a Python-owned widget whose C++ object the walk
+    # still points at (a segfault seen once in CI, here). It runs again afterwards.
+    gc.disable()
+    try:
+        found = []
+        for w in qtw.QApplication.topLevelWidgets():
+            try:
+                timers = w.findChildren(QTimer)
+            except RuntimeError:  # deleted underneath us
+                continue
+            for t in timers:
+                if t.isActive():
+                    found.append(f"{type(w).__name__}({w.objectName()!r}) -> "
+                                 f"QTimer({t.objectName()!r}, {t.interval()} ms)")
+        return found
+    finally:
+        gc.enable()
 
 
 @pytest.fixture(scope="module")
