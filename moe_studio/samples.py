@@ -67,19 +67,9 @@ SAMPLES: dict[str, Callable[[], ExperimentConfig]] = {
 
 def export_weights(trainer, path: Path) -> None:
     """Member weights as fp16 safetensors (``member{m}.`` prefixes; tied tensors once)."""
-    from safetensors.torch import save_file
+    from .engine.weights import save_weights
 
-    tensors = {}
-    for m, model in enumerate(trainer.models):
-        seen = set()
-        for k, v in model.state_dict().items():
-            if v.data_ptr() in seen:
-                continue
-            seen.add(v.data_ptr())
-            t = v.detach().cpu()
-            tensors[f"member{m}.{k}"] = t.half() if t.is_floating_point() else t.contiguous()
-    save_file(tensors, str(path), metadata={"format": "moe-studio-weights-1",
-                                            "step": str(trainer.step_count)})
+    save_weights(trainer.models, path, trainer.step_count, half=True)
 
 
 def generate(name: str, out_dir: Path, scale: float = 1.0, log=print) -> Path:

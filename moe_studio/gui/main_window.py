@@ -154,6 +154,9 @@ class MainWindow(QMainWindow):
     def add_dashboard(self, widget: QWidget, title: str) -> int:
         """Add a centre tab; it is shown the current runs the first time it is opened."""
         widget.setObjectName(f"dashboard:{title}")
+        wants_controller = getattr(widget, "set_training_controller", None)
+        if wants_controller is not None:   # e.g. Routing: text through the live weights
+            wants_controller(self.controller)
         self.dashboards.append(widget)
         i = self.tabs.addTab(widget, title)
         if self._shown_runs:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import html
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt, Slot
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
                                QSizePolicy, QSplitter, QVBoxLayout, QWidget)
 
@@ -27,6 +29,8 @@ from ..data.tokenizer import TOKEN_CLASSES, ByteTokenizer, token_classes
 from ..metrics import routing as R
 from ..store import RunReader
 from .heatmap import HeatmapPlot
+from ..paths import sample_runs_dir
+from .child_route import ChildRoute, RouteCancelled
 from .routed_text import (RoutedTextView, TokenListPanel, expert_colors, legend_html,
                           text_background, token_rows)
 from .run_controls import DENSE_STATUS, RunDashboard, SnapshotCache
@@ -34,6 +38,9 @@ from .theme import is_dark_palette, plot_colors
 from .worker import BackgroundTask
 
 SOURCE_RECORDED, SOURCE_CUSTOM = "recorded", "custom"
+LIVE = "live"   # the weights combo's entry for the weights the engine holds right now
+_PLACEHOLDER = ("Type or paste text to route through the model (Enter routes, Shift+Enter "
+                "starts a new line)")
 _TOKENIZER = ByteTokenizer()
 
 
@@ -53,6 +60,11 @@ class RoutingDashboard(RunDashboard):
         self._ckpt_key: tuple | None = None
         self._shares: dict[str, tuple[np.ndarray, list[int]]] = {}
         self.task = BackgroundTask(self, name="probe")
+        self._router = ChildRoute()
+        self._controller = None           # the app's TrainingController (live weights)
+        self._pending_live: tuple[str, str, int] | None = None   # (path, text, member)
+        self._live_file = ""
+        self._reason_shown = False        # the probe note says why nothing can be routed
 
         self.count_combo = QComboBox()
         self.count_combo.addItem("All k choices", False)
@@ -70,9 +82,10 @@ class RoutingDashboard(RunDashboard):
         self.source_combo.setToolTip("Show the probe recorded during training (at the "
                                      "selected step) or your own text routed below")
         self.probe_edit = QPlainTextEdit()
-        self.probe_edit.setPlaceholderText("Type or paste text to route through the model…")
+        self.probe_edit.setPlaceholderText(_PLACEHOLDER)
         self.probe_edit.setFixedHeight(self.fontMetrics().lineSpacing() * 2 + 14)
         self.probe_edit.setTabChangesFocus(True)
+        self.probe_edit.installEventFilter(self)
         self.weights_combo = QComboBox()
         self.weights_combo.setToolTip("Which weights of the run route the text")
         self.weights_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
@@ -82,16 +95,24 @@ class RoutingDashboard(RunDashboard):
         self.probe_note = QLabel()
         self.probe_note.setTextFormat(Qt.TextFormat.RichText)
         self.probe_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # The text box takes the width; the weights, the button and the note share a
+        # column beside it (the box is two lines tall), so a note never squeezes the box.
         probe_row = QHBoxLayout()
         probe_row.setContentsMargins(6, 0, 6, 0)
         probe_row.setSpacing(8)
-        probe_row.addWidget(QLabel("Probe"))
-        probe_row.addWidget(self.source_combo)
-        probe_row.addWidget(self.probe_edit, 3)
-        probe_row.addWidget(QLabel("Route through"))
-        probe_row.addWidget(self.weights_combo)
-        probe_row.addWidget(self.route_button)
-        probe_row.addWidget(self.probe_note, 1)
+        probe_row.addWidget(QLabel("Probe"), 0, Qt.AlignmentFlag.AlignTop)
+        probe_row.addWidget(self.source_combo, 0, Qt.AlignmentFlag.AlignTop)
+        probe_row.addWidget(self.probe_edit, 1)
+        side = QVBoxLayout()
+        side.setSpacing(2)
+        through = QHBoxLayout()
+        through.setSpacing(8)
+        through.addWidget(QLabel("Route through"))
+        through.addWidget(self.weights_combo)
+        through.addWidget(self.route_button)
+        side.addLayout(through)
+        side.addWidget(self.probe_note)
+        probe_row.addLayout(side)
         self._layout.addLayout(probe_row)
 
         # -- views
@@ -137,7 +158,8 @@ class RoutingDashboard(RunDashboard):
         self.source_combo.currentIndexChanged.connect(lambda _i: self._draw())
         self.controls.slider.actionTriggered.connect(self._on_user_scrub)
         self.controls.slider.sliderPressed.connect(self._on_user_scrub)
-        self.route_button.clicked.connect(self.route_custom)
+        # clicked(bool) would arrive as the text: the slot takes no argument from it.
+        self.route_button.clicked.connect(lambda _checked=False: self.route_custom())
         self.task.succeeded.connect(self._on_routed)
         self.task.failed.connect(self._on_route_failed)
         self.task.finished.connect(self._on_route_finished)
@@ -164,6 +186,8 @@ class RoutingDashboard(RunDashboard):
         self.source_combo.model().item(1).setEnabled(False)
         self.tokens.clear("Click a heatmap cell to list the tokens behind it")
         self.probe_note.setText("")
+        self._reason_shown = False
+        self._pending_live = None   # an answer for the run shown before is ignored
 
     def _load(self, reader: RunReader) -> None:
         self.controls.set_members(self._members_of(reader))
@@ -190,30 +214,93 @@ class RoutingDashboard(RunDashboard):
             self._refresh_checkpoints()
         return changed
 
+    def set_training_controller(self, controller) -> None:
+        """The app's training controller: while it trains the run shown, its live weights
+        can route text (no checkpoint needed)."""
+        self._controller = controller
+        controller.started.connect(lambda _d: self._refresh_checkpoints())
+        controller.finished.connect(lambda _s: self._refresh_checkpoints())
+        controller.weightsReady.connect(self._on_live_weights)
+
+    def _training_this_run(self) -> bool:
+        c = self._controller
+        if c is None or not c.busy or not c.run_dir or self._path is None:
+            return False
+        try:
+            return Path(c.run_dir).resolve() == Path(self._path).resolve().parent \
+                or Path(c.run_dir).resolve() == Path(self._path).resolve()
+        except OSError:
+            return False
+
     def _refresh_checkpoints(self) -> None:
         from ..engine.probe import list_checkpoints
 
         cks = list_checkpoints(self._path) if self._path is not None else []
-        key = tuple((str(c.path), c.step) for c in cks)
+        live = self._training_this_run()
+        key = (live,) + tuple((str(c.path), c.step) for c in cks)
         if key == self._ckpt_key:
             return
         self._ckpt_key = key
         keep = self.weights_combo.currentText()
         self.weights_combo.clear()
+        if live:
+            self.weights_combo.addItem("Live weights (training now)", LIVE)
         if cks:
             self.weights_combo.addItem("Latest weights", None)
             for c in reversed(cks):
                 self.weights_combo.addItem(c.label, c)
+        if self.weights_combo.count():
             i = self.weights_combo.findText(keep)
             self.weights_combo.setCurrentIndex(max(i, 0))
         else:
-            self.weights_combo.addItem("no weights saved yet", None)
+            self.weights_combo.addItem("no weights saved", None)
         self._update_route_button()
+        # Why nothing can be routed goes where the text would be typed: the one place
+        # wide enough for a sentence at any window size.
+        reason = self._no_weights_reason()
+        self.probe_edit.setPlaceholderText(reason or _PLACEHOLDER)
+        self.probe_edit.setReadOnly(bool(reason))
+        if reason or self._reason_shown:
+            if not self._busy_routing():
+                self._note("No weights to route through" if reason else "", tip=reason)
+            self._reason_shown = bool(reason)
+
+    def _has_weights(self) -> bool:
+        return bool(self._ckpt_key and (self._ckpt_key[0] or len(self._ckpt_key) > 1))
+
+    def _no_weights_reason(self) -> str:
+        """Why custom text cannot be routed through this run, in words ("" when it can)."""
+        if self._has_weights() or self._path is None:
+            return ""
+        try:
+            sample = Path(self._path).resolve().parent == sample_runs_dir().resolve()
+        except OSError:
+            sample = False
+        if sample:
+            return ("This sample ships without weights. To route your own text, open the "
+                    "moe-top2 sample (it has them) or train this preset.")
+        if self._run_status == "running":
+            return ("No weights yet: this run saves them at its checkpoints "
+                    "(train.checkpoint_every) and when it ends.")
+        return "This run has no saved weights: only its recorded probe can be shown."
+
+    def _busy_routing(self) -> bool:
+        return self.task.busy or self._pending_live is not None
 
     def _update_route_button(self) -> None:
-        has = bool(self._ckpt_key)
-        self.route_button.setEnabled(has and not self.task.busy)
+        has = self._has_weights()
+        self.route_button.setEnabled(has and not self._busy_routing())
         self.weights_combo.setEnabled(has)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        # Enter in the probe box routes; Shift+Enter is a new line.
+        if (obj is self.probe_edit and event.type() == QEvent.Type.KeyPress
+                and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+                and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier):
+            if self.route_button.isEnabled():
+                self.route_custom()
+            return True
+        return super().eventFilter(obj, event)
 
     # ------------------------------------------------------------------ custom probe
     def source(self) -> str:
@@ -222,24 +309,56 @@ class RoutingDashboard(RunDashboard):
     def set_source(self, source: str) -> None:
         self.source_combo.setCurrentIndex(self.source_combo.findData(source))
 
-    @Slot()
     def route_custom(self, text: str | None = None, checkpoint: Any = "combo") -> bool:
         """Route ``text`` (default: the text box) through ``checkpoint`` (default: the
-        weights chosen in the combo box) in the background; the result is shown as the
+        weights chosen in the combo box; :data:`LIVE`: the weights the engine training
+        this run holds now) in a short-lived engine process; the result is shown as the
         custom probe. False if nothing was started (no run, empty text, busy)."""
-        if self._path is None or self.task.busy:
+        if self._path is None or self._busy_routing():
             return False
-        text = self.probe_edit.toPlainText() if text is None else text
+        if not isinstance(text, str):
+            text = self.probe_edit.toPlainText()
         if not text.strip():
             self._note("Type or paste some text to route first.", error=True)
             return False
         ck = self.weights_combo.currentData() if checkpoint == "combo" else checkpoint
-        from ..engine.probe import probe_snapshot
-
-        self._note("Routing…")
-        self.task.start(probe_snapshot, self._path, text, checkpoint=ck, member=self.member())
+        if ck == LIVE:
+            path = self._controller.request_weights() if self._training_this_run() else None
+            if path is None:
+                self._note("The run is no longer training: choose saved weights.", error=True)
+                self._refresh_checkpoints()
+                return False
+            self._pending_live = (path, text, self.member())
+            self._note("Asking the engine for its current weights…")
+        else:
+            self._note("Routing…")
+            self._start_route(text, getattr(ck, "path", ck), self.member())
         self._update_route_button()
         return True
+
+    def _start_route(self, text: str, checkpoint, member: int, label: str = "") -> None:
+        def work():
+            arrays, meta = self._router.route(self._path, text, checkpoint, member)
+            if label:
+                meta["source"] = label
+            return arrays, meta
+        self.task.start(work)
+
+    def _on_live_weights(self, path: str, step: int, error: str) -> None:
+        pending, self._pending_live = self._pending_live, None
+        if pending is None or pending[0] != path:
+            if pending is not None:
+                self._pending_live = pending
+            return
+        if error or step < 0:
+            self._note(f"No live weights: {error}", error=True)
+            self._update_route_button()
+            return
+        _, text, member = pending
+        self._live_file = path
+        self._note(f"Routing through the live weights of step {step:,}…")
+        self._start_route(text, path, member, label=f"live weights @ step {step:,}")
+        self._update_route_button()
 
     def _on_routed(self, result) -> None:
         arrays, meta = result
@@ -253,9 +372,16 @@ class RoutingDashboard(RunDashboard):
             self.set_source(SOURCE_CUSTOM)
 
     def _on_route_failed(self, message: str, tb: str) -> None:
-        self._note(message, error=True, tip=tb)
+        if "RouteCancelled" not in tb:
+            self._note(message.removeprefix("ValueError: "), error=True, tip=tb)
 
     def _on_route_finished(self) -> None:
+        if self._live_file:   # handed over for this one routing only
+            try:
+                os.remove(self._live_file)
+            except OSError:
+                pass
+            self._live_file = ""
         self._update_route_button()
 
     def _note(self, text: str, error: bool = False, tip: str = "") -> None:
@@ -498,6 +624,7 @@ class RoutingDashboard(RunDashboard):
             self._draw()
 
     def closeEvent(self, event) -> None:
+        self._router.cancel()
         self.task.shutdown()
         super().closeEvent(event)
 

@@ -8,7 +8,8 @@ torch, so the child starts with only what training needs.
 The child's protocol, one JSON document per line:
 
 - stdin, app -> engine: first ``{"config": to_dict(cfg), "runs_dir": str, "threads":
-  int | null}``, then commands ``"pause"``, ``"resume"``, ``"stop"``. End of input (the
+  int | null}``, then commands ``"pause"``, ``"resume"``, ``"stop"``, ``{"weights":
+  path}`` (write the current weights there, between steps). End of input (the
   app has gone) means stop: the step finishes, a checkpoint is saved, the run is
   marked stopped.
 - stdout, engine -> app: ``[kind, [args...]]`` for every ``emit`` below, progress as a
@@ -22,9 +23,11 @@ The loop reports through ``emit(kind, *args)``:
 - ``("progress", info)``: a StepInfo-like object, at most every
   :data:`PROGRESS_MIN_INTERVAL_S` (the step it paused at and the last step always)
 - ``("failed", message, traceback)``
+- ``("weights", path, step, error)``: the answer to a weights request (step -1 and a
+  one-line error when they could not be written)
 
 and returns the final status (finished, stopped or failed). It checks a control object
-(``between_steps(on_pause, on_resume) -> bool``) between steps.
+(``between_steps(on_pause, on_resume, on_weights) -> bool``) between steps.
 """
 from __future__ import annotations
 
@@ -93,12 +96,14 @@ def describe(exc: BaseException) -> str:
 
 
 class ThreadControl:
-    """Pause / stop flags shared by the GUI thread (writes) and the worker (reads)."""
+    """Pause / stop flags and weight requests shared by the GUI thread (writes) and the
+    worker (reads)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._paused = False
         self._stop = False
+        self._weight_requests: list[str] = []
 
     def pause(self) -> None:
         with self._cond:
@@ -114,23 +119,45 @@ class ThreadControl:
             self._stop = True
             self._cond.notify_all()
 
+    def request_weights(self, path: str) -> None:
+        """Ask the engine to write its current weights to ``path`` between steps (also
+        while paused); it answers with a ``("weights", ...)`` report."""
+        with self._cond:
+            self._weight_requests.append(str(path))
+            self._cond.notify_all()
+
     @property
     def stop_requested(self) -> bool:
         with self._cond:
             return self._stop
 
-    def between_steps(self, on_pause: Callable[[], None], on_resume: Callable[[], None]) -> bool:
-        """Called by the worker between steps: blocks while paused. False = stop now."""
+    def _take_requests(self) -> list[str]:
+        with self._cond:
+            reqs, self._weight_requests = self._weight_requests, []
+        return reqs
+
+    def between_steps(self, on_pause: Callable[[], None], on_resume: Callable[[], None],
+                      on_weights: Callable[[str], None] | None = None) -> bool:
+        """Called by the worker between steps: serves weight requests (``on_weights``),
+        blocks while paused. False = stop now."""
+        serve = on_weights or (lambda _p: None)
+        for p in self._take_requests():
+            serve(p)
         with self._cond:
             if self._stop:
                 return False
             if not self._paused:
                 return True
         on_pause()
-        with self._cond:
-            while self._paused and not self._stop:
-                self._cond.wait()
-            stopped = self._stop
+        while True:
+            with self._cond:
+                while self._paused and not self._stop and not self._weight_requests:
+                    self._cond.wait()
+                stopped, paused = self._stop, self._paused
+            for p in self._take_requests():
+                serve(p)
+            if stopped or not paused:
+                break
         if not stopped:
             on_resume()
         return not stopped
@@ -164,8 +191,18 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
         def resumed() -> None:
             emit("state", "running")
 
+        def hand_weights(path: str) -> None:
+            # The live weights for routing custom text: a failure is the request's, not
+            # the run's.
+            from ..engine.weights import save_weights
+            try:
+                save_weights(trainer.models, path, trainer.step_count)
+                emit("weights", path, int(trainer.step_count), "")
+            except Exception as exc:  # noqa: BLE001 - reported to the asker
+                emit("weights", path, -1, describe(exc))
+
         while not trainer.done:
-            if not control.between_steps(paused, resumed):
+            if not control.between_steps(paused, resumed, hand_weights):
                 break
             info = trainer.step()
             now = time.monotonic()
@@ -209,6 +246,8 @@ def _read_commands(stream, control: ThreadControl) -> None:
                 control.resume()
             elif cmd == "stop":
                 control.stop()
+            elif isinstance(cmd, dict) and isinstance(cmd.get("weights"), str):
+                control.request_weights(cmd["weights"])
     except (OSError, ValueError):
         pass
     control.stop()  # end of input: the app has gone (or closed the pipe): stop

@@ -44,6 +44,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import traceback
 import weakref
@@ -100,7 +101,7 @@ class _PipeCommands:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stream = None
-        self._pending: list[str] = []   # commands given before the process existed
+        self._pending: list[str | dict] = []   # commands given before the process existed
         self._stop = False
 
     def attach(self, stream) -> None:
@@ -111,14 +112,14 @@ class _PipeCommands:
             for cmd in pending:
                 self._write(cmd)
 
-    def _write(self, cmd: str) -> None:
+    def _write(self, cmd: str | dict) -> None:
         try:
             self._stream.write(json.dumps(cmd) + "\n")
             self._stream.flush()
         except (OSError, ValueError, AttributeError):  # the child has already gone
             pass
 
-    def _send(self, cmd: str) -> None:
+    def _send(self, cmd: str | dict) -> None:
         with self._lock:
             if self._stream is None:
                 self._pending.append(cmd)
@@ -135,6 +136,9 @@ class _PipeCommands:
         self._stop = True
         self._send("stop")
 
+    def request_weights(self, path: str) -> None:
+        self._send({"weights": str(path)})
+
     @property
     def stop_requested(self) -> bool:
         return self._stop
@@ -149,15 +153,20 @@ class _PipeCommands:
                 pass
 
 
-def _child_command() -> tuple[list[str], dict[str, str]]:
-    """How to start the engine process, and its environment (this checkout importable
-    even where the package is not installed)."""
+def child_command(module: str) -> tuple[list[str], dict[str, str]]:
+    """How to start ``python -m module`` as an engine process, and its environment (this
+    checkout importable even where the package is not installed)."""
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
                                                   else []))
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return [sys.executable, "-m", "moe_studio.gui.training_loop"], env
+    return [sys.executable, "-m", module], env
+
+
+def _child_command() -> tuple[list[str], dict[str, str]]:
+    """The training engine process."""
+    return child_command("moe_studio.gui.training_loop")
 
 
 class _Worker(QObject):
@@ -168,6 +177,7 @@ class _Worker(QObject):
     progress = Signal(int, object)   # StepInfo (thread) or ProgressInfo (process)
     state = Signal(int, str)
     failed = Signal(int, str, str)   # message, traceback
+    weights = Signal(int, str, int, str)  # path, step (-1: not written), error
     done = Signal(int, str)          # final status
 
     def __init__(self, gen: int, factory: TrainerFactory, config: ExperimentConfig,
@@ -242,7 +252,7 @@ class _ProcessWorker(_Worker):
                     break
                 if kind == "progress":
                     self._emit("progress", ProgressInfo(**args[0]))
-                elif kind in ("ready", "state", "failed"):
+                elif kind in ("ready", "state", "failed", "weights"):
                     self._emit(kind, *args)
         finally:
             self._control.close()       # the child's stdin: EOF means stop, if still running
@@ -278,6 +288,7 @@ class TrainingController(QObject):
     stateChanged = Signal(str)
     failed = Signal(str, str)      # readable message, traceback
     finished = Signal(str)         # final status: finished | stopped | failed
+    weightsReady = Signal(str, int, str)  # path, step (-1 = none written), one-line error
 
     def __init__(self, parent: QObject | None = None, trainer_factory: TrainerFactory | None = None,
                  mode: str | None = None):
@@ -300,6 +311,9 @@ class TrainingController(QObject):
         self.device: str = ""
         self.total_steps: int = 0
         self.last_info: Any = None
+        self._weights_dir: tempfile.TemporaryDirectory | None = None
+        self._weight_requests: set[str] = set()
+        self._n_weights = 0
         _controllers.add(self)
 
     # ---------------------------------------------------------------- state
@@ -353,6 +367,7 @@ class TrainingController(QObject):
         worker.progress.connect(self._on_progress)
         worker.state.connect(self._on_state)
         worker.failed.connect(self._on_failed)
+        worker.weights.connect(self._on_weights)
         worker.done.connect(self._on_done)
         thread.started.connect(worker.run)
         self._worker, self._thread = worker, thread
@@ -380,6 +395,27 @@ class TrainingController(QObject):
         if self.busy and self._control and self._state not in ("stopping",):
             self._control.stop()
             self._set_state("stopping")
+
+    def request_weights(self) -> str | None:
+        """Ask the running engine for its current weights (between steps, also while
+        paused), written as safetensors to a file of this controller's temporary folder
+        (never into the run). Returns that path, or None when no run is in progress;
+        ``weightsReady(path, step, error)`` answers it."""
+        if not self.busy or self._control is None or self._state in ("stopping",):
+            return None
+        if self._weights_dir is None:
+            self._weights_dir = tempfile.TemporaryDirectory(prefix="moe-studio-weights-")
+        self._n_weights += 1
+        path = str(Path(self._weights_dir.name) / f"live-{self._n_weights}.safetensors")
+        self._weight_requests.add(path)
+        self._control.request_weights(path)
+        return path
+
+    def discard_weights(self) -> None:
+        """Delete the live-weight files handed over so far (the app is closing)."""
+        if self._weights_dir is not None:
+            self._weights_dir.cleanup()
+            self._weights_dir = None
 
     def shutdown(self, timeout_ms: int = 30_000) -> bool:
         """Stop and wait for the worker thread (at most ``timeout_ms``). True when no
@@ -425,6 +461,13 @@ class TrainingController(QObject):
             return
         self.failed.emit(message, tb)
 
+    @Slot(int, str, int, str)
+    def _on_weights(self, gen: int, path: str, step: int, error: str) -> None:
+        if gen != self._gen or path not in self._weight_requests:
+            return
+        self._weight_requests.discard(path)
+        self.weightsReady.emit(path, step, error)
+
     @Slot(int, str)
     def _on_done(self, gen: int, status: str) -> None:
         if gen != self._gen or not self.busy:
@@ -444,6 +487,10 @@ class TrainingController(QObject):
             control.close()
         self._gen += 1  # anything still queued from that run is now stale
         _release_worker(worker, thread)
+        unanswered, self._weight_requests = self._weight_requests, set()
+        for path in sorted(unanswered):
+            self.weightsReady.emit(path, -1, "the run ended before it could hand over its "
+                                             "weights: route through its final checkpoint")
         self._set_state(status)
         self.finished.emit(status)
 
