@@ -4,7 +4,7 @@
 one of two engine modes, behind the same API and signals:
 
 - ``"process"`` (the app's default): a supervising ``QThread`` starts the engine as
-  ``python -m moe_studio.gui.training_loop`` and talks JSON lines with it: the job and
+  ``python -m moe_studio.engine.loop`` and talks JSON lines with it: the job and
   then pause / resume / stop go down its stdin, progress (<= 20 small dicts a second)
   and state come back on its stdout and are re-emitted as the same queued signals.
   Metric data never crosses: the dashboards read the run store, which the child writes
@@ -54,8 +54,8 @@ import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..config import ExperimentConfig, copy_config, to_dict
-from .training_loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
-                            describe, gui_engine_threads, train_loop)
+from ..engine.loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
+                           describe, gui_engine_threads, train_loop)
 
 STATES = ("idle", "starting", "running", "paused", "stopping", "finished", "stopped", "failed")
 TERMINAL = ("finished", "stopped", "failed")
@@ -157,7 +157,7 @@ def _child_command() -> tuple[list[str], dict[str, str]]:
     env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
                                                   else []))
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return [sys.executable, "-m", "moe_studio.gui.training_loop"], env
+    return [sys.executable, "-m", "moe_studio.engine.loop"], env
 
 
 class _Worker(QObject):
