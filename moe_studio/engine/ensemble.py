@@ -126,10 +126,6 @@ class EnsembleEngine:
                          "fitted rules, second half reports every rule and metric"})
 
     # ------------------------------------------------------------------ who trains when
-    def current_member(self, step: int) -> int:
-        """Member trained at optimizer step ``step`` (0-based); 0 for parallel methods."""
-        return member_at(step, self.starts) if self.sequential else 0
-
     def trains(self, m: int, step: int) -> bool:
         return not self.sequential or m == member_at(step, self.starts)
 

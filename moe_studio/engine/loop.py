@@ -179,7 +179,7 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
             emit("progress", unsent)
         status = "finished" if trainer.done else "stopped"
         trainer.close(status)
-    except Exception as exc:  # any engine error ends this run, never the app
+    except Exception as exc:  # noqa: BLE001 - any engine error ends this run, never the app
         status = "failed"
         tb = traceback.format_exc()
         if trainer is None:
@@ -190,7 +190,7 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
             message = f"Training failed {where}: {describe(exc)}".replace("  ", " ")
             try:
                 trainer.close("failed", error=tb)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the first error is the one to report
                 tb += "\nWhile marking the run failed, another error:\n" + traceback.format_exc()
         emit("failed", message, tb)
     return status

@@ -50,9 +50,10 @@ def tokens_at(tokens, steps: np.ndarray) -> np.ndarray:
 def x_of(series, mode: str, *, tokens=None, run_start: float = math.nan,
          origin: float = math.nan) -> np.ndarray:
     """The x of a ``(step, value, wall_time)`` series (tuple or table) on axis ``mode``:
-    "step"; "tokens" (via the run's ``tokens`` series, as :func:`tokens_at` takes it); "wall" (seconds since ``origin``, the first record of all runs
-    compared, so runs sit where they ran in time); "relative" (seconds since
-    ``run_start``, the run's own first record, so all runs start at 0)."""
+    "step"; "tokens" (via the run's ``tokens`` series, as :func:`tokens_at` takes it);
+    "wall" (seconds since ``origin``, the first record of all runs compared, so runs sit
+    where they ran in time); "relative" (seconds since ``run_start``, the run's own
+    first record, so all runs start at 0)."""
     step, _, wall = _columns(series)
     if mode == X_STEP:
         return step
