@@ -11,6 +11,7 @@ of a higher layer is a dependency on it). Run as a script, it prints every cycle
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -205,6 +206,17 @@ def test_no_import_cycle_between_moe_studio_modules():
 def test_layers_import_only_downwards():
     bad = layer_violations(import_graph(typing=True))
     assert not bad, "\n".join(bad)
+
+
+
+def test_what_the_gui_process_imports_from_the_engine_loads_no_torch():
+    """The window never pays torch's import: the training loop it drives the child
+    through, and the checkpoint listing of the custom probe, import neither torch nor Qt."""
+    code = ("import sys, moe_studio.engine.loop, moe_studio.engine.probe\n"
+            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'PySide6'})\n"
+            "assert not bad, bad\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
 
 
 if __name__ == "__main__":
