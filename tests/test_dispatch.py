@@ -289,3 +289,19 @@ def test_bench_baselines_compute_the_same_function():
     # Capacity large enough that nothing drops: the einsum dispatch is then exact too.
     torch.testing.assert_close(onehot_einsum(layer, x, capacity_factor=4.0), y,
                                atol=1e-5, rtol=1e-5)
+
+
+def test_tuners_keep_their_own_choices():
+    """A KernelTuner holds its setting and measurements itself: a second one neither
+    sees nor changes the process's; an unknown name from the environment measures."""
+    x, idx, w, w1, w2 = random_problem(T=9, d=8, h=8)
+    xs, counts = x[:9], torch.tensor([3, 3, 3, 0])
+    own = kernels.KernelTuner("loop")
+    before = kernels.kernel_choices()
+    assert own.choose(xs, w1, w2, counts) == "loop" and own.choices() == []
+    assert kernels.kernel_choices() == before and kernels.expert_kernel_setting() == "auto"
+    assert kernels.KernelTuner("fastest").setting == "auto"
+    auto = kernels.KernelTuner()
+    assert auto.choose(xs, w1, w2, counts) in ("loop", "grouped")
+    # measured only where both kernels can run
+    assert len(auto.choices()) == int(auto.grouped_mm_works(torch.device("cpu"), torch.float32, 8, 8))
