@@ -15,7 +15,3 @@ def default_runs_dir() -> Path:
 def sample_runs_dir() -> Path:
     """The recorded runs that ship with the app (top-level ``sample_runs/``)."""
     return Path(__file__).resolve().parent.parent / "sample_runs"
-
-
-def resources_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "resources"

@@ -90,11 +90,9 @@ def generate(name: str, out_dir: Path, scale: float = 1.0, log=print) -> Path:
                 if info.step % 100 == 0 or tr.done:
                     log(f"  {name}: step {info.step}/{info.total_steps} loss {info.loss:.3f} "
                         f"({info.tokens_per_s:,.0f} tok/s)")
-            tr._flush_stats()
             if name in WEIGHTS:
                 export_weights(tr, tr.run_dir / "weights.safetensors")
-            tr.writer.close("finished")
-            tr._closed = True
+            tr.close("finished", checkpoint=False)   # a sample ships weights, not checkpoints
         except BaseException:
             tr.close("failed")
             raise

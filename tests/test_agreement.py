@@ -63,9 +63,9 @@ def ref_pair_measures(ci, ck):
 
 def ref_interrater(correct):
     m, n = correct.shape
-    l = [sum(int(correct[i, j]) for i in range(m)) for j in range(n)]
-    p = sum(l) / (n * m)
-    return 1 - sum(lj * (m - lj) for lj in l) / m / (n * (m - 1) * p * (1 - p))
+    right = [sum(int(correct[i, j]) for i in range(m)) for j in range(n)]
+    p = sum(right) / (n * m)
+    return 1 - sum(rj * (m - rj) for rj in right) / m / (n * (m - 1) * p * (1 - p))
 
 
 def ref_kl(p, q):

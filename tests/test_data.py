@@ -358,7 +358,7 @@ def test_eval_windows_cover_text_deterministically():
     again = eval_windows(TOKENS, context=16, batch_size=4, n_batches=3)
     assert all(np.array_equal(p[0], q[0]) for p, q in zip(w, again))
     wd = eval_windows(TOKENS, context=16, batch_size=4, n_batches=3, domains=domains)
-    for (x, y), (x2, y2, d) in zip(w, wd):
+    for (x, _), (x2, _, d) in zip(w, wd):
         np.testing.assert_array_equal(x, x2)
         assert d.shape == x.shape
     assert wd[0][2][0, 0] == 0 and wd[-1][2][-1, -1] == 1

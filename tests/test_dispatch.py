@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from moe_studio.config.schema import MoEConfig
-from moe_studio.engine import dispatch
+from moe_studio.engine import expert_kernels as kernels
 from moe_studio.engine.dispatch import expert_capacity, moe_dispatch
 from moe_studio.engine.moe_layer import MoEFeedForward
 
@@ -22,14 +22,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(autouse=True)
 def _restore_kernel():
     yield
-    dispatch.set_expert_kernel("auto")
+    kernels.set_expert_kernel("auto")
+    kernels.TUNER.reset()       # a test may have taught it that grouped_mm fails
 
 
 def use_kernel(kernel: str, d: int = 8, h: int = 4) -> None:
     """Force a kernel; skip where 'grouped' would silently fall back to the loop."""
-    if kernel == "grouped" and not dispatch.grouped_mm_works(torch.device("cpu"), torch.float32, d, h):
+    if kernel == "grouped" and not kernels.grouped_mm_works(torch.device("cpu"), torch.float32, d, h):
         pytest.skip("torch._grouped_mm does not run here")
-    dispatch.set_expert_kernel(kernel)
+    kernels.set_expert_kernel(kernel)
 
 
 def naive_moe(x, topk_idx, topk_weight, w1, w2, keep=None):
@@ -148,14 +149,14 @@ def test_capacity_matches_reference_with_gradients(kernel):
 
 
 def test_auto_kernel_agrees_and_records_choice():
-    dispatch.set_expert_kernel("auto")
+    kernels.set_expert_kernel("auto")
     x, idx, w, w1, w2 = random_problem(T=9, d=8, h=8)
     out = moe_dispatch(x, idx, w, w1, w2).out
     torch.testing.assert_close(out, naive_moe(x, idx, w, w1, w2), atol=1e-5, rtol=1e-5)
-    choices = [c for c in dispatch.kernel_choices() if (c["d_model"], c["d_hidden"]) == (8, 8)]
+    choices = [c for c in kernels.kernel_choices() if (c["d_model"], c["d_hidden"]) == (8, 8)]
     assert choices and choices[0]["kernel"] in ("loop", "grouped")
     with pytest.raises(ValueError):
-        dispatch.set_expert_kernel("fast")
+        kernels.set_expert_kernel("fast")
 
 
 def test_grouped_falls_back_where_it_cannot_run(monkeypatch):
@@ -163,22 +164,22 @@ def test_grouped_falls_back_where_it_cannot_run(monkeypatch):
         raise RuntimeError("grouped_mm: not supported for this device / dtype")
 
     monkeypatch.setattr(torch, "_grouped_mm", unsupported, raising=False)
-    monkeypatch.setattr(dispatch, "_grouped_works", {})       # forget earlier probes
-    dispatch.set_expert_kernel("grouped")
+    kernels.TUNER.reset()                                     # forget earlier probes
+    kernels.set_expert_kernel("grouped")
     x, idx, w, w1, w2 = random_problem()
     torch.testing.assert_close(moe_dispatch(x, idx, w, w1, w2).out, naive_moe(x, idx, w, w1, w2),
                                atol=1e-5, rtol=1e-5)
-    assert not dispatch.grouped_mm_works(torch.device("cpu"), torch.float32, 8, 4)
+    assert not kernels.grouped_mm_works(torch.device("cpu"), torch.float32, 8, 4)
 
 
 def test_grouped_probe_ignores_callers_autocast_and_inference_mode(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(dispatch, "_grouped_works", {})
-    expected = dispatch._probe_grouped(cpu, torch.float32, 8, 4)
+    kernels.TUNER.reset()
+    expected = kernels.grouped_mm_works(cpu, torch.float32, 8, 4)    # probed in no context
     for ctx in (torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode()):
-        monkeypatch.setattr(dispatch, "_grouped_works", {})
+        kernels.TUNER.reset()
         with ctx:
-            assert dispatch.grouped_mm_works(cpu, torch.float32, 8, 4) == expected
+            assert kernels.grouped_mm_works(cpu, torch.float32, 8, 4) == expected
 
 
 def test_dispatch_under_inference_mode():
@@ -288,3 +289,19 @@ def test_bench_baselines_compute_the_same_function():
     # Capacity large enough that nothing drops: the einsum dispatch is then exact too.
     torch.testing.assert_close(onehot_einsum(layer, x, capacity_factor=4.0), y,
                                atol=1e-5, rtol=1e-5)
+
+
+def test_tuners_keep_their_own_choices():
+    """A KernelTuner holds its setting and measurements itself: a second one neither
+    sees nor changes the process's; an unknown name from the environment measures."""
+    x, idx, w, w1, w2 = random_problem(T=9, d=8, h=8)
+    xs, counts = x[:9], torch.tensor([3, 3, 3, 0])
+    own = kernels.KernelTuner("loop")
+    before = kernels.kernel_choices()
+    assert own.choose(xs, w1, w2, counts) == "loop" and own.choices() == []
+    assert kernels.kernel_choices() == before and kernels.expert_kernel_setting() == "auto"
+    assert kernels.KernelTuner("fastest").setting == "auto"
+    auto = kernels.KernelTuner()
+    assert auto.choose(xs, w1, w2, counts) in ("loop", "grouped")
+    # measured only where both kernels can run
+    assert len(auto.choices()) == int(auto.grouped_mm_works(torch.device("cpu"), torch.float32, 8, 8))

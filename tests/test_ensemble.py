@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from moe_studio.config import ExperimentConfig, presets, validate
-from moe_studio.engine.ensemble import (BOOST_BETA, WideMembers, boosting_weights, member_at,
-                                        segment_starts)
+from moe_studio.engine.boosting import BOOST_BETA, boosting_weights
+from moe_studio.engine.schedule import member_at, segment_starts
+from moe_studio.engine.wide import WideMembers
 from moe_studio.engine.params import count_params
 from moe_studio.engine.trainer import Trainer
 from moe_studio.store import open_run
@@ -251,7 +252,7 @@ def test_records_reach_the_store(seeds_run):
     for m in tr.models:
         m.eval()
     with torch.no_grad():
-        for x, y in tr._val:
+        for x, y in tr.val_batches:
             x, y = torch.from_numpy(x), torch.from_numpy(y)
             lps = torch.stack([F.log_softmax(m(x)[0].float(), -1) for m in tr.models])
             ens = torch.logsumexp(lps, 0) - math.log(3)

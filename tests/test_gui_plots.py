@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from moe_studio.gui import theme  # noqa: E402
 from moe_studio.gui.plots import CurvePlot, PlotGrid  # noqa: E402
-from moe_studio.gui.smoothing import ema  # noqa: E402
+from moe_studio.metrics.smoothing import ema  # noqa: E402
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings  # noqa: E402
 
 from moe_studio.config import ExperimentConfig, default  # noqa: E402
-from moe_studio.gui.training_loop import ProgressInfo  # noqa: E402  (the fields of a StepInfo)
+from moe_studio.engine.loop import ProgressInfo  # noqa: E402  (the fields of a StepInfo)
 from moe_studio.gui.worker import TrainingController, running_controllers  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
@@ -430,7 +430,7 @@ def test_mode_selection(monkeypatch):
 
 
 def test_engine_threads_leave_a_core_for_the_gui(monkeypatch):
-    from moe_studio.gui.training_loop import gui_engine_threads
+    from moe_studio.engine.loop import gui_engine_threads
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)

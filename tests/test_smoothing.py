@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from moe_studio.gui.smoothing import ema
+from moe_studio.metrics.smoothing import ema
 
 
 def reference_ema(values, weight):

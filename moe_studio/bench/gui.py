@@ -19,8 +19,9 @@ the Train button starts it. Measured:
    process plus, in child-process mode, the engine process. Budget: within +-10 %.
 
 ``--quick`` trains a smaller variant of the default model for 60 steps and compares
-memory at steps 20 and 60 (a smoke test; the budgets are then only indicative). The machine's load average is recorded with the
-result: on a small, shared machine other work shows up as stalls.
+memory at steps 20 and 60 (a smoke test; the budgets are then only indicative). The
+machine's load average is recorded with the result: on a small, shared machine other
+work shows up as stalls.
 """
 from __future__ import annotations
 

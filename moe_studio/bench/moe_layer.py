@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config.schema import MoEConfig
-from ..engine import dispatch
+from ..engine import expert_kernels
 from ..engine.dispatch import expert_capacity
 from ..engine.moe_layer import FeedForward, MoEFeedForward
 from ._common import load_average
@@ -115,12 +115,12 @@ def _one_config(n_experts: int, top_k: int, tokens: int, d: int, h: int,
     # Noise from other processes only ever adds time: the minimum is the best estimate
     # of the intrinsic cost, reported next to the median that the budgets use.
     min_ms = {name: round(1e3 * min(ts), 3) for name, ts in times.items()}
-    chosen = [c["kernel"] for c in dispatch.kernel_choices()
+    chosen = [c["kernel"] for c in expert_kernels.kernel_choices()
               if (c["n_experts"], c["d_model"], c["d_hidden"], c["backward"]) == (n_experts, d, h, True)]
     return {
         "n_experts": n_experts,
         "top_k": top_k,
-        "expert_kernel": chosen[-1] if chosen else dispatch._kernel_setting,
+        "expert_kernel": chosen[-1] if chosen else expert_kernels.expert_kernel_setting(),
         "einsum_capacity_factor": EINSUM_CAPACITY_FACTOR,
         "ms": {k: round(v, 3) for k, v in ms.items()},
         "ratio_to_dense": {k: round(v / ms["dense_ffn"], 3) for k, v in ms.items()},

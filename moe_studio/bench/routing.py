@@ -78,7 +78,8 @@ def write_synthetic_run(runs_dir: str | Path, *, steps: int = 200, n_tokens: int
         w /= w.sum(-1, keepdims=True)
         load = np.stack([np.bincount(idx[b].ravel(), minlength=n_experts) for b in blocks]).astype(np.float32)
         writer.add_tensor(step, "moe/tokens_per_expert", load)
-        writer.add_tensor(step, "moe/dropped_per_expert", np.floor(load * 0.02 * rng.random(load.shape)).astype(np.float32))
+        dropped = np.floor(load * 0.02 * rng.random(load.shape)).astype(np.float32)
+        writer.add_tensor(step, "moe/dropped_per_expert", dropped)
         writer.add_tensor(step, "moe/bias", (1e-3 * step * rng.normal(size=load.shape)).astype(np.float32))
         vals = {}
         for b in blocks:

@@ -37,13 +37,11 @@ Everything that touches the V axis runs in one pass (``ensemble_metrics``): M ex
 pairwise JS, and they dominate: 4 members x 64k tokens x V = 256 is 67M exp + 117M log.
 On the CPU the pass is the fused native kernel (``_native``, C built by setup.py): per
 token the members' probabilities stay in L1, exp and log are vectorised polynomials, and
-the tokens are split over threads. torch's own exp and log cost ~1.3 and ~2.4 ns per
-value on the development machine; the whole kernel, everything included, ~1.7 ns per
-exp or log it evaluates, on one thread (``moe-studio bench ensemble`` gives the figures
-side by side). Elsewhere (CUDA, or no kernel built, or NaN in the input) it is a chunked
+the tokens are split over threads (``moe-studio bench ensemble`` times it against the
+torch pass on the machine at hand). Elsewhere (CUDA, or no kernel built, or NaN in the input) it is a chunked
 torch pass over L2-sized chunks with preallocated buffers; both give the same numbers to
 ~1e-6 (tested).
-The [M, N] measures (oracle counts, agreement, kappas) cost a few ms.
+The [M, N] measures (oracle counts, agreement, kappas) never touch the V axis.
 """
 from __future__ import annotations
 
@@ -98,11 +96,6 @@ def member_nll(logp, targets) -> np.ndarray:
     _check(lp, y)
     picked = lp.gather(-1, y.to(lp.device).view(1, -1, 1).expand(lp.shape[0], -1, 1))[..., 0]
     return -_np(picked.double().mean(-1))
-
-
-def member_accuracy(logp, targets) -> np.ndarray:
-    """Top-1 accuracy of each member: float64 [M]."""
-    return correctness(logp, targets).mean(axis=1, dtype=np.float64)
 
 
 # ------------------------------------------------------------------ oracle-output measures
@@ -177,12 +170,12 @@ def interrater_kappa(correct) -> float:
     m, n = c.shape
     if m < 2 or n == 0:
         return math.nan
-    l = c.sum(0)
-    p = float(l.sum()) / (n * m)
+    right = c.sum(0)                     # members right on each token
+    p = float(right.sum()) / (n * m)
     den = n * (m - 1) * p * (1.0 - p)
     if den == 0:
         return math.nan
-    return 1.0 - float((l * (m - l)).sum()) / m / den
+    return 1.0 - float((right * (m - right)).sum()) / m / den
 
 
 def pair_mean(matrix: np.ndarray) -> float:
@@ -209,11 +202,6 @@ def _chunk_len(n: int, v: int) -> int:
     return max(1, min(n, _CHUNK_ELEMS // max(v, 1)))
 
 
-def _neg_plogp_sum(p: Tensor) -> Tensor:
-    """Entropy along the last axis of a probability tensor that may contain zeros."""
-    return -(p * p.clamp_min(_PROB_FLOOR).log()).sum(-1)
-
-
 def js_divergence_matrix(logp) -> np.ndarray:
     """Jensen-Shannon divergence between every pair of members' predictive
     distributions, averaged over tokens, nats: [M, N, V] -> float64 [M, M], symmetric,
@@ -236,8 +224,8 @@ def entropy_decomposition(logp) -> dict[str, np.ndarray]:
 
 # ------------------------------------------------------------------ everything in one pass
 def _argmax_last(x: Tensor) -> Tensor:
-    """argmax along the last axis. numpy's SIMD argmax is several times faster than
-    torch's on the CPU; both return the first maximum on ties."""
+    """argmax along the last axis. On the CPU numpy's SIMD argmax beats torch's; both
+    return the first maximum on ties."""
     if x.device.type == "cpu" and x.dtype == torch.float32:
         return torch.from_numpy(np.ascontiguousarray(x.numpy().argmax(-1)).astype(np.int64))
     return x.argmax(-1)

@@ -1,7 +1,7 @@
 """Ensembles: M members of one architecture trained together in one run.
 
-The trainer keeps one ``MoEGPT``, optimizer, GradScaler, sampler and precision monitor per
-member (member m's records are written with ``member=m`` exactly as for any run); this
+A run keeps one ``MoEGPT``, optimizer, GradScaler, sampler and precision monitor per
+member (``engine/members.py``) (member m's records are written with ``member=m`` exactly as for any run); this
 module decides how the members train and evaluates them together.
 
 Methods (``config.ensemble.method``), for members > 1:
@@ -13,30 +13,23 @@ Methods (``config.ensemble.method``), for members > 1:
   ``members`` cycles over ``train.steps`` (``segment_starts``). Member k *is* the model
   during cycle k; at the end of cycle k it freezes (the snapshot, kept in memory and
   written as ``snapshot-<k>.pt``) and member k + 1 continues from its weights, optimizer
-  state, loss scale and batch stream with the learning rate restarted at its peak.
+  state, loss scale and batch stream with the learning rate restarted at its peak
+  (``schedule.segment_lr``).
 - ``boosting``: members trained in sequence, ``train.steps`` split evenly, each with its
   own warm-up + cosine schedule. Member k >= 1 weights the tokens of its batch by the
-  loss of the ensemble so far (mean of the probabilities of members 0..k-1) on them:
-  ``w_t = exp(beta * l_t) / mean_batch(exp(beta * l_t))``, ``beta = BOOST_BETA = 0.5``
-  (``boosting_weights``). ``beta = 1`` would be the exact functional gradient of adding a
-  new member to a mixture (``w = 1 / p_ens(y)``), whose weights are too heavy-tailed
-  for small batches; 0.5 is a tempered version. The weighted loss is what is
+  loss of the ensemble so far (``engine/boosting.py``). The weighted loss is what is
   backpropagated (``train/total_loss``); ``train/loss`` stays the plain LM loss.
 
 Parallel methods (seeds, bagging) batch the members' forward and backward into one wide
-pass (``WideMembers``): the dense parts of all members run as batched matmuls over a
-leading member axis ([M, B*T, d] @ [M, d, d']) and one attention call over M*B
-sequences; an MoE block runs each member's own ``MoEFeedForward`` on its slice (its
-sort-based dispatch has data-dependent shapes). The member parameters stay the
-members' own leaves, stacked afresh every step, so autograd fills each member's .grad and
-everything after the backward (unscale, clipping, optimizer, monitor, records) is the
-per-member code of the trainer. Chosen by measurement over ``torch.func.vmap`` +
-``functional_call``, which fell back to a per-sample loop for the CPU attention kernel
-and was slower than the plain loop (see ``bench/ensemble.py``). The per-member loop is
-kept for fp16 (per-member loss scaling and skipped steps), for the first step and for
-steps on which the precision monitor measures activations (its hooks sit on the
-members' own modules), and when the members' structure is not the one ``WideMembers``
-knows (``WideMembers.supports``).
+pass (``engine/wide.py``). The per-member loop is kept for fp16 (per-member loss
+scaling and skipped steps), for the first step and for steps on which the precision
+monitor measures activations (its hooks sit on the members' own modules), and when the
+members' structure is not the one ``WideMembers`` knows (``WideMembers.supports``).
+
+The engine works on explicit collaborators: the run's :class:`~.members.Members` (whose
+state it steps and, for snapshot cycles, copies from member to member), the
+:class:`~.recorder.Recorder` its records go through, the validation windows and the
+probe text.
 
 Evaluation (``EnsembleEngine.evaluate``) records what ``docs/CONTRACTS.md`` lists under
 "Ensembles": per-member ``val/loss``/``val/acc`` on all validation tokens (as for one
@@ -46,28 +39,29 @@ validation windows.
 """
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import ExperimentConfig, dumps
+from ..data import Corpus
 from .agreement import ensemble_metrics
+from .amp import autocast
+from .boosting import (BOOST_BETA, BOOST_HIST_EDGES, boosting_weights, ensemble_token_loss,
+                       weight_histogram, weight_summary)
 from .combine import DEFAULT_RULE, RULES, evaluate_rules
-from .model import CausalSelfAttention, MoEGPT
-from .moe_layer import FeedForward, MoEFeedForward
-from .schedule import lr_at
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
+from .members import Members
+from .model import MoEGPT, train_mode
+from .recorder import Recorder
+from .schedule import member_at, segment_lr, segment_starts
+from .wide import WideMembers
 
 SEQUENTIAL = ("snapshot", "boosting")
-BOOST_BETA = 0.5
-BOOST_HIST_EDGES = np.linspace(0.0, 8.0, 51)   # weights above 8 x mean land in the last bin
 ENS_MAX_ELEMS = 1 << 26   # M * N * V budget of the log-probs kept for the ens/* metrics
 PAIR_TENSORS = ("agreement", "pair_q", "pair_js", "pair_correlation", "pair_disagreement",
                 "pair_double_fault", "pair_kappa")
@@ -76,225 +70,44 @@ SCALAR_METRICS = ("disagreement", "q_statistic", "correlation", "double_fault",
                   "entropy_expected", "mutual_info")
 
 
-# ------------------------------------------------------------------ schedules & weights
-def segment_starts(total_steps: int, members: int) -> list[int]:
-    """First optimizer step (0-based) of each member's segment, plus ``total_steps``:
-    ``[round(k * S / M) for k in 0..M]``. Member k trains steps [starts[k], starts[k+1])."""
-    return [int(round(k * total_steps / members)) for k in range(members + 1)]
-
-
-def member_at(step: int, starts: list[int]) -> int:
-    """The member whose segment holds optimizer step ``step`` (0-based)."""
-    m = len(starts) - 1
-    for k in range(m):
-        if step < starts[k + 1]:
-            return k
-    return m - 1
-
-
-def segment_lr(step: int, starts: list[int], *, lr: float, min_lr: float, warmup_steps: int,
-               restart_warmup: bool) -> float:
-    """Learning rate at ``step`` for segment-wise schedules: within each segment of
-    length L a warm-up of min(warmup_steps, L // 2) steps then a cosine from ``lr`` to
-    ``min_lr``. Snapshot ensembles warm up only in the first cycle (later cycles restart
-    at the peak: ``restart_warmup=False``); boosting warms up every member."""
-    k = member_at(step, starts)
-    length = max(1, starts[k + 1] - starts[k])
-    warm = min(warmup_steps, length // 2) if (k == 0 or restart_warmup) else 0
-    return lr_at(step - starts[k], lr=lr, min_lr=min_lr, warmup_steps=warm, total_steps=length)
-
-
-def boosting_weights(ens_loss: Tensor, beta: float = BOOST_BETA) -> Tensor:
-    """Per-token weights from the ensemble-so-far's per-token loss (nats), any shape:
-    ``exp(beta * l) / mean(exp(beta * l))`` (mean 1 over all given tokens; monotone in
-    the loss; computed stably by subtracting the maximum first). Tokens with a negative
-    loss marker (ignored targets) are not expected here."""
-    l = ens_loss.detach().float()
-    w = torch.exp(beta * (l - l.max()))
-    return w / w.mean()
-
-
-def weight_summary(w: Tensor, ens_loss: Tensor) -> dict[str, float]:
-    """Summary scalars of boosting weights (mean 1): max, effective sample size as a
-    fraction of the tokens ((sum w)^2 / (N sum w^2)), the ensemble's mean loss on the
-    batch, and the Pearson correlation between weight and ensemble loss."""
-    w64, l64 = w.detach().double().flatten(), ens_loss.detach().double().flatten()
-    n = w64.numel()
-    ess = float(w64.sum() ** 2 / (n * (w64 ** 2).sum()))
-    wc, lc = w64 - w64.mean(), l64 - l64.mean()
-    den = float(torch.sqrt((wc ** 2).sum() * (lc ** 2).sum()))
-    corr = float((wc * lc).sum()) / den if den > 0 else math.nan
-    return {"boost/weight_max": float(w64.max()), "boost/weight_ess": ess,
-            "boost/ens_loss": float(l64.mean()), "boost/weight_loss_corr": corr}
-
-
-# ------------------------------------------------------------------ the wide forward
-_DENSE_BLOCK_PARAMS = ("ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.out_proj.weight",
-                       "ln2.weight", "ln2.bias", "ffn.up_proj.weight", "ffn.down_proj.weight")
-_MOE_BLOCK_PARAMS = _DENSE_BLOCK_PARAMS[:6]
-_TOP_PARAMS = ("tok_emb.weight", "pos_emb.weight", "ln_f.weight", "ln_f.bias")
-
-
-class WideMembers:
-    """The forward pass of M same-architecture ``MoEGPT`` members as one wide model.
-
-    ``loss(idx [M, B, T], targets [M, B, T]) -> [M]`` mean next-token cross-entropy of
-    each member on its own batch (targets -1 ignored), numerically the members' own
-    ``model(idx[m], targets[m])[1]`` up to float rounding. Parameters are read from the
-    members on every call (``torch.stack``), so gradients land in each member's .grad.
-    """
-
-    def __init__(self, models: list[MoEGPT]):
-        why = self.supports(models)
-        if why:
-            raise ValueError(why)
-        self.models = models
-        ref = models[0]
-        self.moe = [isinstance(b.ffn, MoEFeedForward) for b in ref.blocks]
-        self.n_heads = ref.blocks[0].attn.n_heads
-        named = [dict(m.named_parameters()) for m in models]
-        self._params: dict[str, list[Tensor]] = {
-            name: [p[name] for p in named] for name in self._names(ref)}
-        # Each member's HeadroomMonitor (or None), set by the engine: the batched forward
-        # calls no nn.Linear / nn.Embedding, so it reports their outputs itself.
-        self.monitors: list[Any] = []
-
-    def _seen(self, name: str, out: Tensor) -> None:
-        """Member m's slice of ``out`` [M, ...] to member m's monitor, as the forward hook
-        of module ``name`` would have seen it. On the CPU one min/max over all members
-        (reading it costs no sync there) tells the monitors when every slice is finite,
-        the usual case, instead of one check per member; otherwise, and on devices
-        where a host read would wait for queued work, each monitor checks its slice."""
-        if not any(mon is not None for mon in self.monitors):
-            return
-        finite = False
-        if out.device.type == "cpu" and out.numel():
-            with torch.no_grad():
-                lo, hi = torch.aminmax(out.detach())
-            finite = math.isfinite(lo.item()) and math.isfinite(hi.item())
-        for m, mon in enumerate(self.monitors):
-            if mon is not None:
-                mon.observe(name, out[m], finite)
-
-    @staticmethod
-    def _names(model: MoEGPT) -> list[str]:
-        names = list(_TOP_PARAMS)
-        for i, b in enumerate(model.blocks):
-            own = _MOE_BLOCK_PARAMS if isinstance(b.ffn, MoEFeedForward) else _DENSE_BLOCK_PARAMS
-            names += [f"blocks.{i}.{n}" for n in own]
-        return names
-
-    @classmethod
-    def supports(cls, models: list[MoEGPT]) -> str | None:
-        """None when the wide pass reproduces these members' forward; otherwise why not."""
-        if len(models) < 2:
-            return "one member: nothing to batch"
-        ref = models[0]
-        if type(ref) is not MoEGPT:
-            return f"unknown model class {type(ref).__name__}"
-        names = set(cls._names(ref))
-        for i, b in enumerate(ref.blocks):
-            if type(b.attn) is not CausalSelfAttention or type(b.ln1) is not torch.nn.LayerNorm:
-                return f"block {i}: unknown attention or norm module"
-            if not isinstance(b.ffn, (FeedForward, MoEFeedForward)):
-                return f"block {i}: unknown feed-forward {type(b.ffn).__name__}"
-            if isinstance(b.ffn, FeedForward) and type(b.ffn) is not FeedForward:
-                return f"block {i}: feed-forward subclass {type(b.ffn).__name__}"
-        shapes = {n: tuple(p.shape) for n, p in ref.named_parameters()}
-        own = {n for n in shapes if not (".ffn." in n and cls._is_moe_param(ref, n))}
-        if own != names:
-            return f"parameters differ from the known layout: {sorted(own ^ names)[:4]}"
-        for m in models[1:]:
-            if {n: tuple(p.shape) for n, p in m.named_parameters()} != shapes:
-                return "members differ in shape"
-        return None
-
-    @staticmethod
-    def _is_moe_param(model: MoEGPT, name: str) -> bool:
-        i = int(name.split(".")[1])
-        return isinstance(model.blocks[i].ffn, MoEFeedForward)
-
-    def _st(self, name: str) -> Tensor:
-        return torch.stack(self._params[name])
-
-    @staticmethod
-    def _ln(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
-        # [M, N, d] normalised, then each member's affine [M, d]
-        return torch.addcmul(b[:, None, :], F.layer_norm(x, x.shape[-1:], eps=eps), w[:, None, :])
-
-    def loss(self, idx: Tensor, targets: Tensor) -> Tensor:
-        ref = self.models[0]
-        M, B, T = idx.shape
-        if T > ref.context:
-            raise ValueError(f"sequence of {T} tokens is longer than the context ({ref.context})")
-        training = ref.training
-        tok = self._st("tok_emb.weight")                                   # [M, V, d]
-        V, d = tok.shape[1:]
-        offset = (torch.arange(M, device=idx.device) * V).view(M, 1, 1)
-        x = F.embedding(idx + offset, tok.reshape(M * V, d))               # [M, B, T, d]
-        self._seen("tok_emb", x)
-        pos = self._st("pos_emb.weight")[:, :T]                            # [M, T, d]
-        self._seen("pos_emb", pos)
-        x = x + pos[:, None]
-        x = F.dropout(x, ref.drop.p, training).reshape(M, B * T, d)
-        H = self.n_heads
-        for i, blk in enumerate(ref.blocks):
-            p = f"blocks.{i}."
-            h = self._ln(x, self._st(p + "ln1.weight"), self._st(p + "ln1.bias"), blk.ln1.eps)
-            qkv = torch.bmm(h, self._st(p + "attn.qkv.weight").transpose(1, 2))   # [M, BT, 3d]
-            self._seen(p + "attn.qkv", qkv)
-            q, k, v = (t.reshape(M * B, T, H, d // H).transpose(1, 2) for t in qkv.split(d, dim=2))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                               dropout_p=blk.attn.dropout if training else 0.0)
-            y = y.transpose(1, 2).reshape(M, B * T, d)
-            y = torch.bmm(y, self._st(p + "attn.out_proj.weight").transpose(1, 2))
-            self._seen(p + "attn.out_proj", y)
-            x = x + F.dropout(y, blk.drop.p, training)
-            h = self._ln(x, self._st(p + "ln2.weight"), self._st(p + "ln2.bias"), blk.ln2.eps)
-            if self.moe[i]:
-                f = torch.stack([mm.blocks[i].ffn(h[m].view(B, T, d)).view(B * T, d)
-                                 for m, mm in enumerate(self.models)])
-            else:
-                u = torch.bmm(h, self._st(p + "ffn.up_proj.weight").transpose(1, 2))
-                self._seen(p + "ffn.up_proj", u)
-                f = torch.bmm(F.gelu(u), self._st(p + "ffn.down_proj.weight").transpose(1, 2))
-                self._seen(p + "ffn.down_proj", f)
-            x = x + F.dropout(f, blk.drop.p, training)
-        h = self._ln(x, self._st("ln_f.weight"), self._st("ln_f.bias"), ref.ln_f.eps)
-        logits = torch.bmm(h, tok.transpose(1, 2))                         # [M, BT, V]
-        self._seen("lm_head", logits)
-        tgt = targets.reshape(M, B * T)
-        per_tok = F.cross_entropy(logits.float().reshape(M * B * T, V), tgt.reshape(-1),
-                                  ignore_index=-1, reduction="none").view(M, B * T)
-        valid = (tgt != -1).sum(1)
-        # mean over the valid targets, NaN when there are none (as F.cross_entropy's mean)
-        return per_tok.sum(1) / valid
-
-
 # ------------------------------------------------------------------ the engine
 class EnsembleEngine:
-    """How the trainer's members train and evaluate together (see the module doc)."""
+    """How a run's members train and evaluate together (see the module doc).
 
-    def __init__(self, trainer: "Trainer"):
-        self.t = trainer
-        cfg = trainer.config
+    ``members``: their training state; ``recorder``: where records go; ``val_batches``:
+    the validation windows (inputs, targets) as numpy int64 [B, T]; ``probe``: the
+    corpus whose probe text the ``ensemble/probe`` snapshot shows; ``run_dir``: where
+    snapshot files go."""
+
+    def __init__(self, config: ExperimentConfig, members: Members, recorder: Recorder, *,
+                 val_batches: list[tuple[np.ndarray, np.ndarray]], probe: Corpus,
+                 run_dir: Path):
+        self.config = cfg = config
+        self.m = members
+        self.recorder = recorder
+        self.val_batches = val_batches
+        self.probe = probe
+        self.run_dir = Path(run_dir)
+        self.device = members.device
+        self.precision = cfg.precision.mode
+        self.total_steps = cfg.train.steps
         self.method = cfg.ensemble.method
-        self.members = trainer.n_members
+        self.members = len(members)
         self.enabled = self.members > 1
         self.sequential = self.enabled and self.method in SEQUENTIAL
-        self.starts = segment_starts(trainer.total_steps, self.members) if self.sequential else None
+        self.starts = segment_starts(self.total_steps, self.members) if self.sequential else None
         self.wide: WideMembers | None = None
         self.batch_reason = "one member" if not self.enabled else ""
         if self.enabled and not self.sequential:
-            if trainer.precision == "fp16":
+            if self.precision == "fp16":
                 self.batch_reason = "fp16: per-member loss scaling runs the per-member loop"
             else:
-                why = WideMembers.supports(trainer.models)
+                why = WideMembers.supports(members.models)
                 if why:
                     self.batch_reason = why
                 else:
-                    self.wide = WideMembers(trainer.models)
-                    self.wide.monitors = trainer.monitors
+                    self.wide = WideMembers(members.models)
+                    self.wide.monitors = members.monitors
         elif self.sequential:
             self.batch_reason = f"{self.method}: one member trains at a time"
         # Switch for tests and benchmarks: False runs the per-member loop every step.
@@ -303,7 +116,7 @@ class EnsembleEngine:
         self.last_boost: dict[str, Any] | None = None   # the latest boosting batch (tests, debugging)
         self.snapshot_paths: dict[int, Path] = {}
         if self.enabled:
-            trainer.writer.set_meta(ensemble={
+            recorder.meta(ensemble={
                 "method": self.method, "members": self.members,
                 "batched": self.batched, "batch_note": self.batch_reason,
                 "rules": list(RULES), "default_rule": DEFAULT_RULE,
@@ -313,10 +126,6 @@ class EnsembleEngine:
                          "fitted rules, second half reports every rule and metric"})
 
     # ------------------------------------------------------------------ who trains when
-    def current_member(self, step: int) -> int:
-        """Member trained at optimizer step ``step`` (0-based); 0 for parallel methods."""
-        return member_at(step, self.starts) if self.sequential else 0
-
     def trains(self, m: int, step: int) -> bool:
         return not self.sequential or m == member_at(step, self.starts)
 
@@ -333,59 +142,55 @@ class EnsembleEngine:
         """The learning rate of a sequential method at ``step``; None: the trainer's own."""
         if not self.sequential:
             return None
-        t = self.t.config.train
+        t = self.config.train
         return segment_lr(step, self.starts, lr=t.lr, min_lr=t.min_lr,
                           warmup_steps=t.warmup_steps, restart_warmup=self.method == "boosting")
 
-    def evaluated_members(self, step_count: int | None = None) -> list[int]:
+    def evaluated_members(self, step_count: int) -> list[int]:
         """Members an evaluation after ``step_count`` completed steps uses: all of them,
         or for sequential methods those whose segment has begun (snapshots so far plus
         the member in training)."""
         if not self.sequential:
             return list(range(self.members))
-        s = self.t.step_count if step_count is None else step_count
-        return list(range(member_at(max(s - 1, 0), self.starts) + 1))
+        return list(range(member_at(max(step_count - 1, 0), self.starts) + 1))
 
     # ------------------------------------------------------------------ step hooks
     def _use_batched(self, step: int) -> bool:
         if not (self.batched and self.wide is not None) or step == 0:
             return False
-        return not any(mon is not None and mon.measures(step + 1) for mon in self.t.monitors)
+        return not any(mon is not None and mon.measures(step + 1) for mon in self.m.monitors)
 
     def begin_step(self, step: int, stats: bool) -> dict[int, tuple] | None:
-        """Before the members' step ``step`` (0-based). Starts the next snapshot member at
-        a cycle boundary. When the step is batched, runs every member's forward and
-        backward in one wide pass and returns ``{m: (lm_loss, aux, z, total,
-        scale_before)}``; None means each member runs its own forward/backward."""
-        t = self.t
+        """Before the members' step ``step`` (0-based); ``stats``: collect routing
+        statistics. Starts the next snapshot member at a cycle boundary. When the step is
+        batched, runs every member's forward and backward in one wide pass and returns
+        ``{m: (lm_loss, aux, z, total, scale_before)}``; None means each member runs its
+        own forward/backward."""
         if self.sequential and self.method == "snapshot":
             k = member_at(step, self.starts)
             if k > 0 and step == self.starts[k]:
                 self._continue_from(k - 1, k)
         if not self._use_batched(step):
             return None
-        from .trainer import _autocast, _train_mode
-
-        cfg = t.config
+        moe = self.config.moe
         xs, ys = [], []
-        for m, model in enumerate(t.models):
-            _train_mode(model)
-            for blk in model.moe_blocks.values():
-                blk.collect_stats = cfg.train.collect_stats and stats
-            x, y = t._batch(m)
+        for m, model in enumerate(self.m.models):
+            train_mode(model)
+            model.set_collect_stats(stats)
+            x, y = self.m.batch(m)
             xs.append(x)
             ys.append(y)
-            if t.monitors[m] is not None:
-                t.monitors[m].begin_step(step + 1)
-        with _autocast(t.device, t.precision):
+            if self.m.monitors[m] is not None:
+                self.m.monitors[m].begin_step(step + 1)
+        with autocast(self.device, self.precision):
             lm = self.wide.loss(torch.stack(xs), torch.stack(ys))
             out = {}
-            for m, model in enumerate(t.models):
+            for m, model in enumerate(self.m.models):
                 aux, z = model.aux_loss(), model.z_loss()
                 out[m] = (lm[m], aux, z,
-                          lm[m] + cfg.moe.aux_loss_coef * aux + cfg.moe.z_loss_coef * z, None)
+                          lm[m] + moe.aux_loss_coef * aux + moe.z_loss_coef * z, None)
         torch.stack([o[3] for o in out.values()]).sum().backward()
-        for mon in t.monitors:
+        for mon in self.m.monitors:
             if mon is not None:
                 mon.after_backward()
         return out
@@ -396,31 +201,20 @@ class EnsembleEngine:
         loss, or for a boosting member k >= 1 the token-weighted LM loss."""
         if not (self.sequential and self.method == "boosting") or m == 0:
             return lm_loss
-        t = self.t
         with torch.no_grad():
-            prev = []
-            for j in range(m):
-                mj = t.models[j]
-                was = mj.training
-                mj.eval()
-                lg, _ = mj(x)
-                mj.train(was)
-                prev.append(F.log_softmax(lg.float(), dim=-1))
-            ens = torch.logsumexp(torch.stack(prev), dim=0) - math.log(m)     # [B, T, V]
+            ens_loss = ensemble_token_loss(self.m.models[:m], x, y)              # [B, T]
             valid = y != -1
-            ens_loss = -ens.gather(-1, y.clamp_min(0)[..., None])[..., 0]       # [B, T]
             w = torch.zeros_like(ens_loss)
             w[valid] = boosting_weights(ens_loss[valid], self.boost_beta)
         tok = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
                               ignore_index=-1, reduction="none")
         weighted = (w.reshape(-1) * tok).sum() / valid.sum().clamp_min(1)
-        cfg = t.config.train
-        if (step + 1) % cfg.log_every == 0 or step + 1 == t.total_steps:
-            t.writer.add_scalars(step + 1, weight_summary(w[valid], ens_loss[valid]), member=m)
-        if (step + 1) % cfg.snapshot_every == 0 or step + 1 == self.starts[m] + 1:
-            counts = np.histogram(np.clip(w[valid].cpu().numpy(), 0, BOOST_HIST_EDGES[-1]),
-                                  bins=BOOST_HIST_EDGES)[0]
-            t.writer.add_histogram(step + 1, "boost/weights", BOOST_HIST_EDGES, counts, member=m)
+        t = self.config.train
+        if (step + 1) % t.log_every == 0 or step + 1 == self.total_steps:
+            self.recorder.scalars(step + 1, weight_summary(w[valid], ens_loss[valid]), member=m)
+        if (step + 1) % t.snapshot_every == 0 or step + 1 == self.starts[m] + 1:
+            self.recorder.histogram(step + 1, "boost/weights", BOOST_HIST_EDGES,
+                                    weight_histogram(w[valid]), member=m)
         self.last_boost = {"weights": w.detach(), "ens_loss": ens_loss.detach(), "x": x, "y": y,
                            "member": m, "step": step + 1}
         return weighted
@@ -436,52 +230,41 @@ class EnsembleEngine:
 
     def _continue_from(self, src: int, dst: int) -> None:
         """Snapshot ensembles: member ``dst`` continues where member ``src`` stopped."""
-        t = self.t
-        t.models[dst].load_state_dict(t.models[src].state_dict())
-        t.optimizers[dst].load_state_dict(copy.deepcopy(t.optimizers[src].state_dict()))
-        if t.scalers[src].is_enabled():
-            t.scalers[dst].load_state_dict(t.scalers[src].state_dict())
-        t.samplers[dst].load_state_dict(t.samplers[src].state_dict())
-        t.writer.add_event(self.starts[dst], "note",
-                           f"snapshot cycle {dst + 1}/{self.members} starts from snapshot {src}",
-                           {"member": dst, "from": src}, member=dst)
+        self.m.continue_from(src, dst)
+        self.recorder.event(self.starts[dst], "note",
+                            f"snapshot cycle {dst + 1}/{self.members} starts from snapshot {src}",
+                            {"member": dst, "from": src}, member=dst)
 
     def save_snapshot(self, k: int, step_count: int) -> Path:
         """Write member k's weights as ``snapshot-<k>.pt`` (loadable with
         weights_only=True) and record a ``checkpoint`` event for member k."""
-        from ..config import dumps
-
-        t = self.t
-        p = t.run_dir / f"snapshot-{k:02d}.pt"
+        p = self.run_dir / f"snapshot-{k:02d}.pt"
         tmp = p.with_name(p.name + ".tmp")
         torch.save({"format": "moe-studio-snapshot-1", "member": k, "step": step_count,
-                    "config_toml": dumps(t.config), "model": t.models[k].state_dict()}, tmp)
+                    "config_toml": dumps(self.config), "model": self.m.models[k].state_dict()}, tmp)
         tmp.replace(p)
         self.snapshot_paths[k] = p
-        t.writer.add_event(step_count, "checkpoint", f"snapshot {k} saved as {p.name}",
-                           {"path": str(p), "snapshot": k}, member=k)
+        self.recorder.event(step_count, "checkpoint", f"snapshot {k} saved as {p.name}",
+                            {"path": str(p), "snapshot": k}, member=k)
         return p
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def _member_logp(self, model: MoEGPT, x: Tensor) -> Tensor:
-        from .trainer import _autocast
-
-        with _autocast(self.t.device, self.t.precision):
+        with autocast(self.device, self.precision):
             logits, _ = model(x)
         return F.log_softmax(logits.float(), dim=-1)
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Validation of every evaluated member and of the ensemble; writes val/* and
-        ens/* records and the ``ensemble/probe`` snapshot. Returns member -1's
-        ``{"val/loss", "val/acc"}`` (mean of probabilities over all validation tokens)."""
-        t = self.t
-        step = t.step_count
-        members = self.evaluated_members()
-        models = [t.models[m] for m in members]
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Validation after ``step`` completed steps of every evaluated member and of the
+        ensemble; records val/* and ens/* and the ``ensemble/probe`` snapshot. Returns
+        member -1's ``{"val/loss", "val/acc"}`` (mean of probabilities over all
+        validation tokens)."""
+        members = self.evaluated_members(step)
+        models = [self.m.models[m] for m in members]
         M = len(models)
-        batches = t._val
+        batches = self.val_batches
         n_windows = sum(len(b[0]) for b in batches)
         ctx = batches[0][0].shape[1]
         V = models[0].vocab
@@ -500,8 +283,8 @@ class EnsembleEngine:
         try:
             w0 = 0
             for xb, yb in ((b[0], b[1]) for b in batches):
-                x = torch.from_numpy(xb).to(t.device)
-                y = torch.from_numpy(yb).to(t.device)
+                x = torch.from_numpy(xb).to(self.device)
+                y = torch.from_numpy(yb).to(self.device)
                 logps = []
                 for j, mm in enumerate(models):
                     lp = self._member_logp(mm, x)
@@ -514,7 +297,7 @@ class EnsembleEngine:
                 n_tok += y.numel()
                 rows = [r for r in range(len(xb)) if w0 + r in keep]
                 if rows and M > 1:
-                    ri = torch.as_tensor(rows, device=t.device)
+                    ri = torch.as_tensor(rows, device=self.device)
                     kept_lp.append(torch.stack([lp[ri] for lp in logps]).reshape(M, -1, V))
                     kept_y.append(y[ri].reshape(-1))
                 w0 += len(xb)
@@ -522,10 +305,10 @@ class EnsembleEngine:
             for mm, w in zip(models, was):
                 mm.train(w)
         for j, m in enumerate(members):
-            t.writer.add_scalars(step, {"val/loss": member_nll[j] / n_tok,
-                                        "val/acc": member_correct[j] / n_tok}, member=m)
+            self.recorder.scalars(step, {"val/loss": member_nll[j] / n_tok,
+                                         "val/acc": member_correct[j] / n_tok}, member=m)
         out = {"val/loss": ens_nll / n_tok, "val/acc": ens_correct / n_tok}
-        t.writer.add_scalars(step, out, member=-1)
+        self.recorder.scalars(step, out, member=-1)
         data = dict(out)
         if M > 1:
             lp_all = torch.cat(kept_lp, dim=1)
@@ -535,13 +318,12 @@ class EnsembleEngine:
             n_fit = (n_kept_windows // 2) * ctx if n_kept_windows >= 2 else lp_all.shape[1] // 2
             data.update(self._ensemble_records(step, members, lp_all, y_all, n_fit))
             self._write_probe(step, members)
-        t.writer.add_event(step, "eval", f"val/loss {out['val/loss']:.4f}",
-                           {k: float(v) for k, v in data.items()})
+        self.recorder.eval_event(step, out, data)
         return out
 
     def _ensemble_records(self, step: int, members: list[int], lp: Tensor, y: Tensor,
                           n_fit: int) -> dict[str, float]:
-        w = self.t.writer
+        rec = self.recorder
         rep = slice(n_fit, lp.shape[1])
         met = ensemble_metrics(lp[:, rep], y[rep])
         rules = evaluate_rules(lp, y, n_fit)
@@ -555,30 +337,28 @@ class EnsembleEngine:
         scalars["ens/n_members"] = float(len(members))
         scalars["ens/n_tokens"] = float(met["n_tokens"])
         scalars["ens/n_fit_tokens"] = float(n_fit)
-        w.add_scalars(step, scalars, member=-1)
+        rec.scalars(step, scalars, member=-1)
         for j, m in enumerate(members):
-            w.add_scalars(step, {"ens/member/val_loss": float(met["member_nll"][j]),
-                                 "ens/member/val_acc": float(met["member_acc"][j])}, member=m)
+            rec.scalars(step, {"ens/member/val_loss": float(met["member_nll"][j]),
+                               "ens/member/val_acc": float(met["member_acc"][j])}, member=m)
         for k in PAIR_TENSORS:
-            w.add_tensor(step, f"ens/{k}", np.asarray(met[k], dtype=np.float32), member=-1)
+            rec.tensor(step, f"ens/{k}", met[k], member=-1)
         lw, st = rules["loss_weighted"]["params"], rules["stacking"]["params"]
-        w.add_tensor(step, "ens/loss_weighted/weights", np.asarray(lw["weights"], np.float32), member=-1)
-        w.add_tensor(step, "ens/stacking/weights", np.asarray(st["weights"], np.float32), member=-1)
-        w.add_tensor(step, "ens/stacking/temperature", np.asarray(st["temperature"], np.float32),
-                     member=-1)
+        rec.tensor(step, "ens/loss_weighted/weights", lw["weights"], member=-1)
+        rec.tensor(step, "ens/stacking/weights", st["weights"], member=-1)
+        rec.tensor(step, "ens/stacking/temperature", st["temperature"], member=-1)
         return {"ens/gain": scalars["ens/gain"], "ens/mutual_info": scalars["ens/mutual_info"]}
 
     @torch.no_grad()
     def probe_logp(self, members: list[int], tokens: np.ndarray) -> Tensor:
         """Log-probs [M, N, V] of each member on a token sequence, cut into consecutive
-        windows of ``data.context`` tokens (as ``Trainer.route_tokens``)."""
-        t = self.t
-        ctx = t.config.data.context
-        tok = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=t.device)
+        windows of ``data.context`` tokens (as ``probe.route_tokens``)."""
+        ctx = self.config.data.context
+        tok = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)
         n_full = len(tok) // ctx
         out = []
         for m in members:
-            mm = t.models[m]
+            mm = self.m.models[m]
             was = mm.training
             mm.eval()
             try:
@@ -594,7 +374,7 @@ class EnsembleEngine:
         return torch.stack(out)
 
     def _write_probe(self, step: int, members: list[int]) -> None:
-        c = self.t.corpus
+        c = self.probe
         tokens = np.asarray(c.probe_tokens)
         if len(tokens) == 0:
             return
@@ -609,4 +389,4 @@ class EnsembleEngine:
                 "rule": DEFAULT_RULE,
                 "note": "top1[m, t]: member m's prediction of token t + 1 from the tokens of "
                         "its context window up to t"}
-        self.t.writer.add_snapshot(step, "ensemble/probe", arrays, meta, member=-1)
+        self.recorder.snapshot(step, "ensemble/probe", arrays, meta, member=-1)

@@ -304,7 +304,7 @@ class HeadroomMonitor:
             self._fired.append(i)
         with torch.no_grad():
             if t.numel() and not finite:
-                # aminmax is ~10x cheaper on the CPU than isfinite(t).all(), which first
+                # aminmax is cheaper on the CPU than isfinite(t).all(), which first
                 # materialises a bool tensor; the flag is derived once per step.
                 self._extrema.append((i, *torch.aminmax(t.detach())))
             if self._measure and "act" in self.kinds:

@@ -64,6 +64,15 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
+def train_mode(model: nn.Module) -> None:
+    """``model.train()`` unless it is already training. The engine only switches whole
+    models (``train()`` / ``eval()`` / ``train(was)`` on the root), so the root's flag
+    speaks for every submodule; ``train()`` walks the whole tree, twice per member per
+    step otherwise."""
+    if not model.training:
+        model.train()
+
+
 class MoEGPT(nn.Module):
     """Byte-level GPT with optional MoE feed-forward blocks.
 

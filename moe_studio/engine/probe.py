@@ -14,7 +14,6 @@ torch is imported when a model is built, so the GUI can list checkpoints freely.
 from __future__ import annotations
 
 import re
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,9 +110,11 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | Checkpoint | None =
 def route_tokens(model: "MoEGPT", tokens: np.ndarray, context: int, precision: str = "fp32",
                  device: "str | torch.device" = "cpu") -> dict[str, np.ndarray]:
     """Route byte tokens [N] through ``model`` in windows of ``context`` tokens (each
-    window attends only within itself), eval mode, under the run's precision (as
-    ``Trainer.route_tokens``). Returns ``topk_idx`` int16 [n_blocks, N, k],
-    ``topk_weight`` float16 [n_blocks, N, k], ``probs`` float16 [n_blocks, N, E]."""
+    window attends only within itself), eval mode (the model's mode is restored
+    afterwards), under the run's precision: the one routing of the trainer's probe
+    snapshots and of the custom probe. Returns ``topk_idx`` int16 [n_blocks, N, k],
+    ``topk_weight`` float16 [n_blocks, N, k], ``probs`` float16 [n_blocks, N, E]; empty
+    for a model without MoE blocks."""
     import torch
 
     with torch.no_grad():
@@ -122,6 +123,8 @@ def route_tokens(model: "MoEGPT", tokens: np.ndarray, context: int, precision: s
 
 def _route_tokens(model, tokens, context, precision, dev) -> dict[str, np.ndarray]:
     import torch
+
+    from .amp import autocast   # here: importing this module stays free of torch
 
     blocks = sorted(model.moe_blocks)
     if not blocks:
@@ -137,7 +140,7 @@ def _route_tokens(model, tokens, context, precision, dev) -> dict[str, np.ndarra
         for s in range(0, len(tokens), context):
             chunk = torch.as_tensor(np.asarray(tokens[s:s + context], dtype=np.int64),
                                     device=dev)[None, :]
-            with _autocast(dev, precision):
+            with autocast(dev, precision):
                 model(chunk)
             for i in blocks:
                 last = model.moe_blocks[i].last
@@ -210,15 +213,6 @@ def probe_snapshot(run_dir: str | Path, text: str, *, checkpoint=None, member: i
 
 
 # ------------------------------------------------------------------------------ internals
-
-def _autocast(device, mode: str):
-    import torch
-
-    if mode == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
 
 def _safetensors_step(path: Path) -> int:
     """The ``step`` in a safetensors file's metadata, read from its JSON header (no

@@ -1,6 +1,6 @@
-"""Per-step MoE statistics: pure functions, and a buffer that keeps them on the device
-and brings them to the host in batches (one transfer per flush, never a sync per step
-on CUDA)."""
+"""Per-step MoE statistics on the device, and a buffer that keeps them there and brings
+them to the host in batches (one transfer per flush, never a sync per step on CUDA).
+The statistics over the host arrays (load CV, max/mean) are ``metrics.routing``'s."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,23 +10,6 @@ import torch
 
 # Order of the per-block scalar statistics stacked by ``block_stat_vector``.
 BLOCK_STATS = ("entropy", "top1_prob", "logit_absmean", "logit_absmax", "aux_loss", "z_loss")
-
-
-def load_cv(tokens_per_expert: np.ndarray) -> np.ndarray:
-    """Coefficient of variation of expert load along the last axis: std / mean
-    (population std). 0 = perfectly balanced; sqrt(E-1) = everything on one expert."""
-    t = np.asarray(tokens_per_expert, dtype=np.float64)
-    mean = t.mean(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(mean > 0, t.std(axis=-1) / mean, 0.0)
-
-
-def max_over_mean(tokens_per_expert: np.ndarray) -> np.ndarray:
-    """Load of the busiest expert over the mean load (1 = balanced, E = collapsed)."""
-    t = np.asarray(tokens_per_expert, dtype=np.float64)
-    mean = t.mean(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(mean > 0, t.max(axis=-1) / mean, 0.0)
 
 
 def block_stat_vector(last) -> torch.Tensor:

@@ -24,7 +24,7 @@ from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
-from .smoothing import ema
+from ..metrics.smoothing import ema
 from . import theme
 from .theme import is_dark_palette, plot_colors, series_color
 

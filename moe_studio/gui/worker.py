@@ -4,7 +4,7 @@
 one of two engine modes, behind the same API and signals:
 
 - ``"process"`` (the app's default): a supervising ``QThread`` starts the engine as
-  ``python -m moe_studio.gui.training_loop`` and talks JSON lines with it: the job and
+  ``python -m moe_studio.engine.loop`` and talks JSON lines with it: the job and
   then pause / resume / stop go down its stdin, progress (<= 20 small dicts a second)
   and state come back on its stdout and are re-emitted as the same queued signals.
   Metric data never crosses: the dashboards read the run store, which the child writes
@@ -55,8 +55,8 @@ import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..config import ExperimentConfig, copy_config, to_dict
-from .training_loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
-                            describe, gui_engine_threads, train_loop)
+from ..engine.loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
+                           describe, gui_engine_threads, train_loop)
 
 STATES = ("idle", "starting", "running", "paused", "stopping", "finished", "stopped", "failed")
 TERMINAL = ("finished", "stopped", "failed")
@@ -166,7 +166,7 @@ def child_command(module: str) -> tuple[list[str], dict[str, str]]:
 
 def _child_command() -> tuple[list[str], dict[str, str]]:
     """The training engine process."""
-    return child_command("moe_studio.gui.training_loop")
+    return child_command("moe_studio.engine.loop")
 
 
 class _Worker(QObject):

@@ -2,7 +2,9 @@
 
 The views read raw records from the run store and ask these functions what to draw,
 so every number on screen has one definition that the tests check against an
-independent computation.
+independent computation. Modules: ``routing`` (expert load, gates, routed tokens),
+``smoothing`` (the plots' debiased EMA), ``compare`` (x axes and group bands of
+compared runs), ``precision`` (number-format headroom).
 """
 from .routing import (BAND_PERCENTILES, choice_counts, class_expert_share, dead_expert_counts,
                       dead_expert_mask,

@@ -1,8 +1,11 @@
-"""Comparing runs: config diff, grouping, mean and band per group, summary rows.
+"""Comparing runs as the store records them: config diff, grouping, per-run series,
+summary rows.
 
 Pure pandas / numpy on what :class:`~moe_studio.store.RunReader` returns (the long scalar
 table, the config dict, the meta dict); the Compare dashboard and ``moe-studio report``
-draw what these functions compute.
+draw what these functions compute. The curve maths (x axes, a group's mean and band)
+is :mod:`moe_studio.metrics.compare`, re-exported here so that a view reads a
+comparison through one module.
 
 Resumed runs. A run continued from a checkpoint writes its steps again, and the store
 keeps the rows of every attempt. :func:`latest_attempt` keeps, per series, only the rows
@@ -19,10 +22,10 @@ from typing import Any, Dict, Iterable, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-X_STEP, X_TOKENS, X_WALL, X_RELATIVE = "step", "tokens", "wall", "relative"
-X_MODES = (X_STEP, X_TOKENS, X_WALL, X_RELATIVE)
-BAND_MINMAX, BAND_STD = "minmax", "std"
-MAX_GRID = 2000          # points of a group's common x grid, at most
+from ..metrics.compare import (BAND_MINMAX, BAND_STD, MAX_GRID, X_MODES,  # noqa: F401 - re-exported
+                               X_RELATIVE, X_STEP, X_TOKENS, X_WALL, band_edges, common_grid,
+                               group_band, resample, tokens_at, x_of)
+
 
 # Summary columns: (key, header). Values are floats (NaN: not recorded), or str.
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -244,128 +247,6 @@ def series_arrays(scalars: Scalars, name: str) -> tuple[np.ndarray, np.ndarray, 
         order = np.argsort(step, kind="stable")
         value, wall = value[order], wall[order]
     return uniq, value, wall
-
-
-def tokens_at(tokens, steps: np.ndarray) -> np.ndarray:
-    """Cumulative tokens at ``steps`` from a run's ``tokens`` series (a
-    :func:`series_arrays` tuple or :func:`metric_series` frame): interpolated between
-    records, proportional to step outside them; NaN without one."""
-    steps = np.asarray(steps, np.float64)
-    s, t = _step_value(tokens)
-    if s.size == 0:
-        return np.full(steps.shape, np.nan)
-    out = np.interp(steps, s, t)
-    for mask, ss, tt in ((steps < s[0], s[0], t[0]), (steps > s[-1], s[-1], t[-1])):
-        if ss > 0:
-            out[mask] = steps[mask] * (tt / ss)
-    return out
-
-
-def _step_value(series) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(series, pd.DataFrame):
-        return series["step"].to_numpy(np.float64), series["value"].to_numpy(np.float64)
-    return np.asarray(series[0], np.float64), np.asarray(series[1], np.float64)
-
-
-def x_of(series, mode: str, *, tokens=None, run_start: float = math.nan,
-         origin: float = math.nan) -> np.ndarray:
-    """The x of a :func:`series_arrays` tuple (or :func:`metric_series` frame) on axis
-    ``mode``: "step"; "tokens" (via the run's
-    ``tokens`` series); "wall" (seconds since ``origin``, the first record of all runs
-    compared, so runs sit where they ran in time); "relative" (seconds since
-    ``run_start``, the run's own first record, so all runs start at 0)."""
-    if isinstance(series, pd.DataFrame):
-        series = (series["step"].to_numpy(), series["value"].to_numpy(),
-                  series["wall_time"].to_numpy())
-    step = np.asarray(series[0], np.float64)
-    wall = np.asarray(series[2], np.float64)
-    if mode == X_STEP:
-        return step
-    if mode == X_TOKENS:
-        return tokens_at(tokens if tokens is not None else (step[:0], step[:0]), step)
-    if mode == X_WALL:
-        return wall - origin
-    if mode == X_RELATIVE:
-        return wall - run_start
-    raise ValueError(f"x axis must be one of {', '.join(X_MODES)}; got {mode!r}")
-
-
-# ---------------------------------------------------------------------------- groups
-def common_grid(xs: Sequence[np.ndarray], max_points: int = MAX_GRID) -> np.ndarray:
-    """The x grid a group is averaged on: the sorted union of its runs' finite x, or
-    ``max_points`` evenly spaced points over its span when the union is longer."""
-    parts = [np.asarray(x, np.float64) for x in xs]
-    parts = [x[np.isfinite(x)] for x in parts if x.size]
-    if not parts:
-        return np.empty(0)
-    grid = np.unique(np.concatenate(parts))
-    if grid.size > max_points:
-        grid = np.linspace(grid[0], grid[-1], max_points)
-    return grid
-
-
-def resample(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """``y(x)`` linearly interpolated at ``grid``; NaN outside the run's own x range
-    (never extrapolated) and where ``y`` is not finite on either side."""
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    ok = np.isfinite(x)
-    x, y = x[ok], y[ok]
-    out = np.full(grid.shape, np.nan)
-    if x.size == 0:
-        return out
-    order = np.argsort(x, kind="stable")
-    x, y = x[order], y[order]
-    inside = (grid >= x[0]) & (grid <= x[-1])
-    g = grid[inside]
-    i = np.clip(np.searchsorted(x, g, side="right") - 1, 0, x.size - 1)
-    j = np.minimum(i + 1, x.size - 1)
-    span = x[j] - x[i]
-    frac = np.divide(g - x[i], span, out=np.zeros_like(g), where=span > 0)
-    out[inside] = y[i] + frac * (y[j] - y[i])
-    # exact hits take the recorded value (a NaN neighbour must not blank them)
-    exact = x[i] == g
-    vals = out[inside]
-    vals[exact] = y[i][exact]
-    out[inside] = vals
-    return out
-
-
-def group_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], max_points: int = MAX_GRID
-               ) -> dict[str, np.ndarray]:
-    """Mean and spread of several runs' curves (x, y) on a common grid.
-
-    Returns ``{"x", "mean", "min", "max", "std", "n"}``, arrays [G]: at each grid x, over
-    the runs whose x range covers it (each resampled by :func:`resample`): the mean, min,
-    max, population std (ddof=0) and how many runs there are. Points no run covers are
-    dropped.
-    """
-    grid = common_grid([c[0] for c in curves], max_points)
-    if grid.size == 0 or not curves:
-        e = np.empty(0)
-        return {"x": e, "mean": e, "min": e, "max": e, "std": e, "n": e.astype(np.int64)}
-    Y = np.vstack([resample(x, y, grid) for x, y in curves])
-    ok = np.isfinite(Y)
-    n = ok.sum(axis=0)
-    keep = n > 0
-    Y, ok, n, grid = Y[:, keep], ok[:, keep], n[keep], grid[keep]
-    s = np.where(ok, Y, 0.0).sum(axis=0)
-    mean = s / n
-    dev = np.where(ok, Y - mean, 0.0)
-    std = np.sqrt((dev ** 2).sum(axis=0) / n)
-    lo = np.where(ok, Y, np.inf).min(axis=0)
-    hi = np.where(ok, Y, -np.inf).max(axis=0)
-    return {"x": grid, "mean": mean, "min": lo, "max": hi, "std": std, "n": n.astype(np.int64)}
-
-
-def band_edges(band: dict[str, np.ndarray], kind: str = BAND_MINMAX
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) of a :func:`group_band`: min..max, or mean ± std."""
-    if kind == BAND_MINMAX:
-        return band["min"], band["max"]
-    if kind == BAND_STD:
-        return band["mean"] - band["std"], band["mean"] + band["std"]
-    raise ValueError(f"band must be {BAND_MINMAX!r} or {BAND_STD!r}; got {kind!r}")
 
 
 # ---------------------------------------------------------------------------- summary

@@ -1,9 +1,10 @@
 """The training loop behind the GUI's Train button, free of Qt.
 
 Both engine modes of :mod:`moe_studio.gui.worker` run :func:`train_loop`: in a worker
-thread of the app, or in a child process, ``python -m moe_studio.gui.training_loop``
+thread of the app, or in a child process, ``python -m moe_studio.engine.loop``
 (:func:`child_main`). This module imports neither Qt nor (until a trainer is built)
-torch, so the child starts with only what training needs.
+torch, so the GUI process may import it and the child starts with only what training
+needs.
 
 The child's protocol, one JSON document per line:
 
@@ -215,7 +216,7 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
             emit("progress", unsent)
         status = "finished" if trainer.done else "stopped"
         trainer.close(status)
-    except Exception as exc:  # any engine error ends this run, never the app
+    except Exception as exc:  # noqa: BLE001 - any engine error ends this run, never the app
         status = "failed"
         tb = traceback.format_exc()
         if trainer is None:
@@ -226,7 +227,7 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
             message = f"Training failed {where}: {describe(exc)}".replace("  ", " ")
             try:
                 trainer.close("failed", error=tb)
-            except Exception:
+            except Exception:  # noqa: BLE001 - the first error is the one to report
                 tb += "\nWhile marking the run failed, another error:\n" + traceback.format_exc()
         emit("failed", message, tb)
     return status
@@ -254,7 +255,7 @@ def _read_commands(stream, control: ThreadControl) -> None:
 
 
 def child_main(stdin=None, stdout=None) -> int:
-    """Entry point of the engine process (``python -m moe_studio.gui.training_loop``)."""
+    """Entry point of the engine process (``python -m moe_studio.engine.loop``)."""
     import signal
     # Ctrl+C in the terminal reaches the whole process group: the app decides what a
     # stop means (it asks, then sends "stop"); the engine must not die mid-step.
@@ -289,7 +290,7 @@ def child_main(stdin=None, stdout=None) -> int:
     def make():
         apply_engine_threads(job.get("threads"))
         from ..config import from_dict
-        from ..engine.trainer import Trainer
+        from .trainer import Trainer
         return Trainer(from_dict(job["config"]), job["runs_dir"])
 
     threading.Thread(target=_read_commands, args=(stdin, control), daemon=True,
