@@ -66,6 +66,13 @@ def cmd_report(args) -> int:
     if args.out.suffix.lower() != ".png":
         print(f"{prog}: --out must name a .png file (got {args.out})", file=sys.stderr)
         return 2
+    from ..config import ConfigError
+    from ..paths import check_output_file
+    try:  # before any run is read or Qt started: a report never writes inside a run
+        args.out = check_output_file(args.out, "--out", outside_runs=True)
+    except ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
     # Check every run before starting Qt: a typo fails fast with the store's one line.
     from ..store import run_info
     infos = []
