@@ -87,7 +87,8 @@ def cmd_train(args) -> int:
         if args.out is not None:
             runs_dir = check_output_dir(args.out, "--out")
         else:
-            runs_dir = check_output_dir(default_runs_dir(), "runs folder ($MOE_STUDIO_RUNS or ./runs)")
+            runs_dir = check_output_dir(default_runs_dir(), "MOE_STUDIO_RUNS" if
+                                        os.environ.get("MOE_STUDIO_RUNS") else "runs folder ./runs")
         from .engine.memory import check_fits
         check_fits(cfg)
     except ConfigError as e:
@@ -218,8 +219,15 @@ def cmd_gui(args) -> int:
     return gui_main([a for a in [args.path] if a])
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its refusals in the one-line form of every other input error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="moe-studio",
+    ap = _Parser(prog="moe-studio",
                                  description="See inside Mixture-of-Experts language models while they train.")
     sub = ap.add_subparsers(dest="command")
 

@@ -8,6 +8,7 @@ path.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -35,7 +36,8 @@ def resources_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "resources"
 
 
-def check_output_dir(path: str | os.PathLike, what: str, *, outside_runs: bool = False) -> Path:
+def check_output_dir(path: str | os.PathLike, what: str, *, outside_runs: bool = False,
+                     _target: Path | None = None) -> Path:
     """Refuse a folder that cannot be written into (or created), before any work starts.
 
     Checks the folder if it exists, else the nearest existing folder above it, by
@@ -45,10 +47,11 @@ def check_output_dir(path: str | os.PathLike, what: str, *, outside_runs: bool =
     folder (exports and reports never write into a run). Returns the expanded path.
     """
     p = expand_path(path, what)
+    shown = _target or p  # check_output_file checks the folder of the file it names
     if outside_runs:
         for a in [p, *p.parents]:
             if (a / RUN_DB_NAME).is_file():
-                raise ConfigError(what, f"{what} {p}: is inside the run folder {a}; "
+                raise ConfigError(what, f"{what} {shown}: is inside the run folder {a}; "
                                         "choose a folder outside it (a run folder holds only "
                                         "what its run wrote)")
     probe = p
@@ -58,23 +61,27 @@ def check_output_dir(path: str | os.PathLike, what: str, *, outside_runs: bool =
             break
         except FileNotFoundError:
             if probe.parent == probe:
-                raise ConfigError(what, f"{what} {p}: no existing folder above it") from None
+                raise ConfigError(what, f"{what} {shown}: no existing folder above it") from None
             probe = probe.parent
         except NotADirectoryError:
             probe = probe.parent  # a file somewhere above: found and named below
         except OSError as e:
-            raise ConfigError(what, f"{what} {p}: cannot be checked ({os_problem(e)})") from None
+            raise ConfigError(what, f"{what} {shown}: cannot be checked ({os_problem(e)})") from None
     if not stat.S_ISDIR(st.st_mode):
-        if probe == p:
-            raise ConfigError(what, f"{what} {p}: is {kind_of(st.st_mode)}, not a folder")
-        raise ConfigError(what, f"{what} {p}: cannot be created, {probe} is "
+        if probe == shown:
+            raise ConfigError(what, f"{what} {shown}: is {kind_of(st.st_mode)}, not a folder")
+        raise ConfigError(what, f"{what} {shown}: cannot be created, {probe} is "
                                 f"{kind_of(st.st_mode)}, not a folder")
     try:
         with tempfile.TemporaryFile(dir=probe, prefix=".moe-studio-probe-"):
             pass
     except OSError as e:
         where = "" if probe == p else f" (checked {probe}, the nearest existing folder)"
-        raise ConfigError(what, f"{what} {p}: cannot write there: {os_problem(e)}{where}") from None
+        problem = os_problem(e)
+        if e.errno in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):
+            # an existing folder that answers "no such file": /proc, /sys and the like
+            problem = "files cannot be created in that kind of folder (a virtual file system?)"
+        raise ConfigError(what, f"{what} {shown}: cannot write there: {problem}{where}") from None
     return p
 
 
@@ -92,5 +99,5 @@ def check_output_file(path: str | os.PathLike, what: str, *, outside_runs: bool 
         raise ConfigError(what, f"{what} {p}: cannot be checked ({os_problem(e)})") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise ConfigError(what, f"{what} {p}: is {kind_of(st.st_mode)}, not a file to write")
-    check_output_dir(p.parent, what, outside_runs=outside_runs)
+    check_output_dir(p.parent, what, outside_runs=outside_runs, _target=p)
     return p

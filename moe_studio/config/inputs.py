@@ -138,17 +138,23 @@ def build_config(config: str | os.PathLike | None = None, *, preset: str | None 
     errs = field_problems(cfg)
     if errs:
         raise errs[0]
+    told = None
     if steps is not None:
         apply_overrides(cfg, [f"train.steps={steps}"])
+        errs = field_problems(cfg)
+        if errs:
+            raise errs[0]
         warmup_set = any(s.split("=", 1)[0].strip() == "train.warmup_steps" for s in sets)
         t = cfg.train
         if t.warmup_steps > t.steps and not warmup_set:
             old, t.warmup_steps = t.warmup_steps, t.steps // 10
-            if note is not None:
-                note(f"--steps {steps}: train.warmup_steps {old} is longer than the run, "
-                     f"using {t.warmup_steps} (a tenth); --set train.warmup_steps=N to choose")
+            told = (f"--steps {steps}: train.warmup_steps {old} is longer than the run, "
+                    f"using {t.warmup_steps} (a tenth); --set train.warmup_steps=N to choose")
     check_input_paths(cfg)
-    return validate(cfg)
+    validate(cfg)
+    if told and note is not None:  # only for a config that is then used
+        note(told)
+    return cfg
 
 
 def check_input_paths(cfg: ExperimentConfig) -> None:

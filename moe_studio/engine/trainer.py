@@ -29,6 +29,7 @@ from .device import describe_device, resolve_device
 from .ensemble import EnsembleEngine
 from .headroom import HeadroomMonitor, nonfinite_event
 from .model import MoEGPT
+from .memory import check_fits
 from .params import count_params
 from .schedule import lr_at
 from .stats import BLOCK_STATS, PendingStep, StatsBuffer, load_cv, max_over_mean
@@ -103,6 +104,7 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, runs_dir: str | Path | None = None, *,
                  writer: RunWriter | None = None):
         self.config = cfg = copy_config(validate(config))
+        check_fits(cfg)  # before any allocation: refuse what cannot fit, naming the biggest part
         self.device = resolve_device(cfg.train.device)
         self.total_steps = cfg.train.steps
         self.step_count = 0
