@@ -277,14 +277,30 @@ class RunWriter:
 
     # ------------------------------------------------------------------ commit / close
     def flush(self) -> None:
-        """Commit everything recorded so far, now."""
+        """Commit everything recorded so far, now. A transient I/O error leaves the
+        records pending for the background retries; a persistent one (or one that has
+        outlasted RETRY_WINDOW_S) raises RunFileError, as every later call will."""
         with self._lock:
             self._check_usable()
-        self._commit()
+        try:
+            self._commit()
+            self._failing_since = None
+        except (sqlite3.Error, OSError) as e:
+            self._failing_since = self._failing_since or time.monotonic()
+            if _transient(e) and time.monotonic() - self._failing_since < RETRY_WINDOW_S:
+                return
+            self._error = e
+            with self._lock:
+                self._check_usable()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def failing(self) -> bool:
+        """True while the latest commit failed and its records wait for a retry."""
+        return self._failing_since is not None
 
     def close(self, status: str = "finished", error: str | None = None) -> None:
         """Commit what is buffered and end the run with ``status`` (finished, stopped or
