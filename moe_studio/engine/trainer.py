@@ -31,6 +31,7 @@ from .headroom import HeadroomMonitor, nonfinite_event
 from .model import MoEGPT
 from .memory import check_fits
 from .params import count_params
+from .safe_load import load_weights_only
 from .schedule import lr_at
 from .stats import BLOCK_STATS, PendingStep, StatsBuffer, load_cv, max_over_mean
 
@@ -514,7 +515,7 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore model, optimizer, scaler, batch stream and RNG state so training
         continues exactly where the checkpoint was taken. Loads with weights_only=True."""
-        state = torch.load(Path(path), map_location=self.device, weights_only=True)
+        state = load_weights_only(path, map_location=self.device)
         if state.get("format") != "moe-studio-checkpoint-1":
             raise ValueError(f"{path}: not a MoE Studio checkpoint")
         if len(state["models"]) != self.n_members:
