@@ -326,6 +326,10 @@ class RunWriter:
                 except sqlite3.Error:
                     pass  # a checkpoint that did not fit: the WAL keeps every commit
             if self._lock_fd is not None:
+                try:  # no holder named any more: readers need not wait for this pid
+                    os.ftruncate(self._lock_fd, 0)
+                except OSError:
+                    pass
                 os.close(self._lock_fd)  # releases writer.lock
                 self._lock_fd = None
 
