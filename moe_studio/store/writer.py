@@ -338,8 +338,9 @@ class RunWriter:
         status and error alone, else a side file. Never raises for an I/O error; the
         outcome short of the first is in ``self.failure`` (one line)."""
         if self._error is not None:
-            cause = _one_line(self._error)
-            error = f"{error or ''}\nwriting the run failed: {cause}".strip()
+            cause = f"writing the run failed: {_one_line(self._error)}"
+            if cause not in (error or ""):  # the caller's traceback usually says it already
+                error = f"{error or ''}\n{cause}".strip()
             if status != "failed":
                 status = "failed"
         try:
@@ -348,8 +349,7 @@ class RunWriter:
         except (sqlite3.Error, OSError) as e:
             first = e
         lost = self._pending_summary()
-        error = (f"{error or ''}\nwriting the run failed: {_one_line(first)}; "
-                 f"{lost} not stored").strip()
+        error = f"{error or ''}\n{lost} not stored ({_one_line(first)})".strip()
         try:
             with self._db_lock:
                 self._transaction(lambda con: con.execute(
