@@ -68,11 +68,17 @@ def _file_key(db: Path) -> tuple:
     return str(db), ident(db), ident(wal_path(db))
 
 
+# Above this size the run list checks a run's structure and latest records only (a
+# full read of many large runs would make the first listing take minutes); reports and
+# exports still read every record.
+FULL_VERIFY_MAX_BYTES = 64 << 20
+
+
 def _verify_once(r: RunReader) -> None:
     key = _file_key(r.db_path)
     if key not in _verified:
         try:
-            r.verify()
+            r.verify(full=sum(k[1] for k in key[1:] if k) <= FULL_VERIFY_MAX_BYTES)
             _verified[key] = None
         except RunFileError as e:
             _verified[key] = e.problem
@@ -85,7 +91,8 @@ def _verify_once(r: RunReader) -> None:
 def run_info(folder: str | Path, *, verify: bool = True) -> RunInfo:
     """The summary of one run folder; never raises for an unreadable run. With
     ``verify`` a run that is no longer running is read whole once (per change of its
-    files), so damage anywhere in it makes it ``unreadable`` with the problem named."""
+    files; its structure and latest records only above FULL_VERIFY_MAX_BYTES), so
+    damage in it makes it ``unreadable`` with the problem named."""
     folder = Path(folder)
     try:
         with RunReader(folder) as r:
