@@ -142,7 +142,7 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
 
 
 # ---------------------------------------------------------------------- config files
-@settings(max_examples=260, **SETTINGS)
+@settings(max_examples=400, **SETTINGS)
 @given(kv=st.lists(st.tuples(st.sampled_from(KEYS), toml_values), min_size=1, max_size=3,
                    unique_by=lambda x: x[0]),
        bom=st.booleans(), junk=st.sampled_from(["", "", "", "x = 1\n", "[nosuch]\n", "name = 3\n",
@@ -173,7 +173,7 @@ set_values = st.one_of(st.text(max_size=25), st.integers(-10 ** 25, 10 ** 25).ma
                                                                        "a\x00b", "0x10", "1_0")))
 
 
-@settings(max_examples=220, **SETTINGS)
+@settings(max_examples=300, **SETTINGS)
 @given(sets=st.lists(st.tuples(st.one_of(st.sampled_from(KEYS).map(lambda k: f"{k[0]}.{k[1]}"),
                                          st.text(max_size=12)), set_values),
                      min_size=1, max_size=3),
@@ -274,3 +274,34 @@ def test_steps_shortening_the_warmup_says_so(capsys):
     assert cfg.train.warmup_steps == 20
     with pytest.raises(ConfigError, match="warmup_steps"):
         build_config(None, steps=50, sets=["train.warmup_steps=80"])  # typed: never rewritten
+
+
+# ---------------------------------------------------------------------- output paths
+path_text = st.one_of(
+    st.text(max_size=40),
+    st.lists(st.sampled_from(["a", "..", ".", "~", "~nosuchuser", "/proc", "/dev/full", "f",
+                              "f/below", "x" * 300, "/etc/passwd", "\x00", " ", "é"]),
+             min_size=1, max_size=4).map("/".join))
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(text=path_text, flag=st.sampled_from(["train-out", "env", "export-out", "config-out"]))
+def test_fuzzed_output_paths_are_accepted_or_refused_in_one_line(text, flag, tmp_path,
+                                                                 monkeypatch, capsys):
+    from moe_studio.config import ConfigError as CE
+    from moe_studio.paths import check_output_dir, check_output_file, default_runs_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("a file")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    try:
+        if flag == "env":
+            monkeypatch.setenv("MOE_STUDIO_RUNS", text) if text and "\x00" not in text else None
+            check_output_dir(default_runs_dir(), "MOE_STUDIO_RUNS")
+        elif flag == "config-out":
+            check_output_file(text, "--out")
+        else:
+            check_output_dir(text, "--out", outside_runs=flag == "export-out")
+    except CE as e:
+        assert "\n" not in str(e) and str(e)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # a check creates nothing
