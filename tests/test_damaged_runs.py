@@ -272,3 +272,25 @@ def test_pristine_run_reads_and_corpus_covers_many_kinds(pristine, tmp_path):
     assert got["scalars"] == 60 and len(got["events"]) == 6
     assert len(DAMAGE) >= 40
     assert _digest(run) == before
+
+
+@pytest.mark.parametrize("kind", ["scalar_blocks dropped", "garbage tensor dtype",
+                                  "random bytes mid-file"])
+def test_the_runs_panel_shows_a_damaged_run_as_unreadable(kind, pristine, tmp_path, qtbot):
+    pytest.importorskip("pytestqt")
+    from PySide6.QtCore import Qt
+
+    from moe_studio.gui.runs_panel import COL_STATUS, RunsPanel
+
+    run = _damaged(pristine, tmp_path, DAMAGE[kind])
+    before = _digest(run)
+    panel = RunsPanel([run.parent], auto_rescan=False)
+    qtbot.addWidget(panel)
+    try:
+        idx = panel._proxy_index(str(run))
+        assert idx.siblingAtColumn(COL_STATUS).data() == "unreadable"
+        tip = idx.data(Qt.ItemDataRole.ToolTipRole)
+        assert tip.startswith(str(run)) and "\n" not in tip
+    finally:
+        panel.shutdown()
+    assert _digest(run) == before

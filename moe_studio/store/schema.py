@@ -238,7 +238,8 @@ def connect_private_copy(db: Path) -> tuple[sqlite3.Connection, Path]:
     except (OSError, sqlite3.Error) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
-            raise RunFileError(db, f"cannot read ({e.strerror or e})") from None
+            raise RunFileError(db, f"cannot read the records its stopped writer left in the WAL: "
+                                   f"copying them to {tmp.parent} failed ({e.strerror or e})") from None
         raise db_error(db, e) from None
     return con, tmp
 
