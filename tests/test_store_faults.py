@@ -185,3 +185,18 @@ def test_a_really_full_disk_keeps_what_was_committed_and_stores_the_failure(tmp_
             assert r.status == "failed" and r.error, (r.status, w.failure)
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_a_live_writer_that_names_no_lock_is_still_followed_live(tmp_path):
+    # A writer of an earlier version leaves no writer.lock: the run row decides it is live
+    w = make(tmp_path)
+    w.add_scalars(0, {"loss": 1.0})
+    w.flush()
+    (w.run_dir / "writer.lock").write_text("")
+    with open_run(w.run_dir) as r:
+        f = r.follower()
+        assert len(f.poll().scalars) == 1
+        w.add_scalars(1, {"loss": 0.5})
+        w.flush()
+        assert f.poll().scalars["step"].tolist() == [1]
+    w.close("finished")

@@ -111,6 +111,9 @@ class RunReader:
         if wal_path(self.db_path).exists() and not writer_alive(self.path):
             self._con, self._copy_dir = connect_private_copy(self.db_path)
             self._immutable = False
+            if self._copy_says_live():  # a writer without writer.lock (an older version)
+                self.close()
+                self._con, self._immutable = connect_reader(self.db_path)
         else:
             self._con, self._immutable = connect_reader(self.db_path)
         self._names: dict[int, str] = {}
@@ -144,6 +147,13 @@ class RunReader:
                 raise RunFileError(self.db_path, "corrupted run record (config is not a JSON object)")
             self.config_toml: str = row[4]
             self.refresh()
+
+    def _copy_says_live(self) -> bool:
+        try:
+            row = self._con.execute("SELECT status, pid, host, heartbeat FROM run WHERE id = 1").fetchone()
+            return row is not None and effective_status(*row) == RUNNING
+        except (sqlite3.Error, TypeError):
+            return False  # damaged: the checks that follow say how
 
     # ------------------------------------------------------------------ run facts
     @_guarded
