@@ -68,13 +68,21 @@ class _SignalStop:
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         if self.signum is not None:
-            print(f"\n{name} again: exiting now; the run will read as interrupted",
-                  file=sys.stderr, flush=True)
-            sys.stdout.flush()
+            _say(f"\n{name} again: exiting now; the run will read as interrupted")
             os._exit(128 + signum)
         self.signum = signum
-        print(f"\n{name}: stopping after this step and saving a checkpoint "
-              f"({name} again to exit at once)", file=sys.stderr, flush=True)
+        _say(f"\n{name}: stopping after this step and saving a checkpoint "
+             f"({name} again to exit at once)")
+
+
+def _say(text: str) -> None:
+    """Print from a signal handler: a closed terminal or pipe must not turn the stop
+    into an exception inside whatever the step was doing."""
+    try:
+        sys.stdout.flush()
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def cmd_train(args) -> int:
