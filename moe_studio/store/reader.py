@@ -126,27 +126,26 @@ class RunReader:
             raise
 
     def _open_checks(self) -> None:
-        if True:
-            version = self._one("PRAGMA user_version")[0]
-            if version != SCHEMA_VERSION:  # header said otherwise; the WAL has the last word
-                raise RunFileError(self.db_path, f"unknown store schema version {version} "
-                                                 f"(this version reads version {SCHEMA_VERSION})")
-            row = self._one("SELECT run_id, name, started, config_json, config_toml FROM run "
-                            "WHERE id = 1")
-            if row is None:
-                raise RunFileError(self.db_path, "not a complete MoE Studio run database "
-                                                 "(no run record)")
-            self.run_id: str = row[0]
-            self.name: str = row[1]
-            self.started: float = row[2]
-            try:
-                self.config: dict[str, Any] = json.loads(row[3])
-            except (ValueError, TypeError) as e:
-                raise RunFileError(self.db_path, f"corrupted run record (config is not JSON: {e})") from None
-            if not isinstance(self.config, dict):
-                raise RunFileError(self.db_path, "corrupted run record (config is not a JSON object)")
-            self.config_toml: str = row[4]
-            self.refresh()
+        version = self._one("PRAGMA user_version")[0]
+        if version != SCHEMA_VERSION:  # header said otherwise; the WAL has the last word
+            raise RunFileError(self.db_path, f"unknown store schema version {version} "
+                                             f"(this version reads version {SCHEMA_VERSION})")
+        row = self._one("SELECT run_id, name, started, config_json, config_toml FROM run "
+                        "WHERE id = 1")
+        if row is None:
+            raise RunFileError(self.db_path, "not a complete MoE Studio run database "
+                                             "(no run record)")
+        self.run_id: str = row[0]
+        self.name: str = row[1]
+        self.started: float = row[2]
+        try:
+            self.config: dict[str, Any] = json.loads(row[3])
+        except (ValueError, TypeError) as e:
+            raise RunFileError(self.db_path, f"corrupted run record (config is not JSON: {e})") from None
+        if not isinstance(self.config, dict):
+            raise RunFileError(self.db_path, "corrupted run record (config is not a JSON object)")
+        self.config_toml: str = row[4]
+        self.refresh()
 
     def _copy_says_live(self) -> bool:
         try:

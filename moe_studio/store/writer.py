@@ -6,10 +6,10 @@ crash loses at most the last ~0.5 s of records and the trainer never waits on di
 I/O. ``add_*`` only copies its arguments into Python lists under a lock; encoding,
 compression and SQLite work happen at commit time.
 
-I/O errors are handled in one place, :meth:`RunWriter._commit`: a failed commit puts
-its records back in front of the newer ones, and the background thread retries with a
-growing pause for up to :data:`RETRY_WINDOW_S` (a full disk someone is cleaning, a
-locked file). An error that outlasts the window is persistent: the next ``add_*`` call
+I/O errors meet one path: :meth:`RunWriter._commit` puts the records of a failed
+commit back in front of the newer ones, :func:`_transient` decides whether the error is
+worth retrying, and the background thread retries with a growing pause for up to
+:data:`RETRY_WINDOW_S` (a full disk someone is cleaning, a locked file). An error that outlasts the window is persistent: the next ``add_*`` call
 raises, and :meth:`RunWriter.close` records the failure in the run if the disk allows
 (first everything, then the status and error alone), else in a side file
 ``run.sqlite-failed.json`` that readers pick up (see :func:`schema.read_failure_note`).
@@ -123,7 +123,8 @@ class RunWriter:
         try:
             con = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
         except BaseException:
-            os.close(self._lock_fd) if self._lock_fd is not None else None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
             raise
         # WAL + synchronous=NORMAL: a commit is a write into the WAL without fsync. It
         # survives the process being killed (the OS holds the data); only an OS crash or
