@@ -200,3 +200,29 @@ def test_a_live_writer_that_names_no_lock_is_still_followed_live(tmp_path):
         w.flush()
         assert f.poll().scalars["step"].tolist() == [1]
     w.close("finished")
+
+
+def test_a_read_only_run_folder_is_given_up_at_once_and_close_still_returns(tmp_path, monkeypatch):
+    w = make(tmp_path, commit_interval=0.02)
+    w.add_scalars(0, {"loss": 1.0})
+    w.flush()
+    faults = FailingWrites(monkeypatch, sqlite3.OperationalError("attempt to write a readonly database"))
+    w.add_scalars(1, {"loss": 0.5})
+    assert wait_for(lambda: faults.calls >= 1)
+    time.sleep(0.2)
+    assert faults.calls == 1  # not worth retrying: no second attempt
+
+    def fail(self, write):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    def no_note(path, text):
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(RunWriter, "_transaction", fail)
+    monkeypatch.setattr(writer_mod, "_write_text_atomic", no_note)
+    with pytest.raises(RunFileError, match="readonly"):
+        w.add_scalars(2, {"loss": 0.1})
+    w.close("finished")  # never raises for an I/O error
+    assert "read as interrupted" in w.failure and "\n" not in w.failure
+    assert "1 record of steps 1-1 not stored" in w.failure
+    with open_run(w.run_dir) as r:
+        assert r.scalars()["step"].tolist() == [0]

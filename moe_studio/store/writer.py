@@ -379,7 +379,8 @@ class RunWriter:
             steps = p.steps + [t[0] for t in p.tensors] + [e[0] for e in p.events]
         if not n:
             return "no records were"
-        return f"{n:,} records of steps {min(steps)}-{max(steps)}" if steps else f"{n:,} records"
+        what = f"{n:,} record{'s' if n != 1 else ''}"
+        return f"{what} of steps {min(steps)}-{max(steps)}" if steps else what
 
     def __enter__(self) -> "RunWriter":
         return self
