@@ -350,14 +350,14 @@ class RunWriter:
         except (sqlite3.Error, OSError) as e:
             first = e
         lost = self._pending_summary()
-        error = f"{error or ''}\n{lost} not stored ({_one_line(first)})".strip()
+        error = f"{error or ''}\n{lost} ({_one_line(first)})".strip()
         try:
             with self._db_lock:
                 self._transaction(lambda con: con.execute(
                     "UPDATE run SET status = 'failed', ended = ?, error = ?, heartbeat = ? "
                     "WHERE id = 1", (ended, error, time.time())))
             self.failure = f"{self.db_path}: writing the run failed ({_one_line(first)}); " \
-                           f"{lost} not stored; the run is marked failed"
+                           f"{lost}; the run is marked failed"
             return
         except (sqlite3.Error, OSError) as e:
             second = e
@@ -365,22 +365,23 @@ class RunWriter:
             _write_text_atomic(failure_note_path(self.db_path), json.dumps(
                 {"status": "failed", "ended": ended, "error": error, "pid": os.getpid()}))
             self.failure = (f"{self.db_path}: writing the run failed ({_one_line(second)}); "
-                            f"{lost} not stored; the failure is noted in "
+                            f"{lost}; the failure is noted in "
                             f"{failure_note_path(self.db_path).name}")
         except OSError as e:
             self.failure = (f"{self.db_path}: writing the run failed ({_one_line(second)}) and so "
-                            f"did a note beside it ({_one_line(e)}); {lost} not stored; "
+                            f"did a note beside it ({_one_line(e)}); {lost}; "
                             "the run will read as interrupted")
 
     def _pending_summary(self) -> str:
+        """What a failed end leaves out, in words ('N records of steps a-b not stored')."""
         with self._lock:
             p = self._pending
             n = len(p.steps) + len(p.tensors) + len(p.histograms) + len(p.snapshots) + len(p.events)
             steps = p.steps + [t[0] for t in p.tensors] + [e[0] for e in p.events]
         if not n:
-            return "no records were"
+            return "every record was stored"
         what = f"{n:,} record{'s' if n != 1 else ''}"
-        return f"{what} of steps {min(steps)}-{max(steps)}" if steps else what
+        return (f"{what} of steps {min(steps)}-{max(steps)}" if steps else what) + " not stored"
 
     def __enter__(self) -> "RunWriter":
         return self
