@@ -50,7 +50,7 @@ def check_output_dir(path: str | os.PathLike, what: str, *, outside_runs: bool =
     shown = _target or p  # check_output_file checks the folder of the file it names
     if outside_runs:
         for a in [p, *p.parents]:
-            if (a / RUN_DB_NAME).is_file():
+            if _is_file(a / RUN_DB_NAME):
                 raise ConfigError(what, f"{what} {shown}: is inside the run folder {a}; "
                                         "choose a folder outside it (a run folder holds only "
                                         "what its run wrote)")
@@ -83,6 +83,13 @@ def check_output_dir(path: str | os.PathLike, what: str, *, outside_runs: bool =
             problem = "files cannot be created in that kind of folder (a virtual file system?)"
         raise ConfigError(what, f"{what} {shown}: cannot write there: {problem}{where}") from None
     return p
+
+
+def _is_file(p: Path) -> bool:
+    try:  # Path.is_file raises for a name too long, which is no run folder either
+        return stat.S_ISREG(os.stat(p).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def check_output_file(path: str | os.PathLike, what: str, *, outside_runs: bool = False) -> Path:
