@@ -192,8 +192,11 @@ def test_fuzzed_set_and_steps_give_the_typed_values_or_one_line(sets, steps, cap
     cfg = build_config(None, sets=[f"{k}={v}" for k, v in sets], steps=steps)
     last = {}
     for k, v in sets:
-        last[k] = v
+        last[k.strip()] = v
     for k, v in last.items():
+        if k == "name":
+            assert cfg.name == v
+            continue
         sec, key = k.split(".", 1)
         if (sec, key) == ("train", "steps") and steps is not None:
             continue
@@ -222,7 +225,8 @@ def test_fuzzed_presets_name_a_preset_or_are_refused(preset, with_file, tmp_path
         assert_clean_refusal(rc, err, argv)  # a file and a preset, or an empty name
     elif rc != 0:
         assert_clean_refusal(rc, err, argv)
-        assert "unknown preset" in err
+        # argparse takes "-x" for an option: --preset=-x names such a preset
+        assert "unknown preset" in err or "expected one argument" in err
 
 
 def test_config_paths_that_are_not_files_are_refused_without_blocking(tmp_path, capsys):
