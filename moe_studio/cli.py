@@ -87,10 +87,12 @@ def _say(text: str) -> None:
 
 def cmd_train(args) -> int:
     from .config import ConfigError
+    from .config.inputs import check_environment
     from .paths import check_output_dir, default_runs_dir
 
     prog = "moe-studio train"
     try:
+        check_environment()
         cfg = _load_config(args)
         if args.out is not None:
             runs_dir = check_output_dir(args.out, "--out")
@@ -222,6 +224,14 @@ def cmd_bench(args) -> int:
 
 
 def cmd_gui(args) -> int:
+    from .config import ConfigError
+    from .config.inputs import check_environment
+
+    try:
+        check_environment()
+    except ConfigError as e:
+        print(f"moe-studio: {e}", file=sys.stderr)
+        return 2
     from .gui.app import main as gui_main
 
     return gui_main([a for a in [args.path] if a])

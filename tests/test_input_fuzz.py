@@ -312,3 +312,32 @@ def test_fuzzed_output_paths_are_accepted_or_refused_in_one_line(text, flag, tmp
     except CE as e:
         assert "\n" not in str(e) and str(e)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # a check creates nothing
+
+
+# ---------------------------------------------------------------------- environment
+@settings(max_examples=80, **SETTINGS)
+@given(name=st.sampled_from(["MOE_STUDIO_EXPERT_KERNEL", "MOE_STUDIO_ENGINE", "MOE_STUDIO_NATIVE"]),
+       value=st.one_of(st.text(max_size=10), st.sampled_from(
+           ["auto", "loop", "grouped", "Loop", " grouped", "process", "thread", " Thread ", "0",
+            "1", " 0", "yes", "false"])))
+def test_fuzzed_environment_is_honoured_exactly_or_refused(name, value):
+    from moe_studio.config.inputs import check_environment
+    from moe_studio.engine.dispatch import KERNELS
+    from moe_studio.gui.worker import MODES
+
+    # what the code reading each variable does with it, asked independently
+    honoured = {"MOE_STUDIO_EXPERT_KERNEL": value in KERNELS,
+                "MOE_STUDIO_ENGINE": value.strip().lower() in MODES,
+                "MOE_STUDIO_NATIVE": value in ("0", "1")}[name] or value == ""
+    try:
+        check_environment({name: value})
+        assert honoured, (name, value)
+    except ConfigError as e:
+        assert not honoured and "\n" not in str(e) and name in str(e)
+
+
+def test_train_refuses_an_environment_value_it_would_ignore(monkeypatch, capsys):
+    monkeypatch.setenv("MOE_STUDIO_EXPERT_KERNEL", "fastest")
+    rc, err = run_cli(["train", "--steps", "1"], capsys)
+    assert_clean_refusal(rc, err, "env")
+    assert "MOE_STUDIO_EXPERT_KERNEL='fastest'" in err

@@ -157,6 +157,27 @@ def build_config(config: str | os.PathLike | None = None, *, preset: str | None 
     return cfg
 
 
+# The environment variables that choose something, with the values each accepts (the
+# code reading them keeps its default for anything else: said here, before any work).
+ENV_CHOICES = {
+    "MOE_STUDIO_EXPERT_KERNEL": ("auto", "loop", "grouped"),
+    "MOE_STUDIO_ENGINE": ("process", "thread"),
+    "MOE_STUDIO_NATIVE": ("0", "1"),
+}
+
+
+def check_environment(environ: "os._Environ | dict | None" = None) -> None:
+    """ConfigError for a set MOE_STUDIO_* variable whose value would be ignored."""
+    env = os.environ if environ is None else environ
+    for name, choices in ENV_CHOICES.items():
+        value = env.get(name)
+        if value is None or value == "":
+            continue
+        if value.strip().lower() not in choices or (name != "MOE_STUDIO_ENGINE" and value != value.strip().lower()):
+            raise ConfigError(name, f"{name}={show(value)}: must be one of {', '.join(choices)} "
+                                    "(or unset)")
+
+
 def check_input_paths(cfg: ExperimentConfig) -> None:
     """Paths inside a config that can be refused without reading them."""
     corpus = cfg.data.corpus.strip()
