@@ -324,3 +324,36 @@ def test_random_bytes_anywhere_read_or_fail_in_one_line(pristine, tmp_path):
         assert info.error is None or str(run) in info.error
         assert _digest(run) == before
     assert outcomes["error"] >= 15, outcomes  # 23 of 60 hit structure or framing, and are named
+
+
+APP_DAMAGE = ["garbage tensor dtype", "snapshot layout garbage", "histogram counts dtype",
+              "one name row deleted", "event data garbage", "scalar steps blob short"]
+
+
+@pytest.mark.parametrize("kind", APP_DAMAGE)
+def test_every_dashboard_opens_a_damaged_real_run_without_an_escaping_error(kind, tmp_path, qtbot):
+    """The app's views read a damaged recorded run (a sample run, so every view has
+    data of its kind to read): each either shows what it can or says the run is
+    damaged; no exception leaves a view (pytest-qt fails the test on one)."""
+    pytest.importorskip("pytestqt")
+    from moe_studio.gui.main_window import DASHBOARDS, _load_class
+    from moe_studio.paths import sample_runs_dir
+
+    src = sample_runs_dir() / "moe-top2"
+    if kind == "one name row deleted":  # a name every view reads
+        damage = _sql("DELETE FROM names WHERE name LIKE 'routing/%' OR name LIKE 'gate%'")
+    else:
+        damage = DAMAGE[kind]
+    run = _damaged(src, tmp_path, damage)
+    before = _digest(run)
+    for title, spec in DASHBOARDS:
+        widget = _load_class(spec)()
+        qtbot.addWidget(widget)
+        widget.resize(900, 600)
+        widget.show()
+        widget.set_runs([str(run)])
+        qtbot.wait(30)
+        if hasattr(widget, "stop_follow"):
+            widget.stop_follow()
+        widget.close()
+    assert _digest(run) == before
