@@ -160,3 +160,17 @@ def test_sys_exit_inside_a_step_is_a_failed_run_with_a_sentence(tmp_path):
     from moe_studio.store import list_runs
     (info,) = list_runs(tmp_path / "runs")
     assert info.status == "failed" and "SystemExit" in info.run_error and info.last_step == 2
+
+
+def test_a_corpus_too_large_for_memory_is_refused_by_its_size(tmp_path):
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:  # sparse: 2 GB of size, no disk used
+        f.truncate(2 * 10 ** 9)
+    cfg = tiny_config(data__corpus=str(big))
+    est = estimate(cfg, 2 * 10 ** 9)
+    assert est.terms["corpus"] == 3 * 2 * 10 ** 9  # bytes read + tokens + domain labels
+    with pytest.raises(ConfigError, match="largest part is corpus"):
+        check_fits(cfg, available=4 * 10 ** 9)
+    bag = tiny_config(data__corpus=str(big), ensemble__members=4, ensemble__method="bagging")
+    assert estimate(bag, 10).terms["corpus"] == 10 * (3 + 4 * 8)  # + int64 starts per member
+    check_fits(tiny_config(), available=10 ** 9)  # the embedded corpus is not counted here

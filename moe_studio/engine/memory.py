@@ -34,7 +34,29 @@ class MemoryEstimate:
         return max(self.terms.items(), key=lambda kv: kv[1])
 
 
-def estimate(cfg: ExperimentConfig) -> MemoryEstimate:
+def corpus_bytes(spec: str) -> int:
+    """Size in bytes of the corpus file, or of the files in a corpus folder (0 for the
+    embedded corpus, or what cannot be measured: loading it will say why)."""
+    spec = spec.strip()
+    if not spec or spec == "embedded":
+        return 0
+    try:
+        p = os.path.expanduser(spec)
+        if os.path.isfile(p):
+            return os.path.getsize(p)
+        total = 0
+        for root, _dirs, files in os.walk(p):
+            for f in files:
+                try:
+                    total += os.path.getsize(os.path.join(root, f))
+                except OSError:
+                    pass
+        return total
+    except (OSError, ValueError, RuntimeError):
+        return 0
+
+
+def estimate(cfg: ExperimentConfig, corpus_size: int = 0) -> MemoryEstimate:
     """A lower bound of the memory (bytes) a training run of ``cfg`` needs.
 
     - parameters: weights, gradients and AdamW's two moments, float32, per member
@@ -44,6 +66,9 @@ def estimate(cfg: ExperimentConfig) -> MemoryEstimate:
       plus the logits and their gradient, for one batch of every member
     - evaluation batches: the fixed validation windows (int64 inputs and targets),
       built once at start
+    - corpus: ``corpus_size`` bytes of text held as the bytes read, the uint8 tokens and
+      their uint8 domain labels; bagging adds each member's bootstrap window starts
+      (int64 per token)
     """
     p = count_params(cfg)
     m, d = cfg.model, cfg.data
@@ -56,10 +81,12 @@ def estimate(cfg: ExperimentConfig) -> MemoryEstimate:
         hidden = h_routed if b in moe_blocks else m.d_ff
         per_token += 6 * m.d_model + 2 * hidden  # x, ln, q, k, v, attn out; ffn in + act
     activations = members * tokens * (per_token + 2 * VOCAB) * _F32
+    bagging = cfg.ensemble.method == "bagging" and members > 1
     return MemoryEstimate({
         "parameters and optimizer state": members * p.total * 4 * _F32,
         "activations": activations,
         "evaluation batches": 2 * cfg.train.eval_batches * tokens * _I64,
+        "corpus": corpus_size * (3 + (members * _I64 if bagging else 0)),
     })
 
 
@@ -85,13 +112,14 @@ def check_fits(cfg: ExperimentConfig, available: int | None = None, where: str =
     available = machine_memory() if available is None else available
     if not available:
         return
-    est = estimate(cfg)
+    est = estimate(cfg, corpus_bytes(cfg.data.corpus))
     if est.total <= available:
         return
     term, size = est.largest
     key = {"parameters and optimizer state": "model size / ensemble.members",
            "activations": "data.batch_size x data.context",
-           "evaluation batches": "train.eval_batches x data.batch_size x data.context"}[term]
+           "evaluation batches": "train.eval_batches x data.batch_size x data.context",
+           "corpus": "the corpus (data.corpus) or, for bagging, ensemble.members"}[term]
     raise ConfigError("memory", f"this config needs at least {fmt_bytes(est.total)} of memory, "
                                 f"{where} has {fmt_bytes(available)}; the largest part is "
                                 f"{term}, {fmt_bytes(size)}: reduce {key}")
