@@ -54,10 +54,15 @@ class _SignalStop:
 
     def __enter__(self) -> "_SignalStop":
         for s in self.SIGNALS:
-            self._old[s] = signal.signal(s, self._handle)
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (main() called from a thread)
+                break
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.signum is not None:
+            return  # stopping: a second signal until the process ends still exits at once
         for s, h in self._old.items():
             signal.signal(s, h)
 
@@ -91,20 +96,22 @@ def cmd_train(args) -> int:
     from .paths import check_output_dir, default_runs_dir
 
     prog = "moe-studio train"
-    try:
-        check_environment()
-        cfg = _load_config(args)
-        if args.out is not None:
-            runs_dir = check_output_dir(args.out, "--out")
-        else:
-            runs_dir = check_output_dir(default_runs_dir(), "MOE_STUDIO_RUNS" if
-                                        os.environ.get("MOE_STUDIO_RUNS") else "runs folder ./runs")
-        from .engine.memory import check_fits
-        check_fits(cfg)
-    except ConfigError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
-    with _SignalStop() as stop:
+    with _SignalStop() as stop:  # from the start: Ctrl+C while checking is no traceback
+        try:
+            check_environment()
+            cfg = _load_config(args)
+            if args.out is not None:
+                runs_dir = check_output_dir(args.out, "--out")
+            else:
+                runs_dir = check_output_dir(default_runs_dir(), "MOE_STUDIO_RUNS" if
+                                            os.environ.get("MOE_STUDIO_RUNS") else "runs folder ./runs")
+            from .engine.memory import check_fits
+            check_fits(cfg)
+        except ConfigError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
+        if stop.requested:  # nothing was made yet: nothing to stop
+            return 128 + stop.signum
         return _train(cfg, runs_dir, args, stop)
 
 
