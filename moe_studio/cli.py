@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -20,67 +21,130 @@ def _fmt_duration(s: float) -> str:
 
 
 def _load_config(args) -> "object":
-    from .config import ConfigError, apply_overrides, default, load, validate
-    from .config import presets as presets_mod
+    """The validated config of a ``train`` / ``config`` command line (ConfigError if not)."""
+    from .config.inputs import build_config
 
-    if args.preset:
-        # by function name (bagging_ensemble, dashes allowed) or by its PRESETS title
-        by_name = {"default": default, **{f.__name__: f for f in presets_mod.PRESETS.values()}}
-        by_title = {t.lower(): f for t, f in presets_mod.PRESETS.items()}
-        fn = by_name.get(args.preset.lower().replace("-", "_")) or by_title.get(args.preset.lower())
-        if fn is None:
-            raise ConfigError("", f"unknown preset '{args.preset}' (known: {', '.join(by_name)})")
-        cfg = fn()
-    elif args.config:
-        cfg = load(args.config)
-    else:
-        cfg = default()
-    apply_overrides(cfg, args.set or [])
-    if args.steps is not None:
-        cfg.train.steps = args.steps
-        if cfg.train.warmup_steps > cfg.train.steps:
-            cfg.train.warmup_steps = cfg.train.steps // 10
-    return validate(cfg)
+    return build_config(args.config, preset=args.preset, sets=args.set or [], steps=args.steps,
+                        note=lambda text: print(f"moe-studio: {text}", file=sys.stderr))
+
+
+def _describe_failure(e: BaseException) -> str:
+    """An exception from inside a step as one line ("failed: 3" says nothing)."""
+    if isinstance(e, SystemExit):
+        return f"the step called sys.exit({e.code!r})"
+    text = " ".join(str(e).split())
+    if len(text) > 300:
+        text = text[:299] + "…"
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+class _SignalStop:
+    """SIGINT (Ctrl+C) and SIGTERM (``kill``, schedulers, systemd) ask training to stop
+    after the current step: the run is checkpointed, marked stopped, and the command
+    exits with 128 + the signal's number. A second signal exits at once: the writer's
+    background commits have at most ~0.4 s of records in memory, and the run, left
+    'running' by a process that is gone, reads as interrupted."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
+                    if s is not None)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> "_SignalStop":
+        for s in self.SIGNALS:
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (main() called from a thread)
+                break
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.signum is not None:
+            return  # stopping: a second signal until the process ends still exits at once
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            _say(f"\n{name} again: exiting now; the run will read as interrupted")
+            os._exit(128 + signum)
+        self.signum = signum
+        _say(f"\n{name}: stopping after this step and saving a checkpoint "
+             f"({name} again to exit at once)")
+
+
+def _say(text: str) -> None:
+    """Print from a signal handler: a closed terminal or pipe must not turn the stop
+    into an exception inside whatever the step was doing."""
+    try:
+        sys.stdout.flush()
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def cmd_train(args) -> int:
     from .config import ConfigError
+    from .config.inputs import check_environment
+    from .paths import check_output_dir, default_runs_dir
+
+    prog = "moe-studio train"
+    with _SignalStop() as stop:  # from the start: Ctrl+C while checking is no traceback
+        try:
+            check_environment()
+            cfg = _load_config(args)
+            if args.out is not None:
+                runs_dir = check_output_dir(args.out, "--out")
+            else:
+                runs_dir = check_output_dir(default_runs_dir(), "MOE_STUDIO_RUNS" if
+                                            os.environ.get("MOE_STUDIO_RUNS") else "runs folder ./runs")
+            from .engine.memory import check_fits
+            check_fits(cfg)
+        except ConfigError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
+        if stop.requested:  # nothing was made yet: nothing to stop
+            return 128 + stop.signum
+        return _train(cfg, runs_dir, args, stop)
+
+
+def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
+    from .config import ConfigError
     from .data import CorpusError
-
-    try:
-        cfg = _load_config(args)
-    except ConfigError as e:
-        print(f"moe-studio train: {e}", file=sys.stderr)
-        return 2
     from .engine.trainer import Trainer
+    from .store import RunFileError
 
+    prog = "moe-studio train"
     try:
-        trainer = Trainer(cfg, runs_dir=args.out)
-    except (CorpusError, ConfigError, ValueError) as e:
-        print(f"moe-studio train: {e}", file=sys.stderr)
+        trainer = Trainer(cfg, runs_dir=runs_dir)
+    except (CorpusError, ConfigError, RunFileError, ValueError) as e:
+        print(f"{prog}: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except OSError as e:
+        from .config.inputs import os_problem
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"{prog}: cannot create the run in {runs_dir}: {os_problem(e)}{where}", file=sys.stderr)
+        return 1
     out = sys.stdout
     p = trainer.params
     print(f"run {trainer.run_id} -> {trainer.run_dir}", file=out)
     print(f"device {trainer.device} · corpus {trainer.corpus.describe()}", file=out)
     print(f"params total {p.total:,} · active/token {p.active:,}"
           + (f" · members {p.members}" if p.members > 1 else ""), file=out)
-    stop = {"flag": False}
-
-    def _sigint(signum, frame):
-        if stop["flag"]:
-            raise KeyboardInterrupt
-        stop["flag"] = True
-        print("\nstopping after this step (Ctrl+C again to abort)…", file=sys.stderr)
-
-    old = signal.signal(signal.SIGINT, _sigint)
     tty = out.isatty() and not args.quiet
     last_print = 0.0
     info = None
     val = None
     status = "finished"
     try:
-        while not trainer.done and not stop["flag"]:
+        while not trainer.done and not stop.requested:
             info = trainer.step()
             if info.val_loss is not None:
                 val = info.val_loss
@@ -100,26 +164,29 @@ def cmd_train(args) -> int:
                     out.flush()
                 else:
                     print(line, file=out, flush=True)
-        if stop["flag"]:
+        if stop.requested:
             status = "stopped"
         trainer.close(status)
     except BaseException as e:
         import traceback
         trainer.close("failed", error=traceback.format_exc())
-        if isinstance(e, KeyboardInterrupt):
-            print("\naborted", file=sys.stderr)
-            return 130
-        print(f"\nmoe-studio train: failed: {e}", file=sys.stderr)
+        print(f"\n{prog}: failed in step {trainer.step_count + 1}: {_describe_failure(e)}"
+              f" (traceback stored in the run)", file=sys.stderr)
         return 1
-    finally:
-        signal.signal(signal.SIGINT, old)
     if tty:
         out.write("\n")
+    failure = trainer.writer.failure
+    if failure:
+        print(f"{prog}: {failure}", file=sys.stderr)
     elapsed = time.time() - trainer._t_start
     print(f"{status}: {trainer.step_count} steps in {_fmt_duration(elapsed)}"
           + (f" · final loss {info.loss:.4f}" if info else "")
           + (f" · val loss {val:.4f}" if val is not None else "")
           + f" · run {trainer.run_dir}", file=out)
+    if failure:
+        return 1
+    if stop.requested:
+        return 128 + stop.signum
     return 0 if status in ("finished", "stopped") else 1
 
 
@@ -128,12 +195,21 @@ def cmd_config(args) -> int:
 
     try:
         cfg = _load_config(args)
+        if args.out:
+            from .paths import check_output_file
+            out = check_output_file(args.out, "--out")
     except ConfigError as e:
         print(f"moe-studio config: {e}", file=sys.stderr)
         return 2
     text = dumps(cfg)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        from .config import save
+        from .config.inputs import os_problem
+        try:
+            save(cfg, out)
+        except OSError as e:
+            print(f"moe-studio config: cannot write {out}: {os_problem(e)}", file=sys.stderr)
+            return 1
     else:
         sys.stdout.write(text)
     return 0
@@ -155,15 +231,28 @@ def cmd_bench(args) -> int:
 
 
 def cmd_gui(args) -> int:
+    from .config import ConfigError
+    from .config.inputs import check_environment
+
+    try:
+        check_environment()
+    except ConfigError as e:
+        print(f"moe-studio: {e}", file=sys.stderr)
+        return 2
     from .gui.app import main as gui_main
 
     return gui_main([a for a in [args.path] if a])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .paths import default_runs_dir
+class _Parser(argparse.ArgumentParser):
+    """argparse with its refusals in the one-line form of every other input error."""
 
-    ap = argparse.ArgumentParser(prog="moe-studio",
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="moe-studio",
                                  description="See inside Mixture-of-Experts language models while they train.")
     sub = ap.add_subparsers(dest="command")
 
@@ -181,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an experiment headless; the app can follow it live")
     config_args(t)
     t.add_argument("--out", type=Path, default=None,
-                   help=f"runs folder (default: $MOE_STUDIO_RUNS or ./runs; now {default_runs_dir()})")
+                   help="runs folder (default: $MOE_STUDIO_RUNS or ./runs)")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
     t.set_defaults(func=cmd_train)
 

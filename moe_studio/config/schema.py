@@ -172,12 +172,14 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
     Unknown sections or keys raise ``ConfigError`` naming them; type coercion is
     lenient where no information is lost (int -> float), strict otherwise.
     """
-    from .validate import ConfigError, coerce
+    from .validate import ConfigError, coerce, show
 
     cfg = ExperimentConfig()
     for key, value in d.items():
         if key == "name":
-            cfg.name = str(value)
+            if not isinstance(value, str):  # a table or a date must not become its repr
+                raise ConfigError("name", f"name must be text in quotes, got {show(value)}")
+            cfg.name = value
             continue
         if key not in SECTIONS:
             raise ConfigError(key, f"unknown config section '{key}' "

@@ -46,24 +46,22 @@ def dumps(cfg: "schema.ExperimentConfig") -> str:
 
 
 def loads(text: str, source: str = "<string>") -> "schema.ExperimentConfig":
+    if text.startswith("\ufeff"):  # a byte-order mark some editors write; not TOML
+        text = text[1:]
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("", f"{source}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested [ or {
+        raise ConfigError("", f"{source}: not valid TOML: arrays or tables nested too deeply") from None
     return schema.from_dict(d)
 
 
 def load(path: str | Path) -> "schema.ExperimentConfig":
     """Read a config file; missing keys keep their defaults. Raises ConfigError."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError("", f"{p}: config file not found")
-    if p.is_dir():
-        raise ConfigError("", f"{p}: is a folder, expected a .toml config file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError("", f"{p}: not a UTF-8 text file") from None
+    from .inputs import read_config_text
+
+    p, text = read_config_text(path)
     try:
         return loads(text, str(p))
     except ConfigError as e:

@@ -11,12 +11,27 @@ class ConfigError(ValueError):
     """A config problem tied to one field (``path`` such as ``moe.top_k``)."""
 
     def __init__(self, path: str, message: str):
+        # One line, whatever a value or an OS message carried: it is printed as it is.
+        message = " ".join(str(message).split())
         super().__init__(message)
         self.path = path
         self.message = message
 
     def __str__(self) -> str:  # the message already names the field
         return self.message
+
+
+MAX_NAME = 200
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a 401-digit number or a megabyte of
+    text must not become a 401-digit error message."""
+    try:
+        r = repr(value)
+    except ValueError:  # an int beyond Python's digit limit for str()
+        return f"<a number of about {value.bit_length() * 0.30103:.0f} digits>"
+    return r if len(r) <= limit else r[:limit - 1] + "…"
 
 
 def _type_name(f: Field) -> str:
@@ -32,7 +47,7 @@ def coerce(path: str, f: Field, value: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
             return value.lower() in ("true", "1", "yes", "on")
-        raise ConfigError(path, f"{path} must be true or false, got {value!r}")
+        raise ConfigError(path, f"{path} must be true or false, got {show(value)}")
     if t == "int":
         if isinstance(value, bool):
             raise ConfigError(path, f"{path} must be a whole number, got {value!r}")
@@ -45,23 +60,34 @@ def coerce(path: str, f: Field, value: Any) -> Any:
                 return int(value.strip().replace("_", ""))
             except ValueError:
                 pass
-        raise ConfigError(path, f"{path} must be a whole number, got {value!r}")
+        raise ConfigError(path, f"{path} must be a whole number, got {show(value)}")
     if t == "float":
         if isinstance(value, bool):
-            raise ConfigError(path, f"{path} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            raise ConfigError(path, f"{path} must be a number, got {show(value)}")
+        if isinstance(value, (int, float, str)):
             try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(path, f"{path} must be a number, got {value!r}")
+                x = float(value.strip() if isinstance(value, str) else value)
+            except (ValueError, OverflowError):
+                x = None
+            if x is not None:
+                typed_inf = (isinstance(value, float) and value in (float("inf"), -float("inf"))
+                             or isinstance(value, str) and "inf" in value.lower())
+                if x in (float("inf"), -float("inf")) and not typed_inf:
+                    # 1e400 would silently become inf: say so instead
+                    raise ConfigError(path, f"{path} is too large to be a number ({show(value)})")
+                return x
+            if isinstance(value, int):
+                raise ConfigError(path, f"{path} is too large to be a number ({show(value)})")
+        raise ConfigError(path, f"{path} must be a number, got {show(value)}")
     if t == "str":
         if isinstance(value, (list, tuple)) and path.endswith("moe_layers"):
-            return ",".join(str(int(v)) for v in value)
+            # only whole block numbers: [0.5] must not quietly become block 0
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ConfigError(path, f"{path} as a list must hold block indices (whole "
+                                        f"numbers), got {show(value)}")
+            return ",".join(str(v) for v in value)
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(path, f"{path} must be text, got {value!r}")
+            raise ConfigError(path, f"{path} must be text, got {show(value)}")
         return str(value)
     return value
 
@@ -84,10 +110,12 @@ def parse_layer_set(expr: str, n_layers: int) -> list[int]:
         if not part:
             continue
         try:
+            if not (part.isascii() and part.lstrip("-").isdigit()):
+                raise ValueError(part)  # int() would also take "1_0" or non-ASCII digits
             i = int(part)
         except ValueError:
             raise ConfigError("model.moe_layers",
-                              f"model.moe_layers ({expr!r}) must be 'all', 'none', 'every_other' "
+                              f"model.moe_layers ({show(expr)}) must be 'all', 'none', 'every_other' "
                               f"or a list of block indices like '1,3'") from None
         if not 0 <= i < n_layers:
             raise ConfigError("model.moe_layers",
@@ -101,12 +129,25 @@ def parse_layer_set(expr: str, n_layers: int) -> list[int]:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
-    return repr(v) if isinstance(v, str) else str(v)
+    return show(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else str(v)
 
 
 def problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
     """Every problem in ``cfg`` (empty list = valid). Ranges first, then combinations."""
+    errs = field_problems(cfg)
+    if errs:
+        return errs
+    return _combination_problems(cfg)
+
+
+def field_problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
+    """The problems of each value on its own: type, choices, range."""
     errs: list[ConfigError] = []
+    if not isinstance(cfg.name, str):
+        errs.append(ConfigError("name", f"name must be text, got {show(cfg.name)}"))
+    elif len(cfg.name) > MAX_NAME:
+        errs.append(ConfigError("name", f"name is {len(cfg.name):,} characters long; "
+                                        f"at most {MAX_NAME} fit a run list"))
     for sec_name in schema.SECTIONS:
         sec = getattr(cfg, sec_name)
         for f in fields(sec):
@@ -129,8 +170,11 @@ def problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
                     errs.append(ConfigError(path, f"{path} ({_fmt(v)}) must be >= {_fmt(md['min'])}"))
                 if md.get("max") is not None and v > md["max"]:
                     errs.append(ConfigError(path, f"{path} ({_fmt(v)}) must be <= {_fmt(md['max'])}"))
-    if errs:
-        return errs
+    return errs
+
+
+def _combination_problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
+    errs: list[ConfigError] = []
     m, e, d, p, t, ens = cfg.model, cfg.moe, cfg.data, cfg.precision, cfg.train, cfg.ensemble
     if m.d_model % m.n_heads:
         errs.append(ConfigError("model.n_heads", f"model.d_model ({m.d_model}) must be divisible by "

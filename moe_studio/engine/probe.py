@@ -266,12 +266,9 @@ def _read_state(ck: Checkpoint, member: int) -> "dict[str, torch.Tensor]":
         if not state:
             raise ValueError(f"{ck.path.name}: no weights for member {member}")
         return state
-    import torch
+    from .safe_load import load_weights_only
 
-    try:
-        blob = torch.load(ck.path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{ck.path.name}: not a loadable checkpoint ({e})") from None
+    blob = load_weights_only(ck.path)
     models = blob.get("models") if isinstance(blob, dict) else None
     if not isinstance(models, (list, tuple)):
         raise ValueError(f"{ck.path.name}: not a MoE Studio checkpoint (no 'models')")

@@ -31,10 +31,12 @@ from .amp import autocast
 from .device import describe_device, resolve_device
 from .ensemble import EnsembleEngine
 from .members import Members
+from .memory import check_fits
 from .model import train_mode
 from .params import count_params
 from .probe import route_tokens
 from .recorder import Recorder
+from .safe_load import load_weights_only
 from .schedule import lr_at
 
 
@@ -88,6 +90,7 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, runs_dir: str | Path | None = None, *,
                  writer: RunWriter | None = None):
         self.config = cfg = copy_config(validate(config))
+        check_fits(cfg)  # before any allocation: refuse what cannot fit, naming the biggest part
         self.device = resolve_device(cfg.train.device)
         self.total_steps = cfg.train.steps
         self.step_count = 0
@@ -337,7 +340,7 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore model, optimizer, scaler, batch stream and RNG state so training
         continues exactly where the checkpoint was taken. Loads with weights_only=True."""
-        state = torch.load(Path(path), map_location=self.device, weights_only=True)
+        state = load_weights_only(path, map_location=self.device)
         if state.get("format") != "moe-studio-checkpoint-1":
             raise ValueError(f"{path}: not a MoE Studio checkpoint")
         if len(state["models"]) != self.n_members:

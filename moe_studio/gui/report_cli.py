@@ -66,13 +66,25 @@ def cmd_report(args) -> int:
     if args.out.suffix.lower() != ".png":
         print(f"{prog}: --out must name a .png file (got {args.out})", file=sys.stderr)
         return 2
+    from ..config import ConfigError
+    from ..paths import check_output_file
+    try:  # before any run is read or Qt started: a report never writes inside a run
+        args.out = check_output_file(args.out, "--out", outside_runs=True)
+    except ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
     # Check every run before starting Qt: a typo fails fast with the store's one line.
-    from ..store import run_info
+    from ..store import RunFileError, open_run, run_info
     infos = []
     for r in args.runs:
         info = run_info(r)
-        if info.error:
-            print(f"{prog}: {info.error}", file=sys.stderr)
+        try:
+            if info.error:
+                raise RunFileError(info.path, "")
+            with open_run(info.path) as reader:
+                reader.verify()  # every record: a damaged run is refused, not drawn empty
+        except RunFileError as e:
+            print(f"{prog}: {info.error or e}", file=sys.stderr)
             return 2
         infos.append(info)
     tabs = [t.strip() for t in args.tabs.split(",")] if args.tabs else None

@@ -37,13 +37,15 @@ def add_parsers(subparsers) -> None:
 def cmd_runs(args) -> int:
     """Print one line per run (or JSON lines). Exit 1 if the folder or any run in it
     cannot be read (each such run still gets its one-line error)."""
+    from ..config import ConfigError
+    from ..paths import default_runs_dir
+
     runs_dir = args.dir
-    if runs_dir is None:
-        from ..paths import default_runs_dir
-        runs_dir = default_runs_dir()
     try:
+        if runs_dir is None:
+            runs_dir = default_runs_dir()
         infos = list_runs(runs_dir)
-    except RunFileError as e:
+    except (RunFileError, ConfigError) as e:
         print(f"moe-studio runs: {e}", file=sys.stderr)
         return 1
     if getattr(args, "json", False):
@@ -60,12 +62,21 @@ def cmd_runs(args) -> int:
 def cmd_export(args) -> int:
     """Export one run; print the files written. Exit 1 with one line on stderr if the
     run cannot be read or the export cannot be written."""
+    from ..config import ConfigError
+    from ..config.inputs import os_problem
+    from ..paths import check_output_dir
+
     try:
-        files = export_run(args.run, args.format, args.out)
-    except RunFileError as e:
+        out = check_output_dir(args.out, "--out", outside_runs=True)
+        files = export_run(args.run, args.format, out)
+    except (RunFileError, ConfigError) as e:
         print(f"moe-studio export: {e}", file=sys.stderr)
         return 1
-    except (OSError, RuntimeError, ValueError) as e:
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"moe-studio export: cannot write {where}{os_problem(e)}", file=sys.stderr)
+        return 1
+    except (RuntimeError, ValueError) as e:
         print(f"moe-studio export: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
     for f in files:

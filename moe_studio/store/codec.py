@@ -144,6 +144,15 @@ def decode_scalar_blocks(rows: Iterable[Sequence[bytes]]) -> ScalarBlock:
     # One join and one frombuffer per column: a memcpy, no per-row numpy calls (a long
     # run has many thousands of blocks).
     cols = [b"".join(r[j] for r in rows) for j in range(4)]
-    return ScalarBlock(np.frombuffer(cols[0], "<i4").reshape(-1, 3),
-                       np.frombuffer(cols[1], "<i8"), np.frombuffer(cols[2], "<f8"),
-                       np.frombuffer(cols[3], "<f8"))
+    block = ScalarBlock(np.frombuffer(cols[0], "<i4").reshape(-1, 3),
+                        np.frombuffer(cols[1], "<i8"), np.frombuffer(cols[2], "<f8"),
+                        np.frombuffer(cols[3], "<f8"))
+    # A damaged block must not be gathered out of bounds or silently misaligned
+    counts = block.series[:, 2]
+    n = len(block.steps)
+    if (counts < 0).any() or int(counts.sum(dtype=np.int64)) != n or len(block.values) != n \
+            or len(block.wall_times) != n or (block.series[:, 0] < 0).any():
+        raise ValueError(f"scalar blocks disagree: the series list counts "
+                         f"{int(counts.sum(dtype=np.int64))} values, the columns hold {n}, "
+                         f"{len(block.values)}, {len(block.wall_times)}")
+    return block

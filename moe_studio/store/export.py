@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import codec
-from .reader import RunReader, open_run
+from .reader import RunReader, open_run, reading
 
 FORMATS = ("csv", "parquet")
 
@@ -33,14 +33,15 @@ FORMATS = ("csv", "parquet")
 def export_run(path: str | Path, fmt: str, out: str | Path) -> list[Path]:
     """Write every record of the run at ``path`` into folder ``out`` (created if needed)
     as ``fmt`` ('csv' or 'parquet') files; returns the files written. Raises
-    RunFileError for an unreadable run, ValueError for a bad format, RuntimeError if
+    RunFileError for an unreadable or damaged run, ValueError for a bad format, RuntimeError if
     parquet is asked for without pyarrow installed."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (choose csv or parquet)")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise RuntimeError("parquet export needs pyarrow (pip install pyarrow), or use --format csv")
     out = Path(out)
-    with open_run(path) as r:
+    with open_run(path) as r, reading(r.db_path):
+        r.verify()  # a damaged run is refused, not exported with records missing
         tables = {
             "scalars": r.scalars(),  # name stays categorical: dictionary-encoded in parquet
             "tensors": tensors_long(r),

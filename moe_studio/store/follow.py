@@ -63,6 +63,12 @@ class Follower:
     def poll(self) -> Update:
         """Everything added since the previous poll. Costs well under a millisecond
         when nothing is new."""
+        from .reader import reading
+
+        with reading(self._reader.db_path):
+            return self._poll()
+
+    def _poll(self) -> Update:
         r = self._reader
         row = r._one(_POLL_SQL)
         now = row[: len(_TABLES)]

@@ -12,7 +12,9 @@ import os
 import socket
 import time
 
-from .schema import INTERRUPTED, RUNNING
+from pathlib import Path
+
+from .schema import INTERRUPTED, LOCK_NAME, RUNNING
 
 STALE_AFTER_S = 10.0
 HOST = socket.gethostname()
@@ -56,3 +58,18 @@ def effective_status(status: str, pid: int, host: str, heartbeat: float,
     if host == HOST and not pid_alive(pid):
         return INTERRUPTED
     return RUNNING
+
+
+def writer_alive(run_dir: Path) -> bool:
+    """Whether the writer named in ``run_dir``'s ``writer.lock`` may still be running:
+    False when there is no lock file (no writer of this version ever opened the run,
+    or it was cleaned away) or its process on this host is gone. Reads the file only;
+    taking the lock to test it could refuse a writer opening the run at that moment."""
+    try:
+        text = (Path(run_dir) / LOCK_NAME).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    parts = text.split()
+    if len(parts) != 4 or parts[0] != "pid" or parts[2] != "on" or not parts[1].isdigit():
+        return False
+    return parts[3] != HOST or pid_alive(int(parts[1]))

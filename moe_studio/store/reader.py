@@ -8,9 +8,12 @@ cleanly closed run ``immutable`` and a live or crashed one ``mode=ro`` through i
 """
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -20,11 +23,47 @@ import pandas as pd
 
 from . import codec, frames
 from .errors import RunFileError
-from .liveness import effective_status
-from .schema import DB_NAME, SCHEMA_VERSION, check_db_file, connect_reader, db_error, wal_path
+from .liveness import effective_status, writer_alive
+from .schema import (DB_NAME, RUNNING, SCHEMA_VERSION, check_db_file, connect_private_copy, connect_reader,
+                     db_error, read_failure_note, wal_path)
 
 if TYPE_CHECKING:  # follow imports this module
     from .follow import Follower
+
+# What decoding a damaged record raises (garbage JSON, a garbage dtype or shape, a
+# broken zlib stream, a name row deleted, a text where a number belongs): all of it
+# reaches callers as one RunFileError.
+_DAMAGE = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, zlib.error)
+_TABLES = ("run", "meta", "names", "scalar_blocks", "latest", "tensors", "histograms",
+           "snapshots", "events")
+KNOWN_STATUSES = ("running", "finished", "stopped", "failed")
+
+
+class SeriesShapeError(ValueError):
+    """A series whose shape changed during the run, asked for as one stacked array
+    (not damage: read it record by record)."""
+
+
+@contextmanager
+def reading(db_path: Path):
+    """Turn whatever decoding a damaged record raises into a one-line RunFileError."""
+    try:
+        yield
+    except (RunFileError, SeriesShapeError):
+        raise
+    except sqlite3.DatabaseError as e:
+        raise db_error(db_path, e) from None
+    except _DAMAGE as e:
+        text = " ".join(str(e).split())[:200]
+        raise RunFileError(db_path, f"damaged records ({type(e).__name__}: {text})") from None
+
+
+def _guarded(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with reading(self.db_path):
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -68,33 +107,55 @@ class RunReader:
         self.path, self.db_path = resolve_run_path(path)
         check_db_file(self.db_path)
         self._lock = threading.RLock()
-        self._con, self._immutable = connect_reader(self.db_path)
+        self._copy_dir: Path | None = None
+        if wal_path(self.db_path).exists() and not writer_alive(self.path):
+            self._con, self._copy_dir = connect_private_copy(self.db_path)
+            self._immutable = False
+            if self._copy_says_live():  # a writer without writer.lock (an older version)
+                self.close()
+                self._con, self._immutable = connect_reader(self.db_path)
+        else:
+            self._con, self._immutable = connect_reader(self.db_path)
         self._names: dict[int, str] = {}
         self._ids: dict[str, int] = {}
         try:
-            version = self._one("PRAGMA user_version")[0]
-            if version != SCHEMA_VERSION:  # header said otherwise; the WAL has the last word
-                raise RunFileError(self.db_path, f"unknown store schema version {version} "
-                                                 f"(this version reads version {SCHEMA_VERSION})")
-            row = self._one("SELECT run_id, name, started, config_json, config_toml FROM run "
-                            "WHERE id = 1")
-            if row is None:
-                raise RunFileError(self.db_path, "not a complete MoE Studio run database "
-                                                 "(no run record)")
-            self.run_id: str = row[0]
-            self.name: str = row[1]
-            self.started: float = row[2]
-            try:
-                self.config: dict[str, Any] = json.loads(row[3])
-            except ValueError as e:
-                raise RunFileError(self.db_path, f"corrupted run record (config is not JSON: {e})") from None
-            self.config_toml: str = row[4]
-            self.refresh()
+            with reading(self.db_path):
+                self._open_checks()
         except BaseException:
-            self._con.close()
+            self.close()
             raise
 
+    def _open_checks(self) -> None:
+        version = self._one("PRAGMA user_version")[0]
+        if version != SCHEMA_VERSION:  # header said otherwise; the WAL has the last word
+            raise RunFileError(self.db_path, f"unknown store schema version {version} "
+                                             f"(this version reads version {SCHEMA_VERSION})")
+        row = self._one("SELECT run_id, name, started, config_json, config_toml FROM run "
+                        "WHERE id = 1")
+        if row is None:
+            raise RunFileError(self.db_path, "not a complete MoE Studio run database "
+                                             "(no run record)")
+        self.run_id: str = row[0]
+        self.name: str = row[1]
+        self.started: float = row[2]
+        try:
+            self.config: dict[str, Any] = json.loads(row[3])
+        except (ValueError, TypeError) as e:
+            raise RunFileError(self.db_path, f"corrupted run record (config is not JSON: {e})") from None
+        if not isinstance(self.config, dict):
+            raise RunFileError(self.db_path, "corrupted run record (config is not a JSON object)")
+        self.config_toml: str = row[4]
+        self.refresh()
+
+    def _copy_says_live(self) -> bool:
+        try:
+            row = self._con.execute("SELECT status, pid, host, heartbeat FROM run WHERE id = 1").fetchone()
+            return row is not None and effective_status(*row) == RUNNING
+        except (sqlite3.Error, TypeError):
+            return False  # damaged: the checks that follow say how
+
     # ------------------------------------------------------------------ run facts
+    @_guarded
     def refresh(self) -> None:
         """Re-read status, end time, error and meta (they change while a run is live)."""
         self._read_run_row()
@@ -103,6 +164,7 @@ class RunReader:
     # status, ended, error and heartbeat change while a run is live (or is resumed), so
     # each access re-reads the run row: one indexed lookup, ~20 us.
     @property
+    @_guarded
     def status(self) -> str:
         """running | finished | stopped | failed | interrupted (stored 'running' but the
         writer's process is gone or its heartbeat is older than 10 s)."""
@@ -110,24 +172,28 @@ class RunReader:
         return self._status_now()
 
     @property
+    @_guarded
     def ended(self) -> float | None:
         """Epoch seconds when the run ended, None while it runs (or was interrupted)."""
         self._read_run_row()
         return self._run[1]
 
     @property
+    @_guarded
     def error(self) -> str | None:
         """Error text (a traceback) of a failed run, else None."""
         self._read_run_row()
         return self._run[2]
 
     @property
+    @_guarded
     def heartbeat(self) -> float:
         """Epoch seconds of the writer's latest commit."""
         self._read_run_row()
         return self._run[3]
 
     # ------------------------------------------------------------------ scalars
+    @_guarded
     def scalars(self, names: Sequence[str] | None = None, member: int | None = None) -> pd.DataFrame:
         """Every recorded scalar as a long table with columns ``step`` (int64),
         ``member`` (int64; -1 = run-wide), ``name`` (categorical), ``value`` (float64;
@@ -135,11 +201,13 @@ class RunReader:
         (name, member, step). ``names`` / ``member`` keep only those series."""
         return self._scalars_between(0, None, names, member)
 
+    @_guarded
     def scalar_names(self) -> list[str]:
         """Sorted names of the scalar series recorded so far."""
         ids = [r[0] for r in self._all("SELECT DISTINCT name_id FROM latest")]
         return sorted(self._name(i) for i in ids)
 
+    @_guarded
     def latest(self) -> pd.DataFrame:
         """The last recorded value of every (name, member) series: columns step,
         member, name, value, wall_time, sorted by (name, member)."""
@@ -153,12 +221,14 @@ class RunReader:
             "wall_time": np.array([r[4] for r in rows], np.float64)})
         return df.sort_values(["name", "member"], ignore_index=True)
 
+    @_guarded
     def last_step(self) -> int:
         """The largest step with a recorded scalar, or -1 if there is none yet."""
         v = self._one("SELECT max(step) FROM latest")[0]
         return -1 if v is None else int(v)
 
     # ------------------------------------------------------------------ tensors
+    @_guarded
     def tensor(self, name: str, step: int | None = None, member: int = 0) -> tuple[int, np.ndarray] | None:
         """``(step, array)`` of tensor ``name`` at the recorded step nearest ``step``
         (ties go to the earlier step; None = the latest), or None if never recorded."""
@@ -167,10 +237,12 @@ class RunReader:
             return None
         return int(row[0]), codec.decode_array(row[1], row[2], row[3])
 
+    @_guarded
     def tensor_steps(self, name: str, member: int = 0) -> np.ndarray:
         """Recorded steps of tensor ``name``, ascending, int64 [S]."""
         return self._steps("tensors", name, member)
 
+    @_guarded
     def tensor_series(self, name: str, member: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(steps int64 [S], arrays [S, *shape])`` of every record of tensor ``name``.
         ValueError if its shape changed during the run."""
@@ -182,15 +254,17 @@ class RunReader:
             return np.empty(0, np.int64), np.empty((0,))
         shapes = {r[2] for r in rows}
         if len(shapes) > 1:
-            raise ValueError(f"tensor {name!r} changed shape during the run "
+            raise SeriesShapeError(f"tensor {name!r} changed shape during the run "
                              f"({', '.join(sorted(shapes))}); read it with tensor()")
         arrays = np.stack([codec.decode_array(r[1], r[2], r[3]) for r in rows])
         return np.array([r[0] for r in rows], np.int64), arrays
 
+    @_guarded
     def tensor_names(self) -> list[str]:
         return self._names_in("tensors")
 
     # ------------------------------------------------------------------ histograms
+    @_guarded
     def histogram(self, name: str, step: int | None = None,
                   member: int = 0) -> tuple[int, np.ndarray, np.ndarray] | None:
         """``(step, edges float64 [B+1], counts [B])`` nearest ``step`` (None = latest)."""
@@ -199,6 +273,7 @@ class RunReader:
             return None
         return int(row[0]), _edges(row[1]), _counts(row[2], row[3])
 
+    @_guarded
     def histogram_series(self, name: str, member: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(steps int64 [S], edges, counts [S, B])``. ``edges`` is float64 [B+1] when
         every step used the same edges (the usual case), else [S, B+1]."""
@@ -210,7 +285,7 @@ class RunReader:
             return np.empty(0, np.int64), np.empty(0), np.empty((0, 0))
         counts = [_counts(r[2], r[3]) for r in rows]
         if len({c.size for c in counts}) > 1:
-            raise ValueError(f"histogram {name!r} changed its number of bins during the run; "
+            raise SeriesShapeError(f"histogram {name!r} changed its number of bins during the run; "
                              "read it with histogram()")
         edge_blobs = [r[1] for r in rows]
         if all(b == edge_blobs[0] for b in edge_blobs):
@@ -219,10 +294,12 @@ class RunReader:
             edges = np.stack([_edges(b) for b in edge_blobs])
         return np.array([r[0] for r in rows], np.int64), edges, np.stack(counts)
 
+    @_guarded
     def histogram_names(self) -> list[str]:
         return self._names_in("histograms")
 
     # ------------------------------------------------------------------ snapshots
+    @_guarded
     def snapshot(self, name: str, step: int | None = None, member: int = 0) -> Snapshot | None:
         """The snapshot ``name`` nearest ``step`` (None = latest), or None."""
         row = self._nearest("snapshots", "meta, layout, data", name, step, member)
@@ -230,18 +307,76 @@ class RunReader:
             return None
         return Snapshot(int(row[0]), codec.decode_arrays(row[2], row[3]), json.loads(row[1]))
 
+    @_guarded
     def snapshot_steps(self, name: str, member: int = 0) -> np.ndarray:
         """Recorded steps of snapshot ``name``, ascending, int64 [S]."""
         return self._steps("snapshots", name, member)
 
+    @_guarded
     def snapshot_names(self) -> list[str]:
         return self._names_in("snapshots")
 
     # ------------------------------------------------------------------ events
+    @_guarded
     def events(self, kinds: Iterable[str] | None = None) -> pd.DataFrame:
         """Events in the order they were written: columns step, member, kind, message,
         data (dict), wall_time (epoch seconds). ``kinds`` keeps only those kinds."""
         return frames.event_frame(self._event_rows(0, None, kinds))
+
+    # ------------------------------------------------------------------ integrity
+    @_guarded
+    def verify(self, full: bool = True) -> None:
+        """Read and decode every record once; RunFileError naming the first damage.
+
+        SQLite's page-level check (``PRAGMA quick_check``), every table present, the run
+        row, meta, and each scalar block, tensor, histogram, snapshot and event decoded.
+        Costs about as much as reading the whole run; ``moe-studio report`` and
+        ``export`` call it so a damaged run says so instead of showing empty plots.
+        ``full=False`` (the run list, for large files) checks the tables, the run row,
+        meta, names and the last few records of each kind: constant time."""
+        if full:
+            bad = [r[0] for r in self._all("PRAGMA quick_check(5)")]
+            if bad != ["ok"]:
+                raise RunFileError(self.db_path, f"corrupted database (SQLite integrity check: {bad[0]})")
+        have = {r[0] for r in self._all("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in _TABLES if t not in have]
+        if missing:
+            raise RunFileError(self.db_path, f"not a complete MoE Studio run database (table "
+                                             f"{', '.join(missing)} missing)")
+        self.refresh()
+        self._load_names()
+        self.latest()
+        if full:
+            self.scalars()
+        else:
+            top = self._one("SELECT max(id) FROM scalar_blocks")[0] or 0
+            self._scalars_between(max(0, top - 8), None)
+        decoders = {
+            "scalar_blocks": None,
+            "tensors": ("dtype, shape, data", lambda r: codec.decode_array(*r)),
+            "histograms": ("edges, counts_dtype, counts",
+                           lambda r: _check_histogram(_edges(r[0]), _counts(r[1], r[2]))),
+            "snapshots": ("meta, layout, data",
+                          lambda r: (_json_object(r[0]), codec.decode_arrays(r[1], r[2]))),
+            "events": ("data", lambda r: r[0] is None or _json_object(r[0]))}
+        for table, spec in decoders.items():
+            if spec is None:
+                continue
+            cols, decode = spec
+            name_col = "0" if table == "events" else "name_id"
+            last = 0
+            if not full:
+                last = max(0, (self._one(f"SELECT max(id) FROM {table}")[0] or 0) - 8)
+            while True:  # in slices: a long run's blobs need not all be in memory at once
+                rows = self._all(f"SELECT id, {name_col}, {cols} FROM {table} WHERE id > ? "
+                                 "ORDER BY id LIMIT 256", (last,))
+                if not rows:
+                    break
+                for row in rows:
+                    if table != "events":
+                        self._name(row[1])
+                    decode(row[2:])
+                last = rows[-1][0]
 
     # ------------------------------------------------------------------ live follow
     def follower(self, from_start: bool = True) -> "Follower":
@@ -255,6 +390,10 @@ class RunReader:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+            if self._copy_dir is not None:
+                import shutil
+                shutil.rmtree(self._copy_dir, ignore_errors=True)
+                self._copy_dir = None
 
     def __enter__(self) -> "RunReader":
         return self
@@ -294,7 +433,24 @@ class RunReader:
         row = self._one("SELECT status, ended, error, heartbeat, pid, host FROM run WHERE id = 1")
         self._set_run_row(row)
 
+    def _check_run_row(self, row: tuple | None) -> None:
+        if row is None:
+            raise RunFileError(self.db_path, "not a complete MoE Studio run database (no run record)")
+        status, ended, error, heartbeat, pid, host = row
+        if status not in KNOWN_STATUSES:
+            raise RunFileError(self.db_path, f"damaged run record (status {str(status)[:40]!r})")
+        if not isinstance(heartbeat, (int, float)) or not isinstance(pid, int) \
+                or not isinstance(host, str) or not (ended is None or isinstance(ended, (int, float))) \
+                or not (error is None or isinstance(error, str)):
+            raise RunFileError(self.db_path, "damaged run record (a field of the wrong type)")
+
     def _set_run_row(self, row: tuple) -> None:
+        self._check_run_row(row)
+        if row[0] == RUNNING:
+            # A writer that could not store its failure in the database noted it beside
+            note = read_failure_note(self.db_path)
+            if note is not None:
+                row = ("failed", note.get("ended"), note["error"], *row[3:])
         self._run = row  # (status, ended, error, heartbeat, pid, host)
 
     def _status_now(self) -> str:
@@ -308,6 +464,9 @@ class RunReader:
     def _name(self, nid: int) -> str:
         if nid not in self._names:
             self._load_names()
+            if nid not in self._names:
+                raise RunFileError(self.db_path, f"damaged records (a record refers to name id "
+                                                 f"{nid}, which the names table lacks)")
         return self._names[nid]
 
     def _names_by_id(self, ids: np.ndarray) -> dict[int, str]:
@@ -387,6 +546,18 @@ class RunReader:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
             params += kinds
         return self._all(sql + " ORDER BY id", params)
+
+
+def _json_object(text: str) -> dict:
+    d = json.loads(text)
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+    return d
+
+
+def _check_histogram(edges: np.ndarray, counts: np.ndarray) -> None:
+    if edges.size != counts.size + 1:
+        raise ValueError(f"a histogram has {edges.size} edges for {counts.size} counts")
 
 
 def _edges(blob: bytes) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import RunFileError
 from .reader import RunReader
-from .schema import CONFIG_NAME, DB_NAME
+from .schema import CONFIG_NAME, DB_NAME, wal_path
 
 # (RunInfo field, config section, key) shown next to every run
 KEY_CONFIG = (("router", "moe", "router"), ("n_experts", "moe", "n_experts"),
@@ -53,11 +53,51 @@ def looks_like_run(folder: Path) -> bool:
     return (folder / DB_NAME).exists() or (folder / CONFIG_NAME).exists()
 
 
-def run_info(folder: str | Path) -> RunInfo:
-    """The summary of one run folder; never raises for an unreadable run."""
+# verify() results of ended runs, by the files' identity: a run list refreshed every
+# few seconds reads each finished run whole once, not on every refresh.
+_verified: dict[tuple, str | None] = {}
+
+
+def _file_key(db: Path) -> tuple:
+    def ident(p: Path) -> tuple:
+        try:
+            st = p.stat()
+        except OSError:
+            return ()
+        return st.st_ino, st.st_size, st.st_mtime_ns
+    return str(db), ident(db), ident(wal_path(db))
+
+
+# Above this size the run list checks a run's structure and latest records only (a
+# full read of many large runs would make the first listing take minutes); reports and
+# exports still read every record.
+FULL_VERIFY_MAX_BYTES = 64 << 20
+
+
+def _verify_once(r: RunReader) -> None:
+    key = _file_key(r.db_path)
+    if key not in _verified:
+        try:
+            r.verify(full=sum(k[1] for k in key[1:] if k) <= FULL_VERIFY_MAX_BYTES)
+            _verified[key] = None
+        except RunFileError as e:
+            _verified[key] = e.problem
+        if len(_verified) > 4096:
+            _verified.pop(next(iter(_verified)))
+    if _verified[key] is not None:
+        raise RunFileError(r.db_path, _verified[key])
+
+
+def run_info(folder: str | Path, *, verify: bool = True) -> RunInfo:
+    """The summary of one run folder; never raises for an unreadable run. With
+    ``verify`` a run that is no longer running is read whole once (per change of its
+    files; its structure and latest records only above FULL_VERIFY_MAX_BYTES), so
+    damage in it makes it ``unreadable`` with the problem named."""
     folder = Path(folder)
     try:
         with RunReader(folder) as r:
+            if verify and r.status != "running":
+                _verify_once(r)
             latest = r.latest()
             cfg = r.config if isinstance(r.config, dict) else {}
             keys = {f: (cfg.get(sec) or {}).get(k) for f, sec, k in KEY_CONFIG}

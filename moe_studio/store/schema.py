@@ -18,6 +18,7 @@ SCHEMA_VERSION = 1
 APPLICATION_ID = 0x4D6F4553  # b"MoES"
 DB_NAME = "run.sqlite"
 CONFIG_NAME = "config.toml"
+LOCK_NAME = "writer.lock"  # flock'ed by the run's one writer while it is open
 
 RUNNING = "running"
 END_STATUSES = ("finished", "stopped", "failed")
@@ -122,6 +123,24 @@ def wal_path(db: Path) -> Path:
     return db.with_name(db.name + "-wal")
 
 
+def failure_note_path(db: Path) -> Path:
+    """The side file a writer leaves when it could not store its run's failure in the
+    database itself (a full disk): JSON with status, ended and error."""
+    return db.with_name(db.name + "-failed.json")
+
+
+def read_failure_note(db: Path) -> dict | None:
+    """The failure note beside ``db``, or None (absent or unreadable: a note that cannot
+    be read cannot say more than the database does)."""
+    import json
+
+    try:
+        note = json.loads(failure_note_path(db).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return note if isinstance(note, dict) and isinstance(note.get("error"), str) else None
+
+
 def check_db_file(db: Path) -> None:
     """Reject a file that is not a readable run database of a version this code knows.
 
@@ -196,6 +215,33 @@ def connect_reader(db: Path) -> tuple[sqlite3.Connection, bool]:
     except sqlite3.Error as e:
         raise db_error(db, e) from None
     return con, immutable
+
+
+def connect_private_copy(db: Path) -> tuple[sqlite3.Connection, Path]:
+    """Open a copy of ``db`` and its ``-wal`` in a temporary folder: how a run whose
+    writer is gone but left a WAL is read. SQLite would otherwise create or rewrite the
+    ``-shm`` beside the run (and recover the WAL into it); a reader leaves the run's
+    files byte for byte as it found them. Returns ``(connection, temporary folder)``;
+    the caller removes the folder when done."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="moe-studio-read-"))
+    try:
+        shutil.copyfile(db, tmp / db.name)
+        try:
+            shutil.copyfile(wal_path(db), wal_path(tmp / db.name))
+        except FileNotFoundError:
+            pass  # checkpointed away meanwhile: the main file has everything
+        con = sqlite3.connect(tmp / db.name, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA query_only = 1")
+    except (OSError, sqlite3.Error) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise RunFileError(db, f"cannot read the records its stopped writer left in the WAL: "
+                                   f"copying them to {tmp.parent} failed ({e.strerror or e})") from None
+        raise db_error(db, e) from None
+    return con, tmp
 
 
 def db_error(db: Path, e: BaseException) -> RunFileError:

@@ -6,6 +6,19 @@ crash loses at most the last ~0.5 s of records and the trainer never waits on di
 I/O. ``add_*`` only copies its arguments into Python lists under a lock; encoding,
 compression and SQLite work happen at commit time.
 
+I/O errors meet one path: :meth:`RunWriter._commit` puts the records of a failed
+commit back in front of the newer ones, :func:`_transient` decides whether the error is
+worth retrying, and the background thread retries with a growing pause for up to
+:data:`RETRY_WINDOW_S` (a full disk someone is cleaning, a locked file). An error that outlasts the window is persistent: the next ``add_*`` call
+raises, and :meth:`RunWriter.close` records the failure in the run if the disk allows
+(first everything, then the status and error alone), else in a side file
+``run.sqlite-failed.json`` that readers pick up (see :func:`schema.read_failure_note`).
+What was committed before stays committed.
+
+A live run has exactly one writer: ``writer.lock`` in the run folder holds an exclusive
+``flock`` for as long as the writer is open, and the kernel drops it when the process
+ends, however it ends.
+
 Two locks keep that cheap and safe: ``_lock`` guards the in-memory buffers and is held
 only for appends and for swapping the buffers out; ``_db_lock`` guards the SQLite
 connection, so a commit in progress never blocks a caller of ``add_*``.
@@ -13,6 +26,7 @@ connection, so a commit in progress never blocks a caller of ``add_*``.
 from __future__ import annotations
 
 import atexit
+import errno
 import json
 import os
 import platform
@@ -27,12 +41,19 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import codec
+from .errors import RunFileError
 from .liveness import HOST
-from .schema import (APPLICATION_ID, CONFIG_NAME, DB_NAME, DDL, END_STATUSES, PAGE_SIZE, RUNNING,
-                     SCHEMA_VERSION)
+from .schema import (APPLICATION_ID, CONFIG_NAME, DB_NAME, DDL, END_STATUSES, LOCK_NAME, PAGE_SIZE,
+                     RUNNING, SCHEMA_VERSION, failure_note_path)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one writer is the caller's promise
+    fcntl = None
 
 COMMIT_INTERVAL_S = 0.4   # a record waits at most this long (plus one commit) to be on disk
 HEARTBEAT_INTERVAL_S = 1.0  # an idle writer still commits a heartbeat this often
+RETRY_WINDOW_S = 20.0     # how long a failing commit is retried before the run is given up
 
 
 def slugify(name: str) -> str:
@@ -71,6 +92,14 @@ class _Pending:
         return bool(self.names or self.steps or self.tensors or self.histograms
                     or self.snapshots or self.events or self.meta)
 
+    def put_back(self, older: "_Pending") -> None:
+        """Records of a commit that failed go back in front of the ones added since."""
+        for k in self.__slots__:
+            if k == "meta":
+                self.meta = {**older.meta, **self.meta}
+            else:
+                setattr(self, k, getattr(older, k) + getattr(self, k))
+
 
 class RunWriter:
     """Writes one run. Make one with :meth:`create`; end it with :meth:`close`.
@@ -89,7 +118,14 @@ class RunWriter:
         self.name = name
         self.db_path = self.run_dir / DB_NAME
         self._interval = float(commit_interval)
-        con = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+        self._lock_fd = _take_writer_lock(self.run_dir)
+        failure_note_path(self.db_path).unlink(missing_ok=True)  # an earlier attempt's
+        try:
+            con = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            raise
         # WAL + synchronous=NORMAL: a commit is a write into the WAL without fsync. It
         # survives the process being killed (the OS holds the data); only an OS crash or
         # power loss can drop the last commits, and the database stays consistent.
@@ -104,6 +140,8 @@ class RunWriter:
         self._db_lock = threading.Lock()
         self._closed = False
         self._error: BaseException | None = None
+        self._failing_since: float | None = None  # monotonic time of the first failed commit
+        self.failure: str | None = None  # set when the end of the run could not be stored
         self._last_commit = time.monotonic()
         self._stop = threading.Event()
         # An open writer means a running run; the row names this process as its writer
@@ -158,8 +196,8 @@ class RunWriter:
     @classmethod
     def reopen(cls, run_dir: str | Path, *, commit_interval: float = COMMIT_INTERVAL_S) -> "RunWriter":
         """Continue writing an existing run (e.g. resuming an interrupted one from a
-        checkpoint): its status becomes ``running`` again until :meth:`close`. The
-        caller must make sure no other writer has the run open."""
+        checkpoint): its status becomes ``running`` again until :meth:`close`.
+        RunFileError while another writer (in any process) has the run open."""
         from .reader import RunReader
 
         with RunReader(run_dir) as r:  # the same checks (and one-line errors) as reading
@@ -240,14 +278,30 @@ class RunWriter:
 
     # ------------------------------------------------------------------ commit / close
     def flush(self) -> None:
-        """Commit everything recorded so far, now."""
+        """Commit everything recorded so far, now. A transient I/O error leaves the
+        records pending for the background retries; a persistent one (or one that has
+        outlasted RETRY_WINDOW_S) raises RunFileError, as every later call will."""
         with self._lock:
             self._check_usable()
-        self._commit()
+        try:
+            self._commit()
+            self._failing_since = None
+        except (sqlite3.Error, OSError) as e:
+            self._failing_since = self._failing_since or time.monotonic()
+            if _transient(e) and time.monotonic() - self._failing_since < RETRY_WINDOW_S:
+                return
+            self._error = e
+            with self._lock:
+                self._check_usable()
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def failing(self) -> bool:
+        """True while the latest commit failed and its records wait for a retry."""
+        return self._failing_since is not None
 
     def close(self, status: str = "finished", error: str | None = None) -> None:
         """Commit what is buffered and end the run with ``status`` (finished, stopped or
@@ -262,13 +316,72 @@ class RunWriter:
         if self._thread is not threading.current_thread():
             self._thread.join()
         try:
-            self._commit(final=(status, time.time(), error))
+            self._close_run(status, time.time(), error)
         finally:
             atexit.unregister(self._flush_at_exit)
             with self._db_lock:
                 # The last connection to close checkpoints the WAL into run.sqlite and
                 # deletes it; if a reader still has the run open the WAL stays, harmlessly.
-                self._con.close()
+                try:
+                    self._con.close()
+                except sqlite3.Error:
+                    pass  # a checkpoint that did not fit: the WAL keeps every commit
+            if self._lock_fd is not None:
+                try:  # no holder named any more: readers need not wait for this pid
+                    os.ftruncate(self._lock_fd, 0)
+                except OSError:
+                    pass
+                os.close(self._lock_fd)  # releases writer.lock
+                self._lock_fd = None
+
+    def _close_run(self, status: str, ended: float, error: str | None) -> None:
+        """Store the run's end: with every pending record if the disk allows, else the
+        status and error alone, else a side file. Never raises for an I/O error; the
+        outcome short of the first is in ``self.failure`` (one line)."""
+        if self._error is not None:
+            cause = f"writing the run failed: {_one_line(self._error)}"
+            if cause not in (error or ""):  # the caller's traceback usually says it already
+                error = f"{error or ''}\n{cause}".strip()
+            if status != "failed":
+                status = "failed"
+        try:
+            self._commit(final=(status, ended, error))
+            return
+        except (sqlite3.Error, OSError) as e:
+            first = e
+        lost = self._pending_summary()
+        error = f"{error or ''}\n{lost} ({_one_line(first)})".strip()
+        try:
+            with self._db_lock:
+                self._transaction(lambda con: con.execute(
+                    "UPDATE run SET status = 'failed', ended = ?, error = ?, heartbeat = ? "
+                    "WHERE id = 1", (ended, error, time.time())))
+            self.failure = f"{self.db_path}: writing the run failed ({_one_line(first)}); " \
+                           f"{lost}; the run is marked failed"
+            return
+        except (sqlite3.Error, OSError) as e:
+            second = e
+        try:
+            _write_text_atomic(failure_note_path(self.db_path), json.dumps(
+                {"status": "failed", "ended": ended, "error": error, "pid": os.getpid()}))
+            self.failure = (f"{self.db_path}: writing the run failed ({_one_line(second)}); "
+                            f"{lost}; the failure is noted in "
+                            f"{failure_note_path(self.db_path).name}")
+        except OSError as e:
+            self.failure = (f"{self.db_path}: writing the run failed ({_one_line(second)}) and so "
+                            f"did a note beside it ({_one_line(e)}); {lost}; "
+                            "the run will read as interrupted")
+
+    def _pending_summary(self) -> str:
+        """What a failed end leaves out, in words ('N records of steps a-b not stored')."""
+        with self._lock:
+            p = self._pending
+            n = len(p.steps) + len(p.tensors) + len(p.histograms) + len(p.snapshots) + len(p.events)
+            steps = p.steps + [t[0] for t in p.tensors] + [e[0] for e in p.events]
+        if not n:
+            return "every record was stored"
+        what = f"{n:,} record{'s' if n != 1 else ''}"
+        return (f"{what} of steps {min(steps)}-{max(steps)}" if steps else what) + " not stored"
 
     def __enter__(self) -> "RunWriter":
         return self
@@ -289,7 +402,7 @@ class RunWriter:
         if self._closed:
             raise RuntimeError(f"run {self.run_id} is closed")
         if self._error is not None:
-            raise RuntimeError(f"{self.db_path}: writing the run failed: {self._error}") from self._error
+            raise RunFileError(self.db_path, f"writing the run failed: {_one_line(self._error)}")
 
     def _id(self, name: str) -> int:  # caller holds _lock
         return self._ids.get(name) or self._register(name)
@@ -304,25 +417,39 @@ class RunWriter:
         return i
 
     def _flush_loop(self) -> None:
-        """Background thread: commit pending records every interval; heartbeat when idle."""
-        while not self._stop.wait(self._interval):
+        """Background thread: commit pending records every interval; heartbeat when idle.
+        A failing commit is retried, its pause doubling up to 2 s, until it succeeds or
+        has failed for RETRY_WINDOW_S; then the writer is given up (see _check_usable)."""
+        pause = self._interval
+        while not self._stop.wait(pause):
             with self._lock:
                 pending = bool(self._pending)
-            if pending or time.monotonic() - self._last_commit >= 0.9 * HEARTBEAT_INTERVAL_S:
-                try:
-                    self._commit()
-                except BaseException as e:  # reported to the trainer on its next call
+            if not (pending or time.monotonic() - self._last_commit >= 0.9 * HEARTBEAT_INTERVAL_S):
+                continue
+            try:
+                self._commit()
+                self._failing_since, pause = None, self._interval
+            except (sqlite3.Error, OSError) as e:
+                now = time.monotonic()
+                self._failing_since = self._failing_since or now
+                if now - self._failing_since >= RETRY_WINDOW_S or not _transient(e):
                     self._error = e
                     return
+                pause = min(2.0, max(pause * 2, self._interval))
+            except BaseException as e:  # a bug, not the disk: reported on the next call
+                self._error = e
+                return
 
     def _commit(self, final: tuple[str, float, str | None] | None = None) -> None:
+        """Commit every pending record (and, with ``final``, the run's end) in one
+        transaction. On failure the records are put back, nothing is lost, and the
+        error is raised for the caller to retry or give up."""
         with self._db_lock:
             with self._lock:
                 p, self._pending = self._pending, _Pending()
-            con = self._con
             now = time.time()
-            con.execute("BEGIN IMMEDIATE")
-            try:
+
+            def write(con: sqlite3.Connection) -> None:
                 _write_pending(con, p)
                 if final is None:
                     con.execute("UPDATE run SET heartbeat = ? WHERE id = 1", (now,))
@@ -330,14 +457,26 @@ class RunWriter:
                     status, ended, error = final
                     con.execute("UPDATE run SET status = ?, ended = ?, error = ?, heartbeat = ? "
                                 "WHERE id = 1", (status, ended, error, now))
-                con.execute("COMMIT")
+            try:
+                self._transaction(write)
             except BaseException:
-                try:
-                    con.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+                with self._lock:
+                    self._pending.put_back(p)
                 raise
             self._last_commit = time.monotonic()
+
+    def _transaction(self, write) -> None:  # caller holds _db_lock
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            write(con)
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (a full disk does that)
+            raise
 
     def _flush_at_exit(self) -> None:
         if self._closed:
@@ -350,6 +489,48 @@ class RunWriter:
 
 
 # ---------------------------------------------------------------------- helpers
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _transient(e: BaseException) -> bool:
+    """Worth retrying: a lock held elsewhere, a full disk, an I/O hiccup. Not: a
+    read-only file system, a missing permission, a damaged database."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EAGAIN, errno.EINTR, errno.EIO, errno.EDQUOT)
+    text = str(e).lower()
+    return any(w in text for w in ("locked", "busy", "full", "disk i/o"))
+
+
+def _take_writer_lock(run_dir: Path) -> int | None:
+    """Hold ``writer.lock`` of ``run_dir`` exclusively (an open fd, returned) or raise
+    RunFileError naming the writer that holds it."""
+    if fcntl is None:  # pragma: no cover
+        return None
+    path = run_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunFileError(path, f"cannot take the writer lock ({e.strerror or e})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another writer"
+        except OSError:
+            holder = "another writer"
+        os.close(fd)
+        raise RunFileError(run_dir, f"the run is open for writing by {holder}; "
+                                    "a run has one writer at a time") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {HOST}".encode(), 0)
+    except OSError:
+        pass  # the lock is what matters; the text only names its holder
+    return fd
+
+
 def _make_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:
     base = new_run_id(name)
     for i in range(1, 10_000):
