@@ -8,9 +8,10 @@ torch, so the child starts with only what training needs.
 The child's protocol, one JSON document per line:
 
 - stdin, app -> engine: first ``{"config": to_dict(cfg), "runs_dir": str, "threads":
-  int | null}``, then commands ``"pause"``, ``"resume"``, ``"stop"``. End of input (the
-  app has gone) means stop: the step finishes, a checkpoint is saved, the run is
-  marked stopped.
+  int | null}``, then commands ``"pause"``, ``"resume"``, ``"stop"``. Only ``"stop"``
+  is a user's stop (the run ends *stopped*). End of input without it means the app
+  went away (crashed, killed): the step finishes, a checkpoint is saved, and the run
+  is left as a killed headless run leaves it, reading *interrupted*.
 - stdout, engine -> app: ``[kind, [args...]]`` for every ``emit`` below, progress as a
   dict, and last ``["done", [status]]``. Anything the engine prints goes to stderr.
 
@@ -23,8 +24,9 @@ The loop reports through ``emit(kind, *args)``:
   :data:`PROGRESS_MIN_INTERVAL_S` (the step it paused at and the last step always)
 - ``("failed", message, traceback)``
 
-and returns the final status (finished, stopped or failed). It checks a control object
-(``between_steps(on_pause, on_resume) -> bool``) between steps.
+and returns the final status (finished, stopped, failed, or interrupted when the
+control says the app is gone). It checks a control object
+(``between_steps(on_pause, on_resume) -> bool``; ``app_gone``) between steps.
 """
 from __future__ import annotations
 
@@ -99,6 +101,8 @@ class ThreadControl:
         self._cond = threading.Condition()
         self._paused = False
         self._stop = False
+        # Set with the stop when nobody asked for it: the app went away mid-run.
+        self.app_gone = False
 
     def pause(self) -> None:
         with self._cond:
@@ -111,6 +115,15 @@ class ThreadControl:
 
     def stop(self) -> None:
         with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+
+    def lose_app(self) -> None:
+        """The app is gone (its pipe closed without a stop command): stop, and end the
+        run as interrupted rather than as a stop the user chose."""
+        with self._cond:
+            if not self._stop:
+                self.app_gone = True
             self._stop = True
             self._cond.notify_all()
 
@@ -176,6 +189,15 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
                 unsent = info
         if unsent is not None:
             emit("progress", unsent)
+            unsent = None
+        if not trainer.done and getattr(control, "app_gone", False):
+            # Keep the work (a checkpoint to continue from) but not the word "stopped":
+            # nobody stopped it. The stored status stays 'running' and this process
+            # exits, so readers see a writer that is gone: interrupted, exactly as a
+            # killed `moe-studio train` reads.
+            if trainer.step_count > 0:
+                trainer.save_checkpoint()
+            return "interrupted"
         status = "finished" if trainer.done else "stopped"
         trainer.close(status)
     except Exception as exc:  # any engine error ends this run, never the app
@@ -211,7 +233,7 @@ def _read_commands(stream, control: ThreadControl) -> None:
                 control.stop()
     except (OSError, ValueError):
         pass
-    control.stop()  # end of input: the app has gone (or closed the pipe): stop
+    control.lose_app()  # end of input with no "stop" before it: the app has gone
 
 
 def child_main(stdin=None, stdout=None) -> int:
@@ -244,8 +266,8 @@ def child_main(stdin=None, stdout=None) -> int:
             with lock:
                 stdout.write(json.dumps([kind, list(args)]) + "\n")
                 stdout.flush()
-        except (OSError, ValueError):  # the app is gone: finish the step, save, stop
-            control.stop()
+        except (OSError, ValueError):  # the app is gone: finish the step, save, go
+            control.lose_app()
 
     def make():
         apply_engine_threads(job.get("threads"))
