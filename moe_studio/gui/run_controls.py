@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSli
 
 from ..store import Follower, RunFileError, RunReader, open_run
 from .follow_timer import FollowTimer
+from .live_run import hub as live_hub, live_status
 from .theme import is_dark_palette, status_color
 
 FRAME_MS = 125   # 8 Hz store polling while following
@@ -326,6 +327,17 @@ class RunDashboard(QWidget):
         self._layout.setContentsMargins(4, 4, 4, 4)
         self._layout.setSpacing(4)
         self._layout.addWidget(self.controls)
+        live_hub().changed.connect(self._on_live_changed)
+
+    def _on_live_changed(self, path: str) -> None:
+        # A paused run records nothing, so no poll would notice: say it at once.
+        if self._path is not None and path and Path(path) == self._path:
+            self._update_status()
+
+    def _shown_status(self) -> str:
+        """The app's own live run's state (paused, stopping, ...) or the store's."""
+        live = live_status(self._path)
+        return live.status if live is not None else self._run_status
 
     # ------------------------------------------------------------------ dashboard API
     def set_runs(self, paths) -> None:
@@ -524,11 +536,12 @@ class RunDashboard(QWidget):
         self._place_notice()
         dark = is_dark_palette(self.palette())
         parts = []
+        status = self._shown_status()
         if self._reader is not None:
-            c = status_color(self._run_status, dark)
+            c = status_color(status, dark)
             dot = f'<span style="color:{c.name()}">●</span> ' if c is not None else ""
             parts.append(f"<b>{html.escape(self._reader.name)}</b>")
-            parts.append(f"{dot}{html.escape(self._run_status or 'unknown')}")
+            parts.append(f"{dot}{html.escape(status or 'unknown')}")
             if self._n_runs > 1:
                 parts.append(f"first of {self._n_runs} runs")
             extra = self._status_extra()
@@ -545,7 +558,7 @@ class RunDashboard(QWidget):
             self.controls.status.setText(text)
             # the whole line on hover: a narrow window cuts it at the left
             plain = " · ".join([p for p in (self._reader.name if self._reader else "",
-                                             self._run_status if self._reader else "",
+                                             status if self._reader else "",
                                              self._status_extra() if self._reader else "") if p])
             self.controls.status.setToolTip("\n".join(([plain] if plain else []) + self._errors))
             self.statusChanged.emit(text)

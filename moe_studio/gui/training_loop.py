@@ -157,6 +157,7 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
     Any engine error ends the run (marked failed, traceback kept), never the caller."""
     trainer = None
     status = "failed"
+    unsent = None
     try:
         trainer = make_trainer()
         emit("ready", {
@@ -165,7 +166,6 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
             "step": int(trainer.step_count)})
         emit("state", "running")
         last_emit = 0.0
-        unsent = None
 
         def paused() -> None:
             nonlocal unsent
@@ -206,8 +206,11 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
         if trainer is None:
             message = f"The run could not start: {describe(exc)}"
         else:
+            if unsent is not None:  # the app shows the last completed step, as said here
+                emit("progress", unsent)
             done_steps = getattr(trainer, "step_count", None)
-            where = f"in step {done_steps + 1}" if isinstance(done_steps, int) else ""
+            where = (f"in step {done_steps + 1:,} (after {done_steps:,} completed)"
+                     if isinstance(done_steps, int) else "")
             message = f"Training failed {where}: {describe(exc)}".replace("  ", " ")
             try:
                 trainer.close("failed", error=tb)
