@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -16,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QLineEdit, QMessageBox  # noqa: E402
 
 from moe_studio.config import ExperimentConfig, default, dumps, to_dict  # noqa: E402
 from moe_studio.gui.live_run import RateMeter, tokens_per_step  # noqa: E402
-from moe_studio.gui.runs_panel import COL_NAME, COL_STATUS, COL_STEPS, PathRole  # noqa: E402
+from moe_studio.gui.runs_panel import COL_NAME, COL_STATUS, COL_STEPS  # noqa: E402
 from moe_studio.gui.training_loop import ProgressInfo  # noqa: E402
 from moe_studio.store import RunWriter  # noqa: E402
 
@@ -351,5 +350,69 @@ def test_runs_panel_shows_six_runs_at_the_default_size(qtbot, tmp_path):
         assert visible >= 8, (visible, w.runs_dock.height())   # 2 sections + 6 runs
         # and the dashboards keep most of the height
         assert w.tabs.height() >= 0.55 * w.height()
+    finally:
+        w.runs_panel.shutdown()
+
+
+# ---------------------------------------------------------------- fits at 1280x800, 1920x1080
+
+def _ideal_width(label) -> int:
+    from PySide6.QtGui import QTextDocument
+    doc = QTextDocument()
+    doc.setDefaultFont(label.font())
+    doc.setDocumentMargin(0)
+    doc.setHtml(label.text())
+    return int(doc.idealWidth())
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_experiment_panel_and_status_lines_read_whole(qtbot, tmp_path, size):
+    """Every section of the Experiment panel open: no sideways scrolling, no editor,
+    label or button narrower than its contents. Each view's status line, with sample
+    runs shown, is whole (it was cut: "… 4 MoE layers :"); the status bar's fields fit."""
+    from PySide6.QtWidgets import QAbstractButton, QLabel
+    from moe_studio.gui.main_window import MainWindow
+    from moe_studio.paths import sample_runs_dir
+    samples = {p.name: p for p in sample_runs_dir().iterdir()} if sample_runs_dir().exists() else {}
+    wanted = [next((p for n, p in samples.items() if key in n), None)
+              for key in ("moe-top2", "bagging-4")]
+    if None in wanted:
+        pytest.skip("sample runs missing: python -m moe_studio.samples")
+    settings = QSettings(str(tmp_path / "fit.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, runs_dir=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.resize(*size)
+    w.show()
+    qtbot.waitExposed(w)
+    try:
+        assert w.runs_dock.isVisible() and not w.runs_dock.isFloating()
+        sp = w.setup_panel
+        sp.set_expanded_sections(["data", "model", "moe", "precision", "ensemble", "train"])
+        qtbot.wait(20)
+        sc = sp.scroll
+        assert sc.horizontalScrollBar().maximum() == 0
+        vw = sc.viewport().width()
+        for path in sp.field_paths():
+            inp = sp.field_widget(path)
+            x0 = inp.mapTo(sc.viewport(), inp.rect().topLeft()).x()
+            assert 0 <= x0 and x0 + inp.width() <= vw, path
+            assert inp.width() >= inp.minimumSizeHint().width(), path
+        for wid in sp.findChildren(QLabel) + sp.findChildren(QAbstractButton):
+            if wid.isVisibleTo(sp) and not getattr(wid, "wordWrap", lambda: True)() and \
+                    type(wid).__name__ != "_OneLineLabel":
+                assert wid.width() >= wid.minimumSizeHint().width(), wid.text()
+        for run in wanted:
+            assert w.open_run_path(run)
+            for i in range(4):   # Training, Gates, Experts, Routing
+                w.tabs.setCurrentIndex(i)
+                qtbot.wait(30)
+                dash = w.tabs.widget(i)
+                lab = dash.controls.status if hasattr(dash, "controls") else dash._status
+                assert lab.text() and lab.width() >= _ideal_width(lab), (run.name, i, lab.text())
+        sb = w.statusBar()
+        for lab in (w.device_label, w.state_label, w.step_label, w.rate_label, w.eta_label):
+            assert lab.isVisible() and lab.width() >= lab.minimumSizeHint().width()
+            right = lab.mapTo(sb, lab.rect().topRight()).x()
+            assert right <= sb.width(), lab.text()
     finally:
         w.runs_panel.shutdown()

@@ -574,6 +574,7 @@ class SetupPanel(QWidget):
         name_form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
         self._add_field(name_form, "name", name_field, section=None)
         bl.addLayout(name_form)
+        self._name_form = name_form
 
         for sec in SECTIONS:
             s = _Section(sec, SECTION_TITLES.get(sec, sec.title()), sec in DEFAULT_EXPANDED)
@@ -586,17 +587,38 @@ class SetupPanel(QWidget):
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # As needed, not off: content wider than the view must never scroll sideways
+        # unseen (labels read "recision"). _fit_width() makes that not happen.
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.scroll.setWidget(body)
         outer.addWidget(self.scroll, 1)
         # Below the form, not above it: appearing, it shortens the form at the bottom
         # instead of moving every field down.
         outer.addWidget(self.summary_label)
 
+        self._fit_width()
         self.preset_combo.activated.connect(self._on_preset_activated)
         self.load_button.clicked.connect(self.open_toml_dialog)
         self.save_button.clicked.connect(self.save_toml_dialog)
         self._apply_colors()
+
+    def _fit_width(self) -> None:
+        """The panel's minimum width: every section open, each label and editor at its
+        full size next to a vertical scroll bar. A dock cannot squeeze it narrower, so
+        nothing is cut and nothing scrolls sideways, whatever is open."""
+        body = self.scroll.widget()
+        was = self.expanded_sections()
+        self.set_expanded_sections(list(self._sections))
+        self.ensurePolished()   # the style's sizes, not the unpolished defaults
+        # Asked of each section: the body's own layout keeps a size from while they
+        # were closed until it is shown.
+        m = body.layout().contentsMargins()
+        need = max([s.minimumSizeHint().width() for s in self._sections.values()] +
+                   [self._name_form.minimumSize().width()]) + m.left() + m.right()
+        self.set_expanded_sections(was)
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        frame = 2 * self.scroll.frameWidth()
+        self.scroll.setMinimumWidth(need + bar + frame)
 
     def _add_field(self, form: QFormLayout, path: str, f: Field, section: str | None) -> None:
         md = dict(f.metadata)
@@ -665,6 +687,8 @@ class SetupPanel(QWidget):
     def changeEvent(self, event):  # noqa: N802
         if event.type() == QEvent.Type.PaletteChange:
             self._apply_colors()
+        elif event.type() == QEvent.Type.FontChange and self._sections:
+            self._fit_width()   # wider labels need a wider panel
         super().changeEvent(event)
 
     # ---------------------------------------------------------------- public API

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy,
-                               QSlider, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from ..store import Follower, RunFileError, RunReader, open_run
+from .fitting_label import FittingLabel
 from .follow_timer import FollowTimer
 from .live_run import format_rate, hub as live_hub, live_status
 from .plots import CurvePlot, PlotGrid
@@ -181,10 +182,10 @@ class TrainingDashboard(QWidget):
         self._fit_button.setText("Fit")
         self._fit_button.setToolTip("Zoom every plot out to all of its data and keep "
                                     "following it")
-        self._status = QLabel()
+        # Leaves out its last parts when narrow (never cuts letters, never pushes the
+        # controls); the whole line on hover.
+        self._status = FittingLabel()
         self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # Ignored: a long status (an error) is cut at the right, never pushes the controls.
-        self._status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         live_hub().changed.connect(self._on_live_changed)
 
