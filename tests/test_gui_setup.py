@@ -455,6 +455,10 @@ def test_an_out_of_range_count_is_never_replaced_without_a_word(qtbot, panel):
     qtbot.keyClick(dropout, Qt.Key.Key_Return)
     assert "model.dropout: -0.01 is outside 0 … 0.9; kept 0" in \
         panel.error_label("model.dropout").text()
+    _retype(qtbot, dropout, "0.12345678")   # inside the range, too many decimals
+    qtbot.keyClick(dropout, Qt.Key.Key_Return)
+    assert "model.dropout: 0.12345678 has more than 6 decimals; kept 0" in \
+        panel.error_label("model.dropout").text()
     # The next real edit of the field clears its notice.
     _retype(qtbot, members, "3")
     assert members.value() == 3 and panel.error_label("ensemble.members").isHidden()

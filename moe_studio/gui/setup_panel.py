@@ -832,8 +832,13 @@ class SetupPanel(QWidget):
         w = ed.input
         lo, hi = w.minimum(), w.maximum()
         fmt = (lambda v: str(int(v))) if isinstance(w, QSpinBox) else format_float
-        self._notices[path] = (f"{path}: {typed} is outside {fmt(lo)} … {fmt(hi)}; "
-                               f"kept {fmt(ed.get())}")
+        try:
+            inside = lo <= float(typed) <= hi
+        except ValueError:
+            inside = False
+        why = (f"has more than {w.decimals()} decimals" if inside and hasattr(w, "decimals")
+               else f"is outside {fmt(lo)} … {fmt(hi)}")
+        self._notices[path] = f"{path}: {typed} {why}; kept {fmt(ed.get())}"
         self._show_problems(self._problems)
 
     def notice(self, path: str) -> str:
