@@ -412,6 +412,9 @@ def test_experiment_panel_and_status_lines_read_whole(qtbot, tmp_path, size):
                 dash = w.tabs.widget(i)
                 lab = dash.controls.status if hasattr(dash, "controls") else dash._status
                 assert lab.text() and lab.width() >= _ideal_width(lab), (run.name, i, lab.text())
+                notice = dash.findChild(QLabel, "denseNotice")   # a dense run's message
+                if notice is not None and notice.isVisible():
+                    assert notice.geometry().top() > lab.mapTo(dash, lab.rect().bottomLeft()).y()
         sb = w.statusBar()
         for lab in (w.device_label, w.state_label, w.step_label, w.rate_label, w.eta_label):
             assert lab.isVisible() and lab.width() >= lab.minimumSizeHint().width()

@@ -42,6 +42,7 @@ class RunControls(QWidget):
     layerChanged = Signal(object)    # block index, or None for all layers
     memberChanged = Signal(int)
     stepChanged = Signal(int)        # the selected recorded step
+    resized = Signal()               # e.g. the status line moved under the controls
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -116,6 +117,7 @@ class RunControls(QWidget):
     def resizeEvent(self, e) -> None:  # noqa: N802
         super().resizeEvent(e)
         self._place_status()
+        self.resized.emit()
 
     def status_below(self) -> bool:
         """True while the status line sits under the controls (the row is too narrow)."""
@@ -372,6 +374,8 @@ class RunDashboard(QWidget):
         self.controls.layerChanged.connect(lambda _b: self._draw())
         self.controls.stepChanged.connect(lambda _s: self._draw())
         self.controls.memberChanged.connect(self._on_member)
+        # The notice over the plots starts under the controls, however tall they are now.
+        self.controls.resized.connect(self._place_notice)
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(4, 4, 4, 4)
         self._layout.setSpacing(4)
