@@ -140,6 +140,8 @@ def test_pause_resume_stop_by_clicks_agree_everywhere(qtbot, make_window):
     at = w.live.step
     qtbot.wait(200)
     assert w.live.step == at and f"Step {at:,} /" in w.step_label.text()
+    assert _panel_row(w, run).siblingAtColumn(COL_STEPS).data().startswith(f"{at:,} /")
+    assert f"step {at:,} /" in _header(w)
 
     with qtbot.waitSignal(w.controller.stateChanged, timeout=10_000,
                           check_params_cb=lambda s: s == "running"):

@@ -340,8 +340,11 @@ class RunsModel(QAbstractItemModel):
             if info.last_step is None:
                 return ""
             total = f" / {info.total_steps:,}" if info.total_steps else ""
-            # The store says -1 before the first recorded step: none done yet.
-            return f"{max(0, info.last_step):,}{total}"
+            # The store says -1 before the first recorded step: none done yet. The app's
+            # own run counts what the status bar counts (the store lags by a commit).
+            live = live_status(info.path) if info.status == "running" else None
+            done = max(0, info.last_step, live.step if live is not None else 0)
+            return f"{done:,}{total}"
         if col == COL_SETUP:
             return setup_summary(info)
         if col == COL_VAL:
