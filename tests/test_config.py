@@ -134,3 +134,40 @@ def test_lr_schedule_warmup_and_cosine():
     assert math.isclose(lr_at(int(mid), **kw), 0.55, abs_tol=0.02)
     vals = [lr_at(s, **kw) for s in range(10, 110)]
     assert all(a >= b for a, b in zip(vals, vals[1:]))
+
+
+def test_lr_zero_is_refused_in_the_shared_validator():
+    """lr = 0 trains nothing: the form and `moe-studio train` both refuse it (issue 13)."""
+    cfg = loads("[train]\nlr = 0.0\nmin_lr = 0.0\n")
+    assert [e.message for e in problems(cfg) if e.path == "train.lr"] == \
+        ["train.lr (0) must be > 0: with no learning rate the weights never change"]
+    with pytest.raises(ConfigError, match=r"train.lr \(0\) must be > 0"):
+        validate(cfg)
+
+
+def test_corpus_path_is_checked_on_disk(tmp_path):
+    """A corpus that does not exist, or cannot be read, is a config problem found at
+    once, not a failure seconds after Train (issue 13)."""
+    def corpus_errors(spec):
+        cfg = default()
+        cfg.data.corpus = spec
+        return [e.message for e in problems(cfg) if e.path == "data.corpus"]
+
+    missing = tmp_path / "no-such-corpus.txt"
+    assert corpus_errors(str(missing)) == [
+        f"data.corpus: '{missing}' does not exist (give a text file, a folder of them, "
+        f"or 'embedded')"]
+    with pytest.raises(ConfigError, match="no-such-corpus.txt' does not exist"):
+        validate(loads(f"[data]\ncorpus = '{missing}'\n"))
+    ok = tmp_path / "text.txt"
+    ok.write_text("some text\n")
+    assert corpus_errors(str(ok)) == [] and corpus_errors(str(tmp_path)) == []
+    assert corpus_errors("embedded") == [] and corpus_errors("  ") != []
+    import os
+    if os.geteuid() != 0:  # root reads everything
+        ok.chmod(0)
+        try:
+            assert corpus_errors(str(ok)) == [f"data.corpus: '{ok}' cannot be read "
+                                              f"(permission denied)"]
+        finally:
+            ok.chmod(0o644)

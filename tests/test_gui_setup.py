@@ -109,9 +109,11 @@ def test_log_field_accepts_scientific_and_reports_garbage(panel):
     assert panel.is_valid() and panel.error_label("train.lr").isHidden()
 
 
-def test_every_editor_feeds_the_config(panel):
+def test_every_editor_feeds_the_config(panel, tmp_path):
+    corpus = tmp_path / "some.txt"   # it must exist now: the form checks (issue 13)
+    corpus.write_text("text\n")
     panel.field_widget("name").setText("probe")
-    panel.field_widget("data.corpus").setText("/tmp/some.txt")
+    panel.field_widget("data.corpus").setText(str(corpus))
     panel.field_widget("model.moe_layers").setEditText("1,3")
     panel.field_widget("moe.router").setCurrentText("noisy_topk")
     panel.field_widget("moe.shared_expert").setChecked(True)
@@ -120,7 +122,7 @@ def test_every_editor_feeds_the_config(panel):
     panel.field_widget("train.steps").setValue(123)
     c = panel.config()
     assert (c.name, c.data.corpus, c.model.moe_layers, c.moe.router) == \
-        ("probe", "/tmp/some.txt", "1,3", "noisy_topk")
+        ("probe", str(corpus), "1,3", "noisy_topk")
     assert c.moe.shared_expert and c.moe.capacity_factor == 1.25
     assert c.precision.mode == "bf16" and c.train.steps == 123
     assert panel.is_valid(), [e.message for e in panel.problems()]
@@ -396,3 +398,86 @@ def test_editors_follow_a_palette_switch(panel, qapp):
                 assert (base.lightness() < 128) == dark, (path, dark, base.name())
     finally:
         theme.apply_palette(qapp, was)
+
+
+# ---------------------------------------------------------------- issue 13: validation
+
+def _retype(qtbot, w, text):
+    """Select what the field holds and type ``text`` over it, as a person does."""
+    from PySide6.QtCore import Qt
+    w.setFocus()
+    qtbot.keyClick(w, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(w, text)
+
+
+def test_a_missing_corpus_is_flagged_while_typing(qtbot, panel, tmp_path):
+    panel.show()
+    line = panel.field_widget("data.corpus")
+    _retype(qtbot, line, str(tmp_path / "nope.txt"))
+    assert not panel.is_valid()
+    err = panel.error_label("data.corpus")
+    assert err.isVisible() and "nope.txt' does not exist" in err.text()
+    (tmp_path / "nope.txt").write_text("now it exists\n")
+    _retype(qtbot, line, str(tmp_path / "nope.txt"))
+    assert panel.is_valid() and err.isHidden()
+
+
+def test_lr_zero_and_a_negative_lr_are_shown_as_typed_and_refused(qtbot, panel):
+    from PySide6.QtCore import Qt
+    panel.show()
+    lr = panel.field_widget("train.lr")
+    _retype(qtbot, lr, "-0.01")
+    assert lr.text() == "-0.01"          # the minus sign is kept, not silently dropped
+    assert not panel.is_valid()
+    assert "train.lr (-0.01) must be >= 0" in panel.error_label("train.lr").text()
+    _retype(qtbot, lr, "0")
+    qtbot.keyClick(lr, Qt.Key.Key_Return)
+    assert lr.text() == "0" and not panel.is_valid()
+    assert "train.lr (0) must be > 0" in panel.error_label("train.lr").text()
+
+
+def test_an_out_of_range_count_is_never_replaced_without_a_word(qtbot, panel):
+    from PySide6.QtCore import Qt
+    panel.show()
+    members = panel.field_widget("ensemble.members")
+    panel.section("ensemble").set_expanded(True)
+    _retype(qtbot, members, "0")
+    assert members.text() == "0"         # visible while typed
+    qtbot.keyClick(members, Qt.Key.Key_Return)
+    assert members.value() == 1 and panel.config().ensemble.members == 1
+    msg = panel.error_label("ensemble.members")
+    assert msg.isVisible() and msg.text() == "ensemble.members: 0 is outside 1 … 16; kept 1"
+    assert panel.is_valid()               # what is kept is valid: a notice, not a problem
+    # A spin box that refused a minus sign dropped it silently before.
+    dropout = panel.field_widget("model.dropout")
+    _retype(qtbot, dropout, "-0.01")
+    assert dropout.text() == "-0.01"
+    qtbot.keyClick(dropout, Qt.Key.Key_Return)
+    assert "model.dropout: -0.01 is outside 0 … 0.9; kept 0" in \
+        panel.error_label("model.dropout").text()
+    _retype(qtbot, dropout, "0.12345678")   # inside the range, too many decimals
+    qtbot.keyClick(dropout, Qt.Key.Key_Return)
+    assert "model.dropout: 0.12345678 has more than 6 decimals; kept 0" in \
+        panel.error_label("model.dropout").text()
+    # The next real edit of the field clears its notice.
+    _retype(qtbot, members, "3")
+    assert members.value() == 3 and panel.error_label("ensemble.members").isHidden()
+
+
+def test_a_message_appearing_moves_no_field(qtbot, panel):
+    """The form kept still: the field below a new message, and every field below the
+    summary, stay where they were (they jumped ~20 px, so the next click missed)."""
+    from PySide6.QtCore import QPoint
+    panel.resize(420, 900)
+    panel.show()
+    qtbot.waitExposed(panel)
+    below = [panel.field_widget(p) for p in ("moe.router", "train.steps", "model.n_layers")]
+
+    def ys():
+        return [w.mapTo(panel, QPoint(0, 0)).y() for w in below]
+
+    before = ys()
+    _retype(qtbot, panel.field_widget("moe.top_k"), "9")   # 8 experts: a problem
+    qtbot.wait(10)
+    assert not panel.is_valid() and panel.error_label("moe.top_k").isVisible()
+    assert ys() == before

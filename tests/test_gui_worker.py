@@ -533,8 +533,9 @@ def test_process_mode_survives_the_engine_dying(qtbot, tmp_path):
 
 @pytest.mark.slow
 def test_engine_process_stops_cleanly_when_the_app_goes(tmp_path):
-    """The child's stdin closing (the app crashed or was killed) = stop: finish the
-    step, checkpoint, mark the run stopped; no orphan keeps training."""
+    """The child's stdin closing without a "stop" (the app crashed or was killed):
+    finish the step, checkpoint, and leave the run reading interrupted (nobody stopped
+    it: issue 13, defect 8); no orphan keeps training."""
     import json
     import subprocess
     from moe_studio.config import to_dict
@@ -563,12 +564,73 @@ def test_engine_process_stops_cleanly_when_the_app_goes(tmp_path):
             proc.kill()
         proc.stdout.close()
     assert kinds[:2] == ["ready", "state"]
-    assert rest[-1] == ["done", ["stopped"]]
+    assert rest[-1] == ["done", ["interrupted"]]
     run = open_run(run_dir)
     try:
-        assert run.status == "stopped"
+        assert run.status == "interrupted"
     finally:
         run.close()
+    assert list(Path(run_dir).glob("checkpoint-*.pt"))  # the work is kept to continue from
+
+
+_APP_SCRIPT = """
+import json, sys
+from PySide6.QtCore import QCoreApplication
+from moe_studio.config import from_dict
+from moe_studio.gui.worker import TrainingController
+app = QCoreApplication([])
+ctl = TrainingController(mode="process")
+def on_progress(info):
+    if info.step >= 2 and ctl.engine_pid:
+        print(json.dumps({"engine": ctl.engine_pid, "run_dir": ctl.run_dir}), flush=True)
+        ctl.progress.disconnect(on_progress)
+ctl.progress.connect(on_progress)
+ctl.start(from_dict(json.loads(sys.argv[1])), sys.argv[2])
+app.exec()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="POSIX only")
+def test_killing_the_app_leaves_its_run_interrupted_not_stopped(tmp_path):
+    """``kill -9`` of a process that trains through the controller (the app, less its
+    window): its run must read interrupted, as a killed headless run does."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from moe_studio.config import to_dict
+    from moe_studio.gui.worker import _child_command
+    from moe_studio.store import open_run
+    from moe_studio.store.liveness import pid_alive
+    _, env = _child_command()
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    app = subprocess.Popen([sys.executable, "-c", _APP_SCRIPT,
+                            json.dumps(to_dict(gui_tiny(100_000))), str(tmp_path)],
+                           env=env, stdout=subprocess.PIPE, text=True)
+    engine = None
+    try:
+        facts = json.loads(app.stdout.readline())
+        engine = facts["engine"]
+        os.kill(app.pid, signal.SIGKILL)
+        app.wait(10)
+        deadline = time.monotonic() + 60
+        while pid_alive(engine) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(engine), "the engine kept training after the app was killed"
+    finally:
+        if app.poll() is None:
+            app.kill()
+        app.stdout.close()
+        if engine is not None and pid_alive(engine):
+            os.kill(engine, signal.SIGKILL)
+    run = open_run(facts["run_dir"])
+    try:
+        assert run.status == "interrupted"
+    finally:
+        run.close()
+    assert list(Path(facts["run_dir"]).glob("checkpoint-*.pt"))
 
 
 def test_format_eta_reads_as_a_duration():

@@ -1,7 +1,9 @@
 """Validation of an experiment config in one place, with messages a person can act on."""
 from __future__ import annotations
 
+import os
 from dataclasses import Field, fields
+from pathlib import Path
 from typing import Any
 
 from . import schema
@@ -211,9 +213,32 @@ def _combination_problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
     if p.mode == "bf16" and t.device == "mps":
         errs.append(ConfigError("precision.mode", "precision.mode bf16 is not supported on mps; "
                                                   "use fp16 or fp32"))
-    if not d.corpus.strip():
-        errs.append(ConfigError("data.corpus", "data.corpus is empty: use 'embedded' or a path"))
+    if t.lr <= 0:
+        errs.append(ConfigError("train.lr", f"train.lr ({t.lr:g}) must be > 0: with no learning "
+                                            f"rate the weights never change"))
+    corpus_problem = _corpus_problem(d.corpus)
+    if corpus_problem:
+        errs.append(ConfigError("data.corpus", corpus_problem))
     return errs
+
+
+def _corpus_problem(spec: str) -> str | None:
+    """What is wrong with ``data.corpus`` that a look at the disk can tell (before a run
+    spends seconds starting and then fails on it); the corpus loader checks the rest."""
+    spec = spec.strip()
+    if not spec:
+        return "data.corpus is empty: use 'embedded' or a path"
+    if spec == "embedded":
+        return None
+    p = Path(spec).expanduser()
+    if not p.exists():
+        return (f"data.corpus: '{spec}' does not exist (give a text file, a folder of them, "
+                f"or 'embedded')")
+    if not (p.is_file() or p.is_dir()):
+        return f"data.corpus: '{spec}' is neither a file nor a folder"
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+        return f"data.corpus: '{spec}' cannot be read (permission denied)"
+    return None
 
 
 def validate(cfg: "schema.ExperimentConfig") -> "schema.ExperimentConfig":

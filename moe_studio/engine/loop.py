@@ -10,9 +10,10 @@ The child's protocol, one JSON document per line:
 
 - stdin, app -> engine: first ``{"config": to_dict(cfg), "runs_dir": str, "threads":
   int | null}``, then commands ``"pause"``, ``"resume"``, ``"stop"``, ``{"weights":
-  path}`` (write the current weights there, between steps). End of input (the
-  app has gone) means stop: the step finishes, a checkpoint is saved, the run is
-  marked stopped.
+  path}`` (write the current weights there, between steps). Only ``"stop"`` is a
+  user's stop (the run ends *stopped*). End of input without it means the app went
+  away (crashed, killed): the step finishes, a checkpoint is saved, and the run is
+  left as a killed headless run leaves it, reading *interrupted*.
 - stdout, engine -> app: ``[kind, [args...]]`` for every ``emit`` below, progress as a
   dict, and last ``["done", [status]]``. Anything the engine prints goes to stderr.
 
@@ -27,8 +28,9 @@ The loop reports through ``emit(kind, *args)``:
 - ``("weights", path, step, error)``: the answer to a weights request (step -1 and a
   one-line error when they could not be written)
 
-and returns the final status (finished, stopped or failed). It checks a control object
-(``between_steps(on_pause, on_resume, on_weights) -> bool``) between steps.
+and returns the final status (finished, stopped, failed, or interrupted when the
+control says the app is gone). It checks a control object
+(``between_steps(on_pause, on_resume, on_weights) -> bool``; ``app_gone``) between steps.
 """
 from __future__ import annotations
 
@@ -105,6 +107,8 @@ class ThreadControl:
         self._paused = False
         self._stop = False
         self._weight_requests: list[str] = []
+        # Set with the stop when nobody asked for it: the app went away mid-run.
+        self.app_gone = False
 
     def pause(self) -> None:
         with self._cond:
@@ -125,6 +129,15 @@ class ThreadControl:
         while paused); it answers with a ``("weights", ...)`` report."""
         with self._cond:
             self._weight_requests.append(str(path))
+            self._cond.notify_all()
+
+    def lose_app(self) -> None:
+        """The app is gone (its pipe closed without a stop command): stop, and end the
+        run as interrupted rather than as a stop the user chose."""
+        with self._cond:
+            if not self._stop:
+                self.app_gone = True
+            self._stop = True
             self._cond.notify_all()
 
     @property
@@ -172,6 +185,7 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
     Any engine error ends the run (marked failed, traceback kept), never the caller."""
     trainer = None
     status = "failed"
+    unsent = None
     try:
         trainer = make_trainer()
         emit("ready", {
@@ -180,7 +194,6 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
             "step": int(trainer.step_count)})
         emit("state", "running")
         last_emit = 0.0
-        unsent = None
 
         def paused() -> None:
             nonlocal unsent
@@ -214,6 +227,15 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
                 unsent = info
         if unsent is not None:
             emit("progress", unsent)
+            unsent = None
+        if not trainer.done and getattr(control, "app_gone", False):
+            # Keep the work (a checkpoint to continue from) but not the word "stopped":
+            # nobody stopped it. The stored status stays 'running' and this process
+            # exits, so readers see a writer that is gone: interrupted, exactly as a
+            # killed `moe-studio train` reads.
+            if trainer.step_count > 0:
+                trainer.save_checkpoint()
+            return "interrupted"
         status = "finished" if trainer.done else "stopped"
         trainer.close(status)
     except Exception as exc:  # noqa: BLE001 - any engine error ends this run, never the app
@@ -222,8 +244,11 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
         if trainer is None:
             message = f"The run could not start: {describe(exc)}"
         else:
+            if unsent is not None:  # the app shows the last completed step, as said here
+                emit("progress", unsent)
             done_steps = getattr(trainer, "step_count", None)
-            where = f"in step {done_steps + 1}" if isinstance(done_steps, int) else ""
+            where = (f"in step {done_steps + 1:,} (after {done_steps:,} completed)"
+                     if isinstance(done_steps, int) else "")
             message = f"Training failed {where}: {describe(exc)}".replace("  ", " ")
             try:
                 trainer.close("failed", error=tb)
@@ -251,7 +276,7 @@ def _read_commands(stream, control: ThreadControl) -> None:
                 control.request_weights(cmd["weights"])
     except (OSError, ValueError):
         pass
-    control.stop()  # end of input: the app has gone (or closed the pipe): stop
+    control.lose_app()  # end of input with no "stop" before it: the app has gone
 
 
 def child_main(stdin=None, stdout=None) -> int:
@@ -284,8 +309,8 @@ def child_main(stdin=None, stdout=None) -> int:
             with lock:
                 stdout.write(json.dumps([kind, list(args)]) + "\n")
                 stdout.flush()
-        except (OSError, ValueError):  # the app is gone: finish the step, save, stop
-            control.stop()
+        except (OSError, ValueError):  # the app is gone: finish the step, save, go
+            control.lose_app()
 
     def make():
         apply_engine_threads(job.get("threads"))

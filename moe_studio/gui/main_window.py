@@ -25,6 +25,7 @@ from . import theme
 from .runs_panel import RunsPanel
 from ..store.export import export_run
 from .export_dialog import ExportDialog
+from .live_run import LiveRun, format_eta, format_rate  # noqa: F401 (format_eta: API)
 from .setup_panel import SetupPanel
 from .worker import BackgroundTask, TrainingController
 
@@ -50,31 +51,6 @@ STATE_TEXT = {
 # The theme's run-status colours, for the controller's states.
 _STATE_COLOR = {"running": "running", "starting": "running", "paused": "interrupted",
                 "stopping": "interrupted", "stopped": "stopped", "failed": "failed"}
-
-
-def format_eta(seconds: float | None) -> str:
-    """A remaining time in words, never mistakable for a clock time: 45 -> '45 s',
-    245 -> '4 min 05 s', 1229 -> '20 min', 3725 -> '1 h 02 min'."""
-    if seconds is None or seconds != seconds or seconds < 0 or seconds == float("inf"):
-        return "—"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h} h {m:02d} min"
-    return f"{m} min {sec:02d} s" if m < 10 else f"{m} min"
-
-
-def format_rate(tokens_per_s: float | None) -> str:
-    if tokens_per_s is None or tokens_per_s != tokens_per_s:
-        return "— tok/s"
-    if tokens_per_s >= 1e6:
-        return f"{tokens_per_s / 1e6:.2f} M tok/s"
-    if tokens_per_s >= 1e4:
-        return f"{tokens_per_s / 1e3:.1f} k tok/s"
-    return f"{tokens_per_s:,.0f} tok/s"
 
 
 def _load_class(spec: str) -> type:
@@ -116,6 +92,9 @@ class MainWindow(QMainWindow):
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self.controller = TrainingController(self, trainer_factory=trainer_factory,
                                              mode=engine_mode)
+        # The live run's state, step, rate and ETA: the status bar, the runs panel and
+        # the dashboards' status lines all show it from here.
+        self.live = LiveRun(self.controller, self)
         self.export_task = BackgroundTask(self, name="export")
         self._closing = False        # close requested while busy: close once idle
         self._shown_runs: list[Path] = []
@@ -124,6 +103,7 @@ class MainWindow(QMainWindow):
         self._error_box: QMessageBox | None = None
         self._export_target: Path | None = None
         self._running_name = ""
+        self._run_status_cleared = False   # the status bar no longer shows the last run
 
         self.setObjectName("MainWindow")
         self.setWindowTitle("MoE Studio")
@@ -353,7 +333,7 @@ class MainWindow(QMainWindow):
         p.configFileChanged.connect(self._on_config_file)
         c = self.controller
         c.started.connect(self._on_started)
-        c.progress.connect(self._on_progress)
+        self.live.changed.connect(self._show_live)
         c.stateChanged.connect(self._on_state)
         c.failed.connect(self._on_failed)
         c.finished.connect(self._on_finished)
@@ -373,7 +353,11 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1400, 900)
             self.resizeDocks([self.setup_dock], [360], Qt.Orientation.Horizontal)
-            self.resizeDocks([self.runs_dock], [210], Qt.Orientation.Vertical)
+            # Six runs under the two section rows, not the four that 210 px showed.
+            title = max(0, self.runs_dock.minimumSizeHint().height()
+                        - self.runs_panel.minimumSizeHint().height())
+            self.resizeDocks([self.runs_dock], [self.runs_panel.preferred_height(6) + title],
+                             Qt.Orientation.Vertical)
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
@@ -424,6 +408,8 @@ class MainWindow(QMainWindow):
             return
         cfg = self.setup_panel.config()
         self._running_name = cfg.name
+        self.live.begin(cfg)
+        self._run_status_cleared = False
         self.device_label.setText("Device: …")
         self.step_label.setText(f"Step 0 / {cfg.train.steps:,}")
         self.rate_label.setText(format_rate(None))
@@ -478,6 +464,12 @@ class MainWindow(QMainWindow):
         """Show ``paths`` in the dashboards (several: overlaid). ``live``: keep polling."""
         self._shown_runs = [Path(p) for p in paths]
         self._live = live
+        last = self.live.last_run_dir
+        if not self.controller.busy and last and \
+                Path(last) not in self._shown_runs and self.controller.state in \
+                ("finished", "stopped", "failed"):
+            # "Failed" (or "Finished") belonged to that run, not to the runs now viewed.
+            self._clear_run_status()
         for d in self.dashboards:
             d.stop_follow()
         self._stale = set(range(self.tabs.count()))
@@ -586,18 +578,37 @@ class MainWindow(QMainWindow):
         self._rescan_runs()
         self.statusBar().showMessage(f"Training into {run_dir}", 5000)
 
-    @Slot(object)
-    def _on_progress(self, info: Any) -> None:
-        total = getattr(info, "total_steps", None) or self.controller.total_steps
-        self.step_label.setText(f"Step {info.step:,} / {total:,}")
-        self.rate_label.setText(format_rate(getattr(info, "tokens_per_s", None)))
-        self.eta_label.setText(f"ETA {format_eta(getattr(info, 'eta_s', None))}")
+    @Slot()
+    def _show_live(self) -> None:
+        """The status bar from the live run (the same numbers every view shows)."""
+        st = self.live.status()
+        if st is None:
+            return
+        total = st.total_steps
+        self.step_label.setText(f"Step {st.step:,} / {total:,}")
+        self.rate_label.setText(format_rate(st.tokens_per_s))
+        eta = "paused" if st.status == "paused" else format_eta(st.eta_s)
+        self.eta_label.setText(f"ETA {eta}")
         if self.progress_bar.maximum() != max(1, total):
             self.progress_bar.setRange(0, max(1, total))
-        self.progress_bar.setValue(min(int(info.step), self.progress_bar.maximum()))
+        self.progress_bar.setValue(min(int(st.step), self.progress_bar.maximum()))
+
+    def _clear_run_status(self) -> None:
+        """The status bar's run part back to idle: the run it described is not shown."""
+        self.state_label.setText(STATE_TEXT["idle"])
+        self.device_label.setText("Device: —")
+        self.step_label.setText("Step —")
+        self.rate_label.setText(format_rate(None))
+        self.eta_label.setText("ETA —")
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("")
+        self._run_status_cleared = True
 
     @Slot(str)
     def _on_state(self, state: str) -> None:
+        if state in ("finished", "stopped", "failed") and self._run_status_cleared:
+            state = "idle"
         text = STATE_TEXT.get(state, state)
         color = theme.status_color(_STATE_COLOR.get(state, ""), self.dark_action.isChecked())
         if color is not None:
@@ -651,8 +662,12 @@ class MainWindow(QMainWindow):
 
     @Slot(list)
     def _on_runs_checked(self, paths: list) -> None:
-        """Checked runs are overlaid; unchecking them all keeps what is shown."""
+        """Checked runs are overlaid; unchecking them all keeps what is shown, unless
+        what is shown is checked runs the filter now hides: those leave the views."""
         if not paths:
+            hidden = set(self.runs_panel.hidden_checked_runs())
+            if self._shown_runs and hidden and all(str(p) in hidden for p in self._shown_runs):
+                self.show_runs([])
             return
         live = self.controller.busy and self.controller.run_dir in [str(p) for p in paths]
         self.show_runs([Path(p) for p in paths], live=live)

@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider, QStyle,
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSlider, QStyle,
                                QToolButton, QVBoxLayout, QWidget)
 
 from ..store import Follower, RunFileError, RunReader, open_run
+from .fitting_label import FittingLabel
 from .follow_timer import FollowTimer
+from .live_run import hub as live_hub, live_status
 from .theme import is_dark_palette, status_color
 
 FRAME_MS = 125   # 8 Hz store polling while following
@@ -40,6 +42,7 @@ class RunControls(QWidget):
     layerChanged = Signal(object)    # block index, or None for all layers
     memberChanged = Signal(int)
     stepChanged = Signal(int)        # the selected recorded step
+    resized = Signal()               # e.g. the status line moved under the controls
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -61,18 +64,27 @@ class RunControls(QWidget):
         self.slider.setToolTip("Scrub through the recorded steps (arrow keys step one)")
         self.step_label = QLabel("no steps")
         self.step_label.setMinimumWidth(120)
-        self.status = QLabel()
+        # Leaves out its last parts when narrow, never cuts letters ("… 4 MoE layers :")
+        self.status = FittingLabel()
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self._play_timer = QTimer(self)
         self._play_timer.setObjectName("playTimer")
         self._play_timer.setInterval(PLAY_MS)
         self._play_timer.timeout.connect(self._advance)
 
-        row = QHBoxLayout(self)
-        row.setContentsMargins(6, 4, 6, 0)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 4, 6, 0)
+        outer.setSpacing(2)
+        row = self._row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(8)
+        outer.addLayout(row)
+        # The status line goes under the controls when the row cannot hold it whole
+        # (a view's extra controls, a narrow window): never cut at the edge.
+        self._below = QHBoxLayout()
+        self._below.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(self._below)
         self._layer_label = QLabel("Layer")
         row.addWidget(self._layer_label)
         row.addWidget(self.layer_combo)
@@ -85,7 +97,8 @@ class RunControls(QWidget):
         self._extra = QHBoxLayout()
         self._extra.setSpacing(8)
         row.addLayout(self._extra)
-        row.addWidget(self.status, 2)
+        row.addWidget(self.status)   # its whole line first; the slider gets the rest
+        self._status_below = False
 
         self.layer_combo.currentIndexChanged.connect(
             lambda _i: self.layerChanged.emit(self.layer_combo.currentData()))
@@ -95,6 +108,45 @@ class RunControls(QWidget):
         self.play_button.toggled.connect(self._on_play)
         self._update_play_icon()
         self.set_layers([])
+
+    def event(self, e) -> bool:
+        if e.type() == QEvent.Type.LayoutRequest:   # e.g. the status text changed
+            self._place_status()
+        return super().event(e)
+
+    def resizeEvent(self, e) -> None:  # noqa: N802
+        super().resizeEvent(e)
+        self._place_status()
+        self.resized.emit()
+
+    def status_below(self) -> bool:
+        """True while the status line sits under the controls (the row is too narrow)."""
+        return self._status_below
+
+    def _place_status(self) -> None:
+        row, gap = self._row, self._row.spacing()
+        want = self.status.sizeHint().width()
+        # Summed afresh: the row's own size hint is cached from the last text.
+        widths = []
+        for i in range(row.count()):
+            item = row.itemAt(i)
+            if item.widget() is self.status or item.isEmpty():
+                continue
+            widths.append(item.sizeHint().width())
+        others = sum(widths) + gap * max(0, len(widths) - 1)
+        m = self.layout().contentsMargins()
+        room = self.width() - m.left() - m.right()
+        below = others + gap + want > room
+        if below == self._status_below:
+            return
+        self._status_below = below
+        if below:
+            row.removeWidget(self.status)
+            self._below.addWidget(self.status)
+        else:
+            self._below.removeWidget(self.status)
+            row.addWidget(self.status)
+        self.layout().activate()
 
     def add_widget(self, w: QWidget) -> None:
         """A view's own control, placed after the step slider."""
@@ -322,10 +374,23 @@ class RunDashboard(QWidget):
         self.controls.layerChanged.connect(lambda _b: self._draw())
         self.controls.stepChanged.connect(lambda _s: self._draw())
         self.controls.memberChanged.connect(self._on_member)
+        # The notice over the plots starts under the controls, however tall they are now.
+        self.controls.resized.connect(self._place_notice)
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(4, 4, 4, 4)
         self._layout.setSpacing(4)
         self._layout.addWidget(self.controls)
+        live_hub().changed.connect(self._on_live_changed)
+
+    def _on_live_changed(self, path: str) -> None:
+        # A paused run records nothing, so no poll would notice: say it at once.
+        if self._path is not None and path and Path(path) == self._path:
+            self._update_status()
+
+    def _shown_status(self) -> str:
+        """The app's own live run's state (paused, stopping, ...) or the store's."""
+        live = live_status(self._path)
+        return live.status if live is not None else self._run_status
 
     # ------------------------------------------------------------------ dashboard API
     def set_runs(self, paths) -> None:
@@ -524,11 +589,12 @@ class RunDashboard(QWidget):
         self._place_notice()
         dark = is_dark_palette(self.palette())
         parts = []
+        status = self._shown_status()
         if self._reader is not None:
-            c = status_color(self._run_status, dark)
+            c = status_color(status, dark)
             dot = f'<span style="color:{c.name()}">●</span> ' if c is not None else ""
             parts.append(f"<b>{html.escape(self._reader.name)}</b>")
-            parts.append(f"{dot}{html.escape(self._run_status or 'unknown')}")
+            parts.append(f"{dot}{html.escape(status or 'unknown')}")
             if self._n_runs > 1:
                 parts.append(f"first of {self._n_runs} runs")
             extra = self._status_extra()
@@ -545,7 +611,7 @@ class RunDashboard(QWidget):
             self.controls.status.setText(text)
             # the whole line on hover: a narrow window cuts it at the left
             plain = " · ".join([p for p in (self._reader.name if self._reader else "",
-                                             self._run_status if self._reader else "",
+                                             status if self._reader else "",
                                              self._status_extra() if self._reader else "") if p])
             self.controls.status.setToolTip("\n".join(([plain] if plain else []) + self._errors))
             self.statusChanged.emit(text)

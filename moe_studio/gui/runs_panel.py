@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
                                QWidget)
 
 from ..store import RunFileError, RunInfo, list_runs
+from .live_run import hub as live_hub, live_status
 from .theme import is_dark_palette, status_color
 
 RESCAN_MS = 2000
@@ -102,6 +103,7 @@ class RunsModel(QAbstractItemModel):
         self._sections = [_Section(title, Path(p)) for title, p in dirs]
         self._checked: list[str] = []   # in the order they were checked
         self._dark = False
+        self._labels: dict[str, str] = {}   # path -> "name #k" where names repeat
 
     # -- updating
     def apply(self, results: list[tuple[list[RunInfo], str | None]]) -> None:
@@ -136,6 +138,48 @@ class RunsModel(QAbstractItemModel):
             if note != sec.note:
                 sec.note = note
             self.dataChanged.emit(sec_index, self.index(si, len(COLUMNS) - 1))
+        self._relabel()
+
+    def _relabel(self) -> None:
+        """Runs that share a name get "#1", "#2", ... in the order they started, so the
+        rows (and what is compared) are told apart by more than a date."""
+        by_name: dict[str, list[RunInfo]] = {}
+        for sec in self._sections:
+            for info in sec.runs:
+                if not info.error:
+                    by_name.setdefault(info.name or info.path.name, []).append(info)
+        labels = {}
+        for name, infos in by_name.items():
+            if len(infos) > 1:
+                infos.sort(key=lambda i: (_num(i.started), i.run_id))
+                for k, info in enumerate(infos, 1):
+                    labels[str(info.path)] = f"{name} #{k}"
+        if labels != self._labels:
+            changed = set(labels) ^ set(self._labels) | {p for p in labels
+                                                         if labels[p] != self._labels.get(p)}
+            self._labels = labels
+            for path in changed:
+                loc = self.locate(path)
+                if loc is not None:
+                    idx = self.index(loc[1], COL_NAME, self.index(loc[0], 0))
+                    self.dataChanged.emit(idx, idx)
+
+    def refresh_run(self, path: str) -> None:
+        """Show the run at ``path`` again (its live state changed)."""
+        loc = self.locate(str(path))
+        if loc is not None:
+            parent = self.index(loc[0], 0)
+            self.dataChanged.emit(self.index(loc[1], 0, parent),
+                                  self.index(loc[1], len(COLUMNS) - 1, parent))
+
+    def label(self, path: str) -> str:
+        """The name the panel shows for the run at ``path`` (``name #k`` when several
+        runs share its name)."""
+        loc = self.locate(str(path))
+        if loc is None:
+            return ""
+        info = self._sections[loc[0]].runs[loc[1]]
+        return self._labels.get(str(path)) or info.name or info.path.name
 
     def set_dark(self, dark: bool) -> None:
         if dark != self._dark:
@@ -250,6 +294,8 @@ class RunsModel(QAbstractItemModel):
             return None
         info = self._sections[index.internalId() - 1].runs[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
+            if col == COL_NAME and str(info.path) in self._labels:
+                return self._labels[str(info.path)]
             return self._display(info, col)
         if role == Qt.ItemDataRole.CheckStateRole and col == COL_NAME and not info.error:
             return (Qt.CheckState.Checked if str(info.path) in self._checked
@@ -262,7 +308,7 @@ class RunsModel(QAbstractItemModel):
                 tip += f"\nfinal train loss {info.train_loss:.4f}"
             return tip
         if role == Qt.ItemDataRole.ForegroundRole and not info.error and col == COL_STATUS:
-            return status_color(info.status or "", self._dark)
+            return status_color(self._display(info, col), self._dark)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_STEPS, COL_VAL):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == PathRole:
@@ -284,14 +330,21 @@ class RunsModel(QAbstractItemModel):
         if col == COL_NAME:
             return info.name or info.path.name
         if col == COL_STATUS:
-            return info.status or ""
+            # The app's own run: paused / stopping as the status bar says, not the
+            # store's "running".
+            live = live_status(info.path) if info.status == "running" else None
+            return live.status if live is not None else info.status or ""
         if col == COL_STARTED:
             return _format_started(info.started)
         if col == COL_STEPS:
             if info.last_step is None:
                 return ""
             total = f" / {info.total_steps:,}" if info.total_steps else ""
-            return f"{info.last_step:,}{total}"
+            # The store says -1 before the first recorded step: none done yet. The app's
+            # own run counts what the status bar counts (the store lags by a commit).
+            live = live_status(info.path) if info.status == "running" else None
+            done = max(0, info.last_step, live.step if live is not None else 0)
+            return f"{done:,}{total}"
         if col == COL_SETUP:
             return setup_summary(info)
         if col == COL_VAL:
@@ -369,7 +422,7 @@ class _RoomyDelegate(QStyledItemDelegate):
 
     def sizeHint(self, option, index):
         size = super().sizeHint(option, index)
-        size.setHeight(size.height() + 6)
+        size.setHeight(size.height() + 4)
         return size
 
 
@@ -399,7 +452,7 @@ class RunsPanel(QWidget):
     """
 
     runOpened = Signal(str)
-    runsChecked = Signal(list)
+    runsChecked = Signal(list)   # the runs to compare: checked and not hidden by the filter
 
     def __init__(self, dirs: list[Path] | list[str], parent: QWidget | None = None,
                  titles: list[str] | None = None, auto_rescan: bool = True):
@@ -421,7 +474,10 @@ class RunsPanel(QWidget):
 
         self._model = RunsModel(named, self)
         self._model.set_dark(is_dark_palette(self.palette()))
-        self._model.checkedChanged.connect(self.runsChecked)
+        self._compared: list[str] = []
+        self._counts = (0, 0)   # runs listed, unreadable ones
+        self._model.checkedChanged.connect(lambda _p: self._sync_compared(always=True))
+        live_hub().changed.connect(self._model.refresh_run)
         self._proxy = _RunsFilter(self)
         self._proxy.setSourceModel(self._model)
 
@@ -504,7 +560,27 @@ class RunsPanel(QWidget):
         return self._auto
 
     def checked_runs(self) -> list[str]:
+        """Every checked run, also those the filter hides."""
         return self._model.checked_paths()
+
+    def compared_runs(self) -> list[str]:
+        """The checked runs the filter shows: what ``runsChecked`` last sent."""
+        return [p for p in self._model.checked_paths() if self._proxy_index(p).isValid()]
+
+    def hidden_checked_runs(self) -> list[str]:
+        return [p for p in self._model.checked_paths() if not self._proxy_index(p).isValid()]
+
+    def preferred_height(self, run_rows: int = 6) -> int:
+        """Pixels that show the filter, the column header, both section rows and
+        ``run_rows`` runs, and the hint line."""
+        row = self._view.sizeHintForRow(0) if self._proxy.rowCount() else \
+            self.fontMetrics().height() + 10
+        header = self._view.header().sizeHint().height()
+        m = self.layout().contentsMargins()
+        chrome = (self._filter.sizeHint().height() + self._hint.sizeHint().height()
+                  + 2 * self.layout().spacing() + m.top() + m.bottom()
+                  + 2 * self._view.frameWidth())
+        return chrome + header + row * (run_rows + len(self._dirs))
 
     def set_checked(self, path: str | Path, on: bool = True) -> None:
         self._model.set_checked(str(path), on)
@@ -560,11 +636,23 @@ class RunsPanel(QWidget):
             return   # a slower, older scan: what is shown is newer already
         self._applied = generation
         self._model.apply(result)
-        n = sum(len(r) for r, _ in result)
-        bad = sum(1 for r, _ in result for i in r if i.error)
-        self._hint.setText(f"{n} run{'s' if n != 1 else ''}"
-                           + (f" · {bad} unreadable" if bad else "")
-                           + " · double-click to open, check several to compare")
+        self._counts = (sum(len(r) for r, _ in result),
+                        sum(1 for r, _ in result for i in r if i.error))
+        self._sync_compared()   # a run whose status changed may now pass the filter or not
+
+    def _update_hint(self) -> None:
+        n, bad = self._counts
+        hidden = len(self.hidden_checked_runs())
+        text = f"{n} run{'s' if n != 1 else ''}" + (f" · {bad} unreadable" if bad else "")
+        if hidden:
+            text += (f" · {hidden} checked run{'s' if hidden != 1 else ''} hidden by the "
+                     f"filter, not compared")
+        else:
+            text += " · double-click to open, check several to compare"
+        self._hint.setText(text)
+
+    def hint_text(self) -> str:
+        return self._hint.text()
 
     def _span_sections(self, *_) -> None:
         for row in range(self._proxy.rowCount()):
@@ -581,6 +669,16 @@ class RunsPanel(QWidget):
     def _on_filter(self, text: str) -> None:
         self._proxy.set_text(text)
         self._view.expandAll()
+        self._sync_compared()
+
+    def _sync_compared(self, always: bool = False) -> None:
+        """Runs the filter hides leave the comparison (they stay checked, and come
+        back when the filter shows them again); the hint line says so."""
+        compared = self.compared_runs()
+        self._update_hint()
+        if always or compared != self._compared:
+            self._compared = compared
+            self.runsChecked.emit(list(compared))
 
     def _on_activated(self, index: QModelIndex) -> None:
         path = index.siblingAtColumn(COL_NAME).data(PathRole)

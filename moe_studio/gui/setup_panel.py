@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import QEvent, QLocale, Qt, Signal
-from PySide6.QtGui import QColor, QDoubleValidator, QPalette
+from PySide6.QtGui import QColor, QDoubleValidator, QPalette, QValidator
 from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox,
                                QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit,
                                QMessageBox, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
@@ -90,7 +90,41 @@ class _NoWheelMixin:
             event.ignore()
 
 
-class _SpinBox(_NoWheelMixin, QSpinBox):
+# A number typed outside a spin box's range: Qt would refuse the keystroke (a minus sign
+# where the minimum is 0) or, when editing ends, silently put the previous value back.
+_NUMBER_TEXT = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)?([eE][-+]?\d*)?\s*")
+
+
+class _RangeGuardMixin:
+    """Lets a number outside the range be typed and seen; when editing ends and Qt puts
+    the last good value back, ``on_corrected(typed_text)`` is called so the form says so."""
+
+    on_corrected: Callable[[str], None] | None = None
+
+    def validate(self, text: str, pos: int):
+        state, text2, pos2 = super().validate(text, pos)
+        if state == QValidator.State.Invalid and _NUMBER_TEXT.fullmatch(text):
+            state = QValidator.State.Intermediate
+        return state, text2, pos2
+
+    def _guarded(self, handler, event) -> None:
+        typed = self.lineEdit().text()
+        handler(event)
+        if typed != self.lineEdit().text() and typed.strip() and self.on_corrected and \
+                super().validate(typed, 0)[0] != QValidator.State.Acceptable:
+            self.on_corrected(typed.strip())
+
+    def focusOutEvent(self, event):  # noqa: N802
+        self._guarded(super().focusOutEvent, event)
+
+    def keyPressEvent(self, event):  # noqa: N802
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self._guarded(super().keyPressEvent, event)
+        else:
+            super().keyPressEvent(event)
+
+
+class _SpinBox(_RangeGuardMixin, _NoWheelMixin, QSpinBox):
     def __init__(self):
         super().__init__()
         self._init_wheel()
@@ -98,7 +132,7 @@ class _SpinBox(_NoWheelMixin, QSpinBox):
         self.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
 
 
-class _FloatSpin(_NoWheelMixin, QDoubleSpinBox):
+class _FloatSpin(_RangeGuardMixin, _NoWheelMixin, QDoubleSpinBox):
     """A double spin box that shows 0.1 rather than 0.100000."""
 
     def __init__(self):
@@ -166,10 +200,8 @@ def _log_editor(path: str, md: dict) -> _Editor:
     v.setNotation(QDoubleValidator.Notation.ScientificNotation)
     v.setLocale(_C_LOCALE)
     v.setDecimals(15)
-    if md.get("min") is not None:
-        v.setBottom(float(md["min"]))
-    if md.get("max") is not None:
-        v.setTop(float(md["max"]))
+    # No bottom / top: a validator with a range drops a typed minus sign without a word
+    # ("-0.01" became 0.01); out-of-range values are named by the form's validation.
     w.setValidator(v)
     w.setPlaceholderText("a number, e.g. 3e-3")
 
@@ -305,6 +337,42 @@ class _BorderFrame(QFrame):
         p.end()
 
 
+class _OneLineLabel(QLabel):
+    """A message kept to its reserved line: cut with "…" when the column is narrower
+    than the text, whole on hover and in the panel's summary of problems."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+
+    def minimumSizeHint(self):  # noqa: N802
+        h = super().minimumSizeHint()
+        h.setWidth(0)
+        return h
+
+    def paintEvent(self, event):  # noqa: N802
+        from PySide6.QtGui import QPainter
+        p = QPainter(self)
+        p.setPen(self.palette().color(QPalette.ColorRole.WindowText))
+        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             self.contentsRect().width())
+        p.drawText(self.contentsRect(), int(Qt.AlignmentFlag.AlignLeft |
+                                            Qt.AlignmentFlag.AlignVCenter), text)
+        p.end()
+
+    def resizeEvent(self, event):  # noqa: N802
+        super().resizeEvent(event)
+        self._sync_tip()
+
+    def setText(self, text: str) -> None:  # noqa: N802
+        super().setText(text)
+        self._sync_tip()
+
+    def _sync_tip(self) -> None:
+        cut = self.fontMetrics().horizontalAdvance(self.text()) > self.contentsRect().width()
+        self.setToolTip(self.text() if cut else "")
+
+
 class _FieldRow(QWidget):
     """Editor in a frame that turns red on a problem, and the problem's text under it."""
 
@@ -319,11 +387,18 @@ class _FieldRow(QWidget):
         inner.setContentsMargins(1, 1, 1, 1)
         inner.addWidget(editor.widget)
         col.addWidget(self.frame)
-        self.error = QLabel()
-        self.error.setWordWrap(True)
-        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error = _OneLineLabel()
         self.error.hide()
-        col.addWidget(self.error)
+        # The message line is reserved even while empty: a message appearing must not
+        # push the fields below it down under the pointer (the next click would land
+        # in the wrong field).
+        slot = QWidget()
+        slot.setObjectName("messageSlot")
+        sl = QVBoxLayout(slot)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(self.error)
+        slot.setMinimumHeight(self.error.fontMetrics().lineSpacing())
+        col.addWidget(slot)
         self._color = QColor("#c62828")
 
     def set_error_color(self, color: QColor) -> None:
@@ -338,11 +413,14 @@ class _FieldRow(QWidget):
         self.frame.bad, self.frame.color = bool(bad), QColor(self._color)
         self.frame.update()
 
-    def set_error(self, message: str | None) -> None:
+    def set_error(self, message: str | None, notice: str | None = None) -> None:
+        """``message``: a problem (red frame); ``notice``: something the form did to what
+        was typed, said in the same line while there is no problem."""
         self.frame.setProperty("invalid", bool(message))
         self._paint_border(bool(message))
-        self.error.setText(message or "")
-        self.error.setVisible(bool(message))
+        text = message or notice or ""
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
 
 
 class _Section(QWidget):
@@ -373,7 +451,7 @@ class _Section(QWidget):
         self.form = QFormLayout(self.body)
         self.form.setContentsMargins(14, 6, 4, 10)
         self.form.setHorizontalSpacing(10)
-        self.form.setVerticalSpacing(6)
+        self.form.setVerticalSpacing(2)  # the reserved message line spaces the rows
         self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
         self.form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
@@ -422,6 +500,7 @@ class SetupPanel(QWidget):
         self._loading = False
         self._valid = True
         self._problems: list[ConfigError] = []
+        self._notices: dict[str, str] = {}   # path -> what the form did to a typed value
         self._config = default()
         self.config_path: str = ""
         self._build_ui()
@@ -474,8 +553,8 @@ class SetupPanel(QWidget):
         self.summary_label.setTextFormat(Qt.TextFormat.RichText)
         self.summary_label.setToolTip("Click a field name to go to it")
         self.summary_label.linkActivated.connect(self.focus_field)
+        self.summary_label.setContentsMargins(10, 4, 10, 4)
         self.summary_label.hide()
-        tl.addWidget(self.summary_label)
         outer.addWidget(top)
         sep = QFrame()
         sep.setFrameShape(QFrame.Shape.HLine)
@@ -495,6 +574,7 @@ class SetupPanel(QWidget):
         name_form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
         self._add_field(name_form, "name", name_field, section=None)
         bl.addLayout(name_form)
+        self._name_form = name_form
 
         for sec in SECTIONS:
             s = _Section(sec, SECTION_TITLES.get(sec, sec.title()), sec in DEFAULT_EXPANDED)
@@ -507,14 +587,38 @@ class SetupPanel(QWidget):
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # As needed, not off: content wider than the view must never scroll sideways
+        # unseen (labels read "recision"). _fit_width() makes that not happen.
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.scroll.setWidget(body)
         outer.addWidget(self.scroll, 1)
+        # Below the form, not above it: appearing, it shortens the form at the bottom
+        # instead of moving every field down.
+        outer.addWidget(self.summary_label)
 
+        self._fit_width()
         self.preset_combo.activated.connect(self._on_preset_activated)
         self.load_button.clicked.connect(self.open_toml_dialog)
         self.save_button.clicked.connect(self.save_toml_dialog)
         self._apply_colors()
+
+    def _fit_width(self) -> None:
+        """The panel's minimum width: every section open, each label and editor at its
+        full size next to a vertical scroll bar. A dock cannot squeeze it narrower, so
+        nothing is cut and nothing scrolls sideways, whatever is open."""
+        body = self.scroll.widget()
+        was = self.expanded_sections()
+        self.set_expanded_sections(list(self._sections))
+        self.ensurePolished()   # the style's sizes, not the unpolished defaults
+        # Asked of each section: the body's own layout keeps a size from while they
+        # were closed until it is shown.
+        m = body.layout().contentsMargins()
+        need = max([s.minimumSizeHint().width() for s in self._sections.values()] +
+                   [self._name_form.minimumSize().width()]) + m.left() + m.right()
+        self.set_expanded_sections(was)
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        frame = 2 * self.scroll.frameWidth()
+        self.scroll.setMinimumWidth(need + bar + frame)
 
     def _add_field(self, form: QFormLayout, path: str, f: Field, section: str | None) -> None:
         md = dict(f.metadata)
@@ -550,7 +654,9 @@ class SetupPanel(QWidget):
         # Align the label with the editor's text baseline, not the error under it.
         label.setContentsMargins(0, 4, 0, 0)
         form.addRow(label, row)
-        ed.connect(self._on_edited)
+        ed.connect(lambda p=path: self._on_edited(p))
+        if isinstance(ed.input, _RangeGuardMixin):
+            ed.input.on_corrected = lambda typed, p=path: self._on_corrected(p, typed)
         self._editors[path] = ed
         self._rows[path] = row
         if section is not None:
@@ -581,6 +687,8 @@ class SetupPanel(QWidget):
     def changeEvent(self, event):  # noqa: N802
         if event.type() == QEvent.Type.PaletteChange:
             self._apply_colors()
+        elif event.type() == QEvent.Type.FontChange and self._sections:
+            self._fit_width()   # wider labels need a wider panel
         super().changeEvent(event)
 
     # ---------------------------------------------------------------- public API
@@ -629,6 +737,7 @@ class SetupPanel(QWidget):
         """Show ``cfg`` in the form. Returns a note for every value the form had to
         change to fit a knob's range (possible only with hand-edited TOML)."""
         cfg = copy_config(cfg)
+        self._notices.clear()
         self._loading = True
         try:
             for path, ed in self._editors.items():
@@ -717,14 +826,34 @@ class SetupPanel(QWidget):
         sec, key = path.split(".", 1)
         setattr(getattr(cfg, sec), key, value)
 
+    def _on_corrected(self, path: str, typed: str) -> None:
+        """A spin box put its last good value back over what was typed: say so."""
+        ed = self._editors[path]
+        w = ed.input
+        lo, hi = w.minimum(), w.maximum()
+        fmt = (lambda v: str(int(v))) if isinstance(w, QSpinBox) else format_float
+        try:
+            inside = lo <= float(typed) <= hi
+        except ValueError:
+            inside = False
+        why = (f"has more than {w.decimals()} decimals" if inside and hasattr(w, "decimals")
+               else f"is outside {fmt(lo)} … {fmt(hi)}")
+        self._notices[path] = f"{path}: {typed} {why}; kept {fmt(ed.get())}"
+        self._show_problems(self._problems)
+
+    def notice(self, path: str) -> str:
+        """What the form last did to a value typed into ``path`` ("" if nothing)."""
+        return self._notices.get(path, "")
+
     def _on_preset_activated(self, index: int) -> None:
         name = self.preset_combo.itemText(index)
         if name in PRESETS:
             self.set_preset(name)
 
-    def _on_edited(self) -> None:
+    def _on_edited(self, path: str | None = None) -> None:
         if self._loading:
             return
+        self._notices.pop(path, None)
         self._revalidate()
         self._sync_preset_combo()
         self.configChanged.emit(self.config())
@@ -757,7 +886,7 @@ class SetupPanel(QWidget):
                 general.append(e.message)
         for path, row in self._rows.items():
             msgs = by_path.get(path)
-            row.set_error("\n".join(msgs) if msgs else None)
+            row.set_error("\n".join(msgs) if msgs else None, self._notices.get(path))
         per_section = {s: 0 for s in self._sections}
         for path, msgs in by_path.items():
             sec = self._section_of.get(path)
@@ -770,10 +899,15 @@ class SetupPanel(QWidget):
                 s.set_expanded(True)  # a problem is never hidden in a closed section
         if errs:
             n = len(errs)
-            links = ", ".join(f'<a href="{html.escape(p)}">{html.escape(p)}</a>' for p in by_path)
-            text = f"{n} problem{'s' if n != 1 else ''} to fix before training"
-            if links:
-                text += ": " + links
+            text = f"{n} problem{'s' if n != 1 else ''} to fix before training:"
+            # Each whole, with its field as a link: the line under a field may be cut.
+            for e in errs:
+                if e.path not in by_path:
+                    continue
+                msg = e.message
+                rest = msg[len(e.path):] if msg.startswith(e.path) else ": " + msg
+                text += (f'<br><a href="{html.escape(e.path)}">{html.escape(e.path)}</a>'
+                         f"{html.escape(rest)}")
             if general:
                 text += "<br>" + "<br>".join(html.escape(g) for g in general)
             self.summary_label.setText(text)

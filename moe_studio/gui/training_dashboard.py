@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy,
-                               QSlider, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from ..store import Follower, RunFileError, RunReader, open_run
+from .fitting_label import FittingLabel
 from .follow_timer import FollowTimer
+from .live_run import format_rate, hub as live_hub, live_status
 from .plots import CurvePlot, PlotGrid
 from .run_controls import moe_blocks_of
 from .theme import is_dark_palette, status_color
@@ -180,11 +182,12 @@ class TrainingDashboard(QWidget):
         self._fit_button.setText("Fit")
         self._fit_button.setToolTip("Zoom every plot out to all of its data and keep "
                                     "following it")
-        self._status = QLabel()
+        # Leaves out its last parts when narrow (never cuts letters, never pushes the
+        # controls); the whole line on hover.
+        self._status = FittingLabel()
         self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # Ignored: a long status (an error) is cut at the right, never pushes the controls.
-        self._status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        live_hub().changed.connect(self._on_live_changed)
 
         bar = QHBoxLayout()
         bar.setContentsMargins(6, 4, 6, 0)
@@ -562,21 +565,30 @@ class TrainingDashboard(QWidget):
             self._draw(t, [k for k in t.buffers if k[0] in _PLOT_OF])
         self.fit()
 
+    def _on_live_changed(self, path: str) -> None:
+        # Paused, the run records nothing and no poll would notice: say it at once.
+        if path and any(Path(path) == t.path for t in self._tracks):
+            self._update_status()
+
     def _update_status(self) -> None:
         dark = is_dark_palette(self.palette())
         if not self._tracks:
             text = "No run" if not self._errors else ""
         elif len(self._tracks) == 1:
             t = self._tracks[0]
-            c = status_color(t.status, dark)
+            # The app's own run: its state and rate as the status bar shows them.
+            live = live_status(t.path)
+            status = live.status if live is not None else t.status
+            c = status_color(status, dark)
             dot = f'<span style="color:{c.name()}">●</span> ' if c is not None else ""
-            parts = [f"<b>{_esc(t.name)}</b>", f"{dot}{_esc(t.status or 'unknown')}"]
-            last = t.last_step()
+            parts = [f"<b>{_esc(t.name)}</b>", f"{dot}{_esc(status or 'unknown')}"]
+            last = live.step if live is not None else t.last_step()
             if last is not None:
                 parts.append(f"step {last:,}" + (f" / {t.total_steps:,}" if t.total_steps else ""))
-            tps = t.last_value("tokens_per_s", -1)
-            if tps is not None and t.status == "running":
-                parts.append(f"{tps:,.0f} tok/s")
+            tps = live.tokens_per_s if live is not None else \
+                (t.last_value("tokens_per_s", -1) if t.status == "running" else None)
+            if tps is not None:
+                parts.append(format_rate(tps))
             val = t.last_value("val/loss", -1 if t.members > 1 else 0)
             if val is not None:
                 parts.append(f"val {val:.4f}")

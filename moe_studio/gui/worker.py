@@ -8,8 +8,10 @@ one of two engine modes, behind the same API and signals:
   then pause / resume / stop go down its stdin, progress (<= 20 small dicts a second)
   and state come back on its stdout and are re-emitted as the same queued signals.
   Metric data never crosses: the dashboards read the run store, which the child writes
-  exactly as ``moe-studio train`` does. If the app goes away, the child's stdin closes:
-  it finishes the step, saves a checkpoint and marks the run stopped. If the child
+  exactly as ``moe-studio train`` does. Stop is an explicit ``"stop"`` line; if the
+  app goes away instead (crash, ``kill -9``), the child's stdin closes without one: it
+  finishes the step, saves a checkpoint and leaves the run reading *interrupted*, as a
+  killed headless run does, never *stopped*, which means a person stopped it. If the child
   dies (a crash, the OOM killer), the run fails with a message and the app goes on;
   the store shows the run as interrupted. (A subprocess rather than
   ``multiprocessing``: spawn re-imports the caller's ``__main__``, which breaks any
