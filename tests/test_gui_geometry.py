@@ -1,0 +1,356 @@
+"""Every view of every sample run, as a user meets it: the main window at 1280 x 800 with
+the runs panel docked, offscreen, each tab opened with a click. The geometry of what is
+drawn is checked, not only what the views hold:
+
+- no plot title elided below a readable length;
+- no legend over plotted data (every point of every visible curve, and the segments
+  between sparse markers), and none cut off by its plot's edge;
+- every heatmap row in view carries its label, or lies inside a group (a layer) whose
+  name is drawn beside it; no row label is cut off;
+- no reference-line label ("fp16 max ...") cut off by the axis box;
+- no y axis rescaled behind an SI factor ("(x0.001)"), and a log y axis labels at least
+  three values, none overlapping;
+- no widget reaches past the right edge of its dock or of its view.
+
+One window is shared by the whole module (building one costs seconds); each test
+shows it, checks, and hides it again (a hidden window keeps no timer running). Set
+``MOE_STUDIO_GEOMETRY_PNG=folder`` to keep a PNG of every view looked at.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QEvent, QPointF, QRectF, QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QPainter, QPicture  # noqa: E402
+from PySide6.QtWidgets import (QAbstractScrollArea, QApplication, QDockWidget,  # noqa: E402
+                               QWidget)
+
+from moe_studio.gui.heatmap import FigureWidget, HeatmapPlot  # noqa: E402
+from moe_studio.gui.main_window import DASHBOARDS, MainWindow  # noqa: E402
+from moe_studio.gui.plots import CurvePlot  # noqa: E402
+from moe_studio.samples import sample_runs_dir  # noqa: E402
+
+SIZE = (1280, 800)
+READABLE_TITLE = 12      # characters an elided title keeps at least (before the "…")
+SAMPLES = sorted(p.name for p in sample_runs_dir().iterdir() if (p / "run.sqlite").exists())
+PAIRS = [("moe-vs-ensemble-moe", "moe-vs-ensemble-dense"), ("moe-top2", "switch-top1")]
+VIEWS = [title for title, _ in DASHBOARDS]
+
+
+def _settle(rounds: int = 6) -> None:
+    app = QApplication.instance()
+    for _ in range(rounds):
+        app.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        app.processEvents()
+
+
+@pytest.fixture(scope="module")
+def window(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("geometry")
+    settings = QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, runs_dir=tmp / "runs")
+    w.runs_panel.set_auto_rescan(False)     # the sample folder does not change here
+    w.resize(*SIZE)
+    yield w
+    w.controller.shutdown(10_000)
+    for d in w.dashboards:
+        d.stop_follow()
+    w.close()
+    w.deleteLater()
+    _settle()
+
+
+@pytest.fixture
+def shown(window, qtbot):
+    """The shared window, shown for one test and hidden after it."""
+    window.show()
+    qtbot.waitExposed(window)
+    yield window
+    for d in window.dashboards:
+        d.stop_follow()
+    window.hide()
+    _settle()
+
+
+def _open_tab(qtbot, w: MainWindow, index: int) -> QWidget:
+    bar = w.tabs.tabBar()
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(index).center())
+    _settle()
+    view = w.tabs.widget(index)
+    view.grab()          # paint everything once: axes lay out their labels when drawn
+    _settle(3)
+    return view
+
+
+def _save(view: QWidget, name: str) -> None:
+    folder = os.environ.get("MOE_STUDIO_GEOMETRY_PNG")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        view.grab().save(str(Path(folder) / f"{name}.png"))
+
+
+def _visible(widget: QWidget) -> bool:
+    return widget.isVisible() and widget.width() > 0 and widget.height() > 0
+
+
+# ---------------------------------------------------------------------------- checks
+def _axis_texts(axis) -> list[tuple[QRectF, str]]:
+    """What a pyqtgraph axis draws now: its tick label rectangles (axis coordinates)."""
+    pic = QPicture()
+    p = QPainter(pic)
+    try:
+        if axis.style["tickFont"] is not None:
+            p.setFont(axis.style["tickFont"])
+        specs = axis.generateDrawSpecs(p)
+    finally:
+        p.end()
+    return [] if specs is None else [(QRectF(r), t) for r, _, t in specs[2]]
+
+
+def check_title(plot, where: str) -> list[str]:
+    full = plot.title()
+    if not full:
+        return []
+    shown = plot.plot_item.titleLabel.text
+    import html
+    shown = html.unescape(shown)
+    if shown == full:
+        return []
+    kept = shown.rstrip("…").rstrip()
+    if len(kept) < min(READABLE_TITLE, len(full)):
+        return [f"{where}: title {full!r} elided to {shown!r}"]
+    return []
+
+
+def _scene_points(plot: CurvePlot) -> np.ndarray:
+    """Every visible curve's points in scene coordinates, with 8 points along each
+    segment of a short series (sparse evaluation markers are joined by lines)."""
+    vb = plot.plot_item.getViewBox()
+    t = vb.childGroup.sceneTransform()
+    out = []
+    for key in plot.series_keys():
+        item = plot.curve(key)
+        if not item.isVisible():
+            continue
+        x, y = item.getData()
+        if x is None or not len(x):
+            continue
+        x = np.asarray(x, float)
+        y = np.asarray(y, float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if len(x) <= 2000 and ok.sum() > 1:
+            xs, ys = [], []
+            for a, b in zip(np.flatnonzero(ok)[:-1], np.flatnonzero(ok)[1:]):
+                if b != a + 1:
+                    continue      # a gap is drawn as one ('connect="finite"')
+                f = np.linspace(0, 1, 9)
+                xs.append(x[a] + f * (x[b] - x[a]))
+                ys.append(y[a] + f * (y[b] - y[a]))
+            if xs:
+                x, y = np.concatenate(xs + [x[ok]]), np.concatenate(ys + [y[ok]])
+            else:
+                x, y = x[ok], y[ok]
+        else:
+            x, y = x[ok], y[ok]
+        sx = t.m11() * x + t.m21() * y + t.dx()
+        sy = t.m12() * x + t.m22() * y + t.dy()
+        out.append(np.stack([sx, sy], axis=1))
+    if not out:
+        return np.zeros((0, 2))
+    pts = np.concatenate(out)
+    box = vb.sceneBoundingRect()
+    inside = ((pts[:, 0] >= box.left()) & (pts[:, 0] <= box.right())
+              & (pts[:, 1] >= box.top()) & (pts[:, 1] <= box.bottom()))
+    return pts[inside]
+
+
+def _legend_rect(plot: CurvePlot) -> QRectF | None:
+    """The legend box as drawn (scene coordinates), or None when none is seen."""
+    lg = plot.plot_item.legend
+    if lg is None or not lg.isVisible() or lg.effectiveOpacity() == 0 or not lg.items:
+        return None
+    return lg.mapRectToScene(lg.boundingRect())
+
+
+def check_legend(plot: CurvePlot, where: str) -> list[str]:
+    rect = _legend_rect(plot)
+    if rect is None:
+        return []
+    problems = []
+    pts = _scene_points(plot)
+    r = rect.adjusted(1, 1, -1, -1)
+    under = ((pts[:, 0] > r.left()) & (pts[:, 0] < r.right())
+             & (pts[:, 1] > r.top()) & (pts[:, 1] < r.bottom()))
+    if under.any():
+        problems.append(f"{where}: the legend of {plot.title()!r} covers "
+                        f"{int(under.sum())} plotted points")
+    view = plot.plot_widget.mapFromScene(rect).boundingRect()
+    if view.right() > plot.plot_widget.width() + 1 or view.bottom() > plot.plot_widget.height() + 1:
+        problems.append(f"{where}: the legend of {plot.title()!r} is cut off by the plot's "
+                        f"edge ({view.right()} > {plot.plot_widget.width()} px)")
+    return problems
+
+
+def check_y_axis(plot, where: str) -> list[str]:
+    axis = plot.plot_item.getAxis("left")
+    if not axis.isVisible():
+        return []
+    problems = []
+    if "(x" in axis.labelString() or "(×" in axis.labelString():
+        problems.append(f"{where}: the y axis of {plot.title()!r} is rescaled: "
+                        f"{axis.labelString()!r}")
+    if axis.logMode and isinstance(plot, CurvePlot) and plot.series_keys():
+        texts = [(r, t) for r, t in _axis_texts(axis) if t]
+        if len(texts) < 3:
+            problems.append(f"{where}: the log y axis of {plot.title()!r} labels only "
+                            f"{[t for _, t in texts]}")
+        rects = sorted((r for r, _ in texts), key=lambda r: r.top())
+        for a, b in zip(rects, rects[1:]):
+            if a.bottom() > b.top() + 0.5:
+                problems.append(f"{where}: y labels of {plot.title()!r} overlap")
+                break
+    return problems
+
+
+def check_line_labels(plot: CurvePlot, where: str) -> list[str]:
+    """Reference-line labels (pyqtgraph's InfLineLabel) lie inside the axis box."""
+    if not plot.series_keys():
+        return []     # nothing plotted (a notice covers it): no line to read against
+    box = plot.plot_item.getViewBox().sceneBoundingRect().adjusted(-0.5, -0.5, 0.5, 0.5)
+    problems = []
+    for item in plot.plot_item.items:
+        label = getattr(item, "label", None)
+        if not isinstance(item, pg.InfiniteLine) or not isinstance(label, pg.InfLineLabel):
+            continue
+        if not (item.isVisible() and label.isVisible() and label.toPlainText()):
+            continue
+        r = label.mapRectToScene(label.boundingRect())
+        if box.intersects(r) and not box.contains(r):
+            problems.append(f"{where}: reference label {label.toPlainText()!r} of "
+                            f"{plot.title()!r} is cut off")
+    return problems
+
+
+def check_rows(plot: HeatmapPlot, where: str) -> list[str]:
+    """Each row in view has its label drawn on it, or lies in a run of rows whose full
+    labels begin with a name ("L2 e5", "b1.attn.qkv") that is drawn beside that run."""
+    labels = plot.y_labels()
+    axis = plot.plot_item.getAxis("left")
+    m = plot.matrix()
+    if not labels or m.shape[0] == 0 or not axis.isVisible():
+        return []
+    vb = plot.view_box
+    box = vb.sceneBoundingRect()
+    drawn = [(axis.mapRectToScene(r), t) for r, t in _axis_texts(axis) if t]
+    widget_box = QRectF(0, 0, plot.plot_widget.width(), plot.plot_widget.height())
+    problems = []
+    for r, t in drawn:
+        if not widget_box.adjusted(-1, -1, 1, 1).contains(plot.plot_widget.mapFromScene(r).boundingRect()):
+            problems.append(f"{where}: row label {t!r} of {plot.title()!r} is cut off")
+
+    def span(a: float, b: float) -> tuple[float, float]:
+        ya = vb.mapViewToScene(QPointF(0, a)).y()
+        yb = vb.mapViewToScene(QPointF(0, b)).y()
+        return max(min(ya, yb), box.top()), min(max(ya, yb), box.bottom())
+
+    def labelled(i: int) -> bool:
+        lo, hi = span(i, i + 1)
+        for r, t in drawn:
+            c = r.center().y()
+            if lo - 0.5 <= c <= hi + 0.5 and labels[i].endswith(t):
+                return True          # the row's label (or its part after the group's)
+            if labels[i].startswith(t + " ") or labels[i].startswith(t + "."):
+                # a group name: the run of rows sharing it around row i must hold it
+                a = i
+                while a > 0 and labels[a - 1].startswith(labels[i][:len(t) + 1]):
+                    a -= 1
+                b = i + 1
+                while b < len(labels) and labels[b].startswith(labels[i][:len(t) + 1]):
+                    b += 1
+                g_lo, g_hi = span(a, b)
+                if g_lo - 0.5 <= c <= g_hi + 0.5:
+                    return True
+        return False
+
+    missing = []
+    for i in range(len(labels)):
+        lo, hi = span(i, i + 1)
+        if hi - lo >= 1 and not labelled(i):
+            missing.append(labels[i])
+    if missing:
+        problems.append(f"{where}: {len(missing)} of {m.shape[0]} rows of {plot.title()!r} "
+                        f"have no label and no group label: {missing[:6]}")
+    return problems
+
+
+def _scrolls_sideways(w: QWidget, top: QWidget) -> bool:
+    """Whether ``w`` sits in a scroll area (below ``top``) whose horizontal scroll bar
+    is shown: reaching past the edge is then what scrolling is for."""
+    p = w.parentWidget()
+    while p is not None and p is not top:
+        if isinstance(p, QAbstractScrollArea) and p.horizontalScrollBar().isVisible():
+            return True
+        p = p.parentWidget()
+    return False
+
+
+def check_widths(container: QWidget, where: str) -> list[str]:
+    """No visible widget inside ``container`` reaches past its right edge."""
+    problems = []
+    for w in container.findChildren(QWidget):
+        if not w.isVisible() or w.width() <= 0 or w.isWindow() or _scrolls_sideways(w, container):
+            continue
+        right = w.mapTo(container, w.rect().topRight()).x()
+        if right > container.width() + 1:
+            problems.append(f"{where}: {type(w).__name__}({w.objectName() or ''}) reaches "
+                            f"{right - container.width()} px past the right edge")
+    return problems[:5]
+
+
+def check_view(view: QWidget, where: str) -> list[str]:
+    problems = check_widths(view, where)
+    for fig in view.findChildren(QWidget):
+        if not isinstance(fig, (CurvePlot, FigureWidget)) or not _visible(fig):
+            continue
+        problems += check_title(fig, where)
+        problems += check_y_axis(fig, where)
+        if isinstance(fig, CurvePlot):
+            problems += check_legend(fig, where)
+            problems += check_line_labels(fig, where)
+        if isinstance(fig, HeatmapPlot):
+            problems += check_rows(fig, where)
+    return problems
+
+
+def _check_all_views(qtbot, w: MainWindow, runs: list[Path], name: str) -> list[str]:
+    w.show_runs(runs)
+    problems = []
+    for i, title in enumerate(VIEWS):
+        view = _open_tab(qtbot, w, i)
+        _save(view, f"{name}__{title}")
+        problems += check_view(view, f"{name} / {title}")
+    for dock in w.findChildren(QDockWidget):
+        if dock.isVisible():
+            problems += check_widths(dock, f"{name} / dock {dock.windowTitle()!r}")
+    return problems
+
+
+# ---------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_every_view_of_a_sample_run_reads_at_1280x800(shown, qtbot, sample):
+    problems = _check_all_views(qtbot, shown, [sample_runs_dir() / sample], sample)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=["+".join(p) for p in PAIRS])
+def test_every_view_of_two_runs_overlaid_reads_at_1280x800(shown, qtbot, pair):
+    problems = _check_all_views(qtbot, shown, [sample_runs_dir() / p for p in pair],
+                                "+".join(pair))
+    assert not problems, "\n".join(problems)
