@@ -18,24 +18,25 @@ shows it, checks, and hides it again (a hidden window keeps no timer running). S
 """
 from __future__ import annotations
 
+import html
 import os
 from pathlib import Path
 
-import numpy as np
 import pyqtgraph as pg
 import pytest
 
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, QSettings, Qt  # noqa: E402
-from PySide6.QtGui import QPainter, QPicture  # noqa: E402
-from PySide6.QtWidgets import (QAbstractScrollArea, QApplication, QDockWidget,  # noqa: E402
-                               QWidget)
+from PySide6.QtWidgets import (QAbstractScrollArea, QApplication, QCheckBox,  # noqa: E402
+                               QDockWidget, QWidget)
 
 from moe_studio.gui.heatmap import FigureWidget, HeatmapPlot  # noqa: E402
 from moe_studio.gui.main_window import DASHBOARDS, MainWindow  # noqa: E402
 from moe_studio.gui.plots import CurvePlot  # noqa: E402
 from moe_studio.samples import sample_runs_dir  # noqa: E402
+
+from drawn import axis_texts, legend_rect, points_under, scene_points  # noqa: E402
 
 SIZE = (1280, 800)
 READABLE_TITLE = 12      # characters an elided title keeps at least (before the "…")
@@ -101,25 +102,11 @@ def _visible(widget: QWidget) -> bool:
 
 
 # ---------------------------------------------------------------------------- checks
-def _axis_texts(axis) -> list[tuple[QRectF, str]]:
-    """What a pyqtgraph axis draws now: its tick label rectangles (axis coordinates)."""
-    pic = QPicture()
-    p = QPainter(pic)
-    try:
-        if axis.style["tickFont"] is not None:
-            p.setFont(axis.style["tickFont"])
-        specs = axis.generateDrawSpecs(p)
-    finally:
-        p.end()
-    return [] if specs is None else [(QRectF(r), t) for r, _, t in specs[2]]
-
-
 def check_title(plot, where: str) -> list[str]:
     full = plot.title()
     if not full:
         return []
     shown = plot.plot_item.titleLabel.text
-    import html
     shown = html.unescape(shown)
     if shown == full:
         return []
@@ -129,68 +116,14 @@ def check_title(plot, where: str) -> list[str]:
     return []
 
 
-def _scene_points(plot: CurvePlot) -> np.ndarray:
-    """Every visible curve's points in scene coordinates, with 8 points along each
-    segment of a short series (sparse evaluation markers are joined by lines)."""
-    vb = plot.plot_item.getViewBox()
-    t = vb.childGroup.sceneTransform()
-    out = []
-    for key in plot.series_keys():
-        item = plot.curve(key)
-        if not item.isVisible():
-            continue
-        x, y = item.getData()
-        if x is None or not len(x):
-            continue
-        x = np.asarray(x, float)
-        y = np.asarray(y, float)
-        ok = np.isfinite(x) & np.isfinite(y)
-        if len(x) <= 2000 and ok.sum() > 1:
-            xs, ys = [], []
-            for a, b in zip(np.flatnonzero(ok)[:-1], np.flatnonzero(ok)[1:]):
-                if b != a + 1:
-                    continue      # a gap is drawn as one ('connect="finite"')
-                f = np.linspace(0, 1, 9)
-                xs.append(x[a] + f * (x[b] - x[a]))
-                ys.append(y[a] + f * (y[b] - y[a]))
-            if xs:
-                x, y = np.concatenate(xs + [x[ok]]), np.concatenate(ys + [y[ok]])
-            else:
-                x, y = x[ok], y[ok]
-        else:
-            x, y = x[ok], y[ok]
-        sx = t.m11() * x + t.m21() * y + t.dx()
-        sy = t.m12() * x + t.m22() * y + t.dy()
-        out.append(np.stack([sx, sy], axis=1))
-    if not out:
-        return np.zeros((0, 2))
-    pts = np.concatenate(out)
-    box = vb.sceneBoundingRect()
-    inside = ((pts[:, 0] >= box.left()) & (pts[:, 0] <= box.right())
-              & (pts[:, 1] >= box.top()) & (pts[:, 1] <= box.bottom()))
-    return pts[inside]
-
-
-def _legend_rect(plot: CurvePlot) -> QRectF | None:
-    """The legend box as drawn (scene coordinates), or None when none is seen."""
-    lg = plot.plot_item.legend
-    if lg is None or not lg.isVisible() or lg.effectiveOpacity() == 0 or not lg.items:
-        return None
-    return lg.mapRectToScene(lg.boundingRect())
-
-
 def check_legend(plot: CurvePlot, where: str) -> list[str]:
-    rect = _legend_rect(plot)
+    rect = legend_rect(plot)
     if rect is None:
         return []
     problems = []
-    pts = _scene_points(plot)
-    r = rect.adjusted(1, 1, -1, -1)
-    under = ((pts[:, 0] > r.left()) & (pts[:, 0] < r.right())
-             & (pts[:, 1] > r.top()) & (pts[:, 1] < r.bottom()))
-    if under.any():
-        problems.append(f"{where}: the legend of {plot.title()!r} covers "
-                        f"{int(under.sum())} plotted points")
+    under = points_under(rect, scene_points(plot))
+    if under:
+        problems.append(f"{where}: the legend of {plot.title()!r} covers {under} plotted points")
     view = plot.plot_widget.mapFromScene(rect).boundingRect()
     if view.right() > plot.plot_widget.width() + 1 or view.bottom() > plot.plot_widget.height() + 1:
         problems.append(f"{where}: the legend of {plot.title()!r} is cut off by the plot's "
@@ -207,7 +140,7 @@ def check_y_axis(plot, where: str) -> list[str]:
         problems.append(f"{where}: the y axis of {plot.title()!r} is rescaled: "
                         f"{axis.labelString()!r}")
     if axis.logMode and isinstance(plot, CurvePlot) and plot.series_keys():
-        texts = [(r, t) for r, t in _axis_texts(axis) if t]
+        texts = [(r, t) for r, t in axis_texts(axis) if t]
         if len(texts) < 3:
             problems.append(f"{where}: the log y axis of {plot.title()!r} labels only "
                             f"{[t for _, t in texts]}")
@@ -248,7 +181,7 @@ def check_rows(plot: HeatmapPlot, where: str) -> list[str]:
         return []
     vb = plot.view_box
     box = vb.sceneBoundingRect()
-    drawn = [(axis.mapRectToScene(r), t) for r, t in _axis_texts(axis) if t]
+    drawn = [(axis.mapRectToScene(r), t) for r, t in axis_texts(axis) if t]
     widget_box = QRectF(0, 0, plot.plot_widget.width(), plot.plot_widget.height())
     problems = []
     for r, t in drawn:
@@ -353,4 +286,28 @@ def test_every_view_of_a_sample_run_reads_at_1280x800(shown, qtbot, sample):
 def test_every_view_of_two_runs_overlaid_reads_at_1280x800(shown, qtbot, pair):
     problems = _check_all_views(qtbot, shown, [sample_runs_dir() / p for p in pair],
                                 "+".join(pair))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("pair", PAIRS[1:], ids=["+".join(p) for p in PAIRS[1:]])
+def test_log_y_labels_three_values_without_overlap(shown, qtbot, pair):
+    """The Log y box of the Training and Compare views, ticked as a user does: every
+    log axis labels at least three values (losses span less than a decade), none
+    overlapping, with no SI factor."""
+    w = shown
+    w.show_runs([sample_runs_dir() / p for p in pair])
+    problems = []
+    for title in ("Training", "Compare"):
+        view = _open_tab(qtbot, w, VIEWS.index(title))
+        box = next(b for b in view.findChildren(QCheckBox) if b.text() == "Log y")
+        if not box.isChecked():
+            qtbot.mouseClick(box, Qt.MouseButton.LeftButton)
+        _settle()
+        view.grab()
+        logs = [p for p in view.findChildren(CurvePlot) if _visible(p) and p.log_y()]
+        assert logs, f"{title}: no plot went to a log scale"
+        for plot in logs:
+            problems += check_y_axis(plot, f"{'+'.join(pair)} / {title} (log y)")
+        qtbot.mouseClick(box, Qt.MouseButton.LeftButton)      # as it was
+        _settle()
     assert not problems, "\n".join(problems)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QFontMetrics
 
@@ -55,48 +54,68 @@ def log_label(v: float) -> str:
 
 def log_ticks(lo: float, hi: float, length_px: float, label_px: float) -> list[float]:
     """Tick values (in data units, not log10) for a log axis spanning 10**lo..10**hi
-    over ``length_px`` pixels, labels ``label_px`` tall: the sparsest of decades,
-    1-2-5, 1..9 per decade that gives ``MIN_LOG_TICKS`` labels; then evenly spaced
-    values (a range narrower than a decade). Neighbours are at least a label apart."""
+    over ``length_px`` pixels, labels ``label_px`` tall. The sparsest of: decades (every
+    k-th when many), 1-2-5, 1..9 per decade, that gives ``MIN_LOG_TICKS`` labels at
+    least a label apart; else as many as fit of those values and of evenly spaced
+    ones (a range narrower than a decade), the roundest first. Never overlapping."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo or length_px <= 0:
         return []
     per_decade = length_px / (hi - lo)
 
+    def apart(a: float, b: float) -> bool:
+        return abs(math.log10(a) - math.log10(b)) * per_decade >= label_px
+
     def fits(vals: list[float]) -> bool:
-        logs = np.log10(vals)
-        return len(vals) < 2 or float(np.min(np.diff(logs))) * per_decade >= label_px
+        return all(apart(a, b) for a, b in zip(vals, vals[1:]))
+
+    # a label centred on its tick must not stick out of the axis (pyqtgraph drops it)
+    margin = 0.5 * label_px / per_decade
+
+    def inside(vals) -> list[float]:
+        return [v for v in vals if v > 0 and lo + margin <= math.log10(v) <= hi - margin]
 
     k0, k1 = math.floor(lo) - 1, math.ceil(hi) + 1
-    for mults in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
-        vals = [m * 10.0 ** k for k in range(k0, k1 + 1) for m in mults]
-        vals = [v for v in vals if lo <= math.log10(v) <= hi]
-        if len(vals) >= MIN_LOG_TICKS:
-            if fits(vals):
-                return vals
-            if mults == (1,):
-                # many decades: every 2nd, 3rd, ... decade
-                for stride in range(2, len(vals)):
-                    sub = vals[::stride]
-                    if len(sub) < 2 or fits(sub):
-                        return sub
-            break
-    # Narrower than the 1..9 steps allow: evenly spaced nice values.
-    a, b = 10.0 ** lo, 10.0 ** hi
-    want = max(MIN_LOG_TICKS, 2)
-    raw = (b - a) / want
-    mag = 10.0 ** math.floor(math.log10(raw))
-    vals = []
-    for step in (m * mag for m in (10, 5, 2, 1, 0.5, 0.2, 0.1)):   # sparsest first
-        first = math.ceil(a / step) * step
-        vals = []
-        v = first
-        while v <= b * (1 + 1e-12):
-            if v > 0:
-                vals.append(v)
-            v += step
+    decades = inside(10.0 ** k for k in range(k0, k1 + 1))
+    if len(decades) >= MIN_LOG_TICKS:
+        for stride in range(1, len(decades)):
+            sub = decades[::stride]
+            if len(sub) >= MIN_LOG_TICKS and fits(sub):
+                return sub
+    tiers = [inside(m * 10.0 ** k for k in range(k0, k1 + 1) for m in mults)
+             for mults in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9))]
+    for vals in tiers:
         if len(vals) >= MIN_LOG_TICKS and fits(vals):
             return vals
-    return vals if vals else []
+    # Evenly spaced values, for a range narrower than the 1..9 steps resolve.
+    a, b = 10.0 ** lo, 10.0 ** hi
+    mag = 10.0 ** math.floor(math.log10((b - a) / MIN_LOG_TICKS))
+    even: list[float] = []
+    for step in (m * mag for m in (10, 5, 2, 1, 0.5, 0.2, 0.1)):   # sparsest first
+        vals = inside(i * step for i in range(math.ceil(a / step), math.floor(b / step) + 1))
+        if len(vals) >= MIN_LOG_TICKS and fits(vals):
+            return vals
+        even += [v for v in vals if v not in even]
+    # Nothing regular fits: as many as fit, roundest first (decades, 5s, 2s, ...).
+    def roundness(v: float) -> tuple:
+        exp = math.floor(math.log10(v) + 1e-9)
+        digits = f"{v / 10 ** exp:.6g}".replace(".", "").rstrip("0")
+        return (len(digits), digits not in ("1", "5", "2"), not digits.endswith("5"), -v)
+    pool = sorted(set(decades + tiers[1] + even))
+    kept: list[float] = []
+    for v in sorted(pool, key=roundness):
+        if len(kept) >= MIN_LOG_TICKS and roundness(v)[0] > 1:
+            break       # enough: no 3.9 between 3 and 5
+        if all(apart(v, k) for k in kept):
+            kept.append(v)
+    if len(kept) < MIN_LOG_TICKS:
+        # Round values alone leave gaps: pack from the top down, as many as fit.
+        packed: list[float] = []
+        for v in reversed(pool):
+            if not packed or apart(v, packed[-1]):
+                packed.append(v)
+        if len(packed) > len(kept):
+            kept = packed
+    return sorted(kept)
 
 
 class ValueAxis(pg.AxisItem):
@@ -110,7 +129,7 @@ class ValueAxis(pg.AxisItem):
 
     def _label_px(self) -> float:
         fm = QFontMetrics(self.style["tickFont"] or self.font())
-        return fm.height() * 0.8 + 2      # pyqtgraph draws labels 0.8 of the font height
+        return fm.height() * 0.8 + 1      # pyqtgraph draws labels 0.8 of the font height
 
     def tickValues(self, minVal, maxVal, size):
         if not self.logMode:

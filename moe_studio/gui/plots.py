@@ -219,6 +219,8 @@ class CurvePlot(QWidget):
         self._range_moved = False
         self._vb.sigRangeChanged.connect(self._on_range_changed)
         self._vb.sigRangeChangedManually.connect(self.userChangedRange)
+        # the view's transform follows its range lazily: labels are placed once it has
+        self._vb.sigTransformChanged.connect(lambda *_: self._keep_line_labels_inside())
 
         # Hover read-out: a vertical line, a dot on each visible series, a text box.
         self._vline = pg.InfiniteLine(angle=90, movable=False)
