@@ -152,9 +152,11 @@ def check_y_axis(plot, where: str) -> list[str]:
     return problems
 
 
-def check_line_labels(plot: CurvePlot, where: str) -> list[str]:
+def check_line_labels(plot, where: str) -> list[str]:
     """Reference-line labels (pyqtgraph's InfLineLabel) lie inside the axis box."""
-    if not plot.series_keys():
+    empty = (not plot.series_keys() if isinstance(plot, CurvePlot) else
+             isinstance(plot, HeatmapPlot) and plot.matrix().size == 0)
+    if empty:
         return []     # nothing plotted (a notice covers it): no line to read against
     box = plot.plot_item.getViewBox().sceneBoundingRect().adjusted(-0.5, -0.5, 0.5, 0.5)
     problems = []
@@ -247,16 +249,28 @@ def check_widths(container: QWidget, where: str) -> list[str]:
     return problems[:5]
 
 
+def check_fits(plot, where: str) -> list[str]:
+    """The plot (axes, title, colour bar, legend column) lies inside its widget: a
+    layout pushed wider than the widget cuts off its right side (a colour bar's
+    labels, the latest steps)."""
+    pw = plot.plot_widget
+    r = pw.mapFromScene(plot.plot_item.sceneBoundingRect()).boundingRect()
+    if r.right() > pw.width() + 1:
+        return [f"{where}: {plot.title()!r} is {r.right() - pw.width()} px wider than its widget"]
+    return []
+
+
 def check_view(view: QWidget, where: str) -> list[str]:
     problems = check_widths(view, where)
     for fig in view.findChildren(QWidget):
         if not isinstance(fig, (CurvePlot, FigureWidget)) or not _visible(fig):
             continue
         problems += check_title(fig, where)
+        problems += check_fits(fig, where)
         problems += check_y_axis(fig, where)
+        problems += check_line_labels(fig, where)
         if isinstance(fig, CurvePlot):
             problems += check_legend(fig, where)
-            problems += check_line_labels(fig, where)
         if isinstance(fig, HeatmapPlot):
             problems += check_rows(fig, where)
     return problems
@@ -310,4 +324,35 @@ def test_log_y_labels_three_values_without_overlap(shown, qtbot, pair):
             problems += check_y_axis(plot, f"{'+'.join(pair)} / {title} (log y)")
         qtbot.mouseClick(box, Qt.MouseButton.LeftButton)      # as it was
         _settle()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def four_layer_precision_run(tmp_path_factory):
+    """A tiny run of the default depth (4 layers) with headroom recorded: 19 modules,
+    more rows than the sample pair's 2-layer histogram."""
+    pytest.importorskip("torch")
+    from moe_studio.engine.trainer import Trainer
+    from tiny import tiny_config
+    cfg = tiny_config("four-layers", model__n_layers=4, train__steps=2, train__warmup_steps=1,
+                      train__eval_every=1000, train__eval_batches=1, train__snapshot_every=1000,
+                      precision__headroom=True, precision__headroom_every=1)
+    tr = Trainer(cfg, runs_dir=tmp_path_factory.mktemp("four-layers"))
+    try:
+        for _ in range(2):
+            tr.step()
+    finally:
+        tr.close()
+    return tr.run_dir
+
+
+def test_precision_histogram_of_a_four_layer_model_names_every_module(shown, qtbot,
+                                                                      four_layer_precision_run):
+    w = shown
+    w.show_runs([Path(four_layer_precision_run)])
+    view = _open_tab(qtbot, w, VIEWS.index("Precision"))
+    _save(view, "four-layers__Precision")
+    heat = view.heatmap
+    assert heat.matrix().shape[0] >= 19, heat.y_labels()
+    problems = check_rows(heat, "four-layer / Precision") + check_view(view, "four-layer / Precision")
     assert not problems, "\n".join(problems)

@@ -29,7 +29,7 @@ from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (QFileDialog, QGraphicsRectItem, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
-from . import theme
+from . import line_labels, theme
 from .axes import ValueAxis, no_si_prefix
 from .theme import is_dark_palette, plot_colors
 
@@ -371,6 +371,14 @@ class LabelAxis(pg.AxisItem):
     def _metrics(self) -> QFontMetrics:
         return QFontMetrics(self.style["tickFont"] or self.font())
 
+    def row_pitch(self, fm: QFontMetrics) -> float:
+        """Pixels between row labels. Grouped rows pack them as tight as pyqtgraph
+        draws them (0.8 of the font's line height: ascent and descent, no leading):
+        more rows keep their own label, and the group names carry the rest."""
+        if self._groups and self.orientation in ("left", "right"):
+            return math.ceil(0.8 * fm.height())
+        return fm.height() + 1
+
     def _in_group(self) -> np.ndarray | None:
         """Per row: True where it belongs to a named group (its label may be thinned,
         the group's name stands for it)."""
@@ -399,7 +407,7 @@ class LabelAxis(pg.AxisItem):
             else:
                 need = fm.horizontalAdvance("M" * min(self._max_chars, 12)) + 5
         else:
-            need = fm.height() + 1
+            need = self.row_pitch(fm)
         per_cell = size / (maxVal - minVal)
         stride = 1
         for s in self._strides:
@@ -644,6 +652,10 @@ class HeatmapPlot(FigureWidget):
         self._plot.scene().sigMouseClicked.connect(self._on_clicked)
         self._vb.sigResized.connect(self._on_view_changed)
         self._vb.sigRangeChanged.connect(self._on_view_changed)
+        self._vb.sigTransformChanged.connect(lambda *_: line_labels.keep_inside(self._pi))
+        # Row labels (and group names) widen the y axis when first drawn: the title,
+        # elided to the width left over, must give that width back.
+        self._y_axis.geometryChanged.connect(self._on_y_axis_resized)
 
         menu = self.menu
         menu.addSeparator()
@@ -723,6 +735,12 @@ class HeatmapPlot(FigureWidget):
 
     def _title_reserve(self) -> float:
         return max(60.0, self.color_bar.geometry().width() + 8.0)
+
+    def _on_y_axis_resized(self) -> None:
+        w = self._y_axis.width()
+        if self._title and w != getattr(self, "_y_axis_width", None):
+            self._y_axis_width = w
+            self._apply_title()
 
     def matrix(self) -> np.ndarray:
         """The matrix shown, float32 [rows, cols]."""
@@ -917,6 +935,7 @@ class HeatmapPlot(FigureWidget):
         if self._annotate:
             self._update_annotations()
         self._fit_row_labels()
+        line_labels.keep_inside(self._pi)     # zone edges ("max 6.55e+04") stay readable
 
     def _fit_row_labels(self) -> None:
         """Row labels in a smaller font (down to ROW_FONT_MIN_PT) where that lets every
@@ -930,9 +949,10 @@ class HeatmapPlot(FigureWidget):
         row_px = 1.0 / px
         base = self.font().pointSizeF() if self.font().pointSizeF() > 0 else 9.0
         size = base
-        while size > ROW_FONT_MIN_PT and QFontMetrics(_sized(self.font(), size)).height() + 1 > row_px:
+        pitch = self._y_axis.row_pitch
+        while size > ROW_FONT_MIN_PT and pitch(QFontMetrics(_sized(self.font(), size))) > row_px:
             size -= 0.5
-        if QFontMetrics(_sized(self.font(), size)).height() + 1 > row_px and \
+        if pitch(QFontMetrics(_sized(self.font(), size))) > row_px and \
                 self._y_axis.groups() is None:
             size = base                 # even the smallest does not fit: thin at full size
         # (grouped rows stay small: the group names carry the rest, and more rows keep

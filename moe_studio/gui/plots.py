@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QMenu, QMessage
 
 from .axes import ValueAxis
 from .smoothing import ema
-from . import theme
+from . import line_labels, theme
 from .theme import is_dark_palette, plot_colors, series_color
 
 # int: index into the theme's series palette; (int, shade): a shade of that colour (the
@@ -555,46 +555,12 @@ class CurvePlot(QWidget):
         self._place_legend()
         self._keep_line_labels_inside()
 
-    def _line_labels(self) -> list[pg.InfLineLabel]:
-        """The labels of the reference lines in the plot (fp16 max, uniform 1/E, ...)."""
-        out = []
-        for item in self._pi.items:
-            label = getattr(item, "label", None)
-            if isinstance(item, pg.InfiniteLine) and isinstance(label, pg.InfLineLabel) \
-                    and item.isVisible() and label.isVisible() and label.toPlainText():
-                out.append(label)
-        return out
-
     def _keep_line_labels_inside(self) -> None:
-        """A reference line's label that would stick out of the plot goes to the line's
-        other side (below a line near the top, above one near the bottom, and left or
-        right of a vertical one at an edge): a label cut off by the axis box reads as a
-        different number."""
-        box = self._vb.sceneBoundingRect()
-        if box.width() <= 0 or box.height() <= 0:
-            return
-        for label in self._line_labels():
-            orig = getattr(label, "_orig_anchors", None)
-            if orig is None:
-                orig = label._orig_anchors = [tuple(a) for a in label.anchors]
-            horizontal = label.line.angle % 180 == 0
-            flipped = [((a[0], 1 - a[1]) if horizontal else (1 - a[0], a[1])) for a in orig]
-            for anchors in (orig, flipped):
-                label.anchors = list(anchors)
-                label.updatePosition()
-                r = label.mapRectToScene(label.boundingRect())
-                if box.adjusted(-0.5, -0.5, 0.5, 0.5).contains(r):
-                    break
-            else:
-                label.anchors = list(orig)
-                label.updatePosition()
+        line_labels.keep_inside(self._pi, self._colors["legend_bg"])
 
     def line_labels_clipped(self) -> list[str]:
         """The texts of reference-line labels that stick out of the axis box now."""
-        box = self._vb.sceneBoundingRect().adjusted(-0.5, -0.5, 0.5, 0.5)
-        return [label.toPlainText() for label in self._line_labels()
-                if not box.contains(label.mapRectToScene(label.boundingRect()))
-                and box.intersects(label.mapRectToScene(label.boundingRect()))]
+        return line_labels.clipped(self._pi)
 
     # A legend never covers data: inside the view in a corner (or the middle of a side)
     # with no data under it, else in a column right of the plot, which the layout keeps
@@ -995,6 +961,7 @@ class CurvePlot(QWidget):
             self._placeholder.setStyleSheet(f"color: {QColor(c['muted']).name()}; font-size: 11pt;")
         for s in self._series.values():
             self._style_series(s)
+        line_labels.retheme(self._pi, c["legend_bg"])
 
     def _apply_title(self, force: bool = True) -> None:
         if self._title:

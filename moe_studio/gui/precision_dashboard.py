@@ -257,6 +257,9 @@ class PrecisionDashboard(RunDashboard):
                             for k in ("min_subnormal", "min_normal", "max")}
         for line in self._edge_lines.values():
             line.setZValue(700)
+            font = line.label.textItem.font()
+            font.setPointSizeF(max(7.0, font.pointSizeF() - 1.5))   # runs along a short axis
+            line.label.setFont(font)
             self.heatmap.plot_item.addItem(line, ignoreBounds=True)
 
         fractions = QSplitter(Qt.Orientation.Vertical)
@@ -783,10 +786,11 @@ class PrecisionDashboard(RunDashboard):
             self._zones[z].show()
         names = {"min_subnormal": "min subnormal", "min_normal": "min normal", "max": "max"}
         values = {k: float(fmt[k]) for k in names}
-        fname = FORMAT_LABELS.get(self.format(), self.format())
         for key, line in self._edge_lines.items():
             line.setPos(r[key])
-            line.label.setFormat(f"{fname} {names[key]} {_fmt_num(values[key])}")
+            # the format is in the title ("fp16 zones"): the label along the line
+            # must fit the plot's height
+            line.label.setFormat(f"{names[key]} {_fmt_num(values[key])}")
             line.show()
 
     def heat_window(self) -> tuple[int, int]:
