@@ -615,6 +615,9 @@ class CurvePlot(QWidget):
 
     def _set_slot_width(self, w: float) -> None:
         slot = self._legend_slot
+        if getattr(self, "_slot_w", None) == w:
+            return         # a relayout on every pan step would cost a frame each
+        self._slot_w = w
         slot.setMinimumWidth(w)
         slot.setMaximumWidth(w)
         slot.setPreferredWidth(w)
