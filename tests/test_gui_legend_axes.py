@@ -95,6 +95,10 @@ def test_a_legend_too_wide_to_sit_beside_a_narrow_plot_folds_into_the_key_button
     qtbot.waitUntil(lambda: not p.is_series_visible("s0"), timeout=3000)
     assert seen["entries"] == [f"blocks.{i}.attn.out_proj activations" for i in range(5)]
     assert all(p.is_series_visible(f"s{i}") for i in range(1, 5))
+    for i in range(1, 5):                 # one curve left: no key, no button
+        p.remove_series(f"s{i}")
+    qtbot.wait(20)
+    assert not key.isVisible() and legend_rect(p) is None and not p.legend_outside()
 
 
 def test_members_share_one_legend_entry_that_shows_and_hides_them_all(qtbot):

@@ -538,6 +538,7 @@ class CurvePlot(QWidget):
         show = self._legend_enabled and len(self._legend_entries()) > 1
         self._legend.setVisible(show)
         if not show and self._legend_outside:
+            self._collapse_legend(False)      # no "key" button for no legend
             self._move_legend_inside()
 
     def set_legend_enabled(self, on: bool) -> None:
@@ -688,9 +689,7 @@ class CurvePlot(QWidget):
     def legend_scene_rect(self) -> QRectF | None:
         """The legend's rectangle in scene coordinates, or None when none is shown."""
         lg = self._legend
-        if not lg.isVisible():
-            return None
-        if self._legend_collapsed:
+        if not lg.isVisible() or self._legend_collapsed:
             return None
         return lg.mapRectToScene(lg.boundingRect())
 
