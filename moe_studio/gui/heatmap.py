@@ -326,7 +326,6 @@ class LabelAxis(pg.AxisItem):
         self._strides: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
         # [(name, first row, stop row)]: contiguous groups; "" names an ungrouped row
         self._groups: list[tuple[str, int, int]] | None = None
-        self._drawn: list[tuple[QRectF, str]] = []
 
     def set_strides(self, strides: Sequence[int] | None) -> None:
         """The label strides to choose from when labels must be thinned (e.g. 1, 2, 4, 8,
@@ -465,16 +464,15 @@ class LabelAxis(pg.AxisItem):
     def generateDrawSpecs(self, p):
         specs = super().generateDrawSpecs(p)
         if specs is None:
-            self._drawn = []
             return specs
         axis_spec, tick_specs, text_specs = specs
         if self._groups and self._labels is not None and self.orientation == "left":
             self._add_group_specs(p, tick_specs, text_specs)
-        self._drawn = [(QRectF(r), t) for r, _, t in text_specs]
         return axis_spec, tick_specs, text_specs
 
     def _add_group_specs(self, p, tick_specs, text_specs) -> None:
-        """Group names and brackets left of the row labels; widens the axis to fit."""
+        """Group names and brackets left of the row labels (the width for them is
+        claimed in ``_updateMaxTextSize``)."""
         fm = QFontMetrics(p.font())
         inner_w = max((fm.horizontalAdvance(s) for s in self._labels), default=0)
         names = [g for g in self._groups if g[0]]
@@ -507,11 +505,6 @@ class LabelAxis(pg.AxisItem):
                 flags = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter | \
                     Qt.TextFlag.TextDontClip
                 text_specs.append((rect, flags, name))
-
-    def drawn_labels(self) -> list[tuple[QRectF, str]]:
-        """The texts the axis drew last (row labels and group names), each with its
-        rectangle in the axis' own coordinates."""
-        return list(self._drawn)
 
 
 class _CellTexts(pg.GraphicsObject):
@@ -792,12 +785,6 @@ class HeatmapPlot(FigureWidget):
     def row_groups(self) -> list[tuple[str, int, int]] | None:
         """``[(name, first row, stop row)]`` as drawn, or None."""
         return self._y_axis.groups()
-
-    def drawn_row_labels(self) -> list[tuple[QRectF, str]]:
-        """The row labels and group names the left axis drew last, each with its
-        rectangle in scene coordinates."""
-        ax = self._y_axis
-        return [(ax.mapRectToScene(r), t) for r, t in ax.drawn_labels()]
 
     def set_row_group(self, size: int | None) -> None:
         """Rows come in groups of ``size`` (experts of one layer): thinned row labels keep
