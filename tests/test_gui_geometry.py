@@ -10,7 +10,11 @@ drawn is checked, not only what the views hold:
 - no reference-line label ("fp16 max ...") cut off by the axis box;
 - no y axis rescaled behind an SI factor ("(x0.001)"), and a log y axis labels at least
   three values, none overlapping;
+- no plot laid out wider than its widget (a colour bar's labels pushed out of sight);
 - no widget reaches past the right edge of its dock or of its view.
+
+Beside the samples: two runs overlaid, Log y ticked in Training and Compare, and a tiny
+4-layer run with precision records (19 module rows in the exponent histogram).
 
 One window is shared by the whole module (building one costs seconds); each test
 shows it, checks, and hides it again (a hidden window keeps no timer running). Set
