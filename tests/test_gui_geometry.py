@@ -156,6 +156,18 @@ def check_y_axis(plot, where: str) -> list[str]:
     return problems
 
 
+def check_x_axis(plot, where: str) -> list[str]:
+    """The bottom axis' tick labels do not run into each other."""
+    axis = plot.plot_item.getAxis("bottom")
+    if not axis.isVisible():
+        return []
+    rects = sorted((r for r, t in axis_texts(axis) if t), key=lambda r: r.left())
+    for a, b in zip(rects, rects[1:]):
+        if a.right() > b.left() + 0.5:
+            return [f"{where}: x labels of {plot.title()!r} overlap"]
+    return []
+
+
 def check_line_labels(plot, where: str) -> list[str]:
     """Reference-line labels (pyqtgraph's InfLineLabel) lie inside the axis box."""
     empty = (not plot.series_keys() if isinstance(plot, CurvePlot) else
@@ -272,6 +284,7 @@ def check_view(view: QWidget, where: str) -> list[str]:
         problems += check_title(fig, where)
         problems += check_fits(fig, where)
         problems += check_y_axis(fig, where)
+        problems += check_x_axis(fig, where)
         problems += check_line_labels(fig, where)
         if isinstance(fig, CurvePlot):
             problems += check_legend(fig, where)
