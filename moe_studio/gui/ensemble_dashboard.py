@@ -581,8 +581,11 @@ class EnsembleDashboard(RunDashboard):
         for m in range(M):
             sv = self._sc.get(("val/loss", m))
             if sv is not None:
+                # the members as one key: their curves differ little, four entries
+                # for them would crowd the plot
                 self.losses.set_series(f"m{m}", sv[0], sv[1], label=f"member {m}", color=m,
-                                       symbol="o", smooth=False)
+                                       symbol="o", smooth=False,
+                                       legend_group=f"members 0–{M - 1}" if M > 1 else None)
         sv = self._sc.get(("val/loss", -1))
         if sv is not None:
             self.losses.set_series("ensemble", sv[0], sv[1], label="ensemble (mean prob.)",

@@ -296,7 +296,9 @@ class ExpertsDashboard(RunDashboard):
         lo, hi = (int(self._steps[0]), int(self._steps[-1])) if self._steps.size else (0, 1)
         self.step_map.set_matrix(mat, y_labels=labels, x_range=(lo, hi))
         self.step_map.set_separators(rows=[E * k for k in range(1, len(rows))])
-        self.step_map.set_row_group(E if layer is None else None)
+        self.step_map.set_row_groups([(f"L{self._blocks[r]}", E) for r in rows]
+                                     if layer is None else None,
+                                     [f"e{e}" for _ in rows for e in range(E)])
         single = layer is not None
         for key, plot in self._curves.items():
             if key == "bias":

@@ -29,7 +29,8 @@ from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (QFileDialog, QGraphicsRectItem, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
-from . import theme
+from . import line_labels, theme
+from .axes import ValueAxis, no_si_prefix
 from .theme import is_dark_palette, plot_colors
 
 ANNOTATE_MAX_CELLS = 600     # write the value into every cell up to this many cells
@@ -60,12 +61,16 @@ class FigureWidget(QWidget):
         super().__init__(parent)
         self._title = title
         self._colors = plot_colors(is_dark_palette(self.palette()))
+        axis_items = dict(axis_items or {})
+        axis_items.setdefault("left", ValueAxis("left"))
         self._plot = pg.PlotWidget(parent=self, background=self._colors["background"],
-                                   axisItems=axis_items or {})
+                                   axisItems=axis_items)
         self._plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._plot.setMinimumSize(140, 100)
         pi = self._pi = self._plot.getPlotItem()
         self._vb = pi.getViewBox()
+        for name in ("left", "bottom", "right", "top"):
+            no_si_prefix(pi.getAxis(name))   # never "(×0.001)" beside a probability
         pi.hideButtons()
         pi.setMenuEnabled(False, True)   # keep View All + export, drop "Plot Options"
         if x_label:
@@ -304,13 +309,23 @@ def _sized(font: QFont, points: float) -> QFont:
 
 class LabelAxis(pg.AxisItem):
     """An axis of categories: cell ``i`` spans [i, i + 1) and is labelled ``labels[i]``.
-    Labels that would overlap are thinned to every 2nd, 5th, 10th, ... one."""
+    Labels that would overlap are thinned to every 2nd, 5th, 10th, ... one.
+
+    A left axis may also group its rows (``set_groups``: the experts of one layer, the
+    modules of one block): each group's name is drawn once, centred on its rows beside a
+    bracket, and the rows inside keep short labels (``e3``, ``attn.qkv``), so a row whose
+    own label does not fit is still read as "row 3 of layer 2", never as part of the
+    labelled row above it."""
+
+    GROUP_GAP = 9        # px between the row labels and the group names (bracket inside)
 
     def __init__(self, orientation: str, **kw):
         super().__init__(orientation, **kw)
         self._labels: list[str] | None = None
         self._max_chars = 1
         self._strides: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+        # [(name, first row, stop row)]: contiguous groups; "" names an ungrouped row
+        self._groups: list[tuple[str, int, int]] | None = None
 
     def set_strides(self, strides: Sequence[int] | None) -> None:
         """The label strides to choose from when labels must be thinned (e.g. 1, 2, 4, 8,
@@ -331,11 +346,48 @@ class LabelAxis(pg.AxisItem):
         self.picture = None
         self.update()
 
+    def set_groups(self, groups: Sequence[tuple[str, int]] | None) -> None:
+        """Rows in groups: ``[(name, n_rows), ...]`` in row order (left axis only). A
+        group named "" holds rows that belong to no group (their labels stand alone)."""
+        new = None
+        if groups:
+            new, start = [], 0
+            for name, n in groups:
+                new.append((str(name), start, start + int(n)))
+                start += int(n)
+        if new != self._groups:
+            self._groups = new
+            self.picture = None
+            self.update()
+
+    def groups(self) -> list[tuple[str, int, int]] | None:
+        """``[(name, first row, stop row)]`` or None."""
+        return None if self._groups is None else list(self._groups)
+
     def labels(self) -> list[str] | None:
         return None if self._labels is None else list(self._labels)
 
     def _metrics(self) -> QFontMetrics:
         return QFontMetrics(self.style["tickFont"] or self.font())
+
+    def row_pitch(self, fm: QFontMetrics) -> float:
+        """Pixels between row labels. Grouped rows pack them as tight as pyqtgraph
+        draws them (0.8 of the font's line height: ascent and descent, no leading):
+        more rows keep their own label, and the group names carry the rest."""
+        if self._groups and self.orientation in ("left", "right"):
+            return math.ceil(0.8 * fm.height())
+        return fm.height() + 1
+
+    def _in_group(self) -> np.ndarray | None:
+        """Per row: True where it belongs to a named group (its label may be thinned,
+        the group's name stands for it)."""
+        if not self._groups or self._labels is None:
+            return None
+        named = np.zeros(len(self._labels), bool)
+        for name, a, b in self._groups:
+            if name:
+                named[a:min(b, named.size)] = True
+        return named
 
     def tickValues(self, minVal, maxVal, size):
         if self._labels is None:
@@ -354,15 +406,32 @@ class LabelAxis(pg.AxisItem):
             else:
                 need = fm.horizontalAdvance("M" * min(self._max_chars, 12)) + 5
         else:
-            need = fm.height() + 1
+            need = self.row_pitch(fm)
         per_cell = size / (maxVal - minVal)
         stride = 1
         for s in self._strides:
             stride = s
             if s * per_cell >= need:
                 break
-        start = lo - lo % stride
-        return [(float(stride), [i + 0.5 for i in range(start, hi, stride) if 0 <= i < n])]
+        named = self._in_group() if self.orientation in ("left", "right") else None
+        if named is None or stride == 1:
+            start = lo - lo % stride
+            return [(float(stride), [i + 0.5 for i in range(start, hi, stride) if 0 <= i < n])]
+        # Grouped rows: rows that stand alone come first (nothing else names them),
+        # then each group's rows every `stride` from its first; a label too close to one
+        # already kept is left out.
+        want = []
+        for name, a, b in self._groups:
+            if not name:
+                want += [(0, i) for i in range(a, b)]
+            else:
+                want += [(1, i) for i in range(a, b) if (i - a) % stride == 0]
+        kept: list[int] = []
+        rows_needed = need / per_cell
+        for _, i in sorted(want):
+            if lo <= i < hi and all(abs(i - k) >= rows_needed for k in kept):
+                kept.append(i)
+        return [(float(stride), [i + 0.5 for i in sorted(kept)])]
 
     def tickStrings(self, values, scale, spacing):
         if self._labels is None:
@@ -372,6 +441,70 @@ class LabelAxis(pg.AxisItem):
             i = int(math.floor(v))
             out.append(self._labels[i] if 0 <= i < len(self._labels) else "")
         return out
+
+    def _group_width(self) -> float:
+        """Width the group names and brackets add left of the row labels (0: none)."""
+        if not self._groups or self._labels is None or self.orientation != "left":
+            return 0.0
+        names = [g[0] for g in self._groups if g[0]]
+        if not names:
+            return 0.0
+        fm = self._metrics()
+        return self.GROUP_GAP + max(fm.horizontalAdvance(g) for g in names) + 4
+
+    def _updateMaxTextSize(self, x: int):
+        # The row labels' width, as pyqtgraph measures it, plus the group column: one
+        # figure, so the two never fight over the axis width (a redraw each time).
+        if self.orientation in ("left", "right") and self._labels is not None and self._groups:
+            fm = self._metrics()
+            x = max(fm.horizontalAdvance(s) for s in self._labels) + 1 + self._group_width() \
+                if self._labels else x
+        super()._updateMaxTextSize(x)
+
+    def generateDrawSpecs(self, p):
+        specs = super().generateDrawSpecs(p)
+        if specs is None:
+            return specs
+        axis_spec, tick_specs, text_specs = specs
+        if self._groups and self._labels is not None and self.orientation == "left":
+            self._add_group_specs(p, tick_specs, text_specs)
+        return axis_spec, tick_specs, text_specs
+
+    def _add_group_specs(self, p, tick_specs, text_specs) -> None:
+        """Group names and brackets left of the row labels (the width for them is
+        claimed in ``_updateMaxTextSize``)."""
+        fm = QFontMetrics(p.font())
+        inner_w = max((fm.horizontalAdvance(s) for s in self._labels), default=0)
+        names = [g for g in self._groups if g[0]]
+        group_w = max((fm.horizontalAdvance(g[0]) for g in names), default=0)
+        bounds = self.mapRectFromParent(self.geometry())
+        lo, hi = self.range
+        if hi == lo or not names:
+            return
+        scale = -bounds.height() / (hi - lo)
+        off = lo * scale - bounds.height()
+
+        def y_of(v: float) -> float:
+            return v * scale - off
+
+        offset = max(0, self.style["tickLength"]) + self.style["tickTextOffset"][0]
+        right = bounds.right() - offset - inner_w - self.GROUP_GAP
+        pen = self.tickPen()
+        top, bottom = bounds.top(), bounds.bottom()
+        h = fm.height()
+        for name, a, b in names:
+            y0, y1 = sorted((y_of(a), y_of(b)))
+            y0, y1 = max(y0, top), min(y1, bottom)
+            if y1 - y0 < 2:
+                continue       # scrolled out of view
+            bx = right + self.GROUP_GAP / 2
+            tick_specs.append((pen, pg.Point(bx, y0 + 1.5), pg.Point(bx, y1 - 1.5)))
+            if y1 - y0 >= 0.8 * h:
+                yc = (y0 + y1) / 2
+                rect = QRectF(right - group_w - 2, yc - h / 2, group_w + 2, h)
+                flags = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter | \
+                    Qt.TextFlag.TextDontClip
+                text_specs.append((rect, flags, name))
 
 
 class _CellTexts(pg.GraphicsObject):
@@ -490,6 +623,7 @@ class HeatmapPlot(FigureWidget):
                                          interactive=True, rounding=1e-6,
                                          label=value_label or None, colorMapMenu=False)
         self.color_bar.setImageItem(self.image, insert_in=self._pi)
+        no_si_prefix(self.color_bar.axis)
         self.color_bar.sigLevelsChangeFinished.connect(self._on_bar_dragged)
         self._cmap = self.color_bar.colorMap()
         # The selected cell: a thick outline in the text colour around a thin one in the
@@ -511,6 +645,10 @@ class HeatmapPlot(FigureWidget):
         self._plot.scene().sigMouseClicked.connect(self._on_clicked)
         self._vb.sigResized.connect(self._on_view_changed)
         self._vb.sigRangeChanged.connect(self._on_view_changed)
+        self._vb.sigTransformChanged.connect(lambda *_: line_labels.keep_inside(self._pi))
+        # Row labels (and group names) widen the y axis when first drawn: the title,
+        # elided to the width left over, must give that width back.
+        self._y_axis.geometryChanged.connect(self._on_y_axis_resized)
 
         menu = self.menu
         menu.addSeparator()
@@ -557,7 +695,10 @@ class HeatmapPlot(FigureWidget):
             self._x_labels = list(x_labels) if x_labels is not None else [str(i) for i in range(cols)]
             self._x_axis.set_labels(self._x_labels)
         self._y_labels = list(y_labels) if y_labels is not None else [str(i) for i in range(rows)]
-        self._y_axis.set_labels(self._y_labels)
+        if self._y_axis.groups() is None or new_rows:
+            # Groups describe the old rows: a new shape drops them until set again.
+            self._y_axis.set_groups(None)
+            self._y_axis.set_labels(self._y_labels)
         if fixed_levels is not None:
             self._default_fixed = (float(fixed_levels[0]), float(fixed_levels[1]))
             if not self._user_levels:
@@ -588,6 +729,12 @@ class HeatmapPlot(FigureWidget):
     def _title_reserve(self) -> float:
         return max(60.0, self.color_bar.geometry().width() + 8.0)
 
+    def _on_y_axis_resized(self) -> None:
+        w = self._y_axis.width()
+        if self._title and w != getattr(self, "_y_axis_width", None):
+            self._y_axis_width = w
+            self._apply_title()
+
     def matrix(self) -> np.ndarray:
         """The matrix shown, float32 [rows, cols]."""
         return self._m
@@ -611,6 +758,33 @@ class HeatmapPlot(FigureWidget):
         if bool(on) != self._annotate:
             self._annotate = bool(on)
             self._update_annotations()
+
+    def set_row_groups(self, groups: Sequence[tuple[str, int]] | None,
+                       row_labels: Sequence[str] | None = None) -> None:
+        """Rows in named groups, ``[(name, n_rows), ...]`` in row order (a layer's
+        experts, a block's modules; "" for rows in no group), drawn as the group's name
+        beside a bracket over its rows. ``row_labels``: the short label drawn on each row
+        inside its group (``e3`` under ``L2``); the full ``y_labels`` stay for the hover,
+        the CSV and ``y_labels()``. None: no groups, the full labels again."""
+        if groups:
+            n = sum(int(g[1]) for g in groups)
+            if n != self._m.shape[0]:
+                raise ValueError(f"row groups cover {n} rows, the matrix has {self._m.shape[0]}")
+            if row_labels is not None and len(row_labels) != n:
+                raise ValueError(f"{len(row_labels)} row labels for {n} rows")
+            self._y_axis.set_labels(list(row_labels) if row_labels is not None else self._y_labels)
+            sizes = sorted({int(g[1]) for g in groups if g[0]})
+            self.set_row_group(sizes[0] if len(sizes) == 1 else None)
+            self._y_axis.set_groups(groups)
+        else:
+            self._y_axis.set_groups(None)
+            self._y_axis.set_labels(self._y_labels)
+        self._row_font_pt = None
+        self._fit_row_labels()
+
+    def row_groups(self) -> list[tuple[str, int, int]] | None:
+        """``[(name, first row, stop row)]`` as drawn, or None."""
+        return self._y_axis.groups()
 
     def set_row_group(self, size: int | None) -> None:
         """Rows come in groups of ``size`` (experts of one layer): thinned row labels keep
@@ -748,6 +922,7 @@ class HeatmapPlot(FigureWidget):
         if self._annotate:
             self._update_annotations()
         self._fit_row_labels()
+        line_labels.keep_inside(self._pi)     # zone edges ("max 6.55e+04") stay readable
 
     def _fit_row_labels(self) -> None:
         """Row labels in a smaller font (down to ROW_FONT_MIN_PT) where that lets every
@@ -761,10 +936,14 @@ class HeatmapPlot(FigureWidget):
         row_px = 1.0 / px
         base = self.font().pointSizeF() if self.font().pointSizeF() > 0 else 9.0
         size = base
-        while size > ROW_FONT_MIN_PT and QFontMetrics(_sized(self.font(), size)).height() + 1 > row_px:
+        pitch = self._y_axis.row_pitch
+        while size > ROW_FONT_MIN_PT and pitch(QFontMetrics(_sized(self.font(), size))) > row_px:
             size -= 0.5
-        if QFontMetrics(_sized(self.font(), size)).height() + 1 > row_px:
+        if pitch(QFontMetrics(_sized(self.font(), size))) > row_px and \
+                self._y_axis.groups() is None:
             size = base                 # even the smallest does not fit: thin at full size
+        # (grouped rows stay small: the group names carry the rest, and more rows keep
+        # their own label)
         if size != getattr(self, "_row_font_pt", base):
             self._row_font_pt = size
             self._y_axis.setTickFont(_sized(self.font(), size))

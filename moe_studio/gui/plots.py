@@ -19,13 +19,14 @@ import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters  # noqa: F401  (registers ImageExporter / SVGExporter)
 from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, Qt, Signal
-from PySide6.QtGui import QAction, QColor, QPainter
+from PySide6.QtGui import QAction, QColor, QIcon, QPainter, QPixmap, QTransform
 from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
 from ..metrics.smoothing import ema
-from . import theme
+from . import line_labels, theme
+from .axes import ValueAxis
 from .theme import is_dark_palette, plot_colors, series_color
 
 # int: index into the theme's series palette; (int, shade): a shade of that colour (the
@@ -56,6 +57,7 @@ class _Series:
     ys: np.ndarray = field(default_factory=lambda: np.empty(0))   # smoothed y
     sorted_x: bool = True
     band: "_Band | None" = None     # a shaded range behind the series (set_band)
+    legend_group: str | None = None  # series sharing one legend entry (set_series)
 
 
 @dataclass
@@ -167,8 +169,10 @@ class CurvePlot(QWidget):
         self._colors = plot_colors(is_dark_palette(self.palette()))
 
         self._x_axis = XAxis(orientation="bottom")
+        self._x_axis.enableAutoSIPrefix(False)
         self._plot = _TimedPlotWidget(parent=self, background=self._colors["background"],
-                                      axisItems={"bottom": self._x_axis})
+                                      axisItems={"bottom": self._x_axis,
+                                                 "left": ValueAxis("left")})
         self._plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._plot.setMinimumSize(160, 120)
         pi = self._pi = self._plot.getPlotItem()
@@ -191,9 +195,22 @@ class CurvePlot(QWidget):
         # Keep the view-box menu (View All, export) but drop "Plot Options": its FFT / log /
         # derivative transforms would bypass this widget's own log-y and hover read-out.
         pi.setMenuEnabled(False, True)
-        self._legend = _Legend(offset=(-6, 6), verSpacing=-6, labelTextSize="8pt")
+        self._legend = _Legend(offset=(-6, 6), verSpacing=-8, horSpacing=6, labelTextSize="7.5pt")
+        self._legend.layout.setContentsMargins(4, 2, 6, 2)
         self._legend.setParentItem(self._vb)
         pi.legend = self._legend
+        # Where the legend goes when every corner of the view has data under it: a
+        # column right of the plot that the layout keeps free (zero wide while unused).
+        self._legend_slot = pg.GraphicsWidget()
+        self._legend_slot.setFlag(self._legend_slot.GraphicsItemFlag.ItemHasNoContents)
+        pi.layout.addItem(self._legend_slot, 2, 3)
+        # The title spans the whole plot, from above the y axis to above the legend's
+        # column: a narrow plot keeps more of its title.
+        pi.layout.removeItem(pi.titleLabel)
+        pi.layout.addItem(pi.titleLabel, 0, 0, 1, 4)
+        pi.layout.setColumnStretchFactor(3, 0)
+        self._set_slot_width(0)
+        self._legend_outside = False
         self._legend.sigSampleClicked.connect(self._on_legend_clicked)
         self._legend.setVisible(False)    # shown from the second series on
         self._legend_enabled = True
@@ -202,6 +219,8 @@ class CurvePlot(QWidget):
         self._range_moved = False
         self._vb.sigRangeChanged.connect(self._on_range_changed)
         self._vb.sigRangeChangedManually.connect(self.userChangedRange)
+        # the view's transform follows its range lazily: labels are placed once it has
+        self._vb.sigTransformChanged.connect(lambda *_: self._keep_line_labels_inside())
 
         # Hover read-out: a vertical line, a dot on each visible series, a text box.
         self._vline = pg.InfiniteLine(angle=90, movable=False)
@@ -214,15 +233,16 @@ class CurvePlot(QWidget):
         self._plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self._plot.installEventFilter(self)
 
-        self._menu_button = QToolButton(self)
-        self._menu_button.setText("⋯")
-        self._menu_button.setToolTip("Export this plot")
-        self._menu_button.setAutoRaise(True)
-        self._menu_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        self._menu_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")
-        menu = QMenu(self._menu_button)
+        self._menu_button, menu = _menu_button(self, "⋯", "Export this plot")
         self._add_export_actions(menu)
-        self._menu_button.setMenu(menu)
+        # The key of a plot too small for its legend beside it: a button that lists the
+        # series (click one to show or hide it) instead of a box over the curves.
+        self._key_button, self._key_menu = _menu_button(
+            self, "key", "The key to the curves (click one to show or hide it)")
+        self._key_button.setObjectName("legendKeyButton")
+        self._key_menu.aboutToShow.connect(self._fill_key_menu)
+        self._key_button.hide()
+        self._legend_collapsed = False
         vb_menu = self._vb.menu
         vb_menu.addSeparator()
         self._add_export_actions(vb_menu)
@@ -265,7 +285,7 @@ class CurvePlot(QWidget):
     # ------------------------------------------------------------------ series
     def set_series(self, key: str, x, y, label: str | None = None, color: ColorSpec = None,
                    *, dash: bool = False, symbol: str | None = None,
-                   smooth: bool = True) -> None:
+                   smooth: bool = True, legend_group: str | None = None) -> None:
         """Create or update series ``key`` in place with data ``x``, ``y`` (equal length).
 
         ``color``: an int (theme series palette index), ``(index, shade)``, a theme key
@@ -274,6 +294,9 @@ class CurvePlot(QWidget):
         as validation loss. ``smooth=False`` exempts the series from smoothing (a sparse
         series such as validation loss, already an average, would only lag behind). Style
         arguments apply when they change; ``label`` defaults to the key.
+        ``legend_group``: series with the same text share one legend entry of that text
+        (an ensemble's members as one key); clicking it shows or hides them all. Set when
+        the series is made.
         """
         x = np.asarray(x, dtype=np.float64).reshape(-1)
         y = np.asarray(y, dtype=np.float64).reshape(-1)
@@ -283,7 +306,7 @@ class CurvePlot(QWidget):
         if s is None:
             if color is None:
                 color = len(self._series)
-            s = self._new_series(key, label or key, color, dash, symbol, smooth)
+            s = self._new_series(key, label or key, color, dash, symbol, smooth, legend_group)
         else:
             restyle = smooth != s.smoothable
             s.smoothable = smooth
@@ -296,24 +319,24 @@ class CurvePlot(QWidget):
             if label is not None and label != s.label:
                 s.label = label
                 legend_label = self._legend.getLabel(s.smooth)
-                if legend_label is not None:
+                if legend_label is not None and s.legend_group is None:
                     legend_label.setText(label)
         s.x, s.y = x, y
         s.sorted_x = bool(x.size < 2 or np.all(np.diff(x) >= 0))
         self._update_items(s)
 
     def _new_series(self, key: str, label: str, color: ColorSpec, dash: bool,
-                    symbol: str | None, smoothable: bool) -> _Series:
+                    symbol: str | None, smoothable: bool, legend_group: str | None = None) -> _Series:
         smooth = pg.PlotDataItem(**_ITEM_OPTS)
         smooth.setZValue(500 + len(self._series))
         s = _Series(key, label, color, dash, symbol, smoothable, None, smooth)
+        s.legend_group = legend_group
         self._series[key] = s
         self._pi.addItem(smooth)
         if self._many:   # after addItem, which applies the plot's clip-to-view
             self._item_mode(smooth)
         if self._legend_enabled:   # entries cost ~1 ms each: none while it is off
-            self._legend.addItem(smooth, label)
-            self._legend.setColumnCount(2 if len(self._series) > 6 else 1)
+            self._add_legend_entry(s)
         self._update_legend_visibility()
         self._style_series(s)
         return s
@@ -474,11 +497,36 @@ class CurvePlot(QWidget):
                 self._pi.removeItem(item)
             s.band = None
 
+    def _legend_entries(self) -> list[_Series]:
+        """The series that carry a legend entry: each ungrouped one, and the first of
+        each legend group."""
+        seen: set[str] = set()
+        out = []
+        for s in self._series.values():
+            if s.legend_group is None:
+                out.append(s)
+            elif s.legend_group not in seen:
+                seen.add(s.legend_group)
+                out.append(s)
+        return out
+
+    def _add_legend_entry(self, s: _Series) -> None:
+        if s in self._legend_entries() and self._legend.getLabel(s.smooth) is None:
+            self._legend.addItem(s.smooth, s.legend_group or s.label)
+            self._legend_columns(force=True)
+
     def remove_series(self, key: str) -> None:
         s = self._series.pop(key, None)
         if s is None:
             return
+        was_entry = self._legend.getLabel(s.smooth) is not None
         self._legend.removeItem(s.smooth)
+        if was_entry and s.legend_group is not None:
+            # the group's next series carries its key now
+            for o in self._series.values():
+                if o.legend_group == s.legend_group:
+                    self._add_legend_entry(o)
+                    break
         self._remove_band(s)
         if s.raw is not None:
             self._pi.removeItem(s.raw)
@@ -486,8 +534,12 @@ class CurvePlot(QWidget):
         self._update_legend_visibility()
 
     def _update_legend_visibility(self) -> None:
-        # One series needs no key (the title names it), and the box would hide data.
-        self._legend.setVisible(self._legend_enabled and len(self._series) > 1)
+        # One entry needs no key (the title names it), and the box would hide data.
+        show = self._legend_enabled and len(self._legend_entries()) > 1
+        self._legend.setVisible(show)
+        if not show and self._legend_outside:
+            self._collapse_legend(False)      # no "key" button for no legend
+            self._move_legend_inside()
 
     def set_legend_enabled(self, on: bool) -> None:
         """Show the in-plot legend (from the second series on; the default), or never:
@@ -495,63 +547,242 @@ class CurvePlot(QWidget):
         self._legend_enabled = bool(on)
         if on:
             for s in self._series.values():
-                if self._legend.getLabel(s.smooth) is None:
-                    self._legend.addItem(s.smooth, s.label)
-            self._legend.setColumnCount(2 if len(self._series) > 6 else 1)
+                self._add_legend_entry(s)
         self._update_legend_visibility()
         self._place_legend()
 
     def _on_range_changed(self, *_) -> None:
         self._range_moved = True
         self._place_legend()
+        self._keep_line_labels_inside()
+
+    def _keep_line_labels_inside(self) -> None:
+        line_labels.keep_inside(self._pi, self._colors["legend_bg"])
+
+    def line_labels_clipped(self) -> list[str]:
+        """The texts of reference-line labels that stick out of the axis box now."""
+        return line_labels.clipped(self._pi)
+
+    # A legend never covers data: inside the view in a corner (or the middle of a side)
+    # with no data under it, else in a column right of the plot, which the layout keeps
+    # free for it. The choice is made with the legend's inside size, whichever place it
+    # is in now, so it does not flip back and forth as the view box changes size.
+    _LEGEND_MARGIN = 6.0
+
+    def _legend_columns(self, force: bool = False) -> None:
+        """Columns: inside, 1 (2 from 7 entries); outside, as many as the plot's height
+        needs. Then the legend takes the size its entries ask for."""
+        lg = self._legend
+        n = len(lg.items)
+        if self._legend_outside:
+            room = max(1.0, self._vb.boundingRect().height())
+            cols = 1
+            while cols < n and self._legend_hint(cols)[1] > room:
+                cols += 1
+        else:
+            cols = 2 if n > 6 else 1
+        if force or cols != lg.columnCount:
+            lg.columnCount = 0      # setColumnCount lays out again only on a change
+            lg.setColumnCount(cols)
+        w, h = self._legend_hint(cols)
+        lg.setGeometry(0, 0, w, h)
+
+    def _legend_hint(self, cols: int) -> tuple[float, float]:
+        """The legend's size with its entries in ``cols`` columns (row-major, as
+        pyqtgraph's LegendItem fills them), from the entries' preferred sizes: the
+        legend's own measure reads the sizes its last layout stretched them to."""
+        lg = self._legend
+        items = lg.items
+        if not items:
+            return 0.0, 0.0
+        pref = Qt.SizeHint.PreferredSize
+        rows = math.ceil(len(items) / cols)
+        col_w = [0.0] * cols
+        row_h = [0.0] * rows
+        for i, (sm, lb) in enumerate(items):
+            r, c = divmod(i, cols)
+            a, b = sm.effectiveSizeHint(pref), lb.effectiveSizeHint(pref)
+            col_w[c] = max(col_w[c], a.width() + b.width())
+            row_h[r] = max(row_h[r], a.height(), b.height())
+        lay = lg.layout
+        left, top, right, bottom = lay.getContentsMargins()
+        w = sum(col_w) + lay.horizontalSpacing() * (2 * cols - 1) + left + right
+        h = sum(row_h) + lay.verticalSpacing() * (rows - 1) + top + bottom
+        return w, h
+
+    def _inside_legend_size(self) -> tuple[float, float]:
+        """The legend's size in its inside layout (1 or 2 columns)."""
+        return self._legend_hint(2 if len(self._legend.items) > 6 else 1)
+
+    def _set_slot_width(self, w: float) -> None:
+        slot = self._legend_slot
+        if getattr(self, "_slot_w", None) == w:
+            return         # a relayout on every pan step would cost a frame each
+        self._slot_w = w
+        slot.setMinimumWidth(w)
+        slot.setMaximumWidth(w)
+        slot.setPreferredWidth(w)
+        self._pi.layout.setColumnFixedWidth(3, w)
+        self._pi.layout.invalidate()
+        if self._title and hasattr(self, "_menu_button"):
+            self._apply_title(force=False)    # the title gives up the legend's width
+
+    def _move_legend_outside(self) -> None:
+        self._legend_outside = True
+        lg = self._legend
+        lg.setParentItem(self._legend_slot)
+        self._legend_columns(force=True)
+        self._set_slot_width(lg.width() + 6)
+        lg.anchor(itemPos=(0, 0), parentPos=(0, 0), offset=(4, 0))
+
+    def _move_legend_inside(self) -> None:
+        self._legend_outside = False
+        self._legend.setParentItem(self._vb)
+        self._set_slot_width(0)
+        self._legend_columns(force=True)
+        self._legend_corner = None
+
+    _LEGEND_MAX_SHARE = 0.4     # of the plot's width, for a legend beside it
+
+    def _collapse_legend(self, on: bool) -> None:
+        """A legend beside the plot that would take more than its share of the width
+        folds into the "key" button (the curves keep their room)."""
+        if on == self._legend_collapsed:
+            return
+        self._legend_collapsed = on
+        # hidden by opacity: visibility is what says whether a plot has a legend at all
+        self._legend.setOpacity(0.0 if on else 1.0)
+        self._legend.setAcceptedMouseButtons(Qt.MouseButton.NoButton if on
+                                             else Qt.MouseButton.LeftButton)
+        self._set_slot_width(0 if on else self._legend.width() + 6)
+        self._key_button.setVisible(on)
+        self._place_buttons()
+
+    def legend_collapsed(self) -> bool:
+        """Whether the legend is folded into the "key" button (a plot too small for it)."""
+        return self._legend_collapsed
+
+    def _fill_key_menu(self) -> None:
+        menu = self._key_menu
+        menu.clear()
+        for s in self._legend_entries():
+            act = menu.addAction(s.legend_group or s.label)
+            pix = QPixmap(12, 12)
+            pix.fill(self._resolve(s.color))
+            act.setIcon(QIcon(pix))
+            act.setCheckable(True)
+            act.setChecked(s.smooth.isVisible())
+            act.toggled.connect(lambda on, k=s.key: self._toggle_entry(k, on))
+
+    def _toggle_entry(self, key: str, on: bool) -> None:
+        """Show or hide a legend entry's series (its whole group), as a legend click does."""
+        s = self._series.get(key)
+        if s is None:
+            return
+        s.smooth.setVisible(on)
+        self._on_legend_clicked(s.smooth)
+
+    def legend_outside(self) -> bool:
+        """Whether the legend sits right of the plot (no free corner for it inside)."""
+        return self._legend_outside
+
+    def legend_scene_rect(self) -> QRectF | None:
+        """The legend's rectangle in scene coordinates, or None when none is shown."""
+        lg = self._legend
+        if not lg.isVisible() or self._legend_collapsed:
+            return None
+        return lg.mapRectToScene(lg.boundingRect())
 
     def _place_legend(self) -> None:
-        """Move the legend to the corner (or the middle of a side) of the view where it
-        covers the fewest data points, top right on a tie, until the user drags it
-        somewhere themselves. ~1 ms."""
+        """Put the legend in the corner (or the middle of a side) of the view where no
+        data point lies under it, top right first; where there is none, right of the
+        plot. A legend the user dragged stays where they put it. ~1 ms."""
         lg = self._legend
         if lg.pinned or not lg.isVisible():
             return
         vb_rect = self._vb.boundingRect()
-        size = lg.boundingRect()
-        if vb_rect.width() <= size.width() or vb_rect.height() <= size.height():
+        if vb_rect.width() <= 0 or vb_rect.height() <= 0:
             return
+        w, h = self._inside_legend_size()
+        if self._legend_outside:
+            # judged at the size the view will have with the legend inside again
+            vb_rect = QRectF(vb_rect.left(), vb_rect.top(),
+                             vb_rect.width() + self._legend_slot.width(), vb_rect.height())
         to_view = self._vb.childTransform().inverted()[0]
-        pts = []
-        for s in self._series.values():
-            if s.smooth.isVisible():
-                x, y = s.smooth.getData()   # display coordinates (log10 under log-y)
-                if x is not None and len(x):
-                    if 1 < len(x) < 400 and np.all(np.diff(x) > 0):
-                        # a line of few points (evaluations): count where its segments
-                        # run, not only its markers
-                        xs = np.linspace(x[0], x[-1], 400)
-                        pts.append((xs, np.interp(xs, x, y)))
-                    else:
-                        stride = max(1, len(x) // 400)
-                        pts.append((x[::stride], y[::stride]))
-        if not pts:
+        if self._legend_outside:
+            sx = (vb_rect.width() - self._legend_slot.width()) / vb_rect.width()
+            to_view = QTransform(to_view.m11() * sx, 0, 0, to_view.m22(), to_view.dx(),
+                                 to_view.dy())
+        pts = self._visible_points()
+        best = None
+        if pts is not None and vb_rect.width() > w and vb_rect.height() > h:
+            px, py = pts
+            m = self._LEGEND_MARGIN
+            for corner in ((1, 0), (0, 0), (1, 1), (0, 1), (1, 0.5), (0, 0.5)):
+                left = vb_rect.left() + m if corner[0] == 0 else vb_rect.right() - m - w
+                top = (vb_rect.top() + m if corner[1] == 0 else
+                       vb_rect.bottom() - m - h if corner[1] == 1 else
+                       vb_rect.center().y() - h / 2)
+                # a few pixels of margin: a curve grazing the box edge reads as covered
+                r = to_view.mapRect(QRectF(left - 3, top - 3, w + 6, h + 6))
+                if not np.any((px >= r.left()) & (px <= r.right())
+                              & (py >= r.top()) & (py <= r.bottom())):
+                    best = corner
+                    break
+        if best is None:
+            if not self._legend_outside:
+                self._move_legend_outside()
+            else:
+                self._legend_columns()
+            collapse = (lg.width() + 6 > self._LEGEND_MAX_SHARE * self.width()
+                        or lg.height() > self._vb.boundingRect().height() + 4)
+            self._collapse_legend(collapse)
+            self._set_slot_width(0 if collapse else lg.width() + 6)
             return
-        px = np.concatenate([p[0] for p in pts])
-        py = np.concatenate([p[1] for p in pts])
-        m = 6.0
-        best, best_n = None, None
-        for corner in ((1, 0), (0, 0), (1, 1), (0, 1), (1, 0.5), (0, 0.5)):
-            left = vb_rect.left() + m if corner[0] == 0 else vb_rect.right() - m - size.width()
-            top = (vb_rect.top() + m if corner[1] == 0 else
-                   vb_rect.bottom() - m - size.height() if corner[1] == 1 else
-                   vb_rect.center().y() - size.height() / 2)
-            r = to_view.mapRect(QRectF(left, top, size.width(), size.height()))
-            n = int(np.count_nonzero((px >= r.left()) & (px <= r.right())
-                                     & (py >= r.top()) & (py <= r.bottom())))
-            if best_n is None or n < best_n:
-                best, best_n = corner, n
-            if n == 0:
-                break
+        self._collapse_legend(False)
+        if self._legend_outside:
+            self._move_legend_inside()
         if best != self._legend_corner:
             self._legend_corner = best
+            m = self._LEGEND_MARGIN
             off = (-m if best[0] else m, 0 if best[1] == 0.5 else -m if best[1] else m)
             lg.anchor(itemPos=best, parentPos=best, offset=off)
+
+    def _visible_points(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Points of the visible curves in view coordinates (log10 under log-y): every
+        point of short series and the segments between sparse markers, a per-column
+        min/max of long ones, so a spike is not missed."""
+        xs, ys = [], []
+        for s in self._series.values():
+            if not s.smooth.isVisible():
+                continue
+            x, y = s.smooth.getData()   # display coordinates (log10 under log-y)
+            if x is None or not len(x):
+                continue
+            x = np.asarray(x, float)
+            y = np.asarray(y, float)
+            ok = np.isfinite(x) & np.isfinite(y)
+            x, y = x[ok], y[ok]
+            if not x.size:
+                continue
+            if 1 < x.size < 400 and np.all(np.diff(x) > 0):
+                # a line of few points (evaluations): where its segments run counts too
+                fine = np.linspace(x[0], x[-1], 800)
+                xs.append(np.concatenate([fine, x]))
+                ys.append(np.concatenate([np.interp(fine, x, y), y]))
+            elif x.size <= 4000:
+                xs.append(x)
+                ys.append(y)
+            else:
+                # 1,000 columns: each one's lowest and highest point
+                n = x.size // 1000 * 1000
+                xc = x[:n].reshape(1000, -1)
+                yc = y[:n].reshape(1000, -1)
+                xs += [xc[:, 0], xc[:, 0], x[n:]]
+                ys += [yc.min(axis=1), yc.max(axis=1), y[n:]]
+        if not xs:
+            return None
+        return np.concatenate(xs), np.concatenate(ys)
 
     def clear_series(self) -> None:
         for key in list(self._series):
@@ -590,6 +821,11 @@ class CurvePlot(QWidget):
     def _on_legend_clicked(self, item) -> None:
         for s in self._series.values():
             if s.smooth is item:
+                if s.legend_group is not None:
+                    for o in self._series.values():
+                        if o.legend_group == s.legend_group and o is not s:
+                            o.smooth.setVisible(s.smooth.isVisible())
+                            self._sync_visibility(o)
                 self._sync_visibility(s)
                 return
 
@@ -696,6 +932,7 @@ class CurvePlot(QWidget):
             self._vb.updateAutoRange()
         if not self._range_moved:   # the data moved under a fixed view
             self._place_legend()
+        self._keep_line_labels_inside()
 
     # ------------------------------------------------------------------ theme
     def changeEvent(self, event: QEvent) -> None:
@@ -726,6 +963,7 @@ class CurvePlot(QWidget):
             self._placeholder.setStyleSheet(f"color: {QColor(c['muted']).name()}; font-size: 11pt;")
         for s in self._series.values():
             self._style_series(s)
+        line_labels.retheme(self._pi, c["legend_bg"])
 
     def _apply_title(self, force: bool = True) -> None:
         if self._title:
@@ -733,7 +971,9 @@ class CurvePlot(QWidget):
             # and elided to the width there is: pyqtgraph's title asks its layout for
             # its whole text width, and a plot narrower than that would push its view
             # box past the widget's right edge (the right of the curves cut off).
-            room = max(40, self.width() - self._menu_button.width() - 24)
+            buttons = self._menu_button.width() + (self._key_button.width() + 2
+                                                   if self._legend_collapsed else 0)
+            room = max(40, self.width() - buttons - 16)
             shown = theme.elide_title(self.font(), self._title, room)
             if shown == self._shown_title and not force:
                 return
@@ -752,11 +992,22 @@ class CurvePlot(QWidget):
             return
         if self._title and event.size().width() != event.oldSize().width():
             self._apply_title(force=False)
+        self._place_buttons()
+        self._place_placeholder()
+
+    def _place_buttons(self) -> None:
+        """The ⋯ menu in the top right corner, the "key" button (when shown) left of it."""
         b = self._menu_button
         b.adjustSize()
         b.move(self.width() - b.width() - 4, 3)
         b.raise_()
-        self._place_placeholder()
+        k = self._key_button
+        if k.isVisibleTo(self):
+            k.adjustSize()
+            k.move(b.x() - k.width() - 2, 3)
+            k.raise_()
+        if self._title:
+            self._apply_title(force=False)
 
     # ------------------------------------------------------------------ hover
     def eventFilter(self, obj, event) -> bool:
@@ -910,6 +1161,19 @@ class CurvePlot(QWidget):
                 for xi, yi in zip(s.x.tolist(), s.y.tolist()):
                     w.writerow([s.key, s.label, repr(xi), repr(yi)])
         return path
+
+
+def _menu_button(parent: QWidget, text: str, tip: str) -> tuple[QToolButton, QMenu]:
+    """A flat button in a plot's corner that opens its menu on a click."""
+    b = QToolButton(parent)
+    b.setText(text)
+    b.setToolTip(tip)
+    b.setAutoRaise(True)
+    b.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+    b.setStyleSheet("QToolButton::menu-indicator { image: none; }")
+    menu = QMenu(b)
+    b.setMenu(menu)
+    return b, menu
 
 
 class _TimedPlotWidget(pg.PlotWidget):

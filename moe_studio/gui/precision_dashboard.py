@@ -77,6 +77,24 @@ def _short(name: str) -> str:
     return name.replace("blocks.", "b", 1) if name.startswith("blocks.") else name
 
 
+def _block_groups(modules: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
+    """Rows of one transformer block grouped under ``b3`` with short labels
+    (``attn.qkv``), other modules (embeddings, head) standing alone: with many layers
+    the block names stay readable when not every module's name fits."""
+    groups: list[tuple[str, int]] = []
+    inner: list[str] = []
+    for n in modules:
+        short = _short(n)
+        block, _, rest = short.partition(".")
+        name = block if n.startswith("blocks.") and rest else ""
+        inner.append(rest if name else short)
+        if groups and groups[-1][0] == name and name:
+            groups[-1] = (name, groups[-1][1] + 1)
+        else:
+            groups.append((name, 1))
+    return groups, inner
+
+
 def _fmt_num(v: float) -> str:
     if not math.isfinite(v):
         return "—" if math.isnan(v) else ("∞" if v > 0 else "−∞")
@@ -239,6 +257,9 @@ class PrecisionDashboard(RunDashboard):
                             for k in ("min_subnormal", "min_normal", "max")}
         for line in self._edge_lines.values():
             line.setZValue(700)
+            font = line.label.textItem.font()
+            font.setPointSizeF(max(7.0, font.pointSizeF() - 1.5))   # runs along a short axis
+            line.label.setFont(font)
             self.heatmap.plot_item.addItem(line, ignoreBounds=True)
 
         fractions = QSplitter(Qt.Orientation.Vertical)
@@ -607,6 +628,9 @@ class PrecisionDashboard(RunDashboard):
                 line = pg.InfiniteLine(angle=0, movable=False, label="",
                                        labelOpts={"position": 0.02, "anchors": [(0, 1), (0, 1)]})
                 line.setZValue(400)
+                font = line.label.textItem.font()
+                font.setPointSizeF(max(7.0, font.pointSizeF() - 1.5))   # fits a narrow plot
+                line.label.setFont(font)
                 self.absmax_plot.plot_item.addItem(line, ignoreBounds=True)
                 self._max_lines[f] = line
             mx = float(spec["max"])
@@ -639,7 +663,15 @@ class PrecisionDashboard(RunDashboard):
             if top - hi <= _OFF_SCALE_BITS * math.log10(2):
                 hi = max(hi, top)
             pad = max(0.15, 0.06 * (hi - lo))
-            vb.setYRange(lo - pad, hi + pad, padding=0)
+            # Room above the top line for its label ("fp16 max 6.55e+04" sits above it,
+            # e5m2's just below): the label's height in decades at this plot's height.
+            top_pad = pad
+            line = self._max_lines.get(self.format())
+            vb_h = vb.boundingRect().height()
+            if line is not None and vb_h > 0 and hi >= top:
+                k = min(0.45, (line.label.boundingRect().height() + 6) / vb_h)
+                top_pad = max(pad, k * (hi - lo + pad) / (1 - k))
+            vb.setYRange(lo - pad, hi + top_pad, padding=0)
 
     def _draw_scale(self) -> None:
         steps, scale = self._scale
@@ -726,6 +758,8 @@ class PrecisionDashboard(RunDashboard):
         x1 = float(self._edges[stop - 1]) + 0.5
         self._heat_window = (first, stop)
         self.heatmap.set_matrix(m, y_labels=[_short(n) for n in self._modules], x_range=(x0, x1))
+        groups, inner = _block_groups(self._modules)
+        self.heatmap.set_row_groups(groups, inner)
         self._set_title_later(self.heatmap, f"log2 histogram of {KIND_LABELS.get(kind, kind)}"
                                             f" · step {s:,} · {fname} zones")
         self._draw_zones(fmt[1], float(self._edges[first]), float(self._edges[stop]))
@@ -752,10 +786,11 @@ class PrecisionDashboard(RunDashboard):
             self._zones[z].show()
         names = {"min_subnormal": "min subnormal", "min_normal": "min normal", "max": "max"}
         values = {k: float(fmt[k]) for k in names}
-        fname = FORMAT_LABELS.get(self.format(), self.format())
         for key, line in self._edge_lines.items():
             line.setPos(r[key])
-            line.label.setFormat(f"{fname} {names[key]} {_fmt_num(values[key])}")
+            # the format is in the title ("fp16 zones"): the label along the line
+            # must fit the plot's height
+            line.label.setFormat(f"{names[key]} {_fmt_num(values[key])}")
             line.show()
 
     def heat_window(self) -> tuple[int, int]:

@@ -469,7 +469,8 @@ class RoutingDashboard(RunDashboard):
         self._set_title_later(self.token_map, f"Gate probability · {where} · {what}")
         self.token_map.set_matrix(mat, x_labels=self._labels, y_labels=ylab)
         self.token_map.set_separators(rows=[E * k for k in range(1, len(rows))])
-        self.token_map.set_row_group(E if all_layers else None)
+        self.token_map.set_row_groups([(f"L{blocks[r]}", E) for r in rows] if all_layers else None,
+                                      [f"e{e}" for _ in rows for e in range(E)])
         if self._window_set_for != key:
             self._window_set_for = key
             w = self.token_map.view_box.width() or 600
@@ -507,7 +508,9 @@ class RoutingDashboard(RunDashboard):
             plot.set_matrix(m, x_labels=experts, y_labels=ylab, fixed_levels=(0.0, 2.0 * u))
             plot.set_bar_ticks([(0.0, "0%"), (u, f"{100 * u:.3g}%"), (2 * u, f"{200 * u:.3g}%")])
             plot.set_separators(rows=[len(present) * k for k in range(1, len(rows))])
-            plot.set_row_group(len(present) if all_layers else None)
+            plot.set_row_groups([(f"L{blocks[r]}", len(present)) for r in rows]
+                                if all_layers else None,
+                                [label_of(g) for _ in rows for g in present])
         self._set_markers(self.step())
 
     def _status_extra(self) -> str:

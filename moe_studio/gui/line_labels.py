@@ -1,0 +1,78 @@
+"""Labels of reference lines (fp16 max, uniform 1/E, the format's zone edges) kept
+inside their plot's axis box.
+
+A label is placed by the view on one side of its line (pyqtgraph's ``InfLineLabel``
+anchors); near an edge of the view that side runs out of the box and the label is cut
+off, which reads as a different number. ``keep_inside`` tries the label's own side
+first, then the other side, then the other end, and keeps the first that fits.
+"""
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor
+
+
+def line_labels(plot_item: pg.PlotItem) -> list[pg.InfLineLabel]:
+    """The visible, non-empty labels of the reference lines in ``plot_item``."""
+    out = []
+    for item in plot_item.items:
+        label = getattr(item, "label", None)
+        if isinstance(item, pg.InfiniteLine) and isinstance(label, pg.InfLineLabel) \
+                and item.isVisible() and label.isVisible() and label.toPlainText():
+            out.append(label)
+    return out
+
+
+def _box(plot_item: pg.PlotItem) -> QRectF:
+    return plot_item.getViewBox().sceneBoundingRect().adjusted(-0.5, -0.5, 0.5, 0.5)
+
+
+def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
+    """Move each reference label to the first placement that lies inside the axis box
+    (its own, its side flipped, its end flipped, both). ``backing``: an RGBA fill for
+    labels that have none (readable over curves), drawn above the data."""
+    box = _box(plot_item)
+    if box.width() <= 1 or box.height() <= 1:
+        return
+    for label in line_labels(plot_item):
+        orig = getattr(label, "_orig_anchors", None)
+        if orig is None:
+            orig = label._orig_anchors = [tuple(a) for a in label.anchors]
+            if backing is not None:
+                if label.fill is None or label.fill.style() == Qt.BrushStyle.NoBrush:
+                    label._themed_fill = True      # re-coloured with the theme
+                    label.fill = pg.mkBrush(QColor(*backing))
+                if label.line.zValue() < 900:
+                    label.line.setZValue(900)      # over the curves, under the hover box
+        tries = [orig,
+                 [(a[0], 1 - a[1]) for a in orig],
+                 [(1 - a[0], a[1]) for a in orig],
+                 [(1 - a[0], 1 - a[1]) for a in orig]]
+        for anchors in tries:
+            label.anchors = list(anchors)
+            label.updatePosition()
+            if box.contains(label.mapRectToScene(label.boundingRect())):
+                break
+        else:
+            label.anchors = list(orig)
+            label.updatePosition()
+
+
+def retheme(plot_item: pg.PlotItem, backing: tuple) -> None:
+    """New backing colour for the labels ``keep_inside`` gave one."""
+    for label in line_labels(plot_item):
+        if getattr(label, "_themed_fill", False):
+            label.fill = pg.mkBrush(QColor(*backing))
+            label.update()
+
+
+def clipped(plot_item: pg.PlotItem) -> list[str]:
+    """The texts of reference labels that stick out of the axis box now."""
+    box = _box(plot_item)
+    out = []
+    for label in line_labels(plot_item):
+        r = label.mapRectToScene(label.boundingRect())
+        if box.intersects(r) and not box.contains(r):
+            out.append(label.toPlainText())
+    return out
