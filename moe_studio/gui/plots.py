@@ -179,6 +179,10 @@ class CurvePlot(QWidget):
         if y_label:
             pi.setLabel("left", y_label)
         pi.getAxis("left").setWidth(52)   # aligned plots in a grid, room for 1.5e-03
+        # The title spans the y axis's column too: a narrow plot in a row of four keeps
+        # "Load-balancing loss" whole instead of 52 px less of it.
+        pi.layout.removeItem(pi.titleLabel)
+        pi.layout.addItem(pi.titleLabel, 0, 0, 1, 2)
         for name in ("left", "bottom"):
             # Major and minor ticks (and grid lines) only: the third level of grid lines
             # made the plot busier and cost more to paint than all the curves together.
@@ -259,7 +263,7 @@ class CurvePlot(QWidget):
             r.moveTopLeft(self._plot.mapTo(self, r.topLeft()))
             mx, my = int(r.width() * 0.05), int(r.height() * 0.1)
             box = r.adjusted(mx, my, -mx, -my)
-        self._placeholder.setGeometry(box)
+        fit_label(self._placeholder, box)
         self._placeholder.raise_()
 
     # ------------------------------------------------------------------ series
@@ -723,7 +727,7 @@ class CurvePlot(QWidget):
         self._hover.border = pg.mkPen(QColor(c["muted"]), width=0.5)
         self._apply_title()
         if hasattr(self, "_placeholder"):
-            self._placeholder.setStyleSheet(f"color: {QColor(c['muted']).name()}; font-size: 11pt;")
+            self._placeholder.setStyleSheet(f"color: {QColor(c['muted']).name()};")
         for s in self._series.values():
             self._style_series(s)
 
@@ -733,7 +737,7 @@ class CurvePlot(QWidget):
             # and elided to the width there is: pyqtgraph's title asks its layout for
             # its whole text width, and a plot narrower than that would push its view
             # box past the widget's right edge (the right of the curves cut off).
-            room = max(40, self.width() - self._menu_button.width() - 24)
+            room = max(40, int(self.width() - self._menu_button.width() - 16))
             shown = theme.elide_title(self.font(), self._title, room)
             if shown == self._shown_title and not force:
                 return
@@ -750,10 +754,10 @@ class CurvePlot(QWidget):
         super().resizeEvent(event)
         if not hasattr(self, "_placeholder"):
             return
+        b = self._menu_button
+        b.adjustSize()       # first: the title's room is what the button leaves
         if self._title and event.size().width() != event.oldSize().width():
             self._apply_title(force=False)
-        b = self._menu_button
-        b.adjustSize()
         b.move(self.width() - b.width() - 4, 3)
         b.raise_()
         self._place_placeholder()
@@ -910,6 +914,28 @@ class CurvePlot(QWidget):
                 for xi, yi in zip(s.x.tolist(), s.y.tolist()):
                     w.writerow([s.key, s.label, repr(xi), repr(yi)])
         return path
+
+
+PLACEHOLDER_POINT_SIZES = (11.0, 10.0, 9.0, 8.0)
+
+
+def fit_label(label: QLabel, box: QRect) -> None:
+    """Place the word-wrapped ``label`` in ``box`` at the largest of
+    ``PLACEHOLDER_POINT_SIZES`` whose text fits there (every word within the width, every
+    line within the height); at the smallest, the box grows to the text's height rather
+    than cutting lines off."""
+    f = label.font()     # a copy
+    words = label.text().split()
+    for pt in PLACEHOLDER_POINT_SIZES:
+        f.setPointSizeF(pt)
+        label.setFont(f)
+        widest = max((label.fontMetrics().horizontalAdvance(w) for w in words), default=0)
+        if widest <= box.width() and label.heightForWidth(box.width()) <= box.height():
+            break
+    need = label.heightForWidth(box.width())
+    if need > box.height():
+        box = QRect(box.x(), max(0, box.center().y() - need // 2), box.width(), need)
+    label.setGeometry(box)
 
 
 class _TimedPlotWidget(pg.PlotWidget):
