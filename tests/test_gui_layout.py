@@ -83,22 +83,23 @@ def notice_problems(root: QWidget) -> list[str]:
     return out
 
 
+def combo_problem(cb: QComboBox) -> str | None:
+    """What is wrong with a combo box too narrow for the choice it shows, or None."""
+    if not shown(cb) or cb.isEditable() or not cb.currentText():
+        return None
+    opt = QStyleOptionComboBox()
+    cb.initStyleOption(opt)
+    field = cb.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
+                                      QStyle.SubControl.SC_ComboBoxEditField, cb)
+    icon = not cb.itemIcon(cb.currentIndex()).isNull()
+    room = field.width() - (cb.iconSize().width() + 4 if icon else 0)
+    need = cb.fontMetrics().horizontalAdvance(cb.currentText())
+    return f"{cb.currentText()!r}: needs {need} px, has {room}" if need > room else None
+
+
 def combo_problems(root: QWidget) -> list[str]:
     """Combo boxes too narrow for the choice they show."""
-    out = []
-    for cb in root.findChildren(QComboBox):
-        if not shown(cb) or cb.isEditable() or not cb.currentText():
-            continue
-        opt = QStyleOptionComboBox()
-        cb.initStyleOption(opt)
-        field = cb.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
-                                          QStyle.SubControl.SC_ComboBoxEditField, cb)
-        room = field.width() - (cb.iconSize().width() + 4 if not cb.itemIcon(
-            cb.currentIndex()).isNull() else 0)
-        need = cb.fontMetrics().horizontalAdvance(cb.currentText())
-        if need > room:
-            out.append(f"{cb.currentText()!r}: needs {need} px, has {room}")
-    return out
+    return [p for p in map(combo_problem, root.findChildren(QComboBox)) if p]
 
 
 def overflow_problems(root: QWidget) -> list[str]:
@@ -125,12 +126,29 @@ def test_every_view_reads_at_default_sizes(qtbot, tmp_path, size):
     w = make_window(qtbot, tmp_path, size)
     problems = []
     try:
+        # Every view first seen empty, as at start-up: a combo box that sized itself to
+        # no choices at all must still grow to the ones a run brings.
+        for view in dict(CASES):
+            click_tab(qtbot, w.tabs, view)
         for view, runs in CASES:
             w.show_runs([sample_runs_dir() / r for r in runs])
             page = click_tab(qtbot, w.tabs, view)
             where = f"{view} {'+'.join(runs)}"
-            for check in (title_problems, notice_problems, combo_problems,
-                          overflow_problems):
+            checks = [title_problems, notice_problems, combo_problems, overflow_problems]
+            for check in checks:
+                problems += [f"{where}: {check.__name__}: {p}" for p in check(page)]
+            # and each combo box showing its longest choice
+            for cb in page.findChildren(QComboBox):
+                if shown(cb) and cb.count() > 1 and cb.isEnabled():
+                    longest = max(range(cb.count()), key=lambda k: len(cb.itemText(k)))
+                    keep = cb.currentIndex()
+                    cb.setCurrentIndex(longest)
+                    qtbot.wait(20)
+                    p = combo_problem(cb)
+                    problems += [f"{where}: longest choice: {p}"] if p else []
+                    cb.setCurrentIndex(keep)
+            qtbot.wait(20)
+            for check in checks:
                 problems += [f"{where}: {check.__name__}: {p}" for p in check(page)]
     finally:
         w.controller.shutdown(10_000)

@@ -226,10 +226,18 @@ class CompareDashboard(QWidget):
         bar.setContentsMargins(6, 4, 6, 0)
         bar.setSpacing(8)
         for w in (QLabel("Group by"), self.group_combo, self.band_combo, QLabel("X axis"),
-                  self.x_combo, QLabel("Plot"), self.metric_combo, QLabel("Smoothing"),
-                  self.smooth_slider, self.log_check, fit):
+                  self.x_combo, QLabel("Plot"), self.metric_combo):
             bar.addWidget(w)
         bar.addWidget(self.status, 1)
+        # How the curves are drawn sits beside the inner tabs (whose row is mostly empty):
+        # one row for everything did not fit a 1280-px window with the experiment panel
+        # docked, and squeezed the combos to "train.snap".
+        self._look = QWidget()
+        look = QHBoxLayout(self._look)
+        look.setContentsMargins(6, 0, 6, 0)
+        look.setSpacing(8)
+        for w in (QLabel("Smoothing"), self.smooth_slider, self.log_check, fit):
+            look.addWidget(w)
 
         # -- curves, with the legend on the left
         self.legend = QListWidget()
@@ -333,6 +341,7 @@ class CompareDashboard(QWidget):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(overview, "Curves and tables")
         self.tabs.addTab(pair_page, "Side by side")
+        self.tabs.setCornerWidget(self._look, Qt.Corner.TopRightCorner)
         self.hint = QLabel(HINT)
         self.hint.setTextFormat(Qt.TextFormat.RichText)
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -429,6 +438,7 @@ class CompareDashboard(QWidget):
         self._report = bool(on)
         self._bar.setVisible(not on and len(self._runs) >= 2)
         self.tabs.tabBar().setVisible(not on)
+        self._look.setVisible(not on and self.tabs.currentIndex() == 0)
         self.export_button.setVisible(not on)
         if on:
             self.tabs.setCurrentIndex(0)
@@ -863,6 +873,7 @@ class CompareDashboard(QWidget):
             self._load_pair()
 
     def _on_tab(self, index: int) -> None:
+        self._look.setVisible(index == 0 and not self._report)   # the curves' look only
         if index == 1 and not self._pair:
             self._build_pair()
 

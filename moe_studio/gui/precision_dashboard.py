@@ -726,7 +726,7 @@ class PrecisionDashboard(RunDashboard):
         x1 = float(self._edges[stop - 1]) + 0.5
         self._heat_window = (first, stop)
         self.heatmap.set_matrix(m, y_labels=[_short(n) for n in self._modules], x_range=(x0, x1))
-        self._set_title_later(self.heatmap, f"log2 histogram of {KIND_LABELS.get(kind, kind)}"
+        self._set_title_later(self.heatmap, f"log2 |x|: {KIND_LABELS.get(kind, kind)}"
                                             f" · step {s:,} · {fname} zones")
         self._draw_zones(fmt[1], float(self._edges[first]), float(self._edges[stop]))
         rows = P.edge_table(self._modules, self._kinds, self._t[TENSORS[0]][idx],
