@@ -8,6 +8,8 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from PySide6.QtCore import Qt  # noqa: E402
+
 from moe_studio.gui.experts_dashboard import ExpertsDashboard  # noqa: E402
 from moe_studio.paths import sample_runs_dir  # noqa: E402
 
@@ -76,5 +78,73 @@ def test_ensemble_empty_state_names_what_the_window_shows(qtbot, tmp_path):
         tabs = re.findall(r"<b>([^<]+)</b> tab", text)
         titles = {t.tabText(k) for t in page.findChildren(QTabWidget) for k in range(t.count())}
         assert tabs and set(tabs) <= titles, (tabs, titles)
+    finally:
+        w.controller.shutdown(10_000)
+
+
+def _menu_click(qtbot, menu, text: str):
+    """Click the item ``text`` of the open ``menu`` with the mouse; returns its action."""
+    [a] = [a for a in menu.actions() if a.text().replace("&", "") == text]
+    assert a.isEnabled() and a.isVisible()
+    qtbot.mouseClick(menu, Qt.MouseButton.LeftButton, pos=menu.actionGeometry(a).center())
+    return a
+
+
+def _open_menu(qtbot, w, title: str):
+    bar = w.menuBar()
+    [a] = [a for a in bar.actions() if a.text().replace("&", "") == title]
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.actionGeometry(a).center())
+    qtbot.waitUntil(lambda: a.menu().isVisible(), timeout=2000)
+    return a.menu()
+
+
+def _box(w, name):
+    from PySide6.QtWidgets import QMessageBox
+    boxes = [b for b in w.findChildren(QMessageBox, name) if b.isVisible()]
+    assert len(boxes) == 1, (name, boxes)
+    return boxes[0]
+
+
+def test_help_menu_explains_each_view_and_lists_the_shortcuts(qtbot, tmp_path):
+    from moe_studio.gui.main_window import DASHBOARDS
+    from moe_studio.gui.view_help import VIEW_HELP
+    from test_gui_layout import click_tab, make_window
+
+    assert set(VIEW_HELP) == {t for t, _ in DASHBOARDS}    # every view has its lines
+    w = make_window(qtbot, tmp_path, (1280, 800))
+    try:
+        click_tab(qtbot, w.tabs, "Experts")
+        menu = _open_menu(qtbot, w, "Help")
+        _menu_click(qtbot, menu, "What Am I Looking At?")
+        box = _box(w, "viewHelpBox")
+        assert box.windowTitle() == "Experts view"
+        assert "Tokens per expert" in box.text() and "dead" in box.text().lower()
+        box.close()
+
+        # Help > Precision View, whichever view is shown
+        menu = _open_menu(qtbot, w, "Help")
+        _menu_click(qtbot, menu, "Precision View")
+        box = _box(w, "viewHelpBox")
+        assert box.windowTitle() == "Precision view" and "Loss scale" in box.text()
+        box.close()
+
+        # F1 on the window: the current view's help
+        click_tab(qtbot, w.tabs, "Routing")
+        with qtbot.waitActive(w):      # the help box had the focus
+            w.activateWindow()
+        qtbot.keyClick(w.windowHandle(), Qt.Key.Key_F1)   # as the window system sends it
+        assert _box(w, "viewHelpBox").windowTitle() == "Routing view"
+
+        menu = _open_menu(qtbot, w, "Help")
+        _menu_click(qtbot, menu, "Keyboard Shortcuts")
+        text = _box(w, "shortcutsBox").text()
+        rows = dict(re.findall(r"<tr><td>([^<]+)</td><td>&nbsp;&nbsp;<b>([^<]+)</b>", text))
+        expected = {"Train": "F5", "Pause": "F6", "Stop": "Shift+F5",
+                    "Experiment Panel": "Ctrl+1", "Runs Panel": "Ctrl+2",
+                    "Open Run…": "Ctrl+Shift+O", "Export Run Data…": "Ctrl+E",
+                    "Dark Palette": "Ctrl+Shift+D", "What Am I Looking At?": "F1",
+                    "Keyboard Shortcuts": "Ctrl+/"}
+        for what, keys in expected.items():
+            assert rows.get(what) == keys, (what, rows)
     finally:
         w.controller.shutdown(10_000)

@@ -26,6 +26,7 @@ from .runs_panel import RunsPanel
 from ..store.export import export_run
 from .export_dialog import ExportDialog
 from .setup_panel import SetupPanel
+from .view_help import shortcuts_html, view_help_html
 from .worker import BackgroundTask, TrainingController
 
 # The centre tabs, in order: (title, "module:Class"). Every dashboard is a QWidget made
@@ -254,6 +255,11 @@ class MainWindow(QMainWindow):
                                         "Switch between the light and the dark palette",
                                         checkable=True)
         self.about_action = self._action("&About MoE Studio", self._about)
+        self.view_help_action = self._action("&What Am I Looking At?", self.show_view_help,
+                                             "F1", None,
+                                             "What the current view shows")
+        self.shortcuts_action = self._action("&Keyboard Shortcuts", self.show_shortcuts,
+                                             "Ctrl+/", None, "Every keyboard shortcut")
         self.train_button.setDefaultAction(self.train_action)
         self.pause_button.setDefaultAction(self.pause_action)
         self.stop_button.setDefaultAction(self.stop_action)
@@ -289,7 +295,17 @@ class MainWindow(QMainWindow):
         a.setShortcut(QKeySequence("Ctrl+2"))
         m.addAction(a)
         self._view_menu = m
-        m = mb.addMenu("&Help")
+        m = self.help_menu = mb.addMenu("&Help")
+        m.addAction(self.view_help_action)
+        # One item per view, flat: a submenu would hide them behind a hover.
+        m.addSection("Each view")
+        for title, _spec in DASHBOARDS:
+            a = m.addAction(f"{title} View")
+            a.setStatusTip(f"What the {title} view shows")
+            a.triggered.connect(lambda _=False, t=title: self.show_view_help(t))
+        m.addSeparator()
+        m.addAction(self.shortcuts_action)
+        m.addSeparator()
         m.addAction(self.about_action)
 
     def _build_toolbar(self) -> None:
@@ -692,6 +708,42 @@ class MainWindow(QMainWindow):
         box.setWindowModality(Qt.WindowModality.WindowModal)
         box.open()
         return box
+
+    def _info(self, title: str, text: str, object_name: str) -> QMessageBox:
+        """A non-blocking information box with rich ``text``; one per ``object_name``."""
+        for old in self.findChildren(QMessageBox, object_name):
+            old.setObjectName("")    # closing only schedules its deletion
+            old.close()
+        box = QMessageBox(QMessageBox.Icon.Information, title, text,
+                          QMessageBox.StandardButton.Close, self)
+        box.setObjectName(object_name)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        return box
+
+    @Slot()
+    def show_view_help(self, title: str | None = None) -> QMessageBox:
+        """Help > What Am I Looking At?: a few lines on the view ``title`` (default: the
+        current tab)."""
+        if not isinstance(title, str):
+            title = self.tabs.tabText(self.tabs.currentIndex())
+        return self._info(f"{title} view", view_help_html(title), "viewHelpBox")
+
+    @Slot()
+    def show_shortcuts(self) -> QMessageBox:
+        """Help > Keyboard Shortcuts: every action in the menus that has a shortcut."""
+        actions: list[QAction] = []
+        menus = [a.menu() for a in self.menuBar().actions() if a.menu() is not None]
+        while menus:
+            menu = menus.pop(0)
+            for a in menu.actions():
+                if a.menu() is not None:
+                    menus.append(a.menu())
+                elif not a.isSeparator():
+                    actions.append(a)
+        return self._info("Keyboard shortcuts", shortcuts_html(actions), "shortcutsBox")
 
     def _about(self) -> None:
         QMessageBox.about(self, "About MoE Studio",
