@@ -122,6 +122,9 @@ class MainWindow(QMainWindow):
         self._shown_runs: list[Path] = []
         self._live = False           # follow the shown runs (they are still growing)
         self._stale: set[int] = set()  # tab indexes that have not seen the shown runs yet
+        # Tab indexes showing the right runs but not what they gained since: a visit
+        # reads only the new rows (a tab switch must never rebuild a view from scratch).
+        self._behind: set[int] = set()
         self._error_box: QMessageBox | None = None
         self._export_target: Path | None = None
         self._running_name = ""
@@ -488,12 +491,20 @@ class MainWindow(QMainWindow):
         return True
 
     def show_runs(self, paths: list[Path], live: bool = False) -> None:
-        """Show ``paths`` in the dashboards (several: overlaid). ``live``: keep polling."""
-        self._shown_runs = [Path(p) for p in paths]
+        """Show ``paths`` in the dashboards (several: overlaid). ``live``: keep polling.
+        The runs already shown (a run that just finished, a run checked again) are only
+        read on from where each view is, never reloaded."""
+        paths = [Path(p) for p in paths]
+        same = paths == self._shown_runs
+        self._shown_runs = paths
         self._live = live
         for d in self.dashboards:
             d.stop_follow()
-        self._stale = set(range(self.tabs.count()))
+        if same:
+            self._behind = set(range(self.tabs.count())) - self._stale
+        else:
+            self._stale = set(range(self.tabs.count()))
+            self._behind = set()
         self._sync_current_tab()
         self._update_actions()
 
@@ -636,8 +647,9 @@ class MainWindow(QMainWindow):
             self._live = False
             for d in self.dashboards:
                 d.stop_follow()
-            self._stale = set(range(self.tabs.count()))
-            self._sync_current_tab()  # one last read: the rows written while closing
+            # one last read of the rows written while closing: now here, elsewhere on a visit
+            self._behind = set(range(self.tabs.count())) - self._stale
+            self._sync_current_tab()
         self._rescan_runs()
         self._update_actions()
         self.statusBar().showMessage(f"Run {status}", 5000)
@@ -658,7 +670,11 @@ class MainWindow(QMainWindow):
         d = self.tabs.widget(i)
         if i in self._stale:
             self._stale.discard(i)
+            self._behind.discard(i)
             d.set_runs(list(self._shown_runs))
+        elif i in self._behind or self._live:
+            self._behind.discard(i)
+            d.refresh()         # only the rows the runs gained since this view last read
         if self._live:
             d.start_follow()
 
