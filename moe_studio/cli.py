@@ -148,7 +148,18 @@ def cmd_bench(args) -> int:
     except ModuleNotFoundError:
         print(f"moe-studio bench: unknown benchmark '{args.what}'", file=sys.stderr)
         return 2
-    result = mod.run(json_out=args.json, quick=args.quick)
+    kwargs = {}
+    if args.steps is not None:
+        import inspect
+        if "steps" not in inspect.signature(mod.run).parameters:
+            print(f"moe-studio bench: {args.what} has no --steps", file=sys.stderr)
+            return 2
+        if args.steps < 1:
+            print(f"moe-studio bench: --steps must be at least 1 (got {args.steps})",
+                  file=sys.stderr)
+            return 2
+        kwargs["steps"] = args.steps
+    result = mod.run(json_out=args.json, quick=args.quick, **kwargs)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -195,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "compare"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    b.add_argument("--steps", type=int, default=None,
+                   help="training steps, for the benchmarks that train (gui: a short run)")
     b.set_defaults(func=cmd_bench)
 
     try:

@@ -71,3 +71,44 @@ def test_switching_views_reads_only_what_is_new(qtbot, tmp_path, writers):  # no
         assert calls["Training"] == 2 and training.runs() == [other.run_dir]
     finally:
         w.controller.shutdown(10_000)
+
+
+@pytest.mark.parametrize("view", ["Gates", "Experts", "Routing", "Precision", "Ensemble"])
+def test_a_read_draws_once(make_dashboard, view):
+    """Reading a run (or what it gained) draws the view once: the step slider following
+    the new last step used to draw it a second time within the same read."""
+    from moe_studio.gui.main_window import DASHBOARDS, _load_class
+    from moe_studio.paths import sample_runs_dir
+    run = {"Precision": "fp16-overflow", "Ensemble": "bagging-4"}.get(view, "moe-top2")
+    cls = _load_class(dict(DASHBOARDS)[view])
+    d = make_dashboard(cls)
+    shows = []
+    orig = d._show
+    d._show = lambda: (shows.append(d.step()), orig())[1]
+    d.set_runs([sample_runs_dir() / run])
+    assert d.step() is not None and shows == [d.step()]
+
+
+def test_precision_table_is_one_update_per_step(make_dashboard, qtbot):
+    """Moving to another step refills the edge table as one update of its view, not one
+    per cell (each cost ~3 ms with the view sizing columns to their contents: seconds
+    per step for a default model, while training)."""
+    from PySide6.QtCore import Qt
+
+    from moe_studio.gui.precision_dashboard import PrecisionDashboard
+    from moe_studio.paths import sample_runs_dir
+    d = make_dashboard(PrecisionDashboard, [sample_runs_dir() / "fp16-overflow"])
+    model = d.table_model
+    assert model.rowCount() > 5
+    before = [model.index(r, 2).data() for r in range(model.rowCount())]
+    updates = []
+    model.dataChanged.connect(lambda *a: updates.append(a))
+    slider = d.controls.slider
+    slider.setFocus()
+    qtbot.keyClick(slider, Qt.Key.Key_Home)          # the first recorded step
+    d.settle()
+    after = [model.index(r, 2).data() for r in range(model.rowCount())]
+    assert after != before                         # the table shows the other step
+    assert len(updates) == 1
+    shown = [d.table_proxy.index(r, 2).data() for r in range(d.table_proxy.rowCount())]
+    assert sorted(shown) == sorted(after)          # and the sorted view has it all
