@@ -179,6 +179,10 @@ class CurvePlot(QWidget):
         if y_label:
             pi.setLabel("left", y_label)
         pi.getAxis("left").setWidth(52)   # aligned plots in a grid, room for 1.5e-03
+        # Axes repaint from a pixmap until their ticks change: replaying their text was
+        # a third of the cost of showing a view again (a tab switch).
+        for axis in pi.axes.values():
+            axis["item"].setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         # The title spans the y axis's column too: a narrow plot in a row of four keeps
         # "Load-balancing loss" whole instead of 52 px less of it.
         pi.layout.removeItem(pi.titleLabel)
