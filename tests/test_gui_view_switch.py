@@ -112,3 +112,26 @@ def test_precision_table_is_one_update_per_step(make_dashboard, qtbot):
     assert len(updates) == 1
     shown = [d.table_proxy.index(r, 2).data() for r in range(d.table_proxy.rowCount())]
     assert sorted(shown) == sorted(after)          # and the sorted view has it all
+
+
+def test_live_x_axis_follows_the_data_and_shows_the_plan(make_dashboard, tmp_path,
+                                                         writers):  # noqa: F811
+    """20 steps into a 1,000-step run the curves span the plot's width (not 2 % of
+    it); the planned end is in the x label and a faint line there. Once the run ends,
+    the plan goes."""
+    from moe_studio.gui.training_dashboard import TrainingDashboard
+    wr = new_run(writers, tmp_path, "live", members=1, steps=1000)
+    write_steps(wr, range(0, 20), members=1)
+    d = make_dashboard(TrainingDashboard, [wr.run_dir], size=(1280, 800))
+    for key in ("loss", "aux", "lr"):
+        plot = d.plot(key)
+        x0, x1 = plot.plot_item.vb.viewRange()[0]
+        assert x1 < 40, (key, x1)                 # follows the 20 steps recorded
+        assert "planned 1,000" in plot.plot_item.getAxis("bottom").labelText
+    assert d.x_extent() == 1000
+    wr.close("finished")
+    writers.remove(wr)
+    d.refresh()
+    plot = d.plot("loss")
+    assert "planned" not in plot.plot_item.getAxis("bottom").labelText
+    assert plot.plot_item.vb.viewRange()[0][1] < 40
