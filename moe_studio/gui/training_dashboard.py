@@ -413,11 +413,10 @@ class TrainingDashboard(QWidget):
 
     def _apply_x_extent(self) -> None:
         end = self.x_extent()
-        label = next(lbl for m, _, lbl in _X_MODES if m == self._x_mode)
-        if end is not None:
-            label += f" · planned {end:,.0f}"
-        self._grid.set_x_label(label)
         for key, plot in self._grid.plots().items():
+            # The axis caption: the quantity (x_label()) and, while running, the plan.
+            plan = f" · planned {end:,.0f}" if end is not None else ""
+            plot.plot_item.setLabel("bottom", plot.x_label() + plan)
             plot.auto_range()
             line = self._plan_lines[key]
             if end is not None:
