@@ -148,3 +148,28 @@ def test_help_menu_explains_each_view_and_lists_the_shortcuts(qtbot, tmp_path):
             assert rows.get(what) == keys, (what, rows)
     finally:
         w.controller.shutdown(10_000)
+
+
+def test_loss_scale_hover_explains_a_skipped_step(make_dashboard):
+    """Hovering a skipped step's marker says which step, how the scale backed off and
+    where the overflow was, as the run's backoff event records it."""
+    import math
+
+    from moe_studio.gui.precision_dashboard import PrecisionDashboard
+    from moe_studio.store import open_run
+    run = sample_runs_dir() / "fp16-overflow"
+    d = make_dashboard(PrecisionDashboard, [run], size=(1280, 800))
+    with open_run(run) as r:
+        ev = r.events()
+    backoffs = ev[ev["kind"] == "loss_scale_backoff"]
+    assert len(backoffs) >= 2
+    row = backoffs.iloc[-1]
+    step, data = int(row["step"]), row["data"]
+    assert step in d.skipped_steps().tolist()
+    text = d.scale_plot.hover_at(float(step))
+    lo, hi = int(math.log2(data["to"])), int(math.log2(data["from"]))
+    assert f"skipped step {step:,}: scale 2^{hi} → 2^{lo}" in text, text
+    assert data["module"].replace("blocks.", "b") in text
+    # away from every skipped step: the scale alone
+    far = max(d.skipped_steps().max() + 100, 300)
+    assert "skipped" not in d.scale_plot.hover_at(float(far))

@@ -221,6 +221,7 @@ class CurvePlot(QWidget):
             pi.addItem(item, ignoreBounds=True)
         self._plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self._plot.installEventFilter(self)
+        self._hover_notes = None     # set_hover_notes
 
         self._menu_button = QToolButton(self)
         self._menu_button.setText("⋯")
@@ -782,6 +783,11 @@ class CurvePlot(QWidget):
             return
         self.hover_at(self._vb.mapSceneToView(scene_pos).x())
 
+    def set_hover_notes(self, notes) -> None:
+        """``notes(x) -> list[str]``: lines added to the hover read-out at data x, about
+        what is drawn there besides the series (e.g. markers); None: none."""
+        self._hover_notes = notes
+
     def hover_at(self, x: float) -> str:
         """Show the read-out for data x (the mouse calls this); returns its plain text."""
         rows = []
@@ -814,6 +820,9 @@ class CurvePlot(QWidget):
             if math.isfinite(v) and (not self._log_y or v > 0):
                 spots.append({"pos": (xi, math.log10(v) if self._log_y else v),
                               "brush": pg.mkBrush(c), "pen": pg.mkPen(self._colors["background"])})
+        for note in (self._hover_notes(x) if self._hover_notes is not None else []):
+            lines.append(f'<span style="color:{fg}">{html.escape(note)}</span>')
+            plain.append(note)
         self._vline.setPos(x_snap)
         self._dots.setData(spots)
         self._hover.setHtml('<div style="font-size:8pt">' + "<br>".join(lines) + "</div>")
