@@ -220,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_report_parser(sub)
     except ImportError:
         pass
+    try:
+        from .gui.screenshots_cli import add_parser as add_screenshots_parser
+        add_screenshots_parser(sub)
+    except ImportError:
+        pass
     return ap
 
 
