@@ -168,7 +168,8 @@ def cmd_bench(args) -> int:
 def cmd_gui(args) -> int:
     from .gui.app import main as gui_main
 
-    return gui_main([a for a in [args.path] if a])
+    # main() reads argv as sys.argv does: the program first, then the arguments.
+    return gui_main(["moe-studio"] + [a for a in [args.path] if a])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,3 +41,4 @@ def test_bad_size_is_one_line(tmp_path, capsys, size):
     err = capsys.readouterr().err.strip()
     assert err.startswith("moe-studio screenshots: --size") and "\n" not in err
     assert not list(tmp_path.glob("*.png"))
+
