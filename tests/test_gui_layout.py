@@ -155,10 +155,11 @@ def test_every_view_reads_at_default_sizes(qtbot, tmp_path, size):
     assert not problems, "\n".join(problems)
 
 
-def test_side_by_side_fits_the_window(qtbot, tmp_path):
-    """Two runs side by side at 1280 x 800: each view gets room enough to read, without a
-    horizontal scroll bar (one above the other when the width is short)."""
-    w = make_window(qtbot, tmp_path, (1280, 800))
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_side_by_side_fits_the_window(qtbot, tmp_path, size):
+    """Two runs side by side: each view gets room enough to read, without a horizontal
+    scroll bar (one above the other when the width is short)."""
+    w = make_window(qtbot, tmp_path, size)
     try:
         w.show_runs([sample_runs_dir() / r for r in ("moe-top2", "switch-top1")])
         page = click_tab(qtbot, w.tabs, "Compare")

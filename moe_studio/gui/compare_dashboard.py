@@ -72,7 +72,7 @@ HINT = ("<h3>Compare runs</h3><p>Check two or more runs in the <b>Runs panel</b>
         "now.</p><p>This view overlays their curves, groups them by a setting, lists what "
         "differs in their configs and shows two of them side by side.</p>")
 PAIR_MIN_HEIGHT = 620       # px per view when the two are one above the other
-PAIR_MIN_WIDTH = 760        # px per view below which "Automatic" puts them one above the other
+PAIR_MIN_WIDTH = 900        # px per view below which "Automatic" puts them one above the other
 PAIR_VIEWS = (("Routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"),
               ("Experts", "moe_studio.gui.experts_dashboard:ExpertsDashboard"))
 

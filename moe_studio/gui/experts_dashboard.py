@@ -281,7 +281,7 @@ class ExpertsDashboard(RunDashboard):
         vals = tpe[idx, rows]
         names = [f"L{self._blocks[r]}" for r in rows]
         dead = self._derived["dead_mask"][idx, rows]
-        self._set_title_later(self.bars, f"Tokens per expert at step {s:,} · {where}")
+        self._set_title_later(self.bars, f"Tokens per expert · step {s:,} · {where}")
         colors = [r if layer is None else 0 for r in rows]
         self.bars.set_bars(vals, group_names=names, x_labels=experts, colors=colors,
                            highlight=dead)
