@@ -175,3 +175,29 @@ def test_side_by_side_fits_the_window(qtbot, tmp_path, size):
             assert not problems, "\n".join(problems)
     finally:
         w.controller.shutdown(10_000)
+
+
+def test_every_view_of_a_live_run_reads(qtbot, tmp_path):
+    """A run that has only begun (scalars, no snapshots yet), followed live: every view
+    says what it waits for inside its plots, titles whole, nothing cut."""
+    from test_gui_dashboard import new_run, write_steps
+
+    made = []
+    w = make_window(qtbot, tmp_path, (1280, 800))
+    problems = []
+    try:
+        wr = new_run(made, tmp_path / "runs", "just-started", members=1, steps=2000)
+        write_steps(wr, range(0, 12), members=1)
+        w.show_runs([wr.run_dir], live=True)
+        for view in [w.tabs.tabText(i) for i in range(w.tabs.count())]:
+            page = click_tab(qtbot, w.tabs, view)
+            for check in (title_problems, notice_problems, combo_problems,
+                          overflow_problems):
+                problems += [f"{view}: {check.__name__}: {p}" for p in check(page)]
+        for d in w.dashboards:
+            d.stop_follow()
+    finally:
+        for m in made:
+            m.close("stopped")
+        w.controller.shutdown(10_000)
+    assert not problems, "\n".join(problems)

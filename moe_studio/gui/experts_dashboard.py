@@ -77,7 +77,7 @@ class ExpertsDashboard(RunDashboard):
             h.set_bar_ticks([(0.0, "0"), (0.5, "0.5"), (1.0, "1"), (1.5, "1.5"), (2.0, "2")])
         self.cv = CurvePlot("Load CV (std ÷ mean)")
         self.max_mean = CurvePlot("Max ÷ mean load")
-        self.dropped = CurvePlot("Dropped by capacity (%)")
+        self.dropped = CurvePlot("Dropped (%) · over capacity")
         self.dead = CurvePlot("Dead experts")
         self.bias = CurvePlot("Balancing bias")
         self.tokens = TokenListPanel()

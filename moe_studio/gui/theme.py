@@ -202,7 +202,7 @@ TITLE_POINT_SIZE = 10.0
 
 
 # Where a title may be cut: its detail after " · ", ": ", " (" or ", " goes first, so a
-# narrow plot keeps whole words ("Dropped by capacity") instead of "Dropped by capa…".
+# narrow plot keeps whole words ("Load CV …") instead of "Load CV (std ÷ m…".
 _TITLE_CUTS = re.compile(r" · |: | \(|, ")
 
 
