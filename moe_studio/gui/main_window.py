@@ -672,10 +672,13 @@ class MainWindow(QMainWindow):
             self._stale.discard(i)
             self._behind.discard(i)
             d.set_runs(list(self._shown_runs))
-        elif i in self._behind or self._live:
+        elif i in self._behind and not self._live:
             self._behind.discard(i)
             d.refresh()         # only the rows the runs gained since this view last read
         if self._live:
+            # Shown at once as it was; its next frame reads what the run gained meanwhile
+            # (the catch-up is no part of the switch).
+            self._behind.discard(i)
             d.start_follow()
 
     @Slot(list)
