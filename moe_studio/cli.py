@@ -224,7 +224,18 @@ def cmd_bench(args) -> int:
     except ModuleNotFoundError:
         print(f"moe-studio bench: unknown benchmark '{args.what}'", file=sys.stderr)
         return 2
-    result = mod.run(json_out=args.json, quick=args.quick)
+    kwargs = {}
+    if args.steps is not None:
+        import inspect
+        if "steps" not in inspect.signature(mod.run).parameters:
+            print(f"moe-studio bench: {args.what} has no --steps", file=sys.stderr)
+            return 2
+        if args.steps < 1:
+            print(f"moe-studio bench: --steps must be at least 1 (got {args.steps})",
+                  file=sys.stderr)
+            return 2
+        kwargs["steps"] = args.steps
+    result = mod.run(json_out=args.json, quick=args.quick, **kwargs)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -241,7 +252,8 @@ def cmd_gui(args) -> int:
         return 2
     from .gui.app import main as gui_main
 
-    return gui_main([a for a in [args.path] if a])
+    # main() reads argv as sys.argv does: the program first, then the arguments.
+    return gui_main(["moe-studio"] + [a for a in [args.path] if a])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -284,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "compare"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    b.add_argument("--steps", type=int, default=None,
+                   help="training steps, for the benchmarks that train (gui: a short run)")
     b.set_defaults(func=cmd_bench)
 
     try:
@@ -294,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from .gui.report_cli import add_parser as add_report_parser
         add_report_parser(sub)
+    except ImportError:
+        pass
+    try:
+        from .gui.screenshots_cli import add_parser as add_screenshots_parser
+        add_screenshots_parser(sub)
     except ImportError:
         pass
     return ap

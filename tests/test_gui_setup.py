@@ -481,3 +481,15 @@ def test_a_message_appearing_moves_no_field(qtbot, panel):
     qtbot.wait(10)
     assert not panel.is_valid() and panel.error_label("moe.top_k").isVisible()
     assert ys() == before
+
+
+def test_gui_command_passes_the_path_to_the_app(monkeypatch):
+    """``moe-studio gui RUN`` opens RUN: the path reached the app's argument parser
+    (it was taken for the program name and dropped)."""
+    from moe_studio.gui import app as app_mod
+    seen = []
+    monkeypatch.setattr(app_mod, "main", lambda argv: seen.append(
+        app_mod.parse_args(argv[1:]).path) or 0)
+    from moe_studio.cli import main as cli_main
+    assert cli_main(["gui", "sample_runs/moe-top2"]) == 0
+    assert seen == ["sample_runs/moe-top2"]

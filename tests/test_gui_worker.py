@@ -673,6 +673,13 @@ def test_bench_gui_quick(qtbot):
     assert 0.5 < r["memory_ratio_last_vs_early"] < 2.0
     assert set(r["budgets"]) == {"stall_p99 <= 20 ms", "stall_max <= 100 ms", "refresh >= 20 /s",
                                  "memory within 10 %"}
+    # view switches by tab clicks from half-way: timed, first openings apart
+    sw = r["view_switch_ms"]
+    assert sw["from_step"] == 15 and sw["views"] == 7
+    assert sw["n"] + sw["first_open_n"] >= 1 and sw["first_open_n"] <= 6
+    if sw["n"]:
+        assert 0 < sw["p50"] <= sw["p95"] <= sw["max"]
+    assert r["view_switch_p95 <= 150 ms"] == (sw["n"] > 0 and sw["p95"] <= 150)
 
 
 def test_window_follows_a_headless_run_of_another_process(qtbot, window, tmp_path):

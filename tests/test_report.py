@@ -172,3 +172,55 @@ def test_empty_reasons_of_the_sample_runs(make_dashboard):
         "no precision records")
     assert make_dashboard(EnsembleDashboard, [moe, dense]).report_empty_reason() != ""
     assert make_dashboard(EnsembleDashboard, [moe, bag]).report_empty_reason() == ""
+
+
+@pytest.mark.parametrize("view,run", [("Training", "moe-top2"), ("Gates", "moe-top2"),
+                                      ("Experts", "moe-top2"), ("Routing", "moe-top2"),
+                                      ("Precision", "fp16-overflow"), ("Ensemble", "bagging-4")])
+def test_reports_leave_out_the_controls(make_dashboard, view, run):
+    """A report is a picture: no step slider, combo, Route box, spin box or "click a
+    cell" panel in it; every figure still there."""
+    from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QLineEdit, QPlainTextEdit,
+                                   QPushButton, QSlider, QWidget)
+
+    from moe_studio.gui.heatmap import FigureWidget
+    from moe_studio.gui.main_window import DASHBOARDS, _load_class
+    from moe_studio.gui.plots import CurvePlot
+    from moe_studio.gui.report_cli import hide_controls
+    from moe_studio.gui.routed_text import TokenListPanel
+    from moe_studio.paths import sample_runs_dir
+
+    d = make_dashboard(_load_class(dict(DASHBOARDS)[view]), [sample_runs_dir() / run])
+    figures = [f for f in d.findChildren(QWidget) if isinstance(f, (CurvePlot, FigureWidget))
+               and f.isVisibleTo(d)]
+    inputs = (QSlider, QAbstractSpinBox, QComboBox, QLineEdit, QPushButton, TokenListPanel)
+    assert any(isinstance(w, inputs) and w.isVisibleTo(d) for w in d.findChildren(QWidget))
+    hide_controls(d)
+    left = [w for w in d.findChildren(QWidget) if w.isVisibleTo(d) and (
+        isinstance(w, inputs) or isinstance(w, QPlainTextEdit) and not w.isReadOnly())]
+    assert not left, left
+    assert all(f.isVisibleTo(d) for f in figures) and figures
+
+
+def test_report_keeps_qt_noise_off_stderr(runs, tmp_path):
+    out = tmp_path / "quiet.png"
+    r = subprocess.run([sys.executable, "-m", "moe_studio", "report", str(runs[0]), "--out",
+                        str(out), "--width", "800", "--tabs", "Training,Experts"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and out.exists()
+    assert r.stderr == "", r.stderr
+
+
+def test_real_qt_warnings_still_reach_the_user(qapp, capfd):
+    from PySide6.QtCore import qWarning
+
+    from moe_studio.gui.report_cli import QT_NOISE, quiet_qt
+    restore = quiet_qt("moe-studio report")
+    try:
+        qWarning(f"This plugin {QT_NOISE[0]}()")
+        qWarning("QPainter::begin: Paint device returned engine == 0")
+    finally:
+        restore()
+    err = capfd.readouterr().err
+    assert "propagateSizeHints" not in err
+    assert "moe-studio report: Qt: QPainter::begin: Paint device returned engine == 0" in err

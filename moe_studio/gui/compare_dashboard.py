@@ -72,6 +72,7 @@ HINT = ("<h3>Compare runs</h3><p>Check two or more runs in the <b>Runs panel</b>
         "now.</p><p>This view overlays their curves, groups them by a setting, lists what "
         "differs in their configs and shows two of them side by side.</p>")
 PAIR_MIN_HEIGHT = 620       # px per view when the two are one above the other
+PAIR_MIN_WIDTH = 900        # px per view below which "Automatic" puts them one above the other
 PAIR_VIEWS = (("Routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"),
               ("Experts", "moe_studio.gui.experts_dashboard:ExpertsDashboard"))
 
@@ -208,7 +209,9 @@ class CompareDashboard(QWidget):
         self.smooth_slider = QSlider(Qt.Orientation.Horizontal)
         self.smooth_slider.setRange(0, 99)
         self.smooth_slider.setValue(60)
-        self.smooth_slider.setFixedWidth(110)
+        # The slider gives up width first: a narrow window keeps the combos' choices whole.
+        self.smooth_slider.setMinimumWidth(50)
+        self.smooth_slider.setMaximumWidth(110)
         self.smooth_slider.setToolTip("Debiased exponential moving average (as in TensorBoard)")
         self.log_check = QCheckBox("Log y")
         fit = QToolButton()
@@ -223,10 +226,18 @@ class CompareDashboard(QWidget):
         bar.setContentsMargins(6, 4, 6, 0)
         bar.setSpacing(8)
         for w in (QLabel("Group by"), self.group_combo, self.band_combo, QLabel("X axis"),
-                  self.x_combo, QLabel("Plot"), self.metric_combo, QLabel("Smoothing"),
-                  self.smooth_slider, self.log_check, fit):
+                  self.x_combo, QLabel("Plot"), self.metric_combo):
             bar.addWidget(w)
         bar.addWidget(self.status, 1)
+        # How the curves are drawn sits beside the inner tabs (whose row is mostly empty):
+        # one row for everything did not fit a 1280-px window with the experiment panel
+        # docked, and squeezed the combos to "train.snap".
+        self._look = QWidget()
+        look = QHBoxLayout(self._look)
+        look.setContentsMargins(6, 0, 6, 0)
+        look.setSpacing(8)
+        for w in (QLabel("Smoothing"), self.smooth_slider, self.log_check, fit):
+            look.addWidget(w)
 
         # -- curves, with the legend on the left
         self.legend = QListWidget()
@@ -303,10 +314,12 @@ class CompareDashboard(QWidget):
         prow = QHBoxLayout()
         prow.setContentsMargins(6, 4, 6, 0)
         self.pair_layout = QComboBox()
+        self.pair_layout.addItem("Automatic", None)
         self.pair_layout.addItem("Side by side", Qt.Orientation.Horizontal)
         self.pair_layout.addItem("One above the other", Qt.Orientation.Vertical)
-        self.pair_layout.setToolTip("The Experts view is wide: one above the other gives "
-                                    "each run the full width")
+        self.pair_layout.setToolTip("The views are wide: one above the other gives each run "
+                                    "the full width. Automatic: side by side when the window "
+                                    f"gives each at least {PAIR_MIN_WIDTH} px")
         for w in (QLabel("View"), self.pair_view, QLabel("Left / top"), self.pair_left,
                   QLabel("Right / bottom"), self.pair_right, self.pair_layout):
             prow.addWidget(w)
@@ -316,17 +329,19 @@ class CompareDashboard(QWidget):
         self._pair_split = QSplitter(Qt.Orientation.Horizontal)
         self._pair_split.setChildrenCollapsible(False)
         # Two whole views may want more room than the window has: scroll, never grow it.
-        scroll = QScrollArea()
+        scroll = self._pair_scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(self._pair_split)
         pl.addWidget(scroll, 1)
+        scroll.installEventFilter(self)     # Automatic follows the width
         self.pair_layout.currentIndexChanged.connect(self._on_pair_layout)
 
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(overview, "Curves and tables")
         self.tabs.addTab(pair_page, "Side by side")
+        self.tabs.setCornerWidget(self._look, Qt.Corner.TopRightCorner)
         self.hint = QLabel(HINT)
         self.hint.setTextFormat(Qt.TextFormat.RichText)
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -423,6 +438,7 @@ class CompareDashboard(QWidget):
         self._report = bool(on)
         self._bar.setVisible(not on and len(self._runs) >= 2)
         self.tabs.tabBar().setVisible(not on)
+        self._look.setVisible(not on and self.tabs.currentIndex() == 0)
         self.export_button.setVisible(not on)
         if on:
             self.tabs.setCurrentIndex(0)
@@ -823,6 +839,9 @@ class CompareDashboard(QWidget):
                 and self._size_pending):
             self._size_pending = False   # first real layout after set_runs
             self._size_panes()
+        if (obj is self._pair_scroll and event.type() == QEvent.Type.Resize
+                and event.size().width() != event.oldSize().width()):
+            self._on_pair_layout()
         return super().eventFilter(obj, event)
 
     def _ask_csv(self) -> None:
@@ -854,6 +873,7 @@ class CompareDashboard(QWidget):
             self._load_pair()
 
     def _on_tab(self, index: int) -> None:
+        self._look.setVisible(index == 0 and not self._report)   # the curves' look only
         if index == 1 and not self._pair:
             self._build_pair()
 
@@ -928,9 +948,19 @@ class CompareDashboard(QWidget):
             if hasattr(v, "settle"):
                 v.settle()
 
+    def pair_orientation(self) -> Qt.Orientation:
+        """How the two views of the side-by-side tab are laid out now."""
+        chosen = self.pair_layout.currentData()
+        if chosen is not None:
+            return chosen
+        fits = self._pair_scroll.width() >= 2 * PAIR_MIN_WIDTH
+        return Qt.Orientation.Horizontal if fits else Qt.Orientation.Vertical
+
     def _on_pair_layout(self, _i: int = 0) -> None:
-        vertical = self.pair_layout.currentData() == Qt.Orientation.Vertical
-        self._pair_split.setOrientation(self.pair_layout.currentData())
+        orientation = self.pair_orientation()
+        vertical = orientation == Qt.Orientation.Vertical
+        if self._pair_split.orientation() != orientation:
+            self._pair_split.setOrientation(orientation)
         for i in range(self._pair_split.count()):
             # one above the other: each view keeps a readable height, the page scrolls
             self._pair_split.widget(i).setMinimumHeight(PAIR_MIN_HEIGHT if vertical else 0)

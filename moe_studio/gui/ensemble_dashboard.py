@@ -73,12 +73,13 @@ MI_LEVELS = 8            # shades of the probe text (level 0: no background)
 EMPTY_TEXT = (
     "<h3>No ensemble in this run</h3>"
     "<p>This run trains a single model, so there are no members to compare.</p>"
-    "<p>To train an ensemble, open the <b>Setup</b> panel and set <b>ensemble.members</b> "
-    "to 2 or more (then pick a method: seeds, bagging, snapshot or boosting), or start "
-    "from the preset <b>4-member bagging ensemble</b>. The sample runs <i>bagging-4</i> "
-    "and <i>moe-vs-ensemble-dense</i> show what this view looks like.</p>"
-    "<p>Check two or more runs in the runs list (an MoE run and an ensemble run, say) "
-    "to compare them on the <b>Compare runs</b> tab.</p>")
+    "<p>To train an ensemble, in the <b>Experiment</b> panel open the <b>Ensemble</b> "
+    "section and set <b>members</b> to 2 or more (<tt>ensemble.members</tt> in a config "
+    "file; then pick a method: seeds, bagging, snapshot or boosting), or choose the preset <b>4-member bagging ensemble</b>. The "
+    "sample runs <i>bagging-4</i> and <i>moe-vs-ensemble-dense</i> show what this view "
+    "looks like.</p>"
+    "<p>Check two or more runs in the <b>Runs</b> panel (an MoE run and an ensemble run, "
+    "say) to compare them on the <b>Compare runs</b> tab.</p>")
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -21,7 +21,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QGridLayout, QLabel, QSpinBox, QSplitter, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
 from ..metrics import routing as R
 from ..store import RunReader
@@ -30,7 +30,7 @@ from .heatmap import HeatmapPlot
 from .plots import CurvePlot
 from .routed_text import TokenListPanel, token_rows
 from .run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of
-from .theme import is_dark_palette, plot_colors
+from .theme import is_dark_palette, plot_colors, series_color
 
 TENSORS = ("moe/tokens_per_expert", "moe/dropped_per_expert", "moe/bias")
 DEFAULT_DEAD_WINDOW = 50
@@ -77,7 +77,7 @@ class ExpertsDashboard(RunDashboard):
             h.set_bar_ticks([(0.0, "0"), (0.5, "0.5"), (1.0, "1"), (1.5, "1.5"), (2.0, "2")])
         self.cv = CurvePlot("Load CV (std ÷ mean)")
         self.max_mean = CurvePlot("Max ÷ mean load")
-        self.dropped = CurvePlot("Dropped by capacity (%)")
+        self.dropped = CurvePlot("Dropped (%) · over capacity")
         self.dead = CurvePlot("Dead experts")
         self.bias = CurvePlot("Balancing bias")
         self.tokens = TokenListPanel()
@@ -93,8 +93,21 @@ class ExpertsDashboard(RunDashboard):
             plot.plot_item.addItem(m, ignoreBounds=True)
             self._markers[key] = m
 
+        # Which colour is which layer, under the bars (a key inside would cover bars).
+        self.bars_key = QLabel()
+        self.bars_key.setObjectName("barsKey")
+        self.bars_key.setTextFormat(Qt.TextFormat.RichText)
+        self.bars_key.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.bars_key.setWordWrap(True)
+        self.bars_key.hide()
+        bars_box = QWidget()
+        bl = QVBoxLayout(bars_box)
+        bl.setContentsMargins(0, 0, 0, 2)
+        bl.setSpacing(0)
+        bl.addWidget(self.bars, 1)
+        bl.addWidget(self.bars_key)
         top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(self.bars)
+        top.addWidget(bars_box)
         top.addWidget(self.layer_map)
         top.addWidget(self.tokens)
         top.setStretchFactor(0, 5)
@@ -243,6 +256,16 @@ class ExpertsDashboard(RunDashboard):
         return list(range(len(self._blocks))) if layer is None else [self._blocks.index(layer)]
 
     # ------------------------------------------------------------------ drawing
+    def _set_bars_key(self, names: list[str], colors: list[int]) -> None:
+        """The layer colours of the bar groups, as one line under the bars."""
+        dark = is_dark_palette(self.palette())
+        text = "layer " + " ".join(
+            f'<span style="color:{series_color(c, dark)}">■</span>&nbsp;{html.escape(n)}'
+            for n, c in zip(names, colors))
+        if self.bars_key.text() != text:
+            self.bars_key.setText(text)
+        self.bars_key.setVisible(bool(names))
+
     def _show(self) -> None:
         tpe = self._data.get(TENSORS[0])
         layer = self.layer()
@@ -258,9 +281,11 @@ class ExpertsDashboard(RunDashboard):
         vals = tpe[idx, rows]
         names = [f"L{self._blocks[r]}" for r in rows]
         dead = self._derived["dead_mask"][idx, rows]
-        self._set_title_later(self.bars, f"Tokens per expert at step {s:,} · {where}")
-        self.bars.set_bars(vals, group_names=names, x_labels=experts,
-                           colors=[r if layer is None else 0 for r in rows], highlight=dead)
+        self._set_title_later(self.bars, f"Tokens per expert · step {s:,} · {where}")
+        colors = [r if layer is None else 0 for r in rows]
+        self.bars.set_bars(vals, group_names=names, x_labels=experts, colors=colors,
+                           highlight=dead)
+        self._set_bars_key(names if len(rows) > 1 else [], colors)
         uniform = float(vals.sum(-1).mean() / E) if vals.size else 0.0
         n_dead = int(dead.sum())
         self.bars.set_references([(uniform, f"uniform {uniform:,.0f}"
@@ -405,6 +430,8 @@ class ExpertsDashboard(RunDashboard):
         self._style_lines()
         self.layer_map.set_colormap(self._diverging())
         self.step_map.set_colormap(self._diverging())
+        if self._data.get(TENSORS[0]) is not None:
+            self._show()          # the key's colours follow the bars'
 
     def _status_extra(self) -> str:
         if self._loaded and not self._blocks:

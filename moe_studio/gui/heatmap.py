@@ -73,6 +73,10 @@ class FigureWidget(QWidget):
             no_si_prefix(pi.getAxis(name))   # never "(×0.001)" beside a probability
         pi.hideButtons()
         pi.setMenuEnabled(False, True)   # keep View All + export, drop "Plot Options"
+        # Axes repaint from a pixmap until their ticks change: replaying their text was
+        # a third of the cost of showing a view again (a tab switch).
+        for axis in pi.axes.values():
+            axis["item"].setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         if x_label:
             pi.setLabel("bottom", x_label)
         if y_label:

@@ -27,6 +27,7 @@ from ..store.export import export_run
 from .export_dialog import ExportDialog
 from .live_run import LiveRun, format_eta, format_rate  # noqa: F401 (format_eta: API)
 from .setup_panel import SetupPanel
+from .view_help import shortcuts_html, view_help_html
 from .worker import BackgroundTask, TrainingController
 
 # The centre tabs, in order: (title, "module:Class"). Every dashboard is a QWidget made
@@ -100,6 +101,9 @@ class MainWindow(QMainWindow):
         self._shown_runs: list[Path] = []
         self._live = False           # follow the shown runs (they are still growing)
         self._stale: set[int] = set()  # tab indexes that have not seen the shown runs yet
+        # Tab indexes showing the right runs but not what they gained since: a visit
+        # reads only the new rows (a tab switch must never rebuild a view from scratch).
+        self._behind: set[int] = set()
         self._error_box: QMessageBox | None = None
         self._export_target: Path | None = None
         self._running_name = ""
@@ -237,6 +241,11 @@ class MainWindow(QMainWindow):
                                         "Switch between the light and the dark palette",
                                         checkable=True)
         self.about_action = self._action("&About MoE Studio", self._about)
+        self.view_help_action = self._action("&What Am I Looking At?", self.show_view_help,
+                                             "F1", None,
+                                             "What the current view shows")
+        self.shortcuts_action = self._action("&Keyboard Shortcuts", self.show_shortcuts,
+                                             "Ctrl+/", None, "Every keyboard shortcut")
         self.train_button.setDefaultAction(self.train_action)
         self.pause_button.setDefaultAction(self.pause_action)
         self.stop_button.setDefaultAction(self.stop_action)
@@ -272,7 +281,17 @@ class MainWindow(QMainWindow):
         a.setShortcut(QKeySequence("Ctrl+2"))
         m.addAction(a)
         self._view_menu = m
-        m = mb.addMenu("&Help")
+        m = self.help_menu = mb.addMenu("&Help")
+        m.addAction(self.view_help_action)
+        # One item per view, flat: a submenu would hide them behind a hover.
+        m.addSection("Each view")
+        for title, _spec in DASHBOARDS:
+            a = m.addAction(f"{title} View")
+            a.setStatusTip(f"What the {title} view shows")
+            a.triggered.connect(lambda _=False, t=title: self.show_view_help(t))
+        m.addSeparator()
+        m.addAction(self.shortcuts_action)
+        m.addSeparator()
         m.addAction(self.about_action)
 
     def _build_toolbar(self) -> None:
@@ -461,8 +480,12 @@ class MainWindow(QMainWindow):
         return True
 
     def show_runs(self, paths: list[Path], live: bool = False) -> None:
-        """Show ``paths`` in the dashboards (several: overlaid). ``live``: keep polling."""
-        self._shown_runs = [Path(p) for p in paths]
+        """Show ``paths`` in the dashboards (several: overlaid). ``live``: keep polling.
+        The runs already shown (a run that just finished, a run checked again) are only
+        read on from where each view is, never reloaded."""
+        paths = [Path(p) for p in paths]
+        same = paths == self._shown_runs
+        self._shown_runs = paths
         self._live = live
         last = self.live.last_run_dir
         if not self.controller.busy and last and \
@@ -472,7 +495,11 @@ class MainWindow(QMainWindow):
             self._clear_run_status()
         for d in self.dashboards:
             d.stop_follow()
-        self._stale = set(range(self.tabs.count()))
+        if same:
+            self._behind = set(range(self.tabs.count())) - self._stale
+        else:
+            self._stale = set(range(self.tabs.count()))
+            self._behind = set()
         self._sync_current_tab()
         self._update_actions()
 
@@ -634,8 +661,9 @@ class MainWindow(QMainWindow):
             self._live = False
             for d in self.dashboards:
                 d.stop_follow()
-            self._stale = set(range(self.tabs.count()))
-            self._sync_current_tab()  # one last read: the rows written while closing
+            # one last read of the rows written while closing: now here, elsewhere on a visit
+            self._behind = set(range(self.tabs.count())) - self._stale
+            self._sync_current_tab()
         self._rescan_runs()
         self._update_actions()
         self.statusBar().showMessage(f"Run {status}", 5000)
@@ -656,8 +684,15 @@ class MainWindow(QMainWindow):
         d = self.tabs.widget(i)
         if i in self._stale:
             self._stale.discard(i)
+            self._behind.discard(i)
             d.set_runs(list(self._shown_runs))
+        elif i in self._behind and not self._live:
+            self._behind.discard(i)
+            d.refresh()         # only the rows the runs gained since this view last read
         if self._live:
+            # Shown at once as it was; its next frame reads what the run gained meanwhile
+            # (the catch-up is no part of the switch).
+            self._behind.discard(i)
             d.start_follow()
 
     @Slot(list)
@@ -710,6 +745,42 @@ class MainWindow(QMainWindow):
         box.setWindowModality(Qt.WindowModality.WindowModal)
         box.open()
         return box
+
+    def _info(self, title: str, text: str, object_name: str) -> QMessageBox:
+        """A non-blocking information box with rich ``text``; one per ``object_name``."""
+        for old in self.findChildren(QMessageBox, object_name):
+            old.setObjectName("")    # closing only schedules its deletion
+            old.close()
+        box = QMessageBox(QMessageBox.Icon.Information, title, text,
+                          QMessageBox.StandardButton.Close, self)
+        box.setObjectName(object_name)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        return box
+
+    @Slot()
+    def show_view_help(self, title: str | None = None) -> QMessageBox:
+        """Help > What Am I Looking At?: a few lines on the view ``title`` (default: the
+        current tab)."""
+        if not isinstance(title, str):
+            title = self.tabs.tabText(self.tabs.currentIndex())
+        return self._info(f"{title} view", view_help_html(title), "viewHelpBox")
+
+    @Slot()
+    def show_shortcuts(self) -> QMessageBox:
+        """Help > Keyboard Shortcuts: every action in the menus that has a shortcut."""
+        actions: list[QAction] = []
+        menus = [a.menu() for a in self.menuBar().actions() if a.menu() is not None]
+        while menus:
+            menu = menus.pop(0)
+            for a in menu.actions():
+                if a.menu() is not None:
+                    menus.append(a.menu())
+                elif not a.isSeparator():
+                    actions.append(a)
+        return self._info("Keyboard shortcuts", shortcuts_html(actions), "shortcutsBox")
 
     def _about(self) -> None:
         QMessageBox.about(self, "About MoE Studio",

@@ -183,6 +183,14 @@ class CurvePlot(QWidget):
         if y_label:
             pi.setLabel("left", y_label)
         pi.getAxis("left").setWidth(52)   # aligned plots in a grid, room for 1.5e-03
+        # Axes repaint from a pixmap until their ticks change: replaying their text was
+        # a third of the cost of showing a view again (a tab switch).
+        for axis in pi.axes.values():
+            axis["item"].setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # The title spans the y axis's column too: a narrow plot in a row of four keeps
+        # "Load-balancing loss" whole instead of 52 px less of it.
+        pi.layout.removeItem(pi.titleLabel)
+        pi.layout.addItem(pi.titleLabel, 0, 0, 1, 2)
         for name in ("left", "bottom"):
             # Major and minor ticks (and grid lines) only: the third level of grid lines
             # made the plot busier and cost more to paint than all the curves together.
@@ -232,6 +240,7 @@ class CurvePlot(QWidget):
             pi.addItem(item, ignoreBounds=True)
         self._plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self._plot.installEventFilter(self)
+        self._hover_notes = None     # set_hover_notes
 
         self._menu_button, menu = _menu_button(self, "⋯", "Export this plot")
         self._add_export_actions(menu)
@@ -279,7 +288,7 @@ class CurvePlot(QWidget):
             r.moveTopLeft(self._plot.mapTo(self, r.topLeft()))
             mx, my = int(r.width() * 0.05), int(r.height() * 0.1)
             box = r.adjusted(mx, my, -mx, -my)
-        self._placeholder.setGeometry(box)
+        fit_label(self._placeholder, box)
         self._placeholder.raise_()
 
     # ------------------------------------------------------------------ series
@@ -960,7 +969,7 @@ class CurvePlot(QWidget):
         self._hover.border = pg.mkPen(QColor(c["muted"]), width=0.5)
         self._apply_title()
         if hasattr(self, "_placeholder"):
-            self._placeholder.setStyleSheet(f"color: {QColor(c['muted']).name()}; font-size: 11pt;")
+            self._placeholder.setStyleSheet(f"color: {QColor(c['muted']).name()};")
         for s in self._series.values():
             self._style_series(s)
         line_labels.retheme(self._pi, c["legend_bg"])
@@ -973,7 +982,7 @@ class CurvePlot(QWidget):
             # box past the widget's right edge (the right of the curves cut off).
             buttons = self._menu_button.width() + (self._key_button.width() + 2
                                                    if self._legend_collapsed else 0)
-            room = max(40, self.width() - buttons - 16)
+            room = max(40, int(self.width() - buttons - 16))
             shown = theme.elide_title(self.font(), self._title, room)
             if shown == self._shown_title and not force:
                 return
@@ -990,6 +999,8 @@ class CurvePlot(QWidget):
         super().resizeEvent(event)
         if not hasattr(self, "_placeholder"):
             return
+        b = self._menu_button
+        b.adjustSize()       # first: the title's room is what the button leaves
         if self._title and event.size().width() != event.oldSize().width():
             self._apply_title(force=False)
         self._place_buttons()
@@ -1025,6 +1036,11 @@ class CurvePlot(QWidget):
             return
         self.hover_at(self._vb.mapSceneToView(scene_pos).x())
 
+    def set_hover_notes(self, notes) -> None:
+        """``notes(x) -> list[str]``: lines added to the hover read-out at data x, about
+        what is drawn there besides the series (e.g. markers); None: none."""
+        self._hover_notes = notes
+
     def hover_at(self, x: float) -> str:
         """Show the read-out for data x (the mouse calls this); returns its plain text."""
         rows = []
@@ -1057,6 +1073,9 @@ class CurvePlot(QWidget):
             if math.isfinite(v) and (not self._log_y or v > 0):
                 spots.append({"pos": (xi, math.log10(v) if self._log_y else v),
                               "brush": pg.mkBrush(c), "pen": pg.mkPen(self._colors["background"])})
+        for note in (self._hover_notes(x) if self._hover_notes is not None else []):
+            lines.append(f'<span style="color:{fg}">{html.escape(note)}</span>')
+            plain.append(note)
         self._vline.setPos(x_snap)
         self._dots.setData(spots)
         self._hover.setHtml('<div style="font-size:8pt">' + "<br>".join(lines) + "</div>")
@@ -1174,6 +1193,28 @@ def _menu_button(parent: QWidget, text: str, tip: str) -> tuple[QToolButton, QMe
     menu = QMenu(b)
     b.setMenu(menu)
     return b, menu
+
+
+PLACEHOLDER_POINT_SIZES = (11.0, 10.0, 9.0, 8.0)
+
+
+def fit_label(label: QLabel, box: QRect) -> None:
+    """Place the word-wrapped ``label`` in ``box`` at the largest of
+    ``PLACEHOLDER_POINT_SIZES`` whose text fits there (every word within the width, every
+    line within the height); at the smallest, the box grows to the text's height rather
+    than cutting lines off."""
+    f = label.font()     # a copy
+    words = label.text().split()
+    for pt in PLACEHOLDER_POINT_SIZES:
+        f.setPointSizeF(pt)
+        label.setFont(f)
+        widest = max((label.fontMetrics().horizontalAdvance(w) for w in words), default=0)
+        if widest <= box.width() and label.heightForWidth(box.width()) <= box.height():
+            break
+    need = label.heightForWidth(box.width())
+    if need > box.height():
+        box = QRect(box.x(), max(0, box.center().y() - need // 2), box.width(), need)
+    label.setGeometry(box)
 
 
 class _TimedPlotWidget(pg.PlotWidget):

@@ -104,6 +104,14 @@ def _fmt_num(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _pow2(v: float) -> str:
+    """A loss scale as the power of two it is (65536 -> "2^16"); other values as numbers."""
+    v = float(v)
+    if v > 0 and math.isfinite(v) and math.log2(v) == int(math.log2(v)):
+        return f"2^{int(math.log2(v))}"
+    return _fmt_num(v)
+
+
 def _fmt_share(v: float) -> str:
     if not math.isfinite(v):
         return "—"
@@ -171,6 +179,7 @@ class PrecisionDashboard(RunDashboard):
         dark = is_dark_palette(self.palette())
         self.scale_plot = CurvePlot("Loss scale", y_label="loss scale")
         self.scale_plot.set_log_y(True)
+        self.scale_plot.set_hover_notes(self._scale_notes)
         self.absmax_plot = CurvePlot("Abs-max over time", y_label="max |x|")
         self.absmax_plot.set_log_y(True)
         self.overflow_plot = CurvePlot("Overflow share (%)", y_label="% of elements")
@@ -728,6 +737,29 @@ class PrecisionDashboard(RunDashboard):
             self.scale_plot.set_title(f"Non-finite events · {len(nf)}")
         self.scale_plot.sync_range()
 
+    def _scale_notes(self, x: float) -> list[str]:
+        """The hover read-out's lines for the skipped steps near data x (within 1 % of
+        the shown steps): the backoff and what overflowed, as the engine recorded it."""
+        if not self._skipped.size:
+            return []
+        (x0, x1), _ = self.scale_plot.plot_item.vb.viewRange()
+        near = self._skipped[np.abs(self._skipped - x) <= max(0.5, 0.01 * (x1 - x0))]
+        backoffs = {e["step"]: e["data"] for e in self._events
+                    if e["kind"] == "loss_scale_backoff"}
+        out = []
+        for step in near[:3].tolist():
+            d = backoffs.get(int(step), {})
+            line = f"skipped step {step:,}"
+            if "from" in d and "to" in d:
+                line += f": scale {_pow2(d['from'])} → {_pow2(d['to'])}"
+            if d.get("module"):
+                line += (f", inf/NaN {d.get('kind', 'value')} nearest the loss in "
+                         f"{_short(str(d['module']))}")
+            out.append(line)
+        if near.size > 3:
+            out.append(f"… and {near.size - 3} more skipped steps here")
+        return out
+
     def _power_of_two_ticks(self, scale: np.ndarray) -> None:
         """Loss scales are powers of two: label them so (2^16, not 6.55·10^4)."""
         pos = scale[np.isfinite(scale) & (scale > 0)]
@@ -760,7 +792,7 @@ class PrecisionDashboard(RunDashboard):
         self.heatmap.set_matrix(m, y_labels=[_short(n) for n in self._modules], x_range=(x0, x1))
         groups, inner = _block_groups(self._modules)
         self.heatmap.set_row_groups(groups, inner)
-        self._set_title_later(self.heatmap, f"log2 histogram of {KIND_LABELS.get(kind, kind)}"
+        self._set_title_later(self.heatmap, f"log2 |x|: {KIND_LABELS.get(kind, kind)}"
                                             f" · step {s:,} · {fname} zones")
         self._draw_zones(fmt[1], float(self._edges[first]), float(self._edges[stop]))
         rows = P.edge_table(self._modules, self._kinds, self._t[TENSORS[0]][idx],
@@ -811,6 +843,10 @@ class PrecisionDashboard(RunDashboard):
         bad, warn = status_color("failed", dark), status_color("interrupted", dark)
         model = self.table_model
         model.setRowCount(len(rows))
+        # Each cell set would tell the sorting proxy and the view (columns sized to their
+        # contents) on its own, about 3 ms each: seconds for a default model's table, at
+        # every step while training. The cells change quietly; then one update.
+        model.blockSignals(True)
         for i, row in enumerate(rows):
             cells = [(_short(row["module"]), row["module"]), (row["kind"], row["kind"]),
                      (_fmt_num(row["absmax"]), row["absmax"]),
@@ -842,6 +878,10 @@ class PrecisionDashboard(RunDashboard):
                 elif c == 3 and row["headroom_bits"] < 4 or c == 5 and row["footroom_bits"] < 0:
                     color = warn
                 item.setForeground(color if color is not None else self.palette().text())
+        model.blockSignals(False)
+        if rows:
+            model.dataChanged.emit(model.index(0, 0),
+                                   model.index(len(rows) - 1, model.columnCount() - 1))
         self.table_proxy.invalidate()
 
     def _move_markers(self, step: int | None) -> None:

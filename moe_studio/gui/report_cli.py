@@ -6,15 +6,18 @@ The image is a header (one line per run: name, status, steps, losses, setup) and
 one section per dashboard of the app, in the order of ``main_window.DASHBOARDS``: every
 dashboard added there is in the report too. Each is the very widget the app shows,
 given the runs with ``set_runs(paths)`` (several: overlaid) and grabbed at the report's
-width. A dashboard may offer ``set_report_mode(True)`` to hide its interactive
-controls, and a ``report_aspect`` attribute (height / width; default 0.6). One with a
+width. A report is a picture: every row of controls (step slider, layer and format
+combos, the Route box) and the "click a cell" token panels are hidden
+(``hide_controls``); a dashboard may offer ``set_report_mode(True)`` for more of its
+own, and a ``report_aspect`` attribute (height / width; default 0.6). One with a
 ``report_min_runs`` attribute (Compare: 2) is left out of reports of fewer runs, and one
 whose ``report_empty_reason()`` gives a reason after ``set_runs`` (Precision without
 precision records, Ensemble without an ensemble, the routing views of a dense model) is
 one line saying so instead of a picture of its empty state, unless ``--tabs`` asks for it.
 
 Without a display (Linux with neither ``$DISPLAY`` nor ``$WAYLAND_DISPLAY``) Qt runs
-offscreen; ``QT_QPA_PLATFORM`` set by the caller wins.
+offscreen; ``QT_QPA_PLATFORM`` set by the caller wins. Qt's chatter about offscreen
+windows stays off stderr (``quiet_qt``); its real warnings and errors still reach it.
 """
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ DEFAULT_WIDTH = 1600
 MIN_WIDTH, MAX_WIDTH = 600, 8000
 DEFAULT_ASPECT = 0.6
 _PAD = 16
+# Qt warnings that rendering offscreen always produces and that say nothing about the
+# report (a window manager hint the offscreen platform cannot pass on).
+QT_NOISE = ("does not support propagateSizeHints",)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -90,6 +96,7 @@ def cmd_report(args) -> int:
     tabs = [t.strip() for t in args.tabs.split(",")] if args.tabs else None
     if _needs_offscreen():
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    restore = quiet_qt(prog)
     try:
         size = render_report([i.path for i in infos], args.out, width=args.width,
                              dark=args.dark, tabs=tabs, infos=infos)
@@ -99,8 +106,76 @@ def cmd_report(args) -> int:
     except OSError as e:
         print(f"{prog}: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
         return 1
+    finally:
+        restore()
     print(f"wrote {args.out} ({size[0]} x {size[1]})")
     return 0
+
+
+def quiet_qt(prog: str):
+    """Send Qt's messages through a filter until the returned function is called: debug
+    and info messages and the known offscreen noise (``QT_NOISE``) are dropped, every
+    other warning and every error goes to stderr as one line, prefixed with ``prog``."""
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+
+    def handler(kind, _context, message) -> None:
+        if kind in (QtMsgType.QtDebugMsg, QtMsgType.QtInfoMsg):
+            return
+        if kind == QtMsgType.QtWarningMsg and any(n in message for n in QT_NOISE):
+            return
+        print(f"{prog}: Qt: {message}", file=sys.stderr)
+
+    previous = qInstallMessageHandler(handler)
+    return lambda: qInstallMessageHandler(previous)
+
+
+def hide_controls(widget) -> None:
+    """Hide what only a person at the screen can use: every row of ``widget``'s top
+    layout that holds an input (a slider, combo box, button, spin box or text box) and
+    no figure, and every "click a cell" token panel."""
+    from PySide6.QtWidgets import (QAbstractButton, QAbstractSlider, QAbstractSpinBox,
+                                   QComboBox, QLineEdit, QPlainTextEdit)
+
+    from .heatmap import FigureWidget
+    from .plots import CurvePlot
+    from .routed_text import TokenListPanel
+
+    inputs = (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit,
+              QPlainTextEdit)
+
+    def widgets_of(layout) -> list:
+        out = []
+        for i in range(layout.count()):
+            item = layout.itemAt(i)
+            if item.widget() is not None:
+                out.append(item.widget())
+            elif item.layout() is not None:
+                out += widgets_of(item.layout())
+        return out
+
+    def is_control_row(ws: list) -> bool:
+        return (any(isinstance(w, inputs) for w in ws) and not any(
+            isinstance(w, (CurvePlot, FigureWidget)) or w.findChildren(CurvePlot)
+            or w.findChildren(FigureWidget) for w in ws))
+
+    top = widget.layout()
+    for i in range(top.count() if top is not None else 0):
+        item = top.itemAt(i)
+        if item.layout() is not None:
+            row = widgets_of(item.layout())
+        elif item.widget() is not None and item.widget().layout() is not None:
+            row = [item.widget()] if is_control_row(widgets_of(item.widget().layout())) \
+                else []
+            if row:
+                row[0].hide()
+            continue
+        else:
+            continue
+        if is_control_row(row):
+            for w in row:
+                w.hide()
+    for panel in widget.findChildren(TokenListPanel):
+        panel.hide()
 
 
 def _app():
@@ -171,11 +246,13 @@ def render_dashboards(paths: list[Path], width: int, tabs: list[str] | None = No
             report_mode = getattr(widget, "set_report_mode", None)
             if callable(report_mode):
                 report_mode(True)
+            hide_controls(widget)
             aspect = float(getattr(widget, "report_aspect", DEFAULT_ASPECT) or DEFAULT_ASPECT)
             widget.resize(width, max(200, int(width * aspect)))
             widget.show()       # polish and lay out (never on a screen)
             _settle(app)
             widget.set_runs(list(paths))
+            hide_controls(widget)       # again: reading runs may show some (a member combo)
             _settle(app)
             if hasattr(widget, "stop_follow"):
                 widget.stop_follow()

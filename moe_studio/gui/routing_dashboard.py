@@ -497,14 +497,15 @@ class RoutingDashboard(RunDashboard):
             m = np.concatenate([share[r][present] for r in rows], axis=0)
             ylab = [(f"L{blocks[r]} " if all_layers else "") + label_of(g) for r in rows for g in present]
             tv = R.group_total_variation(share[rows][:, present])
-            tv_txt = f" · TV {np.nanmean(tv):.2f}" if np.isfinite(tv).any() else ""
+            tv_txt = (f" · total variation {np.nanmean(tv):.2f}" if np.isfinite(tv).any()
+                      else "")
             title = "Domain × expert" if kind == "domain" else "Token class × expert"
             plot.set_annotate(True)      # drawn where the cells are big enough for it
             self._set_title_later(plot, f"{title}{'' if all_layers else f' · L{blocks[rows[0]]}'}{tv_txt}")
             plot.setToolTip("Share of each group's token-choices sent to each expert; the "
-                            "colour scale is centred on the uniform share 1/E.\nTV: mean "
-                            "total-variation distance between the groups' rows (0 = routed "
-                            "alike, 1 = disjoint experts).")
+                            "colour scale is centred on the uniform share 1/E.\nTotal "
+                            "variation: the mean total-variation distance between the groups' "
+                            "rows (0 = routed alike, 1 = disjoint experts).")
             plot.set_matrix(m, x_labels=experts, y_labels=ylab, fixed_levels=(0.0, 2.0 * u))
             plot.set_bar_ticks([(0.0, "0%"), (u, f"{100 * u:.3g}%"), (2 * u, f"{200 * u:.3g}%")])
             plot.set_separators(rows=[len(present) * k for k in range(1, len(rows))])

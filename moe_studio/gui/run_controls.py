@@ -371,8 +371,9 @@ class RunDashboard(QWidget):
         self._dirty = False           # read but not drawn yet (frame pacing)
         self._last_draw = 0.0
         self._draw_interval = 0.0
+        self._reading = False         # inside _poll: a new step is drawn once, after it
         self.controls.layerChanged.connect(lambda _b: self._draw())
-        self.controls.stepChanged.connect(lambda _s: self._draw())
+        self.controls.stepChanged.connect(self._on_step)
         self.controls.memberChanged.connect(self._on_member)
         # The notice over the plots starts under the controls, however tall they are now.
         self.controls.resized.connect(self._place_notice)
@@ -461,10 +462,25 @@ class RunDashboard(QWidget):
         self._draw_interval = min(_MAX_DRAW_INTERVAL_S, (now - t0) / _DUTY)
         self._last_draw = now
 
+    def _on_step(self, _step: int) -> None:
+        if self._reading:
+            # The slider followed a new last step while reading: drawing it now and again
+            # when the read is done doubled the cost of every live refresh.
+            self._dirty = True
+        else:
+            self._draw()
+
     def _poll(self) -> bool:
         """Read what is new into the view's data (no drawing); True if anything changed."""
         if self._reader is None or self._follower is None:
             return False
+        self._reading = True
+        try:
+            return self._poll_once()
+        finally:
+            self._reading = False
+
+    def _poll_once(self) -> bool:
         try:
             upd = self._follower.poll()
             if not self._loaded:

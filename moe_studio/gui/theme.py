@@ -6,6 +6,7 @@ palette when Qt tells them it changed, so switching theme at runtime re-colours 
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pyqtgraph as pg
@@ -200,12 +201,29 @@ def status_color(status: str, dark: bool | None = None) -> QColor | None:
 TITLE_POINT_SIZE = 10.0
 
 
+# Where a title may be cut: its detail after " · ", ": ", " (" or ", " goes first, so a
+# narrow plot keeps whole words ("Load CV …") instead of "Load CV (std ÷ m…".
+_TITLE_CUTS = re.compile(r" · |: | \(|, ")
+
+
 def elide_title(base: QFont, title: str, width: float) -> str:
     """``title`` as a plot draws it (``TITLE_POINT_SIZE`` bold, from ``base``'s family),
-    elided at the right to ``width`` pixels. pyqtgraph's title item never gets narrower
-    than its text, so a title too long for its plot would push the view box (and the
-    latest data, or a colour bar) past the widget's right edge."""
+    shortened to ``width`` pixels: trailing details are dropped at a separator (" · ",
+    ": ", " (", ", ") and marked " …", and only a first part that is still too wide is
+    elided inside a word.
+    pyqtgraph's title item never gets narrower than its text, so a title too long for its
+    plot would push the view box (and the latest data, or a colour bar) past the widget's
+    right edge."""
     f = QFont(base)
     f.setPointSizeF(TITLE_POINT_SIZE)
     f.setBold(True)
-    return QFontMetrics(f).elidedText(title, Qt.TextElideMode.ElideRight, max(1, int(width)))
+    fm = QFontMetrics(f)
+    room = max(1, int(width))
+    if fm.horizontalAdvance(title) <= room:
+        return title
+    for m in reversed(list(_TITLE_CUTS.finditer(title))):
+        head = title[:m.start()].rstrip() + " …"    # whole words, and a sign of more
+        if fm.horizontalAdvance(head) <= room:
+            return head
+    first = _TITLE_CUTS.split(title, maxsplit=1)[0]
+    return fm.elidedText(first, Qt.TextElideMode.ElideRight, room)

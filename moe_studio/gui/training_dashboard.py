@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy,
+                               QSlider, QToolButton, QVBoxLayout, QWidget)
 
 from ..store import Follower, RunFileError, RunReader, open_run
 from .fitting_label import FittingLabel
@@ -25,7 +27,7 @@ from .follow_timer import FollowTimer
 from .live_run import format_rate, hub as live_hub, live_status
 from .plots import CurvePlot, PlotGrid
 from .run_controls import moe_blocks_of
-from .theme import is_dark_palette, status_color
+from .theme import is_dark_palette, plot_colors, status_color
 
 FRAME_MS = 50   # 20 Hz: how often the stores are polled (an idle poll costs ~0.2 ms);
                 # a fast run's curves can move at 20 frames/s, paced by _DUTY
@@ -223,6 +225,17 @@ class TrainingDashboard(QWidget):
         self._fit_button.clicked.connect(self.fit)
         for plot in self._grid.plots().values():
             plot.userChangedRange.connect(self._on_user_range)
+        # The planned last step of a running run: a faint line (outside the data's
+        # bounds, so the axis follows the curves) and the number in the axis label.
+        self._plan_lines: dict[str, pg.InfiniteLine] = {}
+        for key, plot in self._grid.plots().items():
+            line = pg.InfiniteLine(angle=90, movable=False, label="planned end",
+                                   labelOpts={"position": 0.9, "anchors": [(1, 0), (1, 0)]})
+            line.setZValue(-10)
+            line.hide()
+            plot.plot_item.addItem(line, ignoreBounds=True)
+            self._plan_lines[key] = line
+        self._style_plan_lines()
         self._on_smoothing(self._smooth_slider.value())
         self._update_status()
 
@@ -377,8 +390,9 @@ class TrainingDashboard(QWidget):
 
     def fit(self) -> None:
         """Show all data in every plot and follow it as it grows. While a run is still
-        running (and x is step or tokens), x spans the run's whole planned length, so
-        the curves fill the plot as training goes and the axis stays still."""
+        running (and x is step or tokens), its planned end is a faint line and a number
+        in the x label: the curves fill the width from the first steps on, the plan is
+        still in sight."""
         self._follow_extent = True
         self._grid.auto_range()
         self._apply_x_extent()
@@ -402,11 +416,21 @@ class TrainingDashboard(QWidget):
 
     def _apply_x_extent(self) -> None:
         end = self.x_extent()
-        for plot in self._grid.plots().values():
-            if end is None:
-                plot.auto_range()
-            else:
-                plot.set_x_extent(0.0, end)
+        for key, plot in self._grid.plots().items():
+            # The axis caption: the quantity (x_label()) and, while running, the plan.
+            plan = f" · planned {end:,.0f}" if end is not None else ""
+            plot.plot_item.setLabel("bottom", plot.x_label() + plan)
+            plot.auto_range()
+            line = self._plan_lines[key]
+            if end is not None:
+                line.setPos(end)
+            line.setVisible(end is not None)
+
+    def _style_plan_lines(self) -> None:
+        muted = QColor(plot_colors(is_dark_palette(self.palette()))["muted"])
+        for line in self._plan_lines.values():
+            line.setPen(pg.mkPen(muted, width=1, style=Qt.PenStyle.DashLine))
+            line.label.setColor(muted)
 
     def _on_user_range(self) -> None:
         self._follow_extent = False   # the user's zoom stands until Fit
@@ -640,6 +664,8 @@ class TrainingDashboard(QWidget):
         super().changeEvent(event)
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
             self._update_status()   # the status colours follow the theme
+            if hasattr(self, "_plan_lines"):
+                self._style_plan_lines()
 
 
 def _error_text(exc: BaseException) -> str:

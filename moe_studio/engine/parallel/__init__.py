@@ -1,0 +1,1 @@
+"""Training across processes on ``torch.distributed`` (launched by ``torchrun``)."""
