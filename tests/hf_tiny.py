@@ -71,6 +71,8 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0):
     import torch
     import transformers
 
+    # no progress bars: tqdm's monitor thread would outlive the test
+    transformers.utils.logging.disable_progress_bar()
     cls_name, kwargs = FAMILIES[family]
     config = getattr(transformers, cls_name)(**kwargs)
     torch.manual_seed(seed)

@@ -66,7 +66,10 @@ class Inspector:
         hf_cfg = read_config(folder)
         self.family = fam = check_family(hf_cfg, folder, o.trust_remote_code)
         check_weights(folder)
-        self.device = dev = resolve_device(o.device)
+        try:
+            self.device = dev = resolve_device(o.device)
+        except (ValueError, RuntimeError) as e:
+            raise InspectError(str(e).replace("train.device", "--device")) from None
         corpus_name, domains = read_domains(o.corpus)
         self.domain_names = [n for n, _, _ in domains]
         self.plan = plan = plan_memory(folder, hf_cfg, fam, dtype=o.dtype, device=str(dev),

@@ -142,7 +142,9 @@ class MemoryPlan:
         return ok
 
     def describe(self) -> str:
-        return (f"{self.params / 1e9:.2f} B parameters in {self.dtype}: weights {_gib(self.weights)}"
+        n = self.params
+        count = f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n:,}"
+        return (f"{count} parameters in {self.dtype}: weights {_gib(self.weights)}"
                 f" + activations {_gib(self.activations)} = {_gib(self.needed)} on {self.device} "
                 f"({_gib(self.available)} free)")
 
