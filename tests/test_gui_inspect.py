@@ -97,3 +97,75 @@ def test_two_inspections_compare_side_by_side(qtbot, inspections):
     np.testing.assert_array_equal(a["tokens"], b["tokens"])
     assert not np.array_equal(a["probs"], b["probs"])
     dash.close()
+
+
+def _window(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from moe_studio.gui.main_window import MainWindow
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, runs_dir=tmp_path / "runs", engine_mode="process")
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+def _type(qtbot, widget, text: str) -> None:
+    from PySide6.QtCore import Qt
+    qtbot.mouseClick(widget, Qt.MouseButton.LeftButton)
+    qtbot.keyClick(widget, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(widget, text)
+
+
+@pytest.mark.slow
+def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path, inspections):
+    from PySide6.QtCore import Qt
+
+    from moe_studio.gui.inspect_dialog import InspectDialog
+
+    folder = inspections[0].parents[1] / "mixtral"
+    w = _window(qtbot, tmp_path)
+    try:
+        w.inspect_action.trigger()          # File > Inspect a Checkpoint…
+        dlg = w.findChild(InspectDialog)
+        assert dlg is not None and dlg.isVisible() and not dlg.start_button.isEnabled()
+        _type(qtbot, dlg.model_edit, str(folder))
+        _type(qtbot, dlg.tokens_spin, "300")
+        qtbot.waitUntil(lambda: dlg.start_button.isEnabled(), timeout=90_000)
+        assert "Mixtral" in dlg.estimate_label.text() and "parameters" in dlg.estimate_label.text()
+        with qtbot.waitSignal(w.controller.finished, timeout=180_000) as fin:
+            qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+        assert fin.args == ["finished"]
+        run = w.controller.run_dir
+        with open_run(run) as r:
+            assert r.meta["kind"] == "inspection" and r.meta["tokens_routed"] <= 300
+            assert r.config["inspect"]["tokens"] == 300
+        assert [str(p) for p in w._shown_runs] == [run]
+    finally:
+        assert w.controller.shutdown(30_000)
+        w.close()
+
+
+@pytest.mark.slow
+def test_inspect_dialog_refuses_a_pickle_folder_before_start(qtbot, tmp_path):
+    from moe_studio.gui.inspect_dialog import InspectDialog
+
+    bad = tmp_path / "pickled"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "mixtral", "num_local_experts": 8}')
+    (bad / "pytorch_model.bin").write_bytes(b"\x80\x02")
+    w = _window(qtbot, tmp_path)
+    try:
+        w.inspect_action.trigger()
+        dlg = w.findChild(InspectDialog)
+        _type(qtbot, dlg.model_edit, str(bad))
+        qtbot.waitUntil(lambda: dlg.estimate() is not None, timeout=90_000)
+        assert "refused, a pickle can run code" in dlg.estimate_label.text()
+        assert not dlg.start_button.isEnabled()
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QDialogButtonBox
+        qtbot.mouseClick(dlg.buttons.button(QDialogButtonBox.StandardButton.Cancel),
+                         Qt.MouseButton.LeftButton)
+        assert not dlg.isVisible()
+    finally:
+        w.close()

@@ -8,7 +8,8 @@ torch, so the child starts with only what training needs.
 The child's protocol, one JSON document per line:
 
 - stdin, app -> engine: first ``{"config": to_dict(cfg), "runs_dir": str, "threads":
-  int | null}``, then commands ``"pause"``, ``"resume"``, ``"stop"``. End of input (the
+  int | null}`` (an inspection: ``"inspect": InspectOptions.to_dict()`` instead of
+  ``"config"``), then commands ``"pause"``, ``"resume"``, ``"stop"``. End of input (the
   app has gone) means stop: the step finishes, a checkpoint is saved, the run is
   marked stopped.
 - stdout, engine -> app: ``[kind, [args...]]`` for every ``emit`` below, progress as a
@@ -249,6 +250,10 @@ def child_main(stdin=None, stdout=None) -> int:
 
     def make():
         apply_engine_threads(job.get("threads"))
+        if "inspect" in job:   # File > Inspect a checkpoint: steps like a trainer
+            from ..engine.inspection import InspectOptions
+            from ..engine.inspection.inspector import Inspector
+            return Inspector(InspectOptions.from_dict(job["inspect"]), job["runs_dir"])
         from ..config import from_dict
         from ..engine.trainer import Trainer
         return Trainer(from_dict(job["config"]), job["runs_dir"])

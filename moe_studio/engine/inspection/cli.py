@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help=f"runs folder (default: $MOE_STUDIO_RUNS or ./runs; now {default_runs_dir()})")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--estimate", action="store_true",
+                   help="only print the memory estimate as one JSON line (reads no weights)")
     p.set_defaults(func=cmd_inspect)
 
 
@@ -46,6 +48,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                           seq_len=args.seq_len, batch_size=args.batch_size, dtype=args.dtype,
                           device=args.device, trust_remote_code=args.trust_remote_code,
                           precision_every=args.precision_every, name=args.name)
+    if args.estimate:
+        import json
+
+        from .loading import estimate
+        est = estimate(opts)
+        print(json.dumps(est))
+        return 0 if est["ok"] else 2
     if not args.quiet:
         print(f"loading {args.model} …", file=err, flush=True)
     from ...data import CorpusError

@@ -288,3 +288,37 @@ def load_model(folder: Path, family: Family, *, dtype: str, device: str,
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return (text[:300] + "…") if len(text) > 300 else (text or type(e).__name__)
+
+
+def estimate(options) -> dict:
+    """What the app shows before an inspection starts: ``{"ok": True, "family", "text",
+    "fits", "needed", "available", "notes"}`` from the config alone (no weight is read),
+    or ``{"ok": False, "error": one line}``."""
+    from ...data import CorpusError
+    from ..device import resolve_device
+
+    try:
+        folder = resolve_model(options.model)
+        cfg = read_config(folder)
+        fam = check_family(cfg, folder, options.trust_remote_code)
+        check_weights(folder)
+        try:
+            dev = resolve_device(options.device)
+        except (ValueError, RuntimeError) as e:
+            raise InspectError(str(e).replace("train.device", "--device")) from None
+        plan = plan_memory(folder, cfg, fam, dtype=options.dtype, device=str(dev),
+                           tokens_per_batch=options.seq_len * options.batch_size,
+                           trust_remote_code=options.trust_remote_code)
+    except (InspectError, CorpusError) as e:
+        return {"ok": False, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - a config transformers cannot build
+        return {"ok": False, "error": f"{Path(str(options.model)).name}: {_one_line(e)}"}
+    reason = ""
+    if not plan.fits:
+        try:
+            refuse_if_too_big(plan, folder)
+        except InspectError as e:
+            reason = str(e)
+    return {"ok": True, "family": fam.title, "text": plan.describe(), "fits": plan.fits,
+            "needed": plan.needed, "available": plan.available, "notes": plan.notes,
+            "reason": reason}
