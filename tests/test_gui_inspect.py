@@ -18,7 +18,7 @@ from moe_studio.gui.routing_dashboard import RoutingDashboard  # noqa: E402
 from moe_studio.gui.training_dashboard import TrainingDashboard  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
 
-import hf_tiny  # noqa: E402
+from moe_studio.engine.inspection import tiny as hf_tiny  # noqa: E402
 
 TEXT = ("Routers send each token to a few experts. def f(x):\n    return x * 2\n" * 30)
 

@@ -1,5 +1,5 @@
 """Inspection of pretrained Hugging Face MoE checkpoints, with no network: tiny
-random-weight models of every supported family (tests/hf_tiny.py) are saved to a
+random-weight models of every supported family (moe_studio/engine/inspection/tiny.py) are saved to a
 temporary folder and inspected; what the run records is checked against calling each
 model's own router modules directly."""
 from __future__ import annotations
@@ -20,7 +20,7 @@ from moe_studio.engine.inspection.inspector import Inspector  # noqa: E402
 from moe_studio.engine.inspection.loading import InspectError  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
 
-import hf_tiny  # noqa: E402
+from moe_studio.engine.inspection import tiny as hf_tiny  # noqa: E402
 
 PROSE = ("The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins "
          "with a single step. Time and tide wait for no one; the early bird catches the worm. ")

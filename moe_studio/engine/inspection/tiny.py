@@ -1,8 +1,10 @@
 """Tiny random-weight Hugging Face MoE models of every supported family, saved to a
-folder with a tokenizer trained here: what the inspection tests load, with no network.
+folder with a tokenizer trained on the spot: what the inspection tests and
+``moe-studio bench inspect`` load, with no network.
 
-Each model has hidden size 32, 4 routed experts and 2 layers (DeepSeek keeps its first
-layer dense, as the real models do with ``first_k_dense_replace``).
+Each model has hidden size 32, 4 routed experts and 2 layers unless the caller asks for
+more (DeepSeek keeps its first layer dense, as the real models do with
+``first_k_dense_replace``).
 """
 from __future__ import annotations
 
@@ -65,16 +67,17 @@ def train_tokenizer(texts: list[str]):
                                    eos_token="</s>")
 
 
-def build(family: str, folder: Path, tokenizer, seed: int = 0):
+def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
     """Save a random-weight model of ``family`` (and ``tokenizer``) to ``folder`` as
-    safetensors; returns the model in eval mode."""
+    safetensors; returns the model in eval mode. ``overrides``: config values to change
+    (a larger model for the benchmark)."""
     import torch
     import transformers
 
     # no progress bars: tqdm's monitor thread would outlive the test
     transformers.utils.logging.disable_progress_bar()
     cls_name, kwargs = FAMILIES[family]
-    config = getattr(transformers, cls_name)(**kwargs)
+    config = getattr(transformers, cls_name)(**{**kwargs, **overrides})
     torch.manual_seed(seed)
     if family == "switch_transformers":
         model = transformers.SwitchTransformersForConditionalGeneration(config)
