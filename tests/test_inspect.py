@@ -284,3 +284,12 @@ def test_cli_inspect_and_refusal(world, tmp_path, capsys):
     assert main(["inspect", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "refused, a pickle can run code" in err and len(err.strip().splitlines()) == 2
+
+
+def test_bench_inspect_quick_reports_both_rates():
+    from moe_studio.bench.inspect import run
+
+    r = run(quick=True)
+    assert r["benchmark"] == "inspect" and r["rounds"] >= 1
+    assert r["plain_tokens_per_s"] > 0 and r["inspect_tokens_per_s"] > 0
+    assert r["met"] == (r["overhead"] <= r["budget"])
