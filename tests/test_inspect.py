@@ -127,6 +127,8 @@ def test_inspection_matches_the_models_own_gates(world, fam):
             blocks = r.meta["moe_blocks"]
             assert len(blocks) == len(ref.routers) > 0
             assert r.config["moe"]["n_experts"] == E
+            assert r.config["model"]["moe_layers"] == ",".join(map(str, blocks))
+            assert r.config["precision"]["mode"] == "fp32"   # auto on the CPU
             steps, tpe = r.tensor_series("moe/tokens_per_expert")
             assert list(steps) == list(range(1, ins.total_steps + 1))
             dom_ref = np.zeros((len(ins.domain_names), len(blocks), E))

@@ -105,8 +105,7 @@ class Inspector:
         self._t_run = 0.0
         self._rate_ema: float | None = None
 
-        moe = {"n_experts": self.n_experts, "top_k": self.top_k, "router": fam.scoring,
-               "moe_layers": self.blocks}
+        moe = {"n_experts": self.n_experts, "top_k": self.top_k, "router": fam.scoring}
         config = {
             "name": o.name or f"inspect-{folder.name}",
             "inspect": {k: v for k, v in o.to_dict().items() if k != "name"},
@@ -115,7 +114,10 @@ class Inspector:
                                       or getattr(self.model.config, "num_layers", 0)),
                       "hidden_size": int(getattr(self.model.config, "hidden_size", 0)
                                          or getattr(self.model.config, "d_model", 0)),
-                      "vocab_size": int(getattr(self.model.config, "vocab_size", 0))},
+                      "vocab_size": int(getattr(self.model.config, "vocab_size", 0)),
+                      # the layer set as a training config writes it (the runs list reads it)
+                      "moe_layers": ",".join(str(b) for b in self.blocks)},
+            "precision": {"mode": plan.dtype},
             "moe": moe,
             "data": {"corpus": o.corpus, "context": seq_len, "batch_size": o.batch_size},
             "ensemble": {"members": 1},
