@@ -169,3 +169,26 @@ def test_inspect_dialog_refuses_a_pickle_folder_before_start(qtbot, tmp_path):
         assert not dlg.isVisible()
     finally:
         w.close()
+
+
+def test_controller_stop_keeps_an_inspection_in_thread_mode(qtbot, tmp_path, inspections):
+    from moe_studio.engine.inspection import InspectOptions
+    from moe_studio.gui.worker import TrainingController
+
+    folder = inspections[0].parents[1] / "mixtral"
+    ctl = TrainingController(mode="thread")
+    opts = InspectOptions(model=str(folder), tokens=6000, seq_len=16, batch_size=1,
+                          precision_every=0)
+    ctl.progress.connect(lambda _info: ctl.stop())      # Stop after the first batch
+    try:
+        with qtbot.waitSignal(ctl.finished, timeout=120_000) as fin:
+            ctl.start(opts, tmp_path / "runs")
+        assert fin.args == ["stopped"]
+        with open_run(ctl.run_dir) as r:
+            assert r.meta["kind"] == "inspection" and r.status == "stopped"
+            done = int(r.tensor_steps("moe/tokens_per_expert")[-1])
+            assert 1 <= done < r.meta["total_steps"]
+            _, tpd = r.tensor("inspect/tokens_per_domain")
+            assert 0 < tpd.sum() <= 16 * done   # a domain's last window may be shorter
+    finally:
+        assert ctl.shutdown(30_000)
