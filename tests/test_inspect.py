@@ -295,3 +295,29 @@ def test_bench_inspect_quick_reports_both_rates():
     assert r["benchmark"] == "inspect" and r["rounds"] >= 1
     assert r["plain_tokens_per_s"] > 0 and r["inspect_tokens_per_s"] > 0
     assert r["met"] == (r["overhead"] <= r["budget"])
+
+
+@pytest.mark.skipif("switch_transformers" not in FAMILY_NAMES, reason="no Switch in transformers")
+def test_switch_capacity_drops_match_the_router(world, tmp_path):
+    folder = tmp_path / "switch-cap2"
+    model = hf_tiny.build("switch_transformers", folder, world["tokenizer"], seed=3,
+                          expert_capacity=2)
+    ins = Inspector(InspectOptions(model=str(folder), corpus=str(world["corpus"]), tokens=200,
+                                   seq_len=32, batch_size=2, precision_every=0),
+                    runs_dir=tmp_path / "runs")
+    ins.step()
+    ins.close("stopped")
+    ref = GateReference(model, "switch_transformers")
+    try:
+        got = ref.run(model, ins.batches[0].ids)
+    finally:
+        ref.remove()
+    with open_run(ins.run_dir) as r:
+        _, dropped = r.tensor("moe/dropped_per_expert", 1)
+        scal = r.scalars()
+        for j, (_p, chosen, kept) in enumerate(got):
+            assert (~kept).sum() > 0   # capacity 2 of 32 tokens: most are dropped
+            np.testing.assert_array_equal(dropped[j], np.bincount(chosen[~kept].ravel(),
+                                                                  minlength=hf_tiny.EXPERTS))
+            frac = scal[scal["name"] == f"moe/L{r.meta['moe_blocks'][j]}/dropped_frac"]
+            assert float(frac["value"].iloc[0]) == pytest.approx((~kept).mean())
