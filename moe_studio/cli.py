@@ -293,12 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
     b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble", "routing",
-                                      "compare"])
+                                      "compare", "inspect"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     b.add_argument("--steps", type=int, default=None,
                    help="training steps, for the benchmarks that train (gui: a short run)")
     b.set_defaults(func=cmd_bench)
+
+    from .engine.inspection.cli import add_parser as add_inspect_parser
+    add_inspect_parser(sub)
 
     try:
         from .store.cli import add_parsers as add_store_parsers

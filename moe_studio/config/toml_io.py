@@ -76,3 +76,14 @@ def save(cfg: "schema.ExperimentConfig", path: str | Path) -> None:
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(dumps(cfg), encoding="utf-8")
     tmp.replace(p)
+
+
+def dumps_tables(d: dict) -> str:
+    """Nested dicts as TOML text: top-level scalars first, then one table per dict
+    value (for run configs that are not experiment configs, e.g. an inspection's)."""
+    lines = [f"{k} = {_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for sec, body in d.items():
+        if isinstance(body, dict):
+            lines += ["", f"[{sec}]"] + [f"{k} = {_value(v)}" for k, v in body.items()
+                                         if v is not None]
+    return "\n".join(lines) + "\n"

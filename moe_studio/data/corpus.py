@@ -116,23 +116,7 @@ def load_corpus(spec: str, *, context: int, val_fraction: float = 0.1,
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
 
-    spec = spec.strip()
-    if not spec:  # Path("") would silently mean the working folder
-        raise CorpusError("data.corpus is empty: give 'embedded', a text file or a folder")
-    if spec == EMBEDDED:
-        name, sources = EMBEDDED, [(n, data, "embedded corpus") for n, data in _embedded_domains()]
-    else:
-        path = Path(spec).expanduser()
-        if not path.exists():
-            raise CorpusError(f"corpus path '{path}' does not exist: check data.corpus "
-                              f"(or use 'embedded' for the built-in corpus)", path)
-        if path.is_file():
-            name, sources = path.stem, [(path.stem, _read_text_file(path), str(path))]
-        elif path.is_dir():
-            name, sources = path.name, _folder_domains(path)
-        else:
-            raise CorpusError(f"corpus path '{path}' is neither a file nor a folder", path)
-
+    name, sources = read_domains(spec)
     domain_names = [n for n, _, _ in sources]
     train, val = _split(sources, context, val_fraction)
 
@@ -152,6 +136,33 @@ def load_corpus(spec: str, *, context: int, val_fraction: float = 0.1,
         probe_text=p_tokens.tobytes().decode("utf-8"),
         probe_domain_names=probe_names,
     )
+
+
+def read_domains(spec: str) -> tuple[str, list[tuple[str, bytes, str]]]:
+    """``(corpus name, [(domain name, UTF-8 bytes, where it came from), ...])`` of a
+    corpus ``spec`` ("embedded", a text file or a folder, as for :func:`load_corpus`),
+    unsplit. Raises :class:`CorpusError`."""
+    spec = spec.strip()
+    if not spec:  # Path("") would silently mean the working folder
+        raise CorpusError("data.corpus is empty: give 'embedded', a text file or a folder")
+    if spec == EMBEDDED:
+        return EMBEDDED, [(n, data, "embedded corpus") for n, data in _embedded_domains()]
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise CorpusError(f"corpus path '{path}' does not exist: check data.corpus "
+                          f"(or use 'embedded' for the built-in corpus)", path)
+    if path.is_file():
+        return path.stem, [(path.stem, _read_text_file(path), str(path))]
+    if path.is_dir():
+        return path.name, _folder_domains(path)
+    raise CorpusError(f"corpus path '{path}' is neither a file nor a folder", path)
+
+
+def probe_passages(sources: list[tuple[str, bytes, str]]) -> list[bytes]:
+    """One passage per domain, as the default probe text takes it, from the second half
+    of each domain (text a model trained on the first half has not seen)."""
+    halves = [data[_char_boundary(data, len(data) // 2):] for _, data, _ in sources]
+    return _probe_passages(sources, halves)
 
 
 def _split(sources: list[tuple[str, bytes, str]], context: int,
@@ -294,13 +305,13 @@ def _embedded_domains() -> tuple[tuple[str, bytes], ...]:
                           "were found as .py files; use a text file or folder as data.corpus")
     # every module gets an equal share of a budget matched to the prose size
     budget = min(EMBEDDED_DOMAIN_CAP, len(prose))
-    shares = _fair_shares([len(s) for s in sources], budget)
+    shares = fair_shares([len(s) for s in sources], budget)
     parts = [_cut_at_line(s, n) for s, n in zip(sources, shares)]
     python = b"".join(p if p.endswith(b"\n") else p + b"\n" for p in parts if p)
     return (("prose", prose), ("python", python))
 
 
-def _fair_shares(sizes: list[int], budget: int) -> list[int]:
+def fair_shares(sizes: list[int], budget: int) -> list[int]:
     """Split ``budget`` bytes over items of ``sizes``: each gets at most an equal share,
     and what small items leave over goes to the larger ones (water-filling)."""
     shares = [0] * len(sizes)
@@ -338,6 +349,12 @@ _PARAGRAPH = re.compile(rb"\n[ \t]*\r?\n([ \t]*[A-Za-z])")
 
 def _default_probe(sources: list[tuple[str, bytes, str]],
                    val: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """One passage per domain from its validation part (see :func:`_probe_passages`),
+    concatenated and labelled by domain."""
+    return _concat(_probe_passages(sources, val))
+
+
+def _probe_passages(sources: list[tuple[str, bytes, str]], val: list[bytes]) -> list[bytes]:
     """One passage per domain from its validation part: the first paragraph that opens
     with a word (else the first full line), about PROBE_PASSAGE_BYTES each and
     PROBE_MAX_TOKENS in all, ending at a line end where one falls in its second half."""
@@ -362,7 +379,7 @@ def _default_probe(sources: list[tuple[str, bytes, str]],
         nl = v.rfind(b"\n", p + length // 2, end)
         end = nl + 1 if nl >= 0 and end < len(v) else _char_boundary(v, end)
         passages.append(v[p:end])
-    return _concat(passages)
+    return passages
 
 
 def _custom_probe(text: str, label: int) -> tuple[np.ndarray, np.ndarray]:

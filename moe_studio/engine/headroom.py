@@ -224,7 +224,12 @@ class HeadroomMonitor:
 
     def __init__(self, model: nn.Module, every: int = 10, kinds: tuple[str, ...] = KINDS, *,
                  formats: tuple[str, ...] = FORMAT_NAMES,
-                 sample_size: int | None = DEFAULT_SAMPLE_SIZE):
+                 sample_size: int | None = DEFAULT_SAMPLE_SIZE,
+                 targets: list[Target] | None = None, static_weights: bool = False):
+        """``targets``: what to watch (default :func:`find_targets`, for MoE Studio's own
+        models). ``static_weights``: the weights never change (an inspection of a
+        pretrained model), so they are measured on the first measured step only and
+        that measurement is repeated in later records."""
         bad = [k for k in kinds if k not in KINDS]
         if bad:
             raise ValueError(f"unknown kinds {bad} (known: {', '.join(KINDS)})")
@@ -233,7 +238,9 @@ class HeadroomMonitor:
         self.kinds = tuple(kinds)
         self.formats = tuple(formats)
         self.sample_size = sample_size
-        self.targets = find_targets(model)
+        self.static_weights = bool(static_weights)
+        self._weight_stats: dict[tuple[int, int], list[Tensor]] | None = None
+        self.targets = find_targets(model) if targets is None else list(targets)
         self._n = len(self.targets)
         self._index = {t.name: i for i, t in enumerate(self.targets)}
         self._ids: dict[tuple, Tensor] = {}   # index lists as device tensors (built once)
@@ -284,10 +291,15 @@ class HeadroomMonitor:
         self._stats = {}
         self._measure = self.measures(step)
         if self._measure and "weight" in self.kinds:
+            if self.static_weights and self._weight_stats is not None:
+                self._stats.update({key: list(v) for key, v in self._weight_stats.items()})
+                return
             k = self.kinds.index("weight")
             for i, t in enumerate(self.targets):
                 for p in t.params:
                     self._add(i, k, p)
+            if self.static_weights:
+                self._weight_stats = {key: list(v) for key, v in self._stats.items()}
 
     def _add(self, i: int, k: int, x: Tensor) -> None:
         self._stats.setdefault((i, k), []).append(

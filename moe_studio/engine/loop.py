@@ -9,7 +9,8 @@ needs.
 The child's protocol, one JSON document per line:
 
 - stdin, app -> engine: first ``{"config": to_dict(cfg), "runs_dir": str, "threads":
-  int | null}``, then commands ``"pause"``, ``"resume"``, ``"stop"``, ``{"weights":
+  int | null}`` (an inspection: ``"inspect": InspectOptions.to_dict()`` instead of
+  ``"config"``), then commands ``"pause"``, ``"resume"``, ``"stop"``, ``{"weights":
   path}`` (write the current weights there, between steps). Only ``"stop"`` is a
   user's stop (the run ends *stopped*). End of input without it means the app went
   away (crashed, killed): the step finishes, a checkpoint is saved, and the run is
@@ -208,7 +209,7 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
         def hand_weights(path: str) -> None:
             # The live weights for routing custom text: a failure is the request's, not
             # the run's.
-            from ..engine.weights import save_weights
+            from .weights import save_weights
             try:
                 save_weights(trainer.models, path, trainer.step_count)
                 emit("weights", path, int(trainer.step_count), "")
@@ -233,8 +234,8 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
             # nobody stopped it. The stored status stays 'running' and this process
             # exits, so readers see a writer that is gone: interrupted, exactly as a
             # killed `moe-studio train` reads.
-            if trainer.step_count > 0:
-                trainer.save_checkpoint()
+            if trainer.step_count > 0 and hasattr(trainer, "save_checkpoint"):
+                trainer.save_checkpoint()   # an inspection has nothing to continue from
             return "interrupted"
         status = "finished" if trainer.done else "stopped"
         trainer.close(status)
@@ -314,6 +315,10 @@ def child_main(stdin=None, stdout=None) -> int:
 
     def make():
         apply_engine_threads(job.get("threads"))
+        if "inspect" in job:   # File > Inspect a checkpoint: steps like a trainer
+            from .inspection import InspectOptions
+            from .inspection.inspector import Inspector
+            return Inspector(InspectOptions.from_dict(job["inspect"]), job["runs_dir"])
         from ..config import from_dict
         from .trainer import Trainer
         return Trainer(from_dict(job["config"]), job["runs_dir"])

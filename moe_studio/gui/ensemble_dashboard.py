@@ -42,6 +42,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHeade
 from ..store import RunFileError, RunReader, open_run
 from ..store import compare as C
 from .heatmap import HeatmapPlot
+from .inspection_runs import NO_ENSEMBLE_HTML, is_inspection
 from .plots import CurvePlot
 from .routed_text import RoutedTextView
 from .run_controls import RunDashboard, SnapshotCache, _error_text, move_step_markers
@@ -551,6 +552,9 @@ class EnsembleDashboard(RunDashboard):
 
     # ------------------------------------------------------------------ drawing
     def _show(self) -> None:
+        text = NO_ENSEMBLE_HTML if is_inspection(self._reader) else EMPTY_TEXT
+        if self.empty.text() != text:
+            self.empty.setText(text)
         self.members_page.setCurrentIndex(1 if self.is_ensemble() else 0)
         self.pair_combo.setEnabled(self.is_ensemble())
         if self.is_ensemble():

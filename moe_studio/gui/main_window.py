@@ -225,6 +225,9 @@ class MainWindow(QMainWindow):
                                                SP.SP_DialogSaveButton, "Save the experiment as a TOML file")
         self.open_run_action = self._action("Open &Run…", self.open_run_dialog, "Ctrl+Shift+O",
                                             SP.SP_DirIcon, "Show a recorded run folder")
+        self.inspect_action = self._action("&Inspect a Checkpoint…", self.inspect_dialog, None,
+                                           None, "Route a corpus through a pretrained Hugging "
+                                           "Face MoE checkpoint and record its routing")
         self.export_action = self._action("&Export Run Data…", self.export_dialog, "Ctrl+E",
                                           None, "Export the shown run's records to CSV or Parquet")
         self.quit_action = self._action("&Quit", self.close, K.Quit, None, "Quit MoE Studio")
@@ -258,6 +261,7 @@ class MainWindow(QMainWindow):
         m.addAction(self.save_config_action)
         m.addSeparator()
         m.addAction(self.open_run_action)
+        m.addAction(self.inspect_action)
         self.sample_menu = m.addMenu("Open &Sample Run")
         self.sample_menu.aboutToShow.connect(self._fill_sample_menu)
         m.addAction(self.export_action)
@@ -457,6 +461,12 @@ class MainWindow(QMainWindow):
         self._on_state(self.controller.state)  # re-colour the state label
 
     @Slot()
+    def inspect_dialog(self) -> None:
+        if not self.controller.busy:
+            from .inspect_dialog import open_inspect_dialog
+            self._inspect_dialog = open_inspect_dialog(self)
+
+    @Slot()
     def open_run_dialog(self) -> None:
         start = str(self.runs_dir if self.runs_dir.exists() else Path.cwd())
         d = QFileDialog.getExistingDirectory(self, "Open run folder", start)
@@ -580,6 +590,7 @@ class MainWindow(QMainWindow):
         self.pause_action.setIcon(self.style().standardIcon(
             QStyle.StandardPixmap.SP_MediaPlay if paused else QStyle.StandardPixmap.SP_MediaPause))
         self.stop_action.setEnabled(busy and state != "stopping")
+        self.inspect_action.setEnabled(not busy)
         self.new_action.setEnabled(True)
         self.export_action.setEnabled(bool(self._shown_runs) and not self.export_task.busy)
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizeP
 from ..store import Follower, RunFileError, RunReader, open_run
 from .fitting_label import FittingLabel
 from .follow_timer import FollowTimer
+from .inspection_runs import NO_TRAINING, is_inspection
 from .live_run import format_rate, hub as live_hub, live_status
 from .plots import CurvePlot, PlotGrid
 from .run_controls import moe_blocks_of
@@ -635,6 +636,8 @@ class TrainingDashboard(QWidget):
         loss = self._grid.plot("loss")
         if not self._tracks:
             hint = "" if self._errors else EMPTY_HINT
+        elif all(is_inspection(t.reader) for t in self._tracks):
+            hint = NO_TRAINING
         elif not loss.series_keys() and not self._pending:
             hint = "Waiting for the first recorded step…" if any(
                 t.status == "running" for t in self._tracks) else "These runs recorded no losses."

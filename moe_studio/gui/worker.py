@@ -57,6 +57,7 @@ import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..config import ExperimentConfig, copy_config, to_dict
+from ..engine.inspection.options import InspectOptions
 from ..engine.loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
                            describe, gui_engine_threads, train_loop)
 
@@ -92,6 +93,9 @@ def default_mode() -> str:
 
 def _engine_trainer(config: ExperimentConfig, runs_dir: Path):
     # Imported here, in the worker thread, so that the GUI starts without loading torch.
+    if isinstance(config, InspectOptions):   # an inspection steps like a trainer
+        from ..engine.inspection.inspector import Inspector
+        return Inspector(config, runs_dir)
     from ..engine.trainer import Trainer
     return Trainer(config, runs_dir)
 
@@ -236,8 +240,11 @@ class _ProcessWorker(_Worker):
         final: str | None = None
         try:
             assert proc.stdin is not None and proc.stdout is not None
-            job = {"config": to_dict(self._config), "runs_dir": str(self._runs_dir),
-                   "threads": gui_engine_threads()}
+            job = {"runs_dir": str(self._runs_dir), "threads": gui_engine_threads()}
+            if isinstance(self._config, InspectOptions):
+                job["inspect"] = self._config.to_dict()
+            else:
+                job["config"] = to_dict(self._config)
             try:
                 proc.stdin.write(json.dumps(job) + "\n")
                 proc.stdin.flush()
@@ -345,7 +352,7 @@ class TrainingController(QObject):
 
     # ---------------------------------------------------------------- commands
     def start(self, config: ExperimentConfig, runs_dir: str | Path) -> None:
-        """Start a run of ``config`` under ``runs_dir``. Returns at once; the Trainer
+        """Start a run of ``config`` (or an inspection: ``InspectOptions``) under ``runs_dir``. Returns at once; the Trainer
         is built in the worker thread (``started`` fires when its run folder exists)."""
         if self.busy:
             raise RuntimeError("a run is already in progress; stop it first")
@@ -355,7 +362,8 @@ class TrainingController(QObject):
         self.total_steps = int(getattr(getattr(config, "train", None), "steps", 0) or 0)
         self.last_info = None
         # A copy: edits in the form after Train must not reach the running engine.
-        config = copy_config(config)
+        config = (InspectOptions.from_dict(config.to_dict()) if isinstance(config, InspectOptions)
+                  else copy_config(config))
         if self.mode == "process":
             self._control = _PipeCommands()
             worker: _Worker = _ProcessWorker(gen, config, Path(runs_dir), self._control)

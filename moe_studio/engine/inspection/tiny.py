@@ -1,0 +1,90 @@
+"""Tiny random-weight Hugging Face MoE models of every supported family, saved to a
+folder with a tokenizer trained on the spot: what the inspection tests and
+``moe-studio bench inspect`` load, with no network.
+
+Each model has hidden size 32, 4 routed experts and 2 layers unless the caller asks for
+more (DeepSeek keeps its first layer dense, as the real models do with
+``first_k_dense_replace``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+VOCAB = 300
+HIDDEN = 32
+EXPERTS = 4
+
+_COMMON = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
+               bos_token_id=1, eos_token_id=2)
+
+# family -> (transformers config class name, its keyword arguments)
+FAMILIES: dict[str, tuple[str, dict]] = {
+    "mixtral": ("MixtralConfig", dict(_COMMON, intermediate_size=64, num_local_experts=EXPERTS,
+                                      num_experts_per_tok=2)),
+    "qwen2_moe": ("Qwen2MoeConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
+                                         shared_expert_intermediate_size=32, num_experts=EXPERTS,
+                                         num_experts_per_tok=2, decoder_sparse_step=1)),
+    "qwen3_moe": ("Qwen3MoeConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
+                                         num_experts=EXPERTS, num_experts_per_tok=2, head_dim=8,
+                                         decoder_sparse_step=1, norm_topk_prob=True)),
+    "olmoe": ("OlmoeConfig", dict(_COMMON, intermediate_size=32, num_experts=EXPERTS,
+                                  num_experts_per_tok=2)),
+    "deepseek_v2": ("DeepseekV2Config", dict(_COMMON, num_key_value_heads=4, intermediate_size=64, moe_intermediate_size=32,
+                                             n_routed_experts=EXPERTS, n_shared_experts=1,
+                                             num_experts_per_tok=2, first_k_dense_replace=1,
+                                             kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8,
+                                             qk_nope_head_dim=8, v_head_dim=8, n_group=2,
+                                             topk_group=1, topk_method="group_limited_greedy",
+                                             routed_scaling_factor=1.0)),
+    "deepseek_v3": ("DeepseekV3Config", dict(_COMMON, num_key_value_heads=4, intermediate_size=64, moe_intermediate_size=32,
+                                             n_routed_experts=EXPERTS, n_shared_experts=1,
+                                             num_experts_per_tok=2, first_k_dense_replace=1,
+                                             kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8,
+                                             qk_nope_head_dim=8, v_head_dim=8, n_group=2,
+                                             topk_group=1, routed_scaling_factor=2.5)),
+    "switch_transformers": ("SwitchTransformersConfig", dict(
+        vocab_size=VOCAB, d_model=HIDDEN, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+        num_heads=4, num_experts=EXPERTS, expert_capacity=64, encoder_sparse_step=1,
+        decoder_sparse_step=1, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)),
+}
+
+
+def train_tokenizer(texts: list[str]):
+    """A byte-level BPE tokenizer of VOCAB ids trained on ``texts``, wrapped for
+    transformers (what ``AutoTokenizer.from_pretrained`` reads back)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+
+
+def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
+    """Save a random-weight model of ``family`` (and ``tokenizer``) to ``folder`` as
+    safetensors; returns the model in eval mode. ``overrides``: config values to change
+    (a larger model for the benchmark)."""
+    import torch
+    import transformers
+
+    # no progress bars: tqdm's monitor thread would outlive the test
+    transformers.utils.logging.disable_progress_bar()
+    cls_name, kwargs = FAMILIES[family]
+    config = getattr(transformers, cls_name)(**{**kwargs, **overrides})
+    torch.manual_seed(seed)
+    if family == "switch_transformers":
+        model = transformers.SwitchTransformersForConditionalGeneration(config)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    model.eval()
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model

@@ -1,0 +1,194 @@
+"""An inspection run (a pretrained checkpoint routed over a corpus) in the app: the
+Gates, Experts, Routing and Precision views open it unchanged, Training and Ensemble say
+it has no training, and two inspections compare side by side on the same tokens."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from moe_studio.gui.compare_dashboard import CompareDashboard  # noqa: E402
+from moe_studio.gui.ensemble_dashboard import EnsembleDashboard  # noqa: E402
+from moe_studio.gui.experts_dashboard import ExpertsDashboard  # noqa: E402
+from moe_studio.gui.gate_dashboard import GateDashboard  # noqa: E402
+from moe_studio.gui.inspection_runs import NO_TRAINING  # noqa: E402
+from moe_studio.gui.precision_dashboard import PrecisionDashboard  # noqa: E402
+from moe_studio.gui.routing_dashboard import RoutingDashboard  # noqa: E402
+from moe_studio.gui.training_dashboard import TrainingDashboard  # noqa: E402
+from moe_studio.store import open_run  # noqa: E402
+
+from moe_studio.engine.inspection import tiny as hf_tiny  # noqa: E402
+
+TEXT = ("Routers send each token to a few experts. def f(x):\n    return x * 2\n" * 30)
+
+
+@pytest.fixture(scope="module")
+def inspections(tmp_path_factory):
+    """Two inspections of the same corpus: a Mixtral and a Qwen3-MoE checkpoint."""
+    from moe_studio.engine.inspection import InspectOptions
+    from moe_studio.engine.inspection.inspector import Inspector
+
+    root = tmp_path_factory.mktemp("gui-inspect")
+    (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    tok = hf_tiny.train_tokenizer([TEXT])
+    out = []
+    for fam in ("mixtral", "qwen3_moe"):
+        hf_tiny.build(fam, root / fam, tok)
+        ins = Inspector(InspectOptions(model=str(root / fam), corpus=str(root / "corpus.txt"),
+                                       tokens=400, seq_len=32, batch_size=2, precision_every=2),
+                        runs_dir=root / "runs")
+        while not ins.done:
+            ins.step()
+        ins.close()
+        out.append(ins.run_dir)
+    return out
+
+
+def test_routing_views_open_an_inspection(make_dashboard, inspections):
+    run = inspections[0]
+    with open_run(run) as r:
+        n_steps = r.meta["total_steps"]
+        blocks = r.meta["moe_blocks"]
+    gates = make_dashboard(GateDashboard, [run])
+    steps, bands = gates.percentile_bands(None)
+    assert list(steps) == list(range(1, n_steps + 1)) and np.isfinite(bands).all()
+    assert "finished" in gates.status_text() and not gates.dense_notice()
+
+    experts = make_dashboard(ExpertsDashboard, [run])
+    steps, tpe = experts.tokens_per_expert()
+    assert tpe.shape == (n_steps, len(blocks), hf_tiny.EXPERTS) and tpe.sum() > 0
+
+    routing = make_dashboard(RoutingDashboard, [run])
+    arrays, meta, desc = routing.current()
+    assert arrays["probs"].shape[0] == len(blocks) and "probe at step 1" in desc
+    shares = routing.share_matrices()
+    dom, rows = shares["domain"]
+    assert np.isfinite(dom).all() and np.allclose(dom.sum(-1), 1.0)
+
+    prec = make_dashboard(PrecisionDashboard, [run])
+    assert prec.has_data() and prec.table_rows()
+    assert any(m.endswith("q_proj") for m in prec.modules())
+
+
+def test_training_and_ensemble_say_an_inspection_has_none(make_dashboard, inspections):
+    training = make_dashboard(TrainingDashboard, inspections[:1])
+    assert training.plot("loss").placeholder() == NO_TRAINING
+    ens = make_dashboard(EnsembleDashboard, inspections[:1])
+    assert ens.members_page.currentIndex() == 0
+    assert "An inspection has no ensemble" in ens.empty.text()
+
+
+def test_two_inspections_compare_side_by_side(qtbot, inspections):
+    dash = CompareDashboard()
+    qtbot.addWidget(dash)
+    dash.resize(1200, 800)
+    dash.show()
+    dash.set_runs(inspections)
+    rows = dash.summary_rows()
+    assert len(rows) == 2
+    diff = dash.config_diff()
+    assert len(diff) > 0   # two families: the model section differs
+    dash.tabs.setCurrentIndex(1)
+    dash.set_pair(0, 1, "Routing")
+    left, right = dash.pair()
+    a, b = left.current()[0], right.current()[0]
+    # the same corpus, so the same probe text, routed by two different models
+    np.testing.assert_array_equal(a["tokens"], b["tokens"])
+    assert not np.array_equal(a["probs"], b["probs"])
+    dash.close()
+
+
+def _window(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from moe_studio.gui.main_window import MainWindow
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, runs_dir=tmp_path / "runs", engine_mode="process")
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+def _type(qtbot, widget, text: str) -> None:
+    from PySide6.QtCore import Qt
+    qtbot.mouseClick(widget, Qt.MouseButton.LeftButton)
+    qtbot.keyClick(widget, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(widget, text)
+
+
+@pytest.mark.slow
+def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path, inspections):
+    from PySide6.QtCore import Qt
+
+    from moe_studio.gui.inspect_dialog import InspectDialog
+
+    folder = inspections[0].parents[1] / "mixtral"
+    w = _window(qtbot, tmp_path)
+    try:
+        w.inspect_action.trigger()          # File > Inspect a Checkpoint…
+        dlg = w.findChild(InspectDialog)
+        assert dlg is not None and dlg.isVisible() and not dlg.start_button.isEnabled()
+        _type(qtbot, dlg.model_edit, str(folder))
+        _type(qtbot, dlg.tokens_spin, "300")
+        qtbot.waitUntil(lambda: dlg.start_button.isEnabled(), timeout=90_000)
+        assert "Mixtral" in dlg.estimate_label.text() and "parameters" in dlg.estimate_label.text()
+        with qtbot.waitSignal(w.controller.finished, timeout=180_000) as fin:
+            qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
+        assert fin.args == ["finished"]
+        run = w.controller.run_dir
+        with open_run(run) as r:
+            assert r.meta["kind"] == "inspection" and r.meta["tokens_routed"] <= 300
+            assert r.config["inspect"]["tokens"] == 300
+        assert [str(p) for p in w._shown_runs] == [run]
+    finally:
+        assert w.controller.shutdown(30_000)
+        w.close()
+
+
+@pytest.mark.slow
+def test_inspect_dialog_refuses_a_pickle_folder_before_start(qtbot, tmp_path):
+    from moe_studio.gui.inspect_dialog import InspectDialog
+
+    bad = tmp_path / "pickled"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "mixtral", "num_local_experts": 8}')
+    (bad / "pytorch_model.bin").write_bytes(b"\x80\x02")
+    w = _window(qtbot, tmp_path)
+    try:
+        w.inspect_action.trigger()
+        dlg = w.findChild(InspectDialog)
+        _type(qtbot, dlg.model_edit, str(bad))
+        qtbot.waitUntil(lambda: dlg.estimate() is not None, timeout=90_000)
+        assert "refused, a pickle can run code" in dlg.estimate_label.text()
+        assert not dlg.start_button.isEnabled()
+        from PySide6.QtCore import Qt
+        from PySide6.QtWidgets import QDialogButtonBox
+        qtbot.mouseClick(dlg.buttons.button(QDialogButtonBox.StandardButton.Cancel),
+                         Qt.MouseButton.LeftButton)
+        assert not dlg.isVisible()
+    finally:
+        w.close()
+
+
+def test_controller_stop_keeps_an_inspection_in_thread_mode(qtbot, tmp_path, inspections):
+    from moe_studio.engine.inspection import InspectOptions
+    from moe_studio.gui.worker import TrainingController
+
+    folder = inspections[0].parents[1] / "mixtral"
+    ctl = TrainingController(mode="thread")
+    opts = InspectOptions(model=str(folder), tokens=6000, seq_len=16, batch_size=1,
+                          precision_every=0)
+    ctl.progress.connect(lambda _info: ctl.stop())      # Stop after the first batch
+    try:
+        with qtbot.waitSignal(ctl.finished, timeout=120_000) as fin:
+            ctl.start(opts, tmp_path / "runs")
+        assert fin.args == ["stopped"]
+        with open_run(ctl.run_dir) as r:
+            assert r.meta["kind"] == "inspection" and r.status == "stopped"
+            done = int(r.tensor_steps("moe/tokens_per_expert")[-1])
+            assert 1 <= done < r.meta["total_steps"]
+            _, tpd = r.tensor("inspect/tokens_per_domain")
+            assert 0 < tpd.sum() <= 16 * done   # a domain's last window may be shorter
+    finally:
+        assert ctl.shutdown(30_000)

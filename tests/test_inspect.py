@@ -1,0 +1,323 @@
+"""Inspection of pretrained Hugging Face MoE checkpoints, with no network: tiny
+random-weight models of every supported family (moe_studio/engine/inspection/tiny.py) are saved to a
+temporary folder and inspected; what the run records is checked against calling each
+model's own router modules directly."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+import torch  # noqa: E402
+
+from moe_studio.engine.inspection import InspectOptions, installed_families  # noqa: E402
+from moe_studio.engine.inspection.inspector import Inspector  # noqa: E402
+from moe_studio.engine.inspection.loading import InspectError  # noqa: E402
+from moe_studio.store import open_run  # noqa: E402
+
+from moe_studio.engine.inspection import tiny as hf_tiny  # noqa: E402
+
+PROSE = ("The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins "
+         "with a single step. Time and tide wait for no one; the early bird catches the worm. ")
+CODE = "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(add(i, i * 2))\n"
+FAMILY_NAMES = [f for f in hf_tiny.FAMILIES if f in {x.model_type for x in installed_families()}]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Every family's model saved once for the module, a two-domain corpus folder."""
+    root = tmp_path_factory.mktemp("hf")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    (corpus / "prose.txt").write_text(PROSE * 12, encoding="utf-8")
+    (corpus / "code.py").write_text(CODE * 12, encoding="utf-8")
+    tok = hf_tiny.train_tokenizer([PROSE * 4, CODE * 4])
+    models = {}
+    for fam in FAMILY_NAMES:
+        models[fam] = hf_tiny.build(fam, root / fam, tok, seed=1)
+    return {"root": root, "corpus": corpus, "models": models, "tokenizer": tok}
+
+
+def _inspect(world, fam: str, steps: int | None = None, **kw):
+    opts = InspectOptions(model=str(world["root"] / fam), corpus=str(world["corpus"]),
+                          tokens=kw.pop("tokens", 700), seq_len=32, batch_size=4,
+                          precision_every=kw.pop("precision_every", 2), **kw)
+    ins = Inspector(opts, runs_dir=world["root"] / "runs")
+    try:
+        n = ins.total_steps if steps is None else steps
+        for _ in range(n):
+            ins.step()
+    except BaseException:
+        ins.close("failed")
+        raise
+    ins.close("finished" if ins.done else "stopped")
+    return ins
+
+
+class GateReference:
+    """Each router's input recorded by a pre-hook the test adds, then the router module
+    called again on it directly: the model's own gate, outside the inspector."""
+
+    def __init__(self, model, fam: str):
+        self.fam = fam
+        self.inputs: list = []
+        self.routers = []
+        for name, mod in model.named_modules():
+            cls = type(mod).__name__
+            if cls.endswith(("TopKRouter", "TopkRouter", "Top1Router")) and \
+                    (fam != "switch_transformers" or name.startswith("encoder.")):
+                self.routers.append(mod)
+        self._hooks = [m.register_forward_pre_hook(self._pre) for m in self.routers]
+
+    def _pre(self, module, args):
+        self.inputs.append((module, args[0].detach().clone()))
+
+    def remove(self):
+        for h in self._hooks:
+            h.remove()
+
+    def run(self, model, ids: np.ndarray):
+        """Per router: (probs [T, E] as a distribution, chosen experts [T, k], kept [T])."""
+        self.inputs = []
+        with torch.no_grad():
+            x = torch.from_numpy(ids)
+            if self.fam == "switch_transformers":
+                model.get_encoder()(input_ids=x)
+            else:
+                model(input_ids=x, use_cache=False)
+            out = []
+            inputs, self.inputs = self.inputs, []
+            for mod, h in inputs:
+                r = mod.forward(h)   # not mod(h): the pre-hook must not see this call
+                if self.fam == "switch_transformers":
+                    dispatch, _, logits = r
+                    logits = logits.reshape(-1, logits.shape[-1]).double().numpy()
+                    chosen = logits.argmax(-1)[:, None]
+                    kept = dispatch.reshape(-1, logits.shape[-1]).sum(-1).numpy() > 0
+                else:
+                    logits, _, chosen = r
+                    logits = logits.double().numpy()
+                    chosen = chosen.numpy()
+                    kept = np.ones(len(logits), bool)
+                if self.fam == "deepseek_v3":
+                    s = 1.0 / (1.0 + np.exp(-logits))
+                    p = s / s.sum(-1, keepdims=True)
+                else:
+                    e = np.exp(logits - logits.max(-1, keepdims=True))
+                    p = e / e.sum(-1, keepdims=True)
+                out.append((p, chosen, kept))
+        return out
+
+
+@pytest.mark.parametrize("fam", FAMILY_NAMES)
+def test_inspection_matches_the_models_own_gates(world, fam):
+    ins = _inspect(world, fam)
+    model = world["models"][fam]
+    ref = GateReference(model, fam)
+    E = hf_tiny.EXPERTS
+    try:
+        with open_run(ins.run_dir) as r:
+            assert r.meta["kind"] == "inspection"
+            assert r.status == "finished"
+            blocks = r.meta["moe_blocks"]
+            assert len(blocks) == len(ref.routers) > 0
+            assert r.config["moe"]["n_experts"] == E
+            assert r.config["model"]["moe_layers"] == ",".join(map(str, blocks))
+            assert r.config["precision"]["mode"] == "fp32"   # auto on the CPU
+            steps, tpe = r.tensor_series("moe/tokens_per_expert")
+            assert list(steps) == list(range(1, ins.total_steps + 1))
+            dom_ref = np.zeros((len(ins.domain_names), len(blocks), E))
+            cos_ref = np.zeros((len(blocks), E, E))
+            scal = r.scalars()
+            for s, batch in enumerate(ins.batches, start=1):
+                got = ref.run(model, batch.ids)
+                for j, (p, chosen, kept) in enumerate(got):
+                    counts = np.bincount(chosen.ravel(), minlength=E)
+                    np.testing.assert_array_equal(tpe[s - 1][j], counts)
+                    _, d = r.tensor("moe/dropped_per_expert", s)
+                    np.testing.assert_array_equal(d[j], np.bincount(chosen[~kept].ravel(), minlength=E))
+                    ent = -(p * np.log(np.where(p > 0, p, 1))).sum(-1).mean()
+                    sel = scal[(scal["name"] == f"moe/L{blocks[j]}/entropy") & (scal["step"] == s)]
+                    assert float(sel["value"].iloc[0]) == pytest.approx(ent, rel=1e-4, abs=1e-6)
+                    sel = scal[(scal["name"] == f"moe/L{blocks[j]}/top1_prob") & (scal["step"] == s)]
+                    assert float(sel["value"].iloc[0]) == pytest.approx(p.max(-1).mean(), rel=1e-4)
+                    _, edges, counts_h = r.histogram_series(f"router_probs/L{blocks[j]}")
+                    assert counts_h[s - 1].sum() == p.size
+                    for t, row in enumerate(chosen):
+                        dom_ref[batch.domains[t], j, row] += 1
+                        for a in row:
+                            for b in row:
+                                cos_ref[j, a, b] += 1
+            _, dom = r.tensor("inspect/load_per_domain")
+            np.testing.assert_array_equal(dom, dom_ref)
+            _, cos = r.tensor("inspect/coselect")
+            np.testing.assert_array_equal(cos, cos_ref)
+            _, tpd = r.tensor("inspect/tokens_per_domain")
+            assert tpd.sum() == sum(b.ids.size for b in ins.batches)
+
+            # the probe: each byte carries its model token's routing
+            snap = r.snapshot("routing/probe")
+            a = snap.arrays
+            n = a["tokens"].size
+            assert a["probs"].shape == (len(blocks), n, E)
+            assert a["topk_idx"].shape[:2] == (len(blocks), n)
+            assert snap.meta["domain_names"] == ins.domain_names
+            text0 = bytes(a["tokens"][a["domains"] == 0]).decode("utf-8")
+            tok = world["tokenizer"]
+            ids = np.asarray([tok(text0)["input_ids"]], dtype=np.int64)
+            p0 = ref.run(model, ids)
+            starts = np.flatnonzero(a["token_start"][a["domains"] == 0])
+            owner = a["model_token"][a["domains"] == 0]
+            for j, (p, chosen, _kept) in enumerate(p0):
+                probs_bytes = a["probs"][j][a["domains"] == 0].astype(np.float64)
+                np.testing.assert_allclose(probs_bytes[starts], p[owner[starts]], atol=2e-3)
+                top = a["topk_idx"][j][a["domains"] == 0][starts]
+                assert [set(x) for x in top] == [set(x) for x in chosen[owner[starts]]]
+
+            # precision headroom of every linear layer's activations
+            mods = r.meta["precision_modules"]
+            assert r.meta["precision_kinds"] == ["act", "weight"]
+            linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+                       and (fam != "switch_transformers" or n.startswith("encoder."))]
+            assert set(linears) <= set(mods)
+            st, amax = r.tensor_series("precision/absmax")
+            assert list(st) == [s for s in range(1, ins.total_steps + 1) if s == 1 or s % 2 == 0]
+            act = amax[0][:, 0]
+            ran = [mods.index(n) for n in linears]
+            assert np.isfinite(act[ran]).all() and (act[ran] > 0).all()
+    finally:
+        ref.remove()
+
+
+def test_stop_keeps_what_was_recorded(world):
+    ins = _inspect(world, FAMILY_NAMES[0], steps=2, tokens=2000)
+    assert 2 < ins.total_steps
+    with open_run(ins.run_dir) as r:
+        assert r.status == "stopped"
+        assert list(r.tensor_steps("moe/tokens_per_expert")) == [1, 2]
+        _, tpd = r.tensor("inspect/tokens_per_domain")
+        assert tpd.sum() == sum(b.ids.size for b in ins.batches[:2])
+        assert r.snapshot("routing/probe") is not None
+
+
+def test_pickle_only_folder_is_refused(world, tmp_path):
+    src = world["root"] / FAMILY_NAMES[0]
+    dst = tmp_path / "pickled"
+    dst.mkdir()
+    (dst / "config.json").write_bytes((src / "config.json").read_bytes())
+    torch.save(world["models"][FAMILY_NAMES[0]].state_dict(), dst / "pytorch_model.bin")
+    with pytest.raises(InspectError, match=r"only pickle weights \(pytorch_model.bin\): refused"):
+        Inspector(InspectOptions(model=str(dst)), runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dense_folder_is_refused(world, tmp_path):
+    import transformers
+
+    cfg = transformers.LlamaConfig(vocab_size=hf_tiny.VOCAB, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "dense")
+    with pytest.raises(InspectError, match=r"dense\): has no MoE layers|has no MoE layers"):
+        Inspector(InspectOptions(model=str(tmp_path / "dense")), runs_dir=tmp_path / "runs")
+
+
+def test_all_dense_deepseek_is_refused(world, tmp_path):
+    import transformers
+
+    kw = dict(hf_tiny.FAMILIES["deepseek_v3"][1], first_k_dense_replace=2)
+    transformers.AutoModelForCausalLM.from_config(transformers.DeepseekV3Config(**kw)) \
+        .save_pretrained(tmp_path / "dsv3")
+    world["tokenizer"].save_pretrained(tmp_path / "dsv3")
+    with pytest.raises(InspectError, match="has no MoE layers"):
+        Inspector(InspectOptions(model=str(tmp_path / "dsv3"), corpus=str(world["corpus"])),
+                  runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_model_that_cannot_fit_is_refused(world, tmp_path, monkeypatch):
+    from moe_studio.engine.inspection import loading
+
+    monkeypatch.setattr(loading, "host_available", lambda: 1 << 16)
+    with pytest.raises(InspectError, match=r"does not fit: .* parameters in fp32.*64.0 KiB free|does not fit"):
+        Inspector(InspectOptions(model=str(world["root"] / FAMILY_NAMES[0]),
+                                 corpus=str(world["corpus"])), runs_dir=tmp_path / "runs")
+
+
+def test_uncached_model_id_is_refused_without_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(InspectError, match="never downloads"):
+        Inspector(InspectOptions(model="nobody/no-such-moe"), runs_dir=tmp_path / "runs")
+
+
+def test_memory_plan_counts_parameters_exactly(world):
+    from moe_studio.engine.inspection.families import FAMILIES
+    from moe_studio.engine.inspection.loading import plan_memory, read_config
+
+    fam = FAMILY_NAMES[0]
+    folder = world["root"] / fam
+    plan = plan_memory(folder, read_config(folder), FAMILIES[fam], dtype="bf16", device="cpu",
+                       tokens_per_batch=128)
+    model = world["models"][fam]
+    assert plan.params == sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert plan.weights == 2 * plan.params
+
+
+def test_cli_inspect_and_refusal(world, tmp_path, capsys):
+    from moe_studio.cli import main
+
+    fam = FAMILY_NAMES[-1]
+    rc = main(["inspect", str(world["root"] / fam), "--corpus", str(world["corpus"]),
+               "--tokens", "300", "--seq-len", "32", "--out", str(tmp_path / "runs")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    assert run.parent == tmp_path / "runs" and "finished" in err
+    with open_run(run) as r:
+        assert r.meta["kind"] == "inspection" and r.meta["model_type"] == fam
+    bad = tmp_path / "pickled"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"model_type": "mixtral"}))
+    (bad / "model.pt").write_bytes(b"\x80")
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "refused, a pickle can run code" in err and len(err.strip().splitlines()) == 2
+
+
+def test_bench_inspect_quick_reports_both_rates():
+    from moe_studio.bench.inspect import run
+
+    r = run(quick=True)
+    assert r["benchmark"] == "inspect" and r["rounds"] >= 1
+    assert r["plain_tokens_per_s"] > 0 and r["inspect_tokens_per_s"] > 0
+    assert r["met"] == (r["overhead"] <= r["budget"])
+
+
+@pytest.mark.skipif("switch_transformers" not in FAMILY_NAMES, reason="no Switch in transformers")
+def test_switch_capacity_drops_match_the_router(world, tmp_path):
+    folder = tmp_path / "switch-cap2"
+    model = hf_tiny.build("switch_transformers", folder, world["tokenizer"], seed=3,
+                          expert_capacity=2)
+    ins = Inspector(InspectOptions(model=str(folder), corpus=str(world["corpus"]), tokens=200,
+                                   seq_len=32, batch_size=2, precision_every=0),
+                    runs_dir=tmp_path / "runs")
+    ins.step()
+    ins.close("stopped")
+    ref = GateReference(model, "switch_transformers")
+    try:
+        got = ref.run(model, ins.batches[0].ids)
+    finally:
+        ref.remove()
+    with open_run(ins.run_dir) as r:
+        _, dropped = r.tensor("moe/dropped_per_expert", 1)
+        scal = r.scalars()
+        for j, (_p, chosen, kept) in enumerate(got):
+            assert (~kept).sum() > 0   # capacity 2 of 32 tokens: most are dropped
+            np.testing.assert_array_equal(dropped[j], np.bincount(chosen[~kept].ravel(),
+                                                                  minlength=hf_tiny.EXPERTS))
+            frac = scal[scal["name"] == f"moe/L{r.meta['moe_blocks'][j]}/dropped_frac"]
+            assert float(frac["value"].iloc[0]) == pytest.approx((~kept).mean())
