@@ -13,8 +13,6 @@ from .options import InspectOptions
 
 
 def add_parser(sub) -> None:
-    from ...paths import default_runs_dir
-
     d = InspectOptions(model="")
     p = sub.add_parser("inspect", help="route a corpus through a pretrained Hugging Face MoE "
                                        "checkpoint and record its routing (no download)")
@@ -35,7 +33,7 @@ def add_parser(sub) -> None:
                    help="allow the checkpoint's own Python code (only for models you trust)")
     p.add_argument("--name", default="", help="run name (default inspect-<folder>)")
     p.add_argument("--out", type=Path, default=None,
-                   help=f"runs folder (default: $MOE_STUDIO_RUNS or ./runs; now {default_runs_dir()})")
+                   help="runs folder (default: $MOE_STUDIO_RUNS or ./runs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--estimate", action="store_true",
                    help="only print the memory estimate as one JSON line (reads no weights)")
