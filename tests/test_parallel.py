@@ -18,7 +18,7 @@ def torchrun(script: str, *args: str, nproc: int = 2, timeout: float = 240) -> s
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [str(HERE.parent)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_port", "0", str(HERE / "dist" / script), *args]
+           "--standalone", str(HERE / "dist" / script), *args]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     out = p.stdout + p.stderr
     if p.returncode != 0:
