@@ -279,13 +279,13 @@ def test_follows_a_growing_run(make, tmp_path):
     try:
         for _ in range(3):
             tr.step()
-        tr._flush_stats()
+        tr.flush_records()
         tr.writer.flush()
         d = make(tr.run_dir)
         assert d.steps().tolist() == [1, 2]
         for _ in range(3):
             tr.step()
-        tr._flush_stats()
+        tr.flush_records()
         tr.writer.flush()
         assert d.refresh() is True
         assert d.steps().tolist() == [1, 2, 4, 6] and d.step() == 6

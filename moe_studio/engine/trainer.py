@@ -209,11 +209,11 @@ class Trainer:
                 "tokens": float(self.step_count * self._tokens_per_step),
                 "elapsed_s": time.time() - self._t_start}, member=-1)
         if self.recorder.due(self.done):
-            self._flush()
+            self.flush_records()
 
         val_loss = None
         if self.step_count % cfg.train.eval_every == 0 or self.done:
-            self._flush()
+            self.flush_records()
             val_loss = self.evaluate()["val/loss"]
         if snap_now and cfg.train.collect_stats:
             self._write_probe_snapshot()
@@ -264,7 +264,10 @@ class Trainer:
         if self.config.moe.router == "aux_free":
             model.update_router_biases()
 
-    def _flush(self) -> None:
+    def flush_records(self) -> None:
+        """Hand the statistics batched since the last flush to the store (the trainer
+        flushes on its own at eval steps and at the end; a reader of a live run calls
+        this to see the latest steps at once)."""
         self.recorder.flush(self.step_count, self.ensemble.loss_member)
 
     # ------------------------------------------------------------------ probes & eval
@@ -328,7 +331,7 @@ class Trainer:
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint (``checkpoint-<step>.pt`` in the run folder by default)."""
-        self._flush()
+        self.flush_records()
         p = Path(path) if path is not None else self.run_dir / f"checkpoint-{self.step_count:07d}.pt"
         tmp = p.with_name(p.name + ".tmp")
         torch.save(self.state_dict(), tmp)
@@ -371,7 +374,7 @@ class Trainer:
             if checkpoint and status in ("finished", "stopped") and self.step_count > 0:
                 self.save_checkpoint()
             else:
-                self._flush()
+                self.flush_records()
         except Exception as e:  # noqa: BLE001 - never lose the status because a final write failed
             status, error = "failed", (error or "") + f"\nwhile closing: {e!r}"
         finally:

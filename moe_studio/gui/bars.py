@@ -134,7 +134,7 @@ class BarPlot(FigureWidget):
         load) or vertical at x, each with a short label."""
         while len(self._refs) < len(refs):
             line = pg.InfiniteLine(angle=0, movable=False,
-                                   label="", labelOpts={"position": 0.98, "anchors": [(1, 1), (1, 1)]})
+                                   label="", labelOpts={"position": 0.98, "anchors": [(1, 0), (1, 0)]})
             line.setZValue(600)
             self._pi.addItem(line, ignoreBounds=False)
             self._refs.append((line, ""))
@@ -144,7 +144,9 @@ class BarPlot(FigureWidget):
                 line.show()       # the label only re-renders while visible
                 line.setAngle(90 if vertical else 0)
                 line.setPos(float(pos))
-                line.label.anchors = [(1, 1), (1, 1)] if not vertical else [(0, 0), (0, 0)]
+                # under a horizontal line: the bars reach above it (the view's top is
+                # the tallest bar), while there is always room down to zero
+                line.label.anchors = [(1, 0), (1, 0)] if not vertical else [(0, 0), (0, 0)]
                 line.label.setFormat(text)
                 self._refs[i] = (line, text)
             else:

@@ -75,9 +75,9 @@ class ExpertsDashboard(RunDashboard):
         self.step_map.set_mouse_pan(True, False)
         for h in (self.layer_map, self.step_map):
             h.set_bar_ticks([(0.0, "0"), (0.5, "0.5"), (1.0, "1"), (1.5, "1.5"), (2.0, "2")])
-        self.cv = CurvePlot("Load CV (std ÷ mean)")
+        self.cv = CurvePlot("Load imbalance (CV = std ÷ mean)")
         self.max_mean = CurvePlot("Max ÷ mean load")
-        self.dropped = CurvePlot("Dropped (%) · over capacity")
+        self.dropped = CurvePlot("Dropped tokens (%) · over capacity")
         self.dead = CurvePlot("Dead experts")
         self.bias = CurvePlot("Balancing bias")
         self.tokens = TokenListPanel()

@@ -36,6 +36,10 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
     if box.width() <= 1 or box.height() <= 1:
         return
     for label in line_labels(plot_item):
+        # Called from the view's transform signal, before pyqtgraph has moved the line
+        # for the new view: drop its cached geometry so the label is placed for the view
+        # as it is now, not as it was.
+        label.line.viewTransformChanged()
         orig = getattr(label, "_orig_anchors", None)
         if orig is None:
             orig = label._orig_anchors = [tuple(a) for a in label.anchors]
@@ -52,6 +56,7 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
         for anchors in tries:
             label.anchors = list(anchors)
             label.updatePosition()
+            label.updateTransform(force=True)   # its size as drawn, not as last painted
             if box.contains(label.mapRectToScene(label.boundingRect())):
                 break
         else:

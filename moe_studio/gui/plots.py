@@ -859,6 +859,11 @@ class CurvePlot(QWidget):
     def title(self) -> str:
         return self._title
 
+    def set_minimum_plot_height(self, height: int) -> None:
+        """Let a plot stacked under another shrink below the usual minimum, so the views
+        around it keep the room their rows need."""
+        self._plot.setMinimumHeight(height)
+
     def set_title(self, title: str) -> None:
         self._title = title
         self._apply_title()

@@ -272,6 +272,8 @@ class PrecisionDashboard(RunDashboard):
             self.heatmap.plot_item.addItem(line, ignoreBounds=True)
 
         fractions = QSplitter(Qt.Orientation.Vertical)
+        for plot in (self.overflow_plot, self.underflow_plot):
+            plot.set_minimum_plot_height(80)   # the histogram below needs a row per module
         fractions.addWidget(self.overflow_plot)
         fractions.addWidget(self.underflow_plot)
         top = QSplitter(Qt.Orientation.Horizontal)
@@ -285,7 +287,7 @@ class PrecisionDashboard(RunDashboard):
         self.content = QSplitter(Qt.Orientation.Vertical)
         self.content.addWidget(top)
         self.content.addWidget(bottom)
-        self.content.setSizes([400, 440])
+        self.content.setSizes([360, 480])
         self.empty = QLabel()
         self.empty.setObjectName("precisionEmpty")
         self.empty.setWordWrap(True)

@@ -45,7 +45,7 @@ PLOTS: dict[str, tuple[str, list[tuple[str, str, bool]]]] = {
     "aux": ("Load-balancing loss", [("train/aux_loss", "aux", True)]),
     "z": ("Router z-loss", [("train/z_loss", "z", True)]),
     "lr": ("Learning rate", [("lr", "lr", False)]),
-    "tokens_per_s": ("Throughput (tok/s)", [("tokens_per_s", "tokens/s", False)]),
+    "tokens_per_s": ("Tokens per second", [("tokens_per_s", "tokens/s", False)]),
 }
 LOG_Y_PLOTS = ("loss", "aux", "z", "lr")
 EMPTY_HINT = ("No run to show yet.\n\nPress Train (F5) to train the experiment on the left, "
