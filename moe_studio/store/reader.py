@@ -192,6 +192,18 @@ class RunReader:
         self._read_run_row()
         return self._run[3]
 
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Tags the user (or the run's creator, e.g. a sweep) gave the run, in order."""
+        from .organise import tags_from_meta
+        return tags_from_meta(self.meta)
+
+    @property
+    def note(self) -> str | None:
+        """The user's free-text note on the run, or None."""
+        from .organise import note_from_meta
+        return note_from_meta(self.meta)
+
     # ------------------------------------------------------------------ scalars
     @_guarded
     def scalars(self, names: Sequence[str] | None = None, member: int | None = None) -> pd.DataFrame:
