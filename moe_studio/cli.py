@@ -235,7 +235,12 @@ def cmd_bench(args) -> int:
                   file=sys.stderr)
             return 2
         kwargs["steps"] = args.steps
+    t0 = time.time()
+    print(f"moe-studio bench {args.what}: running (progress here on stderr; the result on stdout)",
+          file=sys.stderr, flush=True)
     result = mod.run(json_out=args.json, quick=args.quick, **kwargs)
+    print(f"moe-studio bench {args.what}: done in {_fmt_duration(time.time() - t0)}",
+          file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
