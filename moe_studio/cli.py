@@ -311,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from .store.cli import add_parsers as add_store_parsers
         add_store_parsers(sub)
+        from .engine.weights import add_safetensors_export
+        add_safetensors_export(sub.choices["export"])
     except ImportError:
         pass
     try:

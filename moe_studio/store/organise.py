@@ -23,9 +23,11 @@ from .errors import RunFileError
 from .liveness import effective_status
 from .reader import resolve_run_path
 from .schema import RUNNING, check_db_file, wal_path
+from .user_meta import NOTE_KEY, TAGS_KEY, note_from_meta, tags_from_meta
 
-TAGS_KEY = "tags"
-NOTE_KEY = "note"
+__all__ = ["edit_run", "delete_run", "TrashUnavailable", "clean_tag", "clean_name",
+           "tags_from_meta", "note_from_meta"]
+
 MAX_NAME = 200
 MAX_TAG = 40
 MAX_NOTE = 20_000
@@ -51,20 +53,6 @@ def clean_name(name: str) -> str:
     if len(n) > MAX_NAME:
         raise ValueError(f"a run name has at most {MAX_NAME} characters (got {len(n)})")
     return n
-
-
-def tags_from_meta(meta: dict) -> tuple[str, ...]:
-    """The run's tags from its meta dict; anything malformed there reads as no tags
-    (a tag list is a convenience, never a reason to refuse a run)."""
-    raw = meta.get(TAGS_KEY)
-    if not isinstance(raw, list):
-        return ()
-    return tuple(dict.fromkeys(t for t in raw if isinstance(t, str) and t))
-
-
-def note_from_meta(meta: dict) -> str | None:
-    raw = meta.get(NOTE_KEY)
-    return raw if isinstance(raw, str) and raw.strip() else None
 
 
 def edit_run(path: str | Path, *, name: str | None = None, add_tags: Iterable[str] = (),

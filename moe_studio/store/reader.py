@@ -26,6 +26,7 @@ from .errors import RunFileError
 from .liveness import effective_status, writer_alive
 from .schema import (DB_NAME, RUNNING, SCHEMA_VERSION, check_db_file, connect_private_copy, connect_reader,
                      db_error, read_failure_note, wal_path)
+from .user_meta import note_from_meta, tags_from_meta
 
 if TYPE_CHECKING:  # follow imports this module
     from .follow import Follower
@@ -195,13 +196,11 @@ class RunReader:
     @property
     def tags(self) -> tuple[str, ...]:
         """Tags the user (or the run's creator, e.g. a sweep) gave the run, in order."""
-        from .organise import tags_from_meta
         return tags_from_meta(self.meta)
 
     @property
     def note(self) -> str | None:
         """The user's free-text note on the run, or None."""
-        from .organise import note_from_meta
         return note_from_meta(self.meta)
 
     # ------------------------------------------------------------------ scalars
