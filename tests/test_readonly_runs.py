@@ -1,7 +1,8 @@
 """Reading a run never creates or changes a file beside it, and a read-only run opens in
-every view. As root, permission bits stop nothing, so the check is the bytes: every
+every view. As root, permission bits stop nothing, so the first check is the bytes: every
 file's content, mode and the list of files are the same after every view has read the
-run. A second check reads the run as an unprivileged user where that is possible."""
+run. The second reads, exports and reports the run in a process that the permission bits
+do bind ('nobody', or root without its permission-override capabilities)."""
 from __future__ import annotations
 
 import hashlib
@@ -105,9 +106,10 @@ def test_every_view_opens_a_read_only_run_and_changes_no_byte(readonly_runs, mak
     assert tree(ro) == before
 
 
+@pytest.mark.slow
 def test_an_unprivileged_user_reads_a_read_only_run(tmp_path):
-    """As a user who cannot write there: the reader, `moe-studio runs` and `export` work,
-    and the run is byte for byte as it was."""
+    """As a user who cannot write there: the reader, `moe-studio runs`, `export` and
+    `report` (every dashboard, offscreen) work, and the run is byte for byte as it was."""
     base = Path(tempfile.mkdtemp(prefix="moe-ro-"))
     try:
         base.chmod(0o755)
@@ -130,19 +132,40 @@ def test_an_unprivileged_user_reads_a_read_only_run(tmp_path):
                     assert len(r.scalars())
             assert main(["runs", {str(ro)!r}, "--json"]) == 0
             assert main(["export", {str(killed)!r}, "--out", {str(out / 'csv')!r}]) == 0
+            assert main(["report", {str(ro / 'dense-baseline')!r}, {str(killed)!r},
+                         "--out", {str(out / 'report.png')!r}]) == 0
         """)
         cmd = [sys.executable, "-c", code]
-        env = {**os.environ, "HOME": str(out), "TMPDIR": str(out)}
+        env = {**os.environ, "HOME": str(out), "TMPDIR": str(out), "QT_QPA_PLATFORM": "offscreen"}
         if os.geteuid() == 0:
-            probe = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c", "pass"],
-                                   capture_output=True) if shutil.which("runuser") else None
-            if probe is None or probe.returncode != 0:
-                pytest.skip("no unprivileged user can run this Python here (its interpreter is "
-                            "not readable by 'nobody'); the root test compares bytes instead")
-            cmd = ["runuser", "-u", "nobody", "--", *cmd]
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+            cmd = _unprivileged(cmd)
+            if cmd is None:
+                pytest.skip("neither 'nobody' nor a root without permission overrides can run "
+                            "this Python here; the other test compares bytes instead")
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
+        assert (out / "report.png").stat().st_size > 10_000
         assert tree(ro) == before
+        # and the permission bits did hold for that process: a write there is refused
+        res = subprocess.run([*cmd[:-2], "-c", f"open({str(ro / 'x')!r}, 'w')"], capture_output=True,
+                             text=True, env=env)
+        assert res.returncode != 0 and "Permission denied" in res.stderr
     finally:
         set_writable(base, True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _unprivileged(cmd: list[str]) -> list[str] | None:
+    """``cmd`` run so that permission bits bind it: as 'nobody' where that user can run
+    this Python, else as root without the capabilities that let root ignore them
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER). None if neither works."""
+    tries = []
+    if shutil.which("runuser"):
+        tries.append(["runuser", "-u", "nobody", "--"])
+    if shutil.which("setpriv"):
+        tries.append(["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"])
+    for prefix in tries:
+        probe = subprocess.run([*prefix, sys.executable, "-c", "import numpy, pandas"], capture_output=True)
+        if probe.returncode == 0:
+            return [*prefix, *cmd]
+    return None
