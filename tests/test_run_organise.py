@@ -149,3 +149,14 @@ def test_cli_tag_note_rename_and_list(tmp_path, capsys):
     assert err.count("\n") == 1 and "commas" in err
     assert _cli("rename", a.run_dir) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_a_reader_open_during_an_edit_sees_it(tmp_path):
+    w = _make(tmp_path / "runs", "before")
+    with open_run(w.run_dir) as r:
+        assert r.tags == () and len(r.scalars()) == 1
+        edit_run(w.run_dir, name="after", add_tags=["x"], note="n")
+        r.refresh()
+        assert r.tags == ("x",) and r.note == "n"
+        assert len(r.scalars()) == 1
+    assert not (w.run_dir / "run.sqlite-wal").exists() and not (w.run_dir / "run.sqlite-shm").exists()
