@@ -258,7 +258,8 @@ def cmd_gui(args) -> int:
     from .gui.app import main as gui_main
 
     # main() reads argv as sys.argv does: the program first, then the arguments.
-    return gui_main(["moe-studio"] + [a for a in [args.path] if a])
+    from .paths import resolve_run_arg
+    return gui_main(["moe-studio"] + [str(resolve_run_arg(a)) for a in [args.path] if a])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command")
 
     g = sub.add_parser("gui", help="open the app (the default with no command)")
-    g.add_argument("path", nargs="?", help="a run folder or a config .toml to open")
+    g.add_argument("path", nargs="?", help="a run folder, a sample run's name, or a config .toml to open")
     g.set_defaults(func=cmd_gui)
 
     def config_args(p):

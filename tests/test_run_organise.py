@@ -160,3 +160,12 @@ def test_a_reader_open_during_an_edit_sees_it(tmp_path):
         assert r.tags == ("x",) and r.note == "n"
         assert len(r.scalars()) == 1
     assert not (w.run_dir / "run.sqlite-wal").exists() and not (w.run_dir / "run.sqlite-shm").exists()
+
+
+def test_editing_a_sample_copy_adds_no_file(tmp_path):
+    from moe_studio.paths import sample_runs_dir
+    run = tmp_path / "dense-baseline"
+    shutil.copytree(sample_runs_dir() / "dense-baseline", run)
+    edit_run(run, add_tags=["mine"])
+    assert sorted(p.name for p in run.iterdir()) == ["config.toml", "run.sqlite"]
+    assert run_info(run).tags == ("mine",)

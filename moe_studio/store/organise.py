@@ -22,7 +22,7 @@ from typing import Iterable
 from .errors import RunFileError
 from .liveness import effective_status
 from .reader import resolve_run_path
-from .schema import RUNNING, check_db_file, wal_path
+from .schema import LOCK_NAME, RUNNING, check_db_file, wal_path
 from .user_meta import NOTE_KEY, TAGS_KEY, note_from_meta, tags_from_meta
 
 __all__ = ["edit_run", "delete_run", "TrashUnavailable", "clean_tag", "clean_name",
@@ -141,6 +141,8 @@ def _exclusive(path: str | Path):
         if not os.access(p, os.W_OK):
             raise RunFileError(p, "read-only: copy the run to a folder you can write to "
                                   "to change it")
+    lock = folder / LOCK_NAME
+    made_lock = not lock.exists()
     fd = _take_writer_lock(folder)
     try:
         if wal_path(db).exists():
@@ -156,4 +158,6 @@ def _exclusive(path: str | Path):
                 raise RunFileError(folder, "the run is being written; change it when it has ended")
         yield db
     finally:
+        if made_lock:  # leave the folder with the files it had (a sample run has no lock)
+            lock.unlink(missing_ok=True)
         _release_writer_lock(fd)
