@@ -10,7 +10,7 @@ and the metrics use their torch path (same numbers, slower on the CPU).
 import platform
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 SOURCE = "moe_studio/engine/_native/agreement_kernel.c"
 
@@ -37,4 +37,13 @@ def _extensions() -> list[Extension]:
     return exts
 
 
-setup(ext_modules=_extensions())
+# The recorded sample runs ship inside the package as ``moe_studio/sample_runs`` (data
+# only), so an installed app finds them beside its code; in a checkout they stay in the
+# top-level ``sample_runs/`` (see moe_studio.paths.sample_runs_dir).
+setup(ext_modules=_extensions(),
+      packages=[*find_packages(include=["moe_studio", "moe_studio.*"]), "moe_studio.sample_runs"],
+      package_dir={"moe_studio.sample_runs": "sample_runs"},
+      package_data={"moe_studio.sample_runs": ["**/*"]},
+      # what a reader or writer may have left beside a run is not part of it
+      exclude_package_data={"moe_studio.sample_runs": ["**/*-wal", "**/*-shm", "**/writer.lock",
+                                                       "**/*.tmp", "**/__pycache__/*"]})

@@ -235,7 +235,12 @@ def cmd_bench(args) -> int:
                   file=sys.stderr)
             return 2
         kwargs["steps"] = args.steps
+    t0 = time.time()
+    print(f"moe-studio bench {args.what}: running (progress here on stderr; the result on stdout)",
+          file=sys.stderr, flush=True)
     result = mod.run(json_out=args.json, quick=args.quick, **kwargs)
+    print(f"moe-studio bench {args.what}: done in {_fmt_duration(time.time() - t0)}",
+          file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -253,7 +258,8 @@ def cmd_gui(args) -> int:
     from .gui.app import main as gui_main
 
     # main() reads argv as sys.argv does: the program first, then the arguments.
-    return gui_main(["moe-studio"] + [a for a in [args.path] if a])
+    from .paths import resolve_run_arg
+    return gui_main(["moe-studio"] + [str(resolve_run_arg(a)) for a in [args.path] if a])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -269,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command")
 
     g = sub.add_parser("gui", help="open the app (the default with no command)")
-    g.add_argument("path", nargs="?", help="a run folder or a config .toml to open")
+    g.add_argument("path", nargs="?", help="a run folder, a sample run's name, or a config .toml to open")
     g.set_defaults(func=cmd_gui)
 
     def config_args(p):
@@ -306,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from .store.cli import add_parsers as add_store_parsers
         add_store_parsers(sub)
+        from .engine.weights import add_safetensors_export
+        add_safetensors_export(sub.choices["export"])
     except ImportError:
         pass
     try:

@@ -28,8 +28,32 @@ def default_runs_dir() -> Path:
 
 
 def sample_runs_dir() -> Path:
-    """The recorded runs that ship with the app (top-level ``sample_runs/``)."""
-    return Path(__file__).resolve().parent.parent / "sample_runs"
+    """The recorded runs that ship with the app: ``moe_studio/sample_runs`` in an
+    installed package (setup.py maps them there), the top-level ``sample_runs/`` of a
+    checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "sample_runs"
+    return installed if installed.is_dir() else here.parent / "sample_runs"
+
+
+def resolve_run_arg(text: str | os.PathLike) -> Path:
+    """The run a command line names: a path to a run folder (or its run.sqlite), else
+    the name of a sample run (``moe-top2``). A name that is neither comes back as the
+    path it spells, so the reader's "run folder not found" names it."""
+    p = Path(text)
+    if p.exists() or os.sep in str(text) or (os.altsep and os.altsep in str(text)):
+        return p
+    sample = sample_runs_dir() / str(text)
+    return sample if (sample / RUN_DB_NAME).is_file() else p
+
+
+def sample_names() -> list[str]:
+    """Names of the sample runs that ship with the app, sorted."""
+    d = sample_runs_dir()
+    try:
+        return sorted(p.name for p in d.iterdir() if (p / RUN_DB_NAME).is_file())
+    except OSError:
+        return []
 
 
 def check_output_dir(path: str | os.PathLike, what: str, *, outside_runs: bool = False,

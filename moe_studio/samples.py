@@ -72,7 +72,12 @@ def export_weights(trainer, path: Path) -> None:
     save_weights(trainer.models, path, trainer.step_count, half=True)
 
 
-def generate(name: str, out_dir: Path, scale: float = 1.0, log=print) -> Path:
+def _say(text: str) -> None:
+    """Progress on stderr: stdout lists the sample folders written."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def generate(name: str, out_dir: Path, scale: float = 1.0, log=_say) -> Path:
     from .engine.trainer import Trainer
 
     cfg = SAMPLES[name]()
@@ -83,11 +88,12 @@ def generate(name: str, out_dir: Path, scale: float = 1.0, log=print) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         tr = Trainer(cfg, runs_dir=tmp)
-        t0 = time.time()
+        t0 = t_said = time.time()
         try:
             while not tr.done:
                 info = tr.step()
-                if info.step % 100 == 0 or tr.done:
+                if info.step % 100 == 0 or tr.done or time.time() - t_said > 10:
+                    t_said = time.time()
                     log(f"  {name}: step {info.step}/{info.total_steps} loss {info.loss:.3f} "
                         f"({info.tokens_per_s:,.0f} tok/s)")
             if name in WEIGHTS:
@@ -113,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every sample's steps")
     ap.add_argument("--out", type=Path, default=sample_runs_dir())
     args = ap.parse_args(argv)
-    for name in args.only or list(SAMPLES):
-        print(f"generating {name}…", flush=True)
-        generate(name, args.out, scale=args.scale)
+    names = args.only or list(SAMPLES)
+    for k, name in enumerate(names, 1):
+        _say(f"generating {name} ({k}/{len(names)})…")
+        print(generate(name, args.out, scale=args.scale), flush=True)
     return 0
 
 

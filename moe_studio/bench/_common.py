@@ -35,3 +35,43 @@ def percentile(values: list[float], q: float) -> float:
         return 0.0
     s = sorted(values)
     return s[min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))]
+
+
+class Progress:
+    """Progress lines of a long benchmark on stderr (stdout is the result, JSON with
+    --json), at most one every ``every_s`` seconds: ``bench gui: step 300/10000 (3 %) ·
+    1:02 elapsed · ETA 33:20``."""
+
+    def __init__(self, name: str, total: int, every_s: float = 10.0) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.name, self.total, self.every_s = name, max(1, int(total)), float(every_s)
+        self._t0 = self._clock()
+        self._last = -float("inf")
+
+    def step(self, done: int, force: bool = False) -> bool:
+        """Report ``done`` of ``total``; returns whether a line was printed."""
+        now = self._clock()
+        if not force and now - self._last < self.every_s:
+            return False
+        self._last = now
+        elapsed = now - self._t0
+        eta = elapsed / done * (self.total - done) if done > 0 else float("nan")
+        say(f"bench {self.name}: step {done}/{self.total} ({100 * done / self.total:.0f} %) · "
+            f"{_clock_text(elapsed)} elapsed · ETA {_clock_text(eta)}")
+        return True
+
+
+def say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+def _clock_text(s: float) -> str:
+    if s != s or s in (float("inf"), -float("inf")):
+        return "--:--"
+    m, sec = divmod(int(round(s)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import load_average, percentile
+from ._common import Progress, load_average, percentile
 
 PROBE_MS = 5
 BUDGET_P99_MS = 20.0
@@ -196,7 +196,10 @@ def run(json_out: bool = True, quick: bool = False, *, steps: int | None = None,
             pid = getattr(ctl, "engine_pid", None)
             return rss_mb(pid) if pid else 0.0
 
+        shown_progress = Progress("gui", total)
+
         def on_progress(info) -> None:
+            shown_progress.step(int(info.step), force=info.step >= total)
             if not phase["training"]:
                 phase.update(training=True, t_run0=time.perf_counter(), ticks0=ticks["n"],
                              frames0=frames.n)

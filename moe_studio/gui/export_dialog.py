@@ -9,7 +9,9 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
 FORMATS = (("csv", "CSV (one .csv file per record kind)"),
-           ("parquet", "Parquet (one .parquet file per record kind)"))
+           ("parquet", "Parquet (one .parquet file per record kind)"),
+           ("tensorboard", "TensorBoard event files (tensorboard --logdir FOLDER)"))
+NEEDS = {"parquet": "pyarrow", "tensorboard": "tensorboard"}
 
 
 def has_parquet() -> bool:
@@ -33,10 +35,11 @@ class ExportDialog(QDialog):
         self.format_combo = QComboBox()
         for key, label in FORMATS:
             self.format_combo.addItem(label, key)
-        if not has_parquet():
-            i = self.format_combo.findData("parquet")
-            self.format_combo.model().item(i).setEnabled(False)
-            self.format_combo.setItemText(i, self.format_combo.itemText(i) + " — needs pyarrow")
+        for key, package in NEEDS.items():
+            if importlib.util.find_spec(package) is None:
+                i = self.format_combo.findData(key)
+                self.format_combo.model().item(i).setEnabled(False)
+                self.format_combo.setItemText(i, self.format_combo.itemText(i) + f" — needs {package}")
         form.addRow("&Format", self.format_combo)
 
         row = QHBoxLayout()

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "report", help="render the dashboards of runs into one PNG (offscreen)",
         description="Render the app's dashboards of one run, or an overlay of several, "
                     "into one PNG image. Works without a display.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder (or its run.sqlite)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder (or its run.sqlite), or a sample run's name")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.png",
                    help="the image to write")
     p.add_argument("--width", type=int, default=DEFAULT_WIDTH,
@@ -82,8 +82,9 @@ def cmd_report(args) -> int:
     # Check every run before starting Qt: a typo fails fast with the store's one line.
     from ..store import RunFileError, open_run, run_info
     infos = []
+    from ..paths import resolve_run_arg
     for r in args.runs:
-        info = run_info(r)
+        info = run_info(resolve_run_arg(r))  # a path, or a sample run's name
         try:
             if info.error:
                 raise RunFileError(info.path, "")

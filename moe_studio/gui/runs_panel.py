@@ -20,8 +20,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
                                QMenu, QStyledItemDelegate, QToolButton, QTreeView, QVBoxLayout,
                                QWidget)
 
-from ..store import RunFileError, RunInfo, list_runs
+from ..store import RunFileError, RunInfo, describe_setup, display_labels, list_runs, matches
 from .live_run import hub as live_hub, live_status
+from .run_organise import add_organise_actions, tooltip_lines
 from .theme import is_dark_palette, status_color
 
 RESCAN_MS = 2000
@@ -48,22 +49,7 @@ def _scan(dirs: list[Path]) -> list[tuple[list[RunInfo], str | None]]:
     return out
 
 
-def setup_summary(info: RunInfo) -> str:
-    """``"topk k2 · 8 experts · bf16 · 3 members"`` from a run's key config fields
-    (``"dense · fp32"`` for a model without MoE layers)."""
-    parts = []
-    if str(info.moe_layers).strip().lower() == "none":
-        parts.append("dense")
-    elif info.router:
-        parts.append(info.router + (f" k{info.top_k}" if info.top_k and info.router != "soft"
-                                    else ""))
-    if info.n_experts and parts[:1] != ["dense"]:
-        parts.append(f"{info.n_experts} experts")
-    if info.precision:
-        parts.append(str(info.precision))
-    if info.members and info.members > 1:
-        parts.append(f"{info.members} members")
-    return " · ".join(parts)
+setup_summary = describe_setup  # the runs list's "Setup" column, as `moe-studio runs` shows it
 
 
 def _format_started(t: Any) -> str:
@@ -143,17 +129,7 @@ class RunsModel(QAbstractItemModel):
     def _relabel(self) -> None:
         """Runs that share a name get "#1", "#2", ... in the order they started, so the
         rows (and what is compared) are told apart by more than a date."""
-        by_name: dict[str, list[RunInfo]] = {}
-        for sec in self._sections:
-            for info in sec.runs:
-                if not info.error:
-                    by_name.setdefault(info.name or info.path.name, []).append(info)
-        labels = {}
-        for name, infos in by_name.items():
-            if len(infos) > 1:
-                infos.sort(key=lambda i: (_num(i.started), i.run_id))
-                for k, info in enumerate(infos, 1):
-                    labels[str(info.path)] = f"{name} #{k}"
+        labels = display_labels([info for sec in self._sections for info in sec.runs])
         if labels != self._labels:
             changed = set(labels) ^ set(self._labels) | {p for p in labels
                                                          if labels[p] != self._labels.get(p)}
@@ -306,7 +282,7 @@ class RunsModel(QAbstractItemModel):
             tip = f"{info.path}\nrun id {info.run_id}"
             if info.train_loss is not None:
                 tip += f"\nfinal train loss {info.train_loss:.4f}"
-            return tip
+            return tip + tooltip_lines(info)
         if role == Qt.ItemDataRole.ForegroundRole and not info.error and col == COL_STATUS:
             return status_color(self._display(info, col), self._dark)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_STEPS, COL_VAL):
@@ -399,10 +375,7 @@ class _RunsFilter(QSortFilterProxyModel):
         info = m.info(m.index(row, 0, parent))
         if info is None:
             return True
-        hay = " ".join(str(x) for x in (
-            info.name, info.run_id, info.status, setup_summary(info), info.error,
-            _format_started(info.started)) if x).lower()
-        return all(w in hay for w in self._words)
+        return matches(info, " ".join(self._words), also=[_format_started(info.started)])
 
     def lessThan(self, left: QModelIndex, right: QModelIndex) -> bool:
         if not left.parent().isValid():
@@ -482,7 +455,7 @@ class RunsPanel(QWidget):
         self._proxy.setSourceModel(self._model)
 
         self._filter = QLineEdit()
-        self._filter.setPlaceholderText("Filter: name, status, router, precision…")
+        self._filter.setPlaceholderText("Filter: text, tag:NAME, status:failed, moe.top_k=2…")
         self._filter.setClearButtonEnabled(True)
         self._filter.textChanged.connect(self._on_filter)
         refresh = QToolButton()
@@ -704,6 +677,8 @@ class RunsPanel(QWidget):
                 act = QAction("Uncheck (compare)" if checked else "Check (compare)", menu)
                 act.triggered.connect(lambda: self._model.set_checked(path, not checked))
                 menu.addAction(act)
+                add_organise_actions(menu, self, info, self.rescan)
+                menu.addSeparator()
             act = QAction("Copy path", menu)
             act.triggered.connect(lambda: QGuiApplication.clipboard().setText(path))
             menu.addAction(act)

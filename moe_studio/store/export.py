@@ -1,4 +1,5 @@
-"""Export a run to CSV or Parquet files in long form (``moe-studio export``).
+"""Export a run to CSV or Parquet files in long form (``moe-studio export``), or to
+TensorBoard event files (see :mod:`.tensorboard_export`).
 
 One file per record kind, in the folder ``out``:
 
@@ -20,6 +21,7 @@ import importlib.util
 import itertools
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -27,29 +29,47 @@ import pandas as pd
 from . import codec
 from .reader import RunReader, open_run, reading
 
-FORMATS = ("csv", "parquet")
+FORMATS = ("csv", "parquet", "tensorboard")
 
 
-def export_run(path: str | Path, fmt: str, out: str | Path) -> list[Path]:
+def export_run(path: str | Path, fmt: str, out: str | Path,
+               progress: Callable[[str], None] = lambda _t: None) -> list[Path]:
     """Write every record of the run at ``path`` into folder ``out`` (created if needed)
-    as ``fmt`` ('csv' or 'parquet') files; returns the files written. Raises
-    RunFileError for an unreadable or damaged run, ValueError for a bad format, RuntimeError if
-    parquet is asked for without pyarrow installed."""
+    as ``fmt`` ('csv', 'parquet' or 'tensorboard' event files, see tensorboard_export)
+    files; returns the files written. ``progress`` gets a line of text after each part
+    (the CLI prints them on stderr). Raises RunFileError for an unreadable or damaged
+    run, ValueError for a bad format, RuntimeError if parquet or tensorboard is asked for
+    without its package installed."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r} (choose csv or parquet)")
+        raise ValueError(f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
     if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
         raise RuntimeError("parquet export needs pyarrow (pip install pyarrow), or use --format csv")
+    if fmt == "tensorboard":
+        from .tensorboard_export import NEEDS, available
+        if not available():
+            raise RuntimeError(NEEDS)
     out = Path(out)
     with open_run(path) as r, reading(r.db_path):
         r.verify()  # a damaged run is refused, not exported with records missing
-        tables = {
-            "scalars": r.scalars(),  # name stays categorical: dictionary-encoded in parquet
-            "tensors": tensors_long(r),
-            "histograms": histograms_long(r),
-            "snapshots": snapshots_long(r),
-            "snapshot_meta": snapshot_meta(r),
-            "events": _events_table(r),
-        }
+        progress(f"{r.path}: checked, exporting as {fmt}")  # after: a refusal stays one line
+        if fmt == "tensorboard":
+            from .runs import run_info
+            from .tensorboard_export import export_tensorboard
+            info = run_info(r.path, verify=False)
+            out.mkdir(parents=True, exist_ok=True)
+            written = export_tensorboard(r, out, {"final/train_loss": info.train_loss,
+                                                  "final/val_loss": info.val_loss}, progress)
+            progress(f"done: {len(written)} event file{'s' if len(written) != 1 else ''} in {out}")
+            return written
+        tables = {}
+        for name, read in (("scalars", r.scalars),  # name stays categorical: dictionary-encoded in parquet
+                           ("tensors", lambda: tensors_long(r)),
+                           ("histograms", lambda: histograms_long(r)),
+                           ("snapshots", lambda: snapshots_long(r)),
+                           ("snapshot_meta", lambda: snapshot_meta(r)),
+                           ("events", lambda: _events_table(r))):
+            tables[name] = read()
+            progress(f"read {name}: {len(tables[name]):,} rows")
         info = {"run_id": r.run_id, "name": r.name, "status": r.status, "started": r.started,
                 "ended": r.ended, "error": r.error, "config": r.config, "meta": r.meta}
     out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +81,7 @@ def export_run(path: str | Path, fmt: str, out: str | Path) -> list[Path]:
         else:
             df.to_parquet(p, index=False)
         written.append(p)
+        progress(f"wrote {p}")
     p = out / "run.json"
     p.write_text(json.dumps(info, indent=2), encoding="utf-8")
     written.append(p)

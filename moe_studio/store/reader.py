@@ -26,6 +26,7 @@ from .errors import RunFileError
 from .liveness import effective_status, writer_alive
 from .schema import (DB_NAME, RUNNING, SCHEMA_VERSION, check_db_file, connect_private_copy, connect_reader,
                      db_error, read_failure_note, wal_path)
+from .user_meta import note_from_meta, tags_from_meta
 
 if TYPE_CHECKING:  # follow imports this module
     from .follow import Follower
@@ -116,6 +117,7 @@ class RunReader:
                 self._con, self._immutable = connect_reader(self.db_path)
         else:
             self._con, self._immutable = connect_reader(self.db_path)
+        self._db_ident = _file_ident(self.db_path)
         self._names: dict[int, str] = {}
         self._ids: dict[str, int] = {}
         try:
@@ -191,6 +193,16 @@ class RunReader:
         """Epoch seconds of the writer's latest commit."""
         self._read_run_row()
         return self._run[3]
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Tags the user (or the run's creator, e.g. a sweep) gave the run, in order."""
+        return tags_from_meta(self.meta)
+
+    @property
+    def note(self) -> str | None:
+        """The user's free-text note on the run, or None."""
+        return note_from_meta(self.meta)
 
     # ------------------------------------------------------------------ scalars
     @_guarded
@@ -424,10 +436,13 @@ class RunReader:
         # Opened immutable because no WAL existed. If one appears, a writer has opened
         # the run (possible only in the instant after RunWriter.create renamed the new
         # database into place): immutable would hide its commits, so reopen through
-        # the WAL. One stat() per query while immutable.
-        if wal_path(self.db_path).exists():
+        # the WAL. Likewise when the file itself changed (the user renamed or tagged the
+        # run: store/organise.py): an immutable connection would keep stale pages. Two
+        # stat() calls per query while immutable.
+        if wal_path(self.db_path).exists() or _file_ident(self.db_path) != self._db_ident:
             self._con.close()
             self._con, self._immutable = connect_reader(self.db_path)
+            self._db_ident = _file_ident(self.db_path)
 
     def _read_run_row(self) -> None:
         row = self._one("SELECT status, ended, error, heartbeat, pid, host FROM run WHERE id = 1")
@@ -546,6 +561,14 @@ class RunReader:
             sql += f" AND kind IN ({', '.join('?' * len(kinds))})"
             params += kinds
         return self._all(sql + " ORDER BY id", params)
+
+
+def _file_ident(p: Path) -> tuple:
+    try:
+        st = p.stat()
+    except OSError:
+        return ()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _json_object(text: str) -> dict:

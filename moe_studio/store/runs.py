@@ -43,10 +43,65 @@ class RunInfo:
     error: str | None = None
     total_steps: int | None = None  # train.steps of the config
     run_error: str | None = None    # the error text a failed run recorded (its traceback)
+    tags: tuple[str, ...] = ()
+    note: str | None = None
+    # every config value as ("section.key", value), for filters such as moe.top_k=2
+    config_items: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key_config(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k, _, _ in KEY_CONFIG}
+
+    @property
+    def dense(self) -> bool:
+        """A model without MoE layers (its router settings are unused)."""
+        return self.moe_layers is not None and str(self.moe_layers).strip().lower() == "none"
+
+
+def describe_setup(info: RunInfo) -> str:
+    """``"topk k2 · 8 experts · bf16 · 3 members"`` from a run's key config fields
+    (``"dense · fp32"`` for a model without MoE layers: its router settings are unused)."""
+    parts = []
+    if info.dense:
+        parts.append("dense")
+    elif info.router:
+        parts.append(info.router + (f" k{info.top_k}" if info.top_k and info.router != "soft"
+                                    else ""))
+    if info.n_experts and not info.dense:
+        parts.append(f"{info.n_experts} experts")
+    if info.precision:
+        parts.append(str(info.precision))
+    if info.members and info.members > 1:
+        parts.append(f"{info.members} members")
+    return " · ".join(parts)
+
+
+def display_labels(infos: list[RunInfo]) -> dict[str, str]:
+    """``{path: "name #k"}`` for runs that share a name, numbered in the order they
+    started, so rows (and what is compared) are told apart by more than a date. Runs
+    with a name of their own are absent."""
+    by_name: dict[str, list[RunInfo]] = {}
+    for info in infos:
+        if not info.error:
+            by_name.setdefault(info.name or info.path.name, []).append(info)
+    labels = {}
+    for name, same in by_name.items():
+        if len(same) > 1:
+            same.sort(key=lambda i: (i.started if isinstance(i.started, (int, float))
+                                     and i.started == i.started else float("inf"), i.run_id))
+            for k, info in enumerate(same, 1):
+                labels[str(info.path)] = f"{name} #{k}"
+    return labels
+
+
+def _flatten(cfg: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", tuple(v) if isinstance(v, list) else v))
+    return out
 
 
 def looks_like_run(folder: Path) -> bool:
@@ -105,7 +160,8 @@ def run_info(folder: str | Path, *, verify: bool = True) -> RunInfo:
                            started=r.started, ended=r.ended, last_step=r.last_step(),
                            train_loss=_final(latest, "train/loss"),
                            val_loss=_final(latest, "val/loss"), error=None, run_error=r.error,
-                           total_steps=(cfg.get("train") or {}).get("steps"), **keys)
+                           total_steps=(cfg.get("train") or {}).get("steps"), tags=r.tags,
+                           note=r.note, config_items=tuple(_flatten(cfg)), **keys)
     except RunFileError as e:
         return RunInfo(path=folder, run_id=folder.name, status="unreadable", error=str(e))
 

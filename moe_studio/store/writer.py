@@ -326,13 +326,8 @@ class RunWriter:
                     self._con.close()
                 except sqlite3.Error:
                     pass  # a checkpoint that did not fit: the WAL keeps every commit
-            if self._lock_fd is not None:
-                try:  # no holder named any more: readers need not wait for this pid
-                    os.ftruncate(self._lock_fd, 0)
-                except OSError:
-                    pass
-                os.close(self._lock_fd)  # releases writer.lock
-                self._lock_fd = None
+            _release_writer_lock(self._lock_fd)
+            self._lock_fd = None
 
     def _close_run(self, status: str, ended: float, error: str | None) -> None:
         """Store the run's end: with every pending record if the disk allows, else the
@@ -529,6 +524,16 @@ def _take_writer_lock(run_dir: Path) -> int | None:
     except OSError:
         pass  # the lock is what matters; the text only names its holder
     return fd
+
+
+def _release_writer_lock(fd: int | None) -> None:
+    if fd is None:
+        return
+    try:  # no holder named any more: readers need not wait for this pid
+        os.ftruncate(fd, 0)
+    except OSError:
+        pass
+    os.close(fd)  # releases writer.lock
 
 
 def _make_run_dir(runs_dir: Path, name: str) -> tuple[str, Path]:

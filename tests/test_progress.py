@@ -1,0 +1,48 @@
+"""Long CLI work says how far it is on stderr; stdout stays the result (JSON parses)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from moe_studio.bench._common import Progress
+
+
+def test_progress_lines_are_throttled_and_estimate_the_rest(capsys, monkeypatch):
+    now = {"t": 100.0}
+    p = Progress("gui", 1000, every_s=10.0)
+    p._clock = lambda: now["t"]
+    p._t0 = 100.0
+    p._last = -float("inf")
+    now["t"] = 130.0
+    assert p.step(100)                 # 30 s for 100 steps: 270 s for the other 900
+    now["t"] = 135.0
+    assert not p.step(150)             # within 10 s of the last line: quiet
+    now["t"] = 160.0
+    assert p.step(500, force=False)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert lines[0] == "bench gui: step 100/1000 (10 %) · 0:30 elapsed · ETA 4:30"
+    assert lines[1] == "bench gui: step 500/1000 (50 %) · 1:00 elapsed · ETA 1:00"
+    assert len(lines) == 2
+
+
+def test_bench_json_stays_clean_on_stdout(capsys):
+    from moe_studio.cli import main
+    assert main(["bench", "store", "--quick", "--json"]) == 0
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)                   # stdout: the JSON and nothing else
+    assert "load_s" in res
+    assert "moe-studio bench store: running" in captured.err
+    assert "moe-studio bench store: done in" in captured.err
+
+
+@pytest.mark.slow
+def test_sample_regeneration_reports_on_stderr(tmp_path, capsys):
+    from moe_studio import samples
+    assert samples.main(["--only", "dense-baseline", "--scale", "0.002", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [str(tmp_path / "dense-baseline")]
+    assert "generating dense-baseline (1/1)" in captured.err
+    assert "dense-baseline: step 3/3" in captured.err and "done in" in captured.err
