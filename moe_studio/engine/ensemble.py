@@ -133,6 +133,13 @@ class EnsembleEngine:
     def models_per_step(self) -> int:
         return 1 if self.sequential else self.members
 
+    def extra_forwards(self, step: int) -> int:
+        """No-grad forwards besides the training ones at ``step`` (0-based): a boosting
+        member k >= 1 runs members 0..k-1 on its batch to weight its tokens."""
+        if not (self.sequential and self.method == "boosting"):
+            return 0
+        return member_at(step, self.starts)
+
     def loss_member(self, step: int) -> int:
         """Member whose training loss a caller sees (StepInfo.loss) for the record of
         step ``step`` (1-based, as recorded)."""

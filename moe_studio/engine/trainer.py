@@ -30,6 +30,7 @@ from ..store import RunWriter
 from .amp import autocast
 from .device import describe_device, resolve_device
 from .ensemble import EnsembleEngine
+from .flops import count_flops, step_flops
 from .members import Members
 from .memory import check_fits
 from .model import train_mode
@@ -106,6 +107,8 @@ class Trainer:
         self.params = count_params(cfg)
         self.members = Members(cfg, self.corpus.train_tokens, self.device)
         self.models = self.members.models
+        self.flops = count_flops(self.models[0], cfg.data.context)
+        self._train_flops = 0.0   # cumulative training FLOPs of all members (cost/train_flops)
         self.optimizers = self.members.optimizers
         self.scalers = self.members.scalers
         self.samplers = self.members.samplers
@@ -125,6 +128,7 @@ class Trainer:
             "members": self.n_members, "total_steps": self.total_steps,
             "domain_names": list(self.corpus.domain_names),
             "corpus": self.corpus.describe(), "moe_blocks": list(self.moe_block_ids),
+            "flops_per_token": self.flops.as_meta(),
             "argv": sys.argv[:8],
         }
         if writer is None:
@@ -203,11 +207,16 @@ class Trainer:
         dt = time.perf_counter() - t0
         self._step_time_ema = dt if self._step_time_ema is None else 0.9 * self._step_time_ema + 0.1 * dt
         tokens = self._tokens_per_step * self.ensemble.models_per_step
+        flops = step_flops(self.flops, self._tokens_per_step, self.ensemble.models_per_step,
+                           self.ensemble.extra_forwards(step))
+        self._train_flops += flops
         if log_now:
             self.recorder.scalars(self.step_count, {
                 "lr": lr, "tokens_per_s": tokens / max(dt, 1e-9),
                 "tokens": float(self.step_count * self._tokens_per_step),
-                "elapsed_s": time.time() - self._t_start}, member=-1)
+                "elapsed_s": time.time() - self._t_start,
+                "cost/flops_per_s": flops / max(dt, 1e-9),
+                "cost/train_flops": self._train_flops}, member=-1)
         if self.recorder.due(self.done):
             self._flush()
 
@@ -357,6 +366,11 @@ class Trainer:
             smp.load_state_dict(sd)
         torch.set_rng_state(state["torch_rng"].cpu())
         self.step_count = int(state["step"])
+        # Recomputed, not stored: old checkpoints resume with the same FLOPs axis.
+        self._train_flops = sum(step_flops(self.flops, self._tokens_per_step,
+                                           self.ensemble.models_per_step,
+                                           self.ensemble.extra_forwards(s))
+                                for s in range(self.step_count))
         self._step_time_ema = float(state["step_time_ema"]) or None
 
     def close(self, status: str = "finished", error: str | None = None, *,
