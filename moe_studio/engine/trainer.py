@@ -31,6 +31,7 @@ from .amp import autocast
 from .device import describe_device, resolve_device
 from .ensemble import EnsembleEngine
 from .flops import count_flops, step_flops
+from .footprint import FootprintProbe
 from .members import Members
 from .memory import check_fits
 from .model import train_mode
@@ -109,6 +110,11 @@ class Trainer:
         self.models = self.members.models
         self.flops = count_flops(self.models[0], cfg.data.context)
         self._train_flops = 0.0   # cumulative training FLOPs of all members (cost/train_flops)
+        # The step whose memory is measured: the second (the first has no optimizer
+        # state before its update and never takes the ensembles' batched path).
+        self.footprint_step = min(1, self.total_steps - 1)
+        self.footprint: dict | None = None
+        self._probe: FootprintProbe | None = None
         self.optimizers = self.members.optimizers
         self.scalers = self.members.scalers
         self.samplers = self.members.samplers
@@ -173,6 +179,9 @@ class Trainer:
         snap_now = ((step + 1) % cfg.train.snapshot_every == 0 or step == 0
                     or step + 1 == self.total_steps)
         stats_now = cfg.train.collect_stats and (log_now or snap_now)
+        if step == self.footprint_step:   # closed below, or by close() after an exception
+            self._probe = FootprintProbe(self.models, self.optimizers, self.device)
+            self._probe.begin()
         # All members' forward and backward in one wide pass when the ensemble can (None:
         # each member below runs its own); this also starts snapshot cycles.
         batched = self.ensemble.begin_step(step, stats_now)
@@ -197,6 +206,9 @@ class Trainer:
                 self.recorder.member_step(step + 1, m, model, lm_loss, aux, z, total, grad_norm)
             if snap_now and cfg.train.collect_stats and model.moe_blocks:
                 self.recorder.router_histograms(step + 1, m, model)
+        if self._probe is not None:
+            self._record_footprint(self._probe.end(), step + 1)
+            self._probe = None
 
         self.step_count = step + 1
         self.ensemble.end_step(self.step_count)  # snapshot ensembles: a cycle's snapshot
@@ -272,6 +284,15 @@ class Trainer:
             self.recorder.loss_scale(step + 1, m, scale_before, scaler.get_scale(), culprit)
         if self.config.moe.router == "aux_free":
             model.update_router_biases()
+
+    def _record_footprint(self, fp: dict, step: int) -> None:
+        """The measured memory split: run meta ``memory_footprint`` and ``memory/*``
+        scalars (bytes) at the measured step."""
+        self.footprint = {**fp, "precision": self.precision, "step": step,
+                          "members": self.n_members}
+        self.recorder.meta(memory_footprint=self.footprint)
+        self.recorder.scalars(step, {f"memory/{k}_bytes": float(v) for k, v in fp.items()
+                                     if isinstance(v, (int, float))}, member=-1)
 
     def _flush(self) -> None:
         self.recorder.flush(self.step_count, self.ensemble.loss_member)
@@ -381,6 +402,8 @@ class Trainer:
         if self._closed:
             return
         self._closed = True
+        if self._probe is not None:   # a step failed while its memory was measured
+            self._probe.close()
         try:
             if checkpoint and status in ("finished", "stopped") and self.step_count > 0:
                 self.save_checkpoint()
