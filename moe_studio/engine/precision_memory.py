@@ -14,7 +14,8 @@ from ..config.schema import PRECISIONS
 from .footprint import PARTS
 
 
-def measure_modes(cfg: ExperimentConfig, modes: list[str] = list(PRECISIONS)) -> dict[str, dict]:
+def measure_modes(cfg: ExperimentConfig, modes: tuple[str, ...] | list[str] = PRECISIONS
+                  ) -> dict[str, dict]:
     """{mode: footprint} of ``cfg`` trained for two steps under each precision ``mode``."""
     from .trainer import Trainer
 

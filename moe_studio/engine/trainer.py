@@ -286,13 +286,16 @@ class Trainer:
             model.update_router_biases()
 
     def _record_footprint(self, fp: dict, step: int) -> None:
-        """The measured memory split: run meta ``memory_footprint`` and ``memory/*``
-        scalars (bytes) at the measured step."""
+        """The measured memory split (bytes): run meta ``memory_footprint``, and a note
+        event at the measured step. Not a scalar series: it is measured once."""
         self.footprint = {**fp, "precision": self.precision, "step": step,
                           "members": self.n_members}
         self.recorder.meta(memory_footprint=self.footprint)
-        self.recorder.scalars(step, {f"memory/{k}_bytes": float(v) for k, v in fp.items()
-                                     if isinstance(v, (int, float))}, member=-1)
+        mib = {k: fp[k] / 2 ** 20 for k in ("params", "grads", "optimizer", "activations")}
+        self.recorder.event(step, "note", "memory of one step: " + ", ".join(
+            f"{k} {v:.2f} MiB" for k, v in mib.items()) + f" ({self.precision})",
+            {k: v for k, v in self.footprint.items() if isinstance(v, (int, float, str))},
+            member=-1)
 
     def _flush(self) -> None:
         self.recorder.flush(self.step_count, self.ensemble.loss_member)
