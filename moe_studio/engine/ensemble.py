@@ -67,7 +67,7 @@ PAIR_TENSORS = ("agreement", "pair_q", "pair_js", "pair_correlation", "pair_disa
                 "pair_double_fault", "pair_kappa")
 SCALAR_METRICS = ("disagreement", "q_statistic", "correlation", "double_fault",
                   "kappa_pairwise", "kappa_interrater", "js_divergence", "entropy_total",
-                  "entropy_expected", "mutual_info")
+                  "entropy_expected", "mutual_info", "kw_variance", "entropy_e")
 
 
 # ------------------------------------------------------------------ the engine
