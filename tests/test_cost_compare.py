@@ -104,3 +104,28 @@ def test_compare_view_flops_axis_and_columns(qtbot, runs):
     shown = {t.item(r, 0).text(): t.item(r, col).text() for r in range(t.rowCount())}
     assert any(v == f"{_val(20, 0.0):.4f}" for v in shown.values())
     d.close()
+
+
+def test_cost_parts_and_training_status(qtbot, tmp_path):
+    from moe_studio.engine.trainer import Trainer
+    from moe_studio.gui.cost_text import cost_parts, si
+    from moe_studio.gui.training_dashboard import TrainingDashboard
+    from tiny import tiny_config
+    assert si(1.5e9, "FLOP") == "1.5 GFLOP" and si(12.0, "B") == "12 B"
+    meta = {"flops_per_token": {"train_active": 3.0e6},
+            "memory_footprint": {"total": 2 * 2 ** 20, "activations": 2 ** 19}}
+    assert cost_parts(meta, 1000.0) == ["3 MFLOP/token", "3 GFLOP/s",
+                                        "2.0 MiB/step (0.5 MiB activations)"]
+    assert cost_parts({}, 5.0) == []
+    tr = Trainer(tiny_config(train__steps=2, train__eval_every=100), tmp_path)
+    while not tr.done:
+        tr.step()
+    tr.close(checkpoint=False)
+    d = TrainingDashboard()
+    qtbot.addWidget(d)
+    d.show()
+    d.set_runs([tr.run_dir])
+    want = f"{si(tr.flops.train_active, 'FLOP')}/token"
+    qtbot.waitUntil(lambda: want in d.status_text(), timeout=10_000)
+    assert "MiB/step" in d.status_text()
+    d.close()
