@@ -10,9 +10,10 @@ Method (the same on every device; the CUDA allocator's own peak is added beside 
   (AdamW: two moments per parameter, plus a step counter);
 - activations: the peak, over the step, of the bytes autograd keeps for the backward
   (``torch.autograd.graph.saved_tensors_hooks``): each saved tensor's storage counted
-  once while any reference to it lives, parameters excluded. Under autocast the
-  low-precision copies of the weights are saved too and count here: they are what
-  mixed precision adds.
+  once while any reference to it lives, parameters excluded. Copies of weights that an
+  op saves count here: under autocast the low-precision casts of the weights (what
+  mixed precision adds), and in a batched ensemble step the members' weights stacked
+  for the wide pass (``engine/wide.py``).
 
 On CUDA ``torch.cuda.max_memory_allocated`` over the same step is recorded as
 ``peak_allocated``; it also holds temporaries (kernels' workspaces, the logits' softmax)
@@ -26,7 +27,8 @@ import torch
 from torch import Tensor
 
 METHOD = ("tensor sizes: parameters, gradients as accumulated, optimizer state after the step; "
-          "activations: peak of the storages saved for backward (saved_tensors_hooks)")
+          "activations: peak of the storages saved for backward (saved_tensors_hooks), "
+          "including weight copies ops save (autocast casts, an ensemble's stacked weights)")
 PARTS = ("params", "grads", "optimizer", "activations")
 
 
