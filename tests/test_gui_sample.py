@@ -27,6 +27,7 @@ def _type(qtbot, widget, text: str) -> None:
     qtbot.keyClicks(widget, text)
 
 
+@pytest.mark.slow
 def test_dialog_from_menu_generates_like_the_engine(qtbot, tmp_path, run_dir):
     from PySide6.QtCore import QSettings, Qt
 
@@ -54,15 +55,15 @@ def test_dialog_from_menu_generates_like_the_engine(qtbot, tmp_path, run_dir):
     w.close()
 
 
-def test_dialog_reports_a_run_without_weights_in_one_line(qtbot, tmp_path):
-    from PySide6.QtCore import Qt
+def test_dialog_without_a_run_says_so_and_starts_nothing(qtbot):
+    from PySide6.QtCore import QProcess, Qt
 
     from moe_studio.gui.sample_dialog import SampleDialog
-    dlg = SampleDialog(tmp_path / "missing")
+    dlg = SampleDialog(None)
     qtbot.addWidget(dlg)
     dlg.show()
     qtbot.mouseClick(dlg.generate_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not dlg.busy, timeout=60_000)
-    assert "not found" in dlg.speed_label.text()
+    assert not dlg.busy and dlg.findChild(QProcess) is None
+    assert "choose a run folder" in dlg.speed_label.text()
     assert dlg.output.toPlainText() == ""
     dlg.close()
