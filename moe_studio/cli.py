@@ -306,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training steps, for the benchmarks that train (gui: a short run)")
     b.set_defaults(func=cmd_bench)
 
+    from .engine.cost_cli import add_parsers as add_cost_parsers
+    add_cost_parsers(sub, config_args)
     from .engine.inspection.cli import add_parser as add_inspect_parser
     add_inspect_parser(sub)
 

@@ -136,6 +136,30 @@ def moe_vs_ensemble_dense() -> ExperimentConfig:
     return c
 
 
+def samme_boosting() -> ExperimentConfig:
+    """AdaBoost (SAMME) over 3 dense members trained in sequence: each member's weight
+    alpha from its weighted top-1 error, tokens weighted by the alphas of the members
+    that missed them, the ensemble the alpha-weighted vote."""
+    c = dense_baseline()
+    c.name = "samme-boosting-3"
+    c.model.d_model, c.model.d_ff = 64, 256
+    c.ensemble.members = 3
+    c.ensemble.method = "boosting"
+    c.ensemble.boost_mode = "samme"
+    c.ensemble.combine = "samme"
+    return c
+
+
+def gradient_boosting() -> ExperimentConfig:
+    """Gradient boosting on logits over 3 dense members: each fits the residual of the
+    sum of the earlier members' logits; the ensemble is the sum."""
+    c = samme_boosting()
+    c.name = "gradient-boosting-3"
+    c.ensemble.boost_mode = "gradient"
+    c.ensemble.combine = "sum_logit"
+    return c
+
+
 PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "Mixtral-style top-2 (default)": mixtral_top2,
     "Dense baseline": dense_baseline,
@@ -147,4 +171,6 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "4-member bagging ensemble": bagging_ensemble,
     "MoE vs ensemble: MoE of 4 experts": moe_vs_ensemble_moe,
     "MoE vs ensemble: 4 dense models, same parameters": moe_vs_ensemble_dense,
+    "Boosting: AdaBoost-SAMME, 3 members": samme_boosting,
+    "Boosting: gradient boosting on logits, 3 members": gradient_boosting,
 }

@@ -27,6 +27,8 @@ def knob(default: Any, help: str, *, min: float | None = None, max: float | None
 ROUTERS = ("topk", "noisy_topk", "soft", "aux_free")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ENSEMBLE_METHODS = ("seeds", "bagging", "snapshot", "boosting")
+BOOST_MODES = ("token_weights", "samme", "gradient")
+COMBINE_RULES = ("mean_prob", "mean_logit", "vote", "sum_logit", "samme")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 HEADROOM_FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
 
@@ -114,6 +116,19 @@ class EnsembleConfig:
                        "resample of training windows per member), snapshot (cyclic learning "
                        "rate; members are snapshots), boosting (members in sequence, tokens "
                        "weighted by the ensemble-so-far's loss).", choices=ENSEMBLE_METHODS)
+    boost_mode: str = knob("token_weights", "Boosting: token_weights (tokens weighted by "
+                           "exp(beta x the ensemble-so-far's loss)), samme (AdaBoost for many "
+                           "classes: member weights alpha from weighted error, tokens weighted "
+                           "by the alphas of the members that missed them; combine = samme), "
+                           "gradient (gradient boosting on logits: each member fits the "
+                           "residual of the sum so far; combine = sum_logit).",
+                           choices=BOOST_MODES)
+    boost_beta: float = knob(0.5, "Boosting token_weights: beta in exp(beta x loss); 1 = the "
+                             "exact mixture gradient, heavier-tailed.", min=0.0, max=10.0)
+    combine: str = knob("mean_prob", "Rule for the run's headline ensemble val/loss and "
+                        "val/acc: mean_prob, mean_logit, vote, sum_logit (gradient boosting), "
+                        "samme (alpha-weighted vote; boosting with boost_mode samme).",
+                        choices=COMBINE_RULES)
 
 
 @dataclass

@@ -210,6 +210,10 @@ def _combination_problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
                                 f"{ens.method} trains its {ens.members} members one after another: "
                                 f"train.steps ({t.steps}) must be >= ensemble.members "
                                 f"({ens.members}); raise train.steps or lower ensemble.members"))
+    if ens.combine == "samme" and not (ens.method == "boosting" and ens.boost_mode == "samme"):
+        errs.append(ConfigError("ensemble.combine", "ensemble.combine samme needs member weights: "
+                                                    "set ensemble.method = boosting and "
+                                                    "ensemble.boost_mode = samme, or pick another rule"))
     if p.mode == "bf16" and t.device == "mps":
         errs.append(ConfigError("precision.mode", "precision.mode bf16 is not supported on mps; "
                                                   "use fp16 or fp32"))

@@ -52,6 +52,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..metrics.diversity import entropy_measure, kohavi_wolpert_variance
+
 LOGP_FLOOR = -1.0e4
 _CHUNK_ELEMS = 1 << 18   # elements of one member's [chunk, V] slice per pass (1 MiB float32)
 _PROB_FLOOR = 1e-30      # clamp before log in mixture entropies (0 * log(floor) = 0)
@@ -341,7 +343,8 @@ def ensemble_metrics(logp, targets=None, *, per_token: bool = False, backend: st
       ``correct`` bool [M, N]; the pairwise matrices ``pair_q``, ``pair_correlation``,
       ``pair_disagreement``, ``pair_double_fault``, ``pair_kappa`` [M, M] and their pair
       means ``q_statistic``, ``correlation``, ``disagreement``, ``double_fault``,
-      ``kappa_pairwise``; ``kappa_interrater``.
+      ``kappa_pairwise``; ``kappa_interrater``; the non-pairwise ``kw_variance``
+      (Kohavi-Wolpert) and ``entropy_e`` (``metrics.diversity``).
 
     ``backend``: "auto" takes the fused native kernel for CPU tensors when it is built
     (``_native``; NaN or +inf in ``logp`` send it to torch), "torch" the chunked torch
@@ -404,5 +407,7 @@ def ensemble_metrics(logp, targets=None, *, per_token: bool = False, backend: st
             q_statistic=pair_mean(q), correlation=pair_mean(rho), disagreement=pair_mean(dis),
             double_fault=pair_mean(df), kappa_pairwise=pair_mean(kap),
             kappa_interrater=interrater_kappa(correct),
+            kw_variance=kohavi_wolpert_variance(_np(correct)),
+            entropy_e=entropy_measure(_np(correct)),
         )
     return out

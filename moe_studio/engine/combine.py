@@ -207,7 +207,46 @@ class Stacking(Rule):
                 "temperature": (-self.a).exp().tolist()}
 
 
-_CLASSES = {c.name: c for c in (MeanProb, MeanLogit, Vote, LossWeighted, Stacking)}
+class SumLogit(Rule):
+    """Gradient boosting's ensemble: softmax of the sum of the members' logits
+    (``log_softmax(sum_m logp_m)``: the log-partitions cancel as in ``mean_logit``)."""
+    name = "sum_logit"
+
+    def apply(self, logp) -> Tensor:
+        return F.log_softmax(_lp(logp).sum(0), dim=-1)
+
+
+class WeightedVote(Rule):
+    """AdaBoost-SAMME's ensemble: the vote of the members' top-1 predictions weighted
+    by their alphas, as a distribution like ``vote``:
+    ``(1 - eps) * votes / sum(alpha) + eps * mean_prob`` (all alphas 0: mean_prob)."""
+    name = "samme"
+
+    def __init__(self, weights: list[float] | None = None, eps: float = VOTE_EPS):
+        self.weights = None if weights is None else [float(a) for a in weights]
+        self.eps = float(eps)
+
+    def apply(self, logp) -> Tensor:
+        lp = _lp(logp)
+        m, n, v = lp.shape
+        a = torch.ones(m) if self.weights is None else torch.as_tensor(self.weights[:m])
+        a = a.float().to(lp.device)
+        mean_lp = torch.logsumexp(lp, dim=0) - math.log(m)
+        if float(a.sum()) <= 0:
+            return mean_lp
+        votes = torch.zeros(n, v, dtype=torch.float32, device=lp.device)
+        votes.scatter_add_(1, lp.argmax(-1).T, a.view(1, m).expand(n, m).contiguous())
+        return torch.log((1.0 - self.eps) * votes / a.sum() + self.eps * mean_lp.exp())
+
+    def params(self) -> dict[str, Any]:
+        return {"weights": self.weights or [], "eps": self.eps}
+
+
+_CLASSES = {c.name: c for c in (MeanProb, MeanLogit, Vote, LossWeighted, Stacking, SumLogit,
+                                WeightedVote)}
+# Rules without a fit, which the run's headline ensemble metrics may use
+# (ensemble.combine; config.schema.COMBINE_RULES lists the same names).
+HEADLINE_RULES = ("mean_prob", "mean_logit", "vote", "sum_logit", "samme")
 
 
 def make_rule(name: str, **kw) -> Rule:
@@ -215,7 +254,7 @@ def make_rule(name: str, **kw) -> Rule:
     try:
         return _CLASSES[name](**kw)
     except KeyError:
-        raise ValueError(f"unknown combination rule {name!r} (known: {', '.join(RULES)})") from None
+        raise ValueError(f"unknown combination rule {name!r} (known: {', '.join(_CLASSES)})") from None
 
 
 def nll_acc(ens_logp, targets) -> tuple[float, float]:

@@ -39,7 +39,6 @@ validation windows.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +51,10 @@ from ..config import ExperimentConfig, dumps
 from ..data import Corpus
 from .agreement import ensemble_metrics
 from .amp import autocast
-from .boosting import (BOOST_BETA, BOOST_HIST_EDGES, boosting_weights, ensemble_token_loss,
-                       weight_histogram, weight_summary)
-from .combine import DEFAULT_RULE, RULES, evaluate_rules
+from ..data import eval_windows
+from .boosting import (BOOST_HIST_EDGES, boosting_weights, mean_prob_token_loss, member_outputs,
+                       samme_alpha, samme_weights, weight_histogram, weight_summary)
+from .combine import RULES, evaluate_rules, make_rule, nll_acc
 from .members import Members
 from .model import MoEGPT, train_mode
 from .recorder import Recorder
@@ -67,7 +67,7 @@ PAIR_TENSORS = ("agreement", "pair_q", "pair_js", "pair_correlation", "pair_disa
                 "pair_double_fault", "pair_kappa")
 SCALAR_METRICS = ("disagreement", "q_statistic", "correlation", "double_fault",
                   "kappa_pairwise", "kappa_interrater", "js_divergence", "entropy_total",
-                  "entropy_expected", "mutual_info")
+                  "entropy_expected", "mutual_info", "kw_variance", "entropy_e")
 
 
 # ------------------------------------------------------------------ the engine
@@ -112,16 +112,21 @@ class EnsembleEngine:
             self.batch_reason = f"{self.method}: one member trains at a time"
         # Switch for tests and benchmarks: False runs the per-member loop every step.
         self.batched = self.wide is not None
-        self.boost_beta = BOOST_BETA
+        self.boost_beta = cfg.ensemble.boost_beta
+        self.boost_mode = cfg.ensemble.boost_mode if self.method == "boosting" else None
+        self.combine = cfg.ensemble.combine
+        self.alphas: dict[int, float] = {}   # SAMME member weights, set as segments end
+        self._alpha_batches: list | None = None
         self.last_boost: dict[str, Any] | None = None   # the latest boosting batch (tests, debugging)
         self.snapshot_paths: dict[int, Path] = {}
         if self.enabled:
             recorder.meta(ensemble={
                 "method": self.method, "members": self.members,
                 "batched": self.batched, "batch_note": self.batch_reason,
-                "rules": list(RULES), "default_rule": DEFAULT_RULE,
+                "rules": list(RULES), "default_rule": self.combine,
                 "segment_starts": self.starts, "boost_beta": self.boost_beta
-                if self.method == "boosting" else None,
+                if self.method == "boosting" else None, "boost_mode": self.boost_mode,
+                "combine": self.combine,
                 "split": "ens/* metrics: first half of the validation windows fits the "
                          "fitted rules, second half reports every rule and metric"})
 
@@ -132,6 +137,13 @@ class EnsembleEngine:
     @property
     def models_per_step(self) -> int:
         return 1 if self.sequential else self.members
+
+    def extra_forwards(self, step: int) -> int:
+        """No-grad forwards besides the training ones at ``step`` (0-based): a boosting
+        member k >= 1 runs members 0..k-1 on its batch to weight its tokens."""
+        if not (self.sequential and self.method == "boosting"):
+            return 0
+        return member_at(step, self.starts)
 
     def loss_member(self, step: int) -> int:
         """Member whose training loss a caller sees (StepInfo.loss) for the record of
@@ -201,11 +213,18 @@ class EnsembleEngine:
         loss, or for a boosting member k >= 1 the token-weighted LM loss."""
         if not (self.sequential and self.method == "boosting") or m == 0:
             return lm_loss
+        if self.boost_mode == "gradient":
+            return self._residual_loss(m, step, x, y, logits)
         with torch.no_grad():
-            ens_loss = ensemble_token_loss(self.m.models[:m], x, y)              # [B, T]
+            prev = member_outputs(self.m.models[:m], x)      # one pass of the earlier members
+            ens_loss = mean_prob_token_loss(prev, y)                              # [B, T]
             valid = y != -1
             w = torch.zeros_like(ens_loss)
-            w[valid] = boosting_weights(ens_loss[valid], self.boost_beta)
+            if self.boost_mode == "samme":
+                wrong = torch.stack([lg.argmax(-1) != y for lg in prev])      # [m, B, T]
+                w[valid] = samme_weights(wrong[:, valid], [self.alphas[j] for j in range(m)])
+            else:
+                w[valid] = boosting_weights(ens_loss[valid], self.boost_beta)
         tok = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
                               ignore_index=-1, reduction="none")
         weighted = (w.reshape(-1) * tok).sum() / valid.sum().clamp_min(1)
@@ -219,9 +238,62 @@ class EnsembleEngine:
                            "member": m, "step": step + 1}
         return weighted
 
+    def _residual_loss(self, m: int, step: int, x: Tensor, y: Tensor, logits: Tensor) -> Tensor:
+        """Gradient boosting: the cross-entropy of the frozen logit sum of members
+        0..m-1 plus member m's own logits."""
+        with torch.no_grad():
+            prev = torch.stack(member_outputs(self.m.models[:m], x)).sum(0)
+        stage = F.cross_entropy((prev + logits.float()).reshape(-1, logits.shape[-1]),
+                                y.reshape(-1), ignore_index=-1)
+        t = self.config.train
+        if (step + 1) % t.log_every == 0 or step + 1 == self.total_steps:
+            self.recorder.scalars(step + 1, {"boost/stage_loss": float(stage.detach())}, member=m)
+        return stage
+
+    def _alpha_windows(self) -> list:
+        """Training windows (fixed, the first ``eval_batches`` batches of the training
+        split) on which SAMME measures each member's weighted error."""
+        if self._alpha_batches is None:
+            c = self.config
+            self._alpha_batches = eval_windows(self.probe.train_tokens, c.data.context,
+                                               c.data.batch_size, c.train.eval_batches)
+        return self._alpha_batches
+
+    @torch.no_grad()
+    def samme_alpha_of(self, k: int) -> tuple[float, float]:
+        """(weighted error, alpha) of member k on the SAMME windows, token weights from
+        the alphas of members 0..k-1."""
+        num = den = 0.0
+        prev_alpha = torch.tensor([self.alphas[j] for j in range(k)], dtype=torch.float64)
+        for xb, yb in self._alpha_windows():
+            x = torch.from_numpy(xb).to(self.device)
+            y = torch.from_numpy(yb).to(self.device)
+            with autocast(self.device, self.precision):
+                outs = member_outputs(self.m.models[:k + 1], x)
+            wrong = torch.stack([lg.argmax(-1) != y for lg in outs]).double().cpu()   # [k+1, B, T]
+            w = torch.exp((wrong[:k] * prev_alpha.view(-1, 1, 1)).sum(0))
+            num += float((w * wrong[k]).sum())
+            den += float(w.sum())
+        err = num / den
+        return err, samme_alpha(err, self.m.models[0].vocab)
+
+    def _set_alpha(self, k: int, step: int) -> None:
+        err, a = self.samme_alpha_of(k)
+        self.alphas[k] = a
+        self.recorder.scalars(step, {"boost/alpha": a, "boost/weighted_error": err}, member=k)
+        self.recorder.event(step, "note", f"SAMME: member {k} weighted error {err:.4f}, "
+                                          f"alpha {a:.4f}", {"member": k, "alpha": a, "error": err},
+                            member=k)
+
     def end_step(self, step_count: int) -> None:
         """After every member's optimizer step; ``step_count`` completed steps. Writes
-        the snapshot of a finished snapshot cycle."""
+        the snapshot of a finished snapshot cycle; fixes a SAMME member's alpha at the
+        end of its segment."""
+        if self.sequential and self.boost_mode == "samme":
+            k = member_at(step_count - 1, self.starts)
+            if step_count == self.starts[k + 1]:
+                self._set_alpha(k, step_count)
+            return
         if not (self.sequential and self.method == "snapshot"):
             return
         k = member_at(step_count - 1, self.starts)
@@ -264,6 +336,7 @@ class EnsembleEngine:
         members = self.evaluated_members(step)
         models = [self.m.models[m] for m in members]
         M = len(models)
+        headline = self.headline_rule(members)
         batches = self.val_batches
         n_windows = sum(len(b[0]) for b in batches)
         ctx = batches[0][0].shape[1]
@@ -291,7 +364,7 @@ class EnsembleEngine:
                     logps.append(lp)
                     member_nll[j] += float(-lp.gather(-1, y[..., None]).sum())
                     member_correct[j] += float((lp.argmax(-1) == y).sum())
-                ens = torch.logsumexp(torch.stack(logps), dim=0) - math.log(M)
+                ens = headline.apply(torch.stack(logps).reshape(M, -1, V)).view_as(logps[0])
                 ens_nll += float(-ens.gather(-1, y[..., None]).sum())
                 ens_correct += float((ens.argmax(-1) == y).sum())
                 n_tok += y.numel()
@@ -321,17 +394,28 @@ class EnsembleEngine:
         self.recorder.eval_event(step, out, data)
         return out
 
+    def headline_rule(self, members: list[int]):
+        """The ``ensemble.combine`` rule over ``members`` (SAMME: with their alphas; a
+        member still in training gets a provisional one, measured now)."""
+        if self.combine != "samme":
+            return make_rule(self.combine)
+        return make_rule("samme", weights=[self.alphas[m] if m in self.alphas
+                                           else self.samme_alpha_of(m)[1] for m in members])
+
     def _ensemble_records(self, step: int, members: list[int], lp: Tensor, y: Tensor,
                           n_fit: int) -> dict[str, float]:
         rec = self.recorder
         rep = slice(n_fit, lp.shape[1])
         met = ensemble_metrics(lp[:, rep], y[rep])
         rules = evaluate_rules(lp, y, n_fit)
+        if self.combine not in rules:   # sum_logit / samme: reported beside the others
+            nll, acc = nll_acc(self.headline_rule(members).apply(lp[:, rep]), y[rep])
+            rules[self.combine] = {"nll": nll, "acc": acc, "params": {}}
         scalars: dict[str, float] = {}
         for name, r in rules.items():
             scalars[f"ens/{name}/val_loss"] = r["nll"]
             scalars[f"ens/{name}/val_acc"] = r["acc"]
-        scalars["ens/gain"] = float(np.mean(met["member_nll"])) - rules[DEFAULT_RULE]["nll"]
+        scalars["ens/gain"] = float(np.mean(met["member_nll"])) - rules[self.combine]["nll"]
         for k in SCALAR_METRICS:
             scalars[f"ens/{k}"] = float(met[k])
         scalars["ens/n_members"] = float(len(members))
@@ -386,7 +470,7 @@ class EnsembleEngine:
                   "mutual_info": np.clip(met["token_mutual_info"], 0.0, None).astype(np.float32),
                   "entropy_total": met["token_entropy_total"].astype(np.float32)}
         meta = {"members": list(members), "domain_names": list(c.probe_domain_names),
-                "rule": DEFAULT_RULE,
+                "rule": self.combine,
                 "note": "top1[m, t]: member m's prediction of token t + 1 from the tokens of "
                         "its context window up to t"}
         self.recorder.snapshot(step, "ensemble/probe", arrays, meta, member=-1)

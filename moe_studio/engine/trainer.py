@@ -30,6 +30,8 @@ from ..store import RunWriter
 from .amp import autocast
 from .device import describe_device, resolve_device
 from .ensemble import EnsembleEngine
+from .flops import count_flops, step_flops
+from .footprint import FootprintProbe
 from .members import Members
 from .memory import check_fits
 from .model import train_mode
@@ -106,6 +108,13 @@ class Trainer:
         self.params = count_params(cfg)
         self.members = Members(cfg, self.corpus.train_tokens, self.device)
         self.models = self.members.models
+        self.flops = count_flops(self.models[0], cfg.data.context)
+        self._train_flops = 0.0   # cumulative training FLOPs of all members (cost/train_flops)
+        # The step whose memory is measured: the second (the first has no optimizer
+        # state before its update and never takes the ensembles' batched path).
+        self.footprint_step = min(1, self.total_steps - 1)
+        self.footprint: dict | None = None
+        self._probe: FootprintProbe | None = None
         self.optimizers = self.members.optimizers
         self.scalers = self.members.scalers
         self.samplers = self.members.samplers
@@ -125,6 +134,7 @@ class Trainer:
             "members": self.n_members, "total_steps": self.total_steps,
             "domain_names": list(self.corpus.domain_names),
             "corpus": self.corpus.describe(), "moe_blocks": list(self.moe_block_ids),
+            "flops_per_token": self.flops.as_meta(),
             "argv": sys.argv[:8],
         }
         if writer is None:
@@ -169,6 +179,9 @@ class Trainer:
         snap_now = ((step + 1) % cfg.train.snapshot_every == 0 or step == 0
                     or step + 1 == self.total_steps)
         stats_now = cfg.train.collect_stats and (log_now or snap_now)
+        if step == self.footprint_step:   # closed below, or by close() after an exception
+            self._probe = FootprintProbe(self.models, self.optimizers, self.device)
+            self._probe.begin()
         # All members' forward and backward in one wide pass when the ensemble can (None:
         # each member below runs its own); this also starts snapshot cycles.
         batched = self.ensemble.begin_step(step, stats_now)
@@ -193,6 +206,9 @@ class Trainer:
                 self.recorder.member_step(step + 1, m, model, lm_loss, aux, z, total, grad_norm)
             if snap_now and cfg.train.collect_stats and model.moe_blocks:
                 self.recorder.router_histograms(step + 1, m, model)
+        if self._probe is not None:
+            self._record_footprint(self._probe.end(), step + 1)
+            self._probe = None
 
         self.step_count = step + 1
         self.ensemble.end_step(self.step_count)  # snapshot ensembles: a cycle's snapshot
@@ -203,11 +219,16 @@ class Trainer:
         dt = time.perf_counter() - t0
         self._step_time_ema = dt if self._step_time_ema is None else 0.9 * self._step_time_ema + 0.1 * dt
         tokens = self._tokens_per_step * self.ensemble.models_per_step
+        flops = step_flops(self.flops, self._tokens_per_step, self.ensemble.models_per_step,
+                           self.ensemble.extra_forwards(step))
+        self._train_flops += flops
         if log_now:
             self.recorder.scalars(self.step_count, {
                 "lr": lr, "tokens_per_s": tokens / max(dt, 1e-9),
                 "tokens": float(self.step_count * self._tokens_per_step),
-                "elapsed_s": time.time() - self._t_start}, member=-1)
+                "elapsed_s": time.time() - self._t_start,
+                "cost/flops_per_s": flops / max(dt, 1e-9),
+                "cost/train_flops": self._train_flops}, member=-1)
         if self.recorder.due(self.done):
             self.flush_records()
 
@@ -263,6 +284,18 @@ class Trainer:
             self.recorder.loss_scale(step + 1, m, scale_before, scaler.get_scale(), culprit)
         if self.config.moe.router == "aux_free":
             model.update_router_biases()
+
+    def _record_footprint(self, fp: dict, step: int) -> None:
+        """The measured memory split (bytes): run meta ``memory_footprint``, and a note
+        event at the measured step. Not a scalar series: it is measured once."""
+        self.footprint = {**fp, "precision": self.precision, "step": step,
+                          "members": self.n_members}
+        self.recorder.meta(memory_footprint=self.footprint)
+        mib = {k: fp[k] / 2 ** 20 for k in ("params", "grads", "optimizer", "activations")}
+        self.recorder.event(step, "note", "memory of one step: " + ", ".join(
+            f"{k} {v:.2f} MiB" for k, v in mib.items()) + f" ({self.precision})",
+            {k: v for k, v in self.footprint.items() if isinstance(v, (int, float, str))},
+            member=-1)
 
     def flush_records(self) -> None:
         """Hand the statistics batched since the last flush to the store (the trainer
@@ -360,6 +393,11 @@ class Trainer:
             smp.load_state_dict(sd)
         torch.set_rng_state(state["torch_rng"].cpu())
         self.step_count = int(state["step"])
+        # Recomputed, not stored: old checkpoints resume with the same FLOPs axis.
+        self._train_flops = sum(step_flops(self.flops, self._tokens_per_step,
+                                           self.ensemble.models_per_step,
+                                           self.ensemble.extra_forwards(s))
+                                for s in range(self.step_count))
         self._step_time_ema = float(state["step_time_ema"]) or None
 
     def close(self, status: str = "finished", error: str | None = None, *,
@@ -370,6 +408,8 @@ class Trainer:
         if self._closed:
             return
         self._closed = True
+        if self._probe is not None:   # a step failed while its memory was measured
+            self._probe.close()
         try:
             if checkpoint and status in ("finished", "stopped") and self.step_count > 0:
                 self.save_checkpoint()

@@ -53,7 +53,8 @@ _MAX_DRAW_INTERVAL_S = 2.0
 
 X_LABELS = ((C.X_STEP, "Step", "step"), (C.X_TOKENS, "Tokens", "tokens"),
             (C.X_WALL, "Wall time", "wall time (since the first run started)"),
-            (C.X_RELATIVE, "Relative time", "time since each run's start"))
+            (C.X_RELATIVE, "Relative time", "time since each run's start"),
+            (C.X_FLOPS, "Training FLOPs", "training FLOPs"))
 # plot key -> (title, scalar name); "metric" is chosen in the controls
 PLOTS = {"train": ("Train loss (nats/token)", "train/loss"),
          "val": ("Validation loss (nats/token)", "val/loss"),
@@ -163,6 +164,10 @@ def format_summary(key: str, v: Any) -> str:
         return f"{v:,.0f}"
     if key == "dropped_frac":
         return f"{100 * v:.2f} %"
+    if key == "train_flops":
+        return f"{v:.3g}"
+    if key == "memory_total":
+        return f"{v / 2 ** 20:,.1f} MiB"
     return f"{v:.4f}"
 
 
@@ -555,6 +560,7 @@ class CompareDashboard(QWidget):
         self._fill_metric_combo()
         self._summary = [C.summary_row(r.rows, r.meta, run=r.label, status=r.status)
                          for r in self._runs]
+        C.add_equal_cost(self._summary, [r.rows for r in self._runs])
         self._redraw_all()
         self._fill_summary()
         self._fill_diff()
@@ -607,6 +613,8 @@ class CompareDashboard(QWidget):
         mode = self.x_mode()
         if mode == C.X_TOKENS:
             return C.x_of(s, mode, tokens=r.metric("tokens"))
+        if mode == C.X_FLOPS:
+            return C.x_of(s, mode, flops=r.metric("cost/train_flops"))
         if mode == C.X_WALL:
             origin = np.nanmin([q.start() for q in self._runs] or [math.nan])
             return C.x_of(s, mode, origin=origin)

@@ -66,7 +66,8 @@ PAIR_VIEWS = (
 )
 ORACLE = (("ens/disagreement", "disagreement"), ("ens/q_statistic", "Q"),
           ("ens/correlation", "ρ"), ("ens/double_fault", "double fault"),
-          ("ens/kappa_pairwise", "κ pairwise"), ("ens/kappa_interrater", "κ interrater"))
+          ("ens/kappa_pairwise", "κ pairwise"), ("ens/kappa_interrater", "κ interrater"),
+          ("ens/kw_variance", "KW variance"), ("ens/entropy_e", "entropy E"))
 NATS = (("ens/js_divergence", "Jensen-Shannon"), ("ens/mutual_info", "mutual information"),
         ("ens/gain", "gain of the ensemble"))
 MI_LEVELS = 8            # shades of the probe text (level 0: no background)
@@ -219,7 +220,8 @@ class _Run:
     def load(self) -> None:
         r = self.reader
         names = ["val/loss", "tokens", "ens/gain", "ens/member/val_loss", "ens/disagreement",
-                 "ens/js_divergence", "ens/mutual_info"] + [f"ens/{x}/val_loss" for x in RULES]
+                 "ens/js_divergence", "ens/mutual_info", "ens/kw_variance",
+                 "ens/entropy_e"] + [f"ens/{x}/val_loss" for x in RULES]
         self.sc = scalar_table(r.scalars(names))
 
     def is_ensemble(self) -> bool:
@@ -729,7 +731,7 @@ class EnsembleDashboard(RunDashboard):
     def _compare_headers() -> list[str]:
         return (["run", "model", "method", "members", "params\ntotal", "active\n/ token",
                  "val\nloss", "step"] + [f"{r}\nNLL" for r in RULES]
-                + ["gain", "dis-\nagreement", "JS", "MI"])
+                + ["gain", "dis-\nagreement", "JS", "MI", "KW\nvariance", "entropy\nE"])
 
     def compare_rows(self) -> list[list[Any]]:
         """One row per shown run, the values of ``_compare_headers()`` (numbers as
@@ -743,7 +745,8 @@ class EnsembleDashboard(RunDashboard):
             val = float(vv[-1]) if vv.size else math.nan
             ens = [value_at(r.sc, f"ens/{x}/val_loss", -1, step) for x in RULES]
             div = [value_at(r.sc, n, -1, step) for n in
-                   ("ens/gain", "ens/disagreement", "ens/js_divergence", "ens/mutual_info")]
+                   ("ens/gain", "ens/disagreement", "ens/js_divergence", "ens/mutual_info",
+                    "ens/kw_variance", "ens/entropy_e")]
             rows.append([r.name, kind, method, r.members, tot, act, val,
                          step if step is not None else math.nan] + ens + div)
         return rows

@@ -228,6 +228,8 @@ class MainWindow(QMainWindow):
         self.inspect_action = self._action("&Inspect a Checkpoint…", self.inspect_dialog, None,
                                            None, "Route a corpus through a pretrained Hugging "
                                            "Face MoE checkpoint and record its routing")
+        self.sample_action = self._action("Sample &Text from a Run…", self.sample_dialog, None,
+                                          None, "Generate text from a run's weights and time it")
         self.export_action = self._action("&Export Run Data…", self.export_dialog, "Ctrl+E",
                                           None, "Export the shown run's records to CSV or Parquet")
         self.quit_action = self._action("&Quit", self.close, K.Quit, None, "Quit MoE Studio")
@@ -262,6 +264,7 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         m.addAction(self.open_run_action)
         m.addAction(self.inspect_action)
+        m.addAction(self.sample_action)
         self.sample_menu = m.addMenu("Open &Sample Run")
         self.sample_menu.aboutToShow.connect(self._fill_sample_menu)
         m.addAction(self.export_action)
@@ -459,6 +462,11 @@ class MainWindow(QMainWindow):
             self.dark_action.setChecked(bool(dark))
         self.settings.setValue("view/dark", bool(dark))
         self._on_state(self.controller.state)  # re-colour the state label
+
+    @Slot()
+    def sample_dialog(self) -> None:
+        from .sample_dialog import open_sample_dialog
+        self._sample_dialog = open_sample_dialog(self)
 
     @Slot()
     def inspect_dialog(self) -> None:

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizeP
                                QSlider, QToolButton, QVBoxLayout, QWidget)
 
 from ..store import Follower, RunFileError, RunReader, open_run
+from .cost_text import cost_parts
 from .fitting_label import FittingLabel
 from .follow_timer import FollowTimer
 from .inspection_runs import NO_TRAINING, is_inspection
@@ -617,6 +618,7 @@ class TrainingDashboard(QWidget):
             val = t.last_value("val/loss", -1 if t.members > 1 else 0)
             if val is not None:
                 parts.append(f"val {val:.4f}")
+            parts += cost_parts(getattr(t.reader, "meta", None), tps)
             text = " · ".join(parts)
         else:
             running = sum(t.status == "running" for t in self._tracks)

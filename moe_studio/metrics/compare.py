@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 
 X_STEP, X_TOKENS, X_WALL, X_RELATIVE = "step", "tokens", "wall", "relative"
-X_MODES = (X_STEP, X_TOKENS, X_WALL, X_RELATIVE)
+X_FLOPS = "flops"
+X_MODES = (X_STEP, X_TOKENS, X_WALL, X_RELATIVE, X_FLOPS)
 BAND_MINMAX, BAND_STD = "minmax", "std"
 MAX_GRID = 2000          # points of a group's common x grid, at most
 
@@ -48,17 +49,20 @@ def tokens_at(tokens, steps: np.ndarray) -> np.ndarray:
 
 
 def x_of(series, mode: str, *, tokens=None, run_start: float = math.nan,
-         origin: float = math.nan) -> np.ndarray:
+         origin: float = math.nan, flops=None) -> np.ndarray:
     """The x of a ``(step, value, wall_time)`` series (tuple or table) on axis ``mode``:
     "step"; "tokens" (via the run's ``tokens`` series, as :func:`tokens_at` takes it);
     "wall" (seconds since ``origin``, the first record of all runs compared, so runs sit
     where they ran in time); "relative" (seconds since ``run_start``, the run's own
-    first record, so all runs start at 0)."""
+    first record, so all runs start at 0); "flops" (cumulative training FLOPs, via the
+    run's ``cost/train_flops`` series ``flops``, interpolated as :func:`tokens_at` does)."""
     step, _, wall = _columns(series)
     if mode == X_STEP:
         return step
     if mode == X_TOKENS:
         return tokens_at(tokens if tokens is not None else (step[:0], step[:0]), step)
+    if mode == X_FLOPS:
+        return tokens_at(flops if flops is not None else (step[:0], step[:0]), step)
     if mode == X_WALL:
         return wall - origin
     if mode == X_RELATIVE:

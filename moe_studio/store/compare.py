@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..metrics.compare import (BAND_MINMAX, BAND_STD, MAX_GRID, X_MODES,  # noqa: F401 - re-exported
-                               X_RELATIVE, X_STEP, X_TOKENS, X_WALL, band_edges, common_grid,
-                               group_band, resample, tokens_at, x_of)
+                               X_FLOPS, X_RELATIVE, X_STEP, X_TOKENS, X_WALL, band_edges,
+                               common_grid, group_band, resample, tokens_at, x_of)
+from ..metrics.cost import at_equal_budget
 
 
 # Summary columns: (key, header). Values are floats (NaN: not recorded), or str.
@@ -36,6 +37,8 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("load_cv", "Load CV"), ("load_max_over_mean", "Max/mean"),
     ("dropped_frac", "Dropped"), ("ens_gain", "Ens. gain"),
     ("skipped_steps", "Skipped"),
+    ("train_flops", "Train FLOPs"), ("val_at_equal_flops", "Val @ equal FLOPs"),
+    ("val_at_equal_time", "Val @ equal time"), ("memory_total", "Step memory"),
 )
 # What each summary column holds (the tables' header tooltips).
 SUMMARY_HELP = {
@@ -52,6 +55,15 @@ SUMMARY_HELP = {
     "ens_gain": "ensemble gain at the last evaluation: mean member loss minus the "
                 "ensemble's loss, nats/token",
     "skipped_steps": "optimizer steps skipped by the fp16 loss scaler (precision/skipped)",
+    "train_flops": "training FLOPs of the whole run so far (cost/train_flops: matmul FLOPs, "
+                   "training = 3 x forward, all members)",
+    "val_at_equal_flops": "val/loss at the smallest final training-FLOPs count among the runs "
+                          "compared, interpolated between evaluations (empty: no evaluation "
+                          "that early)",
+    "val_at_equal_time": "val/loss at the shortest final wall time (elapsed_s) among the runs "
+                         "compared, interpolated between evaluations",
+    "memory_total": "measured memory of one training step: parameters + gradients + optimizer "
+                    "state + activations (run meta memory_footprint)",
 }
 IGNORED_KEYS = ("name",)   # differs between almost any two runs; the run columns name them
 
@@ -306,7 +318,36 @@ def summary_row(scalars: Scalars, meta: dict[str, Any] | None = None, *,
         "dropped_frac": _last(series_arrays(scalars, "moe/L*/dropped_frac")),
         "ens_gain": _last(series_arrays(scalars, "ens/gain")),
         "skipped_steps": float(np.sum(skipped > 0)) if skipped.size else math.nan,
+        "train_flops": _last(series_arrays(scalars, "cost/train_flops")),
+        "memory_total": _meta_num(meta.get("memory_footprint"), "total"),
+        # set across the compared runs by add_equal_cost
+        "val_at_equal_flops": math.nan, "val_at_equal_time": math.nan,
     }
+
+
+def _meta_num(d: Any, key: str) -> float:
+    v = d.get(key) if isinstance(d, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def cost_curve(scalars: Scalars, cost: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(cumulative ``cost`` at each evaluation, val/loss there, final ``cost``) of one
+    run; ``cost``: "cost/train_flops" or "elapsed_s" (run-wide series)."""
+    val = series_arrays(scalars, "val/loss")
+    c = series_arrays(scalars, cost)
+    return tokens_at(c, val[0]), val[1], _last(c)
+
+
+def add_equal_cost(rows: Sequence[dict[str, Any]], scalars: Sequence[Scalars]) -> None:
+    """Fill ``val_at_equal_flops`` / ``val_at_equal_time`` of the summary ``rows`` of
+    the runs whose scalars are ``scalars`` (same order): each run's val/loss at the
+    budget every one of them reached (:func:`moe_studio.metrics.cost.at_equal_budget`)."""
+    for key, cost in (("val_at_equal_flops", "cost/train_flops"),
+                      ("val_at_equal_time", "elapsed_s")):
+        curves = [cost_curve(s, cost) for s in scalars]
+        _, vals = at_equal_budget([(x, y) for x, y, _ in curves], [f for _, _, f in curves])
+        for row, v in zip(rows, vals):
+            row[key] = v
 
 
 def summary_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:

@@ -1,0 +1,69 @@
+"""The Sample Text dialog: reached from the File menu, generates in a child process
+(the GUI process never imports torch) and shows the text and its speed."""
+from __future__ import annotations
+
+
+import pytest
+
+from moe_studio.engine.generate import sample_run
+from moe_studio.engine.trainer import Trainer
+
+from tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tr = Trainer(tiny_config(train__steps=3, train__eval_every=100), tmp_path_factory.mktemp("runs"))
+    while not tr.done:
+        tr.step()
+    tr.close()
+    return tr.run_dir
+
+
+def _type(qtbot, widget, text: str) -> None:
+    from PySide6.QtCore import Qt
+    qtbot.mouseClick(widget, Qt.MouseButton.LeftButton)
+    qtbot.keyClick(widget, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(widget, text)
+
+
+@pytest.mark.slow
+def test_dialog_from_menu_generates_like_the_engine(qtbot, tmp_path, run_dir):
+    from PySide6.QtCore import QSettings, Qt
+
+    from moe_studio.gui.main_window import MainWindow
+    from moe_studio.gui.sample_dialog import SampleDialog
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(settings=settings, runs_dir=tmp_path / "runs", engine_mode="process")
+    qtbot.addWidget(w)
+    w.show()
+    file_menu = w.menuBar().actions()[0].menu()
+    assert w.sample_action in file_menu.actions()
+    w.sample_action.trigger()   # what choosing the menu item does
+    dlg = w.findChild(SampleDialog)
+    assert dlg is not None and dlg.isVisible()
+    _type(qtbot, dlg.run_edit, str(run_dir))
+    _type(qtbot, dlg.prompt_edit, "def ")
+    _type(qtbot, dlg.tokens_spin.lineEdit(), "6")
+    _type(qtbot, dlg.temp_spin.lineEdit(), "0")
+    qtbot.mouseClick(dlg.generate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not dlg.busy, timeout=90_000)
+    assert "tokens/s" in dlg.speed_label.text(), dlg.speed_label.text()
+    ref = sample_run(run_dir, "def ", 6, temperature=0.0)
+    assert dlg.output.toPlainText() == "def " + ref.text
+    dlg.close()
+    w.close()
+
+
+def test_dialog_without_a_run_says_so_and_starts_nothing(qtbot):
+    from PySide6.QtCore import QProcess, Qt
+
+    from moe_studio.gui.sample_dialog import SampleDialog
+    dlg = SampleDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.mouseClick(dlg.generate_button, Qt.MouseButton.LeftButton)
+    assert not dlg.busy and dlg.findChild(QProcess) is None
+    assert "choose a run folder" in dlg.speed_label.text()
+    assert dlg.output.toPlainText() == ""
+    dlg.close()
