@@ -29,6 +29,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 ENSEMBLE_METHODS = ("seeds", "bagging", "snapshot", "boosting")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 HEADROOM_FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
+FFN_ACTS = ("gelu", "swiglu")
 
 
 @dataclass
@@ -53,6 +54,9 @@ class ModelConfig:
     d_model: int = knob(128, "Width of the residual stream.", min=8, max=8192)
     d_ff: int = knob(512, "Hidden width of a dense feed-forward block (and of each expert "
                      "unless moe.d_expert is set).", min=8, max=65536)
+    ffn_act: str = knob("gelu", "Dense feed-forward activation: gelu (two matrices) or swiglu "
+                        "(gated, SiLU(x W_gate) * x W_up, three matrices of d_ff, as in "
+                        "Llama and Mixtral).", choices=FFN_ACTS)
     dropout: float = knob(0.0, "Dropout probability in attention and feed-forward outputs.",
                           min=0.0, max=0.9)
     moe_layers: str = knob("all", "Which blocks use an MoE feed-forward: 'all', 'none', "
@@ -70,6 +74,9 @@ class MoEConfig:
                        "per-expert bias nudged towards balance instead of an auxiliary loss.",
                        choices=ROUTERS)
     d_expert: int = knob(0, "Hidden width of each expert; 0 means model.d_ff.", min=0, max=65536)
+    expert_act: str = knob("gelu", "Expert (and shared expert) activation: gelu, or swiglu, the "
+                           "gated MLP of Mixtral, DeepSeekMoE, Qwen-MoE and OLMoE (1.5x the "
+                           "parameters of a gelu expert of the same width).", choices=FFN_ACTS)
     renormalize: bool = knob(True, "Rescale the chosen top-k gate weights to sum to 1.")
     jitter: float = knob(0.0, "Multiplicative uniform noise on the router input during training "
                          "(Switch Transformer jitter, e.g. 0.01).", min=0.0, max=1.0)

@@ -18,7 +18,9 @@ is written exactly once, so the result (and, through the gather's backward, the 
 gradient) is deterministic on CUDA as well, where ``index_add_`` accumulates with atomics.
 
 Experts are a two-layer MLP without biases, ``gelu(x @ w1[e]) @ w2[e]``, stored as
-stacked parameters ``w1`` [E, d, h] and ``w2`` [E, h, d] so that grouped matmul applies.
+stacked parameters ``w1`` [E, d, h] and ``w2`` [E, h, d] so that grouped matmul applies;
+gated (SwiGLU) experts hold gate and up projections side by side, ``w1`` [E, d, 2h]
+(``activations``).
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ def moe_dispatch(x: Tensor, topk_idx: Tensor, topk_weight: Tensor, w1: Tensor, w
     """Run the routed experts and combine their outputs with the gate weights.
 
     x [T, d]; topk_idx [T, k] int64 (a token never picks the same expert twice);
-    topk_weight [T, k]; w1 [E, d, h]; w2 [E, h, d]; capacity: pairs kept per expert
+    topk_weight [T, k]; w1 [E, d, h] (SwiGLU [E, d, 2h]); w2 [E, h, d]; capacity: pairs kept per expert
     (0 = keep all). Returns ``DispatchResult`` with out [T, d] in the compute dtype,
     ``out[t] = sum_j topk_weight[t, j] * expert_{topk_idx[t, j]}(x[t])`` over kept pairs.
     """

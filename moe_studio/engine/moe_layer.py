@@ -10,29 +10,31 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config.schema import MoEConfig
+from .activations import activate, in_width
 from .dispatch import expert_capacity, moe_dispatch
 from .routers import Router, RouterOutput, make_router
 
 
 class FeedForward(nn.Module):
-    """Dense two-layer MLP without biases: Linear(d, h) - GELU - Linear(h, d).
+    """Dense two-layer MLP without biases: Linear(d, h) - GELU - Linear(h, d), or with
+    ``act="swiglu"`` the gated Linear(d, 2h) - SiLU(gate) * up - Linear(h, d).
 
-    The dense block of a non-MoE layer and the shared expert of an MoE layer.
+    The dense block of a non-MoE layer and the shared experts of an MoE layer.
     ``down_proj`` writes into the residual stream (the model scales its init).
     """
 
-    def __init__(self, d_model: int, hidden: int):
+    def __init__(self, d_model: int, hidden: int, act: str = "gelu"):
         super().__init__()
-        self.up_proj = nn.Linear(d_model, hidden, bias=False)
+        self.act = act
+        self.up_proj = nn.Linear(d_model, in_width(hidden, act), bias=False)
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """x [..., d] -> [..., d]."""
-        return self.down_proj(F.gelu(self.up_proj(x)))
+        return self.down_proj(activate(self.up_proj(x), self.act))
 
 
 @dataclass
@@ -55,8 +57,9 @@ class MoEStats:
 class MoEFeedForward(nn.Module):
     """Routed feed-forward: x [B, T, d] -> [B, T, d].
 
-    ``n_experts`` experts, each ``gelu(x @ w1[e]) @ w2[e]`` with hidden width
-    ``moe_cfg.d_expert or d_ff``, stacked as ``w1`` [E, d, h] and ``w2`` [E, h, d].
+    ``n_experts`` experts, each ``act(x @ w1[e]) @ w2[e]`` with hidden width
+    ``moe_cfg.d_expert or d_ff``, stacked as ``w1`` [E, d, h] and ``w2`` [E, h, d]
+    (``moe_cfg.expert_act = "swiglu"``: ``w1`` [E, d, 2h], gate then up).
     Tokens over an expert's capacity (``moe_cfg.capacity_factor`` > 0) get no output
     from that expert; in the model they pass through on the residual path.
 
@@ -72,9 +75,10 @@ class MoEFeedForward(nn.Module):
         self.d_hidden = h = moe_cfg.d_expert or d_ff
         self.capacity_factor = moe_cfg.capacity_factor
         self.router: Router = make_router(moe_cfg, d_model)
-        self.w1 = nn.Parameter(torch.empty(E, d_model, h))
+        self.act = moe_cfg.expert_act
+        self.w1 = nn.Parameter(torch.empty(E, d_model, in_width(h, self.act)))
         self.w2 = nn.Parameter(torch.empty(E, h, d_model))
-        self.shared = FeedForward(d_model, h) if moe_cfg.shared_expert else None
+        self.shared = FeedForward(d_model, h, self.act) if moe_cfg.shared_expert else None
         self.collect_stats = True
         self.last: MoEStats | None = None
         self.aux_loss: Tensor | None = None   # set by forward
@@ -100,7 +104,7 @@ class MoEFeedForward(nn.Module):
         return self.router.top_k
 
     def extra_repr(self) -> str:
-        return (f"n_experts={self.n_experts}, d_hidden={self.d_hidden}, "
+        return (f"n_experts={self.n_experts}, d_hidden={self.d_hidden}, act={self.act}, "
                 f"capacity_factor={self.capacity_factor}")
 
     def forward(self, x: Tensor) -> Tensor:
