@@ -45,6 +45,20 @@ def soft_gating() -> ExperimentConfig:
     return c
 
 
+def fine_grained() -> ExperimentConfig:
+    """DeepSeekMoE's layout at the default's active parameters: 24 narrow SwiGLU experts
+    (width 56), 2 of them shared, top-4 of the rest. Per MoE block a token passes
+    through router 128 x 24 + 6 experts x 3 x 128 x 56 = 132,096 parameters, exactly the
+    default's router 128 x 8 + 2 experts x 2 x 128 x 256 (tests/test_fine_grained.py)."""
+    c = ExperimentConfig(name="fine-grained-shared")
+    c.moe.n_experts = 24
+    c.moe.top_k = 4
+    c.moe.n_shared = 2
+    c.moe.d_expert = 56
+    c.moe.expert_act = "swiglu"
+    return c
+
+
 def noisy_topk() -> ExperimentConfig:
     c = mixtral_top2()
     c.name = "noisy-top2"
@@ -141,6 +155,7 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "Dense baseline": dense_baseline,
     "Switch top-1": switch_top1,
     "Classic soft gating (all experts)": soft_gating,
+    "Fine-grained + 2 shared SwiGLU experts (DeepSeekMoE)": fine_grained,
     "Noisy top-2 gating": noisy_topk,
     "Aux-loss-free balancing": aux_free,
     "fp16 overflow demo": fp16_overflow_demo,

@@ -82,7 +82,8 @@ class MoEConfig:
                          "(Switch Transformer jitter, e.g. 0.01).", min=0.0, max=1.0)
     router_fp32: bool = knob(True, "Compute the router in float32 even under fp16/bf16 autocast "
                              "(selective precision).")
-    shared_expert: bool = knob(False, "Add one always-on shared expert next to the routed ones.")
+    n_shared: int = knob(0, "Always-on shared experts next to the routed ones (DeepSeekMoE), each "
+                         "as wide as a routed expert; 0 = none.", min=0, max=64)
     capacity_factor: float = knob(0.0, "Expert capacity = factor x tokens x top_k / n_experts; "
                                   "tokens over capacity are dropped and pass through the residual. "
                                   "0 = dropless.", min=0.0, max=64.0)
@@ -179,6 +180,7 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
     Unknown sections or keys raise ``ConfigError`` naming them; type coercion is
     lenient where no information is lost (int -> float), strict otherwise.
     """
+    from .legacy import upgrade_keys
     from .validate import ConfigError, coerce, show
 
     cfg = ExperimentConfig()
@@ -195,7 +197,7 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
             raise ConfigError(key, f"section '{key}' must be a table of key = value pairs")
         sec = getattr(cfg, key)
         known = {f.name: f for f in fields(sec)}
-        for k, v in value.items():
+        for k, v in upgrade_keys(key, value).items():
             if k not in known:
                 raise ConfigError(f"{key}.{k}", f"unknown key '{key}.{k}' "
                                                 f"(known: {', '.join(known)})")

@@ -1,4 +1,4 @@
-"""The Mixture-of-Experts feed-forward block: router + routed experts (+ a shared expert).
+"""The Mixture-of-Experts feed-forward block: router + routed experts (+ shared experts).
 
 After every forward the layer keeps what the trainer records about it (``last``) as
 detached tensors on the model's device. Nothing here calls ``.item()``: on CUDA a host
@@ -78,7 +78,10 @@ class MoEFeedForward(nn.Module):
         self.act = moe_cfg.expert_act
         self.w1 = nn.Parameter(torch.empty(E, d_model, in_width(h, self.act)))
         self.w2 = nn.Parameter(torch.empty(E, h, d_model))
-        self.shared = FeedForward(d_model, h, self.act) if moe_cfg.shared_expert else None
+        # n shared experts of width h summed are one MLP of width n * h (every hidden unit
+        # acts alone), so one wider FeedForward runs them in two matmuls.
+        self.n_shared = moe_cfg.n_shared
+        self.shared = FeedForward(d_model, self.n_shared * h, self.act) if self.n_shared else None
         self.collect_stats = True
         self.last: MoEStats | None = None
         self.aux_loss: Tensor | None = None   # set by forward

@@ -39,7 +39,7 @@ def count_params(cfg: ExperimentConfig) -> ParamCount:
     h = expert_hidden(cfg)
     one_expert = d * (in_width(h, e.expert_act) + h)
     router = d * e.n_experts * (2 if e.router == "noisy_topk" else 1)
-    shared = one_expert if e.shared_expert else 0
+    shared = e.n_shared * one_expert
     k_active = e.n_experts if e.router == "soft" else min(e.top_k, e.n_experts)
     total = embed + norms
     active = embed + norms
