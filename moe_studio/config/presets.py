@@ -59,6 +59,26 @@ def fine_grained() -> ExperimentConfig:
     return c
 
 
+def deepseek_v3() -> ExperimentConfig:
+    """The fine-grained layout with DeepSeek-V3's gating: sigmoid scores, a selection
+    bias balancing the load instead of the loss (whose weight drops to V3's 1e-4)."""
+    c = fine_grained()
+    c.name = "deepseek-v3-gating"
+    c.moe.router = "sigmoid"
+    c.moe.aux_loss_coef = 1e-4
+    return c
+
+
+def expert_choice() -> ExperimentConfig:
+    """The default's experts, routed the other way round: each expert takes its
+    T x 2 / 8 best tokens of the batch (see the router's caveat for a causal LM)."""
+    c = mixtral_top2()
+    c.name = "expert-choice"
+    c.moe.router = "expert_choice"
+    c.moe.aux_loss_coef = 0.0
+    return c
+
+
 def noisy_topk() -> ExperimentConfig:
     c = mixtral_top2()
     c.name = "noisy-top2"
@@ -156,6 +176,8 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "Switch top-1": switch_top1,
     "Classic soft gating (all experts)": soft_gating,
     "Fine-grained + 2 shared SwiGLU experts (DeepSeekMoE)": fine_grained,
+    "DeepSeek-V3 gating (sigmoid, selection bias)": deepseek_v3,
+    "Expert-choice routing": expert_choice,
     "Noisy top-2 gating": noisy_topk,
     "Aux-loss-free balancing": aux_free,
     "fp16 overflow demo": fp16_overflow_demo,

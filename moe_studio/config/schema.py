@@ -24,7 +24,9 @@ def knob(default: Any, help: str, *, min: float | None = None, max: float | None
     return field(default=default, metadata=meta)
 
 
-ROUTERS = ("topk", "noisy_topk", "soft", "aux_free")
+ROUTERS = ("topk", "noisy_topk", "soft", "aux_free", "sigmoid", "expert_choice")
+# routers whose per-expert selection bias moves after every optimizer step
+BIASED_ROUTERS = ("aux_free", "sigmoid")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ENSEMBLE_METHODS = ("seeds", "bagging", "snapshot", "boosting")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -71,7 +73,13 @@ class MoEConfig:
                       "which mixes all experts.", min=1, max=256)
     router: str = knob("topk", "topk: softmax then top-k; noisy_topk: Shazeer et al. 2017 noisy "
                        "gating; soft: dense mixture of all experts; aux_free: top-k with a "
-                       "per-expert bias nudged towards balance instead of an auxiliary loss.",
+                       "per-expert bias nudged towards balance instead of an auxiliary loss; "
+                       "sigmoid: DeepSeek-V3, sigmoid scores, that bias used only to choose, "
+                       "weights normalised over the chosen; expert_choice: each expert takes "
+                       "its top tokens of the batch (capacity_factor x T x top_k / E each). "
+                       "Caveat for a causal LM: with expert_choice a token's experts depend on "
+                       "later tokens of the batch (a peek at the future), and generating one "
+                       "token at a time routes differently from training.",
                        choices=ROUTERS)
     d_expert: int = knob(0, "Hidden width of each expert; 0 means model.d_ff.", min=0, max=65536)
     expert_act: str = knob("gelu", "Expert (and shared expert) activation: gelu, or swiglu, the "
@@ -91,7 +99,7 @@ class MoEConfig:
                                 "E * sum_i f_i * P_i.", min=0.0, max=10.0, kind="log")
     z_loss_coef: float = knob(1e-3, "Weight of the ST-MoE router z-loss mean(logsumexp(logits)^2).",
                               min=0.0, max=10.0, kind="log")
-    bias_update_rate: float = knob(1e-3, "aux_free router: step by which each expert's bias moves "
+    bias_update_rate: float = knob(1e-3, "aux_free and sigmoid routers: step by which each expert's bias moves "
                                    "against the sign of its load error after every step.",
                                    min=0.0, max=1.0, kind="log")
     noise_eps: float = knob(1e-2, "noisy_topk router: floor added to the learned noise scale.",

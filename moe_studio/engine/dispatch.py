@@ -111,3 +111,24 @@ def moe_dispatch(x: Tensor, topk_idx: Tensor, topk_weight: Tensor, w1: Tensor, w
     slots = ys.new_zeros(T * k, d).index_copy(0, order, ys)
     out = slots.view(T, k, d).sum(dim=1)                   # [T, d]
     return DispatchResult(out, tokens_per_expert, dropped_per_expert)
+
+
+def expert_choice_dispatch(x: Tensor, expert_tokens: Tensor, expert_weight: Tensor, w1: Tensor,
+                           w2: Tensor) -> DispatchResult:
+    """Expert-choice routing: expert e runs on the tokens ``expert_tokens[e]`` it chose.
+
+    x [T, d]; expert_tokens [E, C] int64 (no token twice in a row); expert_weight [E, C];
+    w1, w2 as in :func:`moe_dispatch`. The pairs are expert-major already, so there is
+    nothing to sort and nothing to drop; ``out[t]`` sums ``weight * expert_e(x[t])`` over
+    the experts that took t (zero for a token no expert took). ``index_add_`` puts them
+    back: a token has a varying number of slots here, and on CUDA its sum is therefore
+    accumulated with atomics (not bit-reproducible there).
+    """
+    E, C = expert_tokens.shape
+    dtype = _compute_dtype(x)
+    flat = expert_tokens.reshape(-1)                        # [E*C]
+    counts = torch.full((E,), C, dtype=torch.long, device=x.device)
+    ys = run_experts(x[flat].to(dtype), w1.to(dtype), w2.to(dtype), counts)
+    ys = ys * expert_weight.reshape(-1, 1).to(ys.dtype)
+    out = ys.new_zeros(x.shape[0], x.shape[-1]).index_add_(0, flat, ys)
+    return DispatchResult(out, counts, torch.zeros_like(counts))

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..config.schema import MoEConfig
 from .activations import activate, in_width
-from .dispatch import expert_capacity, moe_dispatch
+from .dispatch import expert_capacity, expert_choice_dispatch, moe_dispatch
 from .routers import Router, RouterOutput, make_router
 
 
@@ -114,8 +114,11 @@ class MoEFeedForward(nn.Module):
         B, T, d = x.shape
         flat = x.reshape(B * T, d)
         r = self.router(flat)
-        capacity = expert_capacity(self.capacity_factor, B * T, self.top_k, self.n_experts)
-        res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity)
+        if r.expert_tokens is not None:
+            res = expert_choice_dispatch(flat, r.expert_tokens, r.expert_weight, self.w1, self.w2)
+        else:
+            capacity = expert_capacity(self.capacity_factor, B * T, self.top_k, self.n_experts)
+            res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity)
         y = res.out
         if self.shared is not None:
             y = y + self.shared(flat)

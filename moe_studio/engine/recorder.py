@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..config import ExperimentConfig
+from ..config.schema import BIASED_ROUTERS
 from ..metrics.routing import load_cv, max_over_mean
 from ..store import RunWriter
 from .headroom import HeadroomMonitor, nonfinite_event
@@ -88,7 +89,7 @@ class Recorder:
             tpe = torch.stack([b.last.tokens_per_expert.float() for b in blocks])
             dpe = torch.stack([b.last.dropped_per_expert.float() for b in blocks])
             bias = None
-            if self.config.moe.router == "aux_free":
+            if self.config.moe.router in BIASED_ROUTERS:
                 bias = torch.stack([b.router.bias.detach().float() for b in blocks])
         else:
             bstats = tpe = dpe = bias = None

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ExperimentConfig, copy_config, dumps, to_dict, validate
+from ..config.schema import BIASED_ROUTERS
 from ..config.validate import parse_layer_set
 from ..data import eval_windows, load_corpus
 from ..paths import default_runs_dir
@@ -261,7 +262,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         if scaler.is_enabled():
             self.recorder.loss_scale(step + 1, m, scale_before, scaler.get_scale(), culprit)
-        if self.config.moe.router == "aux_free":
+        if self.config.moe.router in BIASED_ROUTERS:
             model.update_router_biases()
 
     def _flush(self) -> None:
