@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from moe_studio.config.schema import ExperimentConfig, MoEConfig
 from moe_studio.engine import expert_kernels as kernels

@@ -23,6 +23,7 @@ def switch_top1() -> ExperimentConfig:
     c.moe.top_k = 1
     c.moe.renormalize = False
     c.moe.capacity_factor = 1.25
+    c.moe.capacity_group = "sequence"   # Switch counts capacity per group (sequence)
     c.moe.d_expert = 512
     c.moe.jitter = 0.01
     return c

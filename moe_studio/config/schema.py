@@ -32,6 +32,8 @@ ENSEMBLE_METHODS = ("seeds", "bagging", "snapshot", "boosting")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 HEADROOM_FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
 FFN_ACTS = ("gelu", "swiglu")
+CAPACITY_PRIORITIES = ("first_choice", "token_order")
+CAPACITY_GROUPS = ("batch", "sequence")
 
 
 @dataclass
@@ -95,6 +97,15 @@ class MoEConfig:
     capacity_factor: float = knob(0.0, "Expert capacity = factor x tokens x top_k / n_experts; "
                                   "tokens over capacity are dropped and pass through the residual. "
                                   "0 = dropless.", min=0.0, max=64.0)
+    capacity_priority: str = knob("first_choice", "Which pairs a full expert keeps when top_k >= 2: "
+                                  "first_choice serves every token's first choice before any "
+                                  "second choice (GShard, fairseq); token_order walks the tokens "
+                                  "in order, a token's second choice before the next token's first.",
+                                  choices=CAPACITY_PRIORITIES)
+    capacity_group: str = knob("batch", "Tokens over which capacity is counted: batch (the whole "
+                               "batch, so later sequences lose more tokens) or sequence (each "
+                               "sequence its own capacity, as Switch counts it per group).",
+                               choices=CAPACITY_GROUPS)
     aux_loss_coef: float = knob(0.01, "Weight of the Switch load-balancing loss "
                                 "E * sum_i f_i * P_i.", min=0.0, max=10.0, kind="log")
     z_loss_coef: float = knob(1e-3, "Weight of the ST-MoE router z-loss mean(logsumexp(logits)^2).",

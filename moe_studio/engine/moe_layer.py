@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..config.schema import MoEConfig
 from .activations import activate, in_width
-from .dispatch import expert_capacity, expert_choice_dispatch, moe_dispatch
+from .dispatch import DispatchResult, expert_capacity, expert_choice_dispatch, moe_dispatch
 from .routers import Router, RouterOutput, make_router
 
 
@@ -43,6 +43,7 @@ class MoEStats:
 
     tokens_per_expert: Tensor   # [E] float32, pairs routed per expert (before drops)
     dropped_per_expert: Tensor  # [E] float32, pairs dropped over capacity
+    dropped_per_row: Tensor     # [B] float32, pairs dropped from each sequence of the batch
     entropy: Tensor             # [] mean router entropy, nats
     top1_prob: Tensor           # [] mean of the largest router probability
     logit_absmean: Tensor       # [] mean |logit|
@@ -74,6 +75,8 @@ class MoEFeedForward(nn.Module):
         self.n_experts = E = moe_cfg.n_experts
         self.d_hidden = h = moe_cfg.d_expert or d_ff
         self.capacity_factor = moe_cfg.capacity_factor
+        self.capacity_priority = moe_cfg.capacity_priority
+        self.capacity_group = moe_cfg.capacity_group
         self.router: Router = make_router(moe_cfg, d_model)
         self.act = moe_cfg.expert_act
         self.w1 = nn.Parameter(torch.empty(E, d_model, in_width(h, self.act)))
@@ -117,24 +120,32 @@ class MoEFeedForward(nn.Module):
         if r.expert_tokens is not None:
             res = expert_choice_dispatch(flat, r.expert_tokens, r.expert_weight, self.w1, self.w2)
         else:
-            capacity = expert_capacity(self.capacity_factor, B * T, self.top_k, self.n_experts)
-            res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity)
+            per_seq = self.capacity_group == "sequence"
+            capacity = expert_capacity(self.capacity_factor, T if per_seq else B * T, self.top_k,
+                                       self.n_experts)
+            res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity,
+                               priority=self.capacity_priority, group_size=T if per_seq else 0)
         y = res.out
         if self.shared is not None:
             y = y + self.shared(flat)
 
         self.aux_loss, self.z_loss = r.aux_loss, r.z_loss
         self.tokens_per_expert = res.tokens_per_expert.detach().float()
-        self.last = self._stats(r, res.dropped_per_expert) if self.collect_stats else None
+        self.last = self._stats(r, res, B) if self.collect_stats else None
         return y.view(B, T, d)
 
     @torch.no_grad()
-    def _stats(self, r: RouterOutput, dropped_per_expert: Tensor) -> MoEStats:
+    def _stats(self, r: RouterOutput, res: DispatchResult, rows: int) -> MoEStats:
         probs = r.probs.detach()
+        if res.pair_kept is None:
+            dropped_per_row = probs.new_zeros(rows)
+        else:
+            dropped_per_row = (~res.pair_kept).reshape(rows, -1).sum(1).float()
         abs_logits = r.logits.detach().abs()
         return MoEStats(
             tokens_per_expert=self.tokens_per_expert,
-            dropped_per_expert=dropped_per_expert.float(),
+            dropped_per_expert=res.dropped_per_expert.float(),
+            dropped_per_row=dropped_per_row,
             entropy=torch.special.entr(probs).sum(dim=-1).mean(),
             top1_prob=probs.max(dim=-1).values.mean(),
             logit_absmean=abs_logits.mean(),
