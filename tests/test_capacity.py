@@ -16,14 +16,7 @@ from moe_studio.engine.trainer import Trainer
 from moe_studio.store.reader import open_run
 from tiny import tiny_config
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def _restore_kernel():
-    yield
-    kernels.set_expert_kernel("auto")
-    kernels.TUNER.reset()
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_expert_kernel")
 
 
 def reference_keep(topk_idx, n_experts, capacity, priority, group_size):

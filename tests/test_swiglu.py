@@ -14,14 +14,7 @@ from moe_studio.engine.model import MoEGPT
 from moe_studio.engine.moe_layer import FeedForward, MoEFeedForward
 from moe_studio.engine.params import count_params
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def _restore_kernel():
-    yield
-    kernels.set_expert_kernel("auto")
-    kernels.TUNER.reset()
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "fresh_expert_kernel")
 
 
 def swiglu_ref(x, w_gate, w_up, w_down):
