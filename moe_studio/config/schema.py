@@ -166,6 +166,11 @@ class TrainConfig:
     checkpoint_every: int = knob(0, "Steps between checkpoints; 0 = only at the end or on stop.",
                                  min=0, max=10_000_000)
     collect_stats: bool = knob(True, "Record per-layer routing statistics every log step.")
+    stages: str = knob("", "Training in stages, each freezing parts for some steps: what:steps items, "
+                       "e.g. 'router:300, experts:200, none:500' trains the experts first (router "
+                       "frozen), then the router (experts frozen), then both. Parts: router, "
+                       "experts, attention, embeddings, joined by +. Empty: one stage, nothing "
+                       "frozen; after the last stage nothing is frozen.")
 
 
 @dataclass
