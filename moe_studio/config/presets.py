@@ -80,6 +80,21 @@ def expert_choice() -> ExperimentConfig:
     return c
 
 
+def router_collapse() -> ExperimentConfig:
+    """The default with nothing holding the router back: no balancing loss, no z-loss
+    and ten times the learning rate. A few experts win early, get all the tokens and
+    with them all the gradient; the rest never learn and go dead (the Experts view).
+    On the tiny test model 6 of 8 experts per block are dead after 40 steps, where the
+    default keeps all 8 busy (tests/test_collapse.py)."""
+    c = mixtral_top2()
+    c.name = "router-collapse"
+    c.moe.aux_loss_coef = 0.0
+    c.moe.z_loss_coef = 0.0
+    c.train.lr = 3e-2
+    c.train.min_lr = 3e-3
+    return c
+
+
 def noisy_topk() -> ExperimentConfig:
     c = mixtral_top2()
     c.name = "noisy-top2"
@@ -179,6 +194,7 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "Fine-grained + 2 shared SwiGLU experts (DeepSeekMoE)": fine_grained,
     "DeepSeek-V3 gating (sigmoid, selection bias)": deepseek_v3,
     "Expert-choice routing": expert_choice,
+    "Router collapse demo (no balancing, high lr)": router_collapse,
     "Noisy top-2 gating": noisy_topk,
     "Aux-loss-free balancing": aux_free,
     "fp16 overflow demo": fp16_overflow_demo,
