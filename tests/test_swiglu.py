@@ -104,3 +104,15 @@ def _with(cfg, act):
     c = copy_config(cfg)
     c.model.ffn_act = c.moe.expert_act = act
     return c
+
+
+def test_bench_quick_has_swiglu_and_sigmoid_rows():
+    from moe_studio.bench.moe_layer import run
+
+    g = run(json_out=True, quick=True)["gated"]
+    assert set(g["ms"]) == {"moe_swiglu", "moe_swiglu_sigmoid", "dense_swiglu_ffn"}
+    assert all(v > 0 for v in g["ms"].values()) and g["ratio_to_dense"]["dense_swiglu_ffn"] == 1.0
+    assert g["expert_kernel"] in ("loop", "grouped")
+    assert set(g["budgets"]) == {"moe_swiglu_over_dense_swiglu_8x2",
+                                 "moe_swiglu_sigmoid_over_dense_swiglu_8x2"}
+    assert all(b["limit"] == 1.3 and b["ok"] == (b["value"] <= 1.3) for b in g["budgets"].values())
