@@ -29,6 +29,7 @@ from .bars import BarPlot
 from .heatmap import HeatmapPlot
 from .plots import CurvePlot
 from .routed_text import TokenListPanel, token_rows
+from .row_drops import show_row_drops
 from .run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of
 from .theme import is_dark_palette, plot_colors, series_color
 
@@ -342,6 +343,7 @@ class ExpertsDashboard(RunDashboard):
             if plot is not self.cv and plot.plot_item.legend is not None:
                 plot.plot_item.legend.setVisible(False)
             plot.sync_range()
+        show_row_drops(self.dropped, self._reader, self.member(), rows)
         bias = self._data.get(TENSORS[2])
         self.bias.setVisible(bias is not None)
         if bias is not None:
