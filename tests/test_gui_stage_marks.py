@@ -6,6 +6,7 @@ import pyqtgraph as pg
 import pytest
 
 from moe_studio.engine.trainer import Trainer
+from moe_studio.gui.experts_dashboard import ExpertsDashboard
 from moe_studio.gui.training_dashboard import TrainingDashboard
 from tiny import tiny_config
 
@@ -36,3 +37,10 @@ def test_stage_lines_on_the_training_view(qtbot, staged_run):
     d.set_x_mode("tokens")
     assert stage_lines(d.plot("loss")) == [2.0 * tokens_per_step, 3.0 * tokens_per_step]
     d.stop_follow()
+
+
+def test_stage_lines_on_the_experts_view(make_dashboard, staged_run):
+    run_dir, _ = staged_run
+    d = make_dashboard(ExpertsDashboard, [run_dir], size=(1200, 800))
+    for plot in (d.cv, d.max_mean, d.dropped, d.dead):
+        assert stage_lines(plot) == [2.0, 3.0]
