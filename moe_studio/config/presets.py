@@ -95,6 +95,16 @@ def router_collapse() -> ExperimentConfig:
     return c
 
 
+def staged() -> ExperimentConfig:
+    """The default trained in three stages: the experts with the router frozen (the
+    router's initial, nearly uniform choice spreads the tokens), then the router with
+    the experts frozen, then both; the boundaries are marked on the time axes."""
+    c = mixtral_top2()
+    c.name = "staged"
+    c.train.stages = "router:600, experts:400, none:1000"
+    return c
+
+
 def noisy_topk() -> ExperimentConfig:
     c = mixtral_top2()
     c.name = "noisy-top2"
@@ -195,6 +205,7 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "DeepSeek-V3 gating (sigmoid, selection bias)": deepseek_v3,
     "Expert-choice routing": expert_choice,
     "Router collapse demo (no balancing, high lr)": router_collapse,
+    "Staged: experts, then router, then both": staged,
     "Noisy top-2 gating": noisy_topk,
     "Aux-loss-free balancing": aux_free,
     "fp16 overflow demo": fp16_overflow_demo,
