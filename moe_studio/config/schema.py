@@ -204,7 +204,7 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
     Unknown sections or keys raise ``ConfigError`` naming them; type coercion is
     lenient where no information is lost (int -> float), strict otherwise.
     """
-    from .legacy import upgrade_keys
+    from .legacy import LegacyValueError, upgrade_keys
     from .validate import ConfigError, coerce, show
 
     cfg = ExperimentConfig()
@@ -221,7 +221,11 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
             raise ConfigError(key, f"section '{key}' must be a table of key = value pairs")
         sec = getattr(cfg, key)
         known = {f.name: f for f in fields(sec)}
-        for k, v in upgrade_keys(key, value).items():
+        try:
+            value = upgrade_keys(key, value)
+        except LegacyValueError as e:
+            raise ConfigError(e.path, str(e)) from None
+        for k, v in value.items():
             if k not in known:
                 raise ConfigError(f"{key}.{k}", f"unknown key '{key}.{k}' "
                                                 f"(known: {', '.join(known)})")
