@@ -86,6 +86,16 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def fresh_expert_kernel():
+    """After the test: the expert kernel back to 'auto' and the tuner's measurements
+    forgotten (a test may force a kernel, or teach it that grouped_mm fails)."""
+    from moe_studio.engine import expert_kernels
+    yield
+    expert_kernels.set_expert_kernel("auto")
+    expert_kernels.TUNER.reset()
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads_or_timers(request):
     """Fail a test that leaves a training thread, a Python thread, or an active timer

@@ -198,9 +198,9 @@ def _layer(**moe):
     return MoEFeedForward(8, cfg, d_ff=12).eval()
 
 
-@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("shared", [0, 1])
 def test_layer_is_router_plus_experts_plus_shared(shared):
-    layer = _layer(shared_expert=shared)
+    layer = _layer(n_shared=shared)
     x = torch.randn(2, 5, 8)
     y = layer(x)
     flat = x.reshape(10, 8)
@@ -213,7 +213,7 @@ def test_layer_is_router_plus_experts_plus_shared(shared):
 
 
 def test_layer_capacity_dropped_tokens_get_only_shared_output():
-    layer = _layer(top_k=1, capacity_factor=0.5, shared_expert=True)
+    layer = _layer(top_k=1, capacity_factor=0.5, n_shared=1)
     x = torch.randn(1, 16, 8)
     y = layer(x)
     flat = x.reshape(16, 8)

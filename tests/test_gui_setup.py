@@ -116,14 +116,14 @@ def test_every_editor_feeds_the_config(panel, tmp_path):
     panel.field_widget("data.corpus").setText(str(corpus))
     panel.field_widget("model.moe_layers").setEditText("1,3")
     panel.field_widget("moe.router").setCurrentText("noisy_topk")
-    panel.field_widget("moe.shared_expert").setChecked(True)
+    panel.field_widget("moe.n_shared").setValue(2)
     panel.field_widget("moe.capacity_factor").setValue(1.25)
     panel.field_widget("precision.mode").setCurrentText("bf16")
     panel.field_widget("train.steps").setValue(123)
     c = panel.config()
     assert (c.name, c.data.corpus, c.model.moe_layers, c.moe.router) == \
         ("probe", str(corpus), "1,3", "noisy_topk")
-    assert c.moe.shared_expert and c.moe.capacity_factor == 1.25
+    assert c.moe.n_shared == 2 and c.moe.capacity_factor == 1.25
     assert c.precision.mode == "bf16" and c.train.steps == 123
     assert panel.is_valid(), [e.message for e in panel.problems()]
 

@@ -10,6 +10,10 @@ three baselines, at 8 experts top-2 and 64 experts top-2:
 Every variant uses the same router and expert weights. All of them run in interleaved
 rounds (A, B, C, D, A, B, ...) so a shared, noisy machine slows them alike; the median
 per variant is reported, with its ratio to the dense FFN.
+
+The ``gated`` section measures today's layout at 8 experts top-2: SwiGLU experts under
+the softmax top-k router and under DeepSeek-V3's sigmoid router, against a dense
+SwiGLU FFN with the same active parameters (hidden = top_k * d_expert), same budget.
 """
 from __future__ import annotations
 
@@ -90,21 +94,18 @@ def _time(fn, x: Tensor, grad: Tensor, params: list[Tensor]) -> float:
     return time.perf_counter() - start
 
 
-def _one_config(n_experts: int, top_k: int, tokens: int, d: int, h: int,
-                reps: int, warmup: int, device: torch.device) -> dict:
-    torch.manual_seed(0)
-    cfg = MoEConfig(n_experts=n_experts, top_k=top_k, router="topk", capacity_factor=0.0)
-    layer = MoEFeedForward(d, cfg, h).to(device)
+def _moe_layer(d: int, h: int, device: torch.device, **moe) -> MoEFeedForward:
+    layer = MoEFeedForward(d, MoEConfig(capacity_factor=0.0, **moe), h).to(device)
     layer.collect_stats = False     # the trainer's cost without statistics is the fair one
-    dense = FeedForward(d, top_k * h).to(device)
+    return layer
+
+
+def _interleaved(variants: dict, tokens: int, d: int, reps: int, warmup: int,
+                 device: torch.device, dense: str) -> dict:
+    """Median and minimum ms per variant (name -> (fn, params)), and their ratios to
+    the variant named ``dense``."""
     x = torch.randn(1, tokens, d, device=device, requires_grad=True)
     grad = torch.randn(1, tokens, d, device=device)
-    variants = {
-        "moe_layer": (layer, list(layer.parameters())),
-        "dense_ffn": (dense, list(dense.parameters())),
-        "naive_loop": (lambda t: naive_loop(layer, t), list(layer.parameters())),
-        "onehot_einsum": (lambda t: onehot_einsum(layer, t), list(layer.parameters())),
-    }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for rep in range(warmup + reps):
         for name, (fn, params) in variants.items():
@@ -115,17 +116,59 @@ def _one_config(n_experts: int, top_k: int, tokens: int, d: int, h: int,
     # Noise from other processes only ever adds time: the minimum is the best estimate
     # of the intrinsic cost, reported next to the median that the budgets use.
     min_ms = {name: round(1e3 * min(ts), 3) for name, ts in times.items()}
+    return {
+        "ms": {k: round(v, 3) for k, v in ms.items()},
+        "ratio_to_dense": {k: round(v / ms[dense], 3) for k, v in ms.items()},
+        "min_ms": min_ms,
+        "min_ratio_to_dense": {k: round(v / min_ms[dense], 3) for k, v in min_ms.items()},
+    }
+
+
+def _kernel_chosen(n_experts: int, d: int, w1_width: int) -> str:
     chosen = [c["kernel"] for c in expert_kernels.kernel_choices()
-              if (c["n_experts"], c["d_model"], c["d_hidden"], c["backward"]) == (n_experts, d, h, True)]
+              if (c["n_experts"], c["d_model"], c["d_hidden"], c["backward"]) == (n_experts, d, w1_width, True)]
+    return chosen[-1] if chosen else expert_kernels.expert_kernel_setting()
+
+
+def _one_config(n_experts: int, top_k: int, tokens: int, d: int, h: int,
+                reps: int, warmup: int, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    layer = _moe_layer(d, h, device, n_experts=n_experts, top_k=top_k, router="topk")
+    dense = FeedForward(d, top_k * h).to(device)
+    variants = {
+        "moe_layer": (layer, list(layer.parameters())),
+        "dense_ffn": (dense, list(dense.parameters())),
+        "naive_loop": (lambda t: naive_loop(layer, t), list(layer.parameters())),
+        "onehot_einsum": (lambda t: onehot_einsum(layer, t), list(layer.parameters())),
+    }
+    timed = _interleaved(variants, tokens, d, reps, warmup, device, dense="dense_ffn")
     return {
         "n_experts": n_experts,
         "top_k": top_k,
-        "expert_kernel": chosen[-1] if chosen else expert_kernels.expert_kernel_setting(),
+        "expert_kernel": _kernel_chosen(n_experts, d, h),   # what the timing runs chose
         "einsum_capacity_factor": EINSUM_CAPACITY_FACTOR,
-        "ms": {k: round(v, 3) for k, v in ms.items()},
-        "ratio_to_dense": {k: round(v / ms["dense_ffn"], 3) for k, v in ms.items()},
-        "min_ms": min_ms,
-        "min_ratio_to_dense": {k: round(v / min_ms["dense_ffn"], 3) for k, v in min_ms.items()},
+        **timed,
+    }
+
+
+def _gated_config(n_experts: int, top_k: int, tokens: int, d: int, h: int,
+                  reps: int, warmup: int, device: torch.device) -> dict:
+    """SwiGLU experts under the softmax top-k and the sigmoid router, against the dense
+    SwiGLU FFN of the same active parameters."""
+    torch.manual_seed(0)
+    softmax = _moe_layer(d, h, device, n_experts=n_experts, top_k=top_k, router="topk",
+                         expert_act="swiglu")
+    sigmoid = _moe_layer(d, h, device, n_experts=n_experts, top_k=top_k, router="sigmoid",
+                         expert_act="swiglu")
+    dense = FeedForward(d, top_k * h, "swiglu").to(device)
+    variants = {name: (m, list(m.parameters())) for name, m in
+                (("moe_swiglu", softmax), ("moe_swiglu_sigmoid", sigmoid), ("dense_swiglu_ffn", dense))}
+    timed = _interleaved(variants, tokens, d, reps, warmup, device, dense="dense_swiglu_ffn")
+    return {
+        "n_experts": n_experts,
+        "top_k": top_k,
+        "expert_kernel": _kernel_chosen(n_experts, d, 2 * h),
+        **timed,
     }
 
 
@@ -143,6 +186,12 @@ def run(json_out: bool = True, quick: bool = False, device: str = "cpu") -> dict
         tokens, d, h, reps, warmup, configs = 4096, 256, 1024, 5, 1, [(8, 2), (64, 2)]
     results = [_one_config(E, k, tokens, d, h, reps, warmup, dev) for E, k in configs]
     small, large = results
+    gated = _gated_config(*configs[0], tokens, d, h, reps, warmup, dev)
+    gated["budgets"] = {
+        f"{name}_over_dense_swiglu_{gated['n_experts']}x{gated['top_k']}": {
+            "value": gated["ratio_to_dense"][name], "limit": 1.3,
+            "ok": gated["ratio_to_dense"][name] <= 1.3}
+        for name in ("moe_swiglu", "moe_swiglu_sigmoid")}
     out = {
         "device": str(dev) if dev.type != "cuda" else torch.cuda.get_device_name(dev),
         "threads": torch.get_num_threads(),
@@ -155,6 +204,7 @@ def run(json_out: bool = True, quick: bool = False, device: str = "cpu") -> dict
         # many small kernels of the MoE variants suffer more than the dense FFN's few
         "load_avg_1m": [(la or [None])[0] for la in (load_before, load_average())],
         "configs": results,
+        "gated": gated,
         "budgets": {
             f"moe_over_dense_{small['n_experts']}x{small['top_k']}": {
                 "value": small["ratio_to_dense"]["moe_layer"], "limit": 1.3,
@@ -172,6 +222,11 @@ def run(json_out: bool = True, quick: bool = False, device: str = "cpu") -> dict
             for name, v in r["ms"].items():
                 print(f"    {name:14s} {v:9.2f} ms  x{r['ratio_to_dense'][name]:.2f} dense"
                       f"   (min {r['min_ms'][name]:9.2f} ms  x{r['min_ratio_to_dense'][name]:.2f})")
-        for name, b in out["budgets"].items():
+        print(f"  gated, {gated['n_experts']} experts top-{gated['top_k']} "
+              f"(kernel {gated['expert_kernel']}):")
+        for name, v in gated["ms"].items():
+            print(f"    {name:18s} {v:9.2f} ms  x{gated['ratio_to_dense'][name]:.2f} dense swiglu"
+                  f"   (min {gated['min_ms'][name]:9.2f} ms  x{gated['min_ratio_to_dense'][name]:.2f})")
+        for name, b in {**out["budgets"], **gated["budgets"]}.items():
             print(f"  {name}: {'ok' if b['ok'] else 'MISSED'}")
     return out

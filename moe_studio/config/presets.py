@@ -23,6 +23,7 @@ def switch_top1() -> ExperimentConfig:
     c.moe.top_k = 1
     c.moe.renormalize = False
     c.moe.capacity_factor = 1.25
+    c.moe.capacity_group = "sequence"   # Switch counts capacity per group (sequence)
     c.moe.d_expert = 512
     c.moe.jitter = 0.01
     return c
@@ -42,6 +43,65 @@ def soft_gating() -> ExperimentConfig:
     c.moe.n_experts = 4
     c.moe.d_expert = 128  # four always-active experts of 128 = the dense 512
     c.moe.aux_loss_coef = 0.0
+    return c
+
+
+def fine_grained() -> ExperimentConfig:
+    """DeepSeekMoE's layout at the default's active parameters: 24 narrow SwiGLU experts
+    (width 56), 2 of them shared, top-4 of the rest. Per MoE block a token passes
+    through router 128 x 24 + 6 experts x 3 x 128 x 56 = 132,096 parameters, exactly the
+    default's router 128 x 8 + 2 experts x 2 x 128 x 256 (tests/test_fine_grained.py)."""
+    c = ExperimentConfig(name="fine-grained-shared")
+    c.moe.n_experts = 24
+    c.moe.top_k = 4
+    c.moe.n_shared = 2
+    c.moe.d_expert = 56
+    c.moe.expert_act = "swiglu"
+    return c
+
+
+def deepseek_v3() -> ExperimentConfig:
+    """The fine-grained layout with DeepSeek-V3's gating: sigmoid scores, a selection
+    bias balancing the load instead of the loss (whose weight drops to V3's 1e-4)."""
+    c = fine_grained()
+    c.name = "deepseek-v3-gating"
+    c.moe.router = "sigmoid"
+    c.moe.aux_loss_coef = 1e-4
+    return c
+
+
+def expert_choice() -> ExperimentConfig:
+    """The default's experts, routed the other way round: each expert takes its
+    T x 2 / 8 best tokens of the batch (see the router's caveat for a causal LM)."""
+    c = mixtral_top2()
+    c.name = "expert-choice"
+    c.moe.router = "expert_choice"
+    c.moe.aux_loss_coef = 0.0
+    return c
+
+
+def router_collapse() -> ExperimentConfig:
+    """The default with nothing holding the router back: no balancing loss, no z-loss
+    and ten times the learning rate. A few experts win early, get all the tokens and
+    with them all the gradient; the rest never learn and go dead (the Experts view).
+    On the tiny test model 6 of 8 experts per block are dead after 40 steps, where the
+    default keeps all 8 busy (tests/test_collapse.py)."""
+    c = mixtral_top2()
+    c.name = "router-collapse"
+    c.moe.aux_loss_coef = 0.0
+    c.moe.z_loss_coef = 0.0
+    c.train.lr = 3e-2
+    c.train.min_lr = 3e-3
+    return c
+
+
+def staged() -> ExperimentConfig:
+    """The default trained in three stages: the experts with the router frozen (the
+    router's initial, nearly uniform choice spreads the tokens), then the router with
+    the experts frozen, then both; the boundaries are marked on the time axes."""
+    c = mixtral_top2()
+    c.name = "staged"
+    c.train.stages = "router:600, experts:400, none:1000"
     return c
 
 
@@ -165,6 +225,11 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "Dense baseline": dense_baseline,
     "Switch top-1": switch_top1,
     "Classic soft gating (all experts)": soft_gating,
+    "Fine-grained + 2 shared SwiGLU experts (DeepSeekMoE)": fine_grained,
+    "DeepSeek-V3 gating (sigmoid, selection bias)": deepseek_v3,
+    "Expert-choice routing": expert_choice,
+    "Router collapse demo (no balancing, high lr)": router_collapse,
+    "Staged: experts, then router, then both": staged,
     "Noisy top-2 gating": noisy_topk,
     "Aux-loss-free balancing": aux_free,
     "fp16 overflow demo": fp16_overflow_demo,

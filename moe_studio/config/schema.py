@@ -24,13 +24,18 @@ def knob(default: Any, help: str, *, min: float | None = None, max: float | None
     return field(default=default, metadata=meta)
 
 
-ROUTERS = ("topk", "noisy_topk", "soft", "aux_free")
+ROUTERS = ("topk", "noisy_topk", "soft", "aux_free", "sigmoid", "expert_choice")
+# routers whose per-expert selection bias moves after every optimizer step
+BIASED_ROUTERS = ("aux_free", "sigmoid")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ENSEMBLE_METHODS = ("seeds", "bagging", "snapshot", "boosting")
 BOOST_MODES = ("token_weights", "samme", "gradient")
 COMBINE_RULES = ("mean_prob", "mean_logit", "vote", "sum_logit", "samme")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 HEADROOM_FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
+FFN_ACTS = ("gelu", "swiglu")
+CAPACITY_PRIORITIES = ("first_choice", "token_order")
+CAPACITY_GROUPS = ("batch", "sequence")
 
 
 @dataclass
@@ -55,6 +60,9 @@ class ModelConfig:
     d_model: int = knob(128, "Width of the residual stream.", min=8, max=8192)
     d_ff: int = knob(512, "Hidden width of a dense feed-forward block (and of each expert "
                      "unless moe.d_expert is set).", min=8, max=65536)
+    ffn_act: str = knob("gelu", "Dense feed-forward activation: gelu (two matrices) or swiglu "
+                        "(gated, SiLU(x W_gate) * x W_up, three matrices of d_ff, as in "
+                        "Llama and Mixtral).", choices=FFN_ACTS)
     dropout: float = knob(0.0, "Dropout probability in attention and feed-forward outputs.",
                           min=0.0, max=0.9)
     moe_layers: str = knob("all", "Which blocks use an MoE feed-forward: 'all', 'none', "
@@ -69,23 +77,42 @@ class MoEConfig:
                       "which mixes all experts.", min=1, max=256)
     router: str = knob("topk", "topk: softmax then top-k; noisy_topk: Shazeer et al. 2017 noisy "
                        "gating; soft: dense mixture of all experts; aux_free: top-k with a "
-                       "per-expert bias nudged towards balance instead of an auxiliary loss.",
+                       "per-expert bias nudged towards balance instead of an auxiliary loss; "
+                       "sigmoid: DeepSeek-V3, sigmoid scores, that bias used only to choose, "
+                       "weights normalised over the chosen; expert_choice: each expert takes "
+                       "its top tokens of the batch (capacity_factor x T x top_k / E each). "
+                       "Caveat for a causal LM: with expert_choice a token's experts depend on "
+                       "later tokens of the batch (a peek at the future), and generating one "
+                       "token at a time routes differently from training.",
                        choices=ROUTERS)
     d_expert: int = knob(0, "Hidden width of each expert; 0 means model.d_ff.", min=0, max=65536)
+    expert_act: str = knob("gelu", "Expert (and shared expert) activation: gelu, or swiglu, the "
+                           "gated MLP of Mixtral, DeepSeekMoE, Qwen-MoE and OLMoE (1.5x the "
+                           "parameters of a gelu expert of the same width).", choices=FFN_ACTS)
     renormalize: bool = knob(True, "Rescale the chosen top-k gate weights to sum to 1.")
     jitter: float = knob(0.0, "Multiplicative uniform noise on the router input during training "
                          "(Switch Transformer jitter, e.g. 0.01).", min=0.0, max=1.0)
     router_fp32: bool = knob(True, "Compute the router in float32 even under fp16/bf16 autocast "
                              "(selective precision).")
-    shared_expert: bool = knob(False, "Add one always-on shared expert next to the routed ones.")
+    n_shared: int = knob(0, "Always-on shared experts next to the routed ones (DeepSeekMoE), each "
+                         "as wide as a routed expert; 0 = none.", min=0, max=64)
     capacity_factor: float = knob(0.0, "Expert capacity = factor x tokens x top_k / n_experts; "
                                   "tokens over capacity are dropped and pass through the residual. "
                                   "0 = dropless.", min=0.0, max=64.0)
+    capacity_priority: str = knob("first_choice", "Which pairs a full expert keeps when top_k >= 2: "
+                                  "first_choice serves every token's first choice before any "
+                                  "second choice (GShard, fairseq); token_order walks the tokens "
+                                  "in order, a token's second choice before the next token's first.",
+                                  choices=CAPACITY_PRIORITIES)
+    capacity_group: str = knob("batch", "Tokens over which capacity is counted: batch (the whole "
+                               "batch, so later sequences lose more tokens) or sequence (each "
+                               "sequence its own capacity, as Switch counts it per group).",
+                               choices=CAPACITY_GROUPS)
     aux_loss_coef: float = knob(0.01, "Weight of the Switch load-balancing loss "
                                 "E * sum_i f_i * P_i.", min=0.0, max=10.0, kind="log")
     z_loss_coef: float = knob(1e-3, "Weight of the ST-MoE router z-loss mean(logsumexp(logits)^2).",
                               min=0.0, max=10.0, kind="log")
-    bias_update_rate: float = knob(1e-3, "aux_free router: step by which each expert's bias moves "
+    bias_update_rate: float = knob(1e-3, "aux_free and sigmoid routers: step by which each expert's bias moves "
                                    "against the sign of its load error after every step.",
                                    min=0.0, max=1.0, kind="log")
     noise_eps: float = knob(1e-2, "noisy_topk router: floor added to the learned noise scale.",
@@ -154,6 +181,11 @@ class TrainConfig:
     checkpoint_every: int = knob(0, "Steps between checkpoints; 0 = only at the end or on stop.",
                                  min=0, max=10_000_000)
     collect_stats: bool = knob(True, "Record per-layer routing statistics every log step.")
+    stages: str = knob("", "Training in stages, each freezing parts for some steps: what:steps items, "
+                       "e.g. 'router:300, experts:200, none:500' trains the experts first (router "
+                       "frozen), then the router (experts frozen), then both. Parts: router, "
+                       "experts, attention, embeddings, joined by +. Empty: one stage, nothing "
+                       "frozen; after the last stage nothing is frozen.")
 
 
 @dataclass
@@ -187,6 +219,7 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
     Unknown sections or keys raise ``ConfigError`` naming them; type coercion is
     lenient where no information is lost (int -> float), strict otherwise.
     """
+    from .legacy import LegacyValueError, upgrade_keys
     from .validate import ConfigError, coerce, show
 
     cfg = ExperimentConfig()
@@ -203,6 +236,10 @@ def from_dict(d: dict[str, Any]) -> ExperimentConfig:
             raise ConfigError(key, f"section '{key}' must be a table of key = value pairs")
         sec = getattr(cfg, key)
         known = {f.name: f for f in fields(sec)}
+        try:
+            value = upgrade_keys(key, value)
+        except LegacyValueError as e:
+            raise ConfigError(e.path, str(e)) from None
         for k, v in value.items():
             if k not in known:
                 raise ConfigError(f"{key}.{k}", f"unknown key '{key}.{k}' "

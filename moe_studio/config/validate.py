@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
+from .stages import parse_stages
 
 
 class ConfigError(ValueError):
@@ -198,6 +199,14 @@ def _combination_problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
             errs.append(ConfigError("moe.top_k", f"moe.top_k ({e.top_k}) must be < moe.n_experts "
                                                  f"({e.n_experts}) for noisy_topk (its load estimate "
                                                  f"needs a (k+1)-th expert)"))
+    try:
+        stages = parse_stages(t.stages)
+    except ValueError as e:
+        errs.append(ConfigError("train.stages", str(e)))
+    else:
+        if stages and stages[-1].end > t.steps:
+            errs.append(ConfigError("train.stages", f"train.stages last {stages[-1].end} steps, "
+                                                    f"more than train.steps ({t.steps})"))
     if t.min_lr > t.lr:
         errs.append(ConfigError("train.min_lr", f"train.min_lr ({t.min_lr:g}) must be <= "
                                                 f"train.lr ({t.lr:g})"))

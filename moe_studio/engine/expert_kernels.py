@@ -1,11 +1,13 @@
 """The two expert kernels of sort-based dispatch, and the tuner that picks one.
 
-Both compute ``gelu(xs_e @ w1[e]) @ w2[e]`` on each expert e's contiguous block of
+Both compute ``act(xs_e @ w1[e]) @ w2[e]`` on each expert e's contiguous block of
 ``xs`` (rows sorted by expert, ``counts`` [E] rows each): ``loop`` runs one pair of
 matmuls per non-empty expert, ``grouped`` two ``torch._grouped_mm`` calls for all of
 them. Which one is faster depends on the build, the device, the dtype and the shapes,
-so :class:`KernelTuner` decides at runtime; the process shares one tuner
-(:data:`TUNER`, driven by the module functions below) so that a run keeps its choice.
+so :class:`KernelTuner` decides at runtime. ``act`` is GELU, or SwiGLU when ``w1``
+holds gate and up projections side by side (twice as wide as ``w2`` is tall; see
+``activations``). The process shares one tuner (:data:`TUNER`, driven by the module
+functions below) so that a run keeps its choice.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import os
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from .activations import activate_for
 
 KERNELS = ("auto", "loop", "grouped")
 
@@ -31,7 +34,8 @@ def mlp_loop(xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> Tensor:
     # unbind, not w1[e]: the backward of each w1[e] would allocate and add a full
     # [E, d, h] zero gradient per expert; unbind's backward stacks the E slices once.
     w1s, w2s = w1.unbind(0), w2.unbind(0)
-    outs = [F.gelu(block @ w1s[e]) @ w2s[e]
+    h = w2.shape[-2]
+    outs = [activate_for(block @ w1s[e], h) @ w2s[e]
             for e, block in enumerate(xs.split(sizes)) if sizes[e]]
     if not outs:
         return xs.new_zeros(0, w2.shape[-1])
@@ -45,7 +49,7 @@ def mlp_grouped(xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> Tensor:
     the host, so on CUDA the whole dispatch runs without a sync when nothing is dropped.
     """
     offs = counts.cumsum(0).to(torch.int32)
-    hidden = F.gelu(torch._grouped_mm(xs, w1, offs=offs))
+    hidden = activate_for(torch._grouped_mm(xs, w1, offs=offs), w2.shape[-2])
     return torch._grouped_mm(hidden, w2, offs=offs)
 
 
@@ -59,7 +63,7 @@ def _clean_context(device: torch.device):
         yield
 
 
-def _probe_grouped(device: torch.device, dtype: torch.dtype, d: int, h: int) -> bool:
+def _probe_grouped(device: torch.device, dtype: torch.dtype, d: int, h: int, h_out: int) -> bool:
     if not hasattr(torch, "_grouped_mm"):
         return False
     # Deterministic inputs (no RNG: a probe must not shift the training random stream).
@@ -67,7 +71,7 @@ def _probe_grouped(device: torch.device, dtype: torch.dtype, d: int, h: int) -> 
     n = 16
     xs = torch.linspace(-1, 1, n * d, device=device).reshape(n, d).to(dtype)
     w1 = torch.linspace(-0.1, 0.1, 3 * d * h, device=device).reshape(3, d, h).to(dtype)
-    w2 = torch.linspace(0.1, -0.1, 3 * h * d, device=device).reshape(3, h, d).to(dtype)
+    w2 = torch.linspace(0.1, -0.1, 3 * h_out * d, device=device).reshape(3, h_out, d).to(dtype)
     counts = torch.tensor([10, 0, n - 10], device=device)
     try:
         # The answer must not depend on the caller's context: inference mode would forbid
@@ -137,13 +141,16 @@ class KernelTuner:
         return [{**dict(zip(names, key)), "dtype": str(key[2]), "kernel": choice}
                 for key, choice in self._auto_choice.items()]
 
-    def grouped_mm_works(self, device: torch.device, dtype: torch.dtype, d: int, h: int) -> bool:
+    def grouped_mm_works(self, device: torch.device, dtype: torch.dtype, d: int, h: int,
+                         h_out: int | None = None) -> bool:
         """Whether ``torch._grouped_mm`` runs forward and backward for these weights, and
-        agrees with the loop (cached). Support depends on the build, the device (on CUDA
+        agrees with the loop (cached); ``h`` is w1's width, ``h_out`` w2's height (default
+        ``h``; half of it for SwiGLU). Support depends on the build, the device (on CUDA
         e.g. the compute capability), the dtype and the alignment of the widths."""
-        key = (device.type, device.index, dtype, d, h)
+        h_out = h if h_out is None else h_out
+        key = (device.type, device.index, dtype, d, h, h_out)
         if key not in self._grouped_works:
-            self._grouped_works[key] = _probe_grouped(device, dtype, d, h)
+            self._grouped_works[key] = _probe_grouped(device, dtype, d, h, h_out)
         return self._grouped_works[key]
 
     def choose(self, xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> str:
@@ -161,7 +168,8 @@ class KernelTuner:
         pin it.
         """
         E, d, h = w1.shape
-        if self.setting == "loop" or not self.grouped_mm_works(xs.device, xs.dtype, d, h):
+        if self.setting == "loop" or not self.grouped_mm_works(xs.device, xs.dtype, d, h,
+                                                               w2.shape[-2]):
             return "loop"
         if self.setting == "grouped":
             return "grouped"
@@ -196,11 +204,13 @@ def kernel_choices() -> list[dict]:
     return TUNER.choices()
 
 
-def grouped_mm_works(device: torch.device, dtype: torch.dtype, d: int, h: int) -> bool:
-    return TUNER.grouped_mm_works(device, dtype, d, h)
+def grouped_mm_works(device: torch.device, dtype: torch.dtype, d: int, h: int,
+                     h_out: int | None = None) -> bool:
+    return TUNER.grouped_mm_works(device, dtype, d, h, h_out)
 
 
 def run_experts(xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> Tensor:
     """Every expert on its block of ``xs`` with the kernel the tuner picks: xs [N, d]
-    sorted by expert, w1 [E, d, h], w2 [E, h, d], counts [E] (sum N) -> [N, d]."""
+    sorted by expert, w1 [E, d, h] (SwiGLU: [E, d, 2h]), w2 [E, h, d], counts [E]
+    (sum N) -> [N, d]."""
     return MLP[TUNER.choose(xs, w1, w2, counts)](xs, w1, w2, counts)

@@ -56,7 +56,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(d, model_cfg.n_heads, model_cfg.dropout)
         self.ln2 = nn.LayerNorm(d)
         self.ffn: nn.Module = (MoEFeedForward(d, moe_cfg, model_cfg.d_ff) if use_moe
-                               else FeedForward(d, model_cfg.d_ff))
+                               else FeedForward(d, model_cfg.d_ff, model_cfg.ffn_act))
         self.drop = nn.Dropout(model_cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:

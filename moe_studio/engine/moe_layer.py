@@ -1,4 +1,4 @@
-"""The Mixture-of-Experts feed-forward block: router + routed experts (+ a shared expert).
+"""The Mixture-of-Experts feed-forward block: router + routed experts (+ shared experts).
 
 After every forward the layer keeps what the trainer records about it (``last``) as
 detached tensors on the model's device. Nothing here calls ``.item()``: on CUDA a host
@@ -10,29 +10,31 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..config.schema import MoEConfig
-from .dispatch import expert_capacity, moe_dispatch
+from .activations import activate, in_width
+from .dispatch import DispatchResult, expert_capacity, expert_choice_dispatch, moe_dispatch
 from .routers import Router, RouterOutput, make_router
 
 
 class FeedForward(nn.Module):
-    """Dense two-layer MLP without biases: Linear(d, h) - GELU - Linear(h, d).
+    """Dense two-layer MLP without biases: Linear(d, h) - GELU - Linear(h, d), or with
+    ``act="swiglu"`` the gated Linear(d, 2h) - SiLU(gate) * up - Linear(h, d).
 
-    The dense block of a non-MoE layer and the shared expert of an MoE layer.
+    The dense block of a non-MoE layer and the shared experts of an MoE layer.
     ``down_proj`` writes into the residual stream (the model scales its init).
     """
 
-    def __init__(self, d_model: int, hidden: int):
+    def __init__(self, d_model: int, hidden: int, act: str = "gelu"):
         super().__init__()
-        self.up_proj = nn.Linear(d_model, hidden, bias=False)
+        self.act = act
+        self.up_proj = nn.Linear(d_model, in_width(hidden, act), bias=False)
         self.down_proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """x [..., d] -> [..., d]."""
-        return self.down_proj(F.gelu(self.up_proj(x)))
+        return self.down_proj(activate(self.up_proj(x), self.act))
 
 
 @dataclass
@@ -41,6 +43,7 @@ class MoEStats:
 
     tokens_per_expert: Tensor   # [E] float32, pairs routed per expert (before drops)
     dropped_per_expert: Tensor  # [E] float32, pairs dropped over capacity
+    dropped_per_row: Tensor     # [B] float32, pairs dropped from each sequence of the batch
     entropy: Tensor             # [] mean router entropy, nats
     top1_prob: Tensor           # [] mean of the largest router probability
     logit_absmean: Tensor       # [] mean |logit|
@@ -55,8 +58,9 @@ class MoEStats:
 class MoEFeedForward(nn.Module):
     """Routed feed-forward: x [B, T, d] -> [B, T, d].
 
-    ``n_experts`` experts, each ``gelu(x @ w1[e]) @ w2[e]`` with hidden width
-    ``moe_cfg.d_expert or d_ff``, stacked as ``w1`` [E, d, h] and ``w2`` [E, h, d].
+    ``n_experts`` experts, each ``act(x @ w1[e]) @ w2[e]`` with hidden width
+    ``moe_cfg.d_expert or d_ff``, stacked as ``w1`` [E, d, h] and ``w2`` [E, h, d]
+    (``moe_cfg.expert_act = "swiglu"``: ``w1`` [E, d, 2h], gate then up).
     Tokens over an expert's capacity (``moe_cfg.capacity_factor`` > 0) get no output
     from that expert; in the model they pass through on the residual path.
 
@@ -71,10 +75,16 @@ class MoEFeedForward(nn.Module):
         self.n_experts = E = moe_cfg.n_experts
         self.d_hidden = h = moe_cfg.d_expert or d_ff
         self.capacity_factor = moe_cfg.capacity_factor
+        self.capacity_priority = moe_cfg.capacity_priority
+        self.capacity_group = moe_cfg.capacity_group
         self.router: Router = make_router(moe_cfg, d_model)
-        self.w1 = nn.Parameter(torch.empty(E, d_model, h))
+        self.act = moe_cfg.expert_act
+        self.w1 = nn.Parameter(torch.empty(E, d_model, in_width(h, self.act)))
         self.w2 = nn.Parameter(torch.empty(E, h, d_model))
-        self.shared = FeedForward(d_model, h) if moe_cfg.shared_expert else None
+        # n shared experts of width h summed are one MLP of width n * h (every hidden unit
+        # acts alone), so one wider FeedForward runs them in two matmuls.
+        self.n_shared = moe_cfg.n_shared
+        self.shared = FeedForward(d_model, self.n_shared * h, self.act) if self.n_shared else None
         self.collect_stats = True
         self.last: MoEStats | None = None
         self.aux_loss: Tensor | None = None   # set by forward
@@ -100,31 +110,42 @@ class MoEFeedForward(nn.Module):
         return self.router.top_k
 
     def extra_repr(self) -> str:
-        return (f"n_experts={self.n_experts}, d_hidden={self.d_hidden}, "
+        return (f"n_experts={self.n_experts}, d_hidden={self.d_hidden}, act={self.act}, "
                 f"capacity_factor={self.capacity_factor}")
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, d = x.shape
         flat = x.reshape(B * T, d)
         r = self.router(flat)
-        capacity = expert_capacity(self.capacity_factor, B * T, self.top_k, self.n_experts)
-        res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity)
+        if r.expert_tokens is not None:
+            res = expert_choice_dispatch(flat, r.expert_tokens, r.expert_weight, self.w1, self.w2)
+        else:
+            per_seq = self.capacity_group == "sequence"
+            capacity = expert_capacity(self.capacity_factor, T if per_seq else B * T, self.top_k,
+                                       self.n_experts)
+            res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity,
+                               priority=self.capacity_priority, group_size=T if per_seq else 0)
         y = res.out
         if self.shared is not None:
             y = y + self.shared(flat)
 
         self.aux_loss, self.z_loss = r.aux_loss, r.z_loss
         self.tokens_per_expert = res.tokens_per_expert.detach().float()
-        self.last = self._stats(r, res.dropped_per_expert) if self.collect_stats else None
+        self.last = self._stats(r, res, B) if self.collect_stats else None
         return y.view(B, T, d)
 
     @torch.no_grad()
-    def _stats(self, r: RouterOutput, dropped_per_expert: Tensor) -> MoEStats:
+    def _stats(self, r: RouterOutput, res: DispatchResult, rows: int) -> MoEStats:
         probs = r.probs.detach()
+        if res.pair_kept is None:
+            dropped_per_row = probs.new_zeros(rows)
+        else:
+            dropped_per_row = (~res.pair_kept).reshape(rows, -1).sum(1).float()
         abs_logits = r.logits.detach().abs()
         return MoEStats(
             tokens_per_expert=self.tokens_per_expert,
-            dropped_per_expert=dropped_per_expert.float(),
+            dropped_per_expert=res.dropped_per_expert.float(),
+            dropped_per_row=dropped_per_row,
             entropy=torch.special.entr(probs).sum(dim=-1).mean(),
             top1_prob=probs.max(dim=-1).values.mean(),
             logit_absmean=abs_logits.mean(),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..config.schema import ExperimentConfig
 from ..config.validate import parse_layer_set
+from .activations import in_width
 
 VOCAB = 256
 
@@ -33,12 +34,12 @@ def count_params(cfg: ExperimentConfig) -> ParamCount:
     norms = 2 * d                                     # final LayerNorm
     attn = 4 * d * d                                  # qkv + output projection, no bias
     block_fixed = attn + 2 * (2 * d)                  # + two LayerNorms (weight, bias)
-    dense_ffn = 2 * d * m.d_ff
+    dense_ffn = d * (in_width(m.d_ff, m.ffn_act) + m.d_ff)
     moe_idx = set(parse_layer_set(m.moe_layers, m.n_layers))
     h = expert_hidden(cfg)
-    one_expert = 2 * d * h
+    one_expert = d * (in_width(h, e.expert_act) + h)
     router = d * e.n_experts * (2 if e.router == "noisy_topk" else 1)
-    shared = one_expert if e.shared_expert else 0
+    shared = e.n_shared * one_expert
     k_active = e.n_experts if e.router == "soft" else min(e.top_k, e.n_experts)
     total = embed + norms
     active = embed + norms

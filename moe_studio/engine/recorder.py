@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..config import ExperimentConfig
+from ..config.schema import BIASED_ROUTERS
 from ..metrics.routing import load_cv, max_over_mean
 from ..store import RunWriter
 from .headroom import HeadroomMonitor, nonfinite_event
@@ -87,13 +88,16 @@ class Recorder:
             bstats = torch.stack([block_stat_vector(b.last) for b in blocks])
             tpe = torch.stack([b.last.tokens_per_expert.float() for b in blocks])
             dpe = torch.stack([b.last.dropped_per_expert.float() for b in blocks])
+            dpr = (torch.stack([b.last.dropped_per_row for b in blocks])
+                   if self.config.moe.capacity_factor > 0 else None)
             bias = None
-            if self.config.moe.router == "aux_free":
+            if self.config.moe.router in BIASED_ROUTERS:
                 bias = torch.stack([b.router.bias.detach().float() for b in blocks])
         else:
-            bstats = tpe = dpe = bias = None
+            bstats = tpe = dpe = bias = dpr = None
         self._stats.add(PendingStep(step=step, member=m, losses=losses, block_stats=bstats,
-                                    tokens_per_expert=tpe, dropped_per_expert=dpe, bias=bias))
+                                    tokens_per_expert=tpe, dropped_per_expert=dpe, bias=bias,
+                                    dropped_per_row=dpr))
 
     def loss_scale(self, step: int, m: int, before: float, after: float,
                    culprit: dict | None) -> None:
@@ -146,6 +150,8 @@ class Recorder:
                 self.tensor(step, "moe/dropped_per_expert", dpe, member=m)
                 if rec.get("bias") is not None:
                     self.tensor(step, "moe/bias", rec["bias"], member=m)
+                if rec.get("dropped_per_row") is not None:
+                    self.tensor(step, "moe/dropped_per_row", rec["dropped_per_row"], member=m)
             self.scalars(step, values, member=m)
             # Non-finite values, attributed to the module that made them.
             bad = [k for k, v in values.items() if k.startswith("train/") and not math.isfinite(v)]

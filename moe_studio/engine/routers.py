@@ -12,6 +12,11 @@ they turn its logits into choices and weights:
 - ``aux_free`` (DeepSeek-V3): a per-expert bias, nudged towards balance after every
   optimizer step, is added to the scores only to choose the experts; the weights come
   from the unbiased probabilities, so the bias never enters the gradient.
+- ``sigmoid`` (DeepSeek-V3 in full): independent sigmoid scores instead of a softmax,
+  the same selection bias, and the weights the chosen scores normalised to sum to 1.
+- ``expert_choice`` (Zhou et al. 2022): the choice is turned around, each expert takes
+  the tokens of the batch it scores highest, a fixed number per expert; a token may
+  get several experts or none.
 
 Options common to all: multiplicative input jitter during training (Switch), and the
 router matmul + softmax in float32 even under autocast (``router_fp32``): logits of a
@@ -30,8 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config.schema import MoEConfig
-from .dispatch import expert_counts
+from ..config.schema import ROUTERS, MoEConfig
+from .dispatch import expert_capacity, expert_counts
 
 
 @dataclass
@@ -42,6 +47,11 @@ class RouterOutput:
     topk_weight: Tensor  # [T, k] gate weights that combine the chosen experts' outputs
     aux_loss: Tensor     # [] Switch load-balancing loss E * sum_i f_i * P_i
     z_loss: Tensor       # [] ST-MoE router z-loss mean(logsumexp(logits)^2)
+    # expert_choice only: [E, C] the tokens each expert took, best first, and their
+    # weights; topk_idx / topk_weight then describe, per token, its k heaviest experts
+    # for the statistics (weight 0 where fewer than k experts took it).
+    expert_tokens: Tensor | None = None
+    expert_weight: Tensor | None = None
 
 
 def load_balancing_loss(probs: Tensor, topk_idx: Tensor, n_experts: int) -> Tensor:
@@ -96,18 +106,24 @@ class Router(nn.Module):
         else:
             ctx = contextlib.nullcontext()
         with ctx:
-            logits, probs, topk_idx, topk_weight = self._route(x)
+            logits, probs, topk_idx, topk_weight, *choice = self._route(x)
         logits, probs = logits.float(), probs.float()
         return RouterOutput(
             logits=logits,
             probs=probs,
             topk_idx=topk_idx,
             topk_weight=topk_weight,
-            aux_loss=load_balancing_loss(probs, topk_idx, self.n_experts),
+            # expert choice is balanced by construction: no balancing loss to add
+            aux_loss=(probs.new_zeros(()) if choice
+                      else load_balancing_loss(probs, topk_idx, self.n_experts)),
             z_loss=router_z_loss(logits),
+            expert_tokens=choice[0] if choice else None,
+            expert_weight=choice[1] if choice else None,
         )
 
-    def _route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _route(self, x: Tensor) -> tuple[Tensor, ...]:
+        """(logits, probs, topk_idx, topk_weight), and for expert choice also the [E, C]
+        tokens and weights."""
         raise NotImplementedError
 
     @staticmethod
@@ -215,6 +231,58 @@ class AuxFreeRouter(Router):
         self.bias.add_(torch.sign(load.mean() - load), alpha=self.bias_update_rate)
 
 
+class SigmoidRouter(AuxFreeRouter):
+    """DeepSeek-V3 gating: scores ``s = sigmoid(logits)``, each expert judged on its own
+    rather than against the others; the top-k of ``s + bias`` are chosen (the bias of
+    aux-loss-free balancing, used only to choose), and the weights are the chosen
+    unbiased scores divided by their sum (``renormalize``; without it the raw scores).
+
+    ``probs`` are the scores normalised over all experts (``s / sum(s)``), the
+    distribution DeepSeek-V3's balance loss and the statistics use.
+    """
+
+    def _route(self, x):
+        logits = self._project(self.gate, x)
+        scores = torch.sigmoid(logits)
+        with torch.no_grad():
+            idx = (scores.float() + self.bias).topk(self.top_k, dim=-1).indices
+        weight = scores.gather(-1, idx)
+        if self.renormalize:
+            weight = weight / weight.sum(dim=-1, keepdim=True)
+        return logits, scores / scores.sum(dim=-1, keepdim=True), idx, weight
+
+
+class ExpertChoiceRouter(Router):
+    """Expert-choice routing (Zhou et al. 2022): softmax over experts per token, then
+    every expert takes the ``C`` tokens of the batch with its highest probability, with
+    that probability as weight. ``C = ceil(factor * T * k / E)`` (``factor`` the
+    capacity factor, 1 when unset), so on average a token gets k experts.
+
+    Which experts a token gets depends on the other tokens of the batch, later positions
+    of its own sequence included: a causal language model peeks at the future this way,
+    and at generation time (one token at a time) the choice differs from training.
+    """
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, *, capacity_factor: float = 0.0,
+                 **kw):
+        super().__init__(d_model, n_experts, top_k, **kw)
+        self.capacity_factor = capacity_factor
+
+    def capacity(self, n_tokens: int) -> int:
+        factor = self.capacity_factor if self.capacity_factor > 0 else 1.0
+        return min(n_tokens, expert_capacity(factor, n_tokens, self.top_k, self.n_experts))
+
+    def _route(self, x):
+        logits = self._project(self.gate, x)
+        probs = logits.softmax(dim=-1)                               # [T, E]
+        weight_ec, tokens = probs.t().topk(self.capacity(x.shape[0]), dim=-1)   # [E, C]
+        with torch.no_grad():   # per token, its k heaviest experts, for the statistics
+            combine = probs.new_zeros(probs.shape).scatter_(
+                0, tokens.t(), weight_ec.detach().t())               # [T, E] weight or 0
+            weight, idx = combine.topk(self.top_k, dim=-1)
+        return logits, probs, idx, weight, tokens, weight_ec
+
+
 def make_router(moe_cfg: MoEConfig, d_model: int) -> Router:
     """The router named by ``moe_cfg.router``, configured from the same section."""
     common = dict(jitter=moe_cfg.jitter, fp32=moe_cfg.router_fp32)
@@ -225,8 +293,10 @@ def make_router(moe_cfg: MoEConfig, d_model: int) -> Router:
         return NoisyTopKRouter(d_model, E, k, noise_eps=moe_cfg.noise_eps, **common)
     if moe_cfg.router == "soft":
         return SoftRouter(d_model, E, **common)
-    if moe_cfg.router == "aux_free":
-        return AuxFreeRouter(d_model, E, k, renormalize=moe_cfg.renormalize,
-                             bias_update_rate=moe_cfg.bias_update_rate, **common)
-    raise ValueError(f"moe.router ({moe_cfg.router!r}) must be one of: "
-                     "topk, noisy_topk, soft, aux_free")
+    if moe_cfg.router in ("aux_free", "sigmoid"):
+        cls = AuxFreeRouter if moe_cfg.router == "aux_free" else SigmoidRouter
+        return cls(d_model, E, k, renormalize=moe_cfg.renormalize,
+                   bias_update_rate=moe_cfg.bias_update_rate, **common)
+    if moe_cfg.router == "expert_choice":
+        return ExpertChoiceRouter(d_model, E, k, capacity_factor=moe_cfg.capacity_factor, **common)
+    raise ValueError(f"moe.router ({moe_cfg.router!r}) must be one of: {', '.join(ROUTERS)}")

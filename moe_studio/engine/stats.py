@@ -28,6 +28,7 @@ class PendingStep:
     tokens_per_expert: torch.Tensor | None  # [n_blocks, E]
     dropped_per_expert: torch.Tensor | None  # [n_blocks, E]
     bias: torch.Tensor | None = None  # [n_blocks, E] (aux_free router only)
+    dropped_per_row: torch.Tensor | None = None  # [n_blocks, B] pairs dropped per sequence
     host: dict = field(default_factory=dict)  # values already on the host (lr, tokens/s, ...)
 
 
@@ -54,7 +55,8 @@ class StatsBuffer:
         offset = 0
         for r in recs:
             entries = []
-            for name in ("losses", "block_stats", "tokens_per_expert", "dropped_per_expert", "bias"):
+            for name in ("losses", "block_stats", "tokens_per_expert", "dropped_per_expert", "bias",
+                         "dropped_per_row"):
                 t = getattr(r, name)
                 if t is None:
                     continue

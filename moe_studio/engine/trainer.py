@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ExperimentConfig, copy_config, dumps, to_dict, validate
+from ..config.schema import BIASED_ROUTERS
 from ..config.validate import parse_layer_set
 from ..data import eval_windows, load_corpus
 from ..paths import default_runs_dir
@@ -40,6 +41,7 @@ from .probe import route_tokens
 from .recorder import Recorder
 from .safe_load import load_weights_only
 from .schedule import lr_at
+from .stages import Stages
 
 
 @dataclass
@@ -106,6 +108,7 @@ class Trainer:
         self.moe_block_ids = parse_layer_set(cfg.model.moe_layers, cfg.model.n_layers)
         self.n_members = cfg.ensemble.members
         self.params = count_params(cfg)
+        self.stages = Stages(cfg.train.stages)
         self.members = Members(cfg, self.corpus.train_tokens, self.device)
         self.models = self.members.models
         self.flops = count_flops(self.models[0], cfg.data.context)
@@ -136,6 +139,8 @@ class Trainer:
             "corpus": self.corpus.describe(), "moe_blocks": list(self.moe_block_ids),
             "flops_per_token": self.flops.as_meta(),
             "argv": sys.argv[:8],
+            "stages": [{"start": s.start, "end": s.end, "freeze": list(s.freeze)}
+                       for s in self.stages.stages],
         }
         if writer is None:
             writer = RunWriter.create(runs_dir if runs_dir is not None else default_runs_dir(),
@@ -174,6 +179,10 @@ class Trainer:
         cfg = self.config
         t0 = time.perf_counter()
         step = self.step_count
+        stage = self.stages.enter(step, self.models)
+        if stage is not None:
+            self.recorder.event(step, "stage", f"stage from step {step}: {stage.label}",
+                                {"start": step, "end": stage.end, "freeze": list(stage.freeze)})
         lr = self.lr(step)
         log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
         snap_now = ((step + 1) % cfg.train.snapshot_every == 0 or step == 0
@@ -282,7 +291,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         if scaler.is_enabled():
             self.recorder.loss_scale(step + 1, m, scale_before, scaler.get_scale(), culprit)
-        if self.config.moe.router == "aux_free":
+        if self.config.moe.router in BIASED_ROUTERS and not self.stages.frozen("router"):
             model.update_router_biases()
 
     def _record_footprint(self, fp: dict, step: int) -> None:

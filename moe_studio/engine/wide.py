@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .activations import activate
 from .model import CausalSelfAttention, MoEGPT
 from .moe_layer import FeedForward, MoEFeedForward
 
@@ -151,7 +152,8 @@ class WideMembers:
             else:
                 u = torch.bmm(h, self._st(p + "ffn.up_proj.weight").transpose(1, 2))
                 self._seen(p + "ffn.up_proj", u)
-                f = torch.bmm(F.gelu(u), self._st(p + "ffn.down_proj.weight").transpose(1, 2))
+                f = torch.bmm(activate(u, blk.ffn.act),
+                              self._st(p + "ffn.down_proj.weight").transpose(1, 2))
                 self._seen(p + "ffn.down_proj", f)
             x = x + F.dropout(f, blk.drop.p, training)
         h = self._ln(x, self._st("ln_f.weight"), self._st("ln_f.bias"), ref.ln_f.eps)

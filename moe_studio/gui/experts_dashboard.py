@@ -29,7 +29,9 @@ from .bars import BarPlot
 from .heatmap import HeatmapPlot
 from .plots import CurvePlot
 from .routed_text import TokenListPanel, token_rows
+from .row_drops import show_row_drops
 from .run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of
+from .stage_marks import StageMarks, stage_boundaries
 from .theme import is_dark_palette, plot_colors, series_color
 
 TENSORS = ("moe/tokens_per_expert", "moe/dropped_per_expert", "moe/bias")
@@ -85,6 +87,7 @@ class ExpertsDashboard(RunDashboard):
             plot.plot_item.getViewBox().setLimits(yMin=-0.05)
         self._curves = {"cv": self.cv, "max_mean": self.max_mean, "dropped": self.dropped,
                         "dead": self.dead, "bias": self.bias}
+        self._stage_marks = StageMarks()
         self._markers = {}
         for key, plot in self._curves.items():
             m = pg.InfiniteLine(angle=90, movable=False)
@@ -342,6 +345,9 @@ class ExpertsDashboard(RunDashboard):
             if plot is not self.cv and plot.plot_item.legend is not None:
                 plot.plot_item.legend.setVisible(False)
             plot.sync_range()
+        show_row_drops(self.dropped, self._reader, self.member(), rows)
+        self._stage_marks.show(self._curves.values(), stage_boundaries(self._reader.meta)
+                               if self._reader is not None else [], lambda s: s)
         bias = self._data.get(TENSORS[2])
         self.bias.setVisible(bias is not None)
         if bias is not None:

@@ -29,6 +29,7 @@ from .inspection_runs import NO_TRAINING, is_inspection
 from .live_run import format_rate, hub as live_hub, live_status
 from .plots import CurvePlot, PlotGrid
 from .run_controls import moe_blocks_of
+from .stage_marks import StageMarks, stage_boundaries
 from .theme import is_dark_palette, plot_colors, status_color
 
 FRAME_MS = 50   # 20 Hz: how often the stores are polled (an idle poll costs ~0.2 ms);
@@ -209,6 +210,7 @@ class TrainingDashboard(QWidget):
 
         # -- plots: the loss wide on top, the four smaller ones below
         self._grid = PlotGrid()
+        self._stage_marks = StageMarks()
         self._grid.add_plot("loss", PLOTS["loss"][0], 0, 0, 1, 4)
         for col, key in enumerate(("aux", "z", "lr", "tokens_per_s")):
             self._grid.add_plot(key, PLOTS[key][0], 1, col)
@@ -521,6 +523,16 @@ class TrainingDashboard(QWidget):
             return wall - t.t0
         return step
 
+    def _x_at_steps(self, t: _RunTrack, steps: np.ndarray) -> np.ndarray:
+        """x of the current axis at arbitrary steps (wall time interpolated between records)."""
+        if self._x_mode == X_WALL:
+            buf = max(t.buffers.values(), key=lambda b: b.n, default=None)
+            if buf is None or buf.n == 0:
+                return np.full(steps.shape, np.nan)
+            s, _, wall = buf.view()
+            return np.interp(steps, s, wall) - t.t0
+        return t.tokens_at(steps) if self._x_mode == X_TOKENS else steps
+
     def _draw(self, t: _RunTrack, keys) -> set[str]:
         """Push the buffers of ``keys`` ((name, member) pairs) into their plots; returns
         the keys of the plots touched."""
@@ -538,6 +550,9 @@ class TrainingDashboard(QWidget):
                 label=label, color=color, dash=sparse, symbol="o" if sparse else None,
                 smooth=not sparse)
             touched.add(plot_key)
+        if touched and len(self._tracks) == 1:   # an overlay's stages would be ambiguous
+            self._stage_marks.show([self._grid.plot(k) for k in touched],
+                                   stage_boundaries(t.reader.meta), lambda s: self._x_at_steps(t, s))
         return touched
 
     def _style(self, t: _RunTrack, name: str, member: int, overlay: bool):
