@@ -39,7 +39,7 @@ def test_hand_count_dense_and_shared():
     d, ff, T, V = 32, 64, 16, 256
     f = count_flops(_model(cfg))
     assert f.forward_active == f.forward_total == 2 * (8 * d * d + 4 * T * d + 4 * d * ff) + 2 * d * V
-    cfg = tiny_config(moe__shared_expert=True, moe__top_k=1, moe__d_expert=16)
+    cfg = tiny_config(moe__n_shared=1, moe__top_k=1, moe__d_expert=16)
     f = count_flops(_model(cfg))
     layer = 8 * d * d + 4 * T * d + 2 * d * 4 + 4 * d * 16 + 4 * d * 16   # + shared + 1 expert
     assert f.forward_active == 2 * layer + 2 * d * V

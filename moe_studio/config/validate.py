@@ -243,8 +243,16 @@ def _corpus_problem(spec: str) -> str | None:
         return "data.corpus is empty: use 'embedded' or a path"
     if spec == "embedded":
         return None
-    p = Path(spec).expanduser()
-    if not p.exists():
+    try:
+        p = Path(spec).expanduser()
+        exists = p.exists()
+    except RuntimeError:      # ~nosuchuser
+        return f"data.corpus: '{spec}' starts with ~ but that user has no home folder"
+    except (OSError, ValueError) as e:   # a name too long, a NUL byte
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        shown = spec if len(spec) <= 80 else spec[:80] + "…"
+        return f"data.corpus: {shown!r} cannot be a path ({why})"
+    if not exists:
         return (f"data.corpus: '{spec}' does not exist (give a text file, a folder of them, "
                 f"or 'embedded')")
     if not (p.is_file() or p.is_dir()):
