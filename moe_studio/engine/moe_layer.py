@@ -15,6 +15,8 @@ from torch import Tensor
 
 from ..config.schema import MoEConfig
 from .dispatch import expert_capacity, moe_dispatch
+from .parallel.expert_parallel import (expert_parallel_dispatch, gather_experts,
+                                       global_balancing_loss)
 from .routers import Router, RouterOutput, make_router
 
 
@@ -80,6 +82,13 @@ class MoEFeedForward(nn.Module):
         self.aux_loss: Tensor | None = None   # set by forward
         self.z_loss: Tensor | None = None
         self.tokens_per_expert: Tensor | None = None
+        # Set by engine/parallel (torch.distributed): the ranks this layer's experts are
+        # spread over (w1/w2 then hold only this rank's E / ep_size of them), and the
+        # ranks whose tokens the load-balancing loss counts together.
+        self.ep_group = None
+        self.ep_size = 1
+        self.balance_group = None
+        self.replicated = False   # every rank forwards the same tokens (probes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -107,13 +116,30 @@ class MoEFeedForward(nn.Module):
         B, T, d = x.shape
         flat = x.reshape(B * T, d)
         r = self.router(flat)
-        capacity = expert_capacity(self.capacity_factor, B * T, self.top_k, self.n_experts)
-        res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity)
+        # Under expert parallelism capacity counts the expert group's tokens, as one
+        # process running the group's whole batch would.
+        capacity = expert_capacity(self.capacity_factor, B * T * self.ep_size, self.top_k,
+                                   self.n_experts)
+        if self.ep_group is not None and self.replicated:
+            # Every rank holds the same tokens (a probe): each runs them as one process
+            # would, through all the experts, gathered (no gradient flows here).
+            capacity = expert_capacity(self.capacity_factor, B * T, self.top_k, self.n_experts)
+            res = moe_dispatch(flat, r.topk_idx, r.topk_weight, gather_experts(self.w1, self.ep_group),
+                               gather_experts(self.w2, self.ep_group), capacity)
+        elif self.ep_group is None:
+            res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity)
+        else:
+            res = expert_parallel_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2,
+                                           self.n_experts, capacity, group=self.ep_group)
         y = res.out
         if self.shared is not None:
             y = y + self.shared(flat)
 
-        self.aux_loss, self.z_loss = r.aux_loss, r.z_loss
+        aux = r.aux_loss
+        if self.balance_group is not None:
+            aux = global_balancing_loss(r.probs, r.topk_idx, self.n_experts, self.balance_group)
+            r.aux_loss = aux
+        self.aux_loss, self.z_loss = aux, r.z_loss
         self.tokens_per_expert = res.tokens_per_expert.detach().float()
         self.last = self._stats(r, res.dropped_per_expert) if self.collect_stats else None
         return y.view(B, T, d)
