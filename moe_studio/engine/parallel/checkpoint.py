@@ -24,8 +24,11 @@ def _names_by_index(model: torch.nn.Module, opt: torch.optim.Optimizer) -> list[
 
 def _each_expert_tensor(model, model_sd: dict, opt, opt_sd: dict):
     """(container, key) of every expert tensor in a model and an optimizer state dict."""
-    experts = set(expert_param_names(model))
-    for name in experts:
+    # In the same order on every rank: each yield is a collective's turn (a set's
+    # order follows the per-process string hash seed and would pair unlike tensors).
+    names = expert_param_names(model)
+    experts = set(names)
+    for name in names:
         yield model_sd, name
     for i, name in enumerate(_names_by_index(model, opt)):
         if name in experts and i in opt_sd["state"]:

@@ -14,6 +14,9 @@ experts.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import time
 from typing import Any, Callable
 
 import torch
@@ -141,6 +144,49 @@ class Ranks:
         weights, drawn alike on every rank, exist."""
         torch.manual_seed(seed + 1_000_003 * self.rank)
 
+    # ------------------------------------------------------------------ control
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (a stop asked of one rank
+        stops all of them after the same step)."""
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def explain_failure(self, error: str, wait_s: float = 3.0) -> str:
+        """Why the run failed, as far as the ranks can tell each other: this rank
+        leaves ``error`` in the launcher's store, waits up to ``wait_s`` for the other
+        ranks' words, and names each rank that said nothing (it died or hangs)."""
+        store = _launcher_store()
+        if store is None:
+            return f"rank {self.rank}: {error}"
+        key = "moe_studio/failed/{}"
+        try:
+            store.set(key.format(self.rank), error)
+        except Exception:  # noqa: BLE001 - the store went with the launcher: say what we know
+            return f"rank {self.rank}: {error}"
+        deadline = time.monotonic() + wait_s
+        heard: dict[int, str] = {self.rank: error}
+        while len(heard) < self.world and time.monotonic() < deadline:
+            for r in range(self.world):
+                if r not in heard:
+                    try:
+                        if store.check([key.format(r)]):
+                            heard[r] = store.get(key.format(r)).decode("utf-8", "replace")
+                    except Exception:  # noqa: BLE001
+                        deadline = 0.0
+            time.sleep(0.05)
+        silent = [r for r in range(self.world) if r not in heard]
+        parts = [f"rank {r} said nothing (the process died or hangs)" for r in silent]
+        parts += [f"rank {r}: {heard[r]}" for r in sorted(heard)]
+        return "; ".join(parts)
+
+    def test_fault(self, step: int) -> None:
+        """Tests only: ``MOE_STUDIO_TEST_KILL_RANK=R:S`` kills rank R (SIGKILL, no
+        goodbye) once it has completed step S."""
+        spec = os.environ.get("MOE_STUDIO_TEST_KILL_RANK", "")
+        if spec and spec == f"{self.rank}:{step}":
+            os.kill(os.getpid(), signal.SIGKILL)
+
     # ------------------------------------------------------------------ each step
     def shard(self, rows):
         """This rank's rows of a batch of the global batch size (an array [B*world, ...])."""
@@ -196,3 +242,12 @@ class Ranks:
             for g in grads:
                 g.mul_(coef.to(g.dtype))
         return norm
+
+
+def _launcher_store():
+    """The key-value store of the launcher's rendezvous (it outlives any rank)."""
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+        return _get_default_store()
+    except Exception:  # noqa: BLE001 - a private accessor: without it, no cross-rank word
+        return None
