@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from moe_studio.config import dumps
+from moe_studio.engine.probe import load_model, route_tokens
 from moe_studio.engine.trainer import Trainer
 from moe_studio.store import open_run
 
@@ -51,6 +52,14 @@ def test_nproc_trains_on_two_ranks_and_resumes_in_one_process(tmp_path):
     assert run.config["parallel"]["data"] == "1"
     ckpt = run_dir / "checkpoint-0000004.pt"
     assert ckpt.exists()
+
+    # The Routing view's loader, in one process: every expert is there, and the probe
+    # routes as the run itself recorded it at its last step.
+    model, _, loaded = load_model(run_dir)
+    assert loaded.step == 8 and model.blocks[0].ffn.w1.shape[0] == 4
+    snap = run.snapshot("routing/probe", 8)
+    routed = route_tokens(model, snap.arrays["tokens"], 16)
+    np.testing.assert_array_equal(routed["topk_idx"], snap.arrays["topk_idx"])
 
     # one process, the same global batch (4 x 2 ranks), all the experts
     one = tiny_config(name="one", data__batch_size=8, **over)
