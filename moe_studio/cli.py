@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
     b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble", "routing",
-                                      "compare", "inspect"])
+                                      "compare", "inspect", "distributed"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     b.add_argument("--steps", type=int, default=None,
