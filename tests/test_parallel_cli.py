@@ -4,6 +4,7 @@ rank killed mid-run."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -96,3 +97,31 @@ def test_a_killed_rank_ends_the_run_failed_naming_it(tmp_path):
     assert run.status == "failed", (run.status, p.stderr[-2000:])
     assert "rank 1 said nothing" in run.error, run.error
     assert max(losses(run)) >= 3                  # what was recorded before is kept
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_after_one_step(tmp_path):
+    cfg = tiny_config(name="stop", train__steps=100000, train__eval_every=100000,
+                      train__snapshot_every=100000)
+    (tmp_path / "c.toml").write_text(dumps(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "moe_studio", "train", "c.toml", "--nproc", "2",
+                             "--out", "out"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:   # until the ranks have trained a few steps
+            runs = list((tmp_path / "out").glob("*/run.sqlite"))
+            if runs and len(losses(open_run(runs[0].parent))) >= 3:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run_dir, run = only_run(tmp_path / "out")
+    assert run.status == "stopped", (run.status, err[-2000:])
+    step = max(losses(run))
+    assert (run_dir / f"checkpoint-{step:07d}.pt").exists()   # both ranks stopped after it
+    assert f"stopped: {step} steps" in out

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ...config import ExperimentConfig
+from ...config import ConfigError, ExperimentConfig
 from ...data import BatchSampler
 from .expert_parallel import shard_experts
 from .layout import Layout, resolve_layout
@@ -84,6 +84,12 @@ class Ranks:
         does not fit the world size fails on every rank with the same message."""
         world = launched_world_size()
         if world <= 1:
+            if cfg.parallel.processes > 1:
+                raise ConfigError("parallel.processes",
+                                  f"parallel.processes ({cfg.parallel.processes}) needs its ranks "
+                                  f"started by a launcher: moe-studio train CONFIG --nproc "
+                                  f"{cfg.parallel.processes}, or torchrun (see the command under "
+                                  f"the form's Parallel section); this process trains alone")
             return None
         layout = resolve_layout(cfg, world)
         device = rank_device(device)
