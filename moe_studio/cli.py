@@ -231,7 +231,7 @@ def _agreed_stop(trainer, stop: "_SignalStop") -> bool:
     distributed run stop together, after the same step, when any of them was asked."""
     if trainer.ranks is None:
         return stop.requested
-    return trainer.ranks.any(stop.requested)
+    return trainer.ranks.between_steps(stop.requested)
 
 
 def cmd_config(args) -> int:

@@ -151,12 +151,24 @@ class Ranks:
         torch.manual_seed(seed + 1_000_003 * self.rank)
 
     # ------------------------------------------------------------------ control
-    def any(self, flag: bool) -> bool:
-        """True on every rank when ``flag`` is true on any (a stop asked of one rank
-        stops all of them after the same step)."""
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+    def between_steps(self, stop_requested: bool) -> bool:
+        """Whether every rank stops now: true when any rank was asked to (a signal)
+        or rank 0's control file (the app's Stop) says so; while it says pause, the
+        ranks wait here, agreeing again every 0.2 s, so no collective times out."""
+        from .app_run import CONTROL_ENV, read_control
+
+        codes = {"run": 0, "pause": 1, "stop": 2}
+        while True:
+            word = read_control(os.environ.get(CONTROL_ENV)) if self.rank == 0 else "run"
+            t = torch.tensor([codes[word], int(stop_requested)], dtype=torch.int32,
+                             device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            state, asked = t.tolist()
+            if asked or state == 2:
+                return True
+            if state == 0:
+                return False
+            time.sleep(0.2)
 
     def explain_failure(self, error: str, wait_s: float = 3.0) -> str:
         """Why the run failed, as far as the ranks can tell each other: this rank
