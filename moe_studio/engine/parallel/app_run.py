@@ -17,37 +17,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from ...config import ExperimentConfig, save
+from .control import CONTROL_ENV
 from .launch import torchrun_command
 
-CONTROL_ENV = "MOE_STUDIO_CONTROL"
 STOP_WAIT_S = 120.0
-
-
-@dataclass
-class RunProgress:
-    """What train_loop reports after each step (the fields of the trainer's StepInfo)."""
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    tokens_per_s: float
-    eta_s: float
-    val_loss: float | None = None
-
-
-def read_control(path: str | None) -> str:
-    """'run', 'pause' or 'stop' as the control file says (run when there is none)."""
-    if not path:
-        return "run"
-    try:
-        word = Path(path).read_text(encoding="utf-8").strip()
-    except OSError:
-        return "run"
-    return word if word in ("pause", "stop") else "run"
 
 
 class LaunchedRun:
@@ -113,7 +90,7 @@ class LaunchedRun:
     def resume(self) -> None:
         self._say("run")
 
-    def step(self) -> RunProgress:
+    def step(self) -> SimpleNamespace:
         """Wait for the ranks' next recorded step; RuntimeError when they ended
         without finishing (the run's own error, as rank 0 recorded it)."""
         while True:
@@ -131,15 +108,17 @@ class LaunchedRun:
                                    + " ".join(str(why).split())[-600:])
             time.sleep(0.05)
 
-    def _progress(self) -> RunProgress:
+    def _progress(self) -> SimpleNamespace:
         row = self._reader.latest()
         values = {(n, int(m)): float(v) for n, m, v in zip(row["name"], row["member"], row["value"])}
         tps = values.get(("tokens_per_s", -1), float("nan"))
         per_step = self.config.data.batch_size * self.config.data.context * self.config.parallel.processes
         eta = (self.total_steps - self.step_count) * per_step / tps if tps == tps and tps > 0 else float("nan")
-        return RunProgress(step=self.step_count, total_steps=self.total_steps,
+        # the fields of the trainer's StepInfo, which train_loop reports
+        return SimpleNamespace(step=self.step_count, total_steps=self.total_steps,
                            loss=values.get(("train/loss", 0), float("nan")),
-                           lr=values.get(("lr", -1), float("nan")), tokens_per_s=tps, eta_s=eta)
+                           lr=values.get(("lr", -1), float("nan")), tokens_per_s=tps, eta_s=eta,
+                               val_loss=None)
 
     @property
     def models(self):

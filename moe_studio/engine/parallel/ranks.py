@@ -27,6 +27,7 @@ from ...config import ConfigError, ExperimentConfig
 from ...data import BatchSampler
 from .expert_parallel import shard_experts
 from .layout import Layout, resolve_layout
+from .control import CONTROL_ENV, read_control
 from .recording import NullWriter
 from .process_group import init_process_group, launched_world_size, new_groups, rank_device
 
@@ -155,8 +156,6 @@ class Ranks:
         """Whether every rank stops now: true when any rank was asked to (a signal)
         or rank 0's control file (the app's Stop) says so; while it says pause, the
         ranks wait here, agreeing again every 0.2 s, so no collective times out."""
-        from .app_run import CONTROL_ENV, read_control
-
         codes = {"run": 0, "pause": 1, "stop": 2}
         while True:
             word = read_control(os.environ.get(CONTROL_ENV)) if self.rank == 0 else "run"
