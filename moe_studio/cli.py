@@ -113,6 +113,9 @@ def cmd_train(args) -> int:
         if stop.requested:  # nothing was made yet: nothing to stop
             return 128 + stop.signum
         nproc = args.nproc if args.nproc is not None else cfg.parallel.processes
+        if nproc < 1:
+            print(f"{prog}: --nproc must be at least 1 (got {nproc})", file=sys.stderr)
+            return 2
         if nproc > 1 and "WORLD_SIZE" not in os.environ:
             return _launch(nproc, args, stop)
         return _train(cfg, runs_dir, args, stop)

@@ -69,3 +69,13 @@ def test_groups_cover_every_rank_once():
     seen_d = sorted(r for g in {tuple(lay.expert_data_group(r)) for r in range(6)} for r in g)
     assert seen_e == seen_d == list(range(6))
     assert lay.expert_group(3) == [2, 3] and lay.expert_data_group(3) == [1, 3, 5]
+
+
+def test_cli_refuses_a_process_count_below_one(tmp_path):
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-m", "moe_studio", "train", "--nproc", "0", "--out",
+                        str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 2
+    assert "--nproc must be at least 1 (got 0)" in p.stderr
+    assert not list(tmp_path.glob("*/run.sqlite"))
