@@ -112,7 +112,30 @@ def cmd_train(args) -> int:
             return 2
         if stop.requested:  # nothing was made yet: nothing to stop
             return 128 + stop.signum
+        nproc = args.nproc if args.nproc is not None else cfg.parallel.processes
+        if nproc < 1:
+            print(f"{prog}: --nproc must be at least 1 (got {nproc})", file=sys.stderr)
+            return 2
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:
+            return _launch(nproc, args, stop)
         return _train(cfg, runs_dir, args, stop)
+
+
+def _launch(nproc: int, args, stop: "_SignalStop") -> int:
+    """``--nproc N`` (or parallel.processes): the same command on N ranks, started by
+    torch.distributed.run; its exit status."""
+    from .engine.parallel.launch import launch
+
+    again = [a for a in [args.config] if a]
+    for flag, value in (("--preset", args.preset), ("--steps", args.steps), ("--out", args.out)):
+        if value is not None:
+            again += [flag, str(value)]
+    for item in args.set or []:
+        again += ["--set", item]
+    if args.quiet:
+        again.append("--quiet")
+    stop.__exit__(None, None, None)   # the launcher forwards signals from here on
+    return launch(nproc, again)
 
 
 def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
@@ -132,7 +155,12 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
         where = f" ({e.filename})" if e.filename else ""
         print(f"{prog}: cannot create the run in {runs_dir}: {os_problem(e)}{where}", file=sys.stderr)
         return 1
-    out = sys.stdout
+    # The ranks of a distributed run all train; rank 0 speaks for them.
+    ranks = trainer.ranks
+    out = sys.stdout if ranks is None or ranks.rank == 0 else open(os.devnull, "w")
+    if ranks is not None:
+        prog += f" (rank {ranks.rank} of {ranks.world})"
+        print(f"ranks {ranks.layout.describe()} · backend {ranks.meta()['backend']}", file=out)
     p = trainer.params
     print(f"run {trainer.run_id} -> {trainer.run_dir}", file=out)
     print(f"device {trainer.device} · corpus {trainer.corpus.describe()}", file=out)
@@ -144,8 +172,10 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
     val = None
     status = "finished"
     try:
-        while not trainer.done and not stop.requested:
+        while not trainer.done and not _agreed_stop(trainer, stop):
             info = trainer.step()
+            if ranks is not None:
+                ranks.test_fault(info.step)
             if info.val_loss is not None:
                 val = info.val_loss
             now = time.time()
@@ -164,15 +194,24 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
                     out.flush()
                 else:
                     print(line, file=out, flush=True)
-        if stop.requested:
+        if not trainer.done:
             status = "stopped"
         trainer.close(status)
     except BaseException as e:
         import traceback
-        trainer.close("failed", error=traceback.format_exc())
-        print(f"\n{prog}: failed in step {trainer.step_count + 1}: {_describe_failure(e)}"
+        tb = traceback.format_exc()
+        what = _describe_failure(e)
+        if ranks is not None:
+            what = ranks.explain_failure(what)
+            tb = f"{what}\n\n{tb}"
+        trainer.close("failed", error=tb)
+        print(f"\n{prog}: failed in step {trainer.step_count + 1}: {what}"
               f" (traceback stored in the run)", file=sys.stderr)
         return 1
+    finally:
+        if ranks is not None:
+            from .engine.parallel.process_group import destroy_process_group
+            destroy_process_group()
     if tty:
         out.write("\n")
     failure = trainer.writer.failure
@@ -188,6 +227,14 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
     if stop.requested:
         return 128 + stop.signum
     return 0 if status in ("finished", "stopped") else 1
+
+
+def _agreed_stop(trainer, stop: "_SignalStop") -> bool:
+    """Whether to stop now: one process asks its signal handler; the ranks of a
+    distributed run stop together, after the same step, when any of them was asked."""
+    if trainer.ranks is None:
+        return stop.requested
+    return trainer.ranks.between_steps(stop.requested)
 
 
 def cmd_config(args) -> int:
@@ -290,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=None,
                    help="runs folder (default: $MOE_STUDIO_RUNS or ./runs)")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
+    t.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train on N local processes (torch.distributed.run; default: "
+                        "parallel.processes). On a cluster: torchrun ... -m moe_studio train")
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("config", help="print an experiment config as TOML (after --preset / --set)")
@@ -299,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
     b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble", "routing",
-                                      "compare", "inspect"])
+                                      "compare", "inspect", "distributed"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     b.add_argument("--steps", type=int, default=None,

@@ -189,6 +189,21 @@ class TrainConfig:
 
 
 @dataclass
+class ParallelConfig:
+    processes: int = knob(1, "Local processes to train on (torch.distributed.run starts them; "
+                          "1 = one process). On a cluster, start the ranks with torchrun instead.",
+                          min=1, max=64)
+    data: str = knob("auto", "Data-parallel size: how many copies of each expert there are. "
+                     "'auto' = world size / parallel.expert. Every rank reads its own shard, so "
+                     "a step sees data.batch_size x world size sequences.")
+    expert: int = knob(1, "Expert-parallel size: the ranks each MoE layer's experts are spread "
+                       "over (each holds moe.n_experts / expert of them).", min=1, max=256)
+    timeout_s: float = knob(120.0, "Seconds a rank waits for the others in a collective "
+                            "before giving up (a dead or stuck rank ends the run).",
+                            min=5.0, max=86400.0)
+
+
+@dataclass
 class ExperimentConfig:
     name: str = knob("default", "A short name for the run; used in the run folder name.")
     data: DataConfig = knob(None, "", factory=DataConfig)
@@ -197,9 +212,10 @@ class ExperimentConfig:
     precision: PrecisionConfig = knob(None, "", factory=PrecisionConfig)
     ensemble: EnsembleConfig = knob(None, "", factory=EnsembleConfig)
     train: TrainConfig = knob(None, "", factory=TrainConfig)
+    parallel: ParallelConfig = knob(None, "", factory=ParallelConfig)
 
 
-SECTIONS = ("data", "model", "moe", "precision", "ensemble", "train")
+SECTIONS = ("data", "model", "moe", "precision", "ensemble", "train", "parallel")
 
 
 def section_fields(section: str):

@@ -229,9 +229,65 @@ def _combination_problems(cfg: "schema.ExperimentConfig") -> list[ConfigError]:
     if t.lr <= 0:
         errs.append(ConfigError("train.lr", f"train.lr ({t.lr:g}) must be > 0: with no learning "
                                             f"rate the weights never change"))
+    errs.extend(_parallel_problems(cfg, moe_layers))
     corpus_problem = _corpus_problem(d.corpus)
     if corpus_problem:
         errs.append(ConfigError("data.corpus", corpus_problem))
+    return errs
+
+
+def parallel_data_size(value: str) -> int | None:
+    """``parallel.data`` as a number of ranks; None for 'auto'. ValueError if neither."""
+    v = str(value).strip().lower()
+    if v == "auto":
+        return None
+    if not (v.isascii() and v.isdigit()) or int(v) < 1:
+        raise ValueError(v)
+    return int(v)
+
+
+def _parallel_problems(cfg: "schema.ExperimentConfig", moe_layers: list[int]) -> list[ConfigError]:
+    """What the parallel section gets wrong whatever the world size (the world size
+    itself is checked when the ranks start: engine/parallel/layout.py)."""
+    par, e = cfg.parallel, cfg.moe
+    errs: list[ConfigError] = []
+    try:
+        parallel_data_size(par.data)
+    except ValueError:
+        errs.append(ConfigError("parallel.data", f"parallel.data ({show(par.data)}) must be 'auto' "
+                                                 f"or a whole number of ranks >= 1"))
+    if par.expert > 1:
+        if not moe_layers:
+            errs.append(ConfigError("parallel.expert", f"parallel.expert ({par.expert}) needs MoE "
+                                                       f"blocks, and model.moe_layers is "
+                                                       f"{show(cfg.model.moe_layers)}"))
+        elif e.n_experts % par.expert:
+            errs.append(ConfigError("parallel.expert", f"parallel.expert ({par.expert}) must divide "
+                                                       f"moe.n_experts ({e.n_experts})"))
+        if cfg.precision.mode == "fp16":
+            # Each rank's GradScaler sees only its own experts' gradients: the ranks could
+            # disagree on skipping a step.
+            errs.append(ConfigError("parallel.expert", "parallel.expert > 1 does not support "
+                                                       "precision.mode fp16 (loss scaling); use "
+                                                       "bf16 or fp32"))
+        if e.router == "expert_choice":
+            errs.append(ConfigError("parallel.expert", "parallel.expert > 1 does not support "
+                                                       "moe.router expert_choice (each expert "
+                                                       "would pick among its own rank's tokens)"))
+        if e.capacity_factor > 0 and e.top_k > 1 and e.capacity_priority != "token_order":
+            errs.append(ConfigError("moe.capacity_priority",
+                                    f"parallel.expert > 1 with a capacity counts pairs in token "
+                                    f"order: set moe.capacity_priority = 'token_order' (is "
+                                    f"{show(e.capacity_priority)}) or moe.capacity_factor = 0"))
+        if e.capacity_factor > 0 and e.capacity_group != "batch":
+            errs.append(ConfigError("moe.capacity_group",
+                                    f"parallel.expert > 1 with a capacity counts it over the "
+                                    f"batch: set moe.capacity_group = 'batch' (is "
+                                    f"{show(e.capacity_group)}) or moe.capacity_factor = 0"))
+    if cfg.ensemble.members > 1 and par.processes > 1:
+        errs.append(ConfigError("ensemble.members", f"ensemble.members ({cfg.ensemble.members}) "
+                                                    f"cannot be spread over processes yet: train "
+                                                    f"an ensemble with parallel.processes = 1"))
     return errs
 
 

@@ -201,9 +201,11 @@ def train_loop(make_trainer: Callable[[], Any], control: Any, emit: Emit) -> str
             if unsent is not None:  # show exactly where it paused
                 emit("progress", unsent)
                 unsent = None
+            getattr(trainer, "pause", lambda: None)()   # ranks in other processes wait too
             emit("state", "paused")
 
         def resumed() -> None:
+            getattr(trainer, "resume", lambda: None)()
             emit("state", "running")
 
         def hand_weights(path: str) -> None:
@@ -319,9 +321,13 @@ def child_main(stdin=None, stdout=None) -> int:
             from .inspection import InspectOptions
             from .inspection.inspector import Inspector
             return Inspector(InspectOptions.from_dict(job["inspect"]), job["runs_dir"])
-        from ..config import from_dict
+        from ..config import from_dict, validate
+        cfg = validate(from_dict(job["config"]))
+        if cfg.parallel.processes > 1:   # local ranks, started by torch's launcher
+            from .parallel.app_run import LaunchedRun
+            return LaunchedRun(cfg, job["runs_dir"])
         from .trainer import Trainer
-        return Trainer(from_dict(job["config"]), job["runs_dir"])
+        return Trainer(cfg, job["runs_dir"])
 
     threading.Thread(target=_read_commands, args=(stdin, control), daemon=True,
                      name="moe-studio-commands").start()

@@ -8,6 +8,7 @@ another's state.
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,10 +47,14 @@ class Members:
     of one architecture, built on ``device`` from ``train_tokens`` (the corpus's
     training split)."""
 
-    def __init__(self, cfg: ExperimentConfig, train_tokens: np.ndarray, device: torch.device):
+    def __init__(self, cfg: ExperimentConfig, train_tokens: np.ndarray, device: torch.device,
+                 prepare: Callable[[MoEGPT], torch.nn.Module] | None = None):
         self.device = device
         n = cfg.ensemble.members
         self.models: list[MoEGPT] = []
+        # What a training forward runs through: the model itself, or what ``prepare``
+        # made of it (torch.distributed: this rank's experts, wrapped by DDP).
+        self.runners: list[torch.nn.Module] = []
         self.optimizers: list[torch.optim.Optimizer] = []
         self.params: list[list[torch.nn.Parameter]] = []   # each member's, listed once
         self.samplers: list[BatchSampler] = []
@@ -59,6 +64,7 @@ class Members:
             torch.manual_seed(cfg.train.seed + 1000 * m)
             model = MoEGPT(cfg.model, cfg.moe, context=cfg.data.context).to(device)
             self.models.append(model)
+            self.runners.append(prepare(model) if prepare is not None else model)
             self.params.append(list(model.parameters()))
             self.optimizers.append(make_optimizer(model, cfg.train.lr, cfg.train.weight_decay))
             starts = None

@@ -15,6 +15,8 @@ from torch import Tensor
 from ..config.schema import MoEConfig
 from .activations import activate, in_width
 from .dispatch import DispatchResult, expert_capacity, expert_choice_dispatch, moe_dispatch
+from .parallel.expert_parallel import (expert_parallel_dispatch, gather_experts,
+                                       global_balancing_loss)
 from .routers import Router, RouterOutput, make_router
 
 
@@ -90,6 +92,13 @@ class MoEFeedForward(nn.Module):
         self.aux_loss: Tensor | None = None   # set by forward
         self.z_loss: Tensor | None = None
         self.tokens_per_expert: Tensor | None = None
+        # Set by engine/parallel (torch.distributed): the ranks this layer's experts are
+        # spread over (w1/w2 then hold only this rank's E / ep_size of them), and the
+        # ranks whose tokens the load-balancing loss counts together.
+        self.ep_group = None
+        self.ep_size = 1
+        self.balance_group = None
+        self.replicated = False   # every rank forwards the same tokens (probes)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -117,19 +126,36 @@ class MoEFeedForward(nn.Module):
         B, T, d = x.shape
         flat = x.reshape(B * T, d)
         r = self.router(flat)
-        if r.expert_tokens is not None:
+        if r.expert_tokens is not None:   # validation keeps expert choice on one process
             res = expert_choice_dispatch(flat, r.expert_tokens, r.expert_weight, self.w1, self.w2)
+        elif self.ep_group is not None and not self.replicated:
+            # Under expert parallelism capacity counts the expert group's tokens, as one
+            # process running the group's whole batch would (token order over the batch:
+            # validation refuses the other capacity rules with parallel.expert > 1).
+            capacity = expert_capacity(self.capacity_factor, B * T * self.ep_size, self.top_k,
+                                       self.n_experts)
+            res = expert_parallel_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2,
+                                           self.n_experts, capacity, group=self.ep_group)
         else:
             per_seq = self.capacity_group == "sequence"
             capacity = expert_capacity(self.capacity_factor, T if per_seq else B * T, self.top_k,
                                        self.n_experts)
-            res = moe_dispatch(flat, r.topk_idx, r.topk_weight, self.w1, self.w2, capacity,
+            w1, w2 = self.w1, self.w2
+            if self.ep_group is not None:
+                # Every rank holds the same tokens (a probe): each runs them as one process
+                # would, through all the experts, gathered (no gradient flows here).
+                w1, w2 = gather_experts(w1, self.ep_group), gather_experts(w2, self.ep_group)
+            res = moe_dispatch(flat, r.topk_idx, r.topk_weight, w1, w2, capacity,
                                priority=self.capacity_priority, group_size=T if per_seq else 0)
         y = res.out
         if self.shared is not None:
             y = y + self.shared(flat)
 
-        self.aux_loss, self.z_loss = r.aux_loss, r.z_loss
+        aux = r.aux_loss
+        if self.balance_group is not None:
+            aux = global_balancing_loss(r.probs, r.topk_idx, self.n_experts, self.balance_group)
+            r.aux_loss = aux
+        self.aux_loss, self.z_loss = aux, r.z_loss
         self.tokens_per_expert = res.tokens_per_expert.detach().float()
         self.last = self._stats(r, res, B) if self.collect_stats else None
         return y.view(B, T, d)

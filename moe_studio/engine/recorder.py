@@ -95,9 +95,15 @@ class Recorder:
                 bias = torch.stack([b.router.bias.detach().float() for b in blocks])
         else:
             bstats = tpe = dpe = bias = dpr = None
-        self._stats.add(PendingStep(step=step, member=m, losses=losses, block_stats=bstats,
-                                    tokens_per_expert=tpe, dropped_per_expert=dpe, bias=bias,
-                                    dropped_per_row=dpr))
+        self._stats.add(self.reduce(PendingStep(step=step, member=m, losses=losses,
+                                                block_stats=bstats, tokens_per_expert=tpe,
+                                                dropped_per_expert=dpe, bias=bias,
+                                                dropped_per_row=dpr)))
+
+    def reduce(self, rec: PendingStep) -> PendingStep:
+        """One step's statistics of the whole run (a distributed recorder combines the
+        ranks' here); one process has nothing to combine."""
+        return rec
 
     def loss_scale(self, step: int, m: int, before: float, after: float,
                    culprit: dict | None) -> None:

@@ -11,6 +11,7 @@ Collaborators: ``members`` (each member's model, optimizer, scaler, batches, mon
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
@@ -36,6 +37,9 @@ from .footprint import FootprintProbe
 from .members import Members
 from .memory import check_fits
 from .model import train_mode
+from .parallel.checkpoint import consolidated, localised, writes_checkpoints
+from .parallel.ranks import Ranks
+from .parallel.recording import DistributedRecorder
 from .params import count_params
 from .probe import route_tokens
 from .recorder import Recorder
@@ -96,6 +100,10 @@ class Trainer:
         self.config = cfg = copy_config(validate(config))
         check_fits(cfg)  # before any allocation: refuse what cannot fit, naming the biggest part
         self.device = resolve_device(cfg.train.device)
+        # torch.distributed (under torchrun): joins the process group, None for one process
+        self.ranks = Ranks.start(cfg, self.device)
+        if self.ranks is not None:
+            self.device = self.ranks.device
         self.total_steps = cfg.train.steps
         self.step_count = 0
         self._closed = False
@@ -109,7 +117,11 @@ class Trainer:
         self.n_members = cfg.ensemble.members
         self.params = count_params(cfg)
         self.stages = Stages(cfg.train.stages)
-        self.members = Members(cfg, self.corpus.train_tokens, self.device)
+        self.members = Members(cfg, self.corpus.train_tokens, self.device,
+                               prepare=self.ranks.prepare_model if self.ranks else None)
+        if self.ranks is not None:
+            self.ranks.shard_batches(self.members.samplers)
+            self.ranks.seed(cfg.train.seed)
         self.models = self.members.models
         self.flops = count_flops(self.models[0], cfg.data.context)
         self._train_flops = 0.0   # cumulative training FLOPs of all members (cost/train_flops)
@@ -124,8 +136,11 @@ class Trainer:
         self.monitors = self.members.monitors
         self.precision = cfg.precision.mode
         # validation windows (inputs, targets), numpy int64 [B, T]
+        # Every rank of a distributed run evaluates the windows of the global batch size,
+        # so validation reads the same text as one process with that batch would.
+        world = self.ranks.world if self.ranks is not None else 1
         self.val_batches = eval_windows(self.corpus.val_tokens, cfg.data.context,
-                                        cfg.data.batch_size, cfg.train.eval_batches)
+                                        cfg.data.batch_size * world, cfg.train.eval_batches)
         self._tokens_per_step = cfg.data.batch_size * cfg.data.context
         self._step_time_ema: float | None = None
         self._t_start = time.time()
@@ -142,7 +157,12 @@ class Trainer:
             "stages": [{"start": s.start, "end": s.end, "freeze": list(s.freeze)}
                        for s in self.stages.stages],
         }
-        if writer is None:
+        if self.ranks is not None:
+            meta.update(self.ranks.meta())
+            writer = self.ranks.writer(lambda: RunWriter.create(
+                runs_dir if runs_dir is not None else default_runs_dir(), name=cfg.name,
+                config=to_dict(cfg), config_toml=dumps(cfg), meta=meta))
+        elif writer is None:
             writer = RunWriter.create(runs_dir if runs_dir is not None else default_runs_dir(),
                                       name=cfg.name, config=to_dict(cfg), config_toml=dumps(cfg),
                                       meta=meta)
@@ -151,7 +171,8 @@ class Trainer:
         self.writer = writer
         self.run_dir = Path(writer.run_dir)
         self.run_id = writer.run_id
-        self.recorder = Recorder(writer, cfg, self.moe_block_ids, self.monitors, self.device)
+        self.recorder = (DistributedRecorder if self.ranks else Recorder)(
+            writer, cfg, self.moe_block_ids, self.monitors, self.device)
         self.ensemble = EnsembleEngine(cfg, self.members, self.recorder,
                                        val_batches=self.val_batches, probe=self.corpus,
                                        run_dir=self.run_dir)
@@ -263,7 +284,7 @@ class Trainer:
         if mon is not None:
             mon.begin_step(step + 1)
         with autocast(self.device, self.precision):
-            logits, lm_loss = model(x, y)
+            logits, lm_loss = self.members.runners[m](x, y)
             aux = model.aux_loss()
             z = model.z_loss()
             # boosting members backpropagate a token-weighted LM loss
@@ -274,7 +295,10 @@ class Trainer:
         if mon is not None:
             mon.after_backward()
         scaler.unscale_(opt)
-        grad_norm = clip_grad_norms([self.members.params[m]], cfg.train.grad_clip)[0]
+        if self.ranks is not None:
+            grad_norm = self.ranks.sync_and_clip(model, self.members.params[m], cfg.train.grad_clip)
+        else:
+            grad_norm = clip_grad_norms([self.members.params[m]], cfg.train.grad_clip)[0]
         return lm_loss, aux, z, total, scale_before, grad_norm
 
     def _update(self, m: int, step: int, lr: float, scale_before: float | None,
@@ -323,6 +347,10 @@ class Trainer:
         if not self.moe_block_ids:
             return
         c = self.corpus
+        with self.ranks.same_tokens(self.models) if self.ranks else contextlib.nullcontext():
+            self._route_probes(c)
+
+    def _route_probes(self, c) -> None:
         for m in range(self.n_members):
             self.recorder.routing_probe(self.step_count, m, self.route_tokens(c.probe_tokens, member=m),
                                         tokens=c.probe_tokens, domains=c.probe_domains,
@@ -341,6 +369,8 @@ class Trainer:
         model.eval()
         try:
             for x_np, y_np in self.val_batches:
+                if self.ranks is not None:   # each rank its rows of the global batch
+                    x_np, y_np = self.ranks.shard(x_np), self.ranks.shard(y_np)
                 x = torch.from_numpy(x_np).to(self.device)
                 y = torch.from_numpy(y_np).to(self.device)
                 with autocast(self.device, self.precision):
@@ -351,18 +381,24 @@ class Trainer:
                 n_tok += y.numel()
         finally:
             model.train()
+        if self.ranks is not None:
+            nll, correct, n_tok = self.ranks.sum_over_world(nll, correct, n_tok)
         out = {"val/loss": nll / n_tok, "val/acc": correct / n_tok}
         self.recorder.evaluation(self.step_count, out)
         return out
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
+        if self.ranks is not None:   # every expert, gathered: loads on any world size
+            both = [consolidated(self.ranks, m, o) for m, o in zip(self.models, self.optimizers)]
+        else:
+            both = [(m.state_dict(), o.state_dict()) for m, o in zip(self.models, self.optimizers)]
         return {
             "format": "moe-studio-checkpoint-1",
             "step": self.step_count,
             "config_toml": dumps(self.config),
-            "models": [m.state_dict() for m in self.models],
-            "optimizers": [o.state_dict() for o in self.optimizers],
+            "models": [mo for mo, _ in both],
+            "optimizers": [op for _, op in both],
             "scalers": [s.state_dict() for s in self.scalers],
             # Samplers hold numpy bit-generator states (128-bit ints): JSON text keeps
             # the checkpoint loadable with weights_only=True.
@@ -376,8 +412,10 @@ class Trainer:
         self.flush_records()
         p = Path(path) if path is not None else self.run_dir / f"checkpoint-{self.step_count:07d}.pt"
         tmp = p.with_name(p.name + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(p)
+        state = self.state_dict()
+        if writes_checkpoints(self.ranks):
+            torch.save(state, tmp)
+            tmp.replace(p)
         self.recorder.event(self.step_count, "checkpoint", f"saved {p.name}", {"path": str(p)})
         self.recorder.commit()
         return p
@@ -391,10 +429,11 @@ class Trainer:
         if len(state["models"]) != self.n_members:
             raise ValueError(f"{path}: checkpoint has {len(state['models'])} members, "
                              f"config has {self.n_members}")
-        for model, sd in zip(self.models, state["models"]):
-            model.load_state_dict(sd)
-        for opt, sd in zip(self.optimizers, state["optimizers"]):
-            opt.load_state_dict(sd)
+        for model, opt, msd, osd in zip(self.models, self.optimizers, state["models"],
+                                        state["optimizers"]):
+            msd, osd = localised(self.ranks, model, opt, msd, osd)
+            model.load_state_dict(msd)
+            opt.load_state_dict(osd)
         for sc, sd in zip(self.scalers, state["scalers"]):
             if sd:
                 sc.load_state_dict(sd)

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
                                QMessageBox, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                QToolButton, QVBoxLayout, QWidget)
 
+from .launch_command import LaunchCommand
 from ..config import (PRESETS, SECTIONS, ConfigError, ExperimentConfig, copy_config, default,
                       problems, section_fields, to_dict)
 from ..config import toml_io
@@ -581,6 +582,9 @@ class SetupPanel(QWidget):
             self._sections[sec] = s
             for f in section_fields(sec):
                 self._add_field(s.form, f"{sec}.{f.name}", f, section=sec)
+            if sec == "parallel":   # what runs this on several processes, to copy
+                self.launch_command = LaunchCommand()
+                s.form.addRow(self.launch_command)
             bl.addWidget(s)
         bl.addStretch(1)
 
@@ -597,6 +601,8 @@ class SetupPanel(QWidget):
         outer.addWidget(self.summary_label)
 
         self._fit_width()
+        self.configChanged.connect(self.launch_command.set_config)
+        self.launch_command.set_config(ExperimentConfig())
         self.preset_combo.activated.connect(self._on_preset_activated)
         self.load_button.clicked.connect(self.open_toml_dialog)
         self.save_button.clicked.connect(self.save_toml_dialog)

@@ -28,6 +28,7 @@ from .follow_timer import FollowTimer
 from .inspection_runs import NO_TRAINING, is_inspection
 from .live_run import format_rate, hub as live_hub, live_status
 from .plots import CurvePlot, PlotGrid
+from .rank_series import rank_of, rank_series_specs
 from .run_controls import moe_blocks_of
 from .stage_marks import StageMarks, stage_boundaries
 from .theme import is_dark_palette, plot_colors, status_color
@@ -47,7 +48,8 @@ PLOTS: dict[str, tuple[str, list[tuple[str, str, bool]]]] = {
     "aux": ("Load-balancing loss", [("train/aux_loss", "aux", True)]),
     "z": ("Router z-loss", [("train/z_loss", "z", True)]),
     "lr": ("Learning rate", [("lr", "lr", False)]),
-    "tokens_per_s": ("Tokens per second", [("tokens_per_s", "tokens/s", False)]),
+    "tokens_per_s": ("Tokens per second", [("tokens_per_s", "tokens/s", False)]
+                     + rank_series_specs()),
 }
 LOG_Y_PLOTS = ("loss", "aux", "z", "lr")
 EMPTY_HINT = ("No run to show yet.\n\nPress Train (F5) to train the experiment on the left, "
@@ -562,6 +564,12 @@ class TrainingDashboard(QWidget):
         plot_key = _PLOT_OF[name]
         specs = PLOTS[plot_key][1]
         short = next(s for n, s, _ in specs if n == name)
+        rank = rank_of(name)
+        if rank is not None:   # a distributed run's ranks: one colour (shade) each
+            if overlay:
+                return f"{t.label} · {short}", (t.index, rank + 1)
+            return short, rank + 1
+        specs = [sp for sp in specs if rank_of(sp[0]) is None]
         multi = t.members > 1
         if member < 0:
             who = "ensemble" if name in _SPARSE and multi else ""

@@ -62,6 +62,9 @@ def check(k: int, factor: float, kernel: str, T: int = 24, d: int = 8, h: int = 
     assert dropped.tolist() == ref.dropped_per_expert.tolist(), where
     if factor > 0:
         assert int(dropped.sum()) > 0, f"no drops to test at {where}"
+        assert torch.equal(res.pair_kept, ref.pair_kept[rows]), f"pair_kept {where}"
+    else:
+        assert res.pair_kept is None and ref.pair_kept is None, where
 
 
 def main() -> None:

@@ -127,4 +127,50 @@ def expert_parallel_dispatch(x: Tensor, topk_idx: Tensor, topk_weight: Tensor, w
     back = all_to_all(done, in_splits, out_splits, group)  # [T*k, d] in `order`
     back = back * topk_weight.reshape(-1)[order].unsqueeze(-1).to(back.dtype)
     slots = back.new_zeros(T * k, d).index_copy(0, order, back)
-    return DispatchResult(slots.view(T, k, d).sum(dim=1), counts, dropped)
+
+    # 6. which of this rank's pairs an expert took (the per-sequence drop statistics)
+    pair_kept = None
+    if capacity > 0:
+        took = torch.zeros(recv.shape[0], dtype=torch.float32, device=x.device)
+        took[perm] = 1.0
+        took_back = torch.empty(T * k, dtype=torch.float32, device=x.device)
+        dist.all_to_all_single(took_back, took, output_split_sizes=in_splits,
+                               input_split_sizes=out_splits, group=group)
+        pair_kept = torch.zeros(T * k, dtype=torch.bool, device=x.device)
+        pair_kept[order] = took_back > 0
+        pair_kept = pair_kept.view(T, k)
+    return DispatchResult(slots.view(T, k, d).sum(dim=1), counts, dropped, pair_kept)
+
+
+def shard_experts(layer, group) -> range:
+    """Keep only this rank's experts of ``layer`` (an MoEFeedForward built with all
+    of them, so every rank's slice holds the values one process would have): its
+    ``w1``/``w2`` become [E/P, ...] parameters and its forward exchanges tokens over
+    ``group``. Call before an optimizer sees the parameters. Returns the ids kept."""
+    mine = local_experts(layer.n_experts, group)
+    with torch.no_grad():
+        layer.w1 = torch.nn.Parameter(layer.w1[mine.start:mine.stop].clone())
+        layer.w2 = torch.nn.Parameter(layer.w2[mine.start:mine.stop].clone())
+    layer.ep_group = group
+    layer.ep_size = dist.get_world_size(group)
+    return mine
+
+
+def global_balancing_loss(probs: Tensor, topk_idx: Tensor, n_experts: int, group) -> Tensor:
+    """The Switch loss ``E * sum_i f_i * P_i`` with ``f`` counted over every rank of
+    ``group`` and ``P`` this rank's mean probabilities (probs [T, E], topk_idx [T, k],
+    the same T on every rank). The mean of this over the ranks is the loss of one
+    process running their whole batch (it is linear in P), and so are the gradients
+    data parallelism averages: one extra all-reduce of E counts per layer."""
+    counts = expert_counts(topk_idx, n_experts).to(probs.dtype)
+    dist.all_reduce(counts, group=group)
+    f = counts / (topk_idx.numel() * dist.get_world_size(group))
+    return n_experts * torch.sum(f * probs.mean(dim=0))
+
+
+@torch.no_grad()
+def gather_experts(w: Tensor, group) -> Tensor:
+    """Every expert of ``group`` [E, ...] from each rank's [E/P, ...] block ``w``."""
+    parts = [torch.empty_like(w) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, w.detach().contiguous(), group=group)
+    return torch.cat(parts)
