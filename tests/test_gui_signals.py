@@ -145,3 +145,32 @@ def test_a_bad_variable_is_one_line_and_the_window_holds_train_back(var, value, 
     assert len(lines) == 1 and expect in lines[0], proc.stderr
     enabled, note = proc.stdout.split(" ", 1)
     assert enabled == "False" and expect in note and "runs can still be opened" in note
+
+
+_IDLE_APP = """
+import sys
+from PySide6.QtCore import QTimer
+from moe_studio.gui import app as gui_app
+app, window = gui_app.create_app(["moe-studio-gui", "--runs-dir", sys.argv[1]])
+QTimer.singleShot(0, lambda: print("ready", flush=True))
+sys.exit(gui_app.run_event_loop(app, window))
+"""
+
+
+def test_sigint_to_an_idle_app_closes_it_without_a_traceback(tmp_path):
+    """Ctrl+C in the terminal that started the app: it closes (it raised
+    KeyboardInterrupt inside whatever slot ran next)."""
+    app = subprocess.Popen([sys.executable, "-c", _IDLE_APP, str(tmp_path / "runs")],
+                           env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        assert app.stdout.readline().strip() == "ready", app.communicate()[1][-2000:]
+        os.kill(app.pid, signal.SIGINT)
+        _out, err = app.communicate(timeout=60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.communicate()
+    assert app.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "moe-studio-gui: SIGINT: closing" in err
