@@ -76,11 +76,12 @@ class ExpertsDashboard(RunDashboard):
         self.step_map.set_mouse_pan(True, False)
         for h in (self.layer_map, self.step_map):
             h.set_bar_ticks([(0.0, "0"), (0.5, "0.5"), (1.0, "1"), (1.5, "1.5"), (2.0, "2")])
-        self.cv = CurvePlot("Load CV (std ÷ mean)")
+        self.cv = CurvePlot("Load CV (σ ÷ mean)")
         self.max_mean = CurvePlot("Max ÷ mean load")
-        self.dropped = CurvePlot("Dropped (%) · over capacity")
+        self.dropped = CurvePlot("Dropped tokens (%)")
         self.dead = CurvePlot("Dead experts")
         self.bias = CurvePlot("Balancing bias")
+        self.bias.hide()   # only routers with balancing biases record them (_draw shows it)
         self.tokens = TokenListPanel()
         for plot in (self.dropped, self.dead):
             plot.plot_item.getViewBox().setLimits(yMin=-0.05)

@@ -210,7 +210,7 @@ class GateDashboard(RunDashboard):
             e = edges if edges.ndim == 1 else edges[i]
             c = counts[i].astype(np.float64)
             share = 100.0 * c / c.sum() if c.sum() > 0 else c
-            self._set_title_later(self.histogram, f"At step {int(steps[i]):,} · {where}")
+            self._set_title_later(self.histogram, f"Histogram at step {int(steps[i]):,} · {where}")
             self.histogram.set_bars(share, x=(e[:-1] + e[1:]) / 2, width=float(np.min(np.diff(e))),
                                     group_names=[where])
         else:
