@@ -192,3 +192,68 @@ def test_controller_stop_keeps_an_inspection_in_thread_mode(qtbot, tmp_path, ins
             assert 0 < tpd.sum() <= 16 * done   # a domain's last window may be shorter
     finally:
         assert ctl.shutdown(30_000)
+
+
+def test_route_button_routes_typed_text_through_the_inspected_checkpoint(make_dashboard,
+                                                                         inspections, qtbot):
+    """Issue 17: Route on an inspection run goes through the pretrained checkpoint (it said
+    there were no weights); what is shown is what the engine routes for that text."""
+    from PySide6.QtCore import Qt
+    from moe_studio.engine.inspection.routing import probe_snapshot
+    from moe_studio.gui.routing_dashboard import SOURCE_CUSTOM
+    run = inspections[0]
+    d = make_dashboard(RoutingDashboard, [run], size=(1280, 800))
+    labels = [d.weights_combo.itemText(i) for i in range(d.weights_combo.count())]
+    assert labels == ["pretrained model mixtral"]
+    assert d.route_button.isEnabled() and not d.probe_edit.isReadOnly()
+    text = "def g(y):\n    return y + 1"
+    d.probe_edit.setFocus()
+    for i, line in enumerate(text.split("\n")):
+        qtbot.keyClicks(d.probe_edit, line)
+        if i == 0:
+            qtbot.keyClick(d.probe_edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    assert d.probe_edit.toPlainText() == text
+    with qtbot.waitSignal(d.task.finished, timeout=120_000):
+        qtbot.mouseClick(d.route_button, Qt.MouseButton.LeftButton)
+    assert d.source() == SOURCE_CUSTOM, d.probe_note.text()
+    a, meta, what = d.current()
+    assert "custom text" in what and "mixtral" in what
+    assert "tokens through" in d.probe_note.text()
+    want, _ = probe_snapshot(run, text)
+    for k in ("tokens", "topk_idx", "topk_weight", "probs", "token_start", "model_token"):
+        np.testing.assert_array_equal(a[k], want[k], err_msg=k)
+    assert d.token_map.matrix().shape[1] == len(text.encode())
+
+
+def test_experts_view_shows_which_expert_pairs_fire_together(make_dashboard, inspections,
+                                                             qtbot):
+    """Issue 17: ``inspect/coselect`` as a heatmap with a layer choice in Experts; a
+    training run (no such counts) does not show it."""
+    from PySide6.QtCore import Qt
+    from moe_studio.paths import sample_runs_dir
+    run = inspections[0]
+    with open_run(run) as r:
+        _, cos = r.tensor("inspect/coselect")
+        blocks = r.meta["moe_blocks"]
+    d = make_dashboard(ExpertsDashboard, [run], size=(1280, 800))
+    view = d.coselect
+    assert view.isVisible()
+    assert [view.layer_combo.itemText(i) for i in range(view.layer_combo.count())] == \
+        [f"L{b}" for b in blocks]
+    E = cos.shape[-1]
+    for j in range(len(blocks)):
+        if j:
+            view.layer_combo.setFocus()
+            qtbot.keyClick(view.layer_combo, Qt.Key.Key_Down)
+        assert view.layer_index() == j
+        shown = view.heatmap.matrix()
+        assert shown.shape == (E, E)
+        for a in range(E):
+            for b in range(E):
+                if a == b or cos[j, a, a] == 0:
+                    assert np.isnan(shown[a, b])
+                else:
+                    assert shown[a, b] == pytest.approx(cos[j, a, b] / cos[j, a, a], rel=1e-6)
+        assert f"L{blocks[j]}" in view.heatmap.title()
+    trained = make_dashboard(ExpertsDashboard, [sample_runs_dir() / "moe-top2"], size=(1280, 800))
+    assert not trained.coselect.isVisible() and not trained.coselect.has_data()

@@ -493,3 +493,32 @@ def test_gui_command_passes_the_path_to_the_app(monkeypatch):
     from moe_studio.cli import main as cli_main
     assert cli_main(["gui", "sample_runs/moe-top2"]) == 0
     assert seen == ["sample_runs/moe-top2"]
+
+
+def test_a_config_too_large_for_this_machine_is_refused_in_the_form(qtbot, panel):
+    """The memory check runs with the form's validation (issue 19): a model that cannot
+    fit is named before Train, not as a run that fails after it starts."""
+    from moe_studio.engine.memory import corpus_bytes, estimate, fmt_bytes, machine_memory
+    available = machine_memory()
+    if not available:
+        pytest.skip("this machine does not say how much memory it has")
+    panel.show()
+    panel.section("ensemble").set_expanded(True)
+    assert panel.is_valid()
+    _retype(qtbot, panel.field_widget("model.d_model"), "8192")
+    _retype(qtbot, panel.field_widget("ensemble.members"), "16")
+    cfg = panel.config()
+    # 16 members x 16 bytes per parameter, parameters counted here from the shapes
+    m = cfg.model
+    assert (m.d_model, cfg.ensemble.members) == (8192, 16)
+    attention = m.n_layers * 4 * m.d_model * m.d_model
+    assert 16 * 16 * attention > available   # far past this machine, whatever else counts
+    assert estimate(cfg, corpus_bytes(cfg.data.corpus)).total > available
+    assert not panel.is_valid()
+    text = panel.summary_label.text()
+    assert panel.summary_label.isVisible() and "1 problem" in text
+    assert "needs at least" in text and fmt_bytes(available) in text
+    assert "parameters and optimizer state" in text
+    _retype(qtbot, panel.field_widget("ensemble.members"), "1")
+    _retype(qtbot, panel.field_widget("model.d_model"), "128")
+    assert panel.is_valid() and panel.summary_label.isHidden()

@@ -321,3 +321,66 @@ def test_switch_capacity_drops_match_the_router(world, tmp_path):
                                                                   minlength=hf_tiny.EXPERTS))
             frac = scal[scal["name"] == f"moe/L{r.meta['moe_blocks'][j]}/dropped_frac"]
             assert float(frac["value"].iloc[0]) == pytest.approx((~kept).mean())
+
+
+@pytest.mark.parametrize("fam", ["mixtral", "switch_transformers"])
+def test_custom_text_routes_through_the_inspected_checkpoint(world, fam, tmp_path):
+    """The Routing view's Route for an inspection run: the engine's routing child loads
+    the checkpoint the run's meta names and routes through its own tokenizer; each
+    byte's probabilities and experts are those the model's own gate gives its token."""
+    import json
+    import subprocess
+    from moe_studio.engine.probe import is_pretrained_run, weight_sources
+    from moe_studio.gui.worker import child_command
+    if fam not in FAMILY_NAMES:
+        pytest.skip(f"{fam} is not in the installed transformers")
+    ins = _inspect(world, fam, steps=1)
+    assert is_pretrained_run(ins.run_dir)
+    [src] = weight_sources(ins.run_dir)
+    assert src.kind == "pretrained" and src.path == world["root"] / fam
+    text = "for i in range(3):\n    print(i)  # prose and code, ünïcode too"
+    out = tmp_path / "routed.npz"
+    cmd, env = child_command("moe_studio.engine.probe_child")
+    proc = subprocess.run(cmd, input=json.dumps({"run": str(ins.run_dir), "text": text,
+                                                  "checkpoint": None, "member": 0,
+                                                  "out": str(out)}) + "\n",
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    meta = json.loads(proc.stdout.strip().splitlines()[-1])["meta"]
+    with np.load(out, allow_pickle=False) as z:
+        a = {k: z[k] for k in z.files}
+    assert bytes(a["tokens"]).decode("utf-8") == text
+    assert meta["domain_names"] == ins.domain_names + ["custom"]
+    assert (a["domains"] == len(ins.domain_names)).all()
+    assert meta["n_experts"] == hf_tiny.EXPERTS and meta["moe_blocks"] == ins.blocks
+
+    model = world["models"][fam]
+    ref = GateReference(model, fam)
+    try:
+        ids = np.asarray([world["tokenizer"](text)["input_ids"]], dtype=np.int64)
+        gates = ref.run(model, ids)
+    finally:
+        ref.remove()
+    owner = a["model_token"]
+    assert owner.max() + 1 == ids.shape[1]          # every model token owns some bytes
+    for j, (p, chosen, _kept) in enumerate(gates):
+        np.testing.assert_allclose(a["probs"][j].astype(np.float64), p[owner], atol=2e-3)
+        assert [set(x) for x in a["topk_idx"][j]] == [set(x) for x in chosen[owner]]
+
+
+def test_custom_text_refused_in_one_line_when_the_model_folder_is_gone(world, tmp_path):
+    import shutil
+    from moe_studio.engine.inspection.routing import probe_snapshot
+    from moe_studio.engine.probe import weight_sources
+    moved = tmp_path / "mixtral"
+    shutil.copytree(world["root"] / "mixtral", moved)
+    opts = InspectOptions(model=str(moved), corpus=str(world["corpus"]), tokens=100,
+                          seq_len=32, batch_size=2, precision_every=0)
+    ins = Inspector(opts, runs_dir=tmp_path / "runs")
+    ins.step()
+    ins.close("stopped")
+    shutil.rmtree(moved)
+    assert weight_sources(ins.run_dir) == []        # nothing to offer in the Route box
+    with pytest.raises(ValueError, match="no longer exists") as e:
+        probe_snapshot(ins.run_dir, "hello")
+    assert "\n" not in str(e.value)

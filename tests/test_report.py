@@ -224,3 +224,29 @@ def test_real_qt_warnings_still_reach_the_user(qapp, capfd):
     err = capfd.readouterr().err
     assert "propagateSizeHints" not in err
     assert "moe-studio report: Qt: QPainter::begin: Paint device returned engine == 0" in err
+
+
+@pytest.mark.parametrize("view,run", [("Training", "moe-top2"), ("Experts", "moe-top2"),
+                                      ("Routing", "moe-top2"), ("Precision", "fp16-overflow")])
+def test_reports_leave_out_the_buttons_on_each_figure(make_dashboard, view, run):
+    """Issue 13: the "⋯" export menus (and legend keys) showed in every report PNG."""
+    from PySide6.QtWidgets import QToolButton, QWidget
+
+    from moe_studio.gui.heatmap import FigureWidget
+    from moe_studio.gui.main_window import DASHBOARDS, _load_class
+    from moe_studio.gui.plots import CurvePlot
+    from moe_studio.gui.report_cli import hide_controls
+    from moe_studio.paths import sample_runs_dir
+
+    d = make_dashboard(_load_class(dict(DASHBOARDS)[view]), [sample_runs_dir() / run])
+
+    def on_figures():
+        return [b for b in d.findChildren(QToolButton) if b.isVisibleTo(d)
+                and isinstance(b.parent(), (CurvePlot, FigureWidget))]
+
+    assert any(b.text() == "⋯" for b in on_figures())
+    figures = [f for f in d.findChildren(QWidget) if isinstance(f, (CurvePlot, FigureWidget))
+               and f.isVisibleTo(d)]
+    hide_controls(d)
+    assert not on_figures()
+    assert all(f.isVisibleTo(d) for f in figures) and figures

@@ -13,14 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-ACTIVATIONS = ("gelu", "swiglu")
-
-
-def in_width(hidden: int, act: str) -> int:
-    """Columns of the input matrix for ``hidden`` units: doubled for the gated MLP."""
-    if act not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
-    return 2 * hidden if act == "swiglu" else hidden
+from .params import ACTIVATIONS, in_width  # noqa: F401 - shapes, torch-free (the form counts them)
 
 
 def activate(u: Tensor, act: str) -> Tensor:

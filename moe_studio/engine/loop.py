@@ -282,6 +282,26 @@ def _read_commands(stream, control: ThreadControl) -> None:
     control.lose_app()  # end of input with no "stop" before it: the app has gone
 
 
+def _stop_on_sigterm(control: ThreadControl) -> None:
+    """SIGTERM straight to the engine (systemd or a scheduler ending the whole group)
+    stops the run as ``moe-studio train`` does: after the step, checkpoint, *stopped*;
+    a second one exits at once and the run reads interrupted."""
+    import signal
+
+    seen = []   # this process's own signals: the app's "stop" may have come first
+
+    def on_term(signum, _frame):
+        if seen:
+            os._exit(128 + signum)
+        seen.append(signum)
+        control.stop()
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):  # not the main thread (tests call child_main directly)
+        pass
+
+
 def child_main(stdin=None, stdout=None) -> int:
     """Entry point of the engine process (``python -m moe_studio.engine.loop``)."""
     import signal
@@ -329,6 +349,7 @@ def child_main(stdin=None, stdout=None) -> int:
         from .trainer import Trainer
         return Trainer(cfg, job["runs_dir"])
 
+    _stop_on_sigterm(control)
     threading.Thread(target=_read_commands, args=(stdin, control), daemon=True,
                      name="moe-studio-commands").start()
     status = train_loop(make, control, emit)

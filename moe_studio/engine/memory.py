@@ -123,3 +123,13 @@ def check_fits(cfg: ExperimentConfig, available: int | None = None, where: str =
     raise ConfigError("memory", f"this config needs at least {fmt_bytes(est.total)} of memory, "
                                 f"{where} has {fmt_bytes(available)}; the largest part is "
                                 f"{term}, {fmt_bytes(size)}: reduce {key}")
+
+
+def fit_problems(cfg: ExperimentConfig, available: int | None = None) -> list[ConfigError]:
+    """:func:`check_fits` as a list of problems (empty: it fits), for forms that show
+    every problem at once before anything starts."""
+    try:
+        check_fits(cfg, available)
+    except ConfigError as e:
+        return [e]
+    return []

@@ -7,9 +7,16 @@ from dataclasses import dataclass
 
 from ..config.schema import ExperimentConfig
 from ..config.validate import parse_layer_set
-from .activations import in_width
-
 VOCAB = 256
+ACTIVATIONS = ("gelu", "swiglu")
+
+
+def in_width(hidden: int, act: str) -> int:
+    """Columns of an MLP's input matrix for ``hidden`` units: doubled for the gated MLP
+    (gate and up projections side by side, see ``activations``)."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
+    return 2 * hidden if act == "swiglu" else hidden
 
 
 @dataclass(frozen=True)

@@ -34,15 +34,17 @@ _CKPT_RE = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One weight file of a run: ``kind`` is "checkpoint" (``checkpoint-<step>.pt``) or
-    "weights" (``weights.safetensors``); ``step`` the optimizer step it holds (-1 if
-    unknown)."""
+    """One weight file of a run: ``kind`` is "checkpoint" (``checkpoint-<step>.pt``),
+    "weights" (``weights.safetensors``) or "pretrained" (the Hugging Face folder an
+    inspection run routed); ``step`` the optimizer step it holds (-1 if unknown)."""
     path: Path
     step: int
     kind: str
 
     @property
     def label(self) -> str:
+        if self.kind == "pretrained":
+            return f"pretrained model {self.path.name}"
         what = "checkpoint" if self.kind == "checkpoint" else "final weights (fp16)"
         return f"{what} @ step {self.step:,}" if self.step >= 0 else what
 
@@ -63,6 +65,34 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
         if w.is_file():
             found.append(Checkpoint(w, _safetensors_step(w), "weights"))
     return sorted(found, key=lambda c: (c.step, c.kind != "checkpoint", c.path.name))
+
+
+def weight_sources(run_dir: str | Path) -> list[Checkpoint]:
+    """What custom text can be routed through: the run's weight files, or for an
+    inspection run the pretrained model folder it inspected (while that folder exists)."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        folder = _pretrained_folder(run_dir)
+        if folder is not None and folder.is_dir():
+            found.append(Checkpoint(folder, -1, "pretrained"))
+    return found
+
+
+def is_pretrained_run(run_dir: str | Path) -> bool:
+    """The run is an inspection of a pretrained checkpoint (it has no weights of its own)."""
+    return _pretrained_folder(run_dir) is not None
+
+
+def _pretrained_folder(run_dir: str | Path) -> Path | None:
+    from ..store import RunFileError, open_run
+    from .inspection.options import KIND   # plain data: no torch
+    try:
+        with open_run(run_dir) as r:
+            meta = r.meta
+            path = meta.get("model_path") if meta.get("kind") == KIND else None
+    except (RunFileError, OSError):
+        return None
+    return Path(str(path)) if path else None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Checkpoint | None:

@@ -3,7 +3,8 @@
     python -m moe_studio.engine.probe_child
 
 stdin: one JSON job ``{"run": run folder, "text": str, "checkpoint": weights file or
-null (the latest), "member": int, "out": path of the .npz to write}``. The routed
+null (the latest), "member": int, "out": path of the .npz to write}``; an inspection
+run routes through the pretrained checkpoint its meta names (``checkpoint`` unused). The routed
 arrays (:func:`moe_studio.engine.probe.probe_snapshot`) go to ``out`` as a plain
 ``.npz`` (no pickles); stdout gets one JSON line, ``{"meta": {...}}`` or ``{"error":
 "one line"}``, and the exit code is 0 or 1.
@@ -19,11 +20,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Do one job; the answer line's content. Never raises for a bad job or run."""
     import numpy as np
 
-    from .probe import probe_snapshot
+    from .probe import is_pretrained_run, probe_snapshot
 
     try:
-        arrays, meta = probe_snapshot(job["run"], job["text"], checkpoint=job.get("checkpoint"),
-                                      member=int(job.get("member") or 0))
+        if is_pretrained_run(job["run"]):  # an inspection: its Hugging Face checkpoint
+            from .inspection.routing import probe_snapshot as pretrained_snapshot
+            arrays, meta = pretrained_snapshot(job["run"], job["text"])
+        else:
+            arrays, meta = probe_snapshot(job["run"], job["text"],
+                                          checkpoint=job.get("checkpoint"),
+                                          member=int(job.get("member") or 0))
         np.savez(job["out"], **arrays)
     except (ValueError, OSError, KeyError, TypeError) as exc:
         return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}

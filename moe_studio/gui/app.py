@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
@@ -67,6 +68,8 @@ def create_app(argv: list[str] | None = None):
         _open_path(window, Path(args.path).expanduser())
     # Belt and braces: whatever ends the event loop, never leave a training thread behind.
     app.aboutToQuit.connect(lambda: window.controller.shutdown(30_000))
+    if window.environment_problem:  # the window says it too, above Train
+        print(f"moe-studio-gui: {window.environment_problem}", file=sys.stderr)
     return app, window
 
 
@@ -90,8 +93,21 @@ def main(argv: list[str] | None = None) -> int:
         app, window = create_app(argv)
     except SystemExit as e:  # argparse: --help or a bad option
         return int(e.code or 0)
+    return run_event_loop(app, window)
+
+
+def run_event_loop(app, window) -> int:
+    """Show ``window`` and run the event loop with SIGTERM / SIGINT answered as a stop
+    (see ``app_signals``); returns the exit code, 128 + n after a signal."""
+    from .app_signals import SignalStop
     window.show()
-    return int(app.exec())
+    stop = SignalStop(window) if threading.current_thread() is threading.main_thread() else None
+    try:
+        rc = int(app.exec())
+    finally:
+        if stop is not None:
+            stop.uninstall()
+    return stop.exit_code if stop is not None and stop.exit_code is not None else rc
 
 
 if __name__ == "__main__":

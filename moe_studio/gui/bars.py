@@ -19,6 +19,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QWidget
 
 from ..metrics.routing import BAND_PERCENTILES
+from . import line_labels
 from .heatmap import FigureWidget, LabelAxis, fmt_value
 from .theme import series_color
 
@@ -49,6 +50,9 @@ class BarPlot(FigureWidget):
         self._refs: list[tuple[pg.InfiniteLine, str]] = []
         self._value_format = fmt_value
         self._apply_theme()
+        # reference labels ("uniform 384") flip inside the axis box rather than be cut
+        for sig in (self._vb.sigTransformChanged, self._vb.sigResized):
+            sig.connect(lambda *_: line_labels.keep_inside(self._pi))
 
     def set_value_format(self, fn) -> None:
         self._value_format = fn
@@ -152,6 +156,7 @@ class BarPlot(FigureWidget):
             else:
                 line.hide()
         self._style_refs()
+        line_labels.keep_inside(self._pi)
 
     def _style_refs(self) -> None:
         c = QColor(self._colors["foreground"])

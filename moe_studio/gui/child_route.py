@@ -19,7 +19,7 @@ import numpy as np
 
 from .worker import child_command
 
-_ARRAYS = ("tokens", "domains", "topk_idx", "topk_weight", "probs")
+_ARRAYS = ("tokens", "domains", "topk_idx", "topk_weight", "probs", "token_start", "model_token")
 
 
 class RouteCancelled(Exception):

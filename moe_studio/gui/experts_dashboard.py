@@ -26,6 +26,7 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QSpinBox, QSplitter, QVBoxLay
 from ..metrics import routing as R
 from ..store import RunReader
 from .bars import BarPlot
+from .coselect_view import CoSelectionView
 from .heatmap import HeatmapPlot
 from .plots import CurvePlot
 from .routed_text import TokenListPanel, token_rows
@@ -77,11 +78,12 @@ class ExpertsDashboard(RunDashboard):
         self.step_map.set_mouse_pan(True, False)
         for h in (self.layer_map, self.step_map):
             h.set_bar_ticks([(0.0, "0"), (0.5, "0.5"), (1.0, "1"), (1.5, "1.5"), (2.0, "2")])
-        self.cv = CurvePlot("Load imbalance (CV = std ÷ mean)")
+        self.cv = CurvePlot("Load CV (σ ÷ mean)")
         self.max_mean = CurvePlot("Max ÷ mean load")
-        self.dropped = CurvePlot("Dropped tokens (%) · over capacity")
+        self.dropped = CurvePlot("Dropped tokens (%)")
         self.dead = CurvePlot("Dead experts")
         self.bias = CurvePlot("Balancing bias")
+        self.bias.hide()   # only routers with balancing biases record them (_draw shows it)
         self.tokens = TokenListPanel()
         for plot in (self.dropped, self.dead):
             plot.plot_item.getViewBox().setLimits(yMin=-0.05)
@@ -124,9 +126,15 @@ class ExpertsDashboard(RunDashboard):
         box = QWidget()
         box.setLayout(curves)
         curves.setContentsMargins(0, 0, 0, 0)
+        # Inspections also recorded which expert pairs fire together: beside the time map.
+        self.coselect = CoSelectionView()
+        middle = QSplitter(Qt.Orientation.Horizontal)
+        middle.addWidget(self.step_map)
+        middle.addWidget(self.coselect)
+        middle.setSizes([600, 400])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(top)
-        split.addWidget(self.step_map)
+        split.addWidget(middle)
         split.addWidget(box)
         split.setStretchFactor(0, 4)
         split.setStretchFactor(1, 3)
@@ -181,6 +189,7 @@ class ExpertsDashboard(RunDashboard):
         if tpe.ndim == 3 and tpe.size:
             self._n_experts = tpe.shape[-1]
         self._snaps = SnapshotCache(reader, member=m)
+        self.coselect.set_reader(reader, m)
         self._recompute()
         self.controls.set_steps(self._steps)
 
@@ -190,6 +199,8 @@ class ExpertsDashboard(RunDashboard):
             self._snaps.refresh_steps()
         if upd.new_tensor_steps:
             r, m = self._reader, self.member()
+            if not self.coselect.has_data():   # an inspection writes it when it ends
+                self.coselect.set_reader(r, m)
             steps = r.tensor_steps(TENSORS[0], member=m)
             new = steps[steps > (self._steps[-1] if self._steps.size else -1)]
             if new.size > 64 or self._data.get(TENSORS[0]) is None:

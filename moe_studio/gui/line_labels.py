@@ -4,7 +4,8 @@ inside their plot's axis box.
 A label is placed by the view on one side of its line (pyqtgraph's ``InfLineLabel``
 anchors); near an edge of the view that side runs out of the box and the label is cut
 off, which reads as a different number. ``keep_inside`` tries the label's own side
-first, then the other side, then the other end, and keeps the first that fits.
+first, then the other side, then the other end, and keeps the first that fits; a label
+that fits nowhere is hidden until its plot has room for it.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
     box = _box(plot_item)
     if box.width() <= 1 or box.height() <= 1:
         return
-    for label in line_labels(plot_item):
+    for label in _placeable(plot_item):
         # Called from the view's transform signal, before pyqtgraph has moved the line
         # for the new view: drop its cached geometry so the label is placed for the view
         # as it is now, not as it was.
@@ -53,6 +54,9 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
                  [(a[0], 1 - a[1]) for a in orig],
                  [(1 - a[0], a[1]) for a in orig],
                  [(1 - a[0], 1 - a[1]) for a in orig]]
+        if getattr(label, "_hidden_by_keeper", False):
+            label.setVisible(True)    # the box may have grown: try again
+            label._hidden_by_keeper = False
         for anchors in tries:
             label.anchors = list(anchors)
             label.updatePosition()
@@ -60,8 +64,24 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
             if box.contains(label.mapRectToScene(label.boundingRect())):
                 break
         else:
+            # Fits nowhere (a plot shorter than the label): a cut label reads as another
+            # number, so none is shown until the plot has room again.
             label.anchors = list(orig)
             label.updatePosition()
+            label.setVisible(False)
+            label._hidden_by_keeper = True
+
+
+def _placeable(plot_item: pg.PlotItem) -> list[pg.InfLineLabel]:
+    """The labels keep_inside places: the visible ones and those it hid itself."""
+    out = []
+    for item in plot_item.items:
+        label = getattr(item, "label", None)
+        if isinstance(item, pg.InfiniteLine) and isinstance(label, pg.InfLineLabel) \
+                and item.isVisible() and label.toPlainText() \
+                and (label.isVisible() or getattr(label, "_hidden_by_keeper", False)):
+            out.append(label)
+    return out
 
 
 def retheme(plot_item: pg.PlotItem, backing: tuple) -> None:

@@ -19,13 +19,14 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayo
 
 from .. import __version__
 from ..config import PRESETS, ExperimentConfig, default
-from ..paths import default_runs_dir, sample_runs_dir
+from ..paths import sample_runs_dir
 from ..store import RunFileError, list_runs, open_run
 from . import theme
 from .runs_panel import RunsPanel
 from ..store.export import export_run
 from .export_dialog import ExportDialog
 from .live_run import LiveRun, format_eta, format_rate  # noqa: F401 (format_eta: API)
+from .startup_checks import environment_problem, runs_location
 from .setup_panel import SetupPanel
 from .view_help import shortcuts_html, view_help_html
 from .worker import BackgroundTask, TrainingController
@@ -90,7 +91,9 @@ class MainWindow(QMainWindow):
                  engine_mode: str | None = None, parent: QWidget | None = None):
         super().__init__(parent)
         self.settings = settings if settings is not None else QSettings()
-        self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        # A bad $MOE_STUDIO_* or runs folder holds Train back with its one line (run_note).
+        self.runs_dir, problem = runs_location(runs_dir)
+        self.environment_problem = environment_problem() or problem
         self.controller = TrainingController(self, trainer_factory=trainer_factory,
                                              mode=engine_mode)
         # The live run's state, step, rate and ETA: the status bar, the runs panel and
@@ -430,7 +433,7 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def train(self) -> None:
-        if self.controller.busy or not self.setup_panel.is_valid():
+        if self.controller.busy or not self.setup_panel.is_valid() or self.environment_problem:
             return
         cfg = self.setup_panel.config()
         self._running_name = cfg.name
@@ -557,6 +560,19 @@ class MainWindow(QMainWindow):
         if self._closing:
             QTimer.singleShot(0, self.close)
 
+    def stop_and_close(self) -> None:
+        """Close without asking: a run in progress is stopped (checkpoint, 'stopped')
+        and the window closes once it has (SIGTERM / SIGINT to the app)."""
+        if self.controller.busy or self.export_task.busy:
+            self._closing = True
+            if self.controller.busy:
+                self.statusBar().showMessage("Stopping the run and saving a checkpoint…")
+                self.controller.stop()
+            else:
+                self.statusBar().showMessage("Finishing the export…")
+            return
+        self.close()
+
     def confirm_stop_and_close(self) -> bool:
         """Ask before closing during training. True: stop the run and close."""
         box = QMessageBox(QMessageBox.Icon.Question, "Training in progress",
@@ -573,11 +589,13 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         busy = self.controller.busy
         state = self.controller.state
-        valid = self.setup_panel.is_valid()
+        valid = self.setup_panel.is_valid() and not self.environment_problem
         self.train_action.setEnabled(valid and not busy)
         n = len(self.setup_panel.problems())
         if busy:
             tip = "A run is in progress"
+        elif self.environment_problem:
+            tip = self.environment_problem
         elif not valid:
             tip = f"Fix the {n} problem{'s' if n != 1 else ''} in the experiment setup first"
         else:
@@ -586,6 +604,9 @@ class MainWindow(QMainWindow):
         if busy:
             name = self._running_name or "the run"
             note = f"Training {name}. Changes here apply to the next run."
+        elif self.environment_problem:
+            note = (f"Cannot train: {self.environment_problem}. Fix it and restart "
+                    "MoE Studio; runs can still be opened.")
         elif not valid:
             note = f"Fix the {n} problem{'s' if n != 1 else ''} above to train."
         else:
@@ -818,12 +839,7 @@ class MainWindow(QMainWindow):
                 return
             if self.controller.busy and not self.confirm_stop_and_close():
                 return
-            self._closing = True
-            if self.controller.busy:
-                self.statusBar().showMessage("Stopping the run and saving a checkpoint…")
-                self.controller.stop()
-            else:
-                self.statusBar().showMessage("Finishing the export…")
+            self.stop_and_close()
             return
         self._save_settings()
         for d in self.dashboards:

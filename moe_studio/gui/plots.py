@@ -987,7 +987,7 @@ class CurvePlot(QWidget):
             # box past the widget's right edge (the right of the curves cut off).
             buttons = self._menu_button.width() + (self._key_button.width() + 2
                                                    if self._legend_collapsed else 0)
-            room = max(40, int(self.width() - buttons - 16))
+            room = max(40, int(self.width() - buttons - 10))
             shown = theme.elide_title(self.font(), self._title, room)
             if shown == self._shown_title and not force:
                 return
@@ -1195,6 +1195,8 @@ def _menu_button(parent: QWidget, text: str, tip: str) -> tuple[QToolButton, QMe
     b.setAutoRaise(True)
     b.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
     b.setStyleSheet("QToolButton::menu-indicator { image: none; }")
+    # As narrow as its text: every pixel these corner buttons take is the title's.
+    b.setFixedWidth(b.fontMetrics().horizontalAdvance(text) + 10)
     menu = QMenu(b)
     b.setMenu(menu)
     return b, menu

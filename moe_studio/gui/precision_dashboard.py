@@ -79,8 +79,9 @@ def _short(name: str) -> str:
 
 def _block_groups(modules: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
     """Rows of one transformer block grouped under ``b3`` with short labels
-    (``attn.qkv``), other modules (embeddings, head) standing alone: with many layers
-    the block names stay readable when not every module's name fits."""
+    (``attn.qkv``), the embeddings under ``emb``, other modules (the head) standing
+    alone: with many layers the group names stay readable when not every module's name
+    fits (two embedding rows side by side left one of them unnamed)."""
     groups: list[tuple[str, int]] = []
     inner: list[str] = []
     for n in modules:
@@ -88,6 +89,8 @@ def _block_groups(modules: list[str]) -> tuple[list[tuple[str, int]], list[str]]
         block, _, rest = short.partition(".")
         name = block if n.startswith("blocks.") and rest else ""
         inner.append(rest if name else short)
+        if not name and short.endswith("_emb"):
+            name = "emb"
         if groups and groups[-1][0] == name and name:
             groups[-1] = (name, groups[-1][1] + 1)
         else:

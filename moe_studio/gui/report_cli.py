@@ -133,7 +133,7 @@ def quiet_qt(prog: str):
 def hide_controls(widget) -> None:
     """Hide what only a person at the screen can use: every row of ``widget``'s top
     layout that holds an input (a slider, combo box, button, spin box or text box) and
-    no figure, and every "click a cell" token panel."""
+    no figure, every "click a cell" token panel, and the buttons on each figure."""
     from PySide6.QtWidgets import (QAbstractButton, QAbstractSlider, QAbstractSpinBox,
                                    QComboBox, QLineEdit, QPlainTextEdit)
 
@@ -177,6 +177,11 @@ def hide_controls(widget) -> None:
                 w.hide()
     for panel in widget.findChildren(TokenListPanel):
         panel.hide()
+    # Each figure's own buttons (the "⋯" export menu, the legend key) float over it.
+    from PySide6.QtWidgets import QToolButton
+    for b in widget.findChildren(QToolButton):
+        if isinstance(b.parent(), (CurvePlot, FigureWidget)):
+            b.hide()
 
 
 def _app():

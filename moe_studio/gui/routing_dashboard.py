@@ -233,10 +233,12 @@ class RoutingDashboard(RunDashboard):
             return False
 
     def _refresh_checkpoints(self) -> None:
-        from ..engine.probe import list_checkpoints
+        from ..engine.probe import weight_sources
 
-        cks = list_checkpoints(self._path) if self._path is not None else []
-        live = self._training_this_run()
+        cks = weight_sources(self._path) if self._path is not None else []
+        # an inspection's weights are fixed: its pretrained folder, even while it runs
+        pretrained = bool(cks) and cks[0].kind == "pretrained"
+        live = self._training_this_run() and not pretrained
         key = (live,) + tuple((str(c.path), c.step) for c in cks)
         if key == self._ckpt_key:
             return
@@ -245,10 +247,10 @@ class RoutingDashboard(RunDashboard):
         self.weights_combo.clear()
         if live:
             self.weights_combo.addItem("Live weights (training now)", LIVE)
-        if cks:
+        if cks and not pretrained:
             self.weights_combo.addItem("Latest weights", None)
-            for c in reversed(cks):
-                self.weights_combo.addItem(c.label, c)
+        for c in reversed(cks):
+            self.weights_combo.addItem(c.label, c)
         if self.weights_combo.count():
             i = self.weights_combo.findText(keep)
             self.weights_combo.setCurrentIndex(max(i, 0))
@@ -276,6 +278,10 @@ class RoutingDashboard(RunDashboard):
             sample = Path(self._path).resolve().parent == sample_runs_dir().resolve()
         except OSError:
             sample = False
+        from ..engine.probe import is_pretrained_run
+        if is_pretrained_run(self._path):   # listed no weights: its folder has gone
+            return ("The model folder this inspection routed is no longer there: put it "
+                    "back to route your own text.")
         if sample:
             return ("This sample ships without weights. To route your own text, open the "
                     "moe-top2 sample (it has them) or train this preset.")

@@ -25,6 +25,7 @@ from .launch_command import LaunchCommand
 from ..config import (PRESETS, SECTIONS, ConfigError, ExperimentConfig, copy_config, default,
                       problems, section_fields, to_dict)
 from ..config import toml_io
+from ..engine.memory import fit_problems
 from ..engine.params import count_params
 
 SECTION_TITLES = {
@@ -874,6 +875,8 @@ class SetupPanel(QWidget):
                 errs.append(ConfigError(path, str(e)))
         self._config = cfg
         errs += problems(cfg)
+        if not errs:  # a config that cannot fit is refused here, not seconds after Train
+            errs += fit_problems(cfg)
         self._problems = errs
         self._show_problems(errs)
         self._update_params(cfg)

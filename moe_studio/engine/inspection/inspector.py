@@ -37,7 +37,8 @@ from .families import find_routers
 from .loading import (InspectError, check_family, check_weights, load_model, plan_memory,
                       read_config, refuse_if_too_big, resolve_model)
 from .options import KIND, InspectOptions
-from .text import byte_owners, plan_batches, token_starts
+from .routing import forward, route_bytes
+from .text import plan_batches
 
 
 @dataclass
@@ -159,12 +160,8 @@ class Inspector:
         return self.step_count >= self.total_steps
 
     def forward(self, ids: torch.Tensor) -> None:
-        """The model's own forward over ``ids`` [B, S] (the encoder only for an
-        encoder-decoder family; one position of LM logits, the rest is not needed)."""
-        if self.family.encoder_only:
-            self.model.get_encoder()(input_ids=ids)
-        else:
-            self.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        """The model's own forward over ``ids`` [B, S] (see ``routing.forward``)."""
+        forward(self.model, self.family, ids)
 
     @torch.no_grad()
     def step(self) -> InspectStep:
@@ -219,32 +216,11 @@ class Inspector:
         self.writer.add_tensor(s, "moe/dropped_per_expert", st.dropped_per_expert, member=0)
 
     # ------------------------------------------------------------------ probe
-    @torch.no_grad()
     def route_text(self, text: str, domain: int = 0) -> dict[str, np.ndarray]:
-        """The arrays of a ``routing/probe`` snapshot for ``text`` (docs/CONTRACTS.md),
-        every byte carrying the routing of its model token, plus ``token_start`` uint8
-        and ``model_token`` int32 [n_bytes]. Records nothing."""
-        ids, owner, exact = byte_owners(self.tokenizer, text)
-        if not ids:
-            raise ValueError("the text gives no tokens")
-        # The hooks are shared with the statistics: the probe's forward must not count.
-        self.forward(torch.tensor([ids], dtype=torch.long, device=self.device))
-        routed = self.capture.take()
-        k = self.top_k
-        idx = torch.stack([r.topk_idx for r in routed]).cpu().numpy()        # [L, T, k]
-        w = torch.stack([r.topk_weight for r in routed]).float().cpu().numpy()
-        p = torch.stack([r.probs for r in routed]).float().cpu().numpy()    # [L, T, E]
-        # each token's experts in decreasing weight, as the trainer stores them
-        order = np.argsort(-w, axis=-1, kind="stable")
-        idx = np.take_along_axis(idx, order, -1)
-        w = np.take_along_axis(w, order, -1)
-        data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy()
-        return {"tokens": data, "domains": np.full(data.size, domain, dtype=np.int16),
-                "topk_idx": idx[:, owner].astype(np.int16).reshape(len(routed), -1, k),
-                "topk_weight": w[:, owner].astype(np.float16).reshape(len(routed), -1, k),
-                "probs": p[:, owner].astype(np.float16),
-                "token_start": token_starts(owner), "model_token": owner.astype(np.int32),
-                "_exact": np.asarray([exact])}
+        """The arrays of a ``routing/probe`` snapshot for ``text`` (see
+        ``routing.route_bytes``). Records nothing."""
+        return route_bytes(self.model, self.tokenizer, self.family, self.capture, self.top_k,
+                           self.device, text, domain)
 
     def _write_probe(self) -> None:
         parts = [self.route_text(p.decode("utf-8", errors="replace"), d)
