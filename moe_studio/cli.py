@@ -96,6 +96,8 @@ def cmd_train(args) -> int:
     from .paths import check_output_dir, default_runs_dir
 
     prog = "moe-studio train"
+    if getattr(args, "resume", None):
+        return _cmd_resume(args)
     with _SignalStop() as stop:  # from the start: Ctrl+C while checking is no traceback
         try:
             check_environment()
@@ -115,16 +117,45 @@ def cmd_train(args) -> int:
         return _train(cfg, runs_dir, args, stop)
 
 
-def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
+def _cmd_resume(args) -> int:
+    """``train --resume RUN [--steps N]``: continue a run from its newest checkpoint."""
+    from .config import ConfigError
+    from .config.inputs import check_environment
+    from .engine.resume import ResumeError, ResumeRequest, plan_resume
+
+    prog = "moe-studio train"
+    extra = [flag for flag, given in (("CONFIG", args.config), ("--preset", args.preset),
+                                      ("--set", args.set), ("--out", args.out)) if given]
+    if extra:
+        print(f"{prog}: --resume continues a run with its own config and folder; "
+              f"drop {', '.join(extra)}", file=sys.stderr)
+        return 2
+    with _SignalStop() as stop:
+        try:
+            check_environment()
+            plan = plan_resume(args.resume, args.steps)
+        except (ConfigError, ResumeError) as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
+        print(f"{prog}: {plan.describe()}", file=sys.stderr)
+        if stop.requested:
+            return 128 + stop.signum
+        from .engine.resume import resume_trainer
+        request = ResumeRequest(str(plan.run_dir), args.steps)
+        return _train(None, plan.run_dir.parent, args, stop, make=lambda: resume_trainer(request))
+
+
+def _train(cfg, runs_dir: Path, args, stop: "_SignalStop", make=None) -> int:
     from .config import ConfigError
     from .data import CorpusError
+    from .engine.resume import ResumeError
     from .engine.trainer import Trainer
     from .store import RunFileError
 
     prog = "moe-studio train"
     try:
-        trainer = Trainer(cfg, runs_dir=runs_dir)
-    except (CorpusError, ConfigError, RunFileError, ValueError) as e:
+        trainer = make() if make is not None else Trainer(cfg, runs_dir=runs_dir)
+    except (CorpusError, ConfigError, RunFileError, ResumeError, ValueError) as e:
         print(f"{prog}: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except OSError as e:
@@ -284,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, default=None,
                    help="runs folder (default: $MOE_STUDIO_RUNS or ./runs)")
     t.add_argument("--quiet", action="store_true", help="no progress lines")
+    t.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue this stopped or interrupted run from its newest checkpoint "
+                        "(with --steps N: train to step N, also past the planned steps)")
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("config", help="print an experiment config as TOML (after --preset / --set)")
