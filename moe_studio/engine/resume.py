@@ -74,10 +74,12 @@ def newest_checkpoint(run_dir: str | Path) -> tuple[Path, int] | None:
     return best
 
 
-def plan_resume(run_dir: str | Path, steps: int | None = None) -> ResumePlan:
+def plan_resume(run_dir: str | Path, steps: int | None = None, *,
+                longer_if_done: bool = False) -> ResumePlan:
     """What continuing ``run_dir`` would do; ResumeError (one line) when it cannot:
     the run is still being written, has no checkpoint, or ``steps`` leaves nothing to
-    train."""
+    train. ``longer_if_done``: a run whose checkpoint has all its planned steps is
+    planned to twice as many (the app's proposal) instead of refused."""
     from ..store import RunFileError, open_run
 
     try:
@@ -98,6 +100,8 @@ def plan_resume(run_dir: str | Path, steps: int | None = None) -> ResumePlan:
     ckpt, from_step = found
     planned = int(train["steps"])
     total = planned if steps is None else int(steps)
+    if steps is None and longer_if_done and total <= from_step:
+        total = 2 * max(planned, from_step)
     if steps is not None and total < 1:
         raise ResumeError(f"--steps must be at least 1 (got {total})")
     if total <= from_step:

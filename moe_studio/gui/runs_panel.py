@@ -453,6 +453,7 @@ class RunsPanel(QWidget):
 
     runOpened = Signal(str)
     runsChecked = Signal(list)   # the runs to compare: checked and not hidden by the filter
+    continueRequested = Signal(str)  # a run to continue from its newest checkpoint
 
     def __init__(self, dirs: list[Path] | list[str], parent: QWidget | None = None,
                  titles: list[str] | None = None, auto_rescan: bool = True):
@@ -704,6 +705,8 @@ class RunsPanel(QWidget):
                 act = QAction("Uncheck (compare)" if checked else "Check (compare)", menu)
                 act.triggered.connect(lambda: self._model.set_checked(path, not checked))
                 menu.addAction(act)
+                from .continue_dialog import add_continue_action
+                add_continue_action(menu, info, self.continueRequested.emit)
             act = QAction("Copy path", menu)
             act.triggered.connect(lambda: QGuiApplication.clipboard().setText(path))
             menu.addAction(act)
