@@ -163,6 +163,8 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop", make=None) -> int:
         where = f" ({e.filename})" if e.filename else ""
         print(f"{prog}: cannot create the run in {runs_dir}: {os_problem(e)}{where}", file=sys.stderr)
         return 1
+    if getattr(args, "sweep_tag", None):
+        trainer.writer.set_meta(sweep=json.loads(args.sweep_tag))
     out = sys.stdout
     p = trainer.params
     print(f"run {trainer.run_id} -> {trainer.run_dir}", file=out)
@@ -318,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN", default=None,
                    help="continue this stopped or interrupted run from its newest checkpoint "
                         "(with --steps N: train to step N, also past the planned steps)")
+    t.add_argument("--sweep-tag", default=None, help=argparse.SUPPRESS)  # JSON: the run's sweep
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("config", help="print an experiment config as TOML (after --preset / --set)")
@@ -336,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .engine.inspection.cli import add_parser as add_inspect_parser
     add_inspect_parser(sub)
+    from .sweep.cli import add_parser as add_sweep_parser
+    add_sweep_parser(sub)
 
     try:
         from .store.cli import add_parsers as add_store_parsers
