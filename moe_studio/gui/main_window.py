@@ -272,6 +272,8 @@ class MainWindow(QMainWindow):
         m.addAction(self.train_action)
         m.addAction(self.pause_action)
         m.addAction(self.stop_action)
+        from .sweep_dialog import install_sweep_actions
+        install_sweep_actions(self, m)
 
         m = mb.addMenu("&View")
         m.addAction(self.dark_action)

@@ -10,6 +10,7 @@ Progress goes to stderr; ``--status --json`` and ``--dry-run --json`` print JSON
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -38,6 +39,8 @@ def add_parser(sub) -> None:
     s.add_argument("--resume", metavar="SWEEP_DIR", help="go on with a sweep folder's queue")
     s.add_argument("--cancel", metavar="SWEEP_DIR", help="cancel a sweep (running runs stop, saved)")
     s.add_argument("--status", metavar="SWEEP_DIR", help="print a sweep's queue")
+    # the app's start of a queue it has just made: nothing to recover or re-queue
+    s.add_argument("--run", metavar="SWEEP_DIR", help=argparse.SUPPRESS)
     s.add_argument("--json", action="store_true", help="--status / --dry-run: JSON on stdout")
     s.set_defaults(func=cmd_sweep)
 
@@ -53,7 +56,7 @@ def cmd_sweep(args) -> int:
     from .queue import SweepError
 
     folders = [(f, v) for f, v in (("--resume", args.resume), ("--cancel", args.cancel),
-                                   ("--status", args.status)) if v]
+                                   ("--status", args.status), ("--run", args.run)) if v]
     try:
         if len(folders) > 1:
             return _fail(f"{folders[0][0]} and {folders[1][0]} given: one at a time")
@@ -70,7 +73,7 @@ def cmd_sweep(args) -> int:
                 q = cancel(folder)
                 print(f"{PROG}: cancelled: {q.describe()}", file=sys.stderr)
                 return 0
-            return _run(Path(folder), args.parallel, resume=True)
+            return _run(Path(folder), args.parallel, resume=flag == "--resume")
         return _new(args)
     except (ConfigError, GridError, SweepError) as e:
         return _fail(e)
