@@ -121,3 +121,30 @@ def test_no_checkpoint_is_a_clear_refusal(tmp_path):
     part = _train(_cfg(train__checkpoint_every=0), tmp_path, stop_after=3, checkpoint=False)
     with pytest.raises(ResumeError, match="no checkpoint to continue from"):
         plan_resume(part.run_dir)
+
+
+def test_step_time_leaves_out_the_first_step_then_averages():
+    from moe_studio.engine.trainer import fold_step_time
+    dts = [5.0, 0.2, 0.4, 0.3] + [0.3] * 20 + [3.0]
+    avg = None
+    seen = []
+    for n, dt in enumerate(dts, 1):
+        avg = fold_step_time(avg, n, dt)
+        seen.append(avg)
+    assert seen[0] is None                       # after the first step: unknown
+    assert seen[1:4] == pytest.approx([0.2, 0.3, 0.3])   # the mean of steps 2.. (not 5 s)
+    # later an evaluation's slow step moves it by a tenth of the difference, no more
+    assert seen[-1] == pytest.approx(seen[-2] + 0.1 * (3.0 - seen[-2]))
+    # a resumed run keeps the checkpoint's estimate through its own first step
+    assert fold_step_time(0.25, 1, 9.0) == 0.25
+
+
+def test_trainer_eta_is_unknown_after_one_step_then_finite(tmp_path):
+    tr = Trainer(_cfg(train__steps=4, train__checkpoint_every=0), runs_dir=tmp_path)
+    try:
+        first = tr.step()
+        assert np.isnan(first.eta_s) and first.tokens_per_s > 0
+        second = tr.step()
+        assert np.isfinite(second.eta_s) and second.eta_s > 0
+    finally:
+        tr.close("stopped", checkpoint=False)
