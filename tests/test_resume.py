@@ -148,3 +148,28 @@ def test_trainer_eta_is_unknown_after_one_step_then_finite(tmp_path):
         assert np.isfinite(second.eta_s) and second.eta_s > 0
     finally:
         tr.close("stopped", checkpoint=False)
+
+
+def test_continued_twice_still_one_history(tmp_path):
+    full = _train(_cfg(), tmp_path / "a")
+    part = _train(_cfg(), tmp_path / "b", stop_after=9, checkpoint=False)   # newest: 6
+    tr = resume_trainer(ResumeRequest(str(part.run_dir)))
+    while tr.step_count < 11:
+        tr.step()
+    tr.close("stopped", checkpoint=False)     # newest still 6: steps 7-11 redone again
+    assert plan_resume(part.run_dir).redo == 5
+    tr = resume_trainer(ResumeRequest(str(part.run_dir)))
+    while not tr.done:
+        tr.step()
+    tr.close("finished")
+    s_full, v_full = _loss(full.run_dir)
+    s_res, v_res = _loss(part.run_dir)
+    assert s_res.tolist() == list(range(1, 17))
+    np.testing.assert_allclose(v_res, v_full, rtol=1e-5, atol=1e-6)
+    with open_run(part.run_dir) as r:
+        assert [(a.from_step, a.redo) for a in r.attempts()] == [(6, 3), (6, 5)]
+        assert len(r.scalars(["train/loss"], member=0, all_attempts=True)) == 16 + 3 + 5
+        tpe_steps, _ = r.tensor_series("moe/tokens_per_expert")
+    with open_run(full.run_dir) as r:
+        full_steps, _ = r.tensor_series("moe/tokens_per_expert")
+    assert tpe_steps.tolist() == full_steps.tolist()

@@ -86,7 +86,9 @@ def plan_resume(run_dir: str | Path, steps: int | None = None, *,
         with open_run(run_dir) as r:
             status, name, path = r.status, r.name, r.path
             last = r.last_step()
-            train = (r.config.get("train") or {}) if isinstance(r.config, dict) else {}
+            cfg = r.config if isinstance(r.config, dict) else {}
+            train = cfg.get("train") or {}
+            ens = cfg.get("ensemble") or {}
     except RunFileError as e:
         raise ResumeError(str(e)) from None
     if status == "running":
@@ -110,6 +112,10 @@ def plan_resume(run_dir: str | Path, steps: int | None = None, *,
                               f"give more steps (e.g. --steps {2 * planned}) to train longer")
         raise ResumeError(f"{path}: --steps {total:,} is not more than the checkpoint's step "
                           f"{from_step:,}; give more steps to continue")
+    if total != planned and ens.get("method") in ("snapshot", "boosting") \
+            and int(ens.get("members", 1)) > 1:
+        raise ResumeError(f"{path}: a {ens['method']} ensemble's members train in segments fixed "
+                          f"by its {planned:,} steps; it can be continued only to those")
     return ResumePlan(Path(path), str(name), status, ckpt, from_step, max(last, from_step),
                       planned, total)
 

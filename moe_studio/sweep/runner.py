@@ -107,6 +107,20 @@ class _Child:
                 self.step = (int(m.group(1)), int(m.group(2)))
 
 
+def _step_text(ch: _Child) -> str:
+    """``"120/400"``: from the run's store where it exists (its progress lines come only
+    every few seconds), else from the last progress line."""
+    from ..store import RunFileError, open_run
+
+    if ch.run_dir:
+        try:
+            with open_run(ch.run_dir) as r:
+                return f"{max(0, r.last_step())}/{int(r.config['train']['steps'])}"
+        except (RunFileError, KeyError, TypeError, ValueError):
+            pass
+    return f"{ch.step[0]}/{ch.step[1]}" if ch.step else "starting"
+
+
 class SweepRunner:
     """Runs one sweep folder's queue to its end (or until cancelled / stopped)."""
 
@@ -298,8 +312,7 @@ class SweepRunner:
         c = q.counts()
         parts = []
         for i, ch in sorted(self.children.items()):
-            st = f"{ch.step[0]}/{ch.step[1]}" if ch.step else "starting"
-            parts.append(f"[{q.entries[i].label}] {st}")
+            parts.append(f"[{q.entries[i].label}] {_step_text(ch)}")
         took = [e.ended - e.started for e in q.entries
                 if e.state == "done" and e.ended and e.started]
         eta = ""
