@@ -38,6 +38,13 @@ def _loss(run):
     return df["step"].to_numpy(), df["value"].to_numpy()
 
 
+def _assert_same_curve(full, resumed, steps=16):
+    s_full, v_full = _loss(full.run_dir)
+    s_res, v_res = _loss(resumed.run_dir)
+    assert s_res.tolist() == s_full.tolist() == list(range(1, steps + 1))
+    np.testing.assert_allclose(v_res, v_full, rtol=1e-5, atol=1e-6)
+
+
 def test_resumed_curve_equals_uninterrupted_after_the_resumed_step(tmp_path):
     full = _train(_cfg(), tmp_path / "a")
     # stopped after 9 steps without a final checkpoint: the newest is step 6, 3 redone
@@ -51,11 +58,8 @@ def test_resumed_curve_equals_uninterrupted_after_the_resumed_step(tmp_path):
         tr.step()
     tr.close("finished")
 
-    s_full, v_full = _loss(full.run_dir)
-    s_res, v_res = _loss(part.run_dir)
     # one row per step, steps rising: the replaced steps 7-9 of the first attempt are gone
-    assert s_res.tolist() == list(range(1, 17))
-    np.testing.assert_allclose(v_res, v_full, rtol=1e-5, atol=1e-6)
+    _assert_same_curve(full, part)
     with open_run(part.run_dir) as r:
         raw = r.scalars(["train/loss"], member=0, all_attempts=True)
         assert len(raw) == 16 + 3      # nothing deleted: the first attempt's 7-9 kept
@@ -162,10 +166,7 @@ def test_continued_twice_still_one_history(tmp_path):
     while not tr.done:
         tr.step()
     tr.close("finished")
-    s_full, v_full = _loss(full.run_dir)
-    s_res, v_res = _loss(part.run_dir)
-    assert s_res.tolist() == list(range(1, 17))
-    np.testing.assert_allclose(v_res, v_full, rtol=1e-5, atol=1e-6)
+    _assert_same_curve(full, part)
     with open_run(part.run_dir) as r:
         assert [(a.from_step, a.redo) for a in r.attempts()] == [(6, 3), (6, 5)]
         assert len(r.scalars(["train/loss"], member=0, all_attempts=True)) == 16 + 3 + 5

@@ -176,3 +176,21 @@ def test_a_sweep_killed_mid_way_continues_with_resume(tmp_path):
     assert steps == list(range(1, 151))
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith("sweep-")) == \
         sorted([first.name, second.name])          # no third run folder: nothing started over
+
+
+def test_the_shipped_sample_sweep_opens_with_its_runs():
+    from moe_studio.paths import sample_runs_dir
+    d = sample_runs_dir() / "sweep-topk-aux"
+    if not (d / "sweep.json").exists():
+        pytest.skip("sample sweep not present")
+    q = SweepQueue.load(d)
+    assert q.keys == ["moe.top_k", "moe.aux_loss_coef"] and q.group_key() == "moe.top_k"
+    assert [e.state for e in q.entries] == ["done"] * 4
+    runs = q.run_paths()
+    assert len(runs) == 4 and all(p.parent == sample_runs_dir() for p in runs)
+    for e, p in zip(q.entries, runs):
+        with open_run(p) as r:
+            assert r.status == "finished" and r.meta["sweep"]["values"] == e.values
+            assert r.config["moe"]["top_k"] == e.values["moe.top_k"]
+    size = sum(f.stat().st_size for p in runs + [d] for f in p.rglob("*") if f.is_file())
+    assert size < 3 * 2 ** 20, f"the sample sweep takes {size / 2**20:.1f} MB"

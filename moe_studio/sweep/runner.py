@@ -198,8 +198,12 @@ class SweepRunner:
             how = "starting"
         log = open(self.dir / "logs" / f"{e.index:03d}.log", "a", encoding="utf-8")
         try:
+            # Its own session: Ctrl+C in the terminal reaches the runner alone, which then
+            # stops each run with one SIGTERM (a second signal would make a run exit
+            # without its checkpoint).
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=log, text=True, env=_child_env(q.parallel),
+                                    start_new_session=True,
                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         finally:
             log.close()
