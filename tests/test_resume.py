@@ -68,6 +68,9 @@ def test_resumed_curve_equals_uninterrupted_after_the_resumed_step(tmp_path):
         assert r.status == "finished" and r.last_step() == 16
         ev = r.events(["resume"])
         assert ev["step"].tolist() == [6]
+        # training time goes on from the checkpoint's, it does not restart at 0
+        el = r.scalars(["elapsed_s"], member=-1).set_index("step")["value"]
+        assert el[7] >= el[6]
         # every kind of record is read as one history: val loss, snapshots, histograms
         val = r.scalars(["val/loss"], member=-1)
         steps = r.snapshot_steps("routing/probe")

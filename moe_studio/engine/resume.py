@@ -130,11 +130,15 @@ def resume_trainer(request: ResumeRequest):
     plan = plan_resume(request.run_dir, request.steps)
     with RunReader(plan.run_dir) as r:
         cfg = from_dict(r.config)
+        elapsed = r.scalars(["elapsed_s"], member=-1)
+    elapsed = elapsed[elapsed["step"] <= plan.from_step]["value"]
     cfg.train.steps = plan.total_steps
     writer = RunWriter.reopen(plan.run_dir)
     try:
         trainer = Trainer(cfg, writer=writer)
         trainer.load_checkpoint(plan.checkpoint)
+        if len(elapsed):   # the run's training time goes on from the checkpoint's
+            trainer._t_start -= float(elapsed.iloc[-1])
         writer.begin_attempt(plan.from_step, redo=plan.redo, total_steps=plan.total_steps)
     except BaseException as e:
         # The run keeps the status it had; only an interrupted one (no end recorded)
