@@ -69,7 +69,7 @@ SAMPLES: dict[str, Callable[[], ExperimentConfig]] = {
 # sample run of its own named <sweep>-<values>. Small: four runs of a narrow two-layer
 # top-2 MoE, 80 steps each (about 0.3 MB a run).
 SWEEPS: dict[str, tuple[Callable[[], ExperimentConfig], list[str]]] = {
-    "sweep-topk-aux": (_sample(presets.mixtral_top2, "sweep-topk-aux", 80, train__eval_every=16,
+    "sweep-topk-aux": (_sample(presets.mixtral_top2, "sweep-topk-aux", 80, train__eval_every=8,
                                train__snapshot_every=16, train__warmup_steps=8,
                                precision__headroom=False, model__n_layers=2, model__d_model=64,
                                model__n_heads=2, model__d_ff=256, moe__n_experts=4,
