@@ -92,3 +92,24 @@ def test_sweep_from_the_setup_form(qtbot, window, tmp_path):
         if qw.proc is not None and qw.proc.poll() is None:
             qw.proc.kill()
             qw.proc.wait()
+
+
+def test_the_sample_sweep_opens_in_compare_with_one_click(qtbot, window):
+    from moe_studio.gui.sweep_dialog import open_sweep_queue
+    from moe_studio.paths import sample_runs_dir
+    d = sample_runs_dir() / "sweep-topk-aux"
+    if not (d / "sweep.json").exists():
+        pytest.skip("sample sweep not present")
+    qw = open_sweep_queue(window, d)
+    try:
+        assert qw.table.rowCount() == 4 and not qw.running()
+        assert [qw.table.item(i, 1).text() for i in range(4)] == ["done"] * 4
+        assert not qw.continue_button.isEnabled() and not qw.cancel_button.isEnabled()
+        qtbot.mouseClick(qw.compare_button, Qt.MouseButton.LeftButton)
+        dash = window.findChild(QWidget, "dashboard:Compare")
+        assert window.tabs.currentWidget() is dash and len(dash.runs()) == 4
+        assert dash.group_by() == "moe.top_k"
+        # two groups of two runs: top-k 1 and 2
+        assert [(label, len(idx)) for label, idx in dash.groups()] == [("1", 2), ("2", 2)]
+    finally:
+        qw.close()
