@@ -113,3 +113,18 @@ def test_the_sample_sweep_opens_in_compare_with_one_click(qtbot, window):
         assert [(label, len(idx)) for label, idx in dash.groups()] == [("1", 2), ("2", 2)]
     finally:
         qw.close()
+
+
+def test_report_of_a_sweep_folder_draws_its_runs(tmp_path, capsys):
+    from moe_studio.cli import main
+    from moe_studio.paths import sample_runs_dir
+    d = sample_runs_dir() / "sweep-topk-aux"
+    if not (d / "sweep.json").exists():
+        pytest.skip("sample sweep not present")
+    out = tmp_path / "sweep.png"
+    assert main(["report", str(d), "--out", str(out), "--tabs", "Compare"]) == 0
+    assert out.stat().st_size > 10_000 and "wrote" in capsys.readouterr().out
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "sweep.json").write_text("{")
+    assert main(["report", str(tmp_path / "bad"), "--out", str(tmp_path / "b.png")]) == 2
+    assert "cannot read the sweep queue" in capsys.readouterr().err
