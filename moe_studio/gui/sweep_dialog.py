@@ -10,7 +10,6 @@ on when the app closes.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
