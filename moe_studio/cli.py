@@ -45,8 +45,11 @@ class _SignalStop:
     background commits have at most ~0.4 s of records in memory, and the run, left
     'running' by a process that is gone, reads as interrupted."""
 
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
-                    if s is not None)
+    # SIGHUP (the terminal closed, or the parent died: a sweep's runs get it then) stops
+    # the same way but never escalates: one death can deliver it more than once (the
+    # kernel sends the parent-death signal at each re-parenting, thread by thread).
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None),
+                                getattr(signal, "SIGHUP", None)) if s is not None)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -72,12 +75,14 @@ class _SignalStop:
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if self.signum is not None and signum == getattr(signal, "SIGHUP", None):
+            return
         if self.signum is not None:
             _say(f"\n{name} again: exiting now; the run will read as interrupted")
             os._exit(128 + signum)
         self.signum = signum
-        _say(f"\n{name}: stopping after this step and saving a checkpoint "
-             f"({name} again to exit at once)")
+        _say(f"\n{name}: stopping after this step and saving a checkpoint"
+             + ("" if signum == getattr(signal, "SIGHUP", None) else f" ({name} again to exit at once)"))
 
 
 def _say(text: str) -> None:
@@ -188,15 +193,20 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop", make=None) -> int:
                 line = (f"step {info.step:>6}/{info.total_steps} ({pct:5.1f}%) loss {info.loss:.4f}"
                         + (f" val {val:.4f}" if val is not None else "")
                         + f" · {info.tokens_per_s:,.0f} tok/s · ETA {_fmt_duration(info.eta_s)}")
-                if args.quiet:
-                    pass
-                elif tty:
-                    out.write("\r" + line + "\x1b[K")
-                    if info.val_loss is not None:
-                        out.write("\n")
-                    out.flush()
-                else:
-                    print(line, file=out, flush=True)
+                try:
+                    if args.quiet:
+                        pass
+                    elif tty:
+                        out.write("\r" + line + "\x1b[K")
+                        if info.val_loss is not None:
+                            out.write("\n")
+                        out.flush()
+                    else:
+                        print(line, file=out, flush=True)
+                except OSError:
+                    # whoever read the progress is gone (a closed pipe or terminal):
+                    # training goes on without it
+                    args.quiet, tty, out = True, False, open(os.devnull, "w")
         if stop.requested:
             status = "stopped"
         trainer.close(status)
@@ -212,10 +222,13 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop", make=None) -> int:
     if failure:
         print(f"{prog}: {failure}", file=sys.stderr)
     elapsed = time.time() - trainer._t_start
-    print(f"{status}: {trainer.step_count} steps in {_fmt_duration(elapsed)}"
-          + (f" · final loss {info.loss:.4f}" if info else "")
-          + (f" · val loss {val:.4f}" if val is not None else "")
-          + f" · run {trainer.run_dir}", file=out)
+    try:
+        print(f"{status}: {trainer.step_count} steps in {_fmt_duration(elapsed)}"
+              + (f" · final loss {info.loss:.4f}" if info else "")
+              + (f" · val loss {val:.4f}" if val is not None else "")
+              + f" · run {trainer.run_dir}", file=out, flush=True)
+    except OSError:
+        pass   # nobody reads it any more; the run itself is complete
     if failure:
         return 1
     if stop.requested:

@@ -2,8 +2,8 @@
 ``parallel`` at a time); progress goes to stderr; the queue file says where things are
 after every change, so a crash loses nothing and ``--resume`` goes on from there.
 
-A run's process gets SIGTERM when the runner dies (Linux: PR_SET_PDEATHSIG), and a
-``train`` that gets SIGTERM stops after its step with a checkpoint: after a crash the
+A run's process gets SIGHUP when the runner dies (Linux: PR_SET_PDEATHSIG), and a
+``train`` that gets SIGHUP stops after its step with a checkpoint: after a crash the
 unfinished runs are continued from their checkpoints, the finished ones are not redone.
 """
 from __future__ import annotations
@@ -37,13 +37,11 @@ def create_sweep(base: ExperimentConfig, keys: list[str], points: list[SweepPoin
     runs_dir.mkdir(parents=True, exist_ok=True)
     name = name or base.name
     stem = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{slugify(name)}"
-    for i in range(1, 1000):
-        d = runs_dir / (stem if i == 1 else f"{stem}-{i}")
-        try:
-            d.mkdir()
-            break
-        except FileExistsError:
-            continue
+    # Built under a hidden name and renamed into place: whoever finds the folder finds
+    # its queue file in it.
+    tmp = runs_dir / f".{stem}-{os.getpid()}.tmp"
+    tmp.mkdir()
+    d = tmp
     (d / "configs").mkdir()
     (d / "logs").mkdir()
     save(base, d / BASE_NAME)
@@ -53,10 +51,18 @@ def create_sweep(base: ExperimentConfig, keys: list[str], points: list[SweepPoin
         rel = f"configs/{p.index:03d}.toml"
         save(p.config, d / rel)
         entries.append(Entry(p.index, p.label(), dict(p.values), rel))
-    q = SweepQueue(d, name, time.time(), list(keys), os.path.relpath(runs_dir, d),
-                   max(1, int(parallel)), False, entries)
+    q = SweepQueue(d, name, time.time(), list(keys), "..", max(1, int(parallel)), False, entries)
     q.save()
-    return q
+    for i in range(1, 1000):
+        final = runs_dir / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            final.mkdir()   # claims the name; the rename below replaces the empty folder
+        except FileExistsError:
+            continue
+        os.replace(tmp, final)
+        q.dir = final
+        return q
+    raise FileExistsError(f"{runs_dir}: no free name for {stem}")
 
 
 def _say(text: str) -> None:
@@ -69,7 +75,9 @@ def _say(text: str) -> None:
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        # SIGHUP: `train` stops on it with a checkpoint and ignores repeats (the kernel
+        # sends it again at each re-parenting while the runner's threads die)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGHUP)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
