@@ -45,8 +45,11 @@ class _SignalStop:
     background commits have at most ~0.4 s of records in memory, and the run, left
     'running' by a process that is gone, reads as interrupted."""
 
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
-                    if s is not None)
+    # SIGHUP (the terminal closed, or the parent died: a sweep's runs get it then) stops
+    # the same way but never escalates: one death can deliver it more than once (the
+    # kernel sends the parent-death signal at each re-parenting, thread by thread).
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None),
+                                getattr(signal, "SIGHUP", None)) if s is not None)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -72,12 +75,14 @@ class _SignalStop:
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if self.signum is not None and signum == getattr(signal, "SIGHUP", None):
+            return
         if self.signum is not None:
             _say(f"\n{name} again: exiting now; the run will read as interrupted")
             os._exit(128 + signum)
         self.signum = signum
-        _say(f"\n{name}: stopping after this step and saving a checkpoint "
-             f"({name} again to exit at once)")
+        _say(f"\n{name}: stopping after this step and saving a checkpoint"
+             + ("" if signum == getattr(signal, "SIGHUP", None) else f" ({name} again to exit at once)"))
 
 
 def _say(text: str) -> None:
@@ -96,6 +101,8 @@ def cmd_train(args) -> int:
     from .paths import check_output_dir, default_runs_dir
 
     prog = "moe-studio train"
+    if getattr(args, "resume", None):
+        return _cmd_resume(args)
     with _SignalStop() as stop:  # from the start: Ctrl+C while checking is no traceback
         try:
             check_environment()
@@ -138,16 +145,45 @@ def _launch(nproc: int, args, stop: "_SignalStop") -> int:
     return launch(nproc, again)
 
 
-def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
+def _cmd_resume(args) -> int:
+    """``train --resume RUN [--steps N]``: continue a run from its newest checkpoint."""
+    from .config import ConfigError
+    from .config.inputs import check_environment
+    from .engine.resume import ResumeError, ResumeRequest, plan_resume
+
+    prog = "moe-studio train"
+    extra = [flag for flag, given in (("CONFIG", args.config), ("--preset", args.preset),
+                                      ("--set", args.set), ("--out", args.out)) if given]
+    if extra:
+        print(f"{prog}: --resume continues a run with its own config and folder; "
+              f"drop {', '.join(extra)}", file=sys.stderr)
+        return 2
+    with _SignalStop() as stop:
+        try:
+            check_environment()
+            plan = plan_resume(args.resume, args.steps)
+        except (ConfigError, ResumeError) as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
+        print(f"{prog}: {plan.describe()}", file=sys.stderr)
+        if stop.requested:
+            return 128 + stop.signum
+        from .engine.resume import resume_trainer
+        request = ResumeRequest(str(plan.run_dir), args.steps)
+        return _train(None, plan.run_dir.parent, args, stop, make=lambda: resume_trainer(request))
+
+
+def _train(cfg, runs_dir: Path, args, stop: "_SignalStop", make=None) -> int:
     from .config import ConfigError
     from .data import CorpusError
+    from .engine.resume import ResumeError
     from .engine.trainer import Trainer
     from .store import RunFileError
 
     prog = "moe-studio train"
     try:
-        trainer = Trainer(cfg, runs_dir=runs_dir)
-    except (CorpusError, ConfigError, RunFileError, ValueError) as e:
+        trainer = make() if make is not None else Trainer(cfg, runs_dir=runs_dir)
+    except (CorpusError, ConfigError, RunFileError, ResumeError, ValueError) as e:
         print(f"{prog}: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except OSError as e:
@@ -155,6 +191,8 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
         where = f" ({e.filename})" if e.filename else ""
         print(f"{prog}: cannot create the run in {runs_dir}: {os_problem(e)}{where}", file=sys.stderr)
         return 1
+    if getattr(args, "sweep_tag", None):
+        trainer.writer.set_meta(sweep=json.loads(args.sweep_tag))
     # The ranks of a distributed run all train; rank 0 speaks for them.
     ranks = trainer.ranks
     out = sys.stdout if ranks is None or ranks.rank == 0 else open(os.devnull, "w")
@@ -185,15 +223,20 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
                 line = (f"step {info.step:>6}/{info.total_steps} ({pct:5.1f}%) loss {info.loss:.4f}"
                         + (f" val {val:.4f}" if val is not None else "")
                         + f" · {info.tokens_per_s:,.0f} tok/s · ETA {_fmt_duration(info.eta_s)}")
-                if args.quiet:
-                    pass
-                elif tty:
-                    out.write("\r" + line + "\x1b[K")
-                    if info.val_loss is not None:
-                        out.write("\n")
-                    out.flush()
-                else:
-                    print(line, file=out, flush=True)
+                try:
+                    if args.quiet:
+                        pass
+                    elif tty:
+                        out.write("\r" + line + "\x1b[K")
+                        if info.val_loss is not None:
+                            out.write("\n")
+                        out.flush()
+                    else:
+                        print(line, file=out, flush=True)
+                except OSError:
+                    # whoever read the progress is gone (a closed pipe or terminal):
+                    # training goes on without it
+                    args.quiet, tty, out = True, False, open(os.devnull, "w")
         if not trainer.done:
             status = "stopped"
         trainer.close(status)
@@ -218,10 +261,13 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
     if failure:
         print(f"{prog}: {failure}", file=sys.stderr)
     elapsed = time.time() - trainer._t_start
-    print(f"{status}: {trainer.step_count} steps in {_fmt_duration(elapsed)}"
-          + (f" · final loss {info.loss:.4f}" if info else "")
-          + (f" · val loss {val:.4f}" if val is not None else "")
-          + f" · run {trainer.run_dir}", file=out)
+    try:
+        print(f"{status}: {trainer.step_count} steps in {_fmt_duration(elapsed)}"
+              + (f" · final loss {info.loss:.4f}" if info else "")
+              + (f" · val loss {val:.4f}" if val is not None else "")
+              + f" · run {trainer.run_dir}", file=out, flush=True)
+    except OSError:
+        pass   # nobody reads it any more; the run itself is complete
     if failure:
         return 1
     if stop.requested:
@@ -340,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=int, default=None, metavar="N",
                    help="train on N local processes (torch.distributed.run; default: "
                         "parallel.processes). On a cluster: torchrun ... -m moe_studio train")
+    t.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue this stopped or interrupted run from its newest checkpoint "
+                        "(with --steps N: train to step N, also past the planned steps)")
+    t.add_argument("--sweep-tag", default=None, help=argparse.SUPPRESS)  # JSON: the run's sweep
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("config", help="print an experiment config as TOML (after --preset / --set)")
@@ -360,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_cost_parsers(sub, config_args)
     from .engine.inspection.cli import add_parser as add_inspect_parser
     add_inspect_parser(sub)
+    from .sweep.cli import add_parser as add_sweep_parser
+    add_sweep_parser(sub)
 
     try:
         from .store.cli import add_parsers as add_store_parsers

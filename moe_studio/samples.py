@@ -65,6 +65,19 @@ SAMPLES: dict[str, Callable[[], ExperimentConfig]] = {
 }
 
 
+# A recorded sweep (issue 18): its folder (the queue) and one run per grid point, each a
+# sample run of its own named <sweep>-<values>. Small: four runs of a narrow two-layer
+# top-2 MoE, 80 steps each (about 0.3 MB a run).
+SWEEPS: dict[str, tuple[Callable[[], ExperimentConfig], list[str]]] = {
+    "sweep-topk-aux": (_sample(presets.mixtral_top2, "sweep-topk-aux", 80, train__eval_every=8,
+                               train__snapshot_every=16, train__warmup_steps=8,
+                               precision__headroom=False, model__n_layers=2, model__d_model=64,
+                               model__n_heads=2, model__d_ff=256, moe__n_experts=4,
+                               moe__d_expert=64, data__batch_size=8),
+                       ["moe.top_k=1,2", "moe.aux_loss_coef=0,0.01"]),
+}
+
+
 def export_weights(trainer, path: Path) -> None:
     """Member weights as fp16 safetensors (``member{m}.`` prefixes; tied tensors once)."""
     from .engine.weights import save_weights
@@ -113,16 +126,65 @@ def generate(name: str, out_dir: Path, scale: float = 1.0, log=_say) -> Path:
     return dest
 
 
+def generate_sweep(name: str, out_dir: Path, scale: float = 1.0, log=print) -> Path:
+    """Run the sweep ``name`` with the real sweep runner, then lay it out as samples:
+    ``<out_dir>/<name>/`` (the queue; paths in it relative, so it moves with them) and
+    ``<out_dir>/<name>-<values>/`` per run, without checkpoints or logs."""
+    from .store.writer import slugify
+    from .sweep.grid import expand, parse_grid
+    from .sweep.queue import SweepQueue
+    from .sweep.runner import SweepRunner, create_sweep
+
+    make, grid = SWEEPS[name]
+    base = make()
+    base.train.steps = max(2, int(base.train.steps * scale))
+    base.train.eval_every = max(1, min(base.train.eval_every, base.train.steps // 5 or 1))
+    base.train.snapshot_every = max(1, min(base.train.snapshot_every, base.train.steps // 5 or 1))
+    axes = parse_grid(grid, base)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        q = create_sweep(base, [a.key for a in axes], expand(base, axes), Path(tmp) / "runs",
+                         name=name)
+        if SweepRunner(q.dir, log=lambda text: log(f"  {text}")).run() != 0:
+            raise RuntimeError(f"sweep {name}: not every run finished (see {q.dir / 'logs'})")
+        q = SweepQueue.load(q.dir)
+        dest = out_dir / name
+        for e in q.entries:
+            run_dest = out_dir / f"{name}-{slugify(e.label.replace(' ', '-'))}"
+            if run_dest.exists():
+                shutil.rmtree(run_dest)
+            src = q.run_path(e)
+            for ck in src.glob("checkpoint-*.pt"):
+                ck.unlink()
+            (src / "writer.lock").unlink(missing_ok=True)
+            shutil.move(str(src), str(run_dest))
+            e.run = f"../{run_dest.name}"
+            e.started = e.ended = None
+        q.runs_dir = ".."
+        shutil.rmtree(q.dir / "logs")
+        for f in ("sweep.lock", "runner.lock"):
+            (q.dir / f).unlink(missing_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.move(str(q.dir), str(dest))
+        q.dir = dest
+        q.save()
+    log(f"  {name}: {len(q.entries)} runs -> {out_dir}")
+    return dest
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m moe_studio.samples", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="*", choices=sorted(SAMPLES), help="regenerate only these")
+    ap.add_argument("--only", nargs="*", choices=sorted(SAMPLES) + sorted(SWEEPS),
+                    help="regenerate only these")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every sample's steps")
     ap.add_argument("--out", type=Path, default=sample_runs_dir())
     args = ap.parse_args(argv)
-    names = args.only or list(SAMPLES)
+    names = args.only or list(SAMPLES) + list(SWEEPS)
     for k, name in enumerate(names, 1):
         _say(f"generating {name} ({k}/{len(names)})…")
-        print(generate(name, args.out, scale=args.scale), flush=True)
+        print((generate_sweep if name in SWEEPS else generate)(
+            name, args.out, scale=args.scale, log=_say), flush=True)
     return 0
 
 

@@ -337,6 +337,9 @@ def child_main(stdin=None, stdout=None) -> int:
 
     def make():
         apply_engine_threads(job.get("threads"))
+        if "resume" in job:    # Continue: a run from its newest checkpoint
+            from .resume import ResumeRequest, resume_trainer
+            return resume_trainer(ResumeRequest.from_dict(job["resume"]))
         if "inspect" in job:   # File > Inspect a checkpoint: steps like a trainer
             from .inspection import InspectOptions
             from .inspection.inspector import Inspector

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import platform
 import sys
 import time
@@ -91,6 +92,22 @@ def clip_grad_norms(params: list[list[torch.Tensor]], max_norm: float) -> list[t
     return list(totals.unbind())
 
 
+def fold_step_time(avg: float | None, n: int, dt: float) -> float | None:
+    """The seconds per step the ETA uses after the ``n``-th step this process timed
+    (1-based) took ``dt`` seconds, from ``avg`` before it. The first step pays one-time
+    costs (allocation, kernel selection, caches), often many times a later step: it is
+    left out (``avg`` stays, None on a fresh run: the ETA is unknown until a second
+    step). Then the plain mean of the steps timed so far, turning into an average
+    weighted 0.1 to the newest step from the eleventh on, so that neither the first
+    steps nor an occasional slow one (an evaluation) dominate or linger."""
+    if n <= 1:
+        return avg
+    k = n - 1
+    if avg is None or k == 1:
+        return dt
+    return avg + (dt - avg) * max(0.1, 1.0 / k)
+
+
 class Trainer:
     """Trains ``config.ensemble.members`` models of one architecture and records
     everything to a run folder under ``runs_dir``."""
@@ -143,6 +160,7 @@ class Trainer:
                                         cfg.data.batch_size * world, cfg.train.eval_batches)
         self._tokens_per_step = cfg.data.batch_size * cfg.data.context
         self._step_time_ema: float | None = None
+        self._timed_steps = 0   # steps timed by this process (a resumed run starts again)
         self._t_start = time.time()
 
         meta = {
@@ -247,7 +265,7 @@ class Trainer:
             # per step costs far less than the per-statistic syncs it replaces.
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
-        self._step_time_ema = dt if self._step_time_ema is None else 0.9 * self._step_time_ema + 0.1 * dt
+        self._time_step(dt)
         tokens = self._tokens_per_step * self.ensemble.models_per_step
         flops = step_flops(self.flops, self._tokens_per_step, self.ensemble.models_per_step,
                            self.ensemble.extra_forwards(step))
@@ -270,10 +288,15 @@ class Trainer:
             self._write_probe_snapshot()
         if cfg.train.checkpoint_every and self.step_count % cfg.train.checkpoint_every == 0:
             self.save_checkpoint()
-        eta = (self.total_steps - self.step_count) * (self._step_time_ema or dt)
+        per_step = self._step_time_ema or dt
+        eta = (self.total_steps - self.step_count) * per_step if self._step_time_ema else math.nan
         return StepInfo(step=self.step_count, total_steps=self.total_steps,
                         loss=self.recorder.last_loss, lr=lr,
-                        tokens_per_s=tokens / self._step_time_ema, eta_s=eta, val_loss=val_loss)
+                        tokens_per_s=tokens / per_step, eta_s=eta, val_loss=val_loss)
+
+    def _time_step(self, dt: float) -> None:
+        self._timed_steps += 1
+        self._step_time_ema = fold_step_time(self._step_time_ema, self._timed_steps, dt)
 
     def _forward_backward(self, m: int, step: int) -> tuple:
         """Member ``m``'s own forward and backward of step ``step`` (0-based), gradients

@@ -278,6 +278,8 @@ class MainWindow(QMainWindow):
         m.addAction(self.train_action)
         m.addAction(self.pause_action)
         m.addAction(self.stop_action)
+        from .sweep_dialog import install_sweep_actions
+        install_sweep_actions(self, m)
 
         m = mb.addMenu("&View")
         m.addAction(self.dark_action)
@@ -372,6 +374,8 @@ class MainWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.runs_panel.runOpened.connect(self.open_run_path)
         self.runs_panel.runsChecked.connect(self._on_runs_checked)
+        from .continue_dialog import continue_run
+        self.runs_panel.continueRequested.connect(lambda path: continue_run(self, path))
 
     # ================================================================ settings
     def _restore_settings(self, config: ExperimentConfig | None) -> None:
@@ -436,6 +440,11 @@ class MainWindow(QMainWindow):
         if self.controller.busy or not self.setup_panel.is_valid() or self.environment_problem:
             return
         cfg = self.setup_panel.config()
+        self.start_run(cfg, cfg)
+
+    def start_run(self, cfg, job) -> None:
+        """Start ``job``: the config ``cfg`` itself, or a run of ``cfg`` to continue
+        (``engine.resume.ResumeRequest``)."""
         self._running_name = cfg.name
         self.live.begin(cfg)
         self._run_status_cleared = False
@@ -446,7 +455,7 @@ class MainWindow(QMainWindow):
         self.progress_bar.setRange(0, max(1, cfg.train.steps))
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
-        self.controller.start(cfg, self.runs_dir)
+        self.controller.start(job, self.runs_dir)
 
     @Slot()
     def toggle_pause(self) -> None:

@@ -43,7 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "report", help="render the dashboards of runs into one PNG (offscreen)",
         description="Render the app's dashboards of one run, or an overlay of several, "
                     "into one PNG image. Works without a display.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder (or its run.sqlite), or a sample run's name")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folder (or its run.sqlite), a sample run's name, or a sweep "
+                        "folder: its finished runs")
     p.add_argument("--out", required=True, type=Path, metavar="FILE.png",
                    help="the image to write")
     p.add_argument("--width", type=int, default=DEFAULT_WIDTH,
@@ -81,9 +83,17 @@ def cmd_report(args) -> int:
         return 2
     # Check every run before starting Qt: a typo fails fast with the store's one line.
     from ..store import RunFileError, open_run, run_info
+    from ..sweep.queue import QUEUE_NAME, SweepError, SweepQueue
+    runs = []
+    for r in args.runs:   # a sweep folder stands for its finished runs, in grid order
+        try:
+            runs += SweepQueue.load(r).run_paths() if (Path(r) / QUEUE_NAME).exists() else [r]
+        except SweepError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
     infos = []
     from ..paths import resolve_run_arg
-    for r in args.runs:
+    for r in runs:
         info = run_info(resolve_run_arg(r))  # a path, or a sample run's name
         try:
             if info.error:

@@ -426,6 +426,7 @@ class RunsPanel(QWidget):
 
     runOpened = Signal(str)
     runsChecked = Signal(list)   # the runs to compare: checked and not hidden by the filter
+    continueRequested = Signal(str)  # a run to continue from its newest checkpoint
 
     def __init__(self, dirs: list[Path] | list[str], parent: QWidget | None = None,
                  titles: list[str] | None = None, auto_rescan: bool = True):
@@ -678,6 +679,8 @@ class RunsPanel(QWidget):
                 act.triggered.connect(lambda: self._model.set_checked(path, not checked))
                 menu.addAction(act)
                 add_organise_actions(menu, self, info, self.rescan)
+                from .continue_dialog import add_continue_action
+                add_continue_action(menu, info, self.continueRequested.emit)
                 menu.addSeparator()
             act = QAction("Copy path", menu)
             act.triggered.connect(lambda: QGuiApplication.clipboard().setText(path))

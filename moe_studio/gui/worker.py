@@ -58,6 +58,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ..config import ExperimentConfig, copy_config, to_dict
 from ..engine.inspection.options import InspectOptions
+from ..engine.resume import ResumeRequest
 from ..engine.loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
                            describe, gui_engine_threads, train_loop)
 
@@ -93,6 +94,9 @@ def default_mode() -> str:
 
 def _engine_trainer(config: ExperimentConfig, runs_dir: Path):
     # Imported here, in the worker thread, so that the GUI starts without loading torch.
+    if isinstance(config, ResumeRequest):    # Continue: a run from its newest checkpoint
+        from ..engine.resume import resume_trainer
+        return resume_trainer(config)
     if isinstance(config, InspectOptions):   # an inspection steps like a trainer
         from ..engine.inspection.inspector import Inspector
         return Inspector(config, runs_dir)
@@ -241,7 +245,9 @@ class _ProcessWorker(_Worker):
         try:
             assert proc.stdin is not None and proc.stdout is not None
             job = {"runs_dir": str(self._runs_dir), "threads": gui_engine_threads()}
-            if isinstance(self._config, InspectOptions):
+            if isinstance(self._config, ResumeRequest):
+                job["resume"] = self._config.to_dict()
+            elif isinstance(self._config, InspectOptions):
                 job["inspect"] = self._config.to_dict()
             else:
                 job["config"] = to_dict(self._config)
@@ -362,8 +368,9 @@ class TrainingController(QObject):
         self.total_steps = int(getattr(getattr(config, "train", None), "steps", 0) or 0)
         self.last_info = None
         # A copy: edits in the form after Train must not reach the running engine.
-        config = (InspectOptions.from_dict(config.to_dict()) if isinstance(config, InspectOptions)
-                  else copy_config(config))
+        if not isinstance(config, ResumeRequest):   # frozen: nothing to copy
+            config = (InspectOptions.from_dict(config.to_dict()) if isinstance(config, InspectOptions)
+                      else copy_config(config))
         if self.mode == "process":
             self._control = _PipeCommands()
             worker: _Worker = _ProcessWorker(gen, config, Path(runs_dir), self._control)

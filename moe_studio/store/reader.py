@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import codec, frames
+from .attempts import META_KEY as _ATTEMPTS_KEY, Attempt, eras, parse_attempts, superseded_sql
 from .errors import RunFileError
 from .liveness import effective_status, writer_alive
 from .schema import (DB_NAME, RUNNING, SCHEMA_VERSION, check_db_file, connect_private_copy, connect_reader,
@@ -206,12 +207,21 @@ class RunReader:
 
     # ------------------------------------------------------------------ scalars
     @_guarded
-    def scalars(self, names: Sequence[str] | None = None, member: int | None = None) -> pd.DataFrame:
+    def scalars(self, names: Sequence[str] | None = None, member: int | None = None, *,
+                all_attempts: bool = False) -> pd.DataFrame:
         """Every recorded scalar as a long table with columns ``step`` (int64),
         ``member`` (int64; -1 = run-wide), ``name`` (categorical), ``value`` (float64;
         NaN/inf as recorded) and ``wall_time`` (float64 epoch seconds), sorted by
-        (name, member, step). ``names`` / ``member`` keep only those series."""
-        return self._scalars_between(0, None, names, member)
+        (name, member, step). ``names`` / ``member`` keep only those series. A continued
+        run shows its latest attempt's history (see :mod:`.attempts`); ``all_attempts``
+        keeps the rows later attempts replaced too."""
+        return self._scalars_between(0, None, names, member, all_attempts=all_attempts)
+
+    @_guarded
+    def attempts(self) -> list[Attempt]:
+        """The continuations of this run, oldest first (empty: never continued)."""
+        row = self._one("SELECT value FROM meta WHERE key = ?", (_ATTEMPTS_KEY,))
+        return parse_attempts(row[0] if row else None)
 
     @_guarded
     def scalar_names(self) -> list[str]:
@@ -259,9 +269,9 @@ class RunReader:
         """``(steps int64 [S], arrays [S, *shape])`` of every record of tensor ``name``.
         ValueError if its shape changed during the run."""
         nid = self._id(name)
-        rows = [] if nid is None else self._all(
-            "SELECT step, dtype, shape, data FROM tensors WHERE name_id = ? AND member = ? "
-            "ORDER BY step, id", (nid, member))
+        rows = [] if nid is None else self._kept(
+            "tensors", "step, dtype, shape, data", "name_id = ? AND member = ?", (nid, member),
+            "ORDER BY step, id")
         if not rows:
             return np.empty(0, np.int64), np.empty((0,))
         shapes = {r[2] for r in rows}
@@ -290,9 +300,9 @@ class RunReader:
         """``(steps int64 [S], edges, counts [S, B])``. ``edges`` is float64 [B+1] when
         every step used the same edges (the usual case), else [S, B+1]."""
         nid = self._id(name)
-        rows = [] if nid is None else self._all(
-            "SELECT step, edges, counts_dtype, counts FROM histograms WHERE name_id = ? AND "
-            "member = ? ORDER BY step, id", (nid, member))
+        rows = [] if nid is None else self._kept(
+            "histograms", "step, edges, counts_dtype, counts", "name_id = ? AND member = ?",
+            (nid, member), "ORDER BY step, id")
         if not rows:
             return np.empty(0, np.int64), np.empty(0), np.empty((0, 0))
         counts = [_counts(r[2], r[3]) for r in rows]
@@ -502,8 +512,8 @@ class RunReader:
         nid = self._id(name)
         if nid is None:
             return np.empty(0, np.int64)
-        rows = self._all(f"SELECT DISTINCT step FROM {table} WHERE name_id = ? AND member = ? "
-                         "ORDER BY step", (nid, member))
+        rows = self._kept(table, "DISTINCT step", "name_id = ? AND member = ?", (nid, member),
+                          "ORDER BY step")
         return np.array([r[0] for r in rows], np.int64)
 
     def _nearest(self, table: str, cols: str, name: str, step: int | None, member: int) -> tuple | None:
@@ -512,30 +522,64 @@ class RunReader:
         nid = self._id(name)
         if nid is None:
             return None
-        key = "WHERE name_id = ? AND member = ?"
+        att = self._attempt_list()
+        cut, cut_params = superseded_sql(att, table)
+        key = "WHERE name_id = ? AND member = ?" + cut
+        kp = (nid, member) + cut_params
         if step is None:
-            found = self._one(f"SELECT step FROM {table} {key} ORDER BY step DESC LIMIT 1", (nid, member))
+            found = self._one(f"SELECT step FROM {table} {key} ORDER BY step DESC LIMIT 1", kp)
         else:
             # Two index probes instead of ORDER BY abs(step - ?), which scans the series.
             below = self._one(f"SELECT step FROM {table} {key} AND step <= ? ORDER BY step DESC "
-                              "LIMIT 1", (nid, member, step))
+                              "LIMIT 1", kp + (step,))
             above = self._one(f"SELECT step FROM {table} {key} AND step > ? ORDER BY step ASC "
-                              "LIMIT 1", (nid, member, step))
+                              "LIMIT 1", kp + (step,))
             cands = [r[0] for r in (below, above) if r is not None]
             found = (min(cands, key=lambda s: (abs(s - step), s)),) if cands else None
         if found is None:
             return None
         return self._one(f"SELECT step, {cols} FROM {table} {key} AND step = ? ORDER BY id DESC "
-                         "LIMIT 1", (nid, member, found[0]))
+                         "LIMIT 1", kp + (found[0],))
+
+    def _attempt_list(self) -> list[Attempt]:
+        # Read on every query: a live run may be continued while a view has it open.
+        row = self._one("SELECT value FROM meta WHERE key = ?", (_ATTEMPTS_KEY,))
+        return parse_attempts(row[0] if row else None)
+
+    def _kept(self, table: str, cols: str, where: str, params: tuple, order: str) -> list[tuple]:
+        """``SELECT cols FROM table WHERE where`` without the rows later attempts replaced."""
+        cut, cut_params = superseded_sql(self._attempt_list(), table)
+        return self._all(f"SELECT {cols} FROM {table} WHERE {where}{cut} {order}",
+                         tuple(params) + cut_params)
 
     def _scalars_between(self, after_id: int, upto_id: int | None,
-                         names: Sequence[str] | None = None, member: int | None = None) -> pd.DataFrame:
-        """Scalars of blocks with ``after_id < id <= upto_id`` (None: no upper bound)."""
+                         names: Sequence[str] | None = None, member: int | None = None, *,
+                         all_attempts: bool = False) -> pd.DataFrame:
+        """Scalars of blocks with ``after_id < id <= upto_id`` (None: no upper bound),
+        without the rows later attempts replaced unless ``all_attempts``."""
         want = None
         if names is not None:
             want = [i for i in (self._id(n) for n in names) if i is not None]
             if not want:
                 return frames.empty_scalars()
+        att = [] if all_attempts else self._attempt_list()
+        parts = []
+        for lo, hi, max_step in eras(att, "scalar_blocks", after_id, upto_id):
+            df = self._scalar_blocks(lo, hi, want, member)
+            if max_step is not None and len(df):
+                df = df[df["step"].to_numpy() <= max_step]
+            parts.append(df)
+        if len(parts) == 1:
+            return parts[0]
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return frames.empty_scalars()
+        df = pd.concat(parts, ignore_index=True)
+        df["name"] = df["name"].astype("category")
+        return df.sort_values(["name", "member", "step"], kind="stable", ignore_index=True)
+
+    def _scalar_blocks(self, after_id: int, upto_id: int | None, want: list[int] | None,
+                       member: int | None) -> pd.DataFrame:
         sql = "SELECT series, steps, vals, wall_times FROM scalar_blocks WHERE id > ?"
         params: tuple = (after_id,)
         if upto_id is not None:
@@ -551,8 +595,9 @@ class RunReader:
 
     def _event_rows(self, after_id: int, upto_id: int | None,
                     kinds: Iterable[str] | None = None) -> list[tuple]:
-        sql = "SELECT step, member, kind, message, data, wall_time FROM events WHERE id > ?"
-        params: list = [after_id]
+        cut, cut_params = superseded_sql(self._attempt_list(), "events")
+        sql = "SELECT step, member, kind, message, data, wall_time FROM events WHERE id > ?" + cut
+        params: list = [after_id, *cut_params]
         if upto_id is not None:
             sql += " AND id <= ?"
             params.append(upto_id)

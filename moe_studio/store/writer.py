@@ -204,6 +204,24 @@ class RunWriter:
             run_dir, run_id, name = r.path, r.run_id, r.name
         return cls(run_dir, run_id, name, commit_interval=commit_interval)
 
+    def begin_attempt(self, from_step: int, *, redo: int = 0,
+                      total_steps: int | None = None) -> None:
+        """Mark that this writer continues the run from step ``from_step`` (its newest
+        checkpoint): from now on readers leave out what earlier attempts recorded past
+        that step (:mod:`.attempts`). ``redo``: how many recorded steps will be done
+        again; ``total_steps``: the steps the run now aims at. Call before adding records."""
+        from .attempts import begin_attempt
+
+        self.flush()
+        with self._db_lock:
+            self._transaction(lambda con: begin_attempt(con, from_step, redo=redo,
+                                                        total_steps=total_steps))
+        self.add_event(from_step, "resume",
+                       f"continued from step {from_step}"
+                       + (f"; {redo} recorded step{'s' if redo != 1 else ''} will be redone"
+                          if redo else ""),
+                       {"from_step": int(from_step), "redo": int(redo), "total_steps": total_steps})
+
     # ------------------------------------------------------------------ records
     def add_scalars(self, step: int, values: Mapping[str, float], member: int = 0,
                     wall_time: float | None = None) -> None:
