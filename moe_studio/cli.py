@@ -309,12 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     try:
-        from .gui.report_cli import add_parser as add_report_parser
+        from .gui.commands.report import add_parser as add_report_parser
         add_report_parser(sub)
     except ImportError:
         pass
     try:
-        from .gui.screenshots_cli import add_parser as add_screenshots_parser
+        from .gui.commands.screenshots import add_parser as add_screenshots_parser
         add_screenshots_parser(sub)
     except ImportError:
         pass

@@ -243,7 +243,7 @@ def test_damaged_run_gives_one_line_error_everywhere_and_stays_byte_identical(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("moe-studio export: ") and str(run) in err[0]
 
-    from moe_studio.gui.report_cli import cmd_report
+    from moe_studio.gui.commands.report import cmd_report
     png = tmp_path / "r.png"
     assert cmd_report(argparse.Namespace(runs=[str(run)], out=png, width=800, dark=False,
                                          tabs=None)) != 0
@@ -280,7 +280,7 @@ def test_the_runs_panel_shows_a_damaged_run_as_unreadable(kind, pristine, tmp_pa
     pytest.importorskip("pytestqt")
     from PySide6.QtCore import Qt
 
-    from moe_studio.gui.runs_panel import COL_STATUS, RunsPanel
+    from moe_studio.gui.panels.runs import COL_STATUS, RunsPanel
 
     run = _damaged(pristine, tmp_path, DAMAGE[kind])
     before = _digest(run)

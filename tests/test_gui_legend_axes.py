@@ -14,9 +14,9 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPointF, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QMenu  # noqa: E402
 
-from moe_studio.gui.axes import format_small, log_label, log_ticks  # noqa: E402
-from moe_studio.gui.heatmap import HeatmapPlot  # noqa: E402
-from moe_studio.gui.plots import CurvePlot  # noqa: E402
+from moe_studio.gui.widgets.axes import format_small, log_label, log_ticks  # noqa: E402
+from moe_studio.gui.widgets.heatmap import HeatmapPlot  # noqa: E402
+from moe_studio.gui.widgets.plots import CurvePlot  # noqa: E402
 
 from drawn import axis_texts, legend_rect, points_under, scene_points  # noqa: E402
 

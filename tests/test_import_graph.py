@@ -34,7 +34,7 @@ LAYERS = {
 # The list may only shrink: a cycle that is gone must leave it, a new one fails.
 KNOWN_CYCLES = {
     ("moe_studio.config.schema", "moe_studio.config.validate"),
-    ("moe_studio.gui.follow_timer", "moe_studio.gui.run_controls"),
+    ("moe_studio.gui.run.follow_timer", "moe_studio.gui.widgets.run_controls"),
 }
 
 

@@ -22,25 +22,25 @@ from ..config import PRESETS, ExperimentConfig, default
 from ..paths import default_runs_dir, sample_runs_dir
 from ..store import RunFileError, list_runs, open_run
 from . import theme
-from .runs_panel import RunsPanel
+from .panels.runs import RunsPanel
 from ..store.export import export_run
-from .export_dialog import ExportDialog
-from .live_run import LiveRun, format_eta, format_rate  # noqa: F401 (format_eta: API)
-from .setup_panel import SetupPanel
-from .view_help import shortcuts_html, view_help_html
-from .worker import BackgroundTask, TrainingController
+from .widgets.export_dialog import ExportDialog
+from .run.live_run import LiveRun, format_eta, format_rate  # noqa: F401 (format_eta: API)
+from .panels.setup import SetupPanel
+from .views.help import shortcuts_html, view_help_html
+from .run.worker import BackgroundTask, TrainingController
 
 # The centre tabs, in order: (title, "module:Class"). Every dashboard is a QWidget made
 # without arguments that offers set_runs(paths), start_follow(), stop_follow(), refresh().
 # Adding a dashboard is one line here.
 DASHBOARDS: list[tuple[str, str]] = [
-    ("Training", "moe_studio.gui.training_dashboard:TrainingDashboard"),
-    ("Gates", "moe_studio.gui.gate_dashboard:GateDashboard"),
-    ("Experts", "moe_studio.gui.experts_dashboard:ExpertsDashboard"),
-    ("Routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"),
-    ("Precision", "moe_studio.gui.precision_dashboard:PrecisionDashboard"),
-    ("Ensemble", "moe_studio.gui.ensemble_dashboard:EnsembleDashboard"),
-    ("Compare", "moe_studio.gui.compare_dashboard:CompareDashboard"),
+    ("Training", "moe_studio.gui.views.training:TrainingDashboard"),
+    ("Gates", "moe_studio.gui.views.gates:GateDashboard"),
+    ("Experts", "moe_studio.gui.views.experts:ExpertsDashboard"),
+    ("Routing", "moe_studio.gui.views.routing:RoutingDashboard"),
+    ("Precision", "moe_studio.gui.views.precision:PrecisionDashboard"),
+    ("Ensemble", "moe_studio.gui.views.ensemble:EnsembleDashboard"),
+    ("Compare", "moe_studio.gui.views.compare:CompareDashboard"),
 ]
 
 START_HINT = "Ready: press Train (F5), or double-click a sample run to open it."
@@ -463,7 +463,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def inspect_dialog(self) -> None:
         if not self.controller.busy:
-            from .inspect_dialog import open_inspect_dialog
+            from .widgets.inspect_dialog import open_inspect_dialog
             self._inspect_dialog = open_inspect_dialog(self)
 
     @Slot()

@@ -56,9 +56,9 @@ from typing import Any, Callable
 import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from ..config import ExperimentConfig, copy_config, to_dict
-from ..engine.inspection.options import InspectOptions
-from ..engine.loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
+from ...config import ExperimentConfig, copy_config, to_dict
+from ...engine.inspection.options import InspectOptions
+from ...engine.loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
                            describe, gui_engine_threads, train_loop)
 
 STATES = ("idle", "starting", "running", "paused", "stopping", "finished", "stopped", "failed")
@@ -94,9 +94,9 @@ def default_mode() -> str:
 def _engine_trainer(config: ExperimentConfig, runs_dir: Path):
     # Imported here, in the worker thread, so that the GUI starts without loading torch.
     if isinstance(config, InspectOptions):   # an inspection steps like a trainer
-        from ..engine.inspection.inspector import Inspector
+        from ...engine.inspection.inspector import Inspector
         return Inspector(config, runs_dir)
-    from ..engine.trainer import Trainer
+    from ...engine.trainer import Trainer
     return Trainer(config, runs_dir)
 
 
@@ -162,7 +162,7 @@ class _PipeCommands:
 def child_command(module: str) -> tuple[list[str], dict[str, str]]:
     """How to start ``python -m module`` as an engine process, and its environment (this
     checkout importable even where the package is not installed)."""
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
                                                   else []))

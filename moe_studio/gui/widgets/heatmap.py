@@ -29,9 +29,10 @@ from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (QFileDialog, QGraphicsRectItem, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
-from . import line_labels, theme
+from . import line_labels
+from .. import theme
 from .axes import ValueAxis, no_si_prefix
-from .theme import is_dark_palette, plot_colors
+from ..theme import is_dark_palette, plot_colors
 
 ANNOTATE_MAX_CELLS = 600     # write the value into every cell up to this many cells
 

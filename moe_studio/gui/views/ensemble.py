@@ -39,14 +39,14 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHeade
                                QStackedWidget, QTableWidget, QTableWidgetItem, QTabWidget,
                                QVBoxLayout, QWidget)
 
-from ..store import RunFileError, RunReader, open_run
-from ..store import compare as C
-from .heatmap import HeatmapPlot
+from ...store import RunFileError, RunReader, open_run
+from ...store import compare as C
+from ..widgets.heatmap import HeatmapPlot
 from .inspection_runs import NO_ENSEMBLE_HTML, is_inspection
-from .plots import CurvePlot
-from .routed_text import RoutedTextView
-from .run_controls import RunDashboard, SnapshotCache, _error_text, move_step_markers
-from .theme import is_dark_palette, plot_colors
+from ..widgets.plots import CurvePlot
+from ..widgets.routed_text import RoutedTextView
+from ..widgets.run_controls import RunDashboard, SnapshotCache, _error_text, move_step_markers
+from ..theme import is_dark_palette, plot_colors
 
 # engine.combine.RULES (not imported: it would pull torch into the GUI); a run's own list
 # is in its meta["ensemble"]["rules"].

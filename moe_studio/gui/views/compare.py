@@ -39,13 +39,13 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QTableWidget, QTableWidgetItem, QTabWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
-from ..store import Follower, RunReader
-from ..store import compare as C
-from .follow_timer import FollowTimer, open_guarded, poll_guarded
-from .plots import PlotGrid
-from .run_controls import RunControls
-from .theme import is_dark_palette, series_color, status_color
-from .training_dashboard import PLOTS as TRAINING_PLOTS
+from ...store import Follower, RunReader
+from ...store import compare as C
+from ..run.follow_timer import FollowTimer, open_guarded, poll_guarded
+from ..widgets.plots import PlotGrid
+from ..widgets.run_controls import RunControls
+from ..theme import is_dark_palette, series_color, status_color
+from .training import PLOTS as TRAINING_PLOTS
 
 FRAME_MS = 250          # 4 Hz store polling while following (a comparison needs no more)
 _DUTY = 0.3
@@ -73,8 +73,8 @@ HINT = ("<h3>Compare runs</h3><p>Check two or more runs in the <b>Runs panel</b>
         "differs in their configs and shows two of them side by side.</p>")
 PAIR_MIN_HEIGHT = 620       # px per view when the two are one above the other
 PAIR_MIN_WIDTH = 900        # px per view below which "Automatic" puts them one above the other
-PAIR_VIEWS = (("Routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"),
-              ("Experts", "moe_studio.gui.experts_dashboard:ExpertsDashboard"))
+PAIR_VIEWS = (("Routing", "moe_studio.gui.views.routing:RoutingDashboard"),
+              ("Experts", "moe_studio.gui.views.experts:ExpertsDashboard"))
 
 
 @dataclass
@@ -892,7 +892,7 @@ class CompareDashboard(QWidget):
             self._load_pair()
 
     def _build_pair(self) -> None:
-        from .main_window import _load_class
+        from ..main_window import _load_class
         spec = self.pair_view.currentData()
         if self._pair and spec == self._pair_kind:
             return

@@ -21,14 +21,14 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy,
                                QSlider, QToolButton, QVBoxLayout, QWidget)
 
-from ..store import Follower, RunFileError, RunReader, open_run
-from .fitting_label import FittingLabel
-from .follow_timer import FollowTimer
+from ...store import Follower, RunFileError, RunReader, open_run
+from ..widgets.fitting_label import FittingLabel
+from ..run.follow_timer import FollowTimer
 from .inspection_runs import NO_TRAINING, is_inspection
-from .live_run import format_rate, hub as live_hub, live_status
-from .plots import CurvePlot, PlotGrid
-from .run_controls import moe_blocks_of
-from .theme import is_dark_palette, plot_colors, status_color
+from ..run.live_run import format_rate, hub as live_hub, live_status
+from ..widgets.plots import CurvePlot, PlotGrid
+from ..widgets.run_controls import moe_blocks_of
+from ..theme import is_dark_palette, plot_colors, status_color
 
 FRAME_MS = 50   # 20 Hz: how often the stores are polled (an idle poll costs ~0.2 ms);
                 # a fast run's curves can move at 20 frames/s, paced by _DUTY

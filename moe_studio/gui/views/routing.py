@@ -25,17 +25,17 @@ from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
                                QSizePolicy, QSplitter, QVBoxLayout, QWidget)
 
-from ..data.tokenizer import TOKEN_CLASSES, ByteTokenizer, token_classes
-from ..metrics import routing as R
-from ..store import RunReader
-from .heatmap import HeatmapPlot
-from ..paths import sample_runs_dir
-from .child_route import ChildRoute, RouteCancelled
-from .routed_text import (RoutedTextView, TokenListPanel, expert_colors, legend_html,
+from ...data.tokenizer import TOKEN_CLASSES, ByteTokenizer, token_classes
+from ...metrics import routing as R
+from ...store import RunReader
+from ..widgets.heatmap import HeatmapPlot
+from ...paths import sample_runs_dir
+from ..run.child_route import ChildRoute, RouteCancelled
+from ..widgets.routed_text import (RoutedTextView, TokenListPanel, expert_colors, legend_html,
                           text_background, token_rows)
-from .run_controls import DENSE_STATUS, RunDashboard, SnapshotCache
-from .theme import is_dark_palette, plot_colors
-from .worker import BackgroundTask
+from ..widgets.run_controls import DENSE_STATUS, RunDashboard, SnapshotCache
+from ..theme import is_dark_palette, plot_colors
+from ..run.worker import BackgroundTask
 
 SOURCE_RECORDED, SOURCE_CUSTOM = "recorded", "custom"
 LIVE = "live"   # the weights combo's entry for the weights the engine holds right now
@@ -233,7 +233,7 @@ class RoutingDashboard(RunDashboard):
             return False
 
     def _refresh_checkpoints(self) -> None:
-        from ..engine.probe import list_checkpoints
+        from ...engine.probe import list_checkpoints
 
         cks = list_checkpoints(self._path) if self._path is not None else []
         live = self._training_this_run()

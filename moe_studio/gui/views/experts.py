@@ -23,14 +23,14 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QGridLayout, QLabel, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
-from ..metrics import routing as R
-from ..store import RunReader
-from .bars import BarPlot
-from .heatmap import HeatmapPlot
-from .plots import CurvePlot
-from .routed_text import TokenListPanel, token_rows
-from .run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of
-from .theme import is_dark_palette, plot_colors, series_color
+from ...metrics import routing as R
+from ...store import RunReader
+from ..widgets.bars import BarPlot
+from ..widgets.heatmap import HeatmapPlot
+from ..widgets.plots import CurvePlot
+from ..widgets.routed_text import TokenListPanel, token_rows
+from ..widgets.run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of
+from ..theme import is_dark_palette, plot_colors, series_color
 
 TENSORS = ("moe/tokens_per_expert", "moe/dropped_per_expert", "moe/bias")
 DEFAULT_DEAD_WINDOW = 50

@@ -21,10 +21,10 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
                                QMessageBox, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                QToolButton, QVBoxLayout, QWidget)
 
-from ..config import (PRESETS, SECTIONS, ConfigError, ExperimentConfig, copy_config, default,
+from ...config import (PRESETS, SECTIONS, ConfigError, ExperimentConfig, copy_config, default,
                       problems, section_fields, to_dict)
-from ..config import toml_io
-from ..engine.params import count_params
+from ...config import toml_io
+from ...engine.params import count_params
 
 SECTION_TITLES = {
     "data": "Data",

@@ -64,7 +64,7 @@ def cmd_screenshots(args) -> int:
     except ValueError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
-    from .report_cli import _needs_offscreen, quiet_qt
+    from .report import _needs_offscreen, quiet_qt
     if _needs_offscreen():
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     restore = quiet_qt(prog)
@@ -87,9 +87,9 @@ def take_screenshots(out: str | Path, *, size: tuple[int, int] = DEFAULT_SIZE,
     from PySide6.QtCore import QEvent, QSettings
     from PySide6.QtWidgets import QApplication
 
-    from ..paths import sample_runs_dir
-    from . import theme
-    from .main_window import MainWindow
+    from ...paths import sample_runs_dir
+    from .. import theme
+    from ..main_window import MainWindow
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -72,15 +72,15 @@ def cmd_report(args) -> int:
     if args.out.suffix.lower() != ".png":
         print(f"{prog}: --out must name a .png file (got {args.out})", file=sys.stderr)
         return 2
-    from ..config import ConfigError
-    from ..paths import check_output_file
+    from ...config import ConfigError
+    from ...paths import check_output_file
     try:  # before any run is read or Qt started: a report never writes inside a run
         args.out = check_output_file(args.out, "--out", outside_runs=True)
     except ConfigError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
     # Check every run before starting Qt: a typo fails fast with the store's one line.
-    from ..store import RunFileError, open_run, run_info
+    from ...store import RunFileError, open_run, run_info
     infos = []
     for r in args.runs:
         info = run_info(r)
@@ -136,9 +136,9 @@ def hide_controls(widget) -> None:
     from PySide6.QtWidgets import (QAbstractButton, QAbstractSlider, QAbstractSpinBox,
                                    QComboBox, QLineEdit, QPlainTextEdit)
 
-    from .heatmap import FigureWidget
-    from .plots import CurvePlot
-    from .routed_text import TokenListPanel
+    from ..widgets.heatmap import FigureWidget
+    from ..widgets.plots import CurvePlot
+    from ..widgets.routed_text import TokenListPanel
 
     inputs = (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit,
               QPlainTextEdit)
@@ -196,7 +196,7 @@ def _settle(app, rounds: int = 4) -> None:
 
 def run_lines(infos) -> list[str]:
     """The header's line per run: name, status, steps, losses, setup."""
-    from .runs_panel import setup_summary
+    from ..panels.runs import setup_summary
     lines = []
     for info in infos:
         parts = [f"{info.name or info.run_id}", str(info.status or "unknown")]
@@ -223,7 +223,7 @@ def render_dashboards(paths: list[Path], width: int, tabs: list[str] | None = No
     e.g. Precision for a run without precision records; one asked for with ``tabs`` is
     always drawn)."""
     from PySide6.QtCore import Qt
-    from .main_window import DASHBOARDS, _load_class
+    from ..main_window import DASHBOARDS, _load_class
 
     known = [t for t, _ in DASHBOARDS]
     if tabs:
@@ -280,7 +280,7 @@ def render_report(paths: list[Path], out: str | Path, *, width: int = DEFAULT_WI
     OSError if the file cannot be written; ValueError for an unknown ``tabs`` title."""
     from PySide6.QtWidgets import QApplication
 
-    from . import theme
+    from .. import theme
 
     restore = theme.is_dark() if QApplication.instance() is not None else None
     app = _app()
@@ -298,9 +298,9 @@ def _render(app, paths: list[Path], out: Path, width: int, dark: bool,
     from PySide6.QtCore import QRect, Qt
     from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 
-    from .. import __version__
-    from ..store import run_info
-    from . import theme
+    from ... import __version__
+    from ...store import run_info
+    from .. import theme
 
     if infos is None:
         infos = [run_info(p) for p in paths]

@@ -30,12 +30,12 @@ from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHeaderView, QLabel, QSplitter,
                                QStackedWidget, QTableView, QVBoxLayout, QWidget)
 
-from ..metrics import precision as P
-from ..store import RunReader
-from .heatmap import HeatmapPlot
-from .plots import CurvePlot
-from .run_controls import RunDashboard, move_step_markers
-from .theme import is_dark_palette, plot_colors, status_color
+from ...metrics import precision as P
+from ...store import RunReader
+from ..widgets.heatmap import HeatmapPlot
+from ..widgets.plots import CurvePlot
+from ..widgets.run_controls import RunDashboard, move_step_markers
+from ..theme import is_dark_palette, plot_colors, status_color
 
 TENSORS = ("precision/absmax", "precision/min_nonzero", "precision/counts",
            "precision/exp_hist", "precision/fractions")

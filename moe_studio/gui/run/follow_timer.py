@@ -63,7 +63,7 @@ def poll_guarded(follower: Any, errors: list[str]) -> Any:
     """``follower.poll()``, or None if it raised: a run folder deleted under the view, a
     transient SQLite error. The one-line reason joins ``errors`` (once); what is drawn
     stays, and the next frame tries again. A frame must never take the GUI down."""
-    from .run_controls import _error_text
+    from ..widgets.run_controls import _error_text
 
     try:
         return follower.poll()
@@ -77,8 +77,8 @@ def poll_guarded(follower: Any, errors: list[str]) -> Any:
 def open_guarded(path: Any, errors: list[str]) -> Any:
     """``(reader, follower)`` of the run at ``path``, or None when it cannot be read (the
     store's one-line reason joins ``errors``)."""
-    from ..store import RunFileError, open_run
-    from .run_controls import _error_text
+    from ...store import RunFileError, open_run
+    from ..widgets.run_controls import _error_text
 
     try:
         reader = open_run(path)

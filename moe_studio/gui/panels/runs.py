@@ -20,9 +20,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
                                QMenu, QStyledItemDelegate, QToolButton, QTreeView, QVBoxLayout,
                                QWidget)
 
-from ..store import RunFileError, RunInfo, list_runs
-from .live_run import hub as live_hub, live_status
-from .theme import is_dark_palette, status_color
+from ...store import RunFileError, RunInfo, list_runs
+from ..run.live_run import hub as live_hub, live_status
+from ..theme import is_dark_palette, status_color
 
 RESCAN_MS = 2000
 

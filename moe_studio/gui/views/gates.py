@@ -21,12 +21,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QGridLayout, QWidget
 
-from ..metrics.routing import histogram_percentiles
-from ..store import RunReader
-from .bars import BandPlot, BarPlot
-from .plots import CurvePlot
-from .run_controls import DENSE_STATUS, RunDashboard, moe_blocks_of
-from .theme import is_dark_palette, plot_colors
+from ...metrics.routing import histogram_percentiles
+from ...store import RunReader
+from ..widgets.bars import BandPlot, BarPlot
+from ..widgets.plots import CurvePlot
+from ..widgets.run_controls import DENSE_STATUS, RunDashboard, moe_blocks_of
+from ..theme import is_dark_palette, plot_colors
 
 CURVES = ("entropy", "top1_prob", "logit_absmean", "logit_absmax")
 

@@ -17,7 +17,7 @@ from PySide6.QtGui import QColor, QFont, QTextCharFormat, QTextCursor, QTextOpti
 from PySide6.QtWidgets import (QLabel, QListWidget, QListWidgetItem, QTextBrowser, QToolTip,
                                QVBoxLayout, QWidget)
 
-from .theme import plot_colors, series_color
+from ..theme import plot_colors, series_color
 
 MAX_LISTED = 400   # tokens listed for one cell; the rest are counted
 
@@ -251,7 +251,7 @@ def token_rows(tokens, indices, note: Callable[[int], str] | None = None,
     """Concordance lines for :meth:`TokenListPanel.show_tokens`: each token (``«x»``, a
     space as ``␣``) with a little text before it and more after it, aligned in a
     column, plus an optional ``note(i)`` (e.g. the gate weight)."""
-    from ..metrics.routing import token_context
+    from ...metrics.routing import token_context
 
     out = []
     wide = max(before_width, after_width)

@@ -18,8 +18,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                                QSpinBox, QVBoxLayout, QWidget)
 
-from ..data import EMBEDDED
-from ..engine.inspection.options import InspectOptions
+from ...data import EMBEDDED
+from ...engine.inspection.options import InspectOptions
 
 ESTIMATE_DELAY_MS = 400   # typing pauses this long before a new estimate starts
 
@@ -178,7 +178,7 @@ class InspectDialog(QDialog):
         if bad:
             self._show({"ok": False, "error": bad[0]})
             return
-        from .worker import _child_command
+        from ..run.worker import _child_command
         _cmd, env = _child_command()
         proc = QProcess(self)
         proc.setObjectName("estimateProcess")

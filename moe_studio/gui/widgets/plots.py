@@ -24,10 +24,11 @@ from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QMenu, QMessageBox, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
-from ..metrics.smoothing import ema
-from . import line_labels, theme
+from ...metrics.smoothing import ema
+from . import line_labels
+from .. import theme
 from .axes import ValueAxis
-from .theme import is_dark_palette, plot_colors, series_color
+from ..theme import is_dark_palette, plot_colors, series_color
 
 # int: index into the theme's series palette; (int, shade): a shade of that colour (the
 # members of one run in an overlay); a plot_colors() key such as "ensemble" or

@@ -23,11 +23,11 @@ from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSlider, QStyle,
                                QToolButton, QVBoxLayout, QWidget)
 
-from ..store import Follower, RunFileError, RunReader, open_run
+from ...store import Follower, RunFileError, RunReader, open_run
 from .fitting_label import FittingLabel
-from .follow_timer import FollowTimer
-from .live_run import hub as live_hub, live_status
-from .theme import is_dark_palette, status_color
+from ..run.follow_timer import FollowTimer
+from ..run.live_run import hub as live_hub, live_status
+from ..theme import is_dark_palette, status_color
 
 FRAME_MS = 125   # 8 Hz store polling while following
 PLAY_MS = 100    # 10 steps per second when playing

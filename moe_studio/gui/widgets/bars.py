@@ -18,9 +18,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QWidget
 
-from ..metrics.routing import BAND_PERCENTILES
+from ...metrics.routing import BAND_PERCENTILES
 from .heatmap import FigureWidget, LabelAxis, fmt_value
-from .theme import series_color
+from ..theme import series_color
 
 
 class BarPlot(FigureWidget):
