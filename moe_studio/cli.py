@@ -167,7 +167,7 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop") -> int:
         if stop.requested:
             status = "stopped"
         trainer.close(status)
-    except BaseException as e:
+    except BaseException as e:  # noqa: BLE001  Ctrl+C and SystemExit too: the run is closed with its status
         import traceback
         trainer.close("failed", error=traceback.format_exc())
         print(f"\n{prog}: failed in step {trainer.step_count + 1}: {_describe_failure(e)}"

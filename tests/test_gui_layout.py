@@ -4,8 +4,6 @@ only at a separator, notices inside their plot, combo boxes showing their whole 
 nothing pushed past the window's right edge."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("pytestqt")

@@ -17,7 +17,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, 
 from moe_studio.config import (PRESETS, SECTIONS, default, dumps,  # noqa: E402
                                problems, section_fields, to_dict)
 from moe_studio.engine.params import count_params  # noqa: E402
-from moe_studio.gui.panels.setup import SetupPanel, format_float, human_count  # noqa: E402
+from moe_studio.gui.formats import format_float, human_count  # noqa: E402
+from moe_studio.gui.panels.setup import SetupPanel  # noqa: E402
 
 
 @pytest.fixture

@@ -634,7 +634,7 @@ def test_killing_the_app_leaves_its_run_interrupted_not_stopped(tmp_path):
 
 
 def test_format_eta_reads_as_a_duration():
-    from moe_studio.gui.main_window import format_eta
+    from moe_studio.gui.formats import format_eta
     assert [format_eta(x) for x in (None, float("nan"), 45, 245, 1229, 3725)] == \
         ["—", "—", "45 s", "4 min 05 s", "20 min", "1 h 02 min"]
 
@@ -723,7 +723,7 @@ def test_background_task_frees_its_worker_and_thread(qtbot):
     thread frees it and the QThread once the thread is joined."""
     import shiboken6
 
-    from moe_studio.gui.run.worker import BackgroundTask
+    from moe_studio.gui.run.tasks import BackgroundTask
     task = BackgroundTask(name="free-test")
     got = []
     task.succeeded.connect(got.append)

@@ -8,7 +8,6 @@ import math
 import os
 import stat
 import threading
-from dataclasses import fields
 
 import pytest
 from hypothesis import HealthCheck, given, settings

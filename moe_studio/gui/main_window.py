@@ -7,7 +7,9 @@ dashboards and shows the controller's small progress signals in the status bar.
 """
 from __future__ import annotations
 
+import html
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,16 @@ from .. import __version__
 from ..config import PRESETS, ExperimentConfig, default
 from ..paths import default_runs_dir, sample_runs_dir
 from ..store import RunFileError, list_runs, open_run
-from . import theme
+from . import app_log, theme
 from .panels.runs import RunsPanel
 from ..store.export import export_run
 from .widgets.export_dialog import ExportDialog
-from .run.live_run import LiveRun, format_eta, format_rate  # noqa: F401 (format_eta: API)
+from .formats import format_eta, format_rate
+from .run.live_run import LiveRun
 from .panels.setup import SetupPanel
 from .views.help import shortcuts_html, view_help_html
-from .run.worker import BackgroundTask, TrainingController
+from .run.tasks import BackgroundTask
+from .run.worker import TrainingController
 
 # The centre tabs, in order: (title, "module:Class"). Every dashboard is a QWidget made
 # without arguments that offers set_runs(paths), start_follow(), stop_follow(), refresh().
@@ -42,6 +46,12 @@ DASHBOARDS: list[tuple[str, str]] = [
     ("Ensemble", "moe_studio.gui.views.ensemble:EnsembleDashboard"),
     ("Compare", "moe_studio.gui.views.compare:CompareDashboard"),
 ]
+
+# Seconds between the stop request of a close during training and killing the engine
+# process (a step, evaluation and checkpoint normally end well within it).
+CLOSE_KILL_S = 20.0
+
+log = logging.getLogger(__name__)
 
 START_HINT = "Ready: press Train (F5), or double-click a sample run to open it."
 
@@ -98,6 +108,11 @@ class MainWindow(QMainWindow):
         self.live = LiveRun(self.controller, self)
         self.export_task = BackgroundTask(self, name="export")
         self._closing = False        # close requested while busy: close once idle
+        # Closing escalates: a stop request, then after CLOSE_KILL_S the engine is killed.
+        self._close_timer = QTimer(self)
+        self._close_timer.setObjectName("closeEscalation")
+        self._close_timer.setSingleShot(True)
+        self._close_timer.timeout.connect(self._end_engine)
         self._shown_runs: list[Path] = []
         self._live = False           # follow the shown runs (they are still growing)
         self._stale: set[int] = set()  # tab indexes that have not seen the shown runs yet
@@ -798,9 +813,24 @@ class MainWindow(QMainWindow):
                           f"<b>MoE Studio</b> {__version__}<br><br>See inside Mixture-of-Experts "
                           f"language models while they train: routing, expert load, mixed "
                           f"precision and ensembles.<br><br>New runs are saved in<br>"
-                          f"<tt>{self.runs_dir}</tt>")
+                          f"<tt>{html.escape(str(self.runs_dir))}</tt>" + self._log_line())
+
+    @staticmethod
+    def _log_line() -> str:
+        path = app_log.log_path()
+        return (f"<br><br>The app's log (errors, warnings):<br><tt>{html.escape(str(path))}</tt>"
+                if path is not None else "")
 
     # ================================================================ closing
+    @Slot()
+    def _end_engine(self) -> None:
+        """The engine did not stop within CLOSE_KILL_S of the close: kill its process
+        (the run keeps what it recorded; the window closes once its thread reports)."""
+        if self.controller.busy and self.controller.terminate():
+            log.warning("the engine did not stop within %g s of closing: killed it", CLOSE_KILL_S)
+            self.statusBar().showMessage(f"The run did not stop within {CLOSE_KILL_S:g} s: "
+                                         "ended its engine process")
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if self.controller.busy or self.export_task.busy:
             # Never block the GUI thread on a training step or an export: ask, request
@@ -814,9 +844,11 @@ class MainWindow(QMainWindow):
             if self.controller.busy:
                 self.statusBar().showMessage("Stopping the run and saving a checkpoint…")
                 self.controller.stop()
+                self._close_timer.start(int(CLOSE_KILL_S * 1000))
             else:
                 self.statusBar().showMessage("Finishing the export…")
             return
+        self._close_timer.stop()
         self._save_settings()
         for d in self.dashboards:
             d.stop_follow()

@@ -136,7 +136,7 @@ def hide_controls(widget) -> None:
     from PySide6.QtWidgets import (QAbstractButton, QAbstractSlider, QAbstractSpinBox,
                                    QComboBox, QLineEdit, QPlainTextEdit)
 
-    from ..widgets.heatmap import FigureWidget
+    from ..widgets.figure import FigureWidget
     from ..widgets.plots import CurvePlot
     from ..widgets.routed_text import TokenListPanel
 

@@ -8,20 +8,20 @@ of many runs never stalls the GUI; ``rescan()`` does the same synchronously.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import (QAbstractItemModel, QEvent, QModelIndex, QObject, QRunnable,
-                            QSortFilterProxyModel, Qt, QThreadPool, QTimer, Signal)
+from PySide6.QtCore import (QAbstractItemModel, QEvent, QModelIndex, QObject, QSortFilterProxyModel, Qt, QTimer, Signal)
 from PySide6.QtGui import QAction, QFont, QGuiApplication, QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMenu, QStyledItemDelegate, QToolButton, QTreeView, QVBoxLayout,
                                QWidget)
 
+from ..formats import format_started
 from ...store import RunFileError, RunInfo, list_runs
 from ..run.live_run import hub as live_hub, live_status
+from ..run.tasks import BackgroundTask, CancelToken
 from ..theme import is_dark_palette, status_color
 
 RESCAN_MS = 2000
@@ -34,10 +34,13 @@ SortRole = Qt.ItemDataRole.UserRole + 2
 _SECTION = 0
 
 
-def _scan(dirs: list[Path]) -> list[tuple[list[RunInfo], str | None]]:
-    """list_runs for every folder; a missing folder is an empty list with a note."""
+def _scan(dirs: list[Path], cancel: CancelToken | None = None) -> list[tuple[list[RunInfo], str | None]]:
+    """list_runs for every folder; a missing folder is an empty list with a note. Between
+    folders it stops if ``cancel`` says so (the panel is closing)."""
     out = []
     for d in dirs:
+        if cancel is not None:
+            cancel.check()
         try:
             out.append((list_runs(d), None))
         except RunFileError as exc:
@@ -64,15 +67,6 @@ def setup_summary(info: RunInfo) -> str:
     if info.members and info.members > 1:
         parts.append(f"{info.members} members")
     return " · ".join(parts)
-
-
-def _format_started(t: Any) -> str:
-    if t is None:
-        return ""
-    try:
-        return _dt.datetime.fromtimestamp(float(t)).strftime("%Y-%m-%d %H:%M")
-    except (TypeError, ValueError, OSError, OverflowError):
-        return str(t)
 
 
 def _num(v: Any) -> float:
@@ -335,7 +329,7 @@ class RunsModel(QAbstractItemModel):
             live = live_status(info.path) if info.status == "running" else None
             return live.status if live is not None else info.status or ""
         if col == COL_STARTED:
-            return _format_started(info.started)
+            return format_started(info.started)
         if col == COL_STEPS:
             if info.last_step is None:
                 return ""
@@ -401,7 +395,7 @@ class _RunsFilter(QSortFilterProxyModel):
             return True
         hay = " ".join(str(x) for x in (
             info.name, info.run_id, info.status, setup_summary(info), info.error,
-            _format_started(info.started)) if x).lower()
+            format_started(info.started)) if x).lower()
         return all(w in hay for w in self._words)
 
     def lessThan(self, left: QModelIndex, right: QModelIndex) -> bool:
@@ -426,23 +420,6 @@ class _RoomyDelegate(QStyledItemDelegate):
         return size
 
 
-class _ScanDone(QObject):
-    done = Signal(int, object)
-
-
-class _ScanTask(QRunnable):
-    def __init__(self, dirs: list[Path], generation: int, signals: _ScanDone):
-        super().__init__()
-        self._dirs, self._gen, self._signals = dirs, generation, signals
-
-    def run(self) -> None:
-        result = _scan(self._dirs)
-        try:
-            self._signals.done.emit(self._gen, result)
-        except RuntimeError:   # the panel went away while we read
-            pass
-
-
 class RunsPanel(QWidget):
     """Runs in ``dirs`` (first: "Runs", second: "Sample runs"; more: by folder name).
 
@@ -464,13 +441,11 @@ class RunsPanel(QWidget):
                   default_titles[i] if i < len(default_titles) else d.name, d)
                  for i, d in enumerate(dirs)]
         self._dirs = dirs
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._scan_signals = _ScanDone(self)
-        self._scan_signals.done.connect(self._on_scan_done)
+        self._scan_task = BackgroundTask(self, name="runs-scan")
+        self._scan_task.succeeded.connect(self._on_scan_done)
         self._generation = 0
         self._applied = 0
-        self._in_flight = False
+        self._scan_generation = 0   # of the scan in flight
 
         self._model = RunsModel(named, self)
         self._model.set_dark(is_dark_palette(self.palette()))
@@ -617,19 +592,18 @@ class RunsPanel(QWidget):
 
     def wait_for_scan(self, msecs: int = 5000) -> bool:
         """Block until a background scan in flight has finished (tests, shutdown)."""
-        return self._pool.waitForDone(msecs)
+        return self._scan_task.wait(msecs)
 
     # ------------------------------------------------------------------ internals
     def _rescan_async(self) -> None:
-        if self._in_flight:
+        if self._scan_task.busy:
             return
-        self._in_flight = True
         self._generation += 1
-        self._pool.start(_ScanTask(list(self._dirs), self._generation, self._scan_signals))
+        self._scan_generation = self._generation
+        self._scan_task.start(_scan, list(self._dirs), cancellable=True)
 
-    def _on_scan_done(self, generation: int, result) -> None:
-        self._in_flight = False
-        self._apply(generation, result)
+    def _on_scan_done(self, result) -> None:
+        self._apply(self._scan_generation, result)
 
     def _apply(self, generation: int, result) -> None:
         if generation <= self._applied:
@@ -746,4 +720,4 @@ class RunsPanel(QWidget):
         """Stop rescanning and wait for a scan in flight (also done on close)."""
         self._auto = False
         self._timer.stop()
-        self._pool.waitForDone(5000)
+        self._scan_task.shutdown(5000)

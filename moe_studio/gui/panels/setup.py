@@ -8,7 +8,6 @@ to the field it names, so the person sees what to fix before pressing Train.
 from __future__ import annotations
 
 import html
-import math
 import re
 from dataclasses import Field, fields
 from pathlib import Path
@@ -21,9 +20,11 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSp
                                QMessageBox, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
                                QToolButton, QVBoxLayout, QWidget)
 
+from ..formats import format_float, human_count
 from ...config import (PRESETS, SECTIONS, ConfigError, ExperimentConfig, copy_config, default,
                       problems, section_fields, to_dict)
 from ...config import toml_io
+from ...config.inputs import load as load_config
 from ...engine.params import count_params
 
 SECTION_TITLES = {
@@ -50,25 +51,6 @@ CUSTOM_PRESET = "Custom"
 _INT_MIN, _INT_MAX = -(2 ** 31), 2 ** 31 - 1
 _C_LOCALE = QLocale.c()
 _C_LOCALE.setNumberOptions(QLocale.NumberOption.OmitGroupSeparator)
-
-
-def human_count(n: int) -> str:
-    """1234567 -> '1.23 M' (parameter counts for people)."""
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            v = n / div
-            return f"{v:.3g} {unit}" if v < 100 else f"{v:.0f} {unit}"
-    return str(n)
-
-
-def format_float(v: float) -> str:
-    """Shortest exact text for a float, with a compact exponent: 0.003, 1e-5, 65536."""
-    if not math.isfinite(v):
-        return repr(v)
-    if v == int(v) and abs(v) < 1e15:
-        return str(int(v))
-    s = repr(float(v))
-    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), s)
 
 
 def _type_name(f: Field) -> str:
@@ -766,7 +748,7 @@ class SetupPanel(QWidget):
 
     def load_toml(self, path: str | Path) -> list[str]:
         """Load a TOML config into the form. Raises ConfigError with a readable message."""
-        notes = self.set_config(toml_io.load(path))
+        notes = self.set_config(load_config(path))
         self.config_path = str(path)
         self.configFileChanged.emit(str(path))
         return notes

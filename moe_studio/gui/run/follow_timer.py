@@ -12,6 +12,8 @@ from typing import Any, Callable
 from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QWidget
 
+from ...store import RunFileError, open_run
+
 
 class FollowTimer(QObject):
     """Calls ``on_tick`` every ``interval_ms`` between ``start()`` and ``stop()`` while
@@ -63,12 +65,11 @@ def poll_guarded(follower: Any, errors: list[str]) -> Any:
     """``follower.poll()``, or None if it raised: a run folder deleted under the view, a
     transient SQLite error. The one-line reason joins ``errors`` (once); what is drawn
     stays, and the next frame tries again. A frame must never take the GUI down."""
-    from ..widgets.run_controls import _error_text
 
     try:
         return follower.poll()
     except Exception as exc:  # noqa: BLE001
-        msg = _error_text(exc)
+        msg = error_text(exc)
         if msg not in errors:
             errors.append(msg)
         return None
@@ -77,12 +78,17 @@ def poll_guarded(follower: Any, errors: list[str]) -> Any:
 def open_guarded(path: Any, errors: list[str]) -> Any:
     """``(reader, follower)`` of the run at ``path``, or None when it cannot be read (the
     store's one-line reason joins ``errors``)."""
-    from ...store import RunFileError, open_run
-    from ..widgets.run_controls import _error_text
-
     try:
         reader = open_run(path)
         return reader, reader.follower()
     except (RunFileError, OSError) as exc:
-        errors.append(_error_text(exc))
+        errors.append(error_text(exc))
         return None
+
+
+def error_text(exc: BaseException) -> str:
+    """A read error in one line: the run folder and the problem (no traceback)."""
+    if isinstance(exc, RunFileError):
+        where = exc.path.parent.name if exc.path.suffix else exc.path.name
+        return f"{where}: {exc.problem}"
+    return " ".join(str(exc).split())

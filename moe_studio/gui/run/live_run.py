@@ -30,31 +30,6 @@ _SEQUENTIAL = ("snapshot", "boosting")
 LIVE_STATES = ("starting", "running", "paused", "stopping")
 
 
-def format_eta(seconds: float | None) -> str:
-    """A remaining time in words, never mistakable for a clock time: 45 -> '45 s',
-    245 -> '4 min 05 s', 1229 -> '20 min', 3725 -> '1 h 02 min'."""
-    if seconds is None or seconds != seconds or seconds < 0 or seconds == float("inf"):
-        return "—"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    if h:
-        return f"{h} h {m:02d} min"
-    return f"{m} min {sec:02d} s" if m < 10 else f"{m} min"
-
-
-def format_rate(tokens_per_s: float | None) -> str:
-    if tokens_per_s is None or tokens_per_s != tokens_per_s:
-        return "— tok/s"
-    if tokens_per_s >= 1e6:
-        return f"{tokens_per_s / 1e6:.2f} M tok/s"
-    if tokens_per_s >= 1e4:
-        return f"{tokens_per_s / 1e3:.1f} k tok/s"
-    return f"{tokens_per_s:,.0f} tok/s"
-
-
 class RateMeter:
     """Steps per second from ``(time_s, step)`` reports: the steps over the wall time
     between reports, each interval weighted by ``exp(-age / tau_s)``. Evaluation pauses

@@ -49,38 +49,26 @@ import sys
 import tempfile
 import threading
 import traceback
-import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from ...config import ExperimentConfig, copy_config, to_dict
 from ...engine.inspection.options import InspectOptions
+from .tasks import register, release_worker, running_controllers
 from ...engine.loop import (PROGRESS_MIN_INTERVAL_S, ProgressInfo, ThreadControl, apply_engine_threads,
                            describe, gui_engine_threads, train_loop)
 
 STATES = ("idle", "starting", "running", "paused", "stopping", "finished", "stopped", "failed")
 TERMINAL = ("finished", "stopped", "failed")
 MODES = ("process", "thread")
+KILL_WAIT_MS = 10_000   # for the supervising thread once its engine process is killed
 DEFAULT_MODE = "process"
-__all__ = ["TrainingController", "BackgroundTask", "running_controllers", "default_mode",
+__all__ = ["TrainingController", "running_controllers", "default_mode",
            "PROGRESS_MIN_INTERVAL_S", "STATES", "TERMINAL", "MODES"]
 
 TrainerFactory = Callable[[ExperimentConfig, Path], Any]
-
-# Every controller and background task ever made (weakly): lets tests and the app check
-# that no thread outlives its window.
-_controllers: "weakref.WeakSet[QObject]" = weakref.WeakSet()
-
-_describe = describe  # the name this module used before training_loop existed
-
-
-def running_controllers() -> list[QObject]:
-    """Training controllers and background tasks whose thread has not been joined yet."""
-    return [c for c in list(_controllers) if c.busy]
-
 
 def default_mode() -> str:
     """``$MOE_STUDIO_ENGINE`` ("process" or "thread") if set; else "thread" in a frozen
@@ -193,6 +181,7 @@ class _Worker(QObject):
         self._runs_dir, self._control = runs_dir, control
         self.final_status = "failed"  # read by the controller after the thread is joined
         self.pid: int | None = None   # the engine's process (process mode)
+        self.proc: subprocess.Popen | None = None
 
     def _emit(self, kind: str, *args: Any) -> None:
         getattr(self, kind).emit(self._gen, *args)
@@ -211,7 +200,7 @@ class _Worker(QObject):
         status = "failed"
         try:
             status = self._train()
-        except Exception as exc:  # a bug in the supervision itself: still end cleanly
+        except Exception as exc:  # noqa: BLE001  a bug in the supervision itself: still end cleanly
             self.failed.emit(self._gen, f"Training failed: {describe(exc)}",
                              traceback.format_exc())
         finally:
@@ -219,7 +208,7 @@ class _Worker(QObject):
             # that call while Qt takes its signal-slot locks, and a GUI thread destroying
             # a Python-wrapped object holds such a lock while it waits for the GIL: a
             # deadlock (seen once in CI). The worker is freed by the GUI thread after the
-            # join (``_release_worker``).
+            # join (``release_worker``).
             self.final_status = status
             self.done.emit(self._gen, status)
 
@@ -236,7 +225,7 @@ class _ProcessWorker(_Worker):
         cmd, env = _child_command()
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True, encoding="utf-8", bufsize=1)
-        self.pid = proc.pid
+        self.proc, self.pid = proc, proc.pid
         final: str | None = None
         try:
             assert proc.stdin is not None and proc.stdout is not None
@@ -323,7 +312,7 @@ class TrainingController(QObject):
         self._weights_dir: tempfile.TemporaryDirectory | None = None
         self._weight_requests: set[str] = set()
         self._n_weights = 0
-        _controllers.add(self)
+        register(self)
 
     # ---------------------------------------------------------------- state
     @property
@@ -352,8 +341,9 @@ class TrainingController(QObject):
 
     # ---------------------------------------------------------------- commands
     def start(self, config: ExperimentConfig, runs_dir: str | Path) -> None:
-        """Start a run of ``config`` (or an inspection: ``InspectOptions``) under ``runs_dir``. Returns at once; the Trainer
-        is built in the worker thread (``started`` fires when its run folder exists)."""
+        """Start a run of ``config`` (or an inspection: ``InspectOptions``) under
+        ``runs_dir``. Returns at once; the Trainer is built in the worker thread
+        (``started`` fires when its run folder exists)."""
         if self.busy:
             raise RuntimeError("a run is already in progress; stop it first")
         self._gen += 1
@@ -427,9 +417,22 @@ class TrainingController(QObject):
             self._weights_dir.cleanup()
             self._weights_dir = None
 
+    def terminate(self) -> bool:
+        """Kill the engine process now: the last step of a shutdown whose stop request
+        was not honoured in time. Its supervising thread then ends as for any crash
+        (``failed``; the store marks the run interrupted). True when there was a process
+        to kill; a thread-mode engine cannot be killed and must be waited for."""
+        proc = getattr(self._worker, "proc", None)
+        if proc is None or proc.poll() is not None:
+            return False
+        proc.kill()
+        return True
+
     def shutdown(self, timeout_ms: int = 30_000) -> bool:
-        """Stop and wait for the worker thread (at most ``timeout_ms``). True when no
-        thread is left running. For closing windows and tests; blocks the caller."""
+        """Stop and wait for the worker thread (at most ``timeout_ms``); an engine process
+        still running then is killed, so that a timed-out shutdown never leaves one
+        behind. True when no thread is left running. For closing windows and tests;
+        blocks the caller."""
         if not self.busy:
             return True
         self.stop()
@@ -437,7 +440,8 @@ class TrainingController(QObject):
         assert thread is not None and worker is not None
         thread.quit()
         if not thread.wait(int(timeout_ms)):
-            return False
+            if not (self.terminate() and thread.wait(KILL_WAIT_MS)):
+                return False
         self._wrap_up(worker.final_status)
         return True
 
@@ -496,126 +500,10 @@ class TrainingController(QObject):
         if control is not None:
             control.close()
         self._gen += 1  # anything still queued from that run is now stale
-        _release_worker(worker, thread)
+        release_worker(worker, thread)
         unanswered, self._weight_requests = self._weight_requests, set()
         for path in sorted(unanswered):
             self.weightsReady.emit(path, -1, "the run ended before it could hand over its "
                                              "weights: route through its final checkpoint")
         self._set_state(status)
         self.finished.emit(status)
-
-
-# (worker, thread) pairs whose thread outlived a join timeout: kept referenced (a QThread
-# destroyed while it runs aborts the process) until a later _release_worker finds it done.
-_lingering: list[tuple[QObject | None, QThread]] = []
-
-
-def _release_worker(worker: QObject | None, thread: QThread | None) -> None:
-    """Free a worker QObject and its QThread from the GUI thread once the thread has
-    ended. The worker still belongs to its (finished) thread, where deleteLater() would
-    never run; with the thread gone nothing else can touch it, so it is deleted here.
-    Should a join have timed out, both stay referenced and are freed by a later call
-    once the thread has really ended."""
-    for pair in [p for p in _lingering if p[1].isFinished()]:
-        _lingering.remove(pair)
-        _release_worker(*pair)
-    if thread is not None and not thread.isFinished():
-        _lingering.append((worker, thread))
-        return
-    if worker is not None:
-        shiboken6.delete(worker)
-    if thread is not None:
-        thread.deleteLater()
-
-
-# ---------------------------------------------------------------------------------------
-# Store work that may take a while (export): one plain function at a time, off the GUI
-# thread, result or error delivered by queued signal.
-
-class _CallWorker(QObject):
-    done = Signal(int, bool, object, str, str)  # gen, ok, result, message, traceback
-
-    def __init__(self, gen: int, fn: Callable[..., Any], args: tuple, kwargs: dict):
-        super().__init__()
-        self._gen, self._fn, self._args, self._kwargs = gen, fn, args, kwargs
-
-    @Slot()
-    def run(self) -> None:
-        ok, result, message, tb = False, None, "", ""
-        try:
-            result = self._fn(*self._args, **self._kwargs)
-            ok = True
-        except Exception as exc:
-            message, tb = _describe(exc), traceback.format_exc()
-        finally:
-            # freed by the GUI thread after the join: see _Worker.run
-            self.done.emit(self._gen, ok, result, message, tb)
-
-
-class BackgroundTask(QObject):
-    """Runs one function at a time in its own QThread. The function must not touch Qt
-    widgets; its return value arrives with ``succeeded``, an exception with ``failed``
-    (message, traceback); ``finished`` follows either. It cannot be cancelled, only
-    waited for (``shutdown``)."""
-
-    succeeded = Signal(object)
-    failed = Signal(str, str)
-    finished = Signal()
-
-    def __init__(self, parent: QObject | None = None, name: str = "task"):
-        super().__init__(parent)
-        self._name = name
-        self._gen = 0
-        self._thread: QThread | None = None
-        self._worker: _CallWorker | None = None
-        _controllers.add(self)
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None
-
-    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        if self.busy:
-            raise RuntimeError(f"{self._name} is already running")
-        self._gen += 1
-        worker = _CallWorker(self._gen, fn, args, kwargs)
-        thread = QThread()
-        thread.setObjectName(f"moe-studio-{self._name}-{self._gen}")
-        worker.moveToThread(thread)
-        worker.done.connect(self._on_done)
-        thread.started.connect(worker.run)
-        self._worker, self._thread = worker, thread
-        thread.start()
-
-    def shutdown(self, timeout_ms: int = 30_000) -> bool:
-        """Wait for the running function (at most ``timeout_ms``); True when none is left."""
-        if not self.busy:
-            return True
-        thread = self._thread
-        assert thread is not None
-        thread.quit()
-        if not thread.wait(int(timeout_ms)):
-            return False
-        self._wrap_up()
-        return True
-
-    @Slot(int, bool, object, str, str)
-    def _on_done(self, gen: int, ok: bool, result: Any, message: str, tb: str) -> None:
-        if gen != self._gen or not self.busy:
-            return
-        thread = self._thread
-        assert thread is not None
-        thread.quit()
-        thread.wait(5000)  # run() has returned: this join is immediate
-        self._wrap_up()
-        if ok:
-            self.succeeded.emit(result)
-        else:
-            self.failed.emit(message, tb)
-        self.finished.emit()
-
-    def _wrap_up(self) -> None:
-        thread, worker = self._thread, self._worker
-        self._thread = self._worker = None
-        self._gen += 1
-        _release_worker(worker, thread)

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QTableWidget, QTableWidgetItem, QTabWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
+from ..formats import format_summary
 from ...store import Follower, RunReader
 from ...store import compare as C
 from ..run.follow_timer import FollowTimer, open_guarded, poll_guarded
@@ -147,23 +148,6 @@ def _select(combo: QComboBox, data: Any, problem: str) -> None:
     if i < 0:
         raise ValueError(problem)
     combo.setCurrentIndex(i)
-
-
-def format_summary(key: str, v: Any) -> str:
-    """A summary value as the table shows it (empty for NaN)."""
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return ""
-    if key in ("params_total", "params_active"):
-        return f"{v / 1e6:.2f} M" if v >= 1e5 else f"{v:,.0f}"
-    if key in ("steps", "skipped_steps"):
-        return f"{v:,.0f}"
-    if key == "tokens_per_s":
-        return f"{v:,.0f}"
-    if key == "dropped_frac":
-        return f"{100 * v:.2f} %"
-    return f"{v:.4f}"
 
 
 class CompareDashboard(QWidget):
@@ -775,7 +759,7 @@ class CompareDashboard(QWidget):
         t.clear()
         t.setColumnCount(len(self._runs))
         t.setHorizontalHeaderLabels([r.label for r in self._runs])
-        for c, r in enumerate(self._runs):
+        for c in range(len(self._runs)):
             t.horizontalHeaderItem(c).setIcon(_swatch(series_color(c, dark)))
         if not len(d):
             t.setRowCount(1)
@@ -899,7 +883,7 @@ class CompareDashboard(QWidget):
         self._close_pair()
         self._pair_kind = spec
         cls = _load_class(spec)
-        for side in range(2):
+        for _side in range(2):
             box = QWidget()
             bl = QVBoxLayout(box)
             bl.setContentsMargins(0, 0, 0, 0)

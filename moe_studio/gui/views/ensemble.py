@@ -39,13 +39,15 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGridLayout, QHeade
                                QStackedWidget, QTableWidget, QTableWidgetItem, QTabWidget,
                                QVBoxLayout, QWidget)
 
+from ..formats import fmt_count, fmt_fixed
 from ...store import RunFileError, RunReader, open_run
 from ...store import compare as C
 from ..widgets.heatmap import HeatmapPlot
 from .inspection_runs import NO_ENSEMBLE_HTML, is_inspection
 from ..widgets.plots import CurvePlot
 from ..widgets.routed_text import RoutedTextView
-from ..widgets.run_controls import RunDashboard, SnapshotCache, _error_text, move_step_markers
+from ..run.follow_timer import error_text
+from ..widgets.run_controls import RunDashboard, SnapshotCache, move_step_markers
 from ..theme import is_dark_palette, plot_colors
 
 # engine.combine.RULES (not imported: it would pull torch into the GUI); a run's own list
@@ -76,7 +78,8 @@ EMPTY_TEXT = (
     "<p>This run trains a single model, so there are no members to compare.</p>"
     "<p>To train an ensemble, in the <b>Experiment</b> panel open the <b>Ensemble</b> "
     "section and set <b>members</b> to 2 or more (<tt>ensemble.members</tt> in a config "
-    "file; then pick a method: seeds, bagging, snapshot or boosting), or choose the preset <b>4-member bagging ensemble</b>. The "
+    "file; then pick a method: seeds, bagging, snapshot or boosting), or choose the preset "
+    "<b>4-member bagging ensemble</b>. The "
     "sample runs <i>bagging-4</i> and <i>moe-vs-ensemble-dense</i> show what this view "
     "looks like.</p>"
     "<p>Check two or more runs in the <b>Runs</b> panel (an MoE run and an ensemble run, "
@@ -148,14 +151,6 @@ def byte_label(b: int) -> str:
 def _blend(c: QColor, bg: QColor, a: float) -> QColor:
     return QColor.fromRgbF(a * c.redF() + (1 - a) * bg.redF(), a * c.greenF() + (1 - a) * bg.greenF(),
                            a * c.blueF() + (1 - a) * bg.blueF())
-
-
-def _fmt(v: float, digits: int = 4) -> str:
-    return "—" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
-
-
-def _fmt_count(n: float) -> str:
-    return "—" if n is None or not math.isfinite(n) else f"{int(n):,}"
 
 
 def _titled(title: QLabel, body: QWidget) -> QWidget:
@@ -411,7 +406,7 @@ class EnsembleDashboard(RunDashboard):
             try:
                 run = _Run(p, open_run(p))
             except (RunFileError, OSError) as exc:
-                self._compare_errors.append(_error_text(exc))
+                self._compare_errors.append(error_text(exc))
                 continue
             self._runs.append(run)
             if main is None and run.is_ensemble():
@@ -453,7 +448,7 @@ class EnsembleDashboard(RunDashboard):
             try:
                 r.load()
             except Exception as exc:  # noqa: BLE001 - one broken run never sinks the view
-                msg = f"{r.name}: {_error_text(exc)}"
+                msg = f"{r.name}: {error_text(exc)}"
                 if msg not in self._compare_errors:
                     self._compare_errors.append(msg)
         self._compare_version += 1
@@ -667,7 +662,7 @@ class EnsembleDashboard(RunDashboard):
         if np.isfinite(nll).any():
             best = int(np.nanargmin(nll))
             bold = {(best, c) for c in range(4)}
-        self.rules.set_rows([[label, _fmt(a), _fmt(b), f"{c:+.4f}" if math.isfinite(c) else "—"]
+        self.rules.set_rows([[label, fmt_fixed(a), fmt_fixed(b), f"{c:+.4f}" if math.isfinite(c) else "—"]
                              for label, a, b, c in rows], bold=bold)
         self.rules_title.setText(f"Rules at step {step:,} (report tokens)" if step is not None
                                  else "Rules")
@@ -752,9 +747,9 @@ class EnsembleDashboard(RunDashboard):
         rows = self.compare_rows()
         texts, bold = [], set()
         for row in rows:
-            texts.append([str(row[0]), row[1], row[2], str(row[3]), _fmt_count(row[4]),
-                          _fmt_count(row[5]), _fmt(row[6]), _fmt_count(row[7])]
-                         + [_fmt(v) for v in row[8:]])
+            texts.append([str(row[0]), row[1], row[2], str(row[3]), fmt_count(row[4]),
+                          fmt_count(row[5]), fmt_fixed(row[6]), fmt_count(row[7])]
+                         + [fmt_fixed(v) for v in row[8:]])
         if len(rows) > 1:      # the best value of each loss column in bold
             for c in [6] + list(range(8, 8 + len(RULES))):
                 col = np.array([row[c] for row in rows], np.float64)
@@ -793,8 +788,8 @@ class EnsembleDashboard(RunDashboard):
         parts = []
         for row in rows:
             parts.append(f"<b>{html.escape(str(row[0]))}</b>: {html.escape(row[1])}, "
-                         f"{_fmt_count(row[4])} parameters, {_fmt_count(row[5])} per token, "
-                         f"val loss {_fmt(row[6])}")
+                         f"{fmt_count(row[4])} parameters, {fmt_count(row[5])} per token, "
+                         f"val loss {fmt_fixed(row[6])}")
         text = " · ".join(parts)
         if self._compare_errors:
             text += f" · <i>{html.escape(self._compare_errors[-1])}</i>"

@@ -30,6 +30,7 @@ from PySide6.QtGui import QColor, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHeaderView, QLabel, QSplitter,
                                QStackedWidget, QTableView, QVBoxLayout, QWidget)
 
+from ..formats import fmt_num, fmt_pow2, fmt_share
 from ...metrics import precision as P
 from ...store import RunReader
 from ..widgets.heatmap import HeatmapPlot
@@ -93,32 +94,6 @@ def _block_groups(modules: list[str]) -> tuple[list[tuple[str, int]], list[str]]
         else:
             groups.append((name, 1))
     return groups, inner
-
-
-def _fmt_num(v: float) -> str:
-    if not math.isfinite(v):
-        return "—" if math.isnan(v) else ("∞" if v > 0 else "−∞")
-    a = abs(v)
-    if a != 0 and (a >= 1e4 or a < 1e-2):
-        return f"{v:.2e}"
-    return f"{v:.3g}"
-
-
-def _pow2(v: float) -> str:
-    """A loss scale as the power of two it is (65536 -> "2^16"); other values as numbers."""
-    v = float(v)
-    if v > 0 and math.isfinite(v) and math.log2(v) == int(math.log2(v)):
-        return f"2^{int(math.log2(v))}"
-    return _fmt_num(v)
-
-
-def _fmt_share(v: float) -> str:
-    if not math.isfinite(v):
-        return "—"
-    if v == 0:
-        return "0"
-    p = 100.0 * v
-    return f"{p:.2g}" if p < 0.1 else f"{p:.1f}"
 
 
 def _select(combo: QComboBox, data: str, what: str) -> None:
@@ -649,7 +624,7 @@ class PrecisionDashboard(RunDashboard):
                          else QColor(c["muted"]))
             line.setPen(pg.mkPen(col, width=1.6 if bold else 1,
                                  style=Qt.PenStyle.DashLine if bold else Qt.PenStyle.DotLine))
-            line.label.setFormat(f"{FORMAT_LABELS.get(f, f)} max {_fmt_num(mx)}")
+            line.label.setFormat(f"{FORMAT_LABELS.get(f, f)} max {fmt_num(mx)}")
             line.label.setColor(col)
             line.label.fill = pg.mkBrush(QColor(*c["legend_bg"]))
             line.show()
@@ -751,7 +726,7 @@ class PrecisionDashboard(RunDashboard):
             d = backoffs.get(int(step), {})
             line = f"skipped step {step:,}"
             if "from" in d and "to" in d:
-                line += f": scale {_pow2(d['from'])} → {_pow2(d['to'])}"
+                line += f": scale {fmt_pow2(d['from'])} → {fmt_pow2(d['to'])}"
             if d.get("module"):
                 line += (f", inf/NaN {d.get('kind', 'value')} nearest the loss in "
                          f"{_short(str(d['module']))}")
@@ -822,7 +797,7 @@ class PrecisionDashboard(RunDashboard):
             line.setPos(r[key])
             # the format is in the title ("fp16 zones"): the label along the line
             # must fit the plot's height
-            line.label.setFormat(f"{names[key]} {_fmt_num(values[key])}")
+            line.label.setFormat(f"{names[key]} {fmt_num(values[key])}")
             line.show()
 
     def heat_window(self) -> tuple[int, int]:
@@ -849,13 +824,13 @@ class PrecisionDashboard(RunDashboard):
         model.blockSignals(True)
         for i, row in enumerate(rows):
             cells = [(_short(row["module"]), row["module"]), (row["kind"], row["kind"]),
-                     (_fmt_num(row["absmax"]), row["absmax"]),
+                     (fmt_num(row["absmax"]), row["absmax"]),
                      (("inf/NaN", -math.inf) if row["nonfinite"] else
-                      (_fmt_num(row["headroom_bits"]), row["headroom_bits"])),
-                     (_fmt_num(row["min_nonzero"]), row["min_nonzero"]),
-                     (_fmt_num(row["footroom_bits"]), row["footroom_bits"]),
-                     (_fmt_share(row["overflow"]), row["overflow"]),
-                     (_fmt_share(row["underflow"]), row["underflow"]),
+                      (fmt_num(row["headroom_bits"]), row["headroom_bits"])),
+                     (fmt_num(row["min_nonzero"]), row["min_nonzero"]),
+                     (fmt_num(row["footroom_bits"]), row["footroom_bits"]),
+                     (fmt_share(row["overflow"]), row["overflow"]),
+                     (fmt_share(row["underflow"]), row["underflow"]),
                      (f"{row['nonfinite']:,}", row["nonfinite"])]
             for c, (text, value) in enumerate(cells):
                 item = model.item(i, c)

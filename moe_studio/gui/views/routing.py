@@ -15,7 +15,6 @@ model with ``engine.probe``):
 from __future__ import annotations
 
 import html
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,18 @@ from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
                                QSizePolicy, QSplitter, QVBoxLayout, QWidget)
 
+from ..formats import fmt_percent
 from ...data.tokenizer import TOKEN_CLASSES, ByteTokenizer, token_classes
 from ...metrics import routing as R
 from ...store import RunReader
 from ..widgets.heatmap import HeatmapPlot
 from ...paths import sample_runs_dir
-from ..run.child_route import ChildRoute, RouteCancelled
+from ..run.child_route import ChildRoute
 from ..widgets.routed_text import (RoutedTextView, TokenListPanel, expert_colors, legend_html,
                           text_background, token_rows)
 from ..widgets.run_controls import DENSE_STATUS, RunDashboard, SnapshotCache
 from ..theme import is_dark_palette, plot_colors
-from ..run.worker import BackgroundTask
+from ..run.tasks import BackgroundTask
 
 SOURCE_RECORDED, SOURCE_CUSTOM = "recorded", "custom"
 LIVE = "live"   # the weights combo's entry for the weights the engine holds right now
@@ -126,9 +126,9 @@ class RoutingDashboard(RunDashboard):
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setWordWrap(True)
         self.domain_map = HeatmapPlot("Domain × expert", "expert", "", annotate=True,
-                                      colormap=self._diverging(), value_format=_pct)
+                                      colormap=self._diverging(), value_format=fmt_percent)
         self.class_map = HeatmapPlot("Token class × expert", "expert", "", annotate=True,
-                                     colormap=self._diverging(), value_format=_pct)
+                                     colormap=self._diverging(), value_format=fmt_percent)
         self.tokens = TokenListPanel()
 
         text_box = QWidget()
@@ -491,7 +491,8 @@ class RoutingDashboard(RunDashboard):
         names = list(meta.get("domain_names", []))
         u = R.uniform_share(E)
         experts = [f"e{e}" for e in range(E)]
-        for plot, kind, label_of in ((self.domain_map, "domain", lambda g: names[g] if g < len(names) else f"domain {g}"),
+        for plot, kind, label_of in ((self.domain_map, "domain",
+                                      lambda g: names[g] if g < len(names) else f"domain {g}"),
                                      (self.class_map, "class", lambda g: TOKEN_CLASSES[g])):
             share, present = shares[kind]
             m = np.concatenate([share[r][present] for r in rows], axis=0)
@@ -633,5 +634,3 @@ class RoutingDashboard(RunDashboard):
         super().closeEvent(event)
 
 
-def _pct(v: float) -> str:
-    return "" if not math.isfinite(v) else f"{100 * v:.0f}%"

@@ -18,14 +18,14 @@ import pandas as pd
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy,
-                               QSlider, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QToolButton, QVBoxLayout, QWidget)
 
 from ...store import Follower, RunFileError, RunReader, open_run
 from ..widgets.fitting_label import FittingLabel
-from ..run.follow_timer import FollowTimer
+from ..run.follow_timer import FollowTimer, error_text
 from .inspection_runs import NO_TRAINING, is_inspection
-from ..run.live_run import format_rate, hub as live_hub, live_status
+from ..formats import format_rate
+from ..run.live_run import hub as live_hub, live_status
 from ..widgets.plots import CurvePlot, PlotGrid
 from ..widgets.run_controls import moe_blocks_of
 from ..theme import is_dark_palette, plot_colors, status_color
@@ -255,7 +255,7 @@ class TrainingDashboard(QWidget):
                 reader = open_run(path)
                 follower = reader.follower()
             except (RunFileError, OSError) as exc:
-                self._errors.append(_error_text(exc))
+                self._errors.append(error_text(exc))
                 continue
             cfg = reader.config if isinstance(reader.config, dict) else {}
             members = int((cfg.get("ensemble") or {}).get("members") or 1)
@@ -320,7 +320,7 @@ class TrainingDashboard(QWidget):
             except Exception as exc:  # noqa: BLE001 - a frame must never take the GUI down
                 # A run folder deleted under us, a transient SQLite error: keep what is
                 # drawn, say why, and try again next frame.
-                msg = _error_text(exc)
+                msg = error_text(exc)
                 if msg not in self._errors:
                     self._errors.append(msg)
                     status_changed = True
@@ -669,14 +669,6 @@ class TrainingDashboard(QWidget):
             self._update_status()   # the status colours follow the theme
             if hasattr(self, "_plan_lines"):
                 self._style_plan_lines()
-
-
-def _error_text(exc: BaseException) -> str:
-    """One line for the status bar: the run folder and the problem, not the full path."""
-    if isinstance(exc, RunFileError):
-        where = exc.path.parent.name if exc.path.suffix else exc.path.name
-        return f"{where}: {exc.problem}"
-    return " ".join(str(exc).split())
 
 
 def _esc(text: str) -> str:

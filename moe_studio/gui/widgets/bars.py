@@ -19,7 +19,9 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QWidget
 
 from ...metrics.routing import BAND_PERCENTILES
-from .heatmap import FigureWidget, LabelAxis, fmt_value
+from .figure import FigureWidget
+from ..formats import fmt_value
+from .axes import LabelAxis
 from ..theme import series_color
 
 
@@ -227,7 +229,7 @@ class BandPlot(FigureWidget):
         self._pct = np.zeros((0, len(BAND_PERCENTILES)))
         self._edges = [pg.PlotCurveItem() for _ in range(2 * len(self._PAIRS))]
         self._fills = []
-        for k, (a, b) in enumerate(self._PAIRS):
+        for k in range(len(self._PAIRS)):
             lo, hi = self._edges[2 * k], self._edges[2 * k + 1]
             fill = pg.FillBetweenItem(lo, hi)
             fill.setZValue(10 + k)

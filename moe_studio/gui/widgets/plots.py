@@ -6,29 +6,26 @@ faint raw curve and a bold smoothed curve) for the life of the plot and only cal
 """
 from __future__ import annotations
 
-import csv
 import html
 import math
-import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Union
 
 import numpy as np
 import pyqtgraph as pg
 import pyqtgraph.exporters  # noqa: F401  (registers ImageExporter / SVGExporter)
-from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, Qt, Signal
-from PySide6.QtGui import QAction, QColor, QIcon, QPainter, QPixmap, QTransform
-from PySide6.QtSvg import QSvgGenerator
-from PySide6.QtWidgets import (QFileDialog, QGridLayout, QLabel, QMenu, QMessageBox, QSizePolicy,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import QRect, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap, QTransform
+from PySide6.QtWidgets import (QGridLayout, QLabel, QWidget)
 
+from ..formats import fmt_step, fmt_value, format_duration
 from ...metrics.smoothing import ema
 from . import line_labels
 from .. import theme
-from .axes import ValueAxis
-from ..theme import is_dark_palette, plot_colors, series_color
+from .axes import XAxis
+from .figure import FigureWidget, menu_button
+from ..theme import is_dark_palette, series_color
 
 # int: index into the theme's series palette; (int, shade): a shade of that colour (the
 # members of one run in an overlay); a plot_colors() key such as "ensemble" or
@@ -71,84 +68,20 @@ class _Band:
     y_hi: np.ndarray
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "plot"
 
 
-def _fmt(v: float) -> str:
-    if not math.isfinite(v):
-        return str(v)
-    a = abs(v)
-    if a != 0 and (a >= 1e5 or a < 1e-3):
-        return f"{v:.3e}"
-    return f"{v:.4g}"
+class _TimedPlotWidget(pg.PlotWidget):
+    """A PlotWidget that remembers how long its last paint took (for frame pacing)."""
+
+    last_paint_s = 0.0
+
+    def paintEvent(self, ev):
+        t0 = time.perf_counter()
+        super().paintEvent(ev)
+        self.last_paint_s = time.perf_counter() - t0
 
 
-def _fmt_x(v: float) -> str:
-    if math.isfinite(v) and abs(v - round(v)) < 1e-9 and abs(v) < 1e15:
-        return f"{int(round(v)):,}"
-    return _fmt(v)
-
-
-def format_duration(seconds: float, spacing: float = 1.0, top: float | None = None) -> str:
-    """``seconds`` as ``"42s"``, ``"12:05"`` (m:ss) or ``"1:02:05"`` (h:mm:ss).
-
-    ``spacing`` (seconds between neighbouring ticks) picks the precision: sub-second
-    ticks keep decimals, hour-scale ticks drop the seconds. ``top`` (the largest value
-    on the axis) keeps one style along an axis: once it reaches a minute, 20 s reads
-    ``"0:20"``.
-    """
-    if not math.isfinite(seconds):
-        return str(seconds)
-    sign = "-" if seconds < 0 else ""
-    t = abs(seconds)
-    big = max(t, abs(top) if top is not None else 0.0)
-    if big < 60 and spacing < 60:
-        places = max(0, math.ceil(-math.log10(spacing))) if spacing > 0 else 0
-        return f"{sign}{t:.{min(places, 3)}f}s"
-    t = int(round(t))
-    h, rem = divmod(t, 3600)
-    m, sec = divmod(rem, 60)
-    if h or big >= 3600:
-        return f"{sign}{h}:{m:02d}" if spacing >= 60 else f"{sign}{h}:{m:02d}:{sec:02d}"
-    return f"{sign}{m}:{sec:02d}"
-
-
-_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-
-
-class XAxis(pg.AxisItem):
-    """Bottom axis with compact tick labels: ``"250k"``, ``"2.5M"`` for large counts
-    (tokens, steps), or durations for wall time (``x_format = "duration"``)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.x_format = "number"
-
-    def tickStrings(self, values, scale, spacing):
-        if self.logMode or not values:
-            return super().tickStrings(values, scale, spacing)
-        if self.x_format == "duration":
-            top = max(abs(v * scale) for v in values)
-            return [format_duration(v * scale, spacing * scale, top) for v in values]
-        if max(abs(v * scale) for v in values) < 1e4:
-            return super().tickStrings(values, scale, spacing)
-        return [compact_number(v * scale, spacing * scale) for v in values]
-
-
-def compact_number(v: float, spacing: float = 0.0) -> str:
-    """``v`` with an SI suffix (``"250k"``, ``"1.2M"``), as precise as ``spacing``
-    (the distance to the neighbouring tick) needs."""
-    if v == 0 or not math.isfinite(v):
-        return "0" if v == 0 else str(v)
-    for unit, suffix in _SI:
-        if abs(v) >= unit:
-            places = max(0, math.ceil(-math.log10(spacing / unit))) if spacing > 0 else 1
-            return f"{v / unit:.{min(places, 3)}f}{suffix}"
-    return f"{v:g}"
-
-
-class CurvePlot(QWidget):
+class CurvePlot(FigureWidget):
     """A titled line chart with legend, smoothing, log-y, hover read-out and export.
 
     Series x/y are 1-D float arrays of equal length (x ascending for the fast hover and
@@ -157,37 +90,24 @@ class CurvePlot(QWidget):
 
     seriesVisibilityChanged = Signal(str, bool)
     userChangedRange = Signal()   # the user zoomed or panned (mouse, wheel)
+    plot_widget_class = _TimedPlotWidget
+    min_plot_size = (160, 120)
 
     def __init__(self, title: str = "", x_label: str = "step", y_label: str = "",
                  parent: QWidget | None = None):
-        super().__init__(parent)
-        self._title = title
+        self._x_axis = XAxis(orientation="bottom")
+        super().__init__(title, x_label, y_label, axis_items={"bottom": self._x_axis},
+                         parent=parent)
         self._shown_title: str | None = None   # the title as drawn (elided to fit)
         self._smoothing = 0.0
         self._log_y = False
         self._x_label = x_label
         self._series: dict[str, _Series] = {}
-        self._colors = plot_colors(is_dark_palette(self.palette()))
-
-        self._x_axis = XAxis(orientation="bottom")
-        self._x_axis.enableAutoSIPrefix(False)
-        self._plot = _TimedPlotWidget(parent=self, background=self._colors["background"],
-                                      axisItems={"bottom": self._x_axis,
-                                                 "left": ValueAxis("left")})
-        self._plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self._plot.setMinimumSize(160, 120)
-        pi = self._pi = self._plot.getPlotItem()
-        self._vb = pi.getViewBox()
+        pi = self._pi
         # the placeholder follows the axis box as the layout settles
         self._vb.sigResized.connect(lambda *_: self._place_placeholder())
         pi.setLabel("bottom", x_label)
-        if y_label:
-            pi.setLabel("left", y_label)
         pi.getAxis("left").setWidth(52)   # aligned plots in a grid, room for 1.5e-03
-        # Axes repaint from a pixmap until their ticks change: replaying their text was
-        # a third of the cost of showing a view again (a tab switch).
-        for axis in pi.axes.values():
-            axis["item"].setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         # The title spans the y axis's column too: a narrow plot in a row of four keeps
         # "Load-balancing loss" whole instead of 52 px less of it.
         pi.layout.removeItem(pi.titleLabel)
@@ -200,10 +120,6 @@ class CurvePlot(QWidget):
         # PlotItem.addItem() imposes the plot's own downsampling mode on every item added
         # (off by default), whatever the item was made with: auto here, per item below.
         pi.setDownsampling(auto=True, mode="peak")
-        pi.hideButtons()                  # the "A" auto-range button; the menu has View All
-        # Keep the view-box menu (View All, export) but drop "Plot Options": its FFT / log /
-        # derivative transforms would bypass this widget's own log-y and hover read-out.
-        pi.setMenuEnabled(False, True)
         self._legend = _Legend(offset=(-6, 6), verSpacing=-8, horSpacing=6, labelTextSize="7.5pt")
         self._legend.layout.setContentsMargins(4, 2, 6, 2)
         self._legend.setParentItem(self._vb)
@@ -231,35 +147,25 @@ class CurvePlot(QWidget):
         # the view's transform follows its range lazily: labels are placed once it has
         self._vb.sigTransformChanged.connect(lambda *_: self._keep_line_labels_inside())
 
-        # Hover read-out: a vertical line, a dot on each visible series, a text box.
+        # Hover read-out: a vertical line and a dot on each visible series beside the
+        # frame's text box.
         self._vline = pg.InfiniteLine(angle=90, movable=False)
         self._dots = pg.ScatterPlotItem(size=7, pxMode=True)
-        self._hover = pg.TextItem(anchor=(0, 0))
-        for item in (self._vline, self._dots, self._hover):
+        for item in (self._vline, self._dots):
             item.setZValue(1000)
             item.hide()
             pi.addItem(item, ignoreBounds=True)
-        self._plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
-        self._plot.installEventFilter(self)
         self._hover_notes = None     # set_hover_notes
 
-        self._menu_button, menu = _menu_button(self, "⋯", "Export this plot")
-        self._add_export_actions(menu)
         # The key of a plot too small for its legend beside it: a button that lists the
         # series (click one to show or hide it) instead of a box over the curves.
-        self._key_button, self._key_menu = _menu_button(
+        self._key_button, self._key_menu = menu_button(
             self, "key", "The key to the curves (click one to show or hide it)")
         self._key_button.setObjectName("legendKeyButton")
         self._key_menu.aboutToShow.connect(self._fill_key_menu)
         self._key_button.hide()
         self._legend_collapsed = False
-        vb_menu = self._vb.menu
-        vb_menu.addSeparator()
-        self._add_export_actions(vb_menu)
 
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self._plot)
         # A message over the empty plot ("nothing to show yet, because ..."): an empty
         # axis box alone reads as broken.
         self._placeholder = QLabel(self)
@@ -634,7 +540,7 @@ class CurvePlot(QWidget):
         slot.setPreferredWidth(w)
         self._pi.layout.setColumnFixedWidth(3, w)
         self._pi.layout.invalidate()
-        if self._title and hasattr(self, "_menu_button"):
+        if self._title and hasattr(self, "_key_button"):
             self._apply_title(force=False)    # the title gives up the legend's width
 
     def _move_legend_outside(self) -> None:
@@ -666,7 +572,7 @@ class CurvePlot(QWidget):
                                              else Qt.MouseButton.LeftButton)
         self._set_slot_width(0 if on else self._legend.width() + 6)
         self._key_button.setVisible(on)
-        self._place_buttons()
+        self._place_menu_button()
 
     def legend_collapsed(self) -> bool:
         """Whether the legend is folded into the "key" button (a plot too small for it)."""
@@ -849,21 +755,6 @@ class CurvePlot(QWidget):
         self.seriesVisibilityChanged.emit(s.key, visible)
 
     # ------------------------------------------------------------------ view options
-    @property
-    def plot_item(self) -> pg.PlotItem:
-        return self._pi
-
-    @property
-    def plot_widget(self) -> pg.PlotWidget:
-        return self._plot
-
-    def title(self) -> str:
-        return self._title
-
-    def set_title(self, title: str) -> None:
-        self._title = title
-        self._apply_title()
-
     def smoothing(self) -> float:
         return self._smoothing
 
@@ -892,7 +783,7 @@ class CurvePlot(QWidget):
         self._log_y = on
         self._pi.setLogMode(x=False, y=on)
         self._vb.enableAutoRange(axis=pg.ViewBox.YAxis)
-        self._hide_hover()
+        self.hide_hover()
 
     def x_label(self) -> str:
         return self._x_label
@@ -915,7 +806,7 @@ class CurvePlot(QWidget):
     def _format_x(self, v: float) -> str:
         if self._x_axis.x_format == "duration":
             return format_duration(v, 1.0)
-        return _fmt_x(v)
+        return fmt_step(v)
 
     def last_paint_s(self) -> float:
         """Seconds the most recent repaint of the plot took."""
@@ -945,30 +836,15 @@ class CurvePlot(QWidget):
         self._keep_line_labels_inside()
 
     # ------------------------------------------------------------------ theme
-    def changeEvent(self, event: QEvent) -> None:
-        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
-            self._apply_theme()
-        super().changeEvent(event)
-
-    def _apply_theme(self) -> None:
-        dark = is_dark_palette(self.palette())
-        c = self._colors = plot_colors(dark)
+    def _theme_changed(self) -> None:
+        c = self._colors
         fg = QColor(c["foreground"])
-        self._plot.setBackground(c["background"])
-        for name in ("left", "bottom", "right", "top"):
-            axis = self._pi.getAxis(name)
-            axis.setPen(pg.mkPen(fg))
-            axis.setTextPen(pg.mkPen(fg))
         self._pi.showGrid(x=True, y=True, alpha=c["grid_alpha"])
         self._legend.setBrush(pg.mkBrush(*c["legend_bg"]))
         self._legend.setPen(pg.mkPen(QColor(c["muted"]), width=0.5))
         self._legend.setLabelTextColor(fg)
         self._vline.setPen(pg.mkPen(QColor(c["crosshair"]), width=1,
                                     style=Qt.PenStyle.DashLine))
-        bg = QColor(*c["legend_bg"])
-        self._hover.fill = pg.mkBrush(bg)
-        self._hover.border = pg.mkPen(QColor(c["muted"]), width=0.5)
-        self._apply_title()
         if hasattr(self, "_placeholder"):
             self._placeholder.setStyleSheet(f"color: {QColor(c['muted']).name()};")
         for s in self._series.values():
@@ -997,22 +873,20 @@ class CurvePlot(QWidget):
             self._pi.setTitle(None)
 
     def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
+        QWidget.resizeEvent(self, event)     # not the frame's: the title is redone only on a new width
         if not hasattr(self, "_placeholder"):
             return
         b = self._menu_button
         b.adjustSize()       # first: the title's room is what the button leaves
         if self._title and event.size().width() != event.oldSize().width():
             self._apply_title(force=False)
-        self._place_buttons()
+        self._place_menu_button()
         self._place_placeholder()
 
-    def _place_buttons(self) -> None:
+    def _place_menu_button(self) -> None:
         """The ⋯ menu in the top right corner, the "key" button (when shown) left of it."""
+        super()._place_menu_button()
         b = self._menu_button
-        b.adjustSize()
-        b.move(self.width() - b.width() - 4, 3)
-        b.raise_()
         k = self._key_button
         if k.isVisibleTo(self):
             k.adjustSize()
@@ -1022,20 +896,13 @@ class CurvePlot(QWidget):
             self._apply_title(force=False)
 
     # ------------------------------------------------------------------ hover
-    def eventFilter(self, obj, event) -> bool:
-        if obj is self._plot and event.type() == QEvent.Type.Leave:
-            self._hide_hover()
-        return super().eventFilter(obj, event)
-
-    def _hide_hover(self) -> None:
-        for item in (self._vline, self._dots, self._hover):
+    def hide_hover(self) -> None:
+        super().hide_hover()
+        for item in (self._vline, self._dots):
             item.hide()
 
-    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
-        if not self._vb.sceneBoundingRect().contains(scene_pos):
-            self._hide_hover()
-            return
-        self.hover_at(self._vb.mapSceneToView(scene_pos).x())
+    def _hover_point(self, x: float, y: float) -> str:
+        return self.hover_at(x)
 
     def set_hover_notes(self, notes) -> None:
         """``notes(x) -> list[str]``: lines added to the hover read-out at data x, about
@@ -1051,7 +918,7 @@ class CurvePlot(QWidget):
             i = self._nearest(s, x)
             rows.append((s, i, s.x[i]))
         if not rows:
-            self._hide_hover()
+            self.hide_hover()
             return ""
         # Snap the line to the data point closest to the mouse.
         x_snap = min((r[2] for r in rows), key=lambda v: abs(v - x))
@@ -1063,14 +930,14 @@ class CurvePlot(QWidget):
         for s, i, xi in rows:
             c = self._resolve(s.color).name()
             v = float(s.ys[i])
-            text = _fmt(v)
+            text = fmt_value(v, missing=None)
             if self._smoothed(s):
-                text += f' <span style="color:{muted}">({_fmt(float(s.y[i]))})</span>'
+                text += f' <span style="color:{muted}">({fmt_value(float(s.y[i]), missing=None)})</span>'
             if xi != x_snap:
                 text += f' <span style="color:{muted}">@ {self._format_x(xi)}</span>'
             lines.append(f'<span style="color:{c}">■</span> '
                          f'<span style="color:{fg}">{html.escape(s.label)}: {text}</span>')
-            plain.append(f"{s.label}: {_fmt(v)}")
+            plain.append(f"{s.label}: {fmt_value(v, missing=None)}")
             if math.isfinite(v) and (not self._log_y or v > 0):
                 spots.append({"pos": (xi, math.log10(v) if self._log_y else v),
                               "brush": pg.mkBrush(c), "pen": pg.mkPen(self._colors["background"])})
@@ -1101,99 +968,11 @@ class CurvePlot(QWidget):
         return i if abs(s.x[i] - x) < abs(x - s.x[i - 1]) else i - 1
 
     # ------------------------------------------------------------------ export
-    def _add_export_actions(self, menu: QMenu) -> None:
-        for text, slot in (("Export PNG…", self._ask_png), ("Export SVG…", self._ask_svg),
-                           ("Export data CSV…", self._ask_csv)):
-            act = QAction(text, menu)
-            act.triggered.connect(slot)
-            menu.addAction(act)
-
-    def _ask(self, caption: str, suffix: str, filt: str, fn) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, caption, f"{_slug(self._title)}.{suffix}",
-                                              filt)
-        if not path:
-            return
-        if not path.lower().endswith("." + suffix):
-            path += "." + suffix
-        try:
-            fn(path)
-        except Exception as exc:  # a full disk or a read-only folder: tell, don't crash
-            QMessageBox.warning(self, caption, f"Could not write {path}:\n{exc}")
-
-    def _ask_png(self) -> None:
-        self._ask("Export PNG", "png", "PNG image (*.png)", self.export_png)
-
-    def _ask_svg(self) -> None:
-        self._ask("Export SVG", "svg", "SVG image (*.svg)", self.export_svg)
-
-    def _ask_csv(self) -> None:
-        self._ask("Export data CSV", "csv", "CSV (*.csv)", self.export_csv)
-
-    def export_png(self, path: str | Path, width: int | None = None) -> Path:
-        """Write the plot (title, axes, legend, curves; no hover read-out) as PNG.
-
-        ``width`` in pixels; default twice the on-screen width for a crisp figure.
-        """
-        path = Path(path)
-        self._hide_hover()
-        exporter = pg.exporters.ImageExporter(self._pi)
-        target = int(width or max(800, 2 * self._pi.sceneBoundingRect().width()))
-        exporter.parameters()["width"] = target
-        exporter.export(str(path))
-        return path
-
-    def export_svg(self, path: str | Path) -> Path:
-        """Write the plot as SVG (vector; opens in Inkscape or a browser)."""
-        path = Path(path)
-        self._hide_hover()
-        try:
-            pg.exporters.SVGExporter(self._pi).export(str(path))
-        except ValueError:
-            # pyqtgraph <= 0.14.0 cannot parse the closed paths ("... Z") that Qt >= 6.9
-            # writes (pyqtgraph issue #3495). Render through QSvgGenerator instead: the
-            # same vector drawing, without pyqtgraph's coordinate clean-up.
-            self._render_svg(path)
-        return path
-
-    def _render_svg(self, path: Path) -> None:
-        rect = self._pi.sceneBoundingRect()
-        target = QRectF(0, 0, rect.width(), rect.height())
-        gen = QSvgGenerator()
-        gen.setFileName(str(path))
-        gen.setSize(target.size().toSize())
-        gen.setViewBox(target)
-        gen.setTitle(self._title or "plot")
-        painter = QPainter(gen)
-        try:
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-            painter.fillRect(target, QColor(self._colors["background"]))
-            self._plot.scene().render(painter, target, rect)
-        finally:
-            painter.end()
-
-    def export_csv(self, path: str | Path) -> Path:
-        """Write every series' raw data in long form: ``series,label,x,y`` one row per point."""
-        path = Path(path)
-        with path.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["series", "label", "x", "y"])
-            for s in self._series.values():
-                for xi, yi in zip(s.x.tolist(), s.y.tolist()):
-                    w.writerow([s.key, s.label, repr(xi), repr(yi)])
-        return path
-
-
-def _menu_button(parent: QWidget, text: str, tip: str) -> tuple[QToolButton, QMenu]:
-    """A flat button in a plot's corner that opens its menu on a click."""
-    b = QToolButton(parent)
-    b.setText(text)
-    b.setToolTip(tip)
-    b.setAutoRaise(True)
-    b.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-    b.setStyleSheet("QToolButton::menu-indicator { image: none; }")
-    menu = QMenu(b)
-    b.setMenu(menu)
-    return b, menu
+    def csv_rows(self) -> tuple[list[str], list[list]]:
+        """Every series' raw data in long form: ``series,label,x,y`` one row per point."""
+        return ["series", "label", "x", "y"], [
+            [s.key, s.label, xi, yi] for s in self._series.values()
+            for xi, yi in zip(s.x.tolist(), s.y.tolist())]
 
 
 PLACEHOLDER_POINT_SIZES = (11.0, 10.0, 9.0, 8.0)
@@ -1216,17 +995,6 @@ def fit_label(label: QLabel, box: QRect) -> None:
     if need > box.height():
         box = QRect(box.x(), max(0, box.center().y() - need // 2), box.width(), need)
     label.setGeometry(box)
-
-
-class _TimedPlotWidget(pg.PlotWidget):
-    """A PlotWidget that remembers how long its last paint took (for frame pacing)."""
-
-    last_paint_s = 0.0
-
-    def paintEvent(self, ev):
-        t0 = time.perf_counter()
-        super().paintEvent(ev)
-        self.last_paint_s = time.perf_counter() - t0
 
 
 class _Legend(pg.LegendItem):

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSlider, QStyle,
 
 from ...store import Follower, RunFileError, RunReader, open_run
 from .fitting_label import FittingLabel
-from ..run.follow_timer import FollowTimer
+from ..run.follow_timer import FollowTimer, error_text
 from ..run.live_run import hub as live_hub, live_status
 from ..theme import is_dark_palette, status_color
 
@@ -410,7 +410,7 @@ class RunDashboard(QWidget):
                 self._path = paths[0]
                 self._run_status = self._reader.status
             except (RunFileError, OSError) as exc:
-                self._errors.append(_error_text(exc))
+                self._errors.append(error_text(exc))
         self.refresh()
         self._update_status()
 
@@ -490,7 +490,7 @@ class RunDashboard(QWidget):
             else:
                 changed = bool(self._ingest(upd))
         except Exception as exc:  # noqa: BLE001 - a frame must never take the GUI down
-            msg = _error_text(exc)
+            msg = error_text(exc)
             if msg not in self._errors:
                 self._errors.append(msg)
                 self._update_status()
@@ -653,13 +653,6 @@ class RunDashboard(QWidget):
 
     def _palette_changed(self) -> None:
         """Subclasses re-colour what they draw themselves (text views)."""
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, RunFileError):
-        where = exc.path.parent.name if exc.path.suffix else exc.path.name
-        return f"{where}: {exc.problem}"
-    return " ".join(str(exc).split())
 
 
 class SnapshotCache:
