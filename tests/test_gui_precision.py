@@ -215,7 +215,7 @@ def test_format_combo_moves_the_bands(make, fp16_run):
     assert d.heat_window()[1] - d.heat_window()[0] < 80
     d.set_format("bf16")
     first, stop = d.heat_window()
-    edges = d._edges
+    edges = d.data.edges
     assert edges[first] <= -134 and edges[stop] >= 128
 
 

@@ -742,7 +742,7 @@ def test_a_thread_that_outlives_its_join_is_kept_until_it_ends(qtbot):
     import shiboken6
     from PySide6.QtCore import QThread
 
-    from moe_studio.gui.run import worker as wk
+    from moe_studio.gui.run import tasks as wk
     release = threading.Event()
 
     class Slow(QThread):
@@ -751,13 +751,13 @@ def test_a_thread_that_outlives_its_join_is_kept_until_it_ends(qtbot):
 
     t = Slow()
     t.start()
-    wk._release_worker(None, t)
+    wk.release_worker(None, t)
     del t
     assert len(wk._lingering) == 1
     held = wk._lingering[0][1]
     assert held.isRunning()
     release.set()
     assert held.wait(5000)
-    wk._release_worker(None, None)          # the next release frees what has ended
+    wk.release_worker(None, None)           # the next release frees what has ended
     assert wk._lingering == []
     qtbot.waitUntil(lambda: not shiboken6.isValid(held), timeout=5000)

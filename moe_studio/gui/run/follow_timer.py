@@ -1,4 +1,6 @@
-"""FollowTimer: poll a store at a fixed rate while a view wants it and is visible.
+"""FollowTimer: poll a store at a fixed rate while a view wants it and is visible;
+FramePacer: redraw only as often as keeps drawing to a share of the GUI thread;
+``poll_guarded`` / ``open_guarded``: a read error becomes a line, never a crash.
 
 A dashboard's ``start_follow()`` / ``stop_follow()`` say whether it should follow its
 runs; while the widget is hidden (another tab, a minimised window) polling pauses, and
@@ -7,12 +9,37 @@ widget, so closing or deleting the widget never leaves it running.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QWidget
 
 from ...store import RunFileError, open_run
+
+DUTY = 0.3   # while following, redrawing takes at most about this share of the GUI thread
+
+
+class FramePacer:
+    """When a following view may redraw: a frame that cost ``c`` seconds (drawing, and
+    painting where the view measures it) is followed by at least ``c / duty`` seconds
+    without one, capped at ``max_interval_s``. A live run whose views cost tens of ms
+    to draw so keeps the GUI's share of the CPU near ``duty``, and the trainer (often on
+    the same cores) and the rest of the app keep running smoothly. Qt-free."""
+
+    def __init__(self, max_interval_s: float, duty: float = DUTY):
+        self.duty, self.max_interval_s = float(duty), float(max_interval_s)
+        self.last = 0.0
+        self.interval = 0.0
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether a redraw may happen now."""
+        return (time.perf_counter() if now is None else now) - self.last >= self.interval
+
+    def drawn(self, cost_s: float, now: float | None = None) -> None:
+        """A redraw that cost ``cost_s`` seconds ended at ``now`` (default: now)."""
+        self.interval = min(self.max_interval_s, cost_s / self.duty)
+        self.last = time.perf_counter() if now is None else now
 
 
 class FollowTimer(QObject):

@@ -32,24 +32,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QPalette, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFrame,
-                               QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMessageBox,
-                               QScrollArea, QSizePolicy, QSlider, QSplitter, QStackedWidget,
+from PySide6.QtGui import QBrush, QColor, QFont, QPalette
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel,
+                               QListWidget, QListWidgetItem, QMessageBox,
+                               QSizePolicy, QSlider, QSplitter, QStackedWidget,
                                QTableWidget, QTableWidgetItem, QTabWidget, QToolButton,
                                QVBoxLayout, QWidget)
 
 from ..formats import format_summary
 from ...store import Follower, RunReader
 from ...store import compare as C
-from ..run.follow_timer import FollowTimer, open_guarded, poll_guarded
+from ..run.follow_timer import FollowTimer, FramePacer, open_guarded, poll_guarded
 from ..widgets.plots import PlotGrid
-from ..widgets.run_controls import RunControls
 from ..theme import is_dark_palette, series_color, status_color
+from .compare_pair import SideBySidePage, swatch
 from .training import PLOTS as TRAINING_PLOTS
 
 FRAME_MS = 250          # 4 Hz store polling while following (a comparison needs no more)
-_DUTY = 0.3
 _MAX_DRAW_INTERVAL_S = 2.0
 
 X_LABELS = ((C.X_STEP, "Step", "step"), (C.X_TOKENS, "Tokens", "tokens"),
@@ -72,12 +71,6 @@ HINT = ("<h3>Compare runs</h3><p>Check two or more runs in the <b>Runs panel</b>
         "(the boxes next to their names): recorded runs, sample runs or the run training "
         "now.</p><p>This view overlays their curves, groups them by a setting, lists what "
         "differs in their configs and shows two of them side by side.</p>")
-PAIR_MIN_HEIGHT = 620       # px per view when the two are one above the other
-PAIR_MIN_WIDTH = 900        # px per view below which "Automatic" puts them one above the other
-PAIR_VIEWS = (("Routing", "moe_studio.gui.views.routing:RoutingDashboard"),
-              ("Experts", "moe_studio.gui.views.experts:ExpertsDashboard"))
-
-
 @dataclass
 class _Run:
     index: int
@@ -126,12 +119,6 @@ class _SortItem(QTableWidgetItem):
         return str(self.text()).lower() < str(other.text()).lower()
 
 
-def _swatch(color: str, size: int = 12) -> QIcon:
-    pm = QPixmap(size, size)
-    pm.fill(QColor(color))
-    return QIcon(pm)
-
-
 def _splitter(orientation, *panes: tuple[QWidget, int, int]) -> QSplitter:
     """A splitter of ``(widget, stretch, initial size)`` panes."""
     sp = QSplitter(orientation)
@@ -165,10 +152,7 @@ class CompareDashboard(QWidget):
         self._summary: list[dict[str, Any]] = []
         self._diff = pd.DataFrame()
         self._dirty = False
-        self._last_draw = 0.0
-        self._draw_interval = 0.0
-        self._pair: list[QWidget] = []
-        self._pair_kind = ""
+        self._pacer = FramePacer(_MAX_DRAW_INTERVAL_S)
         self._follow = FollowTimer(self, FRAME_MS, self._on_tick, self.refresh,
                                    name="compareFollowTimer")
 
@@ -280,51 +264,15 @@ class CompareDashboard(QWidget):
         self._report = False
         overview.installEventFilter(self)
 
-        # -- side by side
-        self.pair_view = QComboBox()
-        for title, spec in PAIR_VIEWS:
-            self.pair_view.addItem(title, spec)
-        self.pair_left, self.pair_right = QComboBox(), QComboBox()
-        for cb in (self.pair_left, self.pair_right):
-            cb.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.pair_controls = RunControls()
-        self.pair_controls.set_layer_selector_visible(False)
-        self.pair_controls.slider.setToolTip("One step for both runs: each shows its recorded "
-                                             "step nearest to it")
-        pair_page = QWidget()
-        pl = QVBoxLayout(pair_page)
-        pl.setContentsMargins(0, 0, 0, 0)
-        pl.setSpacing(4)
-        prow = QHBoxLayout()
-        prow.setContentsMargins(6, 4, 6, 0)
-        self.pair_layout = QComboBox()
-        self.pair_layout.addItem("Automatic", None)
-        self.pair_layout.addItem("Side by side", Qt.Orientation.Horizontal)
-        self.pair_layout.addItem("One above the other", Qt.Orientation.Vertical)
-        self.pair_layout.setToolTip("The views are wide: one above the other gives each run "
-                                    "the full width. Automatic: side by side when the window "
-                                    f"gives each at least {PAIR_MIN_WIDTH} px")
-        for w in (QLabel("View"), self.pair_view, QLabel("Left / top"), self.pair_left,
-                  QLabel("Right / bottom"), self.pair_right, self.pair_layout):
-            prow.addWidget(w)
-        prow.addStretch(1)
-        pl.addLayout(prow)
-        pl.addWidget(self.pair_controls)
-        self._pair_split = QSplitter(Qt.Orientation.Horizontal)
-        self._pair_split.setChildrenCollapsible(False)
-        # Two whole views may want more room than the window has: scroll, never grow it.
-        scroll = self._pair_scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(self._pair_split)
-        pl.addWidget(scroll, 1)
-        scroll.installEventFilter(self)     # Automatic follows the width
-        self.pair_layout.currentIndexChanged.connect(self._on_pair_layout)
+        # -- side by side (its own module); the names tests and the report use stay here
+        self.pair_page = SideBySidePage()
+        self.pair_controls = self.pair_page.pair_controls
+        self.pair_view = self.pair_page.pair_view
 
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(overview, "Curves and tables")
-        self.tabs.addTab(pair_page, "Side by side")
+        self.tabs.addTab(self.pair_page, "Side by side")
         self.tabs.setCornerWidget(self._look, Qt.Corner.TopRightCorner)
         self.hint = QLabel(HINT)
         self.hint.setTextFormat(Qt.TextFormat.RichText)
@@ -353,10 +301,6 @@ class CompareDashboard(QWidget):
         self.log_check.toggled.connect(
             lambda on: self.grid.set_log_y(on, keys=("train", "val", "balance")))
         self.tabs.currentChanged.connect(self._on_tab)
-        self.pair_view.currentIndexChanged.connect(lambda _i: self._build_pair())
-        self.pair_left.currentIndexChanged.connect(lambda _i: self._load_pair())
-        self.pair_right.currentIndexChanged.connect(lambda _i: self._load_pair())
-        self.pair_controls.stepChanged.connect(self._on_pair_step)
         self.grid.set_smoothing(self.smooth_slider.value() / 100.0)
         self._bar.setVisible(False)      # until there are two runs to compare
         self._update_status()
@@ -401,8 +345,7 @@ class CompareDashboard(QWidget):
 
     def stop_follow(self) -> None:
         self._follow.stop()
-        for d in self._pair:
-            d.stop_follow()
+        self.pair_page.stop_follow()
 
     def is_following(self) -> bool:
         return self._follow.wanted()
@@ -412,9 +355,7 @@ class CompareDashboard(QWidget):
         changed = self._poll()
         if changed:
             self._rebuild()
-        for d in self._pair:
-            d.refresh()
-        self._sync_pair_steps()
+        self.pair_page.refresh()
         return changed
 
     def set_report_mode(self, on: bool) -> None:
@@ -516,17 +457,13 @@ class CompareDashboard(QWidget):
     def _on_tick(self) -> None:
         if self._poll():
             self._dirty = True
-        if self._dirty and time.perf_counter() - self._last_draw >= self._draw_interval:
+        if self._dirty and self._pacer.due():
             t0 = time.perf_counter()
             self._dirty = False
             self._rebuild()
-            self._draw_interval = min(_MAX_DRAW_INTERVAL_S,
-                                      (time.perf_counter() - t0) / _DUTY)
-            self._last_draw = time.perf_counter()
+            self._pacer.drawn(time.perf_counter() - t0)
         if self.tabs.currentIndex() == 1:
-            for d in self._pair:
-                d.refresh()
-            self._sync_pair_steps()
+            self.pair_page.refresh()
 
     def _rebuild(self) -> None:
         """Everything from the runs' data: options, legend, curves, tables, pair."""
@@ -542,7 +479,7 @@ class CompareDashboard(QWidget):
         self._redraw_all()
         self._fill_summary()
         self._fill_diff()
-        self._fill_pair_combos()
+        self.pair_page.set_runs(self._runs)
         self._update_status()
 
     def _fill_group_combo(self) -> None:
@@ -678,7 +615,7 @@ class CompareDashboard(QWidget):
         self.legend.blockSignals(True)
         self.legend.clear()
         for key, text, color, tip in entries:
-            it = QListWidgetItem(_swatch(series_color(color, dark)), text)
+            it = QListWidgetItem(swatch(series_color(color, dark)), text)
             it.setData(Qt.ItemDataRole.UserRole, key)
             it.setToolTip(tip)
             it.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
@@ -729,7 +666,7 @@ class CompareDashboard(QWidget):
                 it = _SortItem(format_summary(key, v))
                 it.setData(Qt.ItemDataRole.UserRole, v)
                 if key == "run":
-                    it.setIcon(_swatch(series_color(row, dark)))
+                    it.setIcon(swatch(series_color(row, dark)))
                     it.setData(Qt.ItemDataRole.UserRole + 1, row)
                     it.setToolTip(str(self._runs[row].path))
                 elif key == "status":
@@ -760,7 +697,7 @@ class CompareDashboard(QWidget):
         t.setColumnCount(len(self._runs))
         t.setHorizontalHeaderLabels([r.label for r in self._runs])
         for c in range(len(self._runs)):
-            t.horizontalHeaderItem(c).setIcon(_swatch(series_color(c, dark)))
+            t.horizontalHeaderItem(c).setIcon(swatch(series_color(c, dark)))
         if not len(d):
             t.setRowCount(1)
             t.setVerticalHeaderLabels([""])
@@ -823,9 +760,6 @@ class CompareDashboard(QWidget):
                 and self._size_pending):
             self._size_pending = False   # first real layout after set_runs
             self._size_panes()
-        if (obj is self._pair_scroll and event.type() == QEvent.Type.Resize
-                and event.size().width() != event.oldSize().width()):
-            self._on_pair_layout()
         return super().eventFilter(obj, event)
 
     def _ask_csv(self) -> None:
@@ -841,123 +775,18 @@ class CompareDashboard(QWidget):
             QMessageBox.warning(self, "Export summary", f"Could not write {path}:\n{exc}")
 
     # ------------------------------------------------------------------ side by side
-    def _fill_pair_combos(self, force: bool = False) -> None:
-        labels = [r.label for r in self._runs]
-        for cb, default in ((self.pair_left, 0), (self.pair_right, 1)):
-            have = [cb.itemText(i) for i in range(cb.count())]
-            if have == labels and not force:
-                continue
-            cb.blockSignals(True)
-            cb.clear()
-            for i, lab in enumerate(labels):
-                cb.addItem(_swatch(series_color(i, is_dark_palette(self.palette()))), lab, i)
-            cb.setCurrentIndex(min(default, len(labels) - 1))
-            cb.blockSignals(False)
-        if self._pair:
-            self._load_pair()
-
     def _on_tab(self, index: int) -> None:
         self._look.setVisible(index == 0 and not self._report)   # the curves' look only
-        if index == 1 and not self._pair:
-            self._build_pair()
+        if index == 1:
+            self.pair_page.ensure_built()
 
     def pair(self) -> list[QWidget]:
         """The two views of the side-by-side tab (built when first shown)."""
-        return list(self._pair)
+        return self.pair_page.pair()
 
     def set_pair(self, left: int, right: int, view: str = "Routing") -> None:
         """Show runs ``left`` and ``right`` side by side in ``view`` ("Routing", "Experts")."""
-        self.pair_view.setCurrentIndex(self.pair_view.findText(view))
-        self.pair_left.setCurrentIndex(left)
-        self.pair_right.setCurrentIndex(right)
-        if not self._pair:
-            self._build_pair()
-        else:
-            self._load_pair()
-
-    def _build_pair(self) -> None:
-        from ..main_window import _load_class
-        spec = self.pair_view.currentData()
-        if self._pair and spec == self._pair_kind:
-            return
-        self._close_pair()
-        self._pair_kind = spec
-        cls = _load_class(spec)
-        for _side in range(2):
-            box = QWidget()
-            bl = QVBoxLayout(box)
-            bl.setContentsMargins(0, 0, 0, 0)
-            bl.setSpacing(2)
-            head = QLabel()
-            head.setObjectName("pairHead")
-            head.setTextFormat(Qt.TextFormat.RichText)
-            view = cls()
-            view.controls.slider.hide()       # the shared slider above drives both
-            view.controls.play_button.hide()
-            bl.addWidget(head)
-            bl.addWidget(view, 1)
-            self._pair_split.addWidget(box)
-            self._pair.append(view)
-        self._on_pair_layout()
-        self._load_pair()
-
-    def _load_pair(self) -> None:
-        if not self._pair or not self._runs:
-            return
-        dark = is_dark_palette(self.palette())
-        for view, cb in zip(self._pair, (self.pair_left, self.pair_right)):
-            i = max(0, cb.currentData() or 0)
-            r = self._runs[min(i, len(self._runs) - 1)]
-            head = view.parentWidget().findChild(QLabel, "pairHead")
-            head.setText(f'<span style="color:{series_color(r.index, dark)}">■</span> '
-                         f"<b>{html.escape(r.label)}</b>")
-            if view.runs() != [r.path]:
-                view.set_runs([r.path])
-        self._sync_pair_steps(force=True)
-
-    def _sync_pair_steps(self, force: bool = False) -> None:
-        if not self._pair:
-            return
-        steps = np.unique(np.concatenate([v.controls.steps() for v in self._pair]
-                                         + [np.zeros(0, np.int64)])).astype(np.int64)
-        self.pair_controls.set_steps(steps)
-        if force:
-            self._on_pair_step(self.pair_controls.step())
-
-    def _on_pair_step(self, step: int | None) -> None:
-        if step is None:
-            return
-        for v in self._pair:
-            v.controls.set_step(int(step))
-            if hasattr(v, "settle"):
-                v.settle()
-
-    def pair_orientation(self) -> Qt.Orientation:
-        """How the two views of the side-by-side tab are laid out now."""
-        chosen = self.pair_layout.currentData()
-        if chosen is not None:
-            return chosen
-        fits = self._pair_scroll.width() >= 2 * PAIR_MIN_WIDTH
-        return Qt.Orientation.Horizontal if fits else Qt.Orientation.Vertical
-
-    def _on_pair_layout(self, _i: int = 0) -> None:
-        orientation = self.pair_orientation()
-        vertical = orientation == Qt.Orientation.Vertical
-        if self._pair_split.orientation() != orientation:
-            self._pair_split.setOrientation(orientation)
-        for i in range(self._pair_split.count()):
-            # one above the other: each view keeps a readable height, the page scrolls
-            self._pair_split.widget(i).setMinimumHeight(PAIR_MIN_HEIGHT if vertical else 0)
-
-    def _close_pair(self) -> None:
-        for v in self._pair:
-            v.stop_follow()
-            v.close()
-            box = v.parentWidget()
-            box.setParent(None)
-            box.deleteLater()
-        self._pair = []
-        self._pair_kind = ""
+        self.pair_page.set_pair(left, right, view)
 
     # ------------------------------------------------------------------ status, lifetime
     def _update_status(self) -> None:
@@ -987,7 +816,7 @@ class CompareDashboard(QWidget):
 
     def closeEvent(self, event) -> None:
         self.stop_follow()
-        self._close_pair()
+        self.pair_page.close_pair()
         self._close_runs()
         super().closeEvent(event)
 
@@ -998,6 +827,6 @@ class CompareDashboard(QWidget):
                 self._fill_legend()
                 self._fill_summary()
                 self._fill_diff()
-                self._fill_pair_combos(force=True)   # the swatches follow the theme
+                self.pair_page.set_runs(self._runs, force=True)   # the swatches follow the theme
             self._update_status()
 

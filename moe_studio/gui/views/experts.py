@@ -29,7 +29,7 @@ from ..widgets.bars import BarPlot
 from ..widgets.heatmap import HeatmapPlot
 from ..widgets.plots import CurvePlot
 from ..widgets.routed_text import TokenListPanel, token_rows
-from ..widgets.run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of
+from ..widgets.run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of, move_step_markers
 from ..theme import is_dark_palette, plot_colors, series_color
 
 TENSORS = ("moe/tokens_per_expert", "moe/dropped_per_expert", "moe/bias")
@@ -304,12 +304,7 @@ class ExpertsDashboard(RunDashboard):
 
     def _move_markers(self, step: int | None) -> None:
         self.step_map.set_marker(step)
-        for m in self._markers.values():
-            if step is None:
-                m.hide()
-            else:
-                m.setPos(step)
-                m.show()
+        move_step_markers(self._markers.values(), step)
 
     def _draw_series(self, layer: int | None, rows: list[int], E: int) -> None:
         ou = self._derived["over_uniform"]

@@ -25,7 +25,7 @@ from ...metrics.routing import histogram_percentiles
 from ...store import RunReader
 from ..widgets.bars import BandPlot, BarPlot
 from ..widgets.plots import CurvePlot
-from ..widgets.run_controls import DENSE_STATUS, RunDashboard, moe_blocks_of
+from ..widgets.run_controls import DENSE_STATUS, RunDashboard, moe_blocks_of, move_step_markers
 from ..theme import is_dark_palette, plot_colors
 
 CURVES = ("entropy", "top1_prob", "logit_absmean", "logit_absmax")
@@ -226,12 +226,7 @@ class GateDashboard(RunDashboard):
 
     def _move_markers(self, step: int | None) -> None:
         self.bands.set_marker(step)
-        for m in self._markers.values():
-            if step is None:
-                m.hide()
-            else:
-                m.setPos(step)
-                m.show()
+        move_step_markers(self._markers.values(), step)
 
     def _draw_curves(self, layer: int | None) -> None:
         blocks = self._blocks if layer is None else [layer]

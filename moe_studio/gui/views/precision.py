@@ -33,15 +33,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHeaderView, QLabel
 from ..formats import fmt_num, fmt_pow2, fmt_share
 from ...metrics import precision as P
 from ...store import RunReader
+from .precision_data import TENSORS, PrecisionData
 from ..widgets.heatmap import HeatmapPlot
 from ..widgets.plots import CurvePlot
 from ..widgets.run_controls import RunDashboard, move_step_markers
 from ..theme import is_dark_palette, plot_colors, status_color
 
-TENSORS = ("precision/absmax", "precision/min_nonzero", "precision/counts",
-           "precision/exp_hist", "precision/fractions")
-SCALARS = ("precision/loss_scale", "precision/skipped")
-EVENTS = ("nonfinite", "loss_scale_backoff")
 KIND_LABELS = {"act": "activations", "grad": "gradients", "weight": "weights"}
 # Gradients are recorded as backward produced them: in fp16 mode, times the loss scale.
 KIND_TITLES = {"act": "activations", "grad": "gradients (× loss scale in fp16)",
@@ -117,19 +114,7 @@ class PrecisionDashboard(RunDashboard):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self._modules: list[str] = []
-        self._kinds: list[str] = []
-        self._formats: list[str] = []
-        self._fmt_table: dict[str, dict] = {}
-        self._edges = np.zeros(0, np.int64)
-        self._steps = np.zeros(0, np.int64)
-        self._t: dict[str, np.ndarray] = {}
-        self._scale = (np.zeros(0, np.int64), np.zeros(0))
-        self._skipped = np.zeros(0, np.int64)
-        self._events: list[dict] = []
-        self._mode = "fp32"
-        self._headroom_on = False
-        self._version = 0
+        self.data = PrecisionData()    # what is drawn, read without Qt
         self._drawn: tuple | None = None
         self._drawn_step: tuple | None = None
         self._table_rows: list[dict] = []
@@ -321,16 +306,8 @@ class PrecisionDashboard(RunDashboard):
     # ------------------------------------------------------------------ data
     def _reset(self) -> None:
         super()._reset()
-        self._modules, self._kinds, self._formats = [], [], []
-        self._fmt_table = {}
-        self._edges = np.zeros(0, np.int64)
-        self._steps = np.zeros(0, np.int64)
-        self._t = {}
-        self._scale = (np.zeros(0, np.int64), np.zeros(0))
-        self._skipped = np.zeros(0, np.int64)
-        self._events = []
-        self._mode, self._headroom_on = "fp32", False
-        self._version += 1
+        if hasattr(self, "data"):
+            self.data.reset()
         self._drawn = self._drawn_step = None
         self._table_rows = []
         for plot in self._time_plots:
@@ -342,149 +319,51 @@ class PrecisionDashboard(RunDashboard):
 
     def _load(self, reader: RunReader) -> None:
         self.controls.set_members(self._members_of(reader))
-        cfg = reader.config if isinstance(reader.config, dict) else {}
-        prec = cfg.get("precision") or {}
-        self._mode = str(prec.get("mode") or "fp32")
-        self._headroom_on = bool(prec.get("headroom"))
-        self._read_meta(reader)
-        m = self.member()
-        self._read_tensors(reader)
-        df = reader.scalars(list(SCALARS), member=m)
-        self._add_scalars(df)
-        ev = reader.events(EVENTS)
-        self._add_events(ev[ev["member"] == m] if len(ev) else ev)
-        self.controls.set_steps(self._steps)
+        self.data.load(reader, self.member())
+        self._fill_combos()
+        self.controls.set_steps(self.data.steps)
 
-    def _read_meta(self, reader: RunReader) -> bool:
-        meta = reader.meta
-        if not meta.get("precision_modules"):
-            reader.refresh()          # a live run writes the meta with its first record
-            meta = reader.meta
-        mods = [str(s) for s in meta.get("precision_modules") or []]
-        if not mods:
-            return False
-        self._modules = mods
-        self._kinds = [str(k) for k in meta.get("precision_kinds") or []]
-        self._formats = [str(f) for f in meta.get("precision_formats") or []]
-        self._fmt_table = dict(meta.get("precision_format_table") or {})
-        self._edges = np.asarray(meta.get("precision_log2_edges") or [], np.int64)
+    def _fill_combos(self) -> None:
+        d = self.data
+        if not d.modules:
+            return
         self._fill_combo(self.module_combo, [("All modules", ALL_MODULES)] +
-                         [(_short(n), n) for n in self._modules])
-        self._fill_combo(self.kind_combo, [(KIND_LABELS.get(k, k), k) for k in self._kinds])
+                         [(_short(n), n) for n in d.modules])
+        self._fill_combo(self.kind_combo, [(KIND_LABELS.get(k, k), k) for k in d.kinds])
         self._fill_combo(self.format_combo,
-                         [(FORMAT_LABELS.get(f, f), f) for f in self._formats if f in self._fmt_table])
-        return True
-
-    def _read_tensors(self, reader: RunReader) -> None:
-        m = self.member()
-        steps, first = reader.tensor_series(TENSORS[0], member=m)
-        data = {TENSORS[0]: first}
-        for name in TENSORS[1:]:
-            s, arr = reader.tensor_series(name, member=m)
-            if not np.array_equal(s, steps):   # a record still being written: the common steps
-                common = np.intersect1d(s, steps)
-                keep = np.isin(steps, common)
-                steps = steps[keep]
-                data = {k: v[keep] for k, v in data.items()}
-                arr = arr[np.isin(s, common)]
-            data[name] = arr
-        self._steps = steps
-        self._t = data if steps.size else {}
-        self._version += 1
+                         [(FORMAT_LABELS.get(f, f), f) for f in d.formats if f in d.fmt_table])
 
     def _ingest(self, upd) -> bool:
-        changed = False
-        r, m = self._reader, self.member()
-        if upd.new_tensor_steps:
-            if not self._modules:
-                self._read_meta(r)
-            steps = r.tensor_steps(TENSORS[0], member=m)
-            last = self._steps[-1] if self._steps.size else -1
-            new = steps[steps > last]
-            if new.size > 64 or not self._t:
-                self._read_tensors(r)
-                changed = True
-            elif new.size:
-                got = {}
-                for s in new.tolist():
-                    recs = [r.tensor(name, s, member=m) for name in TENSORS]
-                    if any(g is None or g[0] != s for g in recs):
-                        break                 # not all written yet: the next poll
-                    for name, g in zip(TENSORS, recs):
-                        got.setdefault(name, []).append(g[1])
-                    self._steps = np.append(self._steps, s)
-                if got:
-                    for name, arrs in got.items():
-                        self._t[name] = np.concatenate([self._t[name], np.stack(arrs)])
-                    self._version += 1
-                    changed = True
-        df = upd.scalars
-        if len(df):
-            df = df[(df["member"] == m) & df["name"].astype(str).isin(SCALARS)]
-            changed |= self._add_scalars(df)
-        ev = upd.new_events
-        if len(ev):
-            ev = ev[(ev["member"] == m) & ev["kind"].isin(EVENTS)]
-            changed |= self._add_events(ev)
+        changed, new_meta = self.data.ingest(self._reader, upd, self.member())
+        if new_meta:
+            self._fill_combos()
         if changed:
-            self.controls.set_steps(self._steps)
+            self.controls.set_steps(self.data.steps)
         return changed
-
-    def _add_scalars(self, df) -> bool:
-        if not len(df):
-            return False
-        names = df["name"].astype(str)
-        sc = df[names == SCALARS[0]].sort_values("step")
-        sk = df[(names == SCALARS[1]) & (df["value"] > 0)]
-        if len(sc):
-            s = np.concatenate([self._scale[0], sc["step"].to_numpy(np.int64)])
-            v = np.concatenate([self._scale[1], sc["value"].to_numpy(np.float64)])
-            o = np.argsort(s, kind="stable")
-            self._scale = (s[o], v[o])
-        if len(sk):
-            self._skipped = np.unique(np.concatenate([self._skipped,
-                                                      sk["step"].to_numpy(np.int64)]))
-        if len(sc) or len(sk):
-            self._version += 1
-            return True
-        return False
-
-    def _add_events(self, ev) -> bool:
-        if not len(ev):
-            return False
-        for row in ev.itertuples(index=False):
-            data = row.data if isinstance(row.data, dict) else {}
-            self._events.append({"step": int(row.step), "kind": str(row.kind),
-                                 "message": str(row.message), "data": data})
-        self._version += 1
-        return True
 
     # ------------------------------------------------------------------ queries
     def steps(self) -> np.ndarray:
         """The steps with headroom records (what the slider scrubs)."""
-        return self._steps
+        return self.data.steps
 
     def records(self, name: str) -> np.ndarray | None:
         """The array series of one ``precision/*`` tensor as read, [S, ...]."""
-        return self._t.get(name)
+        return self.data.t.get(name)
 
     def modules(self) -> list[str]:
-        return list(self._modules)
+        return list(self.data.modules)
 
     def loss_scale(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._scale
+        return self.data.scale
 
     def skipped_steps(self) -> np.ndarray:
-        return self._skipped
+        return self.data.skipped
 
     def events(self, kind: str | None = None) -> list[dict]:
-        return [e for e in self._events if kind is None or e["kind"] == kind]
+        return [e for e in self.data.events if kind is None or e["kind"] == kind]
 
     def step_index(self, step: int | None = None) -> int | None:
-        step = self.step() if step is None else step
-        if self._steps.size == 0 or step is None:
-            return None
-        return int(np.argmin(np.abs(self._steps - step)))
+        return self.data.step_index(self.step() if step is None else step)
 
     def table_rows(self) -> list[dict]:
         """The closest-to-the-edge rows at the selected step (``metrics.precision.
@@ -492,7 +371,7 @@ class PrecisionDashboard(RunDashboard):
         return list(self._table_rows)
 
     def has_data(self) -> bool:
-        return bool(self._t) or self._scale[0].size > 0 or bool(self._events)
+        return self.data.has_data()
 
     def report_empty_reason(self) -> str:
         """Why a report leaves this view out ("" when it has something to show)."""
@@ -505,7 +384,7 @@ class PrecisionDashboard(RunDashboard):
     def _show_empty(self, text: str | None = None) -> None:
         if text is None:
             text = EMPTY_TEXT
-            if self._reader is not None and self._loaded and self._headroom_on:
+            if self._reader is not None and self._loaded and self.data.headroom_on:
                 status = self._run_status or ""
                 text = (WAITING_TEXT if status == "running"
                         else EMPTY_TEXT.replace("</h3>", "</h3>" + OLD_RUN_TEXT, 1))
@@ -517,22 +396,19 @@ class PrecisionDashboard(RunDashboard):
         return self.empty.text() if self.stack.currentWidget() is self.empty else ""
 
     def _rows(self) -> list[int]:
-        mod = self.module()
-        if mod is None or mod not in self._modules:
-            return list(range(len(self._modules)))
-        return [self._modules.index(mod)]
+        return self.data.rows(self.module())
 
     def _show(self) -> None:
         if not self.has_data():
             self._show_empty()
             return
         self.stack.setCurrentWidget(self.content)
-        key = (self.module(), self.kind(), self.format(), self.member(), self._version)
+        key = (self.module(), self.kind(), self.format(), self.member(), self.data.version)
         if key != self._drawn:
             self._drawn = key
             self._draw_time_plots()
         idx = self.step_index()
-        skey = (idx, self.module(), self.kind(), self.format(), self._version)
+        skey = (idx, self.module(), self.kind(), self.format(), self.data.version)
         if skey != self._drawn_step:
             self._drawn_step = skey
             self._draw_step(idx)
@@ -540,26 +416,26 @@ class PrecisionDashboard(RunDashboard):
 
     def _fmt(self) -> tuple[int, dict] | None:
         f = self.format()
-        if f is None or f not in self._formats or f not in self._fmt_table:
+        if f is None or f not in self.data.formats or f not in self.data.fmt_table:
             return None
-        return self._formats.index(f), self._fmt_table[f]
+        return self.data.formats.index(f), self.data.fmt_table[f]
 
     def _draw_time_plots(self) -> None:
         rows = self._rows()
         kind = self.kind()
-        k = self._kinds.index(kind) if kind in self._kinds else None
+        k = self.data.kinds.index(kind) if kind in self.data.kinds else None
         fmt = self._fmt()
-        x = self._steps.astype(np.float64)
+        x = self.data.steps.astype(np.float64)
         single = len(rows) == 1
         kind_text = KIND_TITLES.get(kind or "", kind or "")
         fname = FORMAT_LABELS.get(self.format() or "", self.format() or "")
         # abs-max and shares per module
-        absmax = self._t.get(TENSORS[0])
-        frac = self._t.get(TENSORS[4])
+        absmax = self.data.t.get(TENSORS[0])
+        frac = self.data.t.get(TENSORS[4])
         want_abs: set[str] = set()
         want_frac: set[str] = set()
         for r in rows:
-            name = self._modules[r]
+            name = self.data.modules[r]
             if absmax is not None and k is not None:
                 y = absmax[:, r, k].astype(np.float64)
                 if np.isfinite(y).any():      # the LM head has no weight of its own
@@ -589,7 +465,7 @@ class PrecisionDashboard(RunDashboard):
                 if not _series_max(plot) > 0:
                     plot.set_placeholder(f"0 % at every recorded step: no element {what} "
                                          f"in {fname}")
-        where = _short(self._modules[rows[0]]) if single else "all modules"
+        where = _short(self.data.modules[rows[0]]) if single else "all modules"
         self.absmax_plot.set_title(f"Max |x| of {kind_text} · {where}")
         self.overflow_plot.set_title(f"Overflow in {fname} (% of elements)")
         self.underflow_plot.set_title(f"Underflow in {fname}: subnormal + flushed (%)")
@@ -606,7 +482,7 @@ class PrecisionDashboard(RunDashboard):
         format's line unless it sits far above the data (bf16)."""
         c = plot_colors(is_dark_palette(self.palette()))
         chosen = self.format()
-        for f, spec in self._fmt_table.items():
+        for f, spec in self.data.fmt_table.items():
             line = self._max_lines.get(f)
             if line is None:
                 line = pg.InfiniteLine(angle=0, movable=False, label="",
@@ -658,7 +534,7 @@ class PrecisionDashboard(RunDashboard):
             vb.setYRange(lo - pad, hi + top_pad, padding=0)
 
     def _draw_scale(self) -> None:
-        steps, scale = self._scale
+        steps, scale = self.data.scale
         dark = is_dark_palette(self.palette())
         bad = status_color("failed", dark)
         if steps.size:
@@ -666,21 +542,21 @@ class PrecisionDashboard(RunDashboard):
                                        color="foreground", smooth=False)
             self.scale_plot.set_placeholder("")
             self._power_of_two_ticks(scale)
-            self.scale_plot.set_title(f"Loss scale · {self._skipped.size} skipped step"
-                                      f"{'s' if self._skipped.size != 1 else ''}")
+            self.scale_plot.set_title(f"Loss scale · {self.data.skipped.size} skipped step"
+                                      f"{'s' if self.data.skipped.size != 1 else ''}")
         else:
             self.scale_plot.clear_series()
             self.scale_plot.set_title("Loss scale")
             self.scale_plot.set_placeholder(
-                f"No loss scaling: this run trains in {html.escape(self._mode)}.\n"
+                f"No loss scaling: this run trains in {html.escape(self.data.mode)}.\n"
                 "fp16 mode (precision.mode) scales the loss and skips steps whose "
                 "gradients overflow.")
         # skipped steps: the scale in force when the step failed (before the backoff)
-        if self._skipped.size and steps.size:
-            i = np.clip(np.searchsorted(steps, self._skipped) - 1, 0, steps.size - 1)
-            before = np.where(steps[i] < self._skipped, scale[i], scale[i] * 2.0)
+        if self.data.skipped.size and steps.size:
+            i = np.clip(np.searchsorted(steps, self.data.skipped) - 1, 0, steps.size - 1)
+            before = np.where(steps[i] < self.data.skipped, scale[i], scale[i] * 2.0)
             # raw values: the plot's log mode maps the item's y like its curves'
-            self._skip_item.setData(self._skipped.astype(np.float64), before)
+            self._skip_item.setData(self.data.skipped.astype(np.float64), before)
             self._skip_item.setSymbolBrush(pg.mkBrush(bad))
             self._skip_item.setSymbolPen(pg.mkPen(bad))
             self._skip_item.show()
@@ -688,7 +564,7 @@ class PrecisionDashboard(RunDashboard):
             self._skip_item.setData([], [])
             self._skip_item.hide()
         # non-finite events: red lines through the loss-scale plot
-        nf = [e for e in self._events if e["kind"] == "nonfinite"][:_MAX_EVENT_LINES]
+        nf = [e for e in self.data.events if e["kind"] == "nonfinite"][:_MAX_EVENT_LINES]
         while len(self._event_lines) < len(nf):
             line = pg.InfiniteLine(angle=90, movable=False, label="",
                                    labelOpts={"position": 0.92, "anchors": [(1, 0), (1, 0)]})
@@ -715,11 +591,11 @@ class PrecisionDashboard(RunDashboard):
     def _scale_notes(self, x: float) -> list[str]:
         """The hover read-out's lines for the skipped steps near data x (within 1 % of
         the shown steps): the backoff and what overflowed, as the engine recorded it."""
-        if not self._skipped.size:
+        if not self.data.skipped.size:
             return []
         (x0, x1), _ = self.scale_plot.plot_item.vb.viewRange()
-        near = self._skipped[np.abs(self._skipped - x) <= max(0.5, 0.01 * (x1 - x0))]
-        backoffs = {e["step"]: e["data"] for e in self._events
+        near = self.data.skipped[np.abs(self.data.skipped - x) <= max(0.5, 0.01 * (x1 - x0))]
+        backoffs = {e["step"]: e["data"] for e in self.data.events
                     if e["kind"] == "loss_scale_backoff"}
         out = []
         for step in near[:3].tolist():
@@ -748,31 +624,31 @@ class PrecisionDashboard(RunDashboard):
     def _draw_step(self, idx: int | None) -> None:
         fmt = self._fmt()
         kind = self.kind()
-        if idx is None or not self._t or fmt is None or kind not in self._kinds:
+        if idx is None or not self.data.t or fmt is None or kind not in self.data.kinds:
             self.heatmap.set_matrix(np.zeros((0, 0)))
             self._fill_table([])
             return
-        k = self._kinds.index(kind)
-        s = int(self._steps[idx])
+        k = self.data.kinds.index(kind)
+        s = int(self.data.steps[idx])
         fname = FORMAT_LABELS.get(self.format(), self.format())
-        hist = self._t[TENSORS[3]][idx, :, k]            # [n, B]
-        counts = self._t[TENSORS[2]][idx, :, k]          # [n, 3]
-        first, stop = P.bin_window(hist, self._edges, fmt[1])
+        hist = self.data.t[TENSORS[3]][idx, :, k]            # [n, B]
+        counts = self.data.t[TENSORS[2]][idx, :, k]          # [n, 3]
+        first, stop = P.bin_window(hist, self.data.edges, fmt[1])
         shares = P.histogram_shares(hist[:, first:stop], counts)
         with np.errstate(divide="ignore", invalid="ignore"):
             m = np.where(shares > 0, np.log10(shares), np.nan)
-        x0 = float(self._edges[first]) + 0.5
-        x1 = float(self._edges[stop - 1]) + 0.5
+        x0 = float(self.data.edges[first]) + 0.5
+        x1 = float(self.data.edges[stop - 1]) + 0.5
         self._heat_window = (first, stop)
-        self.heatmap.set_matrix(m, y_labels=[_short(n) for n in self._modules], x_range=(x0, x1))
-        groups, inner = _block_groups(self._modules)
+        self.heatmap.set_matrix(m, y_labels=[_short(n) for n in self.data.modules], x_range=(x0, x1))
+        groups, inner = _block_groups(self.data.modules)
         self.heatmap.set_row_groups(groups, inner)
         self._set_title_later(self.heatmap, f"log2 |x|: {KIND_LABELS.get(kind, kind)}"
                                             f" · step {s:,} · {fname} zones")
-        self._draw_zones(fmt[1], float(self._edges[first]), float(self._edges[stop]))
-        rows = P.edge_table(self._modules, self._kinds, self._t[TENSORS[0]][idx],
-                            self._t[TENSORS[1]][idx], self._t[TENSORS[2]][idx],
-                            self._t[TENSORS[4]][idx], fmt[0], fmt[1])
+        self._draw_zones(fmt[1], float(self.data.edges[first]), float(self.data.edges[stop]))
+        rows = P.edge_table(self.data.modules, self.data.kinds, self.data.t[TENSORS[0]][idx],
+                            self.data.t[TENSORS[1]][idx], self.data.t[TENSORS[2]][idx],
+                            self.data.t[TENSORS[4]][idx], fmt[0], fmt[1])
         mod = self.module()
         if mod is not None:
             rows = [r for r in rows if r["module"] == mod]
@@ -865,15 +741,15 @@ class PrecisionDashboard(RunDashboard):
     # ------------------------------------------------------------------ hover
     def _hover_cell(self, row: int, col: int, v: float) -> list[str]:
         first, _ = self._heat_window
-        e = int(self._edges[first + col]) if first + col < self._edges.size else 0
+        e = int(self.data.edges[first + col]) if first + col < self.data.edges.size else 0
         idx = self.step_index()
-        name = self._modules[row] if row < len(self._modules) else "?"
+        name = self.data.modules[row] if row < len(self.data.modules) else "?"
         lines = [f"<b>{html.escape(name)} · {html.escape(self.kind() or '')}</b>",
                  f"2^{e} ≤ |x| &lt; 2^{e + 1}"]
-        if idx is not None and self.kind() in self._kinds:
-            k = self._kinds.index(self.kind())
-            n = int(self._t[TENSORS[3]][idx, row, k, first + col])
-            total = int(self._t[TENSORS[2]][idx, row, k, 0])
+        if idx is not None and self.kind() in self.data.kinds:
+            k = self.data.kinds.index(self.kind())
+            n = int(self.data.t[TENSORS[3]][idx, row, k, first + col])
+            total = int(self.data.t[TENSORS[2]][idx, row, k, 0])
             lines.append(f"{n:,} of {total:,} elements"
                          + (f" ({100.0 * n / total:.3g} %)" if total else ""))
         fmt = self._fmt()
@@ -924,12 +800,12 @@ class PrecisionDashboard(RunDashboard):
     def _status_extra(self) -> str:
         if not self._loaded:
             return ""
-        parts = [html.escape(self._mode)]
-        if self._modules:
-            parts.append(f"{len(self._modules)} modules watched")
-        if self._mode == "fp16" or self._scale[0].size:
-            parts.append(f"{self._skipped.size} skipped step{'s' if self._skipped.size != 1 else ''}")
-        nf = [e for e in self._events if e["kind"] == "nonfinite"]
+        parts = [html.escape(self.data.mode)]
+        if self.data.modules:
+            parts.append(f"{len(self.data.modules)} modules watched")
+        if self.data.mode == "fp16" or self.data.scale[0].size:
+            parts.append(f"{self.data.skipped.size} skipped step{'s' if self.data.skipped.size != 1 else ''}")
+        nf = [e for e in self.data.events if e["kind"] == "nonfinite"]
         if nf:
             d = nf[0]["data"]
             where = f": {d.get('kind')} of {d.get('module')}" if d.get("module") else ""

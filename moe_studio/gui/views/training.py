@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlide
 
 from ...store import Follower, RunFileError, RunReader, open_run
 from ..widgets.fitting_label import FittingLabel
-from ..run.follow_timer import FollowTimer, error_text
+from ..run.follow_timer import FollowTimer, FramePacer, error_text, poll_guarded
 from .inspection_runs import NO_TRAINING, is_inspection
 from ..formats import format_rate
 from ..run.live_run import hub as live_hub, live_status
@@ -31,8 +31,7 @@ from ..widgets.run_controls import moe_blocks_of
 from ..theme import is_dark_palette, plot_colors, status_color
 
 FRAME_MS = 50   # 20 Hz: how often the stores are polled (an idle poll costs ~0.2 ms);
-                # a fast run's curves can move at 20 frames/s, paced by _DUTY
-_DUTY = 0.3     # at most about this share of the GUI thread goes to redrawing curves
+                # a fast run's curves can move at 20 frames/s, paced by a FramePacer
 _MAX_DRAW_INTERVAL_S = 1.0
 
 X_STEP, X_TOKENS, X_WALL = "step", "tokens", "wall"
@@ -162,8 +161,7 @@ class TrainingDashboard(QWidget):
         self._pending: dict[int, set[tuple[str, int]]] = {}
         self._status_dirty = False
         self._extent_dirty = False
-        self._last_draw = 0.0
-        self._draw_interval = 0.0
+        self._pacer = FramePacer(_MAX_DRAW_INTERVAL_S)
         self._last_plot: str | None = None   # the plot the last one-plot frame drew
 
         # -- controls
@@ -305,25 +303,20 @@ class TrainingDashboard(QWidget):
     def _on_tick(self) -> None:
         """Timer frame: always read what is new (cheap); redraw when the frame budget
         allows. Drawing thousands of points in five plots can cost tens of ms on a slow
-        machine; pacing keeps the GUI's share of the CPU near ``_DUTY`` so the trainer
+        machine; pacing keeps the GUI's share of the CPU near its duty so the trainer
         (often on the same CPU) and the rest of the app keep running smoothly."""
         self._poll()
-        if self._pending and time.perf_counter() - self._last_draw >= self._draw_interval:
+        if self._pending and self._pacer.due():
             self._draw_pending(one_plot=True)
 
     def _poll(self) -> bool:
         status_changed = False
         new_rows = False
         for t in self._tracks:
-            try:
-                upd = t.follower.poll()
-            except Exception as exc:  # noqa: BLE001 - a frame must never take the GUI down
-                # A run folder deleted under us, a transient SQLite error: keep what is
-                # drawn, say why, and try again next frame.
-                msg = error_text(exc)
-                if msg not in self._errors:
-                    self._errors.append(msg)
-                    status_changed = True
+            n_errors = len(self._errors)
+            upd = poll_guarded(t.follower, self._errors)
+            if upd is None:
+                status_changed = status_changed or len(self._errors) > n_errors
                 continue
             status = getattr(upd, "status", None)
             if status and status != t.status:
@@ -381,13 +374,12 @@ class TrainingDashboard(QWidget):
         self._status_dirty = False
         self._update_status()
         # The next frame may come when this one's cost (drawing now + painting, as the
-        # last paint took) is at most _DUTY of the time in between.
+        # last paint took) is at most the pacer's duty of the time in between.
         now = time.perf_counter()
         plots = ([self._grid.plot(k) for k in touched] if one_plot
                  else list(self._grid.plots().values()))
         cost = (now - t_start) + sum(p.last_paint_s() for p in plots)
-        self._draw_interval = min(_MAX_DRAW_INTERVAL_S, cost / _DUTY)
-        self._last_draw = now
+        self._pacer.drawn(cost, now)
 
     def fit(self) -> None:
         """Show all data in every plot and follow it as it grows. While a run is still

@@ -25,13 +25,12 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSlider, QStyle,
 
 from ...store import Follower, RunFileError, RunReader, open_run
 from .fitting_label import FittingLabel
-from ..run.follow_timer import FollowTimer, error_text
+from ..run.follow_timer import FollowTimer, FramePacer, error_text
 from ..run.live_run import hub as live_hub, live_status
 from ..theme import is_dark_palette, status_color
 
 FRAME_MS = 125   # 8 Hz store polling while following
 PLAY_MS = 100    # 10 steps per second when playing
-_DUTY = 0.3      # while following, redrawing takes at most about this share of the GUI thread
 MARKER_MS = 150  # step markers on the over-time plots move at most this often while scrubbing
 _MAX_DRAW_INTERVAL_S = 2.0
 
@@ -369,8 +368,7 @@ class RunDashboard(QWidget):
         self._late_titles: dict = {}      # plot -> title, set with the markers
         self._last_markers = 0.0
         self._dirty = False           # read but not drawn yet (frame pacing)
-        self._last_draw = 0.0
-        self._draw_interval = 0.0
+        self._pacer = FramePacer(_MAX_DRAW_INTERVAL_S)
         self._reading = False         # inside _poll: a new step is drawn once, after it
         self.controls.layerChanged.connect(lambda _b: self._draw())
         self.controls.stepChanged.connect(self._on_step)
@@ -446,10 +444,10 @@ class RunDashboard(QWidget):
     def _on_tick(self) -> None:
         """Timer frame: always read what is new (cheap); redraw when the frame budget
         allows, so a live run whose views cost tens of ms to draw keeps the GUI's share
-        of the CPU near ``_DUTY`` (the trainer often runs on the same cores)."""
+        of the CPU near its duty (the trainer often runs on the same cores)."""
         if self._poll():
             self._dirty = True
-        if self._dirty and time.perf_counter() - self._last_draw >= self._draw_interval:
+        if self._dirty and self._pacer.due():
             self._draw()
 
     def _draw(self) -> None:
@@ -459,8 +457,7 @@ class RunDashboard(QWidget):
             self._show()
         self._update_status()
         now = time.perf_counter()
-        self._draw_interval = min(_MAX_DRAW_INTERVAL_S, (now - t0) / _DUTY)
-        self._last_draw = now
+        self._pacer.drawn(now - t0, now)
 
     def _on_step(self, _step: int) -> None:
         if self._reading:
