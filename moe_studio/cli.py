@@ -240,7 +240,7 @@ def _train(cfg, runs_dir: Path, args, stop: "_SignalStop", make=None) -> int:
         if not trainer.done:
             status = "stopped"
         trainer.close(status)
-    except BaseException as e:
+    except BaseException as e:  # noqa: BLE001  Ctrl+C and SystemExit too: the run is closed with its status
         import traceback
         tb = traceback.format_exc()
         what = _describe_failure(e)
@@ -421,12 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
     try:
-        from .gui.report_cli import add_parser as add_report_parser
+        from .gui.commands.report import add_parser as add_report_parser
         add_report_parser(sub)
     except ImportError:
         pass
     try:
-        from .gui.screenshots_cli import add_parser as add_screenshots_parser
+        from .gui.commands.screenshots import add_parser as add_screenshots_parser
         add_screenshots_parser(sub)
     except ImportError:
         pass

@@ -44,7 +44,7 @@ def _flush_qt() -> None:
 
 
 def _running_controllers() -> list:
-    mod = sys.modules.get("moe_studio.gui.worker")
+    mod = sys.modules.get("moe_studio.gui.run.tasks")
     return mod.running_controllers() if mod is not None else []
 
 

@@ -86,7 +86,7 @@ def test_summary_equal_flops_and_time(runs):
 
 
 def test_compare_view_flops_axis_and_columns(qtbot, runs):
-    from moe_studio.gui.compare_dashboard import CompareDashboard
+    from moe_studio.gui.views.compare import CompareDashboard
     d = CompareDashboard()
     qtbot.addWidget(d)
     d.resize(1200, 800)
@@ -108,8 +108,8 @@ def test_compare_view_flops_axis_and_columns(qtbot, runs):
 
 def test_cost_parts_and_training_status(qtbot, tmp_path):
     from moe_studio.engine.trainer import Trainer
-    from moe_studio.gui.cost_text import cost_parts, si
-    from moe_studio.gui.training_dashboard import TrainingDashboard
+    from moe_studio.gui.views.cost_text import cost_parts, si
+    from moe_studio.gui.views.training import TrainingDashboard
     from tiny import tiny_config
     assert si(1.5e9, "FLOP") == "1.5 GFLOP" and si(12.0, "B") == "12 B"
     meta = {"flops_per_token": {"train_active": 3.0e6},

@@ -184,7 +184,7 @@ def _digest(run: Path) -> dict[str, str]:
 def _read_everything(path: Path) -> dict:
     """Every public read of a RunReader; returns some of what it read."""
     with open_run(path) as r:
-        r.status, r.ended, r.error, r.heartbeat, r.meta
+        _ = (r.status, r.ended, r.error, r.heartbeat, r.meta)   # each property reads
         r.refresh()
         scal = r.scalars()
         r.latest(), r.last_step(), r.scalar_names()
@@ -243,7 +243,7 @@ def test_damaged_run_gives_one_line_error_everywhere_and_stays_byte_identical(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("moe-studio export: ") and str(run) in err[0]
 
-    from moe_studio.gui.report_cli import cmd_report
+    from moe_studio.gui.commands.report import cmd_report
     png = tmp_path / "r.png"
     assert cmd_report(argparse.Namespace(runs=[str(run)], out=png, width=800, dark=False,
                                          tabs=None)) != 0
@@ -280,7 +280,7 @@ def test_the_runs_panel_shows_a_damaged_run_as_unreadable(kind, pristine, tmp_pa
     pytest.importorskip("pytestqt")
     from PySide6.QtCore import Qt
 
-    from moe_studio.gui.runs_panel import COL_STATUS, RunsPanel
+    from moe_studio.gui.panels.runs import COL_STATUS, RunsPanel
 
     run = _damaged(pristine, tmp_path, DAMAGE[kind])
     before = _digest(run)
@@ -304,7 +304,7 @@ def test_random_bytes_anywhere_read_or_fail_in_one_line(pristine, tmp_path):
     for seed in range(60):
         rnd = random.Random(seed)
 
-        def burst(run: Path) -> None:
+        def burst(run: Path, rnd: random.Random = rnd) -> None:
             p = run / DB
             data = bytearray(p.read_bytes())
             for _ in range(rnd.randint(1, 4)):
@@ -346,7 +346,7 @@ def test_every_dashboard_opens_a_damaged_real_run_without_an_escaping_error(kind
         damage = DAMAGE[kind]
     run = _damaged(src, tmp_path, damage)
     before = _digest(run)
-    for title, spec in DASHBOARDS:
+    for _title, spec in DASHBOARDS:
         widget = _load_class(spec)()
         qtbot.addWidget(widget)
         widget.resize(900, 600)

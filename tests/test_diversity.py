@@ -59,7 +59,7 @@ def test_ensemble_metrics_reports_them():
 
 def test_ensemble_view_shows_them(qtbot, tmp_path):
     from moe_studio.engine.trainer import Trainer
-    from moe_studio.gui.ensemble_dashboard import EnsembleDashboard
+    from moe_studio.gui.views.ensemble import EnsembleDashboard
     from moe_studio.store import open_run
     from tiny import tiny_config
     tr = Trainer(tiny_config(ensemble__members=2, train__steps=2, train__eval_every=2), tmp_path)

@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from moe_studio.config.schema import ExperimentConfig, to_dict  # noqa: E402
 from moe_studio.config.toml_io import dumps  # noqa: E402
-from moe_studio.gui.compare_dashboard import CompareDashboard  # noqa: E402
+from moe_studio.gui.views.compare import CompareDashboard  # noqa: E402
 from moe_studio.paths import sample_runs_dir  # noqa: E402
 from moe_studio.store import RunWriter, open_run  # noqa: E402
 
@@ -297,7 +297,8 @@ def test_side_by_side_aligns_both_views_to_their_nearest_step(dash):
 
 def test_report_with_two_runs_and_without_compare_for_one(qapp, runs, tmp_path, monkeypatch):
     from moe_studio.cli import main as cli_main
-    from moe_studio.gui import main_window, report_cli
+    from moe_studio.gui import main_window
+    from moe_studio.gui.commands import report as report_cli
     out = tmp_path / "compare.png"
     assert cli_main(["report", str(runs[0]), str(runs[1]), "--out", str(out), "--width", "900",
                      "--tabs", "Compare"]) == 0
@@ -305,7 +306,7 @@ def test_report_with_two_runs_and_without_compare_for_one(qapp, runs, tmp_path, 
     img = QImage(str(out))
     assert img.width() == 900 and img.height() > 600
     monkeypatch.setattr(main_window, "DASHBOARDS", [
-        ("Compare", "moe_studio.gui.compare_dashboard:CompareDashboard")])
+        ("Compare", "moe_studio.gui.views.compare:CompareDashboard")])
     assert report_cli.render_dashboards([runs[0]], 800) == []
     titles = [t for t, pm, err in report_cli.render_dashboards(runs[:2], 800)]
     assert titles == ["Compare"]

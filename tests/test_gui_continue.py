@@ -13,7 +13,7 @@ from PySide6.QtGui import QContextMenuEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMenu  # noqa: E402
 
 from moe_studio.engine.trainer import Trainer  # noqa: E402
-from moe_studio.gui.continue_dialog import ContinueDialog  # noqa: E402
+from moe_studio.gui.panels.continue_dialog import ContinueDialog  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
 
 from tiny import tiny_config  # noqa: E402
@@ -34,7 +34,7 @@ def _stopped_run(runs, steps=10, stop_after=7, checkpoint_every=4):
 @pytest.fixture
 def window(qtbot, tmp_path):
     from moe_studio.gui.main_window import MainWindow
-    from moe_studio.gui.worker import _engine_trainer
+    from moe_studio.gui.run.worker import _engine_trainer
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     w = MainWindow(settings=settings, runs_dir=tmp_path / "runs", trainer_factory=_engine_trainer)
     qtbot.addWidget(w)
@@ -86,7 +86,7 @@ def test_continue_from_the_context_menu(qtbot, window, tmp_path):
         steps = r.scalars(["train/loss"], member=0)["step"].tolist()
     assert steps == list(range(1, 15))
     # the training view follows the continued run: one point per step, no step twice
-    from moe_studio.gui.training_dashboard import series_key
+    from moe_studio.gui.views.training import series_key
     loss = window.dashboards[0].plot("loss")
     key = series_key(0, "train/loss", 0)
     qtbot.waitUntil(lambda: key in loss.series_keys()

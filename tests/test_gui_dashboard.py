@@ -12,9 +12,9 @@ from PySide6.QtWidgets import QLabel  # noqa: E402
 
 from moe_studio.config.schema import ExperimentConfig, to_dict  # noqa: E402
 from moe_studio.config.toml_io import dumps  # noqa: E402
-from moe_studio.gui.runs_panel import (COL_NAME, COL_SETUP, COL_STATUS, PathRole,  # noqa: E402
+from moe_studio.gui.panels.runs import (COL_NAME, COL_SETUP, COL_STATUS, PathRole,  # noqa: E402
                                        RunsPanel)
-from moe_studio.gui.training_dashboard import TrainingDashboard, series_key  # noqa: E402
+from moe_studio.gui.views.training import TrainingDashboard, series_key  # noqa: E402
 from moe_studio.store import RunWriter, list_runs, open_run  # noqa: E402
 
 TOKENS_PER_STEP = 96
@@ -376,7 +376,7 @@ def test_runs_panel_missing_folder(qtbot, tmp_path):
 
 
 def test_setup_summary_names_dense_models_and_ensembles(tmp_path):
-    from moe_studio.gui.runs_panel import setup_summary
+    from moe_studio.gui.panels.runs import setup_summary
     from moe_studio.store import RunInfo
     dense = RunInfo(path=tmp_path, run_id="d", router="topk", n_experts=8, top_k=2,
                     precision="fp32", members=1, moe_layers="none")
@@ -387,7 +387,7 @@ def test_setup_summary_names_dense_models_and_ensembles(tmp_path):
 
 
 def test_empty_dashboard_says_what_to_do(qtbot):
-    from moe_studio.gui.training_dashboard import EMPTY_HINT
+    from moe_studio.gui.views.training import EMPTY_HINT
     d = TrainingDashboard()
     qtbot.addWidget(d)
     d.set_runs([])
@@ -398,7 +398,7 @@ def test_empty_dashboard_says_what_to_do(qtbot):
 def test_dense_run_draws_no_routing_losses(dashboard):
     """A dense model logs aux and z losses of 0: the view says there is no router
     instead of drawing flat lines; beside an MoE run it draws only the MoE run's."""
-    from moe_studio.gui.training_dashboard import DENSE_HINT
+    from moe_studio.gui.views.training import DENSE_HINT
     from moe_studio.paths import sample_runs_dir
 
     dense, moe = sample_runs_dir() / "dense-baseline", sample_runs_dir() / "moe-top2"

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 import tiny  # noqa: E402
-from moe_studio.gui.ensemble_dashboard import (MI_LEVELS, PAIR_VIEWS, RULES,  # noqa: E402
+from moe_studio.gui.views.ensemble import (MI_LEVELS, PAIR_VIEWS, RULES,  # noqa: E402
                                                EnsembleDashboard, byte_label)
 from moe_studio.paths import sample_runs_dir  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
@@ -236,7 +236,7 @@ def test_follows_a_growing_ensemble_run(make, tmp_path):
 
 
 def test_report_renders_the_ensemble_tab(runs, qapp):
-    from moe_studio.gui.report_cli import render_dashboards
+    from moe_studio.gui.commands.report import render_dashboards
 
     ens, _ = runs
     [(title, pixmap, error)] = render_dashboards([ens], 900, tabs=["Ensemble"])
@@ -280,7 +280,7 @@ def test_snapshot_ensemble_grows_its_matrix(make, tmp_path):
 
 def test_status_line_whole_on_hover(make_dashboard):
     """The status line is cut in a narrow window; its tool tip holds all of it."""
-    from moe_studio.gui.ensemble_dashboard import EnsembleDashboard
+    from moe_studio.gui.views.ensemble import EnsembleDashboard
     from moe_studio.paths import sample_runs_dir
 
     d = make_dashboard(EnsembleDashboard, [sample_runs_dir() / "moe-top2"], size=(700, 500))

@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import Qt  # noqa: E402
 
-from moe_studio.gui.experts_dashboard import ExpertsDashboard  # noqa: E402
+from moe_studio.gui.views.experts import ExpertsDashboard  # noqa: E402
 from moe_studio.paths import sample_runs_dir  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def test_tokens_per_expert_has_a_layer_key(make_dashboard):
 
 def test_share_maps_spell_out_total_variation(make_dashboard):
     """The Routing view's domain and token-class maps name their number in words."""
-    from moe_studio.gui.routing_dashboard import RoutingDashboard
+    from moe_studio.gui.views.routing import RoutingDashboard
     d = make_dashboard(RoutingDashboard, [sample_runs_dir() / "moe-top2"], size=(1920, 1080))
     d.settle()
     for plot in (d.domain_map, d.class_map):
@@ -107,7 +107,7 @@ def _box(w, name):
 
 def test_help_menu_explains_each_view_and_lists_the_shortcuts(qtbot, tmp_path):
     from moe_studio.gui.main_window import DASHBOARDS
-    from moe_studio.gui.view_help import VIEW_HELP
+    from moe_studio.gui.views.help import VIEW_HELP
     from test_gui_layout import click_tab, make_window
 
     assert set(VIEW_HELP) == {t for t, _ in DASHBOARDS}    # every view has its lines
@@ -155,7 +155,7 @@ def test_loss_scale_hover_explains_a_skipped_step(make_dashboard):
     where the overflow was, as the run's backoff event records it."""
     import math
 
-    from moe_studio.gui.precision_dashboard import PrecisionDashboard
+    from moe_studio.gui.views.precision import PrecisionDashboard
     from moe_studio.store import open_run
     run = sample_runs_dir() / "fp16-overflow"
     d = make_dashboard(PrecisionDashboard, [run], size=(1280, 800))

@@ -35,9 +35,9 @@ from PySide6.QtCore import QEvent, QPointF, QRectF, QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import (QAbstractScrollArea, QApplication, QCheckBox,  # noqa: E402
                                QDockWidget, QWidget)
 
-from moe_studio.gui.heatmap import FigureWidget, HeatmapPlot  # noqa: E402
+from moe_studio.gui.widgets.heatmap import FigureWidget, HeatmapPlot  # noqa: E402
 from moe_studio.gui.main_window import DASHBOARDS, MainWindow  # noqa: E402
-from moe_studio.gui.plots import CurvePlot  # noqa: E402
+from moe_studio.gui.widgets.plots import CurvePlot  # noqa: E402
 from moe_studio.samples import sample_runs_dir  # noqa: E402
 
 from drawn import axis_texts, legend_rect, points_under, scene_points  # noqa: E402

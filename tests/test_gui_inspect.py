@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from moe_studio.gui.compare_dashboard import CompareDashboard  # noqa: E402
-from moe_studio.gui.ensemble_dashboard import EnsembleDashboard  # noqa: E402
-from moe_studio.gui.experts_dashboard import ExpertsDashboard  # noqa: E402
-from moe_studio.gui.gate_dashboard import GateDashboard  # noqa: E402
-from moe_studio.gui.inspection_runs import NO_TRAINING  # noqa: E402
-from moe_studio.gui.precision_dashboard import PrecisionDashboard  # noqa: E402
-from moe_studio.gui.routing_dashboard import RoutingDashboard  # noqa: E402
-from moe_studio.gui.training_dashboard import TrainingDashboard  # noqa: E402
+from moe_studio.gui.views.compare import CompareDashboard  # noqa: E402
+from moe_studio.gui.views.ensemble import EnsembleDashboard  # noqa: E402
+from moe_studio.gui.views.experts import ExpertsDashboard  # noqa: E402
+from moe_studio.gui.views.gates import GateDashboard  # noqa: E402
+from moe_studio.gui.views.inspection_runs import NO_TRAINING  # noqa: E402
+from moe_studio.gui.views.precision import PrecisionDashboard  # noqa: E402
+from moe_studio.gui.views.routing import RoutingDashboard  # noqa: E402
+from moe_studio.gui.views.training import TrainingDashboard  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
 
 from moe_studio.engine.inspection import tiny as hf_tiny  # noqa: E402
@@ -121,7 +121,7 @@ def _type(qtbot, widget, text: str) -> None:
 def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path, inspections):
     from PySide6.QtCore import Qt
 
-    from moe_studio.gui.inspect_dialog import InspectDialog
+    from moe_studio.gui.widgets.inspect_dialog import InspectDialog
 
     folder = inspections[0].parents[1] / "mixtral"
     w = _window(qtbot, tmp_path)
@@ -148,7 +148,7 @@ def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path
 
 @pytest.mark.slow
 def test_inspect_dialog_refuses_a_pickle_folder_before_start(qtbot, tmp_path):
-    from moe_studio.gui.inspect_dialog import InspectDialog
+    from moe_studio.gui.widgets.inspect_dialog import InspectDialog
 
     bad = tmp_path / "pickled"
     bad.mkdir()
@@ -173,7 +173,7 @@ def test_inspect_dialog_refuses_a_pickle_folder_before_start(qtbot, tmp_path):
 
 def test_controller_stop_keeps_an_inspection_in_thread_mode(qtbot, tmp_path, inspections):
     from moe_studio.engine.inspection import InspectOptions
-    from moe_studio.gui.worker import TrainingController
+    from moe_studio.gui.run.worker import TrainingController
 
     folder = inspections[0].parents[1] / "mixtral"
     ctl = TrainingController(mode="thread")
@@ -200,7 +200,7 @@ def test_route_button_routes_typed_text_through_the_inspected_checkpoint(make_da
     there were no weights); what is shown is what the engine routes for that text."""
     from PySide6.QtCore import Qt
     from moe_studio.engine.inspection.routing import probe_snapshot
-    from moe_studio.gui.routing_dashboard import SOURCE_CUSTOM
+    from moe_studio.gui.views.routing import SOURCE_CUSTOM
     run = inspections[0]
     d = make_dashboard(RoutingDashboard, [run], size=(1280, 800))
     labels = [d.weights_combo.itemText(i) for i in range(d.weights_combo.count())]

@@ -4,8 +4,6 @@ only at a separator, notices inside their plot, combo boxes showing their whole 
 nothing pushed past the window's right edge."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -14,8 +12,8 @@ from PySide6.QtCore import QPoint, QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import (QAbstractScrollArea, QComboBox, QLabel, QStyle,  # noqa: E402
                                QStyleOptionComboBox, QWidget)
 
-from moe_studio.gui.heatmap import FigureWidget  # noqa: E402
-from moe_studio.gui.plots import CurvePlot  # noqa: E402
+from moe_studio.gui.widgets.heatmap import FigureWidget  # noqa: E402
+from moe_studio.gui.widgets.plots import CurvePlot  # noqa: E402
 from moe_studio.paths import sample_runs_dir  # noqa: E402
 
 SIZES = [(1280, 800), (1920, 1080)]

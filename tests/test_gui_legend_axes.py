@@ -14,9 +14,10 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPointF, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QMenu  # noqa: E402
 
-from moe_studio.gui.axes import format_small, log_label, log_ticks  # noqa: E402
-from moe_studio.gui.heatmap import HeatmapPlot  # noqa: E402
-from moe_studio.gui.plots import CurvePlot  # noqa: E402
+from moe_studio.gui.formats import format_small, log_label  # noqa: E402
+from moe_studio.gui.widgets.axes import log_ticks  # noqa: E402
+from moe_studio.gui.widgets.heatmap import HeatmapPlot  # noqa: E402
+from moe_studio.gui.widgets.plots import CurvePlot  # noqa: E402
 
 from drawn import axis_texts, legend_rect, points_under, scene_points  # noqa: E402
 
@@ -215,9 +216,9 @@ def test_grouped_heatmap_rows_each_carry_a_label_or_their_layer(qtbot):
     h.resize(420, 200)
     h.show()
     qtbot.waitExposed(h)
-    full = [f"L{l} e{e}" for l in range(4) for e in range(8)]
+    full = [f"L{layer} e{e}" for layer in range(4) for e in range(8)]
     h.set_matrix(np.random.default_rng(0).random((32, 20)), y_labels=full)
-    h.set_row_groups([(f"L{l}", 8) for l in range(4)], [f"e{e}" for _ in range(4) for e in range(8)])
+    h.set_row_groups([(f"L{layer}", 8) for layer in range(4)], [f"e{e}" for _ in range(4) for e in range(8)])
     h.grab()
     qtbot.wait(20)
     axis = h.plot_item.getAxis("left")

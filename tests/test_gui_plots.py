@@ -14,7 +14,7 @@ from PySide6.QtGui import QImage, QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from moe_studio.gui import theme  # noqa: E402
-from moe_studio.gui.plots import CurvePlot, PlotGrid  # noqa: E402
+from moe_studio.gui.widgets.plots import CurvePlot, PlotGrid  # noqa: E402
 from moe_studio.metrics.smoothing import ema  # noqa: E402
 
 
@@ -219,7 +219,7 @@ def test_plot_follows_a_theme_change(plot, restore_theme):
 
 
 def test_axis_number_and_duration_formats():
-    from moe_studio.gui.plots import compact_number, format_duration
+    from moe_studio.gui.formats import compact_number, format_duration
 
     assert [compact_number(v, 200e3) for v in (2e5, 1e6, 1.4e6)] == ["200k", "1.0M", "1.4M"]
     assert compact_number(2.5e9, 5e8) == "2.5G"

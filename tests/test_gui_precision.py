@@ -16,7 +16,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from moe_studio.engine.trainer import Trainer  # noqa: E402
-from moe_studio.gui.precision_dashboard import PrecisionDashboard  # noqa: E402
+from moe_studio.gui.views.precision import PrecisionDashboard  # noqa: E402
 from moe_studio.paths import sample_runs_dir  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
 
@@ -215,7 +215,7 @@ def test_format_combo_moves_the_bands(make, fp16_run):
     assert d.heat_window()[1] - d.heat_window()[0] < 80
     d.set_format("bf16")
     first, stop = d.heat_window()
-    edges = d._edges
+    edges = d.data.edges
     assert edges[first] <= -134 and edges[stop] >= 128
 
 
@@ -298,8 +298,8 @@ def test_follows_a_growing_run(make, tmp_path):
 
 def test_registered_and_in_the_report(fp16_run):
     from moe_studio.gui.main_window import DASHBOARDS
-    from moe_studio.gui.report_cli import render_dashboards
+    from moe_studio.gui.commands.report import render_dashboards
 
-    assert dict(DASHBOARDS)["Precision"] == "moe_studio.gui.precision_dashboard:PrecisionDashboard"
+    assert dict(DASHBOARDS)["Precision"] == "moe_studio.gui.views.precision:PrecisionDashboard"
     ((title, pixmap, error),) = render_dashboards([fp16_run], 1000, tabs=["Precision"])
     assert title == "Precision" and error is None and not pixmap.isNull()

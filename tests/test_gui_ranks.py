@@ -9,7 +9,7 @@ pytest.importorskip("pytestqt")
 
 from moe_studio.config.schema import ExperimentConfig, to_dict  # noqa: E402
 from moe_studio.config.toml_io import dumps  # noqa: E402
-from moe_studio.gui.training_dashboard import TrainingDashboard, series_key  # noqa: E402
+from moe_studio.gui.views.training import TrainingDashboard, series_key  # noqa: E402
 from moe_studio.store import RunWriter, open_run  # noqa: E402
 
 

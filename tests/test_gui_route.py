@@ -16,8 +16,8 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from moe_studio.engine.probe import latest_checkpoint, list_checkpoints, route_text  # noqa: E402
-from moe_studio.gui.routing_dashboard import LIVE, SOURCE_CUSTOM, RoutingDashboard  # noqa: E402
-from moe_studio.gui.worker import TrainingController  # noqa: E402
+from moe_studio.gui.views.routing import LIVE, SOURCE_CUSTOM, RoutingDashboard  # noqa: E402
+from moe_studio.gui.run.worker import TrainingController  # noqa: E402
 from moe_studio.paths import sample_runs_dir  # noqa: E402
 
 from routing_helpers import train_tiny_run  # noqa: E402
@@ -141,7 +141,7 @@ def test_route_through_the_live_weights_of_a_training_run(make_dashboard, tmp_pa
 
 
 def test_the_routing_view_does_not_import_torch():
-    code = ("import sys; import moe_studio.gui.routing_dashboard, moe_studio.gui.main_window; "
+    code = ("import sys; import moe_studio.gui.views.routing, moe_studio.gui.main_window; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin"},

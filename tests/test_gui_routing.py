@@ -14,10 +14,10 @@ pytest.importorskip("pytestqt")
 
 from moe_studio.bench.routing import write_synthetic_run  # noqa: E402
 from moe_studio.data.tokenizer import TOKEN_CLASSES, ByteTokenizer, token_class  # noqa: E402
-from moe_studio.gui.experts_dashboard import ExpertsDashboard  # noqa: E402
-from moe_studio.gui.gate_dashboard import GateDashboard  # noqa: E402
-from moe_studio.gui.heatmap import HeatmapPlot  # noqa: E402
-from moe_studio.gui.routing_dashboard import SOURCE_CUSTOM, RoutingDashboard  # noqa: E402
+from moe_studio.gui.views.experts import ExpertsDashboard  # noqa: E402
+from moe_studio.gui.views.gates import GateDashboard  # noqa: E402
+from moe_studio.gui.widgets.heatmap import HeatmapPlot  # noqa: E402
+from moe_studio.gui.views.routing import SOURCE_CUSTOM, RoutingDashboard  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
 
 from routing_helpers import train_tiny_run  # noqa: E402
@@ -228,7 +228,7 @@ def test_routing_heatmap_text_and_share_matrices(make, trained):
 
 
 def _bg_colors(d, E):
-    from moe_studio.gui.routed_text import expert_colors, text_background
+    from moe_studio.gui.widgets.routed_text import expert_colors, text_background
     from moe_studio.gui.theme import is_dark_palette
 
     dark = is_dark_palette(d.palette())
@@ -420,7 +420,7 @@ def test_dropped_plot_says_dropless(make, trained):
 def test_heatmap_row_labels_shrink_before_thinning(qtbot):
     """8 rows in a short plot: a smaller font keeps a label on every row; 200 rows do not
     fit at any readable size: the labels keep their size and are thinned."""
-    from moe_studio.gui.heatmap import ROW_FONT_MIN_PT
+    from moe_studio.gui.widgets.heatmap import ROW_FONT_MIN_PT
     h = HeatmapPlot("t", "x", "y")
     qtbot.addWidget(h)
     h.resize(400, 220)

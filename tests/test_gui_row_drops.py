@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from moe_studio.engine.trainer import Trainer
-from moe_studio.gui.experts_dashboard import ExpertsDashboard
+from moe_studio.gui.views.experts import ExpertsDashboard
 from moe_studio.store import open_run
 from tiny import tiny_config
 

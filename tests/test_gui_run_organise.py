@@ -12,7 +12,7 @@ from PySide6.QtGui import QContextMenuEvent  # noqa: E402
 from PySide6.QtWidgets import (QApplication, QInputDialog, QLineEdit, QMenu, QMessageBox,  # noqa: E402
                                QPlainTextEdit)
 
-from moe_studio.gui.runs_panel import COL_NAME, PathRole, RunsPanel  # noqa: E402
+from moe_studio.gui.panels.runs import COL_NAME, PathRole, RunsPanel  # noqa: E402
 from moe_studio.store import RunWriter, open_run, run_info  # noqa: E402
 
 MOE = {"moe": {"router": "topk", "top_k": 2, "n_experts": 4}, "precision": {"mode": "bf16"},

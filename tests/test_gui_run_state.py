@@ -14,8 +14,8 @@ from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QLineEdit, QMessageBox  # noqa: E402
 
 from moe_studio.config import ExperimentConfig, default, dumps, to_dict  # noqa: E402
-from moe_studio.gui.live_run import RateMeter, tokens_per_step  # noqa: E402
-from moe_studio.gui.runs_panel import COL_NAME, COL_STATUS, COL_STEPS  # noqa: E402
+from moe_studio.gui.run.live_run import RateMeter, tokens_per_step  # noqa: E402
+from moe_studio.gui.panels.runs import COL_NAME, COL_STATUS, COL_STEPS  # noqa: E402
 from moe_studio.engine.loop import ProgressInfo  # noqa: E402
 from moe_studio.store import RunWriter  # noqa: E402
 

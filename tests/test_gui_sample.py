@@ -32,7 +32,7 @@ def test_dialog_from_menu_generates_like_the_engine(qtbot, tmp_path, run_dir):
     from PySide6.QtCore import QSettings, Qt
 
     from moe_studio.gui.main_window import MainWindow
-    from moe_studio.gui.sample_dialog import SampleDialog
+    from moe_studio.gui.widgets.sample_dialog import SampleDialog
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     w = MainWindow(settings=settings, runs_dir=tmp_path / "runs", engine_mode="process")
     qtbot.addWidget(w)
@@ -58,7 +58,7 @@ def test_dialog_from_menu_generates_like_the_engine(qtbot, tmp_path, run_dir):
 def test_dialog_without_a_run_says_so_and_starts_nothing(qtbot):
     from PySide6.QtCore import QProcess, Qt
 
-    from moe_studio.gui.sample_dialog import SampleDialog
+    from moe_studio.gui.widgets.sample_dialog import SampleDialog
     dlg = SampleDialog(None)
     qtbot.addWidget(dlg)
     dlg.show()

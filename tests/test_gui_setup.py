@@ -17,7 +17,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, 
 from moe_studio.config import (PRESETS, SECTIONS, default, dumps,  # noqa: E402
                                problems, section_fields, to_dict)
 from moe_studio.engine.params import count_params  # noqa: E402
-from moe_studio.gui.setup_panel import SetupPanel, format_float, human_count  # noqa: E402
+from moe_studio.gui.formats import format_float, human_count  # noqa: E402
+from moe_studio.gui.panels.setup import SetupPanel  # noqa: E402
 
 
 @pytest.fixture
@@ -344,7 +345,7 @@ def test_main_window_renders_in_both_palettes(qtbot, tmp_path):
 
 
 def test_export_dialog_defaults(qtbot, tmp_path):
-    from moe_studio.gui.export_dialog import ExportDialog, has_parquet
+    from moe_studio.gui.widgets.export_dialog import ExportDialog, has_parquet
     d = ExportDialog(tmp_path / "20260101-run", "run", tmp_path)
     qtbot.addWidget(d)
     assert d.fmt() == "csv"

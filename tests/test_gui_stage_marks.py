@@ -6,8 +6,8 @@ import pyqtgraph as pg
 import pytest
 
 from moe_studio.engine.trainer import Trainer
-from moe_studio.gui.experts_dashboard import ExpertsDashboard
-from moe_studio.gui.training_dashboard import TrainingDashboard
+from moe_studio.gui.views.experts import ExpertsDashboard
+from moe_studio.gui.views.training import TrainingDashboard
 from tiny import tiny_config
 
 

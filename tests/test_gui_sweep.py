@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QSettings, Qt  # noqa: E402
 from PySide6.QtWidgets import QWidget  # noqa: E402
 
-from moe_studio.gui.sweep_dialog import SweepDialog, SweepQueueWindow  # noqa: E402
+from moe_studio.gui.widgets.sweep_dialog import SweepDialog, SweepQueueWindow  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
 from moe_studio.sweep.queue import SweepQueue  # noqa: E402
 
@@ -96,7 +96,7 @@ def test_sweep_from_the_setup_form(qtbot, window, tmp_path):
 
 
 def test_the_sample_sweep_opens_in_compare_with_one_click(qtbot, window):
-    from moe_studio.gui.sweep_dialog import open_sweep_queue
+    from moe_studio.gui.widgets.sweep_dialog import open_sweep_queue
     from moe_studio.paths import sample_runs_dir
     d = sample_runs_dir() / "sweep-topk-aux"
     if not (d / "sweep.json").exists():

@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 from test_gui_dashboard import new_run, write_steps, writers  # noqa: E402,F401
 from test_gui_layout import click_tab, make_window  # noqa: E402
 
-from moe_studio.gui.training_dashboard import series_key  # noqa: E402
+from moe_studio.gui.views.training import series_key  # noqa: E402
 
 
 def _spy_set_runs(w) -> dict[str, int]:
@@ -95,7 +95,7 @@ def test_precision_table_is_one_update_per_step(make_dashboard, qtbot):
     per step for a default model, while training)."""
     from PySide6.QtCore import Qt
 
-    from moe_studio.gui.precision_dashboard import PrecisionDashboard
+    from moe_studio.gui.views.precision import PrecisionDashboard
     from moe_studio.paths import sample_runs_dir
     d = make_dashboard(PrecisionDashboard, [sample_runs_dir() / "fp16-overflow"])
     model = d.table_model
@@ -119,7 +119,7 @@ def test_live_x_axis_follows_the_data_and_shows_the_plan(make_dashboard, tmp_pat
     """20 steps into a 1,000-step run the curves span the plot's width (not 2 % of
     it); the planned end is in the x label and a faint line there. Once the run ends,
     the plan goes."""
-    from moe_studio.gui.training_dashboard import TrainingDashboard
+    from moe_studio.gui.views.training import TrainingDashboard
     wr = new_run(writers, tmp_path, "live", members=1, steps=1000)
     write_steps(wr, range(0, 20), members=1)
     d = make_dashboard(TrainingDashboard, [wr.run_dir], size=(1280, 800))

@@ -15,7 +15,7 @@ from PySide6.QtCore import QSettings  # noqa: E402
 
 from moe_studio.config import ExperimentConfig, default  # noqa: E402
 from moe_studio.engine.loop import ProgressInfo  # noqa: E402  (the fields of a StepInfo)
-from moe_studio.gui.worker import TrainingController, running_controllers  # noqa: E402
+from moe_studio.gui.run.worker import TrainingController, running_controllers  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
 
@@ -416,7 +416,7 @@ def gui_tiny(steps: int = 4, name: str = "gui-tiny") -> ExperimentConfig:
 
 
 def test_mode_selection(monkeypatch):
-    from moe_studio.gui import worker
+    from moe_studio.gui.run import worker
     monkeypatch.delenv("MOE_STUDIO_ENGINE", raising=False)
     assert TrainingController().mode == worker.DEFAULT_MODE == "process"
     assert TrainingController(trainer_factory=lambda c, d: None).mode == "thread"
@@ -539,7 +539,7 @@ def test_engine_process_stops_cleanly_when_the_app_goes(tmp_path):
     import json
     import subprocess
     from moe_studio.config import to_dict
-    from moe_studio.gui.worker import _child_command
+    from moe_studio.gui.run.worker import _child_command
     from moe_studio.store import open_run
     cmd, env = _child_command()
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -577,7 +577,7 @@ _APP_SCRIPT = """
 import json, sys
 from PySide6.QtCore import QCoreApplication
 from moe_studio.config import from_dict
-from moe_studio.gui.worker import TrainingController
+from moe_studio.gui.run.worker import TrainingController
 app = QCoreApplication([])
 ctl = TrainingController(mode="process")
 def on_progress(info):
@@ -601,7 +601,7 @@ def test_killing_the_app_leaves_its_run_interrupted_not_stopped(tmp_path):
     import subprocess
     import sys
     from moe_studio.config import to_dict
-    from moe_studio.gui.worker import _child_command
+    from moe_studio.gui.run.worker import _child_command
     from moe_studio.store import open_run
     from moe_studio.store.liveness import pid_alive
     _, env = _child_command()
@@ -634,7 +634,7 @@ def test_killing_the_app_leaves_its_run_interrupted_not_stopped(tmp_path):
 
 
 def test_format_eta_reads_as_a_duration():
-    from moe_studio.gui.main_window import format_eta
+    from moe_studio.gui.formats import format_eta
     assert [format_eta(x) for x in (None, float("nan"), 45, 245, 1229, 3725)] == \
         ["—", "—", "45 s", "4 min 05 s", "20 min", "1 h 02 min"]
 
@@ -700,7 +700,7 @@ def test_window_follows_a_headless_run_of_another_process(qtbot, window, tmp_pat
                         timeout=60_000)
         run = next(r for r in window.runs_panel.runs(0) if r.name == "headless")
         assert window.open_run_path(run.path)
-        from moe_studio.gui.training_dashboard import series_key
+        from moe_studio.gui.views.training import series_key
         loss, key = window.dashboards[0].plot("loss"), series_key(0, "train/loss", 0)
         qtbot.waitUntil(lambda: key in loss.series_keys(), timeout=60_000)
         first = len(loss.series_data(key)[0])
@@ -723,7 +723,7 @@ def test_background_task_frees_its_worker_and_thread(qtbot):
     thread frees it and the QThread once the thread is joined."""
     import shiboken6
 
-    from moe_studio.gui.worker import BackgroundTask
+    from moe_studio.gui.run.tasks import BackgroundTask
     task = BackgroundTask(name="free-test")
     got = []
     task.succeeded.connect(got.append)
@@ -742,7 +742,7 @@ def test_a_thread_that_outlives_its_join_is_kept_until_it_ends(qtbot):
     import shiboken6
     from PySide6.QtCore import QThread
 
-    from moe_studio.gui import worker as wk
+    from moe_studio.gui.run import tasks as wk
     release = threading.Event()
 
     class Slow(QThread):
@@ -751,13 +751,13 @@ def test_a_thread_that_outlives_its_join_is_kept_until_it_ends(qtbot):
 
     t = Slow()
     t.start()
-    wk._release_worker(None, t)
+    wk.release_worker(None, t)
     del t
     assert len(wk._lingering) == 1
     held = wk._lingering[0][1]
     assert held.isRunning()
     release.set()
     assert held.wait(5000)
-    wk._release_worker(None, None)          # the next release frees what has ended
+    wk.release_worker(None, None)           # the next release frees what has ended
     assert wk._lingering == []
     qtbot.waitUntil(lambda: not shiboken6.isValid(held), timeout=5000)

@@ -8,7 +8,6 @@ import math
 import os
 import stat
 import threading
-from dataclasses import fields
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -323,7 +322,7 @@ def test_fuzzed_output_paths_are_accepted_or_refused_in_one_line(text, flag, tmp
 def test_fuzzed_environment_is_honoured_exactly_or_refused(name, value):
     from moe_studio.config.inputs import check_environment
     from moe_studio.engine.expert_kernels import KERNELS
-    from moe_studio.gui.worker import MODES
+    from moe_studio.gui.run.worker import MODES
 
     # what the code reading each variable does with it, asked independently
     honoured = {"MOE_STUDIO_EXPERT_KERNEL": value in KERNELS,

@@ -331,7 +331,7 @@ def test_custom_text_routes_through_the_inspected_checkpoint(world, fam, tmp_pat
     import json
     import subprocess
     from moe_studio.engine.probe import is_pretrained_run, weight_sources
-    from moe_studio.gui.worker import child_command
+    from moe_studio.gui.run.worker import child_command
     if fam not in FAMILY_NAMES:
         pytest.skip(f"{fam} is not in the installed transformers")
     ins = _inspect(world, fam, steps=1)

@@ -78,7 +78,7 @@ def readonly_runs(tmp_path):
 @pytest.mark.slow
 def test_every_view_opens_a_read_only_run_and_changes_no_byte(readonly_runs, make_dashboard, qtbot, tmp_path):
     from moe_studio.gui.main_window import DASHBOARDS, _load_class
-    from moe_studio.gui.runs_panel import RunsPanel
+    from moe_studio.gui.panels.runs import RunsPanel
 
     ro, runs = readonly_runs
     before = tree(ro)

@@ -89,7 +89,7 @@ def test_report_overlay_dark_all_dashboards(qapp, runs, tmp_path, capsys):
 def test_report_leaves_out_views_with_nothing_to_show(qapp, runs):
     """A view with nothing to show for these runs is one line saying why, not a picture
     of its empty state; asked for by name it is drawn anyway."""
-    from moe_studio.gui.report_cli import render_dashboards
+    from moe_studio.gui.commands.report import render_dashboards
     from moe_studio.store import open_run
 
     secs = {t: (pm, msg) for t, pm, msg in render_dashboards([runs[0]], 700)}
@@ -105,7 +105,7 @@ def test_report_leaves_out_views_with_nothing_to_show(qapp, runs):
 
 
 def test_report_header_lines(runs):
-    from moe_studio.gui.report_cli import run_lines
+    from moe_studio.gui.commands.report import run_lines
     from moe_studio.store import run_info
     a, b = run_lines([run_info(p) for p in runs])
     assert a.startswith("tiny-a  ·  finished  ·  step 8 / 8") and "val loss" in a
@@ -150,11 +150,11 @@ def test_report_without_a_display(runs, tmp_path):
 
 def test_empty_reasons_of_the_sample_runs(make_dashboard):
     """The reasons the report gives, on the recorded runs that ship with the app."""
-    from moe_studio.gui.ensemble_dashboard import EnsembleDashboard
-    from moe_studio.gui.experts_dashboard import ExpertsDashboard
-    from moe_studio.gui.gate_dashboard import GateDashboard
-    from moe_studio.gui.precision_dashboard import PrecisionDashboard
-    from moe_studio.gui.routing_dashboard import RoutingDashboard
+    from moe_studio.gui.views.ensemble import EnsembleDashboard
+    from moe_studio.gui.views.experts import ExpertsDashboard
+    from moe_studio.gui.views.gates import GateDashboard
+    from moe_studio.gui.views.precision import PrecisionDashboard
+    from moe_studio.gui.views.routing import RoutingDashboard
     from moe_studio.paths import sample_runs_dir
 
     s = sample_runs_dir()
@@ -183,11 +183,11 @@ def test_reports_leave_out_the_controls(make_dashboard, view, run):
     from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QLineEdit, QPlainTextEdit,
                                    QPushButton, QSlider, QWidget)
 
-    from moe_studio.gui.heatmap import FigureWidget
+    from moe_studio.gui.widgets.heatmap import FigureWidget
     from moe_studio.gui.main_window import DASHBOARDS, _load_class
-    from moe_studio.gui.plots import CurvePlot
-    from moe_studio.gui.report_cli import hide_controls
-    from moe_studio.gui.routed_text import TokenListPanel
+    from moe_studio.gui.widgets.plots import CurvePlot
+    from moe_studio.gui.commands.report import hide_controls
+    from moe_studio.gui.widgets.routed_text import TokenListPanel
     from moe_studio.paths import sample_runs_dir
 
     d = make_dashboard(_load_class(dict(DASHBOARDS)[view]), [sample_runs_dir() / run])
@@ -214,7 +214,7 @@ def test_report_keeps_qt_noise_off_stderr(runs, tmp_path):
 def test_real_qt_warnings_still_reach_the_user(qapp, capfd):
     from PySide6.QtCore import qWarning
 
-    from moe_studio.gui.report_cli import QT_NOISE, quiet_qt
+    from moe_studio.gui.commands.report import QT_NOISE, quiet_qt
     restore = quiet_qt("moe-studio report")
     try:
         qWarning(f"This plugin {QT_NOISE[0]}()")
@@ -232,10 +232,10 @@ def test_reports_leave_out_the_buttons_on_each_figure(make_dashboard, view, run)
     """Issue 13: the "⋯" export menus (and legend keys) showed in every report PNG."""
     from PySide6.QtWidgets import QToolButton, QWidget
 
-    from moe_studio.gui.heatmap import FigureWidget
+    from moe_studio.gui.widgets.figure import FigureWidget
     from moe_studio.gui.main_window import DASHBOARDS, _load_class
-    from moe_studio.gui.plots import CurvePlot
-    from moe_studio.gui.report_cli import hide_controls
+    from moe_studio.gui.widgets.plots import CurvePlot
+    from moe_studio.gui.commands.report import hide_controls
     from moe_studio.paths import sample_runs_dir
 
     d = make_dashboard(_load_class(dict(DASHBOARDS)[view]), [sample_runs_dir() / run])

@@ -16,7 +16,7 @@ def test_one_small_png_per_view(qapp, tmp_path, capsys):
     from PySide6.QtGui import QImage
 
     from moe_studio.gui.main_window import DASHBOARDS
-    from moe_studio.gui.screenshots_cli import SHOTS
+    from moe_studio.gui.commands.screenshots import SHOTS
     assert [v for v, _ in SHOTS] == [t for t, _ in DASHBOARDS]    # every view, in order
     out = tmp_path / "shots"
     assert cli_main(["screenshots", "--out", str(out)]) == 0

@@ -108,7 +108,7 @@ def run(json_out: bool = True, quick: bool = False) -> dict[str, Any]:
     from PySide6.QtWidgets import QApplication
 
     from ..gui import theme
-    from ..gui.compare_dashboard import CompareDashboard
+    from ..gui.views.compare import CompareDashboard
 
     n_runs, steps, pan_s = (6, 200, 0.5) if quick else (50, 1500, 3.0)
     existing = QApplication.instance()

@@ -2,7 +2,7 @@
 
 The real main window runs offscreen at 1400 x 900 with the Training dashboard shown and
 following, while the default experiment (``presets.default()``) trains at full speed
-through the real :class:`~moe_studio.gui.worker.TrainingController`, started the way
+through the real :class:`~moe_studio.gui.run.worker.TrainingController`, started the way
 the Train button starts it. Measured:
 
 1. Event-loop stall: a ``PreciseTimer`` probe in the GUI thread fires every

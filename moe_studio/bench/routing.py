@@ -31,9 +31,9 @@ from ._common import percentile
 
 BUDGET_HEATMAP_MS = 30.0
 BUDGET_SCRUB_FPS = 20.0
-DASHBOARDS = (("gates", "moe_studio.gui.gate_dashboard:GateDashboard"),
-              ("experts", "moe_studio.gui.experts_dashboard:ExpertsDashboard"),
-              ("routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"))
+DASHBOARDS = (("gates", "moe_studio.gui.views.gates:GateDashboard"),
+              ("experts", "moe_studio.gui.views.experts:ExpertsDashboard"),
+              ("routing", "moe_studio.gui.views.routing:RoutingDashboard"))
 
 
 def write_synthetic_run(runs_dir: str | Path, *, steps: int = 200, n_tokens: int = 512,
@@ -102,7 +102,7 @@ def write_synthetic_run(runs_dir: str | Path, *, steps: int = 200, n_tokens: int
 
 def _heatmap(app, repeats: int) -> dict[str, float]:
     from ..data.tokenizer import ByteTokenizer
-    from ..gui.heatmap import HeatmapPlot
+    from ..gui.widgets.heatmap import HeatmapPlot
 
     rng = np.random.default_rng(0)
     n_tok, n_exp = 4096, 64

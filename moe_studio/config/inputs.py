@@ -16,6 +16,7 @@ from typing import Callable
 
 from . import presets as presets_mod
 from .schema import ExperimentConfig
+from .toml_io import loads
 from .validate import ConfigError, apply_overrides, field_problems, show, validate
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a megabyte is not a config
@@ -93,6 +94,17 @@ def read_config_text(path: str | os.PathLike) -> tuple[Path, str]:
                               f"offset {e.start}, line {line})") from None
 
 
+def load(path: str | Path) -> ExperimentConfig:
+    """Read a config file; missing keys keep their defaults. Raises ConfigError."""
+    p, text = read_config_text(path)
+    try:
+        return loads(text, str(p))
+    except ConfigError as e:
+        if e.message.startswith(str(p)):
+            raise
+        raise ConfigError(e.path, f"{p}: {e.message}") from None
+
+
 def preset_names() -> list[str]:
     return ["default", *(f.__name__ for f in presets_mod.PRESETS.values())]
 
@@ -121,8 +133,6 @@ def build_config(config: str | os.PathLike | None = None, *, preset: str | None 
     the steps and ``note`` is told so (a changed value is never silent); every value is
     range-checked before that, so a warm-up that was wrong to begin with is refused.
     """
-    from .toml_io import load
-
     if config is not None and preset is not None:
         raise ConfigError("--preset", f"both a config file ({config}) and --preset "
                                       f"{show(preset)} given: use one (edit the file, or "

@@ -229,44 +229,5 @@ def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
-def from_dict(d: dict[str, Any]) -> ExperimentConfig:
-    """Build a config from nested dicts, keeping defaults for missing keys.
-
-    Unknown sections or keys raise ``ConfigError`` naming them; type coercion is
-    lenient where no information is lost (int -> float), strict otherwise.
-    """
-    from .legacy import LegacyValueError, upgrade_keys
-    from .validate import ConfigError, coerce, show
-
-    cfg = ExperimentConfig()
-    for key, value in d.items():
-        if key == "name":
-            if not isinstance(value, str):  # a table or a date must not become its repr
-                raise ConfigError("name", f"name must be text in quotes, got {show(value)}")
-            cfg.name = value
-            continue
-        if key not in SECTIONS:
-            raise ConfigError(key, f"unknown config section '{key}' "
-                                   f"(known: name, {', '.join(SECTIONS)})")
-        if not isinstance(value, dict):
-            raise ConfigError(key, f"section '{key}' must be a table of key = value pairs")
-        sec = getattr(cfg, key)
-        known = {f.name: f for f in fields(sec)}
-        try:
-            value = upgrade_keys(key, value)
-        except LegacyValueError as e:
-            raise ConfigError(e.path, str(e)) from None
-        for k, v in value.items():
-            if k not in known:
-                raise ConfigError(f"{key}.{k}", f"unknown key '{key}.{k}' "
-                                                f"(known: {', '.join(known)})")
-            setattr(sec, k, coerce(f"{key}.{k}", known[k], v))
-    return cfg
-
-
-def copy_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    return from_dict(to_dict(cfg))
-
-
 def is_section(obj: Any) -> bool:
     return is_dataclass(obj) and not isinstance(obj, type)

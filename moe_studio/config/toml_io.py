@@ -12,7 +12,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import schema
-from .validate import ConfigError
+from .validate import ConfigError, from_dict
 
 
 def _value(v: Any) -> str:
@@ -54,20 +54,7 @@ def loads(text: str, source: str = "<string>") -> "schema.ExperimentConfig":
         raise ConfigError("", f"{source}: not valid TOML: {e}") from None
     except RecursionError:  # tomllib recurses once per nested [ or {
         raise ConfigError("", f"{source}: not valid TOML: arrays or tables nested too deeply") from None
-    return schema.from_dict(d)
-
-
-def load(path: str | Path) -> "schema.ExperimentConfig":
-    """Read a config file; missing keys keep their defaults. Raises ConfigError."""
-    from .inputs import read_config_text
-
-    p, text = read_config_text(path)
-    try:
-        return loads(text, str(p))
-    except ConfigError as e:
-        if e.message.startswith(str(p)):
-            raise
-        raise ConfigError(e.path, f"{p}: {e.message}") from None
+    return from_dict(d)
 
 
 def save(cfg: "schema.ExperimentConfig", path: str | Path) -> None:

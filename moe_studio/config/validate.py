@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import schema
+from .legacy import LegacyValueError, upgrade_keys
 from .stages import parse_stages
 
 
@@ -348,3 +349,40 @@ def apply_overrides(cfg: "schema.ExperimentConfig", items: list[str]) -> "schema
             raise ConfigError(key, f"unknown key '{key}' (known in {sec_name}: {', '.join(known)})")
         setattr(sec, k, coerce(key, known[k], value.strip()))
     return cfg
+
+
+def from_dict(d: dict[str, Any]) -> "schema.ExperimentConfig":
+    """Build a config from nested dicts, keeping defaults for missing keys.
+
+    Unknown sections or keys raise ``ConfigError`` naming them; type coercion is
+    lenient where no information is lost (int -> float), strict otherwise.
+    """
+    cfg = schema.ExperimentConfig()
+    for key, value in d.items():
+        if key == "name":
+            if not isinstance(value, str):  # a table or a date must not become its repr
+                raise ConfigError("name", f"name must be text in quotes, got {show(value)}")
+            cfg.name = value
+            continue
+        if key not in schema.SECTIONS:
+            raise ConfigError(key, f"unknown config section '{key}' "
+                                   f"(known: name, {', '.join(schema.SECTIONS)})")
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"section '{key}' must be a table of key = value pairs")
+        sec = getattr(cfg, key)
+        known = {f.name: f for f in fields(sec)}
+        try:
+            value = upgrade_keys(key, value)   # retired keys of older runs' configs
+        except LegacyValueError as e:
+            raise ConfigError(e.path, str(e)) from None
+        for k, v in value.items():
+            if k not in known:
+                raise ConfigError(f"{key}.{k}", f"unknown key '{key}.{k}' "
+                                                f"(known: {', '.join(known)})")
+            setattr(sec, k, coerce(f"{key}.{k}", known[k], v))
+    return cfg
+
+
+def copy_config(cfg: "schema.ExperimentConfig") -> "schema.ExperimentConfig":
+    """A deep copy through the dict form (what a run records), validated on the way."""
+    return from_dict(schema.to_dict(cfg))

@@ -1,6 +1,6 @@
 """The training loop behind the GUI's Train button, free of Qt.
 
-Both engine modes of :mod:`moe_studio.gui.worker` run :func:`train_loop`: in a worker
+Both engine modes of :mod:`moe_studio.gui.run.worker` run :func:`train_loop`: in a worker
 thread of the app, or in a child process, ``python -m moe_studio.engine.loop``
 (:func:`child_main`). This module imports neither Qt nor (until a trainer is built)
 torch, so the GUI process may import it and the child starts with only what training

@@ -14,8 +14,9 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
+from .. import __version__
 from ..config import ConfigError
-from . import theme
+from . import app_log, theme
 
 APP_NAME = "MoE Studio"
 ORG_NAME = "moe-studio"
@@ -87,13 +88,40 @@ def _open_path(window, path: Path) -> None:
         window.open_run_path(path)
 
 
+def show_uncaught(message: str, details: str) -> None:
+    """The dialog for an exception nothing caught (see ``app_log.install_excepthook``)."""
+    from .main_window import show_error
+    app = QApplication.instance()
+    if app is None:
+        return
+    path = app_log.log_path()
+    box = show_error(app.activeWindow(), "Unexpected error",
+                     f"Something went wrong inside MoE Studio:\n{message}", details,
+                     informative=(f"The details were written to {path}." if path else None),
+                     object_name="uncaughtErrorBox")
+    # Without a window to own it, the box lives as long as a Python reference does.
+    _open_boxes.add(box)
+    box.finished.connect(lambda *_: _open_boxes.discard(box))
+
+
+_open_boxes: set = set()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the desktop app; returns the process exit code."""
+    path = app_log.setup_logging()
+    restore = app_log.install_excepthook(show_uncaught)
+    app_log.log.info("MoE Studio %s starting (log %s)", __version__, path)
     try:
-        app, window = create_app(argv)
-    except SystemExit as e:  # argparse: --help or a bad option
-        return int(e.code or 0)
-    return run_event_loop(app, window)
+        try:
+            app, window = create_app(argv)
+        except SystemExit as e:  # argparse: --help or a bad option
+            return int(e.code or 0)
+        code = run_event_loop(app, window)
+        app_log.log.info("MoE Studio closed (exit code %d)", code)
+        return code
+    finally:
+        restore()
 
 
 def run_event_loop(app, window) -> int:

@@ -7,7 +7,9 @@ dashboards and shows the controller's small progress signals in the status bar.
 """
 from __future__ import annotations
 
+import html
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +23,36 @@ from .. import __version__
 from ..config import PRESETS, ExperimentConfig, default
 from ..paths import sample_runs_dir
 from ..store import RunFileError, list_runs, open_run
-from . import theme
-from .runs_panel import RunsPanel
+from . import app_log, theme
+from .panels.runs import RunsPanel
 from ..store.export import export_run
-from .export_dialog import ExportDialog
-from .live_run import LiveRun, format_eta, format_rate  # noqa: F401 (format_eta: API)
+from .widgets.export_dialog import ExportDialog
+from .formats import format_eta, format_rate  # noqa: F401 (format_eta: API)
+from .run.live_run import LiveRun
 from .startup_checks import environment_problem, runs_location
-from .setup_panel import SetupPanel
-from .view_help import shortcuts_html, view_help_html
-from .worker import BackgroundTask, TrainingController
+from .panels.setup import SetupPanel
+from .views.help import shortcuts_html, view_help_html
+from .run.tasks import BackgroundTask
+from .run.worker import TrainingController
 
 # The centre tabs, in order: (title, "module:Class"). Every dashboard is a QWidget made
 # without arguments that offers set_runs(paths), start_follow(), stop_follow(), refresh().
 # Adding a dashboard is one line here.
 DASHBOARDS: list[tuple[str, str]] = [
-    ("Training", "moe_studio.gui.training_dashboard:TrainingDashboard"),
-    ("Gates", "moe_studio.gui.gate_dashboard:GateDashboard"),
-    ("Experts", "moe_studio.gui.experts_dashboard:ExpertsDashboard"),
-    ("Routing", "moe_studio.gui.routing_dashboard:RoutingDashboard"),
-    ("Precision", "moe_studio.gui.precision_dashboard:PrecisionDashboard"),
-    ("Ensemble", "moe_studio.gui.ensemble_dashboard:EnsembleDashboard"),
-    ("Compare", "moe_studio.gui.compare_dashboard:CompareDashboard"),
+    ("Training", "moe_studio.gui.views.training:TrainingDashboard"),
+    ("Gates", "moe_studio.gui.views.gates:GateDashboard"),
+    ("Experts", "moe_studio.gui.views.experts:ExpertsDashboard"),
+    ("Routing", "moe_studio.gui.views.routing:RoutingDashboard"),
+    ("Precision", "moe_studio.gui.views.precision:PrecisionDashboard"),
+    ("Ensemble", "moe_studio.gui.views.ensemble:EnsembleDashboard"),
+    ("Compare", "moe_studio.gui.views.compare:CompareDashboard"),
 ]
+
+# Seconds between the stop request of a close during training and killing the engine
+# process (a step, evaluation and checkpoint normally end well within it).
+CLOSE_KILL_S = 20.0
+
+log = logging.getLogger(__name__)
 
 START_HINT = "Ready: press Train (F5), or double-click a sample run to open it."
 
@@ -101,6 +111,11 @@ class MainWindow(QMainWindow):
         self.live = LiveRun(self.controller, self)
         self.export_task = BackgroundTask(self, name="export")
         self._closing = False        # close requested while busy: close once idle
+        # Closing escalates: a stop request, then after CLOSE_KILL_S the engine is killed.
+        self._close_timer = QTimer(self)
+        self._close_timer.setObjectName("closeEscalation")
+        self._close_timer.setSingleShot(True)
+        self._close_timer.timeout.connect(self._end_engine)
         self._shown_runs: list[Path] = []
         self._live = False           # follow the shown runs (they are still growing)
         self._stale: set[int] = set()  # tab indexes that have not seen the shown runs yet
@@ -278,7 +293,7 @@ class MainWindow(QMainWindow):
         m.addAction(self.train_action)
         m.addAction(self.pause_action)
         m.addAction(self.stop_action)
-        from .sweep_dialog import install_sweep_actions
+        from .widgets.sweep_dialog import install_sweep_actions
         install_sweep_actions(self, m)
 
         m = mb.addMenu("&View")
@@ -374,7 +389,7 @@ class MainWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.runs_panel.runOpened.connect(self.open_run_path)
         self.runs_panel.runsChecked.connect(self._on_runs_checked)
-        from .continue_dialog import continue_run
+        from .panels.continue_dialog import continue_run
         self.runs_panel.continueRequested.connect(lambda path: continue_run(self, path))
 
     # ================================================================ settings
@@ -477,13 +492,13 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def sample_dialog(self) -> None:
-        from .sample_dialog import open_sample_dialog
+        from .widgets.sample_dialog import open_sample_dialog
         self._sample_dialog = open_sample_dialog(self)
 
     @Slot()
     def inspect_dialog(self) -> None:
         if not self.controller.busy:
-            from .inspect_dialog import open_inspect_dialog
+            from .widgets.inspect_dialog import open_inspect_dialog
             self._inspect_dialog = open_inspect_dialog(self)
 
     @Slot()
@@ -577,6 +592,7 @@ class MainWindow(QMainWindow):
             if self.controller.busy:
                 self.statusBar().showMessage("Stopping the run and saving a checkpoint…")
                 self.controller.stop()
+                self._close_timer.start(int(CLOSE_KILL_S * 1000))   # then the engine is killed
             else:
                 self.statusBar().showMessage("Finishing the export…")
             return
@@ -836,9 +852,24 @@ class MainWindow(QMainWindow):
                           f"<b>MoE Studio</b> {__version__}<br><br>See inside Mixture-of-Experts "
                           f"language models while they train: routing, expert load, mixed "
                           f"precision and ensembles.<br><br>New runs are saved in<br>"
-                          f"<tt>{self.runs_dir}</tt>")
+                          f"<tt>{html.escape(str(self.runs_dir))}</tt>" + self._log_line())
+
+    @staticmethod
+    def _log_line() -> str:
+        path = app_log.log_path()
+        return (f"<br><br>The app's log (errors, warnings):<br><tt>{html.escape(str(path))}</tt>"
+                if path is not None else "")
 
     # ================================================================ closing
+    @Slot()
+    def _end_engine(self) -> None:
+        """The engine did not stop within CLOSE_KILL_S of the close: kill its process
+        (the run keeps what it recorded; the window closes once its thread reports)."""
+        if self.controller.busy and self.controller.terminate():
+            log.warning("the engine did not stop within %g s of closing: killed it", CLOSE_KILL_S)
+            self.statusBar().showMessage(f"The run did not stop within {CLOSE_KILL_S:g} s: "
+                                         "ended its engine process")
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if self.controller.busy or self.export_task.busy:
             # Never block the GUI thread on a training step or an export: ask, request
@@ -850,6 +881,7 @@ class MainWindow(QMainWindow):
                 return
             self.stop_and_close()
             return
+        self._close_timer.stop()
         self._save_settings()
         for d in self.dashboards:
             d.stop_follow()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import frames
+from .reading import reading
 
 if TYPE_CHECKING:
     from .reader import RunReader
@@ -63,8 +64,6 @@ class Follower:
     def poll(self) -> Update:
         """Everything added since the previous poll. Costs well under a millisecond
         when nothing is new."""
-        from .reader import reading
-
         with reading(self._reader.db_path):
             return self._poll()
 

@@ -12,8 +12,6 @@ import functools
 import json
 import sqlite3
 import threading
-import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -25,6 +23,7 @@ from . import codec, frames
 from .attempts import META_KEY as _ATTEMPTS_KEY, Attempt, eras, parse_attempts, superseded_sql
 from .errors import RunFileError
 from .liveness import effective_status, writer_alive
+from .reading import SeriesShapeError, reading  # noqa: F401  (SeriesShapeError: API)
 from .schema import (DB_NAME, RUNNING, SCHEMA_VERSION, check_db_file, connect_private_copy, connect_reader,
                      db_error, read_failure_note, wal_path)
 from .user_meta import note_from_meta, tags_from_meta
@@ -32,32 +31,9 @@ from .user_meta import note_from_meta, tags_from_meta
 if TYPE_CHECKING:  # follow imports this module
     from .follow import Follower
 
-# What decoding a damaged record raises (garbage JSON, a garbage dtype or shape, a
-# broken zlib stream, a name row deleted, a text where a number belongs): all of it
-# reaches callers as one RunFileError.
-_DAMAGE = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError, zlib.error)
 _TABLES = ("run", "meta", "names", "scalar_blocks", "latest", "tensors", "histograms",
            "snapshots", "events")
 KNOWN_STATUSES = ("running", "finished", "stopped", "failed")
-
-
-class SeriesShapeError(ValueError):
-    """A series whose shape changed during the run, asked for as one stacked array
-    (not damage: read it record by record)."""
-
-
-@contextmanager
-def reading(db_path: Path):
-    """Turn whatever decoding a damaged record raises into a one-line RunFileError."""
-    try:
-        yield
-    except (RunFileError, SeriesShapeError):
-        raise
-    except sqlite3.DatabaseError as e:
-        raise db_error(db_path, e) from None
-    except _DAMAGE as e:
-        text = " ".join(str(e).split())[:200]
-        raise RunFileError(db_path, f"damaged records ({type(e).__name__}: {text})") from None
 
 
 def _guarded(method):

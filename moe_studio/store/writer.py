@@ -9,9 +9,10 @@ compression and SQLite work happen at commit time.
 I/O errors meet one path: :meth:`RunWriter._commit` puts the records of a failed
 commit back in front of the newer ones, :func:`_transient` decides whether the error is
 worth retrying, and the background thread retries with a growing pause for up to
-:data:`RETRY_WINDOW_S` (a full disk someone is cleaning, a locked file). An error that outlasts the window is persistent: the next ``add_*`` call
-raises, and :meth:`RunWriter.close` records the failure in the run if the disk allows
-(first everything, then the status and error alone), else in a side file
+:data:`RETRY_WINDOW_S` (a full disk someone is cleaning, a locked file). An error that
+outlasts the window is persistent: the next ``add_*`` call raises, and
+:meth:`RunWriter.close` records the failure in the run if the disk allows (first
+everything, then the status and error alone), else in a side file
 ``run.sqlite-failed.json`` that readers pick up (see :func:`schema.read_failure_note`).
 What was committed before stays committed.
 
@@ -449,7 +450,7 @@ class RunWriter:
                     self._error = e
                     return
                 pause = min(2.0, max(pause * 2, self._interval))
-            except BaseException as e:  # a bug, not the disk: reported on the next call
+            except BaseException as e:  # noqa: BLE001  a bug, not the disk: reported on the next call
                 self._error = e
                 return
 
@@ -497,7 +498,7 @@ class RunWriter:
         self._stop.set()
         try:
             self._commit()
-        except BaseException:  # the interpreter is exiting; nothing useful to do
+        except BaseException:  # noqa: BLE001  the interpreter is exiting; nothing useful to do
             pass
 
 

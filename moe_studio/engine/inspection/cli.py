@@ -96,7 +96,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if stop["flag"]:
             status = "stopped"
         ins.close(status)
-    except BaseException as e:
+    except BaseException as e:  # noqa: BLE001  Ctrl+C and SystemExit too: the run is closed with its status
         import traceback
         ins.close("failed", error=traceback.format_exc())
         if isinstance(e, KeyboardInterrupt):

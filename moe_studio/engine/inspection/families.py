@@ -126,8 +126,6 @@ def decode(family: Family, output: Any) -> "tuple[torch.Tensor, torch.Tensor, to
     """``(logits [T, E] float32, topk_idx [T, k] int64, topk_weight [T, k] float32,
     kept [T, k] bool or None)`` from a router's forward output: the model's own choice.
     ``kept`` is False where the token was dropped (over an expert's capacity)."""
-    import torch
-
     if family.layout == "switch":
         dispatch, top_prob, logits = output
         E = logits.shape[-1]

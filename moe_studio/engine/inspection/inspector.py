@@ -265,7 +265,7 @@ class Inspector:
         try:
             if self.step_count > 0:
                 self.write_totals()
-        except Exception as e:  # never lose the status because a final write failed
+        except Exception as e:  # noqa: BLE001  never lose the status because a final write failed
             status, error = "failed", (error or "") + f"\nwhile closing: {e!r}"
         finally:
             self.capture.remove()

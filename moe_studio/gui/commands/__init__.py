@@ -1,0 +1,1 @@
+"""Command-line tools that render the app's views offscreen (report, screenshots)."""

@@ -1,0 +1,1 @@
+"""The side panels of the main window: the experiment setup form and the runs list."""

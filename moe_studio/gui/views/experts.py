@@ -1,0 +1,454 @@
+"""Experts: how evenly the experts are used, per MoE layer, over training.
+
+From ``moe/tokens_per_expert`` (and ``moe/dropped_per_expert``, ``moe/bias``):
+
+* tokens per expert at the selected step, as bars with the uniform load marked (all
+  layers: one bar group per layer) and dead experts outlined;
+* a layer x expert heatmap of load / uniform at the selected step;
+* an expert x step heatmap of load / uniform over the whole run;
+* balance over time: coefficient of variation, max / mean load, share dropped by
+  capacity, dead experts (no tokens in the last N steps) and, with the aux-loss-free
+  balancer, the router biases.
+
+Clicking a heatmap cell lists the probe tokens that expert received at the nearest
+recorded probe snapshot.
+"""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QGridLayout, QLabel, QSpinBox, QSplitter, QVBoxLayout, QWidget
+
+from ...metrics import routing as R
+from ...store import RunReader
+from ..widgets.bars import BarPlot
+from .coselect_view import CoSelectionView
+from ..widgets.heatmap import HeatmapPlot
+from ..widgets.plots import CurvePlot
+from ..widgets.routed_text import TokenListPanel, token_rows
+from .row_drops import show_row_drops
+from ..widgets.run_controls import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of, move_step_markers
+from ..widgets.stage_marks import StageMarks, stage_boundaries
+from ..theme import is_dark_palette, plot_colors, series_color
+
+TENSORS = ("moe/tokens_per_expert", "moe/dropped_per_expert", "moe/bias")
+DEFAULT_DEAD_WINDOW = 50
+
+
+class ExpertsDashboard(RunDashboard):
+    """Expert load: bars, layer x expert and expert x step heatmaps, balance curves."""
+
+    routes_tokens = True
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._blocks: list[int] = []
+        self._n_experts = 0
+        self._steps = np.zeros(0, np.int64)
+        self._data: dict[str, np.ndarray | None] = {}
+        self._derived: dict[str, np.ndarray] = {}
+        self._version = 0
+        self._drawn: tuple | None = None
+        self._snaps: SnapshotCache | None = None
+        self._router = ""
+
+        self.dead_window = QSpinBox()
+        self.dead_window.setRange(1, 1_000_000)
+        self.dead_window.setValue(DEFAULT_DEAD_WINDOW)
+        self.dead_window.setSuffix(" steps")
+        self.dead_window.setToolTip("An expert is dead when it received no tokens in any "
+                                    "record of this many most recent steps")
+        self.controls.add_widget(QLabel("Dead after"))
+        self.controls.add_widget(self.dead_window)
+
+        self.bars = BarPlot("Tokens per expert", "expert", "tokens (all k choices)")
+        self.bars.set_value_format(lambda v: f"{v:,.0f}")
+        self.layer_map = HeatmapPlot("Load ÷ uniform, layer × expert", "expert", "layer",
+                                     colormap=self._diverging(), fixed_levels=(0.0, 2.0),
+                                     annotate=True,
+                                     value_format=lambda v: f"{v:.2f}")
+        self.step_map = HeatmapPlot("Load ÷ uniform over time", "step", "expert",
+                                    colormap=self._diverging(), fixed_levels=(0.0, 2.0),
+                                    value_label="load ÷ uniform",
+                                    value_format=lambda v: f"{v:.2f}")
+        self.step_map.set_mouse_pan(True, False)
+        for h in (self.layer_map, self.step_map):
+            h.set_bar_ticks([(0.0, "0"), (0.5, "0.5"), (1.0, "1"), (1.5, "1.5"), (2.0, "2")])
+        self.cv = CurvePlot("Load CV (σ ÷ mean)")
+        self.max_mean = CurvePlot("Max ÷ mean load")
+        self.dropped = CurvePlot("Dropped tokens (%)")
+        self.dead = CurvePlot("Dead experts")
+        self.bias = CurvePlot("Balancing bias")
+        self.bias.hide()   # only routers with balancing biases record them (_draw shows it)
+        self.tokens = TokenListPanel()
+        for plot in (self.dropped, self.dead):
+            plot.plot_item.getViewBox().setLimits(yMin=-0.05)
+        self._curves = {"cv": self.cv, "max_mean": self.max_mean, "dropped": self.dropped,
+                        "dead": self.dead, "bias": self.bias}
+        self._stage_marks = StageMarks()
+        self._markers = {}
+        for key, plot in self._curves.items():
+            m = pg.InfiniteLine(angle=90, movable=False)
+            m.setZValue(900)
+            m.hide()
+            plot.plot_item.addItem(m, ignoreBounds=True)
+            self._markers[key] = m
+
+        # Which colour is which layer, under the bars (a key inside would cover bars).
+        self.bars_key = QLabel()
+        self.bars_key.setObjectName("barsKey")
+        self.bars_key.setTextFormat(Qt.TextFormat.RichText)
+        self.bars_key.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.bars_key.setWordWrap(True)
+        self.bars_key.hide()
+        bars_box = QWidget()
+        bl = QVBoxLayout(bars_box)
+        bl.setContentsMargins(0, 0, 0, 2)
+        bl.setSpacing(0)
+        bl.addWidget(self.bars, 1)
+        bl.addWidget(self.bars_key)
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(bars_box)
+        top.addWidget(self.layer_map)
+        top.addWidget(self.tokens)
+        top.setStretchFactor(0, 5)
+        top.setStretchFactor(1, 4)
+        top.setStretchFactor(2, 3)
+        top.setSizes([400, 370, 240])
+        curves = QGridLayout()
+        curves.setSpacing(6)
+        for c, plot in enumerate(self._curves.values()):
+            curves.addWidget(plot, 0, c)
+        box = QWidget()
+        box.setLayout(curves)
+        curves.setContentsMargins(0, 0, 0, 0)
+        # Inspections also recorded which expert pairs fire together: beside the time map.
+        self.coselect = CoSelectionView()
+        middle = QSplitter(Qt.Orientation.Horizontal)
+        middle.addWidget(self.step_map)
+        middle.addWidget(self.coselect)
+        middle.setSizes([600, 400])
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(middle)
+        split.addWidget(box)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 3)
+        split.setStretchFactor(2, 3)
+        split.setSizes([330, 240, 230])
+        self._layout.addWidget(split, 1)
+
+        self.dead_window.valueChanged.connect(self._on_window)
+        self.layer_map.cellClicked.connect(self._on_layer_cell)
+        self.step_map.cellClicked.connect(self._on_step_cell)
+        self.layer_map.set_hover_formatter(self._hover_layer_cell)
+        self.step_map.set_hover_formatter(self._hover_step_cell)
+        self._style_lines()
+
+    def _diverging(self) -> str:
+        return plot_colors(is_dark_palette(self.palette()))["colormap_diverging"]
+
+    # ------------------------------------------------------------------ data
+    def _reset(self) -> None:
+        super()._reset()
+        self._blocks = []
+        self._steps = np.zeros(0, np.int64)
+        self._data = {}
+        self._derived = {}
+        self._version += 1
+        self._drawn = None
+        self._snaps = None
+        self.dropped.set_placeholder("")
+        for plot in self._curves.values():
+            plot.clear_series()
+        self.tokens.clear("Click a heatmap cell to list the probe tokens that expert received")
+
+    def _load(self, reader: RunReader) -> None:
+        self.controls.set_members(self._members_of(reader))
+        self._blocks = moe_blocks_of(reader)
+        cfg = reader.config if isinstance(reader.config, dict) else {}
+        self._n_experts = int((cfg.get("moe") or {}).get("n_experts") or 0)
+        self._router = str((cfg.get("moe") or {}).get("router") or "")
+        cap = (cfg.get("moe") or {}).get("capacity_factor")
+        # A flat zero line alone would not say whether nothing was dropped or nothing measured.
+        self.dropped.set_placeholder(
+            "Dropless (capacity_factor 0): no token is ever dropped" if cap is not None
+            and float(cap) == 0.0 and self._blocks else "")
+        self.controls.set_layers(self._blocks)
+        m = self.member()
+        steps, tpe = reader.tensor_series(TENSORS[0], member=m)
+        self._steps = steps
+        self._data = {TENSORS[0]: tpe if steps.size else None}
+        for name in TENSORS[1:]:
+            s, arr = reader.tensor_series(name, member=m)
+            self._data[name] = arr if s.size and np.array_equal(s, steps) else None
+        if tpe.ndim == 3 and tpe.size:
+            self._n_experts = tpe.shape[-1]
+        self._snaps = SnapshotCache(reader, member=m)
+        self.coselect.set_reader(reader, m)
+        self._recompute()
+        self.controls.set_steps(self._steps)
+
+    def _ingest(self, upd) -> bool:
+        changed = False
+        if upd.new_snapshots and self._snaps is not None:
+            self._snaps.refresh_steps()
+        if upd.new_tensor_steps:
+            r, m = self._reader, self.member()
+            if not self.coselect.has_data():   # an inspection writes it when it ends
+                self.coselect.set_reader(r, m)
+            steps = r.tensor_steps(TENSORS[0], member=m)
+            new = steps[steps > (self._steps[-1] if self._steps.size else -1)]
+            if new.size > 64 or self._data.get(TENSORS[0]) is None:
+                self._load(r)
+                return True
+            for s in new.tolist():
+                for name in TENSORS:
+                    got = r.tensor(name, s, member=m)
+                    old = self._data.get(name)
+                    if got is None or got[0] != s:
+                        if name != TENSORS[0]:
+                            self._data[name] = None if old is None or old.shape[0] != self._steps.size else old
+                        continue
+                    arr = got[1][None]
+                    if name == TENSORS[0]:
+                        self._data[name] = np.concatenate([old, arr]) if old is not None else arr
+                    elif old is not None and old.shape[0] == self._steps.size:
+                        self._data[name] = np.concatenate([old, arr])
+                    elif old is None and self._steps.size == 0:
+                        self._data[name] = arr
+                self._steps = np.append(self._steps, s)
+            for name in TENSORS[1:]:
+                a = self._data.get(name)
+                if a is not None and a.shape[0] != self._steps.size:
+                    self._data[name] = None
+            if new.size:
+                self._recompute()
+                self.controls.set_steps(self._steps)
+                changed = True
+        return changed
+
+    def _recompute(self) -> None:
+        tpe = self._data.get(TENSORS[0])
+        d: dict[str, np.ndarray] = {}
+        if tpe is not None and tpe.size:
+            d["cv"] = R.load_cv(tpe)
+            d["max_mean"] = R.max_over_mean(tpe)
+            d["over_uniform"] = R.load_over_uniform(tpe)
+            drop = self._data.get(TENSORS[1])
+            d["dropped"] = 100.0 * R.dropped_fraction(drop, tpe) if drop is not None else np.zeros(tpe.shape[:2])
+            d["dead_mask"] = R.dead_expert_mask(self._steps, tpe, self.dead_window.value())
+            d["dead"] = d["dead_mask"].sum(-1)
+        self._derived = d
+        self._version += 1
+
+    def _on_window(self, _v: int) -> None:
+        self._recompute()
+        self._draw()
+
+    # ------------------------------------------------------------------ queries
+    def step_index(self, step: int | None = None) -> int | None:
+        step = self.step() if step is None else step
+        if self._steps.size == 0 or step is None:
+            return None
+        return int(np.argmin(np.abs(self._steps - step)))
+
+    def tokens_per_expert(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(steps [S], tokens [S, n_blocks, E])`` as read from the store."""
+        return self._steps, self._data.get(TENSORS[0])
+
+    def derived(self, key: str) -> np.ndarray | None:
+        """A balance series: "cv", "max_mean", "dropped" (%), "dead", "dead_mask",
+        "over_uniform" ([S, n_blocks(, E)])."""
+        return self._derived.get(key)
+
+    def _rows(self, layer: int | None) -> list[int]:
+        return list(range(len(self._blocks))) if layer is None else [self._blocks.index(layer)]
+
+    # ------------------------------------------------------------------ drawing
+    def _set_bars_key(self, names: list[str], colors: list[int]) -> None:
+        """The layer colours of the bar groups, as one line under the bars."""
+        dark = is_dark_palette(self.palette())
+        text = "layer " + " ".join(
+            f'<span style="color:{series_color(c, dark)}">■</span>&nbsp;{html.escape(n)}'
+            for n, c in zip(names, colors))
+        if self.bars_key.text() != text:
+            self.bars_key.setText(text)
+        self.bars_key.setVisible(bool(names))
+
+    def _show(self) -> None:
+        tpe = self._data.get(TENSORS[0])
+        layer = self.layer()
+        idx = self.step_index()
+        if tpe is None or idx is None or layer not in (None, *self._blocks):
+            return
+        rows = self._rows(layer)
+        E = tpe.shape[-1]
+        where = "all layers" if layer is None else f"layer {layer}"
+        s = int(self._steps[idx])
+        experts = [f"e{e}" for e in range(E)]
+        # bars: tokens per expert at the step
+        vals = tpe[idx, rows]
+        names = [f"L{self._blocks[r]}" for r in rows]
+        dead = self._derived["dead_mask"][idx, rows]
+        self._set_title_later(self.bars, f"Tokens per expert · step {s:,} · {where}")
+        colors = [r if layer is None else 0 for r in rows]
+        self.bars.set_bars(vals, group_names=names, x_labels=experts, colors=colors,
+                           highlight=dead)
+        self._set_bars_key(names if len(rows) > 1 else [], colors)
+        uniform = float(vals.sum(-1).mean() / E) if vals.size else 0.0
+        n_dead = int(dead.sum())
+        self.bars.set_references([(uniform, f"uniform {uniform:,.0f}"
+                                   + (f" · {n_dead} dead" if n_dead else ""))])
+        # layer x expert at the step
+        ou = self._derived["over_uniform"]
+        self._set_title_later(self.layer_map, f"Load ÷ uniform · step {s:,}")
+        self.layer_map.set_matrix(ou[idx], x_labels=experts,
+                                  y_labels=[f"L{b}" for b in self._blocks])
+        # expert x step over the run
+        key = (layer, self.member(), self._version)
+        if key != self._drawn:
+            self._drawn = key
+            self._draw_series(layer, rows, E)
+        self._set_markers(s)
+
+    def _move_markers(self, step: int | None) -> None:
+        self.step_map.set_marker(step)
+        move_step_markers(self._markers.values(), step)
+
+    def _draw_series(self, layer: int | None, rows: list[int], E: int) -> None:
+        ou = self._derived["over_uniform"]
+        mat = np.concatenate([ou[:, r, :].T for r in rows], axis=0)   # [rows*E, S]
+        labels = [f"e{e}" if layer is not None else f"L{self._blocks[r]} e{e}"
+                  for r in rows for e in range(E)]
+        self.step_map.set_title("Load ÷ uniform over time · " +
+                                ("all layers" if layer is None else f"layer {layer}"))
+        lo, hi = (int(self._steps[0]), int(self._steps[-1])) if self._steps.size else (0, 1)
+        self.step_map.set_matrix(mat, y_labels=labels, x_range=(lo, hi))
+        self.step_map.set_separators(rows=[E * k for k in range(1, len(rows))])
+        self.step_map.set_row_groups([(f"L{self._blocks[r]}", E) for r in rows]
+                                     if layer is None else None,
+                                     [f"e{e}" for _ in rows for e in range(E)])
+        single = layer is not None
+        for key, plot in self._curves.items():
+            if key == "bias":
+                continue
+            data = self._derived[key]
+            want = set()
+            for r in rows:
+                k = f"L{self._blocks[r]}"
+                plot.set_series(k, self._steps, data[:, r].astype(np.float64), label=k,
+                                color=0 if single else r)
+                want.add(k)
+            for k in plot.series_keys():
+                if k not in want:
+                    plot.remove_series(k)
+            # One key is enough: every balance plot colours the layers alike (as the bars).
+            if plot is not self.cv and plot.plot_item.legend is not None:
+                plot.plot_item.legend.setVisible(False)
+            plot.sync_range()
+        show_row_drops(self.dropped, self._reader, self.member(), rows)
+        self._stage_marks.show(self._curves.values(), stage_boundaries(self._reader.meta)
+                               if self._reader is not None else [], lambda s: s)
+        bias = self._data.get(TENSORS[2])
+        self.bias.setVisible(bias is not None)
+        if bias is not None:
+            want = set()
+            if single:
+                r = rows[0]
+                for e in range(E):
+                    k = f"e{e}"
+                    self.bias.set_series(k, self._steps, bias[:, r, e].astype(np.float64),
+                                         label=k, color=e)
+                    want.add(k)
+                self.bias.set_title(f"Balancing bias per expert · layer {layer}")
+            else:
+                for r in rows:
+                    k = f"L{self._blocks[r]}"
+                    spread = (bias[:, r].max(-1) - bias[:, r].min(-1)).astype(np.float64)
+                    self.bias.set_series(k, self._steps, spread, label=k, color=r)
+                    want.add(k)
+                self.bias.set_title("Balancing bias spread (max − min)")
+            for k in self.bias.series_keys():
+                if k not in want:
+                    self.bias.remove_series(k)
+            self.bias.sync_range()
+
+    # ------------------------------------------------------------------ hover / click
+    def _hover_layer_cell(self, row: int, col: int, v: float) -> list[str]:
+        idx = self.step_index()
+        tpe = self._data.get(TENSORS[0])
+        n = tpe[idx, row, col] if tpe is not None and idx is not None else float("nan")
+        dead = bool(self._derived["dead_mask"][idx, row, col]) if idx is not None else False
+        return [f"<b>layer {self._blocks[row]} · expert {col}</b>",
+                f"{n:,.0f} tokens · {v:.2f} × uniform" + (" · <b>dead</b>" if dead else ""),
+                "click: the probe tokens it received"]
+
+    def _cell_of_step_map(self, row: int, col: int) -> tuple[int, int, int]:
+        E = self._n_experts or 1
+        layer = self.layer()
+        r = self._blocks.index(layer) if layer is not None else row // E
+        return r, row % E, int(self._steps[col])
+
+    def _hover_step_cell(self, row: int, col: int, v: float) -> list[str]:
+        r, e, s = self._cell_of_step_map(row, col)
+        tpe = self._data.get(TENSORS[0])
+        n = tpe[col, r, e] if tpe is not None else float("nan")
+        return [f"<b>step {s:,} · layer {self._blocks[r]} · expert {e}</b>",
+                f"{n:,.0f} tokens · {v:.2f} × uniform"]
+
+    def _on_layer_cell(self, row: int, col: int) -> None:
+        self.list_tokens(row, col, self.step())
+
+    def _on_step_cell(self, row: int, col: int) -> None:
+        r, e, s = self._cell_of_step_map(row, col)
+        self.list_tokens(r, e, s)
+
+    def list_tokens(self, block_row: int, expert: int, step: int | None) -> list[int]:
+        """List the probe tokens routed to ``expert`` (any of their k choices) in MoE
+        block ``self._blocks[block_row]`` at the probe snapshot nearest ``step``."""
+        snap = self._snaps.get(step) if self._snaps is not None else None
+        if snap is None:
+            self.tokens.clear("No probe snapshot recorded yet")
+            return []
+        a = snap.arrays
+        idx = a["topk_idx"][block_row]
+        hits = R.tokens_in_cell(None, idx, None, expert)
+        w = a["topk_weight"][block_row].astype(np.float64)
+
+        def note(i: int) -> str:
+            k = int(np.flatnonzero(idx[i] == expert)[0])
+            return f"choice {k + 1}, w {w[i, k]:.2f}"
+
+        n = a["tokens"].size
+        self.tokens.show_tokens(
+            f"<b>Layer {self._blocks[block_row]}, expert {expert}</b> · probe at step "
+            f"{snap.step:,}: {hits.size} of {n} tokens ({100.0 * hits.size / max(n, 1):.1f} %)",
+            token_rows(a["tokens"], hits, note))
+        return hits.tolist()
+
+    # ------------------------------------------------------------------ theme / status
+    def _style_lines(self) -> None:
+        c = plot_colors(is_dark_palette(self.palette()))
+        pen = pg.mkPen(QColor(c["foreground"]), width=1.2, style=Qt.PenStyle.DashLine)
+        for m in self._markers.values():
+            m.setPen(pen)
+
+    def _palette_changed(self) -> None:
+        self._style_lines()
+        self.layer_map.set_colormap(self._diverging())
+        self.step_map.set_colormap(self._diverging())
+        if self._data.get(TENSORS[0]) is not None:
+            self._show()          # the key's colours follow the bars'
+
+    def _status_extra(self) -> str:
+        if self._loaded and not self._blocks:
+            return DENSE_STATUS
+        parts = [f"{len(self._blocks)} MoE layers × {self._n_experts} experts"]
+        if self._router:
+            parts.append(f"router {html.escape(self._router)}")
+        return " · ".join(parts)

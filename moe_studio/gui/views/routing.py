@@ -1,0 +1,642 @@
+"""Routing: where the router sends each token of the probe text.
+
+From the ``routing/probe`` snapshots (or from text the user routes through the run's
+model with ``engine.probe``):
+
+* a token x expert heatmap of gate probabilities per layer, the characters on the axis
+  (all layers: the layers stacked);
+* the text, every character coloured by its token's top-1 expert (hover: every layer's
+  top-k experts and weights);
+* a domain x expert and a token-class x expert matrix: the share of each group's
+  token-choices that goes to each expert (all k choices or top-1 only), coloured
+  around the uniform share 1/E;
+* clicking a cell lists the tokens behind it.
+"""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton,
+                               QSizePolicy, QSplitter, QVBoxLayout, QWidget)
+
+from ..formats import fmt_percent
+from ...data.tokenizer import TOKEN_CLASSES, ByteTokenizer, token_classes
+from ...metrics import routing as R
+from ...store import RunReader
+from ..widgets.heatmap import HeatmapPlot
+from ...paths import sample_runs_dir
+from ..run.child_route import ChildRoute
+from ..widgets.routed_text import (RoutedTextView, TokenListPanel, expert_colors, legend_html,
+                          text_background, token_rows)
+from ..widgets.run_controls import DENSE_STATUS, RunDashboard, SnapshotCache
+from ..theme import is_dark_palette, plot_colors
+from ..run.tasks import BackgroundTask
+
+SOURCE_RECORDED, SOURCE_CUSTOM = "recorded", "custom"
+LIVE = "live"   # the weights combo's entry for the weights the engine holds right now
+_PLACEHOLDER = ("Type or paste text to route through the model (Enter routes, Shift+Enter "
+                "starts a new line)")
+_TOKENIZER = ByteTokenizer()
+
+
+class RoutingDashboard(RunDashboard):
+    """Token x expert heatmap, routed text, domain / class x expert matrices, custom probe."""
+
+    routes_tokens = True
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._snaps: SnapshotCache | None = None
+        self._custom: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
+        self._cur: tuple[dict[str, np.ndarray], dict[str, Any], str] | None = None
+        self._labels_key: bytes | None = None
+        self._labels: list[str] = []
+        self._window_set_for: bytes | None = None
+        self._ckpt_key: tuple | None = None
+        self._shares: dict[str, tuple[np.ndarray, list[int]]] = {}
+        self.task = BackgroundTask(self, name="probe")
+        self._router = ChildRoute()
+        self._controller = None           # the app's TrainingController (live weights)
+        self._pending_live: tuple[str, str, int] | None = None   # (path, text, member)
+        self._live_file = ""
+        self._reason_shown = False        # the probe note says why nothing can be routed
+
+        self.count_combo = QComboBox()
+        self.count_combo.addItem("All k choices", False)
+        self.count_combo.addItem("Top-1 only", True)
+        self.count_combo.setToolTip("What the share matrices count: every one of a token's k "
+                                    "expert choices, or only its first choice")
+        self.controls.add_widget(QLabel("Count"))
+        self.controls.add_widget(self.count_combo)
+
+        # -- the probe: recorded, or the user's text routed through the run's weights
+        self.source_combo = QComboBox()
+        self.source_combo.addItem("Recorded probe", SOURCE_RECORDED)
+        self.source_combo.addItem("Custom text", SOURCE_CUSTOM)
+        self.source_combo.model().item(1).setEnabled(False)
+        self.source_combo.setToolTip("Show the probe recorded during training (at the "
+                                     "selected step) or your own text routed below")
+        self.probe_edit = QPlainTextEdit()
+        self.probe_edit.setPlaceholderText(_PLACEHOLDER)
+        self.probe_edit.setFixedHeight(self.fontMetrics().lineSpacing() * 2 + 14)
+        self.probe_edit.setTabChangesFocus(True)
+        self.probe_edit.installEventFilter(self)
+        self.weights_combo = QComboBox()
+        self.weights_combo.setToolTip("Which weights of the run route the text")
+        self.weights_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.route_button = QPushButton("Route")
+        self.route_button.setToolTip("Route the text through the chosen weights (in the "
+                                     "background) and show it here")
+        self.probe_note = QLabel()
+        self.probe_note.setTextFormat(Qt.TextFormat.RichText)
+        self.probe_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        # The text box takes the width; the weights, the button and the note share a
+        # column beside it (the box is two lines tall), so a note never squeezes the box.
+        probe_row = QHBoxLayout()
+        probe_row.setContentsMargins(6, 0, 6, 0)
+        probe_row.setSpacing(8)
+        probe_row.addWidget(QLabel("Probe"), 0, Qt.AlignmentFlag.AlignTop)
+        probe_row.addWidget(self.source_combo, 0, Qt.AlignmentFlag.AlignTop)
+        probe_row.addWidget(self.probe_edit, 1)
+        side = QVBoxLayout()
+        side.setSpacing(2)
+        through = QHBoxLayout()
+        through.setSpacing(8)
+        through.addWidget(QLabel("Route through"))
+        through.addWidget(self.weights_combo)
+        through.addWidget(self.route_button)
+        side.addLayout(through)
+        side.addWidget(self.probe_note)
+        probe_row.addLayout(side)
+        self._layout.addLayout(probe_row)
+
+        # -- views
+        self.token_map = HeatmapPlot("Gate probability · token × expert", "", "expert",
+                                     colormap=plot_colors(False)["colormap"], fixed_levels=(0.0, 1.0),
+                                     value_label="gate probability", mono_x=True,
+                                     value_format=lambda v: f"{v:.3f}")
+        self.token_map.set_mouse_pan(True, False)
+        self.text_view = RoutedTextView()
+        self.legend = QLabel()
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
+        self.domain_map = HeatmapPlot("Domain × expert", "expert", "", annotate=True,
+                                      colormap=self._diverging(), value_format=fmt_percent)
+        self.class_map = HeatmapPlot("Token class × expert", "expert", "", annotate=True,
+                                     colormap=self._diverging(), value_format=fmt_percent)
+        self.tokens = TokenListPanel()
+
+        text_box = QWidget()
+        tl = QVBoxLayout(text_box)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.setSpacing(2)
+        tl.addWidget(self.legend)
+        tl.addWidget(self.text_view, 1)
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.token_map)
+        left.addWidget(text_box)
+        left.setSizes([260, 300])
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.domain_map)
+        right.addWidget(self.class_map)
+        right.addWidget(self.tokens)
+        right.setSizes([160, 220, 180])
+        main = QSplitter(Qt.Orientation.Horizontal)
+        main.addWidget(left)
+        main.addWidget(right)
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(1, 2)
+        main.setSizes([600, 420])
+        self._layout.addWidget(main, 1)
+
+        self.count_combo.currentIndexChanged.connect(lambda _i: self._draw())
+        self.source_combo.currentIndexChanged.connect(lambda _i: self._draw())
+        self.controls.slider.actionTriggered.connect(self._on_user_scrub)
+        self.controls.slider.sliderPressed.connect(self._on_user_scrub)
+        # clicked(bool) would arrive as the text: the slot takes no argument from it.
+        self.route_button.clicked.connect(lambda _checked=False: self.route_custom())
+        self.task.succeeded.connect(self._on_routed)
+        self.task.failed.connect(self._on_route_failed)
+        self.task.finished.connect(self._on_route_finished)
+        self.token_map.cellClicked.connect(self._on_token_cell)
+        self.domain_map.cellClicked.connect(self._on_domain_cell)
+        self.class_map.cellClicked.connect(self._on_class_cell)
+        self.token_map.set_hover_formatter(self._hover_token)
+        self.domain_map.set_hover_formatter(lambda r, c, v: self._hover_group("domain", r, c, v))
+        self.class_map.set_hover_formatter(lambda r, c, v: self._hover_group("class", r, c, v))
+        self._update_route_button()
+
+    def _diverging(self) -> str:
+        return plot_colors(is_dark_palette(self.palette()))["colormap_diverging"]
+
+    # ------------------------------------------------------------------ data
+    def _reset(self) -> None:
+        super()._reset()
+        self._snaps = None
+        self._custom = None
+        self._cur = None
+        self._shares = {}
+        self._ckpt_key = None
+        self.source_combo.setCurrentIndex(0)
+        self.source_combo.model().item(1).setEnabled(False)
+        self.tokens.clear("Click a heatmap cell to list the tokens behind it")
+        self.probe_note.setText("")
+        self._reason_shown = False
+        self._pending_live = None   # an answer for the run shown before is ignored
+
+    def _load(self, reader: RunReader) -> None:
+        self.controls.set_members(self._members_of(reader))
+        self._snaps = SnapshotCache(reader, member=self.member())
+        snap = self._snaps.get(None)
+        blocks = snap.meta.get("moe_blocks") if snap is not None else reader.meta.get("moe_blocks")
+        self.controls.set_layers([int(b) for b in (blocks or [])])
+        self.controls.set_steps(self._snaps.steps())
+        self._refresh_checkpoints()
+
+    def _ingest(self, upd) -> bool:
+        changed = False
+        if upd.new_snapshots and self._snaps is not None:
+            before = self._snaps.steps().size
+            self._snaps.refresh_steps()
+            if before == 0:
+                snap = self._snaps.get(None)
+                if snap is not None:
+                    self.controls.set_layers([int(b) for b in snap.meta.get("moe_blocks", [])])
+            self.controls.set_steps(self._snaps.steps())
+            changed = self.source() == SOURCE_RECORDED
+        ev = upd.new_events
+        if len(ev) and "kind" in ev and (ev["kind"] == "checkpoint").any():
+            self._refresh_checkpoints()
+        return changed
+
+    def set_training_controller(self, controller) -> None:
+        """The app's training controller: while it trains the run shown, its live weights
+        can route text (no checkpoint needed)."""
+        self._controller = controller
+        controller.started.connect(lambda _d: self._refresh_checkpoints())
+        controller.finished.connect(lambda _s: self._refresh_checkpoints())
+        controller.weightsReady.connect(self._on_live_weights)
+
+    def _training_this_run(self) -> bool:
+        c = self._controller
+        if c is None or not c.busy or not c.run_dir or self._path is None:
+            return False
+        try:
+            return Path(c.run_dir).resolve() == Path(self._path).resolve().parent \
+                or Path(c.run_dir).resolve() == Path(self._path).resolve()
+        except OSError:
+            return False
+
+    def _refresh_checkpoints(self) -> None:
+        from ...engine.probe import weight_sources
+
+        cks = weight_sources(self._path) if self._path is not None else []
+        # an inspection's weights are fixed: its pretrained folder, even while it runs
+        pretrained = bool(cks) and cks[0].kind == "pretrained"
+        live = self._training_this_run() and not pretrained
+        key = (live,) + tuple((str(c.path), c.step) for c in cks)
+        if key == self._ckpt_key:
+            return
+        self._ckpt_key = key
+        keep = self.weights_combo.currentText()
+        self.weights_combo.clear()
+        if live:
+            self.weights_combo.addItem("Live weights (training now)", LIVE)
+        if cks and not pretrained:
+            self.weights_combo.addItem("Latest weights", None)
+        for c in reversed(cks):
+            self.weights_combo.addItem(c.label, c)
+        if self.weights_combo.count():
+            i = self.weights_combo.findText(keep)
+            self.weights_combo.setCurrentIndex(max(i, 0))
+        else:
+            self.weights_combo.addItem("no weights saved", None)
+        self._update_route_button()
+        # Why nothing can be routed goes where the text would be typed: the one place
+        # wide enough for a sentence at any window size.
+        reason = self._no_weights_reason()
+        self.probe_edit.setPlaceholderText(reason or _PLACEHOLDER)
+        self.probe_edit.setReadOnly(bool(reason))
+        if reason or self._reason_shown:
+            if not self._busy_routing():
+                self._note("No weights to route through" if reason else "", tip=reason)
+            self._reason_shown = bool(reason)
+
+    def _has_weights(self) -> bool:
+        return bool(self._ckpt_key and (self._ckpt_key[0] or len(self._ckpt_key) > 1))
+
+    def _no_weights_reason(self) -> str:
+        """Why custom text cannot be routed through this run, in words ("" when it can)."""
+        if self._has_weights() or self._path is None:
+            return ""
+        try:
+            sample = Path(self._path).resolve().parent == sample_runs_dir().resolve()
+        except OSError:
+            sample = False
+        from ..engine.probe import is_pretrained_run
+        if is_pretrained_run(self._path):   # listed no weights: its folder has gone
+            return ("The model folder this inspection routed is no longer there: put it "
+                    "back to route your own text.")
+        if sample:
+            return ("This sample ships without weights. To route your own text, open the "
+                    "moe-top2 sample (it has them) or train this preset.")
+        if self._run_status == "running":
+            return ("No weights yet: this run saves them at its checkpoints "
+                    "(train.checkpoint_every) and when it ends.")
+        return "This run has no saved weights: only its recorded probe can be shown."
+
+    def _busy_routing(self) -> bool:
+        return self.task.busy or self._pending_live is not None
+
+    def _update_route_button(self) -> None:
+        has = self._has_weights()
+        self.route_button.setEnabled(has and not self._busy_routing())
+        self.weights_combo.setEnabled(has)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        # Enter in the probe box routes; Shift+Enter is a new line.
+        if (obj is self.probe_edit and event.type() == QEvent.Type.KeyPress
+                and event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+                and not event.modifiers() & Qt.KeyboardModifier.ShiftModifier):
+            if self.route_button.isEnabled():
+                self.route_custom()
+            return True
+        return super().eventFilter(obj, event)
+
+    # ------------------------------------------------------------------ custom probe
+    def source(self) -> str:
+        return self.source_combo.currentData()
+
+    def set_source(self, source: str) -> None:
+        self.source_combo.setCurrentIndex(self.source_combo.findData(source))
+
+    def route_custom(self, text: str | None = None, checkpoint: Any = "combo") -> bool:
+        """Route ``text`` (default: the text box) through ``checkpoint`` (default: the
+        weights chosen in the combo box; :data:`LIVE`: the weights the engine training
+        this run holds now) in a short-lived engine process; the result is shown as the
+        custom probe. False if nothing was started (no run, empty text, busy)."""
+        if self._path is None or self._busy_routing():
+            return False
+        if not isinstance(text, str):
+            text = self.probe_edit.toPlainText()
+        if not text.strip():
+            self._note("Type or paste some text to route first.", error=True)
+            return False
+        ck = self.weights_combo.currentData() if checkpoint == "combo" else checkpoint
+        if ck == LIVE:
+            path = self._controller.request_weights() if self._training_this_run() else None
+            if path is None:
+                self._note("The run is no longer training: choose saved weights.", error=True)
+                self._refresh_checkpoints()
+                return False
+            self._pending_live = (path, text, self.member())
+            self._note("Asking the engine for its current weights…")
+        else:
+            self._note("Routing…")
+            self._start_route(text, getattr(ck, "path", ck), self.member())
+        self._update_route_button()
+        return True
+
+    def _start_route(self, text: str, checkpoint, member: int, label: str = "") -> None:
+        def work():
+            arrays, meta = self._router.route(self._path, text, checkpoint, member)
+            if label:
+                meta["source"] = label
+            return arrays, meta
+        self.task.start(work)
+
+    def _on_live_weights(self, path: str, step: int, error: str) -> None:
+        pending, self._pending_live = self._pending_live, None
+        if pending is None or pending[0] != path:
+            if pending is not None:
+                self._pending_live = pending
+            return
+        if error or step < 0:
+            self._note(f"No live weights: {error}", error=True)
+            self._update_route_button()
+            return
+        _, text, member = pending
+        self._live_file = path
+        self._note(f"Routing through the live weights of step {step:,}…")
+        self._start_route(text, path, member, label=f"live weights @ step {step:,}")
+        self._update_route_button()
+
+    def _on_routed(self, result) -> None:
+        arrays, meta = result
+        self._custom = (arrays, meta)
+        self.source_combo.model().item(1).setEnabled(True)
+        n = arrays["tokens"].size
+        self._note(f"{n:,} tokens through {html.escape(str(meta.get('source', 'the model')))}")
+        if self.source() == SOURCE_CUSTOM:
+            self._draw()
+        else:
+            self.set_source(SOURCE_CUSTOM)
+
+    def _on_route_failed(self, message: str, tb: str) -> None:
+        if "RouteCancelled" not in tb:
+            self._note(message.removeprefix("ValueError: "), error=True, tip=tb)
+
+    def _on_route_finished(self) -> None:
+        if self._live_file:   # handed over for this one routing only
+            try:
+                os.remove(self._live_file)
+            except OSError:
+                pass
+            self._live_file = ""
+        self._update_route_button()
+
+    def _note(self, text: str, error: bool = False, tip: str = "") -> None:
+        if error:
+            c = "#c62828" if not is_dark_palette(self.palette()) else "#f0605d"
+            text = f'<span style="color:{c}">{html.escape(text)}</span>'
+        self.probe_note.setText(text)
+        self.probe_note.setToolTip(tip)
+
+    def _on_user_scrub(self, *_) -> None:
+        if self.source() == SOURCE_CUSTOM:
+            self.set_source(SOURCE_RECORDED)   # scrubbing means: back to the recording
+
+    # ------------------------------------------------------------------ what is shown
+    def current(self) -> tuple[dict[str, np.ndarray], dict[str, Any], str] | None:
+        """``(arrays, meta, description)`` of the probe shown, or None."""
+        return self._cur
+
+    def _pick(self) -> tuple[dict[str, np.ndarray], dict[str, Any], str] | None:
+        if self.source() == SOURCE_CUSTOM and self._custom is not None:
+            a, meta = self._custom
+            return a, meta, f"custom text · {meta.get('source', '')}"
+        if self._snaps is None:
+            return None
+        snap = self._snaps.get(self.step())
+        if snap is None:
+            return None
+        return snap.arrays, snap.meta, f"probe at step {snap.step:,}"
+
+    def rows(self) -> list[int]:
+        """Indices into the snapshot's layer axis of the layers shown."""
+        if self._cur is None:
+            return []
+        blocks = list(self._cur[1].get("moe_blocks", []))
+        layer = self.layer()
+        if layer is None or layer not in blocks:
+            return list(range(len(blocks)))
+        return [blocks.index(layer)]
+
+    def top1(self) -> bool:
+        return bool(self.count_combo.currentData())
+
+    def share_matrices(self) -> dict[str, tuple[np.ndarray, list[int]]]:
+        """``{"domain": (share [L, G, E], groups shown), "class": ...}`` of the probe shown
+        (all layers; the groups that have tokens)."""
+        return self._shares
+
+    def _compute_shares(self) -> dict[str, tuple[np.ndarray, list[int]]]:
+        if self._cur is None:
+            return {}
+        a, meta, _ = self._cur
+        E = int(meta.get("n_experts") or a["probs"].shape[-1])
+        names = list(meta.get("domain_names", []))
+        dom = a["domains"].astype(np.int64)
+        n_dom = max(len(names), int(dom.max()) + 1 if dom.size else 0)
+        cls = token_classes(a["tokens"]).astype(np.int64)
+        out = {}
+        for key, groups, n in (("domain", dom, n_dom), ("class", cls, len(TOKEN_CLASSES))):
+            share = R.share_matrix(groups, a["topk_idx"], n, E, top1=self.top1())
+            present = [g for g in range(n) if np.any(groups == g)]
+            out[key] = (share, present)
+        return out
+
+    def _show(self) -> None:
+        self._cur = self._pick()
+        if self._cur is None:
+            return
+        a, meta, what = self._cur
+        blocks = list(meta.get("moe_blocks", []))
+        rows = self.rows()
+        if not rows:
+            return
+        E = int(meta.get("n_experts") or a["probs"].shape[-1])
+        all_layers = len(rows) > 1
+        where = "all layers" if all_layers else f"layer {blocks[rows[0]]}"
+        tokens = a["tokens"]
+        key = tokens.tobytes()
+        if key != self._labels_key:
+            self._labels_key = key
+            self._labels = _TOKENIZER.token_labels(tokens)
+        # token x expert
+        probs = a["probs"][rows].astype(np.float32)                       # [L, N, E]
+        mat = probs.transpose(0, 2, 1).reshape(len(rows) * E, tokens.size)
+        ylab = [f"L{blocks[r]} e{e}" if all_layers else f"e{e}" for r in rows for e in range(E)]
+        self._set_title_later(self.token_map, f"Gate probability · {where} · {what}")
+        self.token_map.set_matrix(mat, x_labels=self._labels, y_labels=ylab)
+        self.token_map.set_separators(rows=[E * k for k in range(1, len(rows))])
+        self.token_map.set_row_groups([(f"L{blocks[r]}", E) for r in rows] if all_layers else None,
+                                      [f"e{e}" for _ in rows for e in range(E)])
+        if self._window_set_for != key:
+            self._window_set_for = key
+            w = self.token_map.view_box.width() or 600
+            self.token_map.set_view_columns(0, min(tokens.size, max(24, int(w / 12))))
+        # text coloured by top-1 expert
+        dark = is_dark_palette(self.palette())
+        colors = expert_colors(E, dark)
+        color_row = rows[-1]
+        top1 = a["topk_idx"][color_row, :, 0].astype(np.int64)
+        self.text_view.set_routing(tokens, top1, [text_background(c, dark) for c in colors],
+                                   self._token_tooltip)
+        self.legend.setText(f"Top-1 expert at layer {blocks[color_row]}"
+                            + (" (the last; pick a layer above for another)" if all_layers else "")
+                            + " · hover a character for every layer's choices<br>"
+                            + legend_html(colors, dark))
+        # share matrices
+        shares = self._shares = self._compute_shares()
+        names = list(meta.get("domain_names", []))
+        u = R.uniform_share(E)
+        experts = [f"e{e}" for e in range(E)]
+        for plot, kind, label_of in ((self.domain_map, "domain",
+                                      lambda g: names[g] if g < len(names) else f"domain {g}"),
+                                     (self.class_map, "class", lambda g: TOKEN_CLASSES[g])):
+            share, present = shares[kind]
+            m = np.concatenate([share[r][present] for r in rows], axis=0)
+            ylab = [(f"L{blocks[r]} " if all_layers else "") + label_of(g) for r in rows for g in present]
+            tv = R.group_total_variation(share[rows][:, present])
+            tv_txt = (f" · total variation {np.nanmean(tv):.2f}" if np.isfinite(tv).any()
+                      else "")
+            title = "Domain × expert" if kind == "domain" else "Token class × expert"
+            plot.set_annotate(True)      # drawn where the cells are big enough for it
+            self._set_title_later(plot, f"{title}{'' if all_layers else f' · L{blocks[rows[0]]}'}{tv_txt}")
+            plot.setToolTip("Share of each group's token-choices sent to each expert; the "
+                            "colour scale is centred on the uniform share 1/E.\nTotal "
+                            "variation: the mean total-variation distance between the groups' "
+                            "rows (0 = routed alike, 1 = disjoint experts).")
+            plot.set_matrix(m, x_labels=experts, y_labels=ylab, fixed_levels=(0.0, 2.0 * u))
+            plot.set_bar_ticks([(0.0, "0%"), (u, f"{100 * u:.3g}%"), (2 * u, f"{200 * u:.3g}%")])
+            plot.set_separators(rows=[len(present) * k for k in range(1, len(rows))])
+            plot.set_row_groups([(f"L{blocks[r]}", len(present)) for r in rows]
+                                if all_layers else None,
+                                [label_of(g) for _ in rows for g in present])
+        self._set_markers(self.step())
+
+    def _status_extra(self) -> str:
+        if self._cur is None:
+            return DENSE_STATUS if self.is_dense_run() else "no probe snapshot yet"
+        a, meta, what = self._cur
+        E = int(meta.get("n_experts") or a["probs"].shape[-1])
+        return f"{a['tokens'].size:,} tokens · {E} experts · uniform share {100 / E:.1f} %"
+
+    # ------------------------------------------------------------------ hover / tooltip
+    def _token_desc(self, i: int) -> str:
+        a, meta, _ = self._cur
+        names = list(meta.get("domain_names", []))
+        d = int(a["domains"][i])
+        dom = names[d] if d < len(names) else str(d)
+        cls = TOKEN_CLASSES[int(token_classes(a["tokens"][i:i + 1])[0])]
+        return f"token {i} «{html.escape(self._labels[i])}» · {html.escape(dom)} · {cls}"
+
+    def _choices(self, r: int, i: int) -> str:
+        a, meta, _ = self._cur
+        idx, w = a["topk_idx"][r, i], a["topk_weight"][r, i].astype(np.float64)
+        return ", ".join(f"e{int(e)} {float(x):.2f}" for e, x in zip(idx, w))
+
+    def _token_tooltip(self, i: int) -> str:
+        if self._cur is None:
+            return ""
+        blocks = list(self._cur[1].get("moe_blocks", []))
+        lines = [f"<b>{self._token_desc(i)}</b>"]
+        for r, b in enumerate(blocks):
+            lines.append(f"L{b}: {self._choices(r, i)}")
+        return "<br>".join(lines)
+
+    def _token_cell(self, row: int) -> tuple[int, int]:
+        """(layer row, expert) of a token-map row."""
+        E = self.token_map.matrix().shape[0] // max(1, len(self.rows()))
+        return self.rows()[row // E], row % E
+
+    def _hover_token(self, row: int, col: int, v: float) -> list[str]:
+        r, e = self._token_cell(row)
+        blocks = list(self._cur[1].get("moe_blocks", []))
+        return [f"<b>{self._token_desc(col)}</b>",
+                f"layer {blocks[r]} · expert {e}: p = {v:.3f}",
+                f"top-k at L{blocks[r]}: {self._choices(r, col)}"]
+
+    def _group_cell(self, plot: HeatmapPlot, row: int) -> tuple[int, int]:
+        """(layer row, group) of a share-matrix row."""
+        kind = "domain" if plot is self.domain_map else "class"
+        present = self.share_matrices()[kind][1]
+        return self.rows()[row // len(present)], present[row % len(present)]
+
+    def _hover_group(self, kind: str, row: int, col: int, v: float) -> list[str]:
+        plot = self.domain_map if kind == "domain" else self.class_map
+        r, g = self._group_cell(plot, row)
+        a, meta, _ = self._cur
+        blocks = list(meta.get("moe_blocks", []))
+        names = list(meta.get("domain_names", []))
+        gname = (names[g] if g < len(names) else str(g)) if kind == "domain" else TOKEN_CLASSES[g]
+        groups = a["domains"] if kind == "domain" else token_classes(a["tokens"])
+        hits = R.tokens_in_cell(groups, a["topk_idx"][r], g, col, top1=self.top1())
+        E = int(meta.get("n_experts") or a["probs"].shape[-1])
+        what = "first choices" if self.top1() else "choices"
+        return [f"<b>layer {blocks[r]} · {html.escape(gname)} → expert {col}</b>",
+                f"{100 * v:.1f} % of its {what} (uniform {100 / E:.1f} %)",
+                f"{hits.size} tokens · click to list them"]
+
+    # ------------------------------------------------------------------ clicks
+    def _on_token_cell(self, row: int, col: int) -> None:
+        r, e = self._token_cell(row)
+        a, meta, what = self._cur
+        blocks = list(meta.get("moe_blocks", []))
+        rows = [(col, f"L{b}: {self._choices(k, col)}", "") for k, b in enumerate(blocks)]
+        self.tokens.show_tokens(f"<b>{self._token_desc(col)}</b><br>p(e{e}) = "
+                                f"{float(a['probs'][r, col, e]):.3f} at layer {blocks[r]} · "
+                                f"{html.escape(what)}", rows)
+        self.text_view.select_token(col)
+
+    def _on_domain_cell(self, row: int, col: int) -> None:
+        self.list_cell("domain", row, col)
+
+    def _on_class_cell(self, row: int, col: int) -> None:
+        self.list_cell("class", row, col)
+
+    def list_cell(self, kind: str, row: int, col: int) -> list[int]:
+        """List the tokens behind cell (row, col) of the "domain" or "class" matrix: the
+        tokens of that group whose choices (top-1 only, per the Count box) include
+        expert ``col`` at that row's layer. Returns their indices."""
+        plot = self.domain_map if kind == "domain" else self.class_map
+        r, g = self._group_cell(plot, row)
+        a, meta, what = self._cur
+        blocks = list(meta.get("moe_blocks", []))
+        groups = a["domains"] if kind == "domain" else token_classes(a["tokens"])
+        idx = a["topk_idx"][r]
+        hits = R.tokens_in_cell(groups, idx, g, col, top1=self.top1())
+        n_group = int(np.sum(np.asarray(groups) == g))
+        w = a["topk_weight"][r].astype(np.float64)
+
+        def note(i: int) -> str:
+            k = int(np.flatnonzero(idx[i] == col)[0])
+            return f"choice {k + 1}, w {w[i, k]:.2f}"
+
+        names = list(meta.get("domain_names", []))
+        gname = (names[g] if g < len(names) else str(g)) if kind == "domain" else TOKEN_CLASSES[g]
+        self.tokens.show_tokens(
+            f"<b>{html.escape(gname)} → expert {col}</b> at layer {blocks[r]} · {html.escape(what)}: "
+            f"{hits.size} of {n_group} {html.escape(gname)} tokens"
+            + (" (top-1)" if self.top1() else ""), token_rows(a["tokens"], hits, note))
+        return hits.tolist()
+
+    # ------------------------------------------------------------------ lifetime / theme
+    def _palette_changed(self) -> None:
+        self.domain_map.set_colormap(self._diverging())
+        self.class_map.set_colormap(self._diverging())
+        if self._cur is not None:
+            self._draw()
+
+    def closeEvent(self, event) -> None:
+        self._router.cancel()
+        self.task.shutdown()
+        super().closeEvent(event)
+
+
