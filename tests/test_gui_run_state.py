@@ -392,7 +392,8 @@ def test_experiment_panel_and_status_lines_read_whole(qtbot, tmp_path, size):
     try:
         assert w.runs_dock.isVisible() and not w.runs_dock.isFloating()
         sp = w.setup_panel
-        sp.set_expanded_sections(["data", "model", "moe", "precision", "ensemble", "train"])
+        from moe_studio.config import SECTIONS
+        sp.set_expanded_sections(list(SECTIONS))     # every section, the newest too
         qtbot.wait(20)
         sc = sp.scroll
         assert sc.horizontalScrollBar().maximum() == 0

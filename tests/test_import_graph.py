@@ -202,6 +202,37 @@ def test_no_import_cycle_between_moe_studio_modules():
                       + "; ".join(" <-> ".join(c) for c in gone))
 
 
+def unresolved_imports(root: Path = ROOT) -> list[str]:
+    """``from .x import y`` inside moe_studio whose module is not there: an import in a
+    function fails only when that function runs (a file moved to a sub-package keeps
+    ``..engine`` that used to mean ``moe_studio.engine``)."""
+    files = {module_name(p, root): p for p in root.rglob("*.py")}
+    packages = {module_name(p, root) for p in root.rglob("__init__.py")}
+    bad = []
+    for mod, path in files.items():
+        is_pkg = path.name == "__init__.py"
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path)), True):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = _resolve(mod, is_pkg, node.level, node.module)
+                if base not in files and base not in packages:
+                    bad.append(f"{path.relative_to(root.parent)}:{node.lineno} imports {base}, "
+                               f"which does not exist")
+    return bad
+
+
+def test_every_relative_import_names_a_module_that_exists(tmp_path):
+    pkg = tmp_path / "moe_studio"
+    (pkg / "gui" / "views").mkdir(parents=True)
+    for d in (pkg, pkg / "gui", pkg / "gui" / "views"):
+        (d / "__init__.py").write_text("")
+    (pkg / "engine.py").write_text("")
+    (pkg / "gui" / "views" / "v.py").write_text(
+        "from ...engine import x\n\ndef f():\n    from ..engine import y\n")
+    assert unresolved_imports(pkg) == [
+        "moe_studio/gui/views/v.py:4 imports moe_studio.gui.engine, which does not exist"]
+    assert not unresolved_imports(), "\n".join(unresolved_imports())
+
+
 def test_layers_import_only_downwards():
     bad = layer_violations(import_graph(typing=True))
     assert not bad, "\n".join(bad)

@@ -100,7 +100,7 @@ def test_swiglu_model_parameter_count_and_wide_members_agree():
 
 
 def _with(cfg, act):
-    from moe_studio.config.schema import copy_config
+    from moe_studio.config import copy_config
     c = copy_config(cfg)
     c.model.ffn_act = c.moe.expert_act = act
     return c

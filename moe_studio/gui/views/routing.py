@@ -278,7 +278,7 @@ class RoutingDashboard(RunDashboard):
             sample = Path(self._path).resolve().parent == sample_runs_dir().resolve()
         except OSError:
             sample = False
-        from ..engine.probe import is_pretrained_run
+        from ...engine.probe import is_pretrained_run
         if is_pretrained_run(self._path):   # listed no weights: its folder has gone
             return ("The model folder this inspection routed is no longer there: put it "
                     "back to route your own text.")
