@@ -20,6 +20,14 @@ from torch import Tensor
 
 KERNELS = ("auto", "loop", "grouped")
 
+# "auto" keeps the grouped kernel unless the loop is faster by more than this share of
+# the grouped time: on the CPU the two are often within noise of each other, and a
+# choice made by noise differs from process to process (the grouped kernel also has one
+# fixed op count, where the loop's grows with the experts in use).
+LOOP_MARGIN = 0.05
+# Interleaved timing rounds per decision (the first is warm-up), compared by median.
+TUNE_ROUNDS = 7
+
 
 def mlp_loop(xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> Tensor:
     """Experts on contiguous blocks, one pair of matmuls per non-empty expert.
@@ -116,6 +124,8 @@ class KernelTuner:
         self.setting = setting if setting in KERNELS else "auto"
         self._grouped_works: dict[tuple, bool] = {}
         self._auto_choice: dict[tuple, str] = {}
+        self._timings: dict[tuple, dict[str, float]] = {}
+        self._ran: dict[tuple, str] = {}
 
     def set(self, name: str) -> None:
         """Choose the kernel for every later dispatch ('auto', 'loop' or 'grouped');
@@ -124,18 +134,32 @@ class KernelTuner:
             raise ValueError(f"expert kernel must be one of {', '.join(KERNELS)}, got {name!r}")
         self.setting = name
         self._auto_choice.clear()
+        self._ran.clear()
 
     def reset(self) -> None:
         """Forget every measurement: support of the grouped kernel and auto's choices."""
         self._grouped_works.clear()
         self._auto_choice.clear()
+        self._timings.clear()
+        self._ran.clear()
 
     def choices(self) -> list[dict]:
         """What 'auto' has chosen so far, one dict per measured shape."""
         names = ("device", "index", "dtype", "n_experts", "d_model", "d_hidden", "size_bucket",
                  "backward")
-        return [{**dict(zip(names, key)), "dtype": str(key[2]), "kernel": choice}
+        return [{**dict(zip(names, key)), "dtype": str(key[2]), "kernel": choice,
+                 "median_s": self._timings.get(key, {})}
                 for key, choice in self._auto_choice.items()]
+
+    def ran(self, record: tuple[str, int, int, int], name: str) -> None:
+        """Note that kernel ``name`` ran for (device type, E, d, h)."""
+        self._ran[record] = name
+
+    def kernels_run(self) -> list[dict]:
+        """The kernel each expert shape last ran with, whatever the setting: what a
+        benchmark reports (a forced or measured choice, or the loop fallback)."""
+        return [{"device": dev, "n_experts": E, "d_model": d, "d_hidden": h, "kernel": name}
+                for (dev, E, d, h), name in self._ran.items()]
 
     def grouped_mm_works(self, device: torch.device, dtype: torch.dtype, d: int, h: int) -> bool:
         """Whether ``torch._grouped_mm`` runs forward and backward for these weights, and
@@ -157,8 +181,10 @@ class KernelTuner:
 
         The choice is fixed for the rest of the process, so a run is deterministic; two
         processes may choose differently where the timings are close (on CUDA the
-        kernels agree to rounding, not bit for bit). Set MOE_STUDIO_EXPERT_KERNEL to
-        pin it.
+        kernels agree to rounding, not bit for bit). The decision compares the medians
+        of TUNE_ROUNDS interleaved timings and keeps the grouped kernel unless the loop
+        is faster by more than LOOP_MARGIN, so near-ties (the CPU) resolve the same way
+        in every process. Set MOE_STUDIO_EXPERT_KERNEL to pin it.
         """
         E, d, h = w1.shape
         if self.setting == "loop" or not self.grouped_mm_works(xs.device, xs.dtype, d, h):
@@ -169,11 +195,16 @@ class KernelTuner:
         key = (xs.device.type, xs.device.index, xs.dtype, E, d, h, xs.shape[0].bit_length(),
                backward)
         if key not in self._auto_choice:
-            best = {"loop": math.inf, "grouped": math.inf}
-            for _ in range(3):  # the first round doubles as warm-up; keep each kernel's best
+            times: dict[str, list[float]] = {"loop": [], "grouped": []}
+            for r in range(TUNE_ROUNDS):   # interleaved; round 0 is warm-up
                 for name, fn in MLP.items():
-                    best[name] = min(best[name], _time_kernel(fn, xs, w1, w2, counts, backward))
-            self._auto_choice[key] = min(best, key=best.get)
+                    t = _time_kernel(fn, xs, w1, w2, counts, backward)
+                    if r:
+                        times[name].append(t)
+            med = {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+            self._timings[key] = med
+            loop_wins = med["loop"] < (1.0 - LOOP_MARGIN) * med["grouped"]
+            self._auto_choice[key] = "loop" if loop_wins else "grouped"
         return self._auto_choice[key]
 
 
@@ -191,6 +222,11 @@ def expert_kernel_setting() -> str:
     return TUNER.setting
 
 
+def kernels_run() -> list[dict]:
+    """The kernel each expert shape last ran with (see :meth:`KernelTuner.kernels_run`)."""
+    return TUNER.kernels_run()
+
+
 def kernel_choices() -> list[dict]:
     """What 'auto' has chosen so far, one dict per measured shape (for benchmarks/logs)."""
     return TUNER.choices()
@@ -203,4 +239,6 @@ def grouped_mm_works(device: torch.device, dtype: torch.dtype, d: int, h: int) -
 def run_experts(xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> Tensor:
     """Every expert on its block of ``xs`` with the kernel the tuner picks: xs [N, d]
     sorted by expert, w1 [E, d, h], w2 [E, h, d], counts [E] (sum N) -> [N, d]."""
-    return MLP[TUNER.choose(xs, w1, w2, counts)](xs, w1, w2, counts)
+    name = TUNER.choose(xs, w1, w2, counts)
+    TUNER.ran((xs.device.type, *w1.shape), name)
+    return MLP[name](xs, w1, w2, counts)
