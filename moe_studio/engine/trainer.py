@@ -28,6 +28,7 @@ from ..data import eval_windows, load_corpus
 from ..paths import default_runs_dir
 from ..store import RunWriter
 from .amp import autocast
+from .compile import compile_models, eager_only
 from .device import describe_device, resolve_device
 from .ensemble import EnsembleEngine
 from .members import Members
@@ -140,6 +141,36 @@ class Trainer:
         self.ensemble = EnsembleEngine(cfg, self.members, self.recorder,
                                        val_batches=self.val_batches, probe=self.corpus,
                                        run_dir=self.run_dir)
+        self.compiled = self._compile()
+
+    def _compile(self):
+        """``train.compile``: compile the models with one timed warm-up forward +
+        backward on the first validation batch (engine/compile.py), recorded in the
+        run's meta and as an event."""
+        cfg = self.config
+        blocked = ("the members of an ensemble may train as one wide model"
+                   if self.n_members > 1 else
+                   "a precision monitor (precision.headroom or stop_on_nan) hooks every module"
+                   if any(m is not None for m in self.monitors) else "")
+        x_np, y_np = self.val_batches[0]
+
+        def warmup():
+            x = torch.from_numpy(x_np).to(self.device)
+            y = torch.from_numpy(y_np).to(self.device)
+            for model in self.models:
+                with autocast(self.device, self.precision):
+                    _, loss = model(x, y)
+                    total = (loss + cfg.moe.aux_loss_coef * model.aux_loss()
+                             + cfg.moe.z_loss_coef * model.z_loss())
+                total.backward()
+
+        res = compile_models(self.models, warmup, setting=cfg.train.compile, device=self.device,
+                             blocked_by=blocked)
+        if res.requested:
+            self.recorder.meta(**res.as_meta())
+            msg = (f"compiled ({res.backend}) in {res.seconds:.1f} s" if res.active else res.reason)
+            self.recorder.event(0, "compile", msg, res.as_meta()["compile"])
+        return res
 
     # ------------------------------------------------------------------ state
     @property
@@ -168,7 +199,11 @@ class Trainer:
         log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
         snap_now = ((step + 1) % cfg.train.snapshot_every == 0 or step == 0
                     or step + 1 == self.total_steps)
-        stats_now = cfg.train.collect_stats and (log_now or snap_now)
+        # Routing statistics every train.stats_every steps (and on snapshot steps, whose
+        # histograms need them): taken every step they cost ~10 % of an MoE step.
+        stats_now = cfg.train.collect_stats and (
+            (log_now and ((step + 1) % cfg.train.stats_every == 0 or step + 1 == self.total_steps))
+            or snap_now)
         # All members' forward and backward in one wide pass when the ensemble can (None:
         # each member below runs its own); this also starts snapshot cycles.
         batched = self.ensemble.begin_step(step, stats_now)
@@ -271,8 +306,9 @@ class Trainer:
     def route_tokens(self, tokens: np.ndarray, member: int = 0) -> dict[str, np.ndarray]:
         """Route a token sequence through member ``member`` (``probe.route_tokens``, in
         windows of ``data.context`` tokens, under the run's precision)."""
-        return route_tokens(self.models[member], tokens, self.config.data.context,
-                            self.precision, self.device)
+        with eager_only():
+            return route_tokens(self.models[member], tokens, self.config.data.context,
+                                self.precision, self.device)
 
     def _write_probe_snapshot(self) -> None:
         if not self.moe_block_ids:
@@ -295,15 +331,16 @@ class Trainer:
         n_tok = 0
         model.eval()
         try:
-            for x_np, y_np in self.val_batches:
-                x = torch.from_numpy(x_np).to(self.device)
-                y = torch.from_numpy(y_np).to(self.device)
-                with autocast(self.device, self.precision):
-                    logits, _ = model(x)
-                lp = F.log_softmax(logits.float(), dim=-1)
-                nll += float(-lp.gather(-1, y[..., None]).sum())
-                correct += float((lp.argmax(-1) == y).sum())
-                n_tok += y.numel()
+            with eager_only():
+                for x_np, y_np in self.val_batches:
+                    x = torch.from_numpy(x_np).to(self.device)
+                    y = torch.from_numpy(y_np).to(self.device)
+                    with autocast(self.device, self.precision):
+                        logits, _ = model(x)
+                    lp = F.log_softmax(logits.float(), dim=-1)
+                    nll += float(-lp.gather(-1, y[..., None]).sum())
+                    correct += float((lp.argmax(-1) == y).sum())
+                    n_tok += y.numel()
         finally:
             model.train()
         out = {"val/loss": nll / n_tok, "val/acc": correct / n_tok}
