@@ -235,7 +235,11 @@ def cmd_bench(args) -> int:
                   file=sys.stderr)
             return 2
         kwargs["steps"] = args.steps
-    result = mod.run(json_out=args.json, quick=args.quick, **kwargs)
+    try:
+        result = mod.run(json_out=args.json, quick=args.quick, **kwargs)
+    except FileNotFoundError as e:   # a benchmark's input data is missing
+        print(f"moe-studio bench {args.what}: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -293,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
     b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble", "routing",
-                                      "compare", "inspect"])
+                                      "compare", "inspect", "time-to-quality"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     b.add_argument("--steps", type=int, default=None,

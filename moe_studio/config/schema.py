@@ -25,7 +25,7 @@ def knob(default: Any, help: str, *, min: float | None = None, max: float | None
 
 
 ROUTERS = ("topk", "noisy_topk", "soft", "aux_free")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENSEMBLE_METHODS = ("seeds", "bagging", "snapshot", "boosting")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 HEADROOM_FORMATS = ("fp16", "bf16", "fp8_e4m3", "fp8_e5m2")
@@ -92,8 +92,9 @@ class MoEConfig:
 
 @dataclass
 class PrecisionConfig:
-    mode: str = knob("fp32", "Training precision: fp32, bf16 autocast, or fp16 autocast with "
-                     "dynamic loss scaling.", choices=PRECISIONS)
+    mode: str = knob("auto", "Training precision: auto (bf16 autocast on a GPU that supports "
+                     "it, else fp32), fp32, bf16 autocast, or fp16 autocast with dynamic loss "
+                     "scaling.", choices=PRECISIONS)
     init_scale: float = knob(65536.0, "fp16: initial loss scale.", min=1.0, max=2.0 ** 32)
     growth_factor: float = knob(2.0, "fp16: factor the loss scale grows by after growth_interval "
                                 "clean steps.", min=1.0, max=16.0)

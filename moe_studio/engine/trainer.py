@@ -27,7 +27,7 @@ from ..config.validate import parse_layer_set
 from ..data import eval_windows, load_corpus
 from ..paths import default_runs_dir
 from ..store import RunWriter
-from .amp import autocast
+from .amp import autocast, device_defaults, resolve_precision
 from .compile import compile_models, eager_only
 from .device import describe_device, resolve_device
 from .ensemble import EnsembleEngine
@@ -93,6 +93,11 @@ class Trainer:
         self.config = cfg = copy_config(validate(config))
         check_fits(cfg)  # before any allocation: refuse what cannot fit, naming the biggest part
         self.device = resolve_device(cfg.train.device)
+        # "auto" precision becomes what this device trains in, before anything is built
+        # or stored: every later reader of the config sees the concrete mode.
+        precision_auto = cfg.precision.mode == "auto"
+        cfg.precision.mode = resolve_precision(cfg.precision.mode, self.device)
+        speed_defaults = device_defaults(self.device)
         self.total_steps = cfg.train.steps
         self.step_count = 0
         self._closed = False
@@ -127,6 +132,7 @@ class Trainer:
             "domain_names": list(self.corpus.domain_names),
             "corpus": self.corpus.describe(), "moe_blocks": list(self.moe_block_ids),
             "argv": sys.argv[:8],
+            "precision": {"mode": cfg.precision.mode, "auto": precision_auto, **speed_defaults},
         }
         if writer is None:
             writer = RunWriter.create(runs_dir if runs_dir is not None else default_runs_dir(),
