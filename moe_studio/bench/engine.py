@@ -4,7 +4,8 @@ minimal plain-PyTorch GPT training loop of the same size as the reference
 (``bench/baseline.py`` says what it contains).
 
 The precision headroom analysis is off here (``moe-studio bench precision`` measures its
-cost on its own); routing statistics and store writes are on, as in every run.
+cost on its own); routing statistics (at the presets' rate, ``train.stats_every`` = 10,
+against the same model with them off) and store writes are on, as in every run.
 
 All four trainers live side by side and take turns in short blocks of steps (plain,
 dense, MoE with statistics, MoE without, plain, ...), so a noisy, shared machine slows

@@ -21,10 +21,16 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config.inputs import ENV_CHOICES
+
 COMPILE_MODES = ("auto", "on", "off")
 # inductor normally; "eager" (dynamo's tracing without code generation) lets a test
 # exercise the compiled path in seconds on a CPU.
+# The CLI and the app refuse any other value of the variable before work starts
+# (config/inputs.py); here an unknown one keeps the default.
+_BACKENDS = ENV_CHOICES["MOE_STUDIO_COMPILE_BACKEND"]
 BACKEND = os.environ.get("MOE_STUDIO_COMPILE_BACKEND", "inductor")
+BACKEND = BACKEND if BACKEND in _BACKENDS else "inductor"
 
 
 def compile_wanted(setting: str, device: torch.device) -> bool:
