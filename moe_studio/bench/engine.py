@@ -59,8 +59,9 @@ def run(json_out: bool = True, quick: bool = False) -> dict:
     corpus = load_corpus("embedded", context=64)
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as runs:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         steppers: dict = {"plain_gpt": PlainLoop(corpus.train_tokens, batch=12, context=64,
-                                                 steps=total, device="cpu" if not torch.cuda.is_available() else "cuda")}
+                                                 steps=total, device=device)}
         trainers = {name: Trainer(timing_config(cfg, total), runs_dir=runs)
                     for name, cfg in _configs().items()}
         steppers.update(trainers)

@@ -6,8 +6,9 @@ fallback to eager.
 compiled step was not faster than eager. Compilation is lazy, so the trainer compiles
 with one warm-up forward + backward on a fixed batch before training starts, timed
 (the compile time is recorded; an eager pass before it fills the expert kernel
-tuner's measurements), with the random state restored and the gradients cleared; if that fails (no C compiler, an unsupported op, an old torch) the
-models go back to eager and the run records why, in one line, and trains on.
+tuner's measurements), with the random state restored and the gradients cleared; if
+that fails (no C compiler, an unsupported op, an old torch) the models go back to
+eager and the run records why, in one line, and trains on.
 
 Not compiled, with the reason recorded: ensembles (the members may train as one wide
 model) and runs with a precision monitor (headroom or stop_on_nan), whose forward hooks

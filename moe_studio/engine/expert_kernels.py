@@ -10,7 +10,6 @@ so :class:`KernelTuner` decides at runtime; the process shares one tuner
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 
