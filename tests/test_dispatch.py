@@ -276,7 +276,13 @@ def test_bench_quick_returns_expected_keys():
         assert set(c["ratio_to_dense"]) == set(c["ms"])
         assert all(v > 0 for v in c["ms"].values())
         assert c["expert_kernel"] in ("loop", "grouped")
-    assert len(r["budgets"]) == 2 and all("ok" in b for b in r["budgets"].values())
+    assert r["trainer_shape"]["expert_kernel"] in ("loop", "grouped")
+    # large-layer and trainer-shape ratios to dense, sorted vs naive at both, 64x vs baselines
+    assert len(r["budgets"]) == 5 and all("ok" in b for b in r["budgets"].values())
+    for b in r["budgets"].values():
+        assert b["verdict"] in ("ok", "missed", "unresolved")
+        assert b["ci95"][0] <= b["value"] <= b["ci95"][1]
+        assert b["ok"] == (b["verdict"] == "ok")
 
 
 def test_bench_baselines_compute_the_same_function():

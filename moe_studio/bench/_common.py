@@ -75,3 +75,68 @@ def _clock_text(s: float) -> str:
     m, sec = divmod(int(round(s)), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+# --- budgets that can fail ------------------------------------------------------------
+#
+# A shared machine makes every timing noisy, and a small overhead (a few percent) is
+# below the noise of any single pair of runs. So the budgets compare many interleaved
+# pairs (A then B, A then B, ...), take each pair's ratio (slow drifts of the machine
+# cancel inside a pair), and judge the bootstrap confidence interval of the median
+# ratio: within budget only when the whole interval is, over budget only when the whole
+# interval is, and "unresolved" otherwise (a noisy -10 % overhead is not a pass).
+
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+def ratio_ci(numer: list[float], denom: list[float], confidence: float = CONFIDENCE,
+             seed: int = 0) -> dict:
+    """Median of the paired ratios ``numer[i] / denom[i]`` and its bootstrap percentile
+    interval (``confidence``, fixed seed so a report is reproducible from its samples).
+    Returns {"median", "ci": [lo, hi], "pairs"}."""
+    import numpy as np
+
+    if len(numer) != len(denom) or not numer:
+        raise ValueError(f"ratio_ci needs equally many paired samples, got {len(numer)} "
+                         f"and {len(denom)}")
+    r = np.asarray(numer, dtype=np.float64) / np.asarray(denom, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    boot = np.median(r[rng.integers(0, r.size, size=(BOOTSTRAP_RESAMPLES, r.size))], axis=1)
+    a = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(boot, [a, 1.0 - a])
+    return {"median": float(np.median(r)), "ci": [float(lo), float(hi)], "pairs": int(r.size)}
+
+
+def verdict_at_most(ci: list[float], limit: float) -> str:
+    """'ok' when the whole interval is at or under ``limit``, 'missed' when the whole
+    interval is over it, 'unresolved' when it straddles the limit."""
+    lo, hi = ci
+    if hi <= limit:
+        return "ok"
+    if lo > limit:
+        return "missed"
+    return "unresolved"
+
+
+def verdict_at_least(ci: list[float], limit: float) -> str:
+    """The mirror of :func:`verdict_at_most` for a figure that must reach ``limit``."""
+    lo, hi = ci
+    if lo >= limit:
+        return "ok"
+    if hi < limit:
+        return "missed"
+    return "unresolved"
+
+
+def budget(est: dict, limit: float, at_most: bool = True, offset: float = 0.0,
+           digits: int = 4) -> dict:
+    """A budget record from a :func:`ratio_ci` estimate: the figure is the ratio plus
+    ``offset`` (-1 turns a time ratio into an overhead fraction). ``ok`` is True only for
+    verdict 'ok'."""
+    value = est["median"] + offset
+    ci = [est["ci"][0] + offset, est["ci"][1] + offset]
+    v = verdict_at_most(ci, limit) if at_most else verdict_at_least(ci, limit)
+    return {"value": round(value, digits), "ci95": [round(c, digits) for c in ci],
+            "limit": limit, "rule": "<=" if at_most else ">=", "pairs": est["pairs"],
+            "verdict": v, "ok": v == "ok"}

@@ -173,6 +173,7 @@ ENV_CHOICES = {
     "MOE_STUDIO_EXPERT_KERNEL": ("auto", "loop", "grouped"),
     "MOE_STUDIO_ENGINE": ("process", "thread"),
     "MOE_STUDIO_NATIVE": ("0", "1"),
+    "MOE_STUDIO_COMPILE_BACKEND": ("inductor", "eager", "aot_eager", "cudagraphs"),
 }
 
 

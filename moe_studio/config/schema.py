@@ -27,7 +27,7 @@ def knob(default: Any, help: str, *, min: float | None = None, max: float | None
 ROUTERS = ("topk", "noisy_topk", "soft", "aux_free", "sigmoid", "expert_choice")
 # routers whose per-expert selection bias moves after every optimizer step
 BIASED_ROUTERS = ("aux_free", "sigmoid")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENSEMBLE_METHODS = ("seeds", "bagging", "snapshot", "boosting")
 BOOST_MODES = ("token_weights", "samme", "gradient")
 COMBINE_RULES = ("mean_prob", "mean_logit", "vote", "sum_logit", "samme")
@@ -121,8 +121,9 @@ class MoEConfig:
 
 @dataclass
 class PrecisionConfig:
-    mode: str = knob("fp32", "Training precision: fp32, bf16 autocast, or fp16 autocast with "
-                     "dynamic loss scaling.", choices=PRECISIONS)
+    mode: str = knob("auto", "Training precision: auto (bf16 autocast on a GPU that supports "
+                     "it, else fp32), fp32, bf16 autocast, or fp16 autocast with dynamic loss "
+                     "scaling.", choices=PRECISIONS)
     init_scale: float = knob(65536.0, "fp16: initial loss scale.", min=1.0, max=2.0 ** 32)
     growth_factor: float = knob(2.0, "fp16: factor the loss scale grows by after growth_interval "
                                 "clean steps.", min=1.0, max=16.0)
@@ -186,6 +187,13 @@ class TrainConfig:
                        "frozen), then the router (experts frozen), then both. Parts: router, "
                        "experts, attention, embeddings, joined by +. Empty: one stage, nothing "
                        "frozen; after the last stage nothing is frozen.")
+    compile: str = knob("auto", "torch.compile the training forward: auto = on CUDA only "
+                        "(on the CPU compiling takes minutes and gained nothing measured); "
+                        "falls back to eager, recorded, if compiling fails.",
+                        choices=("auto", "on", "off"))
+    stats_every: int = knob(1, "Routing statistics on every this many steps (of those that "
+                            "log); they cost ~10 % of an MoE step when taken every step.",
+                            min=1, max=100_000)
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Mixed precision, one definition for training, evaluation and probes.
 
-``precision.mode`` is "fp32", "bf16" or "fp16". bf16 and fp16 run the forward under
-``torch.autocast`` (matmuls in the low format, reductions and the loss in float32);
-fp16 also scales the loss (``GradScaler``) so that small gradients survive the cast.
+``precision.mode`` is "auto", "fp32", "bf16" or "fp16". bf16 and fp16 run the forward
+under ``torch.autocast`` (matmuls in the low format, reductions and the loss in
+float32); fp16 also scales the loss (``GradScaler``) so that small gradients survive the
+cast. "auto" is resolved once per run (:func:`resolve_precision`) before anything is
+built, so the run's stored config names the precision it trained in.
 """
 from __future__ import annotations
 
@@ -11,6 +13,27 @@ from contextlib import nullcontext
 import torch
 
 from ..config.schema import PrecisionConfig
+
+
+def resolve_precision(mode: str, device: torch.device) -> str:
+    """The concrete precision for ``mode`` on ``device``: "auto" is bf16 on CUDA where
+    the GPU supports it (compute capability 8.0 and later), fp32 elsewhere (bf16 matmuls
+    are slow on most CPUs, and mps has no bf16 autocast); other modes as they are."""
+    if mode != "auto":
+        return mode
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def device_defaults(device: torch.device) -> dict:
+    """What a run on ``device`` sets for speed, process-wide: TF32 matmuls on CUDA
+    (float32 work that stays outside autocast). Returns what it set, for the run's meta."""
+    if device.type != "cuda":
+        return {}
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return {"tf32": True}
 
 
 def autocast(device: torch.device, mode: str):

@@ -12,7 +12,6 @@ functions below) so that a run keeps its choice.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 
@@ -22,6 +21,16 @@ from torch import Tensor
 from .activations import activate_for
 
 KERNELS = ("auto", "loop", "grouped")
+
+# "auto" keeps the grouped kernel unless the loop is faster by more than this share of
+# the grouped time: on the CPU the two are often within noise of each other, and a
+# choice made by noise differs from process to process. The kernel timed alone also
+# flatters the loop: on the default MoE (1 thread) the loop timed 15 % faster alone,
+# while whole training steps with either pinned came out even (grouped / loop 1.01,
+# 95 % CI 0.93-1.12), and the grouped kernel's op count stays fixed as experts grow.
+LOOP_MARGIN = 0.20
+# Interleaved timing rounds per decision (the first is warm-up), compared by median.
+TUNE_ROUNDS = 7
 
 
 def mlp_loop(xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> Tensor:
@@ -54,6 +63,9 @@ def mlp_grouped(xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> Tensor:
 
 
 MLP = {"loop": mlp_loop, "grouped": mlp_grouped}
+# Under torch.compile the loop runs eagerly: its block sizes come from the data, and a
+# traced loop would be recompiled for every new split of the tokens.
+_LOOP_OUTSIDE_GRAPH = torch.compiler.disable(mlp_loop)
 
 
 @contextlib.contextmanager
@@ -120,6 +132,8 @@ class KernelTuner:
         self.setting = setting if setting in KERNELS else "auto"
         self._grouped_works: dict[tuple, bool] = {}
         self._auto_choice: dict[tuple, str] = {}
+        self._timings: dict[tuple, dict[str, float]] = {}
+        self._ran: dict[tuple, str] = {}
 
     def set(self, name: str) -> None:
         """Choose the kernel for every later dispatch ('auto', 'loop' or 'grouped');
@@ -128,18 +142,32 @@ class KernelTuner:
             raise ValueError(f"expert kernel must be one of {', '.join(KERNELS)}, got {name!r}")
         self.setting = name
         self._auto_choice.clear()
+        self._ran.clear()
 
     def reset(self) -> None:
         """Forget every measurement: support of the grouped kernel and auto's choices."""
         self._grouped_works.clear()
         self._auto_choice.clear()
+        self._timings.clear()
+        self._ran.clear()
 
     def choices(self) -> list[dict]:
         """What 'auto' has chosen so far, one dict per measured shape."""
         names = ("device", "index", "dtype", "n_experts", "d_model", "d_hidden", "size_bucket",
                  "backward")
-        return [{**dict(zip(names, key)), "dtype": str(key[2]), "kernel": choice}
+        return [{**dict(zip(names, key)), "dtype": str(key[2]), "kernel": choice,
+                 "median_s": self._timings.get(key, {})}
                 for key, choice in self._auto_choice.items()]
+
+    def ran(self, record: tuple[str, int, int, int], name: str) -> None:
+        """Note that kernel ``name`` ran for (device type, E, d, h)."""
+        self._ran[record] = name
+
+    def kernels_run(self) -> list[dict]:
+        """The kernel each expert shape last ran with, whatever the setting: what a
+        benchmark reports (a forced or measured choice, or the loop fallback)."""
+        return [{"device": dev, "n_experts": E, "d_model": d, "d_hidden": h, "kernel": name}
+                for (dev, E, d, h), name in self._ran.items()]
 
     def grouped_mm_works(self, device: torch.device, dtype: torch.dtype, d: int, h: int,
                          h_out: int | None = None) -> bool:
@@ -164,10 +192,14 @@ class KernelTuner:
 
         The choice is fixed for the rest of the process, so a run is deterministic; two
         processes may choose differently where the timings are close (on CUDA the
-        kernels agree to rounding, not bit for bit). Set MOE_STUDIO_EXPERT_KERNEL to
-        pin it.
+        kernels agree to rounding, not bit for bit). The decision compares the medians
+        of TUNE_ROUNDS interleaved timings and keeps the grouped kernel unless the loop
+        is faster by more than LOOP_MARGIN, so near-ties (the CPU) resolve the same way
+        in every process. Set MOE_STUDIO_EXPERT_KERNEL to pin it.
         """
         E, d, h = w1.shape
+        if torch.compiler.is_compiling():
+            return self._traced_choice(xs, d, h, w2.shape[-2])
         if self.setting == "loop" or not self.grouped_mm_works(xs.device, xs.dtype, d, h,
                                                                w2.shape[-2]):
             return "loop"
@@ -177,12 +209,27 @@ class KernelTuner:
         key = (xs.device.type, xs.device.index, xs.dtype, E, d, h, xs.shape[0].bit_length(),
                backward)
         if key not in self._auto_choice:
-            best = {"loop": math.inf, "grouped": math.inf}
-            for _ in range(3):  # the first round doubles as warm-up; keep each kernel's best
+            times: dict[str, list[float]] = {"loop": [], "grouped": []}
+            for r in range(TUNE_ROUNDS):   # interleaved; round 0 is warm-up
                 for name, fn in MLP.items():
-                    best[name] = min(best[name], _time_kernel(fn, xs, w1, w2, counts, backward))
-            self._auto_choice[key] = min(best, key=best.get)
+                    t = _time_kernel(fn, xs, w1, w2, counts, backward)
+                    if r:
+                        times[name].append(t)
+            med = {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+            self._timings[key] = med
+            loop_wins = med["loop"] < (1.0 - LOOP_MARGIN) * med["grouped"]
+            self._auto_choice[key] = "loop" if loop_wins else "grouped"
         return self._auto_choice[key]
+
+
+    def _traced_choice(self, xs: Tensor, d: int, h: int, h_out: int) -> str:
+        """The kernel inside ``torch.compile``, where nothing can be timed or probed: the
+        grouped kernel only where an eager dispatch already found it working and its
+        tracing rule accepts the dtype (bfloat16 in current torch), else the loop."""
+        works = self._grouped_works.get((xs.device.type, xs.device.index, xs.dtype, d, h, h_out))
+        if works and xs.dtype == torch.bfloat16 and self.setting != "loop":
+            return "grouped"
+        return "loop"
 
 
 # The process's tuner. The environment variable MOE_STUDIO_EXPERT_KERNEL sets its
@@ -199,6 +246,11 @@ def expert_kernel_setting() -> str:
     return TUNER.setting
 
 
+def kernels_run() -> list[dict]:
+    """The kernel each expert shape last ran with (see :meth:`KernelTuner.kernels_run`)."""
+    return TUNER.kernels_run()
+
+
 def kernel_choices() -> list[dict]:
     """What 'auto' has chosen so far, one dict per measured shape (for benchmarks/logs)."""
     return TUNER.choices()
@@ -213,4 +265,8 @@ def run_experts(xs: Tensor, w1: Tensor, w2: Tensor, counts: Tensor) -> Tensor:
     """Every expert on its block of ``xs`` with the kernel the tuner picks: xs [N, d]
     sorted by expert, w1 [E, d, h] (SwiGLU: [E, d, 2h]), w2 [E, h, d], counts [E]
     (sum N) -> [N, d]."""
-    return MLP[TUNER.choose(xs, w1, w2, counts)](xs, w1, w2, counts)
+    name = TUNER.choose(xs, w1, w2, counts)
+    TUNER.ran((xs.device.type, *w1.shape), name)
+    if name == "loop" and torch.compiler.is_compiling():
+        return _LOOP_OUTSIDE_GRAPH(xs, w1, w2, counts)
+    return MLP[name](xs, w1, w2, counts)

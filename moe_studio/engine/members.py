@@ -50,6 +50,7 @@ class Members:
     def __init__(self, cfg: ExperimentConfig, train_tokens: np.ndarray, device: torch.device,
                  prepare: Callable[[MoEGPT], torch.nn.Module] | None = None):
         self.device = device
+        self._pinned: dict[int, torch.Tensor] = {}   # CUDA: per-member staging for batches
         n = cfg.ensemble.members
         self.models: list[MoEGPT] = []
         # What a training forward runs through: the model itself, or what ``prepare``
@@ -90,8 +91,18 @@ class Members:
         """Member ``m``'s next training batch (inputs, targets), int64 [B, T] each, on
         the device."""
         x, y = self.samplers[m].next()
-        return (torch.from_numpy(x).to(self.device, non_blocking=True),
-                torch.from_numpy(y).to(self.device, non_blocking=True))
+        if self.device.type != "cuda":
+            return torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+        # A non-blocking copy is only asynchronous from pinned memory. The staging
+        # buffers are reused: the trainer synchronises at the end of every step, so the
+        # previous step's copy is done before they are written again.
+        buf = self._pinned.get(m)
+        if buf is None or buf.shape != (2, *x.shape):
+            buf = self._pinned[m] = torch.empty((2, *x.shape), dtype=torch.int64).pin_memory()
+        buf[0].copy_(torch.from_numpy(x))
+        buf[1].copy_(torch.from_numpy(y))
+        both = buf.to(self.device, non_blocking=True)
+        return both[0], both[1]
 
     def continue_from(self, src: int, dst: int) -> None:
         """Member ``dst`` takes member ``src``'s weights, optimizer state, loss scale and

@@ -84,7 +84,8 @@ class Recorder:
                               torch.as_tensor(z, device=dev).detach().float(), total.detach().float(),
                               torch.as_tensor(grad_norm, device=dev).detach().float()])
         blocks = [model.moe_blocks[i] for i in sorted(model.moe_blocks)]
-        if blocks and self.config.train.collect_stats:
+        # Steps between train.stats_every ones carry losses only.
+        if blocks and self.config.train.collect_stats and all(b.last is not None for b in blocks):
             bstats = torch.stack([block_stat_vector(b.last) for b in blocks])
             tpe = torch.stack([b.last.tokens_per_expert.float() for b in blocks])
             dpe = torch.stack([b.last.dropped_per_expert.float() for b in blocks])

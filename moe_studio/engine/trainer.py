@@ -30,7 +30,8 @@ from ..config.validate import parse_layer_set
 from ..data import eval_windows, load_corpus
 from ..paths import default_runs_dir
 from ..store import RunWriter
-from .amp import autocast
+from .amp import autocast, device_defaults, resolve_precision
+from .compile import compile_models, eager_only
 from .device import describe_device, resolve_device
 from .ensemble import EnsembleEngine
 from .flops import count_flops, step_flops
@@ -121,6 +122,11 @@ class Trainer:
         self.ranks = Ranks.start(cfg, self.device)
         if self.ranks is not None:
             self.device = self.ranks.device
+        # "auto" precision becomes what this device trains in, before anything is built
+        # or stored: every later reader of the config sees the concrete mode.
+        precision_auto = cfg.precision.mode == "auto"
+        cfg.precision.mode = resolve_precision(cfg.precision.mode, self.device)
+        speed_defaults = device_defaults(self.device)
         self.total_steps = cfg.train.steps
         self.step_count = 0
         self._closed = False
@@ -174,6 +180,7 @@ class Trainer:
             "argv": sys.argv[:8],
             "stages": [{"start": s.start, "end": s.end, "freeze": list(s.freeze)}
                        for s in self.stages.stages],
+            "precision": {"mode": cfg.precision.mode, "auto": precision_auto, **speed_defaults},
         }
         if self.ranks is not None:
             meta.update(self.ranks.meta())
@@ -194,6 +201,36 @@ class Trainer:
         self.ensemble = EnsembleEngine(cfg, self.members, self.recorder,
                                        val_batches=self.val_batches, probe=self.corpus,
                                        run_dir=self.run_dir)
+        self.compiled = self._compile()
+
+    def _compile(self):
+        """``train.compile``: compile the models with one timed warm-up forward +
+        backward on the first validation batch (engine/compile.py), recorded in the
+        run's meta and as an event."""
+        cfg = self.config
+        blocked = ("the members of an ensemble may train as one wide model"
+                   if self.n_members > 1 else
+                   "a precision monitor (precision.headroom or stop_on_nan) hooks every module"
+                   if any(m is not None for m in self.monitors) else "")
+        x_np, y_np = self.val_batches[0]
+
+        def warmup():
+            x = torch.from_numpy(x_np).to(self.device)
+            y = torch.from_numpy(y_np).to(self.device)
+            for model in self.models:
+                with autocast(self.device, self.precision):
+                    _, loss = model(x, y)
+                    total = (loss + cfg.moe.aux_loss_coef * model.aux_loss()
+                             + cfg.moe.z_loss_coef * model.z_loss())
+                total.backward()
+
+        res = compile_models(self.models, warmup, setting=cfg.train.compile, device=self.device,
+                             blocked_by=blocked)
+        if res.requested:
+            self.recorder.meta(**res.as_meta())
+            msg = (f"compiled ({res.backend}) in {res.seconds:.1f} s" if res.active else res.reason)
+            self.recorder.event(0, "compile", msg, res.as_meta()["compile"])
+        return res
 
     # ------------------------------------------------------------------ state
     @property
@@ -226,7 +263,11 @@ class Trainer:
         log_now = (step + 1) % cfg.train.log_every == 0 or step + 1 == self.total_steps
         snap_now = ((step + 1) % cfg.train.snapshot_every == 0 or step == 0
                     or step + 1 == self.total_steps)
-        stats_now = cfg.train.collect_stats and (log_now or snap_now)
+        # Routing statistics every train.stats_every steps (and on snapshot steps, whose
+        # histograms need them): taken every step they cost ~10 % of an MoE step.
+        stats_now = cfg.train.collect_stats and (
+            (log_now and ((step + 1) % cfg.train.stats_every == 0 or step + 1 == self.total_steps))
+            or snap_now)
         if step == self.footprint_step:   # closed below, or by close() after an exception
             self._probe = FootprintProbe(self.models, self.optimizers, self.device)
             self._probe.begin()
@@ -363,8 +404,9 @@ class Trainer:
     def route_tokens(self, tokens: np.ndarray, member: int = 0) -> dict[str, np.ndarray]:
         """Route a token sequence through member ``member`` (``probe.route_tokens``, in
         windows of ``data.context`` tokens, under the run's precision)."""
-        return route_tokens(self.models[member], tokens, self.config.data.context,
-                            self.precision, self.device)
+        with eager_only():
+            return route_tokens(self.models[member], tokens, self.config.data.context,
+                                self.precision, self.device)
 
     def _write_probe_snapshot(self) -> None:
         if not self.moe_block_ids:
@@ -391,17 +433,18 @@ class Trainer:
         n_tok = 0
         model.eval()
         try:
-            for x_np, y_np in self.val_batches:
-                if self.ranks is not None:   # each rank its rows of the global batch
-                    x_np, y_np = self.ranks.shard(x_np), self.ranks.shard(y_np)
-                x = torch.from_numpy(x_np).to(self.device)
-                y = torch.from_numpy(y_np).to(self.device)
-                with autocast(self.device, self.precision):
-                    logits, _ = model(x)
-                lp = F.log_softmax(logits.float(), dim=-1)
-                nll += float(-lp.gather(-1, y[..., None]).sum())
-                correct += float((lp.argmax(-1) == y).sum())
-                n_tok += y.numel()
+            with eager_only():
+                for x_np, y_np in self.val_batches:
+                    if self.ranks is not None:   # each rank its rows of the global batch
+                        x_np, y_np = self.ranks.shard(x_np), self.ranks.shard(y_np)
+                    x = torch.from_numpy(x_np).to(self.device)
+                    y = torch.from_numpy(y_np).to(self.device)
+                    with autocast(self.device, self.precision):
+                        logits, _ = model(x)
+                    lp = F.log_softmax(logits.float(), dim=-1)
+                    nll += float(-lp.gather(-1, y[..., None]).sum())
+                    correct += float((lp.argmax(-1) == y).sum())
+                    n_tok += y.numel()
         finally:
             model.train()
         if self.ranks is not None:
