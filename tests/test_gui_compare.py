@@ -323,3 +323,29 @@ def test_bench_compare_quick_keys(qapp, capsys):
                 "pan_zoom_fps_grouped_cpu", "fps_ok", "groups", "load_average"):
         assert key in res, key
     assert res["runs"] == 6 and res["groups"] == 4 and res["open_s"] > 0
+
+
+def test_grouping_by_every_differing_key_at_once(qtbot):
+    """A sweep's grid points: the runs that agree on every differing key but the seed
+    form one group, named by those values (counted here from the configs directly)."""
+    from moe_studio.paths import sample_runs_dir
+    from moe_studio.store import open_run
+    runs = sorted(p for p in sample_runs_dir().glob("sweep-topk-aux-*") if (p / "run.sqlite").exists())
+    if len(runs) != 4:
+        pytest.skip("sample sweep not present")
+    dash = CompareDashboard()
+    qtbot.addWidget(dash)
+    dash.set_runs(runs)
+    combined = [k for k in dash.group_choices() if " + " in k]
+    assert len(combined) == 1 and set(combined[0].split(" + ")) == {"moe.top_k", "moe.aux_loss_coef"}
+    assert combined[0] not in dash.group_keys()      # the single keys stay as they were
+    dash.set_group_by(combined[0])
+    expected: dict[tuple, list[int]] = {}
+    for i, p in enumerate(runs):
+        with open_run(p) as r:
+            moe = r.config["moe"]
+        expected.setdefault((moe["top_k"], moe["aux_loss_coef"]), []).append(i)
+    got = {label: idx for label, idx in dash.groups()}
+    assert sorted(got.values()) == sorted(expected.values())
+    for (k, a), idx in expected.items():
+        assert got[f"top_k={k}, aux_loss_coef={a:g}"] == idx

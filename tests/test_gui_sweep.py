@@ -109,9 +109,17 @@ def test_the_sample_sweep_opens_in_compare_with_one_click(qtbot, window):
         qtbot.mouseClick(qw.compare_button, Qt.MouseButton.LeftButton)
         dash = window.findChild(QWidget, "dashboard:Compare")
         assert window.tabs.currentWidget() is dash and len(dash.runs()) == 4
-        assert dash.group_by() == "moe.top_k"
-        # two groups of two runs: top-k 1 and 2
-        assert [(label, len(idx)) for label, idx in dash.groups()] == [("1", 2), ("2", 2)]
+        # grouped by the grid point: both swept keys at once, each point a group
+        assert set(dash.group_by().split(" + ")) == {"moe.top_k", "moe.aux_loss_coef"}
+        groups = dash.groups()
+        assert len(groups) == 4 and all(len(idx) == 1 for _, idx in groups)
+        from moe_studio.config import from_dict
+        from moe_studio.store import open_run
+        for label, (i,) in groups:     # each label names the run's own values
+            with open_run(dash.runs()[i]) as r:
+                cfg = from_dict(r.config)
+            assert f"top_k={cfg.moe.top_k}" in label
+            assert f"aux_loss_coef={cfg.moe.aux_loss_coef:g}" in label
     finally:
         qw.close()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPalette
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QHBoxLayout, QLabel,
                                QMainWindow, QMessageBox, QProgressBar, QSizePolicy,
                                QStyle, QTabWidget, QToolButton, QVBoxLayout, QWidget)
@@ -399,7 +399,14 @@ class MainWindow(QMainWindow):
         if isinstance(geo, QByteArray) and not geo.isEmpty():
             self.restoreGeometry(geo)
         else:
-            self.resize(1400, 900)
+            # 1400 x 900, or the screen's free area where that is smaller (a 1280 x 800
+            # laptop): a first window never starts partly off the screen.
+            screen = self.screen() or QGuiApplication.primaryScreen()
+            room = screen.availableGeometry() if screen is not None else None
+            w, h = 1400, 900
+            if room is not None and room.width() > 0 and room.height() > 0:
+                w, h = min(w, room.width()), min(h, room.height())
+            self.resize(w, h)
             self.resizeDocks([self.setup_dock], [360], Qt.Orientation.Horizontal)
             # Six runs under the two section rows, not the four that 210 px showed.
             title = max(0, self.runs_dock.minimumSizeHint().height()

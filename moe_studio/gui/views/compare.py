@@ -130,6 +130,9 @@ def _splitter(orientation, *panes: tuple[QWidget, int, int]) -> QSplitter:
     return sp
 
 
+KEY_JOIN = " + "   # a grouping by several config keys at once: "moe.top_k + moe.aux_loss_coef"
+
+
 def _select(combo: QComboBox, data: Any, problem: str) -> None:
     """Select the item of ``combo`` holding ``data``; ValueError(problem) if none does."""
     i = combo.findData(data)
@@ -372,11 +375,16 @@ class CompareDashboard(QWidget):
     # ------------------------------------------------------------------ options
     def group_keys(self) -> list[str]:
         """The config keys offered for grouping: those that differ among the runs."""
+        return [k for k in self.group_choices() if KEY_JOIN not in k]
+
+    def group_choices(self) -> list[str]:
+        """Every grouping offered: each differing key, and (with two or more besides the
+        seed) all of them at once, written ``"moe.top_k + moe.aux_loss_coef"``."""
         return [self.group_combo.itemData(i) for i in range(1, self.group_combo.count())]
 
     def set_group_by(self, key: str | None) -> None:
         _select(self.group_combo, key,
-                f"cannot group by {key!r} (offered: {', '.join(self.group_keys())})")
+                f"cannot group by {key!r} (offered: {', '.join(self.group_choices())})")
 
     def group_by(self) -> str | None:
         return self.group_combo.currentData()
@@ -488,13 +496,18 @@ class CompareDashboard(QWidget):
         keep = self.group_combo.currentData()
         want = [None] + list(self._diff.index)
         have = [self.group_combo.itemData(i) for i in range(self.group_combo.count())]
-        if want == have:
+        if want == [k for k in have if k is None or KEY_JOIN not in k]:
             return
         self.group_combo.blockSignals(True)
         self.group_combo.clear()
         self.group_combo.addItem("no grouping", None)
         for k in want[1:]:
             self.group_combo.addItem(k, k)
+        # Every differing key but the seed at once: a sweep's grid points, each a group
+        # whose seeds make its band.
+        combined = [k for k in want[1:] if k != "train.seed"]
+        if len(combined) >= 2:
+            self.group_combo.addItem(KEY_JOIN.join(combined), KEY_JOIN.join(combined))
         self.group_combo.setCurrentIndex(max(0, self.group_combo.findData(keep)))
         self.group_combo.blockSignals(False)
 
@@ -523,8 +536,12 @@ class CompareDashboard(QWidget):
         key = self.group_by()
         if key is None:
             return []
-        flat = [C.flatten_config(r.config).get(key) for r in self._runs]
-        return C.group_runs(flat)
+        keys = key.split(KEY_JOIN)
+        configs = [C.flatten_config(r.config) for r in self._runs]
+        if len(keys) == 1:
+            return C.group_runs([c.get(key) for c in configs])
+        return C.group_runs([", ".join(f"{k.rsplit('.', 1)[-1]}={C.value_text(c.get(k))}"
+                                       for k in keys) for c in configs])
 
     def _x(self, r: _Run, s: tuple[np.ndarray, ...]) -> np.ndarray:
         mode = self.x_mode()
@@ -605,7 +622,10 @@ class CompareDashboard(QWidget):
     def _group_label(self, value: str, members: list[int]) -> str:
         key = (self.group_by() or "").rsplit(".", 1)[-1]
         n = len(members)
-        return f"{key} = {value or '—'}  ({n} run{'s' if n != 1 else ''})"
+        runs = f"({n} run{'s' if n != 1 else ''})"
+        if KEY_JOIN in (self.group_by() or ""):
+            return f"{value}  {runs}"      # the value names its keys: "top_k=2, aux_loss_coef=0"
+        return f"{key} = {value or '—'}  {runs}"
 
     def _fill_legend(self) -> None:
         dark = is_dark_palette(self.palette())

@@ -1,7 +1,7 @@
 """Sweeps from the app: Run > Sweep… varies fields of the setup form's experiment (the
 field with the keyboard focus first), shows how many runs that makes or what is wrong,
 and starts the queue as a ``moe-studio sweep`` process; the queue window shows every
-run's state, cancels, and opens the finished runs in Compare grouped by the swept key.
+run's state, cancels, and opens the finished runs in Compare grouped by the swept keys.
 
 The queue lives in the sweep folder (``sweep.queue``): the window only reads it and
 asks for cancels, so a sweep started here or in a terminal looks the same, and it goes
@@ -161,7 +161,7 @@ class SweepDialog(QDialog):
 class SweepQueueWindow(QDialog):
     """A sweep folder's queue, re-read every POLL_MS while shown: each run's state,
     Cancel (the sweep, or the selected runs), Continue (a stopped or crashed queue),
-    Compare (the finished runs, grouped by the first swept key)."""
+    Compare (the finished runs, grouped by the swept keys)."""
 
     def __init__(self, sweep_dir: str | Path, window=None, start: bool = False):
         super().__init__(window)
@@ -254,8 +254,11 @@ class SweepQueueWindow(QDialog):
         dash = w.findChild(QWidget, "dashboard:Compare")
         if dash is not None:
             w.tabs.setCurrentWidget(dash)
-            key = q.group_key()
-            if key in dash.group_keys():
+            # the grid's points (every swept key but the seed), else the one swept key
+            swept = {k for k in q.keys if k != "train.seed"}
+            combined = [k for k in dash.group_choices() if set(k.split(" + ")) == swept]
+            key = combined[0] if combined else q.group_key()
+            if key in dash.group_choices():
                 dash.set_group_by(key)
 
     # ------------------------------------------------------------------ view
