@@ -507,7 +507,9 @@ class CompareDashboard(QWidget):
         # whose seeds make its band.
         combined = [k for k in want[1:] if k != "train.seed"]
         if len(combined) >= 2:
-            self.group_combo.addItem(KEY_JOIN.join(combined), KEY_JOIN.join(combined))
+            self.group_combo.addItem(f"all {len(combined)} keys at once", KEY_JOIN.join(combined))
+            self.group_combo.setItemData(self.group_combo.count() - 1, KEY_JOIN.join(combined),
+                                         Qt.ItemDataRole.ToolTipRole)
         self.group_combo.setCurrentIndex(max(0, self.group_combo.findData(keep)))
         self.group_combo.blockSignals(False)
 
