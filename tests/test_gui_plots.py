@@ -275,6 +275,31 @@ def test_placeholder_stays_inside_the_axis_box(plot, qtbot):
     assert g.left() > plot.plot_item.getAxis("left").width() - 5
 
 
+def test_a_notice_too_long_for_a_short_plot_is_cut_inside_it_and_whole_in_its_tooltip(plot, qtbot):
+    """A plot squeezed under another (Precision's overflow share at 1280 x 800) has no
+    room for its sentence: the notice stays inside the axis box, ends in " …" at a word,
+    and the whole sentence is its tooltip and what placeholder() says."""
+    text = "0 % at every recorded step: no element would overflow in fp16"
+    plot.set_minimum_plot_height(40)
+    plot.resize(260, 90)
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.set_placeholder(text)
+    qtbot.wait(20)
+    vb = plot.plot_item.getViewBox()
+    box = plot.plot_widget.mapFromScene(vb.sceneBoundingRect()).boundingRect()
+    box.moveTopLeft(plot.plot_widget.mapTo(plot, box.topLeft()))
+    label = plot._placeholder
+    assert box.contains(label.geometry()), (box, label.geometry())
+    assert label.heightForWidth(label.width()) <= label.height()     # no line cut off
+    shown = label.text()
+    assert shown.endswith(" …") and text.startswith(shown[:-2]) and shown[:-2] != text
+    assert label.toolTip() == text and plot.placeholder() == text
+    plot.resize(520, 300)                  # room again: the whole sentence, no tooltip
+    qtbot.wait(20)
+    assert label.text() == text and label.toolTip() == ""
+
+
 def test_a_long_title_is_elided_and_never_pushes_the_curves_out_of_a_narrow_plot(qtbot):
     """pyqtgraph's title asks for its whole text width; in a plot narrower than that the
     view box used to extend past the widget's right edge, cutting off the latest steps."""

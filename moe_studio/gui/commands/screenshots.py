@@ -122,6 +122,8 @@ def take_screenshots(out: str | Path, *, size: tuple[int, int] = DEFAULT_SIZE,
                         window.runs_panel.set_checked(p, True)
                 window.tabs.setCurrentIndex(titles.index(view))
                 settle()
+                window.grab()    # paint once: axes size themselves to their labels when drawn
+                settle()
                 window.dashboards[titles.index(view)].stop_follow()
                 target = out / f"{view.lower()}.png"
                 if not window.grab().save(str(target), "PNG", 0):  # 0: smallest file
