@@ -240,3 +240,25 @@ def test_grouped_heatmap_rows_each_carry_a_label_or_their_layer(qtbot):
     qtbot.wait(20)
     texts = [t for _, t in axis_texts(axis)]
     assert sum(t.startswith("e") for t in texts) == 32
+
+
+def test_a_heatmap_shrunk_under_a_long_title_keeps_its_colour_bar_inside(qtbot):
+    """The plot item follows its view's resize before the title is cut to the new width;
+    with the long title it could not get narrower, and once the title was cut nothing
+    fitted it again: the colour bar's labels stayed cut off at the right edge."""
+    h = HeatmapPlot("log2 |x|: activations · step 400 · fp16 zones, every module watched",
+                    "log2 |x|", "module", value_label="share of elements")
+    qtbot.addWidget(h)
+    h.set_matrix(np.random.default_rng(0).random((12, 30)),
+                 y_labels=[f"b{i // 4}.module_{i}" for i in range(12)])
+    h.resize(900, 260)
+    h.show()
+    qtbot.waitExposed(h)
+    h.resize(420, 260)
+    qtbot.wait(30)
+    h.grab()
+    pw = h.plot_widget
+    right = pw.mapFromScene(h.plot_item.sceneBoundingRect()).boundingRect().right()
+    assert right <= pw.width() + 1, (right, pw.width())
+    bar = pw.mapFromScene(h.color_bar.sceneBoundingRect()).boundingRect()
+    assert bar.right() <= pw.width() + 1, (bar, pw.width())

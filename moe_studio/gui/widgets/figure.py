@@ -269,6 +269,10 @@ class FigureWidget(QWidget):
             self._shown_title = key
             self._pi.setTitle(html.escape(text), color=self._colors["foreground"],
                               size=f"{theme.TITLE_POINT_SIZE:g}pt", bold=True)
+            # A longer title before may have widened the plot item past the view (a title
+            # is never narrower than its text), and the view re-fits it only on its own
+            # resize: fit it to the view again, or the colour bar stays cut off.
+            self._pi.setGeometry(QRectF(self._plot.rect()))
         self._plot.setToolTip(self._title if text != self._title else "")
 
     def showEvent(self, event) -> None:
