@@ -286,3 +286,28 @@ def test_status_line_whole_on_hover(make_dashboard):
     d = make_dashboard(EnsembleDashboard, [sample_runs_dir() / "moe-top2"], size=(700, 500))
     tip = d.controls.status.toolTip()
     assert tip.startswith("moe-top2 · finished") and "single model: no ensemble" in tip
+
+
+def test_a_samme_run_lists_its_headline_rule_in_the_rules_table(make, tmp_path):
+    """ensemble.combine = samme records ens/samme/val_*: the rules table gains that row,
+    with the stored numbers and its gain over the mean member (runs without it keep the
+    five rules only)."""
+    from moe_studio.store import open_run
+    run = _train(tiny.tiny_config("tiny-samme", ensemble__method="boosting", ensemble__members=2,
+                                  ensemble__boost_mode="samme", ensemble__combine="samme",
+                                  model__moe_layers="none", train__steps=6, train__eval_every=6),
+                 tmp_path)
+    d = make([run])
+    assert d.run_rules() == RULES + ("samme",)
+    d.controls.set_step(6)
+    d.settle()
+    rows = d.rules.cell_texts()
+    with open_run(run) as r:
+        nll = _scalar(r, "ens/samme/val_loss", -1, 6)
+        acc = _scalar(r, "ens/samme/val_acc", -1, 6)
+        mean_member = float(np.mean([_scalar(r, "ens/member/val_loss", i, 6) for i in range(2)]))
+    row = rows[len(RULES)]
+    assert row[0] == "SAMME weighted vote"
+    assert _num(row[1]) == pytest.approx(nll, abs=5e-5) and _num(row[2]) == pytest.approx(acc, abs=5e-5)
+    assert _num(row[3]) == pytest.approx(mean_member - nll, abs=1e-4)
+    assert rows[len(RULES) + 1][0] == "mean member"

@@ -53,8 +53,12 @@ from ..theme import is_dark_palette, plot_colors
 # engine.combine.RULES (not imported: it would pull torch into the GUI); a run's own list
 # is in its meta["ensemble"]["rules"].
 RULES = ("mean_prob", "mean_logit", "vote", "loss_weighted", "stacking")
+# Headline rules a run records only when ensemble.combine chose them (engine.combine's
+# HEADLINE_RULES beyond RULES): rows of the rules table where the run has them.
+EXTRA_RULES = ("sum_logit", "samme")
 RULE_LABELS = {"mean_prob": "mean of probabilities", "mean_logit": "mean of logits",
-               "vote": "majority vote", "loss_weighted": "loss-weighted", "stacking": "stacking"}
+               "vote": "majority vote", "loss_weighted": "loss-weighted", "stacking": "stacking",
+               "sum_logit": "sum of logits (gradient boosting)", "samme": "SAMME weighted vote"}
 
 # (tensor name, title, fixed colour levels, diverging colour map)
 PAIR_VIEWS = (
@@ -491,8 +495,13 @@ class EnsembleDashboard(RunDashboard):
 
     def _scalar_names(self) -> list[str]:
         return (["val/loss", "val/acc", "ens/member/val_loss", "ens/member/val_acc"]
-                + [f"ens/{r}/val_{k}" for r in RULES for k in ("loss", "acc")]
+                + [f"ens/{r}/val_{k}" for r in RULES + EXTRA_RULES for k in ("loss", "acc")]
                 + [n for n, _ in ORACLE + NATS])
+
+    def run_rules(self) -> tuple[str, ...]:
+        """The rules this run recorded: the five of every ensemble, and the headline rule
+        ``ensemble.combine`` added (sum of logits, SAMME) when it did."""
+        return RULES + tuple(r for r in EXTRA_RULES if (f"ens/{r}/val_loss", -1) in self._sc)
 
     def _ingest(self, upd) -> bool:
         changed = False
@@ -592,7 +601,7 @@ class EnsembleDashboard(RunDashboard):
         if sv is not None:
             self.losses.set_series("ensemble", sv[0], sv[1], label="ensemble (mean prob.)",
                                    color="ensemble", symbol="o", smooth=False)
-        for j, rule in enumerate(RULES):
+        for j, rule in enumerate(self.run_rules()):
             sv = self._sc.get((f"ens/{rule}/val_loss", -1))
             if sv is not None:
                 new = f"rule:{rule}" not in self.losses.series_keys()
@@ -646,7 +655,7 @@ class EnsembleDashboard(RunDashboard):
         mean_loss = float(m_loss[ok].mean()) if ok.any() else math.nan
         mean_acc = float(m_acc[ok].mean()) if ok.any() else math.nan
         rows = []
-        for rule in RULES:
+        for rule in self.run_rules():
             nll = value_at(sc, f"ens/{rule}/val_loss", -1, step)
             acc = value_at(sc, f"ens/{rule}/val_acc", -1, step)
             rows.append((RULE_LABELS[rule], nll, acc, mean_loss - nll))
@@ -659,7 +668,7 @@ class EnsembleDashboard(RunDashboard):
 
     def _draw_rules(self, step: int | None) -> None:
         rows = self.rules_rows(step)
-        nll = np.array([r[1] for r in rows[:len(RULES)]])
+        nll = np.array([r[1] for r in rows[:len(self.run_rules())]])
         bold = set()
         if np.isfinite(nll).any():
             best = int(np.nanargmin(nll))
