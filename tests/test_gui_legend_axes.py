@@ -207,6 +207,26 @@ def test_a_reference_label_at_the_top_edge_moves_below_its_line(qtbot):
     assert r.bottom() <= line.mapToScene(QPointF(0, 0)).y() + 1   # above, as asked
 
 
+def test_labels_of_two_close_reference_lines_do_not_cover_each_other(qtbot):
+    """fp8 e5m2 max and fp8 e4m3 max a few pixels apart: the second label moves to the
+    other side of its line rather than over the first (both stay inside the box)."""
+    p = _shown_plot(qtbot)
+    x = np.linspace(0, 1, 50)
+    p.set_series("a", x, np.linspace(0, 10, 50))
+    lines = []
+    for y, text in ((6.0, "fp8 e5m2 max 5.73e+04"), (5.6, "fp8 e4m3 max 448")):
+        ln = pg.InfiniteLine(angle=0, pos=y, movable=False, label=text,
+                             labelOpts={"position": 0.05, "anchors": [(0, 1), (0, 1)]})
+        p.plot_item.addItem(ln, ignoreBounds=True)
+        lines.append(ln)
+    p.plot_item.getViewBox().setYRange(0, 10.0, padding=0)
+    p.sync_range()
+    qtbot.wait(20)
+    a, b = (ln.label.mapRectToScene(ln.label.boundingRect()) for ln in lines)
+    assert not a.intersects(b), (a, b)
+    assert p.line_labels_clipped() == []
+
+
 # ---------------------------------------------------------------------------- heatmap rows
 def test_grouped_heatmap_rows_each_carry_a_label_or_their_layer(qtbot):
     """32 rows (4 layers x 8 experts) in a short heatmap: the layer names are drawn

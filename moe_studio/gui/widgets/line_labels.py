@@ -31,11 +31,13 @@ def _box(plot_item: pg.PlotItem) -> QRectF:
 
 def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
     """Move each reference label to the first placement that lies inside the axis box
-    (its own, its side flipped, its end flipped, both). ``backing``: an RGBA fill for
+    (its own, its side flipped, its end flipped, both) and over no label placed before
+    it (two lines close together: "fp8 e5m2 max" and "fp8 e4m3 max"). ``backing``: an RGBA fill for
     labels that have none (readable over curves), drawn above the data."""
     box = _box(plot_item)
     if box.width() <= 1 or box.height() <= 1:
         return
+    placed: list = []   # scene rects of the labels placed so far: the next avoids them
     for label in _placeable(plot_item):
         # Called from the view's transform signal, before pyqtgraph has moved the line
         # for the new view: drop its cached geometry so the label is placed for the view
@@ -57,19 +59,31 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
         if getattr(label, "_hidden_by_keeper", False):
             label.setVisible(True)    # the box may have grown: try again
             label._hidden_by_keeper = False
+        inside = None   # the first placement inside the box, if none is also clear
         for anchors in tries:
             label.anchors = list(anchors)
             label.updatePosition()
             label.updateTransform(force=True)   # its size as drawn, not as last painted
-            if box.contains(label.mapRectToScene(label.boundingRect())):
-                break
+            r = label.mapRectToScene(label.boundingRect())
+            if box.contains(r):
+                if not any(r.intersects(p) for p in placed):
+                    break                       # inside, and over no label placed before
+                inside = inside or anchors
         else:
+            if inside is not None:   # two lines too close for both labels clear: inside still
+                label.anchors = list(inside)
+                label.updatePosition()
+                label.updateTransform(force=True)
+                placed.append(label.mapRectToScene(label.boundingRect()))
+                continue
             # Fits nowhere (a plot shorter than the label): a cut label reads as another
             # number, so none is shown until the plot has room again.
             label.anchors = list(orig)
             label.updatePosition()
             label.setVisible(False)
             label._hidden_by_keeper = True
+            continue
+        placed.append(label.mapRectToScene(label.boundingRect()))
 
 
 def _placeable(plot_item: pg.PlotItem) -> list[pg.InfLineLabel]:
