@@ -138,6 +138,16 @@ def no_leaked_threads_or_timers(request):
 
 
 @pytest.fixture
+def panel(qtbot):
+    """The setup form as the Experiment dock holds it (420 px wide), not shown."""
+    from moe_studio.gui.panels.setup import SetupPanel
+    p = SetupPanel()
+    qtbot.addWidget(p)
+    p.resize(420, 900)
+    return p
+
+
+@pytest.fixture
 def make_dashboard(qtbot):
     """``make_dashboard(cls, runs=None, size=(1400, 900))``: a shown dashboard of class
     ``cls`` given ``runs`` (a list of run folders); stopped and closed after the test."""

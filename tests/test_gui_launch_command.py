@@ -9,16 +9,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from moe_studio.gui.panels.setup import SetupPanel  # noqa: E402
 from test_gui_setup import _retype  # noqa: E402 - the form as a person edits it
-
-
-@pytest.fixture
-def panel(qtbot):
-    p = SetupPanel()
-    qtbot.addWidget(p)
-    p.resize(420, 900)
-    return p
 
 
 def _enter(qtbot, w, text):

@@ -21,14 +21,6 @@ from moe_studio.gui.formats import format_float, human_count  # noqa: E402
 from moe_studio.gui.panels.setup import SetupPanel  # noqa: E402
 
 
-@pytest.fixture
-def panel(qtbot):
-    p = SetupPanel()
-    qtbot.addWidget(p)
-    p.resize(420, 900)
-    return p
-
-
 def all_paths():
     return ["name"] + [f"{s}.{f.name}" for s in SECTIONS for f in section_fields(s)]
 

@@ -41,26 +41,14 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any, Callable
+
+from .progress import ProgressInfo  # noqa: F401 - the GUI's view of a step (re-exported)
 
 PROGRESS_MIN_INTERVAL_S = 0.05  # at most 20 progress reports per second
 _INFO_FIELDS = ("step", "total_steps", "loss", "lr", "tokens_per_s", "eta_s", "val_loss")
 
 Emit = Callable[..., None]
-
-
-@dataclass
-class ProgressInfo:
-    """A step's progress as the GUI sees it from a child process (the fields of the
-    engine's ``StepInfo``; unpickling that class would import torch into the GUI)."""
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    tokens_per_s: float
-    eta_s: float
-    val_loss: float | None = None
 
 
 def info_to_dict(info: Any) -> dict[str, Any]:

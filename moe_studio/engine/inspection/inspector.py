@@ -18,7 +18,6 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from ...store import RunWriter
 from ..device import describe_device, resolve_device
 from ..headroom import HeadroomMonitor
 from ...metrics.routing import load_cv, max_over_mean
+from ..progress import ProgressInfo
 from ..stats import BLOCK_STATS
 from .capture import RouterCapture, RoutingAccumulator, precision_targets
 from .families import find_routers
@@ -39,19 +39,6 @@ from .loading import (InspectError, check_family, check_weights, load_model, pla
 from .options import KIND, InspectOptions
 from .routing import forward, route_bytes
 from .text import plan_batches
-
-
-@dataclass
-class InspectStep:
-    """Progress after one step, with the fields of the trainer's StepInfo (an
-    inspection has no loss and no learning rate: NaN and 0)."""
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    tokens_per_s: float
-    eta_s: float
-    val_loss: float | None = None
 
 
 class Inspector:
@@ -164,7 +151,7 @@ class Inspector:
         forward(self.model, self.family, ids)
 
     @torch.no_grad()
-    def step(self) -> InspectStep:
+    def step(self) -> ProgressInfo:
         """Route the next batch and record it."""
         if self._closed:
             raise RuntimeError("inspection is closed")
@@ -196,7 +183,7 @@ class Inspector:
         self.writer.add_scalars(s, {"tokens": float(self.tokens_done), "tokens_per_s": rate,
                                     "elapsed_s": time.time() - self._t_start}, member=-1)
         left = sum(b.ids.size for b in self.batches[s:])
-        return InspectStep(step=s, total_steps=self.total_steps, loss=math.nan, lr=0.0,
+        return ProgressInfo(step=s, total_steps=self.total_steps, loss=math.nan, lr=0.0,
                            tokens_per_s=self._rate_ema, eta_s=left / max(self._rate_ema, 1e-9))
 
     def _write_step(self, s: int, st) -> None:

@@ -52,7 +52,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QProcess, QThread, Signal, Slot
 
 from ...config import ExperimentConfig, copy_config, to_dict
 from ...engine.inspection.options import InspectOptions
@@ -160,6 +160,19 @@ def child_command(module: str) -> tuple[list[str], dict[str, str]]:
                                                   else []))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return [sys.executable, "-m", module], env
+
+
+def engine_qprocess(parent: QObject, name: str) -> QProcess:
+    """A QProcess (not started) with an engine process's environment, for a short job the
+    window waits on without blocking: a memory estimate, sampled text."""
+    _cmd, env = child_command("moe_studio")
+    proc = QProcess(parent)
+    proc.setObjectName(name)
+    penv = proc.processEnvironment()
+    for k, v in env.items():
+        penv.insert(k, v)
+    proc.setProcessEnvironment(penv)
+    return proc
 
 
 def _child_command() -> tuple[list[str], dict[str, str]]:

@@ -509,12 +509,8 @@ class PrecisionDashboard(RunDashboard):
             line.label.setColor(col)
             line.label.fill = pg.mkBrush(QColor(*c["legend_bg"]))
             line.show()
-        # fp16 (65504) and e5m2 (57344) lie 0.05 decades apart: one label above its
-        # line, the other below. At the left end: on a tie the legend takes the right.
-        e5m2 = self._max_lines.get("fp8_e5m2")
-        if e5m2 is not None:
-            e5m2.label.anchors = [(0, 0), (0, 0)]
-            e5m2.label.updatePosition()
+        # fp16 (65504) and e5m2 (57344) lie 0.05 decades apart: the plot's label keeper
+        # puts the second label below its line, clear of the first (line_labels).
         vb = self.absmax_plot.plot_item.getViewBox()
         vb.enableAutoRange(axis=pg.ViewBox.YAxis)
         self.absmax_plot.sync_range()
@@ -537,6 +533,7 @@ class PrecisionDashboard(RunDashboard):
                 k = min(0.45, (line.label.boundingRect().height() + 6) / vb_h)
                 top_pad = max(pad, k * (hi - lo + pad) / (1 - k))
             vb.setYRange(lo - pad, hi + top_pad, padding=0)
+        self.absmax_plot.place_line_labels()   # new texts, perhaps the same view
 
     def _draw_scale(self) -> None:
         steps, scale = self.data.scale

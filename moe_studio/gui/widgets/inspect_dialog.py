@@ -178,14 +178,8 @@ class InspectDialog(QDialog):
         if bad:
             self._show({"ok": False, "error": bad[0]})
             return
-        from ..run.worker import _child_command
-        _cmd, env = _child_command()
-        proc = QProcess(self)
-        proc.setObjectName("estimateProcess")
-        penv = proc.processEnvironment()
-        for k, v in env.items():
-            penv.insert(k, v)
-        proc.setProcessEnvironment(penv)
+        from ..run.worker import engine_qprocess
+        proc = engine_qprocess(self, "estimateProcess")
         args = ["-m", "moe_studio", "inspect", o.model, "--estimate", "--tokens", str(o.tokens),
                 "--dtype", o.dtype, "--device", o.device]
         if o.trust_remote_code:

@@ -52,15 +52,22 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
                     label.fill = pg.mkBrush(QColor(*backing))
                 if label.line.zValue() < 900:
                     label.line.setZValue(900)      # over the curves, under the hover box
-        tries = [orig,
+        pos = getattr(label, "_orig_pos", None)
+        if pos is None:
+            pos = label._orig_pos = float(label.orthoPos)
+        flips = [orig,
                  [(a[0], 1 - a[1]) for a in orig],
                  [(1 - a[0], a[1]) for a in orig],
                  [(1 - a[0], 1 - a[1]) for a in orig]]
+        # its own end of the line first, then the other end (a crowd of close lines:
+        # fp16, e5m2 and e4m3 maxima in a short plot)
+        tries = [(pos, f) for f in flips] + [(1.0 - pos, f) for f in flips[2:] + flips[:2]]
         if getattr(label, "_hidden_by_keeper", False):
             label.setVisible(True)    # the box may have grown: try again
             label._hidden_by_keeper = False
         inside = None   # the first placement inside the box, if none is also clear
-        for anchors in tries:
+        for at, anchors in tries:
+            label.orthoPos = at
             label.anchors = list(anchors)
             label.updatePosition()
             label.updateTransform(force=True)   # its size as drawn, not as last painted
@@ -68,17 +75,17 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
             if box.contains(r):
                 if not any(r.intersects(p) for p in placed):
                     break                       # inside, and over no label placed before
-                inside = inside or anchors
+                inside = inside or (at, anchors)
         else:
             if inside is not None:   # two lines too close for both labels clear: inside still
-                label.anchors = list(inside)
+                label.orthoPos, label.anchors = inside[0], list(inside[1])
                 label.updatePosition()
                 label.updateTransform(force=True)
                 placed.append(label.mapRectToScene(label.boundingRect()))
                 continue
             # Fits nowhere (a plot shorter than the label): a cut label reads as another
             # number, so none is shown until the plot has room again.
-            label.anchors = list(orig)
+            label.orthoPos, label.anchors = pos, list(orig)
             label.updatePosition()
             label.setVisible(False)
             label._hidden_by_keeper = True

@@ -145,7 +145,7 @@ class CurvePlot(FigureWidget):
         self._vb.sigRangeChanged.connect(self._on_range_changed)
         self._vb.sigRangeChangedManually.connect(self.userChangedRange)
         # the view's transform follows its range lazily: labels are placed once it has
-        self._vb.sigTransformChanged.connect(lambda *_: self._keep_line_labels_inside())
+        self._vb.sigTransformChanged.connect(lambda *_: self.place_line_labels())
 
         # Hover read-out: a vertical line and a dot on each visible series beside the
         # frame's text box.
@@ -473,9 +473,12 @@ class CurvePlot(FigureWidget):
     def _on_range_changed(self, *_) -> None:
         self._range_moved = True
         self._place_legend()
-        self._keep_line_labels_inside()
+        self.place_line_labels()
 
-    def _keep_line_labels_inside(self) -> None:
+    def place_line_labels(self) -> None:
+        """Place the reference-line labels again (inside the axis box, clear of each
+        other): done on every change of the view; a caller that changed the lines or
+        their texts without moving the view calls it."""
         line_labels.keep_inside(self._pi, self._colors["legend_bg"])
 
     def line_labels_clipped(self) -> list[str]:
@@ -836,7 +839,7 @@ class CurvePlot(FigureWidget):
             self._vb.updateAutoRange()
         if not self._range_moved:   # the data moved under a fixed view
             self._place_legend()
-        self._keep_line_labels_inside()
+        self.place_line_labels()
 
     # ------------------------------------------------------------------ theme
     def _theme_changed(self) -> None:

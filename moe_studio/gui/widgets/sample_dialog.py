@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QDialog, QDoubleSpinBox, QFileDialog, QFormLayout
                                QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from ..run.worker import child_command
+from ..run.worker import child_command, engine_qprocess
 
 
 class SampleDialog(QDialog):
@@ -80,13 +80,8 @@ class SampleDialog(QDialog):
         if not run:
             self._error("choose a run folder first")
             return
-        cmd, env = child_command("moe_studio.engine.sample_child")
-        proc = QProcess(self)
-        proc.setObjectName("sampleProcess")
-        penv = proc.processEnvironment()
-        for k, v in env.items():
-            penv.insert(k, v)
-        proc.setProcessEnvironment(penv)
+        cmd, _env = child_command("moe_studio.engine.sample_child")
+        proc = engine_qprocess(self, "sampleProcess")
         proc.finished.connect(lambda _c, _s, p=proc: self._finished(p))
         self._proc = proc
         self.generate_button.setEnabled(False)
