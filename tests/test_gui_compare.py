@@ -339,7 +339,12 @@ def test_grouping_by_every_differing_key_at_once(qtbot):
     combined = [k for k in dash.group_choices() if " + " in k]
     assert len(combined) == 1 and set(combined[0].split(" + ")) == {"moe.top_k", "moe.aux_loss_coef"}
     assert combined[0] not in dash.group_keys()      # the single keys stay as they were
-    dash.set_group_by(combined[0])
+    dash.show()
+    qtbot.waitExposed(dash)
+    combo = dash.group_combo        # chosen as a person does: the last entry, by keyboard
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key.Key_End)
+    assert combo.currentText() == "all 2 keys at once" and dash.group_by() == combined[0]
     expected: dict[tuple, list[int]] = {}
     for i, p in enumerate(runs):
         with open_run(p) as r:
