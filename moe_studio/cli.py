@@ -331,9 +331,10 @@ def cmd_bench(args) -> int:
     t0 = time.time()
     print(f"moe-studio bench {args.what}: running (progress here on stderr; the result on stdout)",
           file=sys.stderr, flush=True)
+    from .bench._common import Unavailable
     try:
         result = mod.run(json_out=args.json, quick=args.quick, **kwargs)
-    except FileNotFoundError as e:   # a benchmark's input data is missing
+    except (FileNotFoundError, Unavailable) as e:   # input data missing, or no GPU
         print(f"moe-studio bench {args.what}: {e}", file=sys.stderr)
         return 2
     print(f"moe-studio bench {args.what}: done in {_fmt_duration(time.time() - t0)}",
@@ -403,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
     b.add_argument("what", choices=["moe-layer", "engine", "store", "gui", "precision", "ensemble", "routing",
-                                      "compare", "inspect", "distributed", "time-to-quality"])
+                                      "compare", "inspect", "distributed", "time-to-quality", "gpu"])
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     b.add_argument("--steps", type=int, default=None,

@@ -7,6 +7,7 @@ alive after the test (a hidden window that keeps polling).
 """
 from __future__ import annotations
 
+import faulthandler
 import gc
 import os
 import sys
@@ -22,7 +23,23 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
+# Python's cyclic garbage collector runs in the main thread only, between tests, as the
+# app runs it on a timer in its GUI thread (gui/gc_guard.py): an automatic collection in
+# a worker thread that frees Qt objects deadlocks with the GUI thread (a hung CI run).
+gc.disable()
+
 _GRACE_S = 2.0  # a thread that is just finishing gets this long to end
+# A test stuck where Python cannot run (a deadlock holding the GIL: pytest-timeout's own
+# timer cannot fire then) is ended by faulthandler's watchdog, a C thread: it prints
+# every thread's stack and exits the test process (xdist reports the crash and goes on).
+HANG_EXIT_S = float(os.environ.get("MOE_STUDIO_TEST_HANG_S", "420"))
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog():
+    faulthandler.dump_traceback_later(HANG_EXIT_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 def _qt_widgets():
@@ -53,24 +70,20 @@ def _active_timers() -> list[str]:
     if qtw is None or qtw.QApplication.instance() is None:
         return []
     from PySide6.QtCore import QTimer
-    # Python's cyclic GC must not run during the walk: wrapping the children allocates,
-    # and a collection then could free a Python-owned widget whose C++ object the walk
-    # still points at (a segfault seen once in CI, here). It runs again afterwards.
-    gc.disable()
-    try:
-        found = []
-        for w in qtw.QApplication.topLevelWidgets():
-            try:
-                timers = w.findChildren(QTimer)
-            except RuntimeError:  # deleted underneath us
-                continue
-            for t in timers:
-                if t.isActive():
-                    found.append(f"{type(w).__name__}({w.objectName()!r}) -> "
-                                 f"QTimer({t.objectName()!r}, {t.interval()} ms)")
-        return found
-    finally:
-        gc.enable()
+    # Python's cyclic GC must not run during the walk (it is off; see above): wrapping
+    # the children allocates, and a collection then could free a Python-owned widget
+    # whose C++ object the walk still points at (a segfault seen once in CI, here).
+    found = []
+    for w in qtw.QApplication.topLevelWidgets():
+        try:
+            timers = w.findChildren(QTimer)
+        except RuntimeError:  # deleted underneath us
+            continue
+        for t in timers:
+            if t.isActive():
+                found.append(f"{type(w).__name__}({w.objectName()!r}) -> "
+                             f"QTimer({t.objectName()!r}, {t.interval()} ms)")
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +146,8 @@ def no_leaked_threads_or_timers(request):
 
     timers = _active_timers()
     problems += [f"active timer in a live top-level widget: {t}" for t in timers]
+    from moe_studio.gui.gc_guard import collect_if_due
+    collect_if_due()   # what CPython would have collected by now, in the main thread
     if problems:
         pytest.fail("leak check failed:\n  " + "\n  ".join(problems), pytrace=False)
 

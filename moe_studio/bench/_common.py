@@ -63,6 +63,11 @@ class Progress:
         return True
 
 
+class Unavailable(Exception):
+    """A benchmark cannot run on this machine (e.g. it needs a GPU); the CLI prints the
+    message as one line."""
+
+
 def say(text: str) -> None:
     import sys
 

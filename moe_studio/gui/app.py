@@ -128,11 +128,15 @@ def run_event_loop(app, window) -> int:
     """Show ``window`` and run the event loop with SIGTERM / SIGINT answered as a stop
     (see ``app_signals``); returns the exit code, 128 + n after a signal."""
     from .app_signals import SignalStop
+    from .gc_guard import MainThreadCollector
     window.show()
     stop = SignalStop(window) if threading.current_thread() is threading.main_thread() else None
+    collector = MainThreadCollector(parent=app)   # garbage collected in this thread only
+    collector.start()
     try:
         rc = int(app.exec())
     finally:
+        collector.stop()
         if stop is not None:
             stop.uninstall()
     return stop.exit_code if stop is not None and stop.exit_code is not None else rc
