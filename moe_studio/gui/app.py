@@ -110,6 +110,11 @@ _open_boxes: set = set()
 def main(argv: list[str] | None = None) -> int:
     """Run the desktop app; returns the process exit code."""
     path = app_log.setup_logging()
+    from .startup_checks import display_problem
+    problem = display_problem()
+    if problem:   # before Qt, whose own message on this does not say what to install
+        print(f"moe-studio-gui: {problem}", file=sys.stderr)
+        app_log.log.warning(problem)
     restore = app_log.install_excepthook(show_uncaught)
     app_log.log.info("MoE Studio %s starting (log %s)", __version__, path)
     try:

@@ -41,3 +41,59 @@ def environment_problem() -> str:
     except ConfigError as e:
         return e.message
     return ""
+
+
+
+def xcb_plugin() -> Path | None:
+    """Qt's X11 platform plugin inside the installed PySide6 (None when absent)."""
+    from PySide6.QtCore import QLibraryInfo
+    p = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms" / "libqxcb.so"
+    return p if p.is_file() else None
+
+
+def missing_libraries(library: Path) -> list[str]:
+    """The shared libraries ``library`` needs that the dynamic loader cannot find, as
+    ``ldd`` lists them ("libxcb-icccm.so.4"); [] when none is missing or ldd cannot say."""
+    import subprocess
+    try:
+        out = subprocess.run(["ldd", str(library)], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted({line.split("=>")[0].strip() for line in out.splitlines()
+                   if "not found" in line})
+
+
+def debian_package(soname: str) -> str:
+    """The Debian/Ubuntu package of a library by its soname: libxcb-icccm.so.4 ->
+    libxcb-icccm4, libxkbcommon-x11.so.0 -> libxkbcommon-x11-0 (Debian's naming rule)."""
+    base, _, version = soname.partition(".so.")
+    version = version.split(".")[0]
+    return base + ("-" if base[-1:].isdigit() else "") + version if version else base
+
+
+def display_problem(platform: str | None = None, env: dict | None = None,
+                    missing: list[str] | None = None) -> str:
+    """One line when Qt will not be able to open a window on X11 for want of system
+    libraries ("" otherwise). Qt 6.5 and later load the xcb platform plugin only with
+    several xcb libraries that minimal Linux installs lack; Qt then aborts with a
+    message about xcb-cursor whatever is missing. The app prints this line first, naming
+    what is missing and the command that installs it, and still tries. ``missing``: the
+    plugin's missing libraries (found with ``missing_libraries`` when not given)."""
+    import sys
+
+    platform = sys.platform if platform is None else platform
+    env = os.environ if env is None else env
+    qpa = env.get("QT_QPA_PLATFORM", "")
+    on_x11 = platform.startswith("linux") and env.get("DISPLAY") and (
+        qpa.startswith("xcb") or (not qpa and not env.get("WAYLAND_DISPLAY")))
+    if not on_x11:
+        return ""
+    if missing is None:
+        plugin = xcb_plugin()
+        missing = missing_libraries(plugin) if plugin is not None else []
+    if not missing:
+        return ""
+    return (f"Qt cannot open a window on X11: the system libraries {', '.join(missing)} are "
+            f"missing (Debian/Ubuntu: sudo apt-get install "
+            f"{' '.join(debian_package(m) for m in missing)})")
