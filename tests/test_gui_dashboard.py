@@ -376,7 +376,7 @@ def test_runs_panel_missing_folder(qtbot, tmp_path):
 
 
 def test_setup_summary_names_dense_models_and_ensembles(tmp_path):
-    from moe_studio.gui.panels.runs import setup_summary
+    from moe_studio.gui.panels.runs_model import setup_summary
     from moe_studio.store import RunInfo
     dense = RunInfo(path=tmp_path, run_id="d", router="topk", n_experts=8, top_k=2,
                     precision="fp32", members=1, moe_layers="none")

@@ -212,7 +212,7 @@ def _settle(app, rounds: int = 4) -> None:
 
 def run_lines(infos) -> list[str]:
     """The header's line per run: name, status, steps, losses, setup."""
-    from ..panels.runs import setup_summary
+    from ..panels.runs_model import setup_summary
     lines = []
     for info in infos:
         parts = [f"{info.name or info.run_id}", str(info.status or "unknown")]

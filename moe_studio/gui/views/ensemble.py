@@ -47,7 +47,7 @@ from .inspection_runs import NO_ENSEMBLE_HTML, is_inspection
 from ..widgets.plots import CurvePlot
 from ..widgets.routed_text import RoutedTextView
 from ..run.follow_timer import error_text
-from ..widgets.run_controls import RunDashboard, SnapshotCache, move_step_markers
+from .dashboard import RunDashboard, SnapshotCache, move_step_markers
 from ..theme import is_dark_palette, plot_colors
 
 # engine.combine.RULES (not imported: it would pull torch into the GUI); a run's own list

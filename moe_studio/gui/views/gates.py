@@ -25,7 +25,7 @@ from ...metrics.routing import histogram_percentiles
 from ...store import RunReader
 from ..widgets.bars import BandPlot, BarPlot
 from ..widgets.plots import CurvePlot
-from ..widgets.run_controls import DENSE_STATUS, RunDashboard, moe_blocks_of, move_step_markers
+from .dashboard import DENSE_STATUS, RunDashboard, moe_blocks_of, move_step_markers
 from ..theme import is_dark_palette, plot_colors
 
 CURVES = ("entropy", "top1_prob", "logit_absmean", "logit_absmax")

@@ -36,7 +36,7 @@ from ...store import RunReader
 from .precision_data import TENSORS, PrecisionData
 from ..widgets.heatmap import HeatmapPlot
 from ..widgets.plots import CurvePlot
-from ..widgets.run_controls import RunDashboard, move_step_markers
+from .dashboard import RunDashboard, move_step_markers
 from ..theme import is_dark_palette, plot_colors, status_color
 
 KIND_LABELS = {"act": "activations", "grad": "gradients", "weight": "weights"}

@@ -29,7 +29,7 @@ from ..formats import format_rate
 from ..run.live_run import hub as live_hub, live_status
 from ..widgets.plots import CurvePlot, PlotGrid
 from .rank_series import rank_of, rank_series_specs
-from ..widgets.run_controls import moe_blocks_of
+from .dashboard import moe_blocks_of
 from ..widgets.stage_marks import StageMarks, stage_boundaries
 from ..theme import is_dark_palette, plot_colors, status_color
 
