@@ -10,9 +10,12 @@ from __future__ import annotations
 import faulthandler
 import gc
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 # Must happen before anything imports Qt.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -30,16 +33,42 @@ gc.disable()
 
 _GRACE_S = 2.0  # a thread that is just finishing gets this long to end
 # A test stuck where Python cannot run (a deadlock holding the GIL: pytest-timeout's own
-# timer cannot fire then) is ended by faulthandler's watchdog, a C thread: it prints
-# every thread's stack and exits the test process (xdist reports the crash and goes on).
+# timer cannot fire then) is ended by faulthandler's watchdog, a C thread: it writes
+# every thread's stack to a file and exits the test process; xdist reports the crash and
+# goes on, and the run's summary prints the stacks (a worker's stderr is not shown).
 HANG_EXIT_S = float(os.environ.get("MOE_STUDIO_TEST_HANG_S", "420"))
+
+
+def _hang_dir(controller_pid: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"moe-studio-test-hangs-{controller_pid}"
+
+
+_hang_file = None
 
 
 @pytest.fixture(autouse=True)
 def _hang_watchdog():
-    faulthandler.dump_traceback_later(HANG_EXIT_S, exit=True)
+    global _hang_file
+    if _hang_file is None:   # one file per test process, open for faulthandler to write
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        d = _hang_dir(os.getppid() if worker else os.getpid())
+        d.mkdir(exist_ok=True)
+        _hang_file = open(d / f"{worker or 'main'}-{os.getpid()}.txt", "w")
+    faulthandler.dump_traceback_later(HANG_EXIT_S, exit=True, file=_hang_file)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+def pytest_terminal_summary(terminalreporter):
+    d = _hang_dir(os.getpid())
+    if not d.is_dir():
+        return
+    for f in sorted(d.glob("*.txt")):
+        text = f.read_text(errors="replace").strip()
+        if text:
+            terminalreporter.section(f"stacks of a hung test process ({f.stem})")
+            terminalreporter.write_line(text)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def _qt_widgets():
