@@ -4,28 +4,31 @@ Every knob in ``moe_studio.config.schema`` becomes one editor chosen from its ty
 metadata (``min``/``max``, ``choices``, ``kind``), with its ``help`` as tool tip. After
 every edit the form builds a config, runs ``problems(cfg)`` and shows each problem next
 to the field it names, so the person sees what to fix before pressing Train.
+
+The form's parts beside this module: ``setup_editors`` (one editor per knob),
+``setup_fields`` (a field's frame and problem line, collapsible sections) and
+``setup_load_save`` (presets and TOML files).
 """
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import Field, fields
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from PySide6.QtCore import QEvent, QLocale, Qt, Signal
-from PySide6.QtGui import QColor, QDoubleValidator, QPalette, QValidator
-from PySide6.QtWidgets import (QAbstractSpinBox, QCheckBox, QComboBox, QDoubleSpinBox,
-                               QFileDialog, QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                               QMessageBox, QPushButton, QScrollArea, QSizePolicy, QSpinBox,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QPushButton,
+                               QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
 from ..formats import format_float, human_count
 from .launch_command import LaunchCommand
+from .setup_editors import Editor, NoWheelCombo, ParseError, RangeGuardMixin, make_editor
+from .setup_fields import FieldRow, Section
+from .setup_load_save import CUSTOM_PRESET, SetupLoadSaveMixin
+# Importable from here as before the form's parts moved out:
+from .setup_editors import LAYER_SETS, SPECIAL_ZERO  # noqa: F401
 from ...config import (PRESETS, SECTIONS, ConfigError, ExperimentConfig, copy_config, default,
-                       problems, section_fields, to_dict)
-from ...config import toml_io
-from ...config.inputs import load as load_config
+                       problems, section_fields)
 from ...engine.memory import fit_problems
 from ...engine.params import count_params
 
@@ -40,433 +43,10 @@ SECTION_TITLES = {
 # Sections open on first start; the rest are one click away (the state is remembered).
 DEFAULT_EXPANDED = ("model", "moe", "train")
 
-# What a zero means for knobs where zero switches something off; shown in the spin box.
-SPECIAL_ZERO = {
-    "moe.d_expert": "0  (= model.d_ff)",
-    "moe.capacity_factor": "0  (dropless)",
-    "train.checkpoint_every": "0  (at the end only)",
-    "train.grad_clip": "0  (off)",
-}
-LAYER_SETS = ("all", "none", "every_other")
-CUSTOM_PRESET = "Custom"
-
-_INT_MIN, _INT_MAX = -(2 ** 31), 2 ** 31 - 1
-_C_LOCALE = QLocale.c()
-_C_LOCALE.setNumberOptions(QLocale.NumberOption.OmitGroupSeparator)
-
-
-def _type_name(f: Field) -> str:
-    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-
-
-# ---------------------------------------------------------------- editors
-# Spin boxes and combos inside a scrolling form must not grab the mouse wheel while the
-# person scrolls past them: they take the wheel only when focused (StrongFocus).
-
-class _NoWheelMixin:
-    def _init_wheel(self) -> None:
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
-
-    def wheelEvent(self, event):  # noqa: N802 (Qt name)
-        if self.hasFocus():
-            super().wheelEvent(event)
-        else:
-            event.ignore()
-
-
-# A number typed outside a spin box's range: Qt would refuse the keystroke (a minus sign
-# where the minimum is 0) or, when editing ends, silently put the previous value back.
-_NUMBER_TEXT = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)?([eE][-+]?\d*)?\s*")
-
-
-class _RangeGuardMixin:
-    """Lets a number outside the range be typed and seen; when editing ends and Qt puts
-    the last good value back, ``on_corrected(typed_text)`` is called so the form says so."""
-
-    on_corrected: Callable[[str], None] | None = None
-
-    def validate(self, text: str, pos: int):
-        state, text2, pos2 = super().validate(text, pos)
-        if state == QValidator.State.Invalid and _NUMBER_TEXT.fullmatch(text):
-            state = QValidator.State.Intermediate
-        return state, text2, pos2
-
-    def _guarded(self, handler, event) -> None:
-        typed = self.lineEdit().text()
-        handler(event)
-        if typed != self.lineEdit().text() and typed.strip() and self.on_corrected and \
-                super().validate(typed, 0)[0] != QValidator.State.Acceptable:
-            self.on_corrected(typed.strip())
-
-    def focusOutEvent(self, event):  # noqa: N802
-        self._guarded(super().focusOutEvent, event)
-
-    def keyPressEvent(self, event):  # noqa: N802
-        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
-            self._guarded(super().keyPressEvent, event)
-        else:
-            super().keyPressEvent(event)
-
-
-class _SpinBox(_RangeGuardMixin, _NoWheelMixin, QSpinBox):
-    def __init__(self):
-        super().__init__()
-        self._init_wheel()
-        self.setLocale(_C_LOCALE)
-        self.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
-
-
-class _FloatSpin(_RangeGuardMixin, _NoWheelMixin, QDoubleSpinBox):
-    """A double spin box that shows 0.1 rather than 0.100000."""
-
-    def __init__(self):
-        super().__init__()
-        self._init_wheel()
-        self.setLocale(_C_LOCALE)
-        self.setDecimals(6)
-        self.setStepType(QAbstractSpinBox.StepType.AdaptiveDecimalStepType)
-
-    def textFromValue(self, value: float) -> str:  # noqa: N802
-        s = _C_LOCALE.toString(value, "f", self.decimals())
-        if "." in s:
-            s = s.rstrip("0").rstrip(".")
-        return s
-
-
-class _Combo(_NoWheelMixin, QComboBox):
-    def __init__(self):
-        super().__init__()
-        self._init_wheel()
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(8)
-
-
-class _Editor:
-    """One knob's editor: ``widget`` goes in the form, ``input`` is what the person
-    types in (``SetupPanel.field_widget`` returns it)."""
-
-    def __init__(self, widget: QWidget, input_: QWidget, get: Callable[[], Any],
-                 put: Callable[[Any], None], connect: Callable[[Callable[[], None]], None]):
-        self.widget, self.input = widget, input_
-        self.get, self.put, self.connect = get, put, connect
-
-
-def _int_editor(path: str, md: dict) -> _Editor:
-    w = _SpinBox()
-    lo = _INT_MIN if md.get("min") is None else int(md["min"])
-    hi = _INT_MAX if md.get("max") is None else int(md["max"])
-    w.setRange(lo, hi)
-    if path in SPECIAL_ZERO and lo == 0:
-        w.setSpecialValueText(SPECIAL_ZERO[path])
-    return _Editor(w, w, w.value, lambda v: w.setValue(int(v)),
-                   lambda cb: w.valueChanged.connect(lambda _v: cb()))
-
-
-def _float_editor(path: str, md: dict) -> _Editor:
-    w = _FloatSpin()
-    lo = -1e12 if md.get("min") is None else float(md["min"])
-    hi = 1e12 if md.get("max") is None else float(md["max"])
-    w.setRange(lo, hi)
-    if path in SPECIAL_ZERO and lo == 0:
-        w.setSpecialValueText(SPECIAL_ZERO[path])
-    return _Editor(w, w, w.value, lambda v: w.setValue(float(v)),
-                   lambda cb: w.valueChanged.connect(lambda _v: cb()))
-
-
-class _ParseError(Exception):
-    pass
-
-
-def _log_editor(path: str, md: dict) -> _Editor:
-    """Learning rates and loss weights span decades: typed as text (3e-3, 0.001)."""
-    w = QLineEdit()
-    v = QDoubleValidator(w)
-    v.setNotation(QDoubleValidator.Notation.ScientificNotation)
-    v.setLocale(_C_LOCALE)
-    v.setDecimals(15)
-    # No bottom / top: a validator with a range drops a typed minus sign without a word
-    # ("-0.01" became 0.01); out-of-range values are named by the form's validation.
-    w.setValidator(v)
-    w.setPlaceholderText("a number, e.g. 3e-3")
-
-    def get() -> float:
-        text = w.text().strip()
-        try:
-            return float(text)
-        except ValueError:
-            raise _ParseError(f"{path} must be a number such as 3e-3 or 0.001, "
-                              f"got {text!r}") from None
-
-    return _Editor(w, w, get, lambda val: w.setText(format_float(float(val))),
-                   lambda cb: w.textChanged.connect(lambda _t: cb()))
-
-
-def _bool_editor(path: str, md: dict) -> _Editor:
-    w = QCheckBox()
-    return _Editor(w, w, w.isChecked, lambda v: w.setChecked(bool(v)),
-                   lambda cb: w.toggled.connect(lambda _v: cb()))
-
-
-def _choice_editor(path: str, md: dict) -> _Editor:
-    w = _Combo()
-    choices = tuple(md["choices"])
-    w.addItems(list(choices))
-
-    def put(v: Any) -> None:
-        # A value from a hand-written TOML that is not a choice stays visible (and is
-        # flagged by validation) instead of silently becoming the first choice.
-        while w.count() > len(choices):
-            w.removeItem(w.count() - 1)
-        i = w.findText(str(v))
-        if i < 0:
-            w.addItem(str(v))
-            i = w.count() - 1
-        w.setCurrentIndex(i)
-
-    return _Editor(w, w, w.currentText, put,
-                   lambda cb: w.currentTextChanged.connect(lambda _t: cb()))
-
-
-def _layers_editor(path: str, md: dict) -> _Editor:
-    w = _Combo()
-    w.setEditable(True)
-    w.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-    w.addItems(list(LAYER_SETS))
-    w.lineEdit().setPlaceholderText("all, none, every_other or 1,3")
-    return _Editor(w, w, lambda: w.currentText().strip(), lambda v: w.setEditText(str(v)),
-                   lambda cb: w.editTextChanged.connect(lambda _t: cb()))
-
-
-def _path_editor(path: str, md: dict, parent_for_dialogs: Callable[[], QWidget]) -> _Editor:
-    box = QWidget()
-    col = QVBoxLayout(box)
-    col.setContentsMargins(0, 0, 0, 0)
-    col.setSpacing(3)
-    line = QLineEdit()
-    line.setPlaceholderText("embedded, a text file, or a folder of domains")
-    line.setClearButtonEnabled(True)
-    col.addWidget(line)
-    row = QHBoxLayout()
-    row.setContentsMargins(0, 0, 0, 0)
-    row.setSpacing(4)
-    embedded = QPushButton("Embedded")
-    embedded.setToolTip("Use the built-in corpus (prose + Python source), no files needed.")
-    file_btn = QPushButton("File…")
-    file_btn.setToolTip("Pick one UTF-8 text file.")
-    folder_btn = QPushButton("Folder…")
-    folder_btn.setToolTip("Pick a folder: each file or subfolder in it is one domain.")
-    for b in (embedded, file_btn, folder_btn):
-        b.setAutoDefault(False)
-        row.addWidget(b)
-    row.addStretch(1)
-    col.addLayout(row)
-
-    def start_dir() -> str:
-        t = line.text().strip()
-        if t and t != "embedded":
-            p = Path(t).expanduser()
-            return str(p if p.is_dir() else p.parent)
-        return str(Path.home())
-
-    def pick_file() -> None:
-        fn, _ = QFileDialog.getOpenFileName(parent_for_dialogs(), "Training text", start_dir(),
-                                            "Text files (*.txt *.md *.py *.rst);;All files (*)")
-        if fn:
-            line.setText(fn)
-
-    def pick_folder() -> None:
-        d = QFileDialog.getExistingDirectory(parent_for_dialogs(), "Corpus folder", start_dir())
-        if d:
-            line.setText(d)
-
-    embedded.clicked.connect(lambda: line.setText("embedded"))
-    file_btn.clicked.connect(pick_file)
-    folder_btn.clicked.connect(pick_folder)
-    return _Editor(box, line, lambda: line.text().strip(), lambda v: line.setText(str(v)),
-                   lambda cb: line.textChanged.connect(lambda _t: cb()))
-
-
-def _text_editor(path: str, md: dict) -> _Editor:
-    w = QLineEdit()
-    w.setClearButtonEnabled(True)
-    if path == "data.probe_text":
-        w.setPlaceholderText("(a fixed sample: one passage per domain)")
-    return _Editor(w, w, w.text, lambda v: w.setText(str(v)),
-                   lambda cb: w.textChanged.connect(lambda _t: cb()))
-
-
-# ---------------------------------------------------------------- layout pieces
-
-class _BorderFrame(QFrame):
-    """A 1 px frame around an editor, drawn in the error colour while the field has a
-    problem. Painted by hand, not with a style sheet: a style sheet on an ancestor pins
-    the editors' palette at polish time, so a light/dark switch would leave them white."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bad = False
-        self.color = QColor("#c62828")
-
-    def paintEvent(self, event):  # noqa: N802
-        super().paintEvent(event)
-        if not self.bad:
-            return
-        from PySide6.QtGui import QPainter, QPen
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.setPen(QPen(self.color, 1.0))
-        p.setBrush(Qt.BrushStyle.NoBrush)
-        p.drawRoundedRect(self.rect().adjusted(0, 0, -1, -1).toRectF().adjusted(0.5, 0.5, 0, 0),
-                          3, 3)
-        p.end()
-
-
-class _OneLineLabel(QLabel):
-    """A message kept to its reserved line: cut with "…" when the column is narrower
-    than the text, whole on hover and in the panel's summary of problems."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-
-    def minimumSizeHint(self):  # noqa: N802
-        h = super().minimumSizeHint()
-        h.setWidth(0)
-        return h
-
-    def paintEvent(self, event):  # noqa: N802
-        from PySide6.QtGui import QPainter
-        p = QPainter(self)
-        p.setPen(self.palette().color(QPalette.ColorRole.WindowText))
-        text = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
-                                             self.contentsRect().width())
-        p.drawText(self.contentsRect(), int(Qt.AlignmentFlag.AlignLeft |
-                                            Qt.AlignmentFlag.AlignVCenter), text)
-        p.end()
-
-    def resizeEvent(self, event):  # noqa: N802
-        super().resizeEvent(event)
-        self._sync_tip()
-
-    def setText(self, text: str) -> None:  # noqa: N802
-        super().setText(text)
-        self._sync_tip()
-
-    def _sync_tip(self) -> None:
-        cut = self.fontMetrics().horizontalAdvance(self.text()) > self.contentsRect().width()
-        self.setToolTip(self.text() if cut else "")
-
-
-class _FieldRow(QWidget):
-    """Editor in a frame that turns red on a problem, and the problem's text under it."""
-
-    def __init__(self, editor: _Editor):
-        super().__init__()
-        col = QVBoxLayout(self)
-        col.setContentsMargins(0, 0, 0, 0)
-        col.setSpacing(2)
-        self.frame = _BorderFrame()
-        self.frame.setObjectName("fieldFrame")
-        inner = QVBoxLayout(self.frame)
-        inner.setContentsMargins(1, 1, 1, 1)
-        inner.addWidget(editor.widget)
-        col.addWidget(self.frame)
-        self.error = _OneLineLabel()
-        self.error.hide()
-        # The message line is reserved even while empty: a message appearing must not
-        # push the fields below it down under the pointer (the next click would land
-        # in the wrong field).
-        slot = QWidget()
-        slot.setObjectName("messageSlot")
-        sl = QVBoxLayout(slot)
-        sl.setContentsMargins(0, 0, 0, 0)
-        sl.addWidget(self.error)
-        slot.setMinimumHeight(self.error.fontMetrics().lineSpacing())
-        col.addWidget(slot)
-        self._color = QColor("#c62828")
-
-    def set_error_color(self, color: QColor) -> None:
-        self._color = color
-        pal = self.error.palette()
-        pal.setColor(QPalette.ColorRole.WindowText, color)
-        self.error.setPalette(pal)
-        if self.error.isVisibleTo(self):
-            self._paint_border(True)
-
-    def _paint_border(self, bad: bool) -> None:
-        self.frame.bad, self.frame.color = bool(bad), QColor(self._color)
-        self.frame.update()
-
-    def set_error(self, message: str | None, notice: str | None = None) -> None:
-        """``message``: a problem (red frame); ``notice``: something the form did to what
-        was typed, said in the same line while there is no problem."""
-        self.frame.setProperty("invalid", bool(message))
-        self._paint_border(bool(message))
-        text = message or notice or ""
-        self.error.setText(text)
-        self.error.setVisible(bool(text))
-
-
-class _Section(QWidget):
-    """A collapsible group: a header button (arrow + title + problem count) and a form."""
-
-    def __init__(self, name: str, title: str, expanded: bool):
-        super().__init__()
-        self.name, self.title = name, title
-        col = QVBoxLayout(self)
-        col.setContentsMargins(0, 0, 0, 0)
-        col.setSpacing(0)
-        self._expanded = expanded
-        self.header = QToolButton()
-        self.header.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.header.setAutoRaise(True)
-        self.header.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        f = self.header.font()
-        f.setBold(True)
-        self.header.setFont(f)
-        self.header.setAccessibleName(f"{title} section")
-        self.header.setToolTip(f"Show or hide the {title} settings")
-        col.addWidget(self.header)
-        line = QFrame()
-        line.setFrameShape(QFrame.Shape.HLine)
-        line.setFrameShadow(QFrame.Shadow.Sunken)
-        col.addWidget(line)
-        self.body = QWidget()
-        self.form = QFormLayout(self.body)
-        self.form.setContentsMargins(14, 6, 4, 10)
-        self.form.setHorizontalSpacing(10)
-        self.form.setVerticalSpacing(2)  # the reserved message line spaces the rows
-        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
-        self.form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
-        col.addWidget(self.body)
-        self._problems = 0
-        self.header.clicked.connect(lambda: self.set_expanded(not self._expanded))
-        self._sync()
-
-    def _sync(self) -> None:
-        open_ = self._expanded
-        self.body.setVisible(open_)
-        self.header.setArrowType(Qt.ArrowType.DownArrow if open_ else Qt.ArrowType.RightArrow)
-        n = self._problems
-        suffix = f"   ·  {n} problem{'s' if n != 1 else ''}" if n else ""
-        self.header.setText(self.title + suffix)
-
-    def set_problem_count(self, n: int) -> None:
-        self._problems = n
-        self._sync()
-
-    def set_expanded(self, on: bool) -> None:
-        self._expanded = bool(on)
-        self._sync()
-
-    def is_expanded(self) -> bool:
-        return self._expanded
-
 
 # ---------------------------------------------------------------- the panel
 
-class SetupPanel(QWidget):
+class SetupPanel(SetupLoadSaveMixin, QWidget):
     """The experiment form. ``config()`` / ``set_config(cfg)``; emits ``configChanged(cfg)``
     after every edit and ``validityChanged(bool)`` when the config turns valid/invalid."""
 
@@ -477,9 +57,9 @@ class SetupPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self._editors: dict[str, _Editor] = {}
-        self._rows: dict[str, _FieldRow] = {}
-        self._sections: dict[str, _Section] = {}
+        self._editors: dict[str, Editor] = {}
+        self._rows: dict[str, FieldRow] = {}
+        self._sections: dict[str, Section] = {}
         self._section_of: dict[str, str] = {}
         self._loading = False
         self._valid = True
@@ -502,7 +82,7 @@ class SetupPanel(QWidget):
         tl.setSpacing(6)
         prow = QHBoxLayout()
         plabel = QLabel("&Preset")
-        self.preset_combo = _Combo()
+        self.preset_combo = NoWheelCombo()
         self.preset_combo.addItems(list(PRESETS))
         self.preset_combo.addItem(CUSTOM_PRESET)
         # "Custom" names an edited config; it cannot be chosen.
@@ -561,7 +141,7 @@ class SetupPanel(QWidget):
         self._name_form = name_form
 
         for sec in SECTIONS:
-            s = _Section(sec, SECTION_TITLES.get(sec, sec.title()), sec in DEFAULT_EXPANDED)
+            s = Section(sec, SECTION_TITLES.get(sec, sec.title()), sec in DEFAULT_EXPANDED)
             self._sections[sec] = s
             for f in section_fields(sec):
                 self._add_field(s.form, f"{sec}.{f.name}", f, section=sec)
@@ -610,33 +190,9 @@ class SetupPanel(QWidget):
         self.scroll.setMinimumWidth(need + bar + frame)
 
     def _add_field(self, form: QFormLayout, path: str, f: Field, section: str | None) -> None:
-        md = dict(f.metadata)
-        t = _type_name(f)
-        kind = md.get("kind")
-        if md.get("choices"):
-            ed = _choice_editor(path, md)
-        elif kind == "path":
-            ed = _path_editor(path, md, lambda: self.window())
-        elif kind == "layers":
-            ed = _layers_editor(path, md)
-        elif t == "bool":
-            ed = _bool_editor(path, md)
-        elif t == "int":
-            ed = _int_editor(path, md)
-        elif t == "float" and kind == "log":
-            ed = _log_editor(path, md)
-        elif t == "float":
-            ed = _float_editor(path, md)
-        else:
-            ed = _text_editor(path, md)
-        help_ = md.get("help") or ""
-        rng = self._range_text(md, t)
-        tip = help_ + (f"\n\nRange: {rng}" if rng else "") + f"\n\n[{path}]"
-        ed.input.setToolTip(tip)
-        ed.input.setAccessibleName(path)
-        ed.input.setAccessibleDescription(help_)
-        ed.input.setObjectName(path)
-        row = _FieldRow(ed)
+        ed = make_editor(path, f, lambda: self.window())
+        tip = ed.tip
+        row = FieldRow(ed)
         label = QLabel(f.name)
         label.setToolTip(tip)
         label.setBuddy(ed.input)
@@ -644,22 +200,13 @@ class SetupPanel(QWidget):
         label.setContentsMargins(0, 4, 0, 0)
         form.addRow(label, row)
         ed.connect(lambda p=path: self._on_edited(p))
-        if isinstance(ed.input, _RangeGuardMixin):
+        if isinstance(ed.input, RangeGuardMixin):
             ed.input.on_corrected = lambda typed, p=path: self._on_corrected(p, typed)
         self._editors[path] = ed
         self._rows[path] = row
         if section is not None:
             self._section_of[path] = section
 
-    @staticmethod
-    def _range_text(md: dict, t: str) -> str:
-        lo, hi = md.get("min"), md.get("max")
-        if md.get("choices"):
-            return ", ".join(md["choices"])
-        if lo is None and hi is None:
-            return ""
-        fmt = (lambda v: str(int(v))) if t == "int" else (lambda v: format_float(float(v)))
-        return f"{fmt(lo) if lo is not None else '−∞'} … {fmt(hi) if hi is not None else '∞'}"
 
     # ---------------------------------------------------------------- colours
     def _dark(self) -> bool:
@@ -701,7 +248,7 @@ class SetupPanel(QWidget):
     def field_paths(self) -> list[str]:
         return list(self._editors)
 
-    def section(self, name: str) -> _Section:
+    def section(self, name: str) -> Section:
         return self._sections[name]
 
     def expanded_sections(self) -> list[str]:
@@ -743,62 +290,6 @@ class SetupPanel(QWidget):
         self.configChanged.emit(self.config())
         return notes
 
-    def set_preset(self, name: str) -> None:
-        """Load the preset called ``name`` (a key of ``PRESETS``)."""
-        self.set_config(PRESETS[name]())
-        self.presetChanged.emit(name)
-
-    def current_preset(self) -> str | None:
-        """The preset the form matches exactly (ignoring the run name), if any."""
-        t = self.preset_combo.currentText()
-        return None if t == CUSTOM_PRESET else t
-
-    def load_toml(self, path: str | Path) -> list[str]:
-        """Load a TOML config into the form. Raises ConfigError with a readable message."""
-        notes = self.set_config(load_config(path))
-        self.config_path = str(path)
-        self.configFileChanged.emit(str(path))
-        return notes
-
-    def save_toml(self, path: str | Path) -> None:
-        toml_io.save(self.config(), path)
-        self.config_path = str(path)
-        self.configFileChanged.emit(str(path))
-
-    # ---------------------------------------------------------------- dialogs
-    def _dialog_dir(self) -> str:
-        return str(Path(self.config_path).parent) if self.config_path else str(Path.cwd())
-
-    def open_toml_dialog(self) -> bool:
-        fn, _ = QFileDialog.getOpenFileName(self.window(), "Open experiment config",
-                                            self._dialog_dir(), "TOML config (*.toml);;All files (*)")
-        if not fn:
-            return False
-        try:
-            notes = self.load_toml(fn)
-        except (ConfigError, OSError) as e:
-            QMessageBox.warning(self.window(), "Could not load config", str(e))
-            return False
-        if notes:
-            QMessageBox.information(self.window(), "Config adjusted",
-                                    "Some values did not fit their range:\n\n" + "\n".join(notes))
-        return True
-
-    def save_toml_dialog(self) -> bool:
-        start = self.config_path or str(Path(self._dialog_dir()) / f"{self._config.name or 'experiment'}.toml")
-        fn, _ = QFileDialog.getSaveFileName(self.window(), "Save experiment config", start,
-                                            "TOML config (*.toml)")
-        if not fn:
-            return False
-        if not Path(fn).suffix:
-            fn += ".toml"
-        try:
-            self.save_toml(fn)
-        except OSError as e:
-            QMessageBox.warning(self.window(), "Could not save config", f"{fn}: {e.strerror or e}")
-            return False
-        return True
-
     # ---------------------------------------------------------------- internals
     @staticmethod
     def _get(cfg: ExperimentConfig, path: str) -> Any:
@@ -834,11 +325,6 @@ class SetupPanel(QWidget):
         """What the form last did to a value typed into ``path`` ("" if nothing)."""
         return self._notices.get(path, "")
 
-    def _on_preset_activated(self, index: int) -> None:
-        name = self.preset_combo.itemText(index)
-        if name in PRESETS:
-            self.set_preset(name)
-
     def _on_edited(self, path: str | None = None) -> None:
         if self._loading:
             return
@@ -853,7 +339,7 @@ class SetupPanel(QWidget):
         for path, ed in self._editors.items():
             try:
                 self._set(cfg, path, ed.get())
-            except _ParseError as e:
+            except ParseError as e:
                 errs.append(ConfigError(path, str(e)))
         self._config = cfg
         errs += problems(cfg)
@@ -924,15 +410,3 @@ class SetupPanel(QWidget):
             f"{pc.active:,} of them" + (f"; {pc.members} members train {pc.run_total:,} in all."
                                         if pc.members > 1 else "."))
 
-    def _sync_preset_combo(self) -> None:
-        mine = to_dict(self._config)
-        mine.pop("name", None)
-        match = None
-        for name, make in PRESETS.items():
-            d = to_dict(make())
-            d.pop("name", None)
-            if d == mine:
-                match = name
-                break
-        # setCurrentText does not emit ``activated``, so this never reloads a preset.
-        self.preset_combo.setCurrentText(match or CUSTOM_PRESET)
