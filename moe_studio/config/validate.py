@@ -265,12 +265,6 @@ def _parallel_problems(cfg: "schema.ExperimentConfig", moe_layers: list[int]) ->
         elif e.n_experts % par.expert:
             errs.append(ConfigError("parallel.expert", f"parallel.expert ({par.expert}) must divide "
                                                        f"moe.n_experts ({e.n_experts})"))
-        if cfg.precision.mode == "fp16":
-            # Each rank's GradScaler sees only its own experts' gradients: the ranks could
-            # disagree on skipping a step.
-            errs.append(ConfigError("parallel.expert", "parallel.expert > 1 does not support "
-                                                       "precision.mode fp16 (loss scaling); use "
-                                                       "bf16 or fp32"))
         if e.router == "expert_choice":
             errs.append(ConfigError("parallel.expert", "parallel.expert > 1 does not support "
                                                        "moe.router expert_choice (each expert "

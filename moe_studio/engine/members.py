@@ -47,11 +47,12 @@ class Members:
     of one architecture, built on ``device`` from ``train_tokens`` (the corpus's
     training split). ``ids``: the members built here (an ensemble spread over ranks:
     this rank's block); member ``ids[i]`` is at index i of every list, with the seeds
-    and data it has in a one-process run."""
+    and data it has in a one-process run. ``scaler_group``: the process group whose
+    ranks skip fp16 steps together (``amp.grad_scaler``)."""
 
     def __init__(self, cfg: ExperimentConfig, train_tokens: np.ndarray, device: torch.device,
                  prepare: Callable[[MoEGPT], torch.nn.Module] | None = None,
-                 ids: range | None = None):
+                 ids: range | None = None, scaler_group=None):
         self.device = device
         self._pinned: dict[int, torch.Tensor] = {}   # CUDA: per-member staging for batches
         n = cfg.ensemble.members
@@ -80,7 +81,7 @@ class Members:
                                               cfg.data.batch_size, seed=cfg.train.seed + m,
                                               starts=starts))
         torch.manual_seed(cfg.train.seed)
-        self.scalers = [grad_scaler(device, cfg.precision) for _ in self.ids]
+        self.scalers = [grad_scaler(device, cfg.precision, scaler_group) for _ in self.ids]
         # Headroom statistics every precision.headroom_every steps, and which module
         # went non-finite first (engine/headroom.py).
         p = cfg.precision

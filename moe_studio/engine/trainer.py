@@ -145,7 +145,8 @@ class Trainer:
         self.spread = self.ranks.spread if self.ranks is not None else None
         self.members = Members(cfg, self.corpus.train_tokens, self.device,
                                prepare=self.ranks.prepare_model if self.ranks else None,
-                               ids=self.spread.ids if self.spread is not None else None)
+                               ids=self.spread.ids if self.spread is not None else None,
+                               scaler_group=self.ranks.loss_scale_group if self.ranks else None)
         if self.ranks is not None:
             self.ranks.shard_batches(self.members.samplers)
             self.ranks.seed(cfg.train.seed)

@@ -133,6 +133,13 @@ class Ranks:
             return RelayWriter(run_dir, run_id, self.spread.ids.start)
         return NullWriter(run_dir, run_id)
 
+    @property
+    def loss_scale_group(self):
+        """The ranks whose fp16 loss scalers skip steps together: the world when the
+        ranks train one model (data, expert parallel); None for a spread ensemble,
+        whose members each have their own scaler on one rank."""
+        return dist.group.WORLD if self.spread is None else None
+
     # ------------------------------------------------------------------ building
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """This rank's part of ``model`` (built whole, from the same seed on every rank)
