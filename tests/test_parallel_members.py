@@ -1,5 +1,5 @@
-"""An ensemble spread over 2 gloo ranks (one member on each) trains and evaluates as the
-same ensemble in one process: the stores of both hold the same series of every member,
+"""An ensemble spread over 2 gloo ranks (one or two members on each) trains and evaluates
+as the same ensemble in one process: the stores of both hold the same series of every member,
 the same ensemble validation (combined loss, every rule, agreement) and probes, and the
 final checkpoint holds both members, as one process writes it."""
 from __future__ import annotations
@@ -18,35 +18,38 @@ from test_parallel_training import only_run
 from tiny import tiny_config
 
 STEPS = 6
-METHODS = ("seeds", "bagging")
+# name: (ensemble.method, ensemble.members); 4 members: each rank trains two, batched
+# into one wide model as one process batches its members
+CASES = {"seeds": ("seeds", 2), "bagging": ("bagging", 2), "seeds4": ("seeds", 4)}
 # what a clock measures, not what was trained
 TIMING = {"tokens_per_s", "elapsed_s", "cost/flops_per_s"}
 
 
-def config(method: str):
-    return tiny_config(name=method, ensemble__members=2, ensemble__method=method,
+def config(name: str):
+    method, members = CASES[name]
+    return tiny_config(name=name, ensemble__members=members, ensemble__method=method,
                        train__steps=STEPS, train__eval_every=3, train__snapshot_every=3)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """(spread over 2 ranks, one process) run folders of each method."""
+    """(spread over 2 ranks, one process) runs of each case."""
     tmp = tmp_path_factory.mktemp("members")
     paths = []
-    for method in METHODS:
-        p = tmp / f"{method}.toml"
-        save(config(method), p)
+    for name in CASES:
+        p = tmp / f"{name}.toml"
+        save(config(name), p)
         paths.append(str(p))
     out = torchrun("train_check.py", str(tmp / "ranks"), *paths)
-    assert all(f"trained {m} rank {r}" in out for m in METHODS for r in (0, 1)), out
+    assert all(f"trained {n} rank {r}" in out for n in CASES for r in (0, 1)), out
     ones = {}
-    for method in METHODS:
-        t = Trainer(config(method), runs_dir=tmp / "one" / method)
+    for name in CASES:
+        t = Trainer(config(name), runs_dir=tmp / "one" / name)
         while not t.done:
             t.step()
         t.close("finished")
-        ones[method] = t.run_dir
-    return {m: (only_run(tmp / "ranks" / m), open_run(ones[m])) for m in METHODS}
+        ones[name] = t.run_dir
+    return {n: (only_run(tmp / "ranks" / n), open_run(ones[n])) for n in CASES}
 
 
 def by_name(run, member: int) -> dict[str, np.ndarray]:
@@ -55,14 +58,15 @@ def by_name(run, member: int) -> dict[str, np.ndarray]:
             for name, g in df.groupby("name")}
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_every_member_and_the_ensemble_read_as_one_process(runs, method):
-    spread, one = runs[method]
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_member_and_the_ensemble_read_as_one_process(runs, name):
+    spread, one = runs[name]
+    M = CASES[name][1]
     assert spread.status == "finished"
     meta = spread.meta
     assert (meta["world_size"], meta["parallel_members"]) == (2, 2)
-    assert "members 2 spread 1 per rank" in meta["parallel_layout"]
-    for member in (0, 1, -1):
+    assert f"members {M} spread {M // 2} per rank" in meta["parallel_layout"]
+    for member in [*range(M), -1]:
         got, want = by_name(spread, member), by_name(one, member)
         names = {n for n in want if n not in TIMING}
         assert names <= set(got), sorted(names - set(got))
@@ -79,7 +83,7 @@ def test_every_member_and_the_ensemble_read_as_one_process(runs, method):
     for r in (0, 1):
         assert (by_name(spread, -1)[f"rank/{r}/tokens_per_s"][:, 1] > 0).all()
     for name in one.tensor_names():
-        for member in (0, 1, -1):
+        for member in [*range(M), -1]:
             ws, wv = one.tensor_series(name, member=member)
             gs, gv = spread.tensor_series(name, member=member)
             np.testing.assert_array_equal(gs, ws, err_msg=name)
@@ -90,7 +94,7 @@ def test_every_member_and_the_ensemble_read_as_one_process(runs, method):
                 fitted = name.endswith(("/weights", "/temperature"))
                 np.testing.assert_allclose(gv, wv, rtol=2e-4, atol=2e-3 if fitted else 1e-4,
                                            err_msg=name)
-    for member in (0, 1):
+    for member in range(M):
         for step in one.snapshot_steps("routing/probe", member=member):
             a = spread.snapshot("routing/probe", step, member=member)
             b = one.snapshot("routing/probe", step, member=member)
@@ -107,13 +111,13 @@ def test_every_member_and_the_ensemble_read_as_one_process(runs, method):
         np.testing.assert_allclose(a["mutual_info"], b["mutual_info"], atol=1e-5)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_the_checkpoint_holds_every_member(runs, method):
-    spread, one = runs[method]
-    name = f"checkpoint-{STEPS:07d}.pt"
-    a = load_weights_only(spread.path / name, map_location="cpu")
-    b = load_weights_only(one.path / name, map_location="cpu")
-    assert len(a["models"]) == len(b["models"]) == 2
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_checkpoint_holds_every_member(runs, name):
+    spread, one = runs[name]
+    ckpt = f"checkpoint-{STEPS:07d}.pt"
+    a = load_weights_only(spread.path / ckpt, map_location="cpu")
+    b = load_weights_only(one.path / ckpt, map_location="cpu")
+    assert len(a["models"]) == len(b["models"]) == CASES[name][1]
     assert a["samplers"] == b["samplers"]
     for ma, mb in zip(a["models"], b["models"]):
         assert ma.keys() == mb.keys()
