@@ -36,6 +36,10 @@ Evaluation (``EnsembleEngine.evaluate``) records what ``docs/CONTRACTS.md`` list
 model), member -1 = mean of probabilities, and the ``ens/*`` metrics of
 ``agreement.ensemble_metrics`` and every rule of ``combine`` on the report half of the
 validation windows.
+
+Under torchrun a seeds or bagging ensemble may be spread over the ranks
+(``engine/parallel/member_parallel.py``): each rank's engine trains its block of
+members as above and evaluates with every member's outputs gathered from the ranks.
 """
 from __future__ import annotations
 
