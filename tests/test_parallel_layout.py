@@ -26,10 +26,11 @@ def test_expert_must_divide_experts():
     assert "parallel.expert (3) must divide moe.n_experts (8)" in messages(cfg_with("parallel.expert=3"))
 
 
-def test_expert_needs_moe_blocks_and_no_fp16():
+def test_expert_needs_moe_blocks_and_takes_fp16():
     assert any("needs MoE blocks" in m for m in messages(cfg_with("parallel.expert=2",
                                                                   "model.moe_layers=none")))
-    assert any("fp16" in m for m in messages(cfg_with("parallel.expert=2", "precision.mode=fp16")))
+    # the ranks' loss scalers agree on skipped steps (tests/test_parallel_fp16.py)
+    assert problems(cfg_with("parallel.expert=2", "precision.mode=fp16")) == []
 
 
 def test_data_must_be_auto_or_a_count():
@@ -38,9 +39,23 @@ def test_data_must_be_auto_or_a_count():
     assert problems(cfg_with("parallel.data=2")) == []
 
 
-def test_ensembles_stay_in_one_process():
-    assert any("ensemble.members (2)" in m for m in messages(cfg_with("ensemble.members=2",
-                                                                      "parallel.processes=2")))
+def test_independent_members_spread_over_processes():
+    for method in ("seeds", "bagging"):
+        assert problems(cfg_with("ensemble.members=4", f"ensemble.method={method}",
+                                 "parallel.processes=2")) == []
+    assert any(m.startswith("ensemble.method snapshot cannot be spread over parallel.processes (2): "
+                            "its members train one after another")
+               for m in messages(cfg_with("ensemble.members=2", "ensemble.method=snapshot",
+                                          "parallel.processes=2")))
+    assert any("ensemble.members (3) must be a multiple of parallel.processes (2)" in m
+               for m in messages(cfg_with("ensemble.members=3", "parallel.processes=2")))
+
+
+def test_a_spread_ensemble_gives_each_rank_a_block_of_members():
+    lay = resolve_layout(cfg_with("ensemble.members=4"), 2)
+    assert (lay.world, lay.data, lay.expert, lay.member) == (2, 1, 1, 2)
+    assert [list(lay.member_ids(r)) for r in (0, 1)] == [[0, 1], [2, 3]]
+    assert lay.describe() == "2 ranks = members 4 spread 2 per rank (whole batch each)"
 
 
 @pytest.mark.parametrize("sets, world, want", [
@@ -56,7 +71,12 @@ def test_layouts_that_fit(sets, world, want):
 @pytest.mark.parametrize("sets, world, msg", [
     (("parallel.expert=2",), 3, "parallel.expert (2) must divide the world size (3 ranks)"),
     (("parallel.data=3",), 2, "parallel.data (3) x parallel.expert (1) must equal the world size (2 ranks)"),
-    (("ensemble.members=2",), 2, "ensemble.members (2) cannot be spread over 2 ranks yet"),
+    (("ensemble.members=2",), 4, "ensemble.members (2) must be a multiple of the world size (4 ranks)"),
+    (("ensemble.members=2", "ensemble.method=boosting"), 2,
+     "ensemble.method boosting cannot be spread over the world size (2 ranks)"),
+    (("ensemble.members=2", "parallel.expert=2"), 2,
+     "parallel.expert (2) with ensemble.members (2) over the world size (2 ranks)"),
+    (("ensemble.members=2", "parallel.data=2"), 2, "parallel.data (2) with ensemble.members (2)"),
 ])
 def test_layouts_that_do_not_fit(sets, world, msg):
     with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):

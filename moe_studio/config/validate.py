@@ -265,12 +265,6 @@ def _parallel_problems(cfg: "schema.ExperimentConfig", moe_layers: list[int]) ->
         elif e.n_experts % par.expert:
             errs.append(ConfigError("parallel.expert", f"parallel.expert ({par.expert}) must divide "
                                                        f"moe.n_experts ({e.n_experts})"))
-        if cfg.precision.mode == "fp16":
-            # Each rank's GradScaler sees only its own experts' gradients: the ranks could
-            # disagree on skipping a step.
-            errs.append(ConfigError("parallel.expert", "parallel.expert > 1 does not support "
-                                                       "precision.mode fp16 (loss scaling); use "
-                                                       "bf16 or fp32"))
         if e.router == "expert_choice":
             errs.append(ConfigError("parallel.expert", "parallel.expert > 1 does not support "
                                                        "moe.router expert_choice (each expert "
@@ -285,11 +279,46 @@ def _parallel_problems(cfg: "schema.ExperimentConfig", moe_layers: list[int]) ->
                                     f"parallel.expert > 1 with a capacity counts it over the "
                                     f"batch: set moe.capacity_group = 'batch' (is "
                                     f"{show(e.capacity_group)}) or moe.capacity_factor = 0"))
-    if cfg.ensemble.members > 1 and par.processes > 1:
-        errs.append(ConfigError("ensemble.members", f"ensemble.members ({cfg.ensemble.members}) "
-                                                    f"cannot be spread over processes yet: train "
-                                                    f"an ensemble with parallel.processes = 1"))
+    if par.processes > 1:
+        spread = member_spread_problem(cfg, par.processes, "parallel.processes")
+        if spread is not None:
+            errs.append(spread)
     return errs
+
+
+def member_spread_problem(cfg: "schema.ExperimentConfig", world: int,
+                          what: str = "the world size") -> ConfigError | None:
+    """What stops ``cfg``'s ensemble from being spread over ``world`` ranks (None: it
+    fits, or there is no ensemble). Each rank trains a contiguous block of whole
+    members on the whole batch (engine/parallel/members.py), so the members must be
+    independent of each other and come in equal blocks."""
+    ens, par = cfg.ensemble, cfg.parallel
+    if ens.members <= 1 or world <= 1:
+        return None
+    n = f"{what} ({world})" if what == "parallel.processes" else f"{what} ({world} ranks)"
+    if ens.method in ("snapshot", "boosting"):
+        why = ("each snapshot continues from the one before it" if ens.method == "snapshot"
+               else "each member learns from the errors of the members before it")
+        return ConfigError("ensemble.method", f"ensemble.method {ens.method} cannot be spread over "
+                                              f"{n}: its members train one after another ({why}); "
+                                              f"use seeds or bagging, or train it in one process")
+    if par.expert > 1:
+        return ConfigError("parallel.expert", f"parallel.expert ({par.expert}) with ensemble.members "
+                                              f"({ens.members}) over {n}: the ranks hold whole "
+                                              f"members, so parallel.expert must be 1")
+    try:
+        data = parallel_data_size(par.data)
+    except ValueError:
+        data = None   # reported on its own
+    if data is not None and data != 1:
+        return ConfigError("parallel.data", f"parallel.data ({data}) with ensemble.members "
+                                            f"({ens.members}) over {n}: each member trains on the "
+                                            f"whole batch on one rank; set parallel.data = 'auto'")
+    if ens.members % world:
+        return ConfigError("ensemble.members", f"ensemble.members ({ens.members}) must be a multiple "
+                                               f"of {n}: every rank trains an equal block of whole "
+                                               f"members (otherwise the others wait on the busiest)")
+    return None
 
 
 def _corpus_problem(spec: str) -> str | None:

@@ -52,9 +52,42 @@ def autocast_dtype(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type)
 
 
-def grad_scaler(device: torch.device, p: PrecisionConfig) -> torch.amp.GradScaler:
+class AgreedGradScaler(torch.amp.GradScaler):
+    """A GradScaler whose ranks (``group``) skip the same steps: ``unscale_`` finds
+    inf/NaN in this rank's gradients, then takes the maximum of the flags over the
+    group, so every rank skips (and backs off its scale) when any overflowed.
+
+    torch's ``ShardedGradScaler`` all-reduces the same flags, but its flag has shape
+    [1] where the fused AdamW the engine uses expects the scalar GradScaler passes
+    (torch 2.13: "output with shape [] doesn't match the broadcast shape [1]"). The
+    flags live where GradScaler keeps them, ``_per_optimizer_states[id(opt)]
+    ["found_inf_per_device"]`` (what ShardedGradScaler reduces too); the trainer
+    always calls ``unscale_`` before ``step``, so ``step`` and ``update`` read them
+    reduced."""
+
+    def __init__(self, device: str, group, **kw):
+        super().__init__(device, **kw)
+        self.group = group
+
+    def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
+        super().unscale_(optimizer)
+        if not self.is_enabled():
+            return
+        import torch.distributed as dist
+        for flag in self._per_optimizer_states[id(optimizer)]["found_inf_per_device"].values():
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+
+
+def grad_scaler(device: torch.device, p: PrecisionConfig, group=None) -> torch.amp.GradScaler:
     """A loss scaler with the run's settings; a no-op (``is_enabled()`` False) unless
-    the mode is fp16."""
-    return torch.amp.GradScaler(device.type, init_scale=p.init_scale,
-                                growth_factor=p.growth_factor, backoff_factor=p.backoff_factor,
-                                growth_interval=p.growth_interval, enabled=p.mode == "fp16")
+    the mode is fp16. ``group``: the process group of a distributed run, whose ranks
+    must skip the same steps (:class:`AgreedGradScaler`). Each rank's scaler finds
+    inf/NaN only in the gradients it holds, and under expert parallelism those differ
+    (each rank has its own experts'): a rank whose expert overflowed would skip a step
+    its peers take, and the replicated weights and the loss scales would part."""
+    kw = dict(init_scale=p.init_scale, growth_factor=p.growth_factor,
+              backoff_factor=p.backoff_factor, growth_interval=p.growth_interval,
+              enabled=p.mode == "fp16")
+    if group is not None and p.mode == "fp16":
+        return AgreedGradScaler(device.type, group, **kw)
+    return torch.amp.GradScaler(device.type, **kw)

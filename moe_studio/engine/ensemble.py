@@ -36,11 +36,15 @@ Evaluation (``EnsembleEngine.evaluate``) records what ``docs/CONTRACTS.md`` list
 model), member -1 = mean of probabilities, and the ``ens/*`` metrics of
 ``agreement.ensemble_metrics`` and every rule of ``combine`` on the report half of the
 validation windows.
+
+Under torchrun a seeds or bagging ensemble may be spread over the ranks
+(``engine/parallel/member_parallel.py``): each rank's engine trains its block of
+members as above and evaluates with every member's outputs gathered from the ranks.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -61,6 +65,9 @@ from .recorder import Recorder
 from .schedule import member_at, segment_lr, segment_starts
 from .wide import WideMembers
 
+if TYPE_CHECKING:
+    from .parallel.member_parallel import MemberSpread
+
 SEQUENTIAL = ("snapshot", "boosting")
 ENS_MAX_ELEMS = 1 << 26   # M * N * V budget of the log-probs kept for the ens/* metrics
 PAIR_TENSORS = ("agreement", "pair_q", "pair_js", "pair_correlation", "pair_disagreement",
@@ -77,11 +84,13 @@ class EnsembleEngine:
     ``members``: their training state; ``recorder``: where records go; ``val_batches``:
     the validation windows (inputs, targets) as numpy int64 [B, T]; ``probe``: the
     corpus whose probe text the ``ensemble/probe`` snapshot shows; ``run_dir``: where
-    snapshot files go."""
+    snapshot files go; ``spread``: this rank's share when the members are spread over
+    the ranks of a distributed run (``members`` then holds this rank's block; the
+    evaluation gathers every member's outputs and rank 0 records it)."""
 
     def __init__(self, config: ExperimentConfig, members: Members, recorder: Recorder, *,
                  val_batches: list[tuple[np.ndarray, np.ndarray]], probe: Corpus,
-                 run_dir: Path):
+                 run_dir: Path, spread: "MemberSpread | None" = None):
         self.config = cfg = config
         self.m = members
         self.recorder = recorder
@@ -92,7 +101,10 @@ class EnsembleEngine:
         self.precision = cfg.precision.mode
         self.total_steps = cfg.train.steps
         self.method = cfg.ensemble.method
-        self.members = len(members)
+        self.spread = spread
+        self.members = spread.total if spread is not None else len(members)
+        self.local = len(members)           # the members trained here
+        self.records = spread is None or spread.writes   # this rank writes evaluations
         self.enabled = self.members > 1
         self.sequential = self.enabled and self.method in SEQUENTIAL
         self.starts = segment_starts(self.total_steps, self.members) if self.sequential else None
@@ -101,6 +113,8 @@ class EnsembleEngine:
         if self.enabled and not self.sequential:
             if self.precision == "fp16":
                 self.batch_reason = "fp16: per-member loss scaling runs the per-member loop"
+            elif self.local == 1:
+                self.batch_reason = "one member on each rank"
             else:
                 why = WideMembers.supports(members.models)
                 if why:
@@ -126,7 +140,7 @@ class EnsembleEngine:
                 "rules": list(RULES), "default_rule": self.combine,
                 "segment_starts": self.starts, "boost_beta": self.boost_beta
                 if self.method == "boosting" else None, "boost_mode": self.boost_mode,
-                "combine": self.combine,
+                "combine": self.combine, "members_per_rank": self.local,
                 "split": "ens/* metrics: first half of the validation windows fits the "
                          "fitted rules, second half reports every rule and metric"})
 
@@ -136,7 +150,8 @@ class EnsembleEngine:
 
     @property
     def models_per_step(self) -> int:
-        return 1 if self.sequential else self.members
+        """Models trained per step here (a spread ensemble: this rank's members)."""
+        return 1 if self.sequential else self.local
 
     def extra_forwards(self, step: int) -> int:
         """No-grad forwards besides the training ones at ``step`` (0-based): a boosting
@@ -327,15 +342,29 @@ class EnsembleEngine:
             logits, _ = model(x)
         return F.log_softmax(logits.float(), dim=-1)
 
+    def _local_models(self, members: list[int]) -> list[MoEGPT]:
+        """The models of ``members`` (ensemble-wide ids) trained here."""
+        first = self.spread.ids.start if self.spread is not None else 0
+        return [self.m.models[m - first] for m in members
+                if self.spread is None or m in self.spread.ids]
+
+    def _every_member(self, local: list[Tensor]) -> list[Tensor]:
+        """The outputs of every evaluated member, from those of the members here (a
+        spread ensemble gathers them from the ranks, in member order)."""
+        if self.spread is None:
+            return local
+        return list(self.spread.gather(torch.stack(local)).unbind(0))
+
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         """Validation after ``step`` completed steps of every evaluated member and of the
         ensemble; records val/* and ens/* and the ``ensemble/probe`` snapshot. Returns
         member -1's ``{"val/loss", "val/acc"}`` (mean of probabilities over all
-        validation tokens)."""
+        validation tokens). A spread ensemble's ranks all call it (they gather each
+        other's outputs); rank 0 records."""
         members = self.evaluated_members(step)
-        models = [self.m.models[m] for m in members]
-        M = len(models)
+        models = self._local_models(members)
+        M = len(members)
         headline = self.headline_rule(members)
         batches = self.val_batches
         n_windows = sum(len(b[0]) for b in batches)
@@ -358,10 +387,8 @@ class EnsembleEngine:
             for xb, yb in ((b[0], b[1]) for b in batches):
                 x = torch.from_numpy(xb).to(self.device)
                 y = torch.from_numpy(yb).to(self.device)
-                logps = []
-                for j, mm in enumerate(models):
-                    lp = self._member_logp(mm, x)
-                    logps.append(lp)
+                logps = self._every_member([self._member_logp(mm, x) for mm in models])
+                for j, lp in enumerate(logps):
                     member_nll[j] += float(-lp.gather(-1, y[..., None]).sum())
                     member_correct[j] += float((lp.argmax(-1) == y).sum())
                 ens = headline.apply(torch.stack(logps).reshape(M, -1, V)).view_as(logps[0])
@@ -369,7 +396,7 @@ class EnsembleEngine:
                 ens_correct += float((ens.argmax(-1) == y).sum())
                 n_tok += y.numel()
                 rows = [r for r in range(len(xb)) if w0 + r in keep]
-                if rows and M > 1:
+                if rows and M > 1 and self.records:
                     ri = torch.as_tensor(rows, device=self.device)
                     kept_lp.append(torch.stack([lp[ri] for lp in logps]).reshape(M, -1, V))
                     kept_y.append(y[ri].reshape(-1))
@@ -377,10 +404,14 @@ class EnsembleEngine:
         finally:
             for mm, w in zip(models, was):
                 mm.train(w)
+        out = {"val/loss": ens_nll / n_tok, "val/acc": ens_correct / n_tok}
+        if not self.records:
+            if M > 1 and len(self.probe.probe_tokens):
+                self.probe_logp(members, np.asarray(self.probe.probe_tokens))   # joins the probe's gather
+            return out
         for j, m in enumerate(members):
             self.recorder.scalars(step, {"val/loss": member_nll[j] / n_tok,
                                          "val/acc": member_correct[j] / n_tok}, member=m)
-        out = {"val/loss": ens_nll / n_tok, "val/acc": ens_correct / n_tok}
         self.recorder.scalars(step, out, member=-1)
         data = dict(out)
         if M > 1:
@@ -436,13 +467,13 @@ class EnsembleEngine:
     @torch.no_grad()
     def probe_logp(self, members: list[int], tokens: np.ndarray) -> Tensor:
         """Log-probs [M, N, V] of each member on a token sequence, cut into consecutive
-        windows of ``data.context`` tokens (as ``probe.route_tokens``)."""
+        windows of ``data.context`` tokens (as ``probe.route_tokens``); a spread
+        ensemble's ranks all call it."""
         ctx = self.config.data.context
         tok = torch.as_tensor(np.asarray(tokens, dtype=np.int64), device=self.device)
         n_full = len(tok) // ctx
         out = []
-        for m in members:
-            mm = self.m.models[m]
+        for mm in self._local_models(members):
             was = mm.training
             mm.eval()
             try:
@@ -455,7 +486,7 @@ class EnsembleEngine:
             finally:
                 mm.train(was)
             out.append(torch.cat(parts))
-        return torch.stack(out)
+        return torch.stack(self._every_member(out))
 
     def _write_probe(self, step: int, members: list[int]) -> None:
         c = self.probe

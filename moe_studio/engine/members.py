@@ -45,13 +45,18 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
 class Members:
     """The per-member training state of a run with ``config.ensemble.members`` members
     of one architecture, built on ``device`` from ``train_tokens`` (the corpus's
-    training split)."""
+    training split). ``ids``: the members built here (an ensemble spread over ranks:
+    this rank's block); member ``ids[i]`` is at index i of every list, with the seeds
+    and data it has in a one-process run. ``scaler_group``: the process group whose
+    ranks skip fp16 steps together (``amp.grad_scaler``)."""
 
     def __init__(self, cfg: ExperimentConfig, train_tokens: np.ndarray, device: torch.device,
-                 prepare: Callable[[MoEGPT], torch.nn.Module] | None = None):
+                 prepare: Callable[[MoEGPT], torch.nn.Module] | None = None,
+                 ids: range | None = None, scaler_group=None):
         self.device = device
         self._pinned: dict[int, torch.Tensor] = {}   # CUDA: per-member staging for batches
         n = cfg.ensemble.members
+        self.ids = range(n) if ids is None else ids
         self.models: list[MoEGPT] = []
         # What a training forward runs through: the model itself, or what ``prepare``
         # made of it (torch.distributed: this rank's experts, wrapped by DDP).
@@ -59,7 +64,7 @@ class Members:
         self.optimizers: list[torch.optim.Optimizer] = []
         self.params: list[list[torch.nn.Parameter]] = []   # each member's, listed once
         self.samplers: list[BatchSampler] = []
-        for m in range(n):
+        for m in self.ids:
             # Member 0 of any run uses the run's seed, so a one-member run equals the
             # same config without an ensemble section.
             torch.manual_seed(cfg.train.seed + 1000 * m)
@@ -76,7 +81,7 @@ class Members:
                                               cfg.data.batch_size, seed=cfg.train.seed + m,
                                               starts=starts))
         torch.manual_seed(cfg.train.seed)
-        self.scalers = [grad_scaler(device, cfg.precision) for _ in range(n)]
+        self.scalers = [grad_scaler(device, cfg.precision, scaler_group) for _ in self.ids]
         # Headroom statistics every precision.headroom_every steps, and which module
         # went non-finite first (engine/headroom.py).
         p = cfg.precision

@@ -61,11 +61,17 @@ class Recorder:
         self.writer.add_snapshot(step, name, arrays, meta, member=member)
 
     def event(self, step: int, kind: str, message: str, data: Mapping[str, Any] | None = None,
-              member: int = 0) -> None:
-        self.writer.add_event(step, kind, message, data, member=member)
+              member: int | None = None) -> None:
+        """An event of ``member``; None: of the whole run (a checkpoint, a stage, an
+        evaluation), stored with member 0 as such events always were."""
+        self.writer.add_event(step, kind, message, data, member=0 if member is None else member)
 
     def meta(self, **kv: Any) -> None:
         self.writer.set_meta(**kv)
+
+    def end_step(self) -> None:
+        """After every step's records (a member-parallel recorder hands the other
+        ranks' records to the writing rank here); one process has nothing to do."""
 
     def commit(self) -> None:
         """Make everything recorded so far visible to readers of the store now."""

@@ -41,6 +41,7 @@ from .memory import check_fits
 from .model import train_mode
 from .parallel.checkpoint import consolidated, localised, writes_checkpoints
 from .parallel.ranks import Ranks
+from .parallel.member_parallel import MemberRecorder, gathered_members
 from .parallel.recording import DistributedRecorder
 from .params import count_params
 from .probe import route_tokens
@@ -140,8 +141,12 @@ class Trainer:
         self.n_members = cfg.ensemble.members
         self.params = count_params(cfg)
         self.stages = Stages(cfg.train.stages)
+        # An ensemble spread over the ranks: this rank's block of whole members.
+        self.spread = self.ranks.spread if self.ranks is not None else None
         self.members = Members(cfg, self.corpus.train_tokens, self.device,
-                               prepare=self.ranks.prepare_model if self.ranks else None)
+                               prepare=self.ranks.prepare_model if self.ranks else None,
+                               ids=self.spread.ids if self.spread is not None else None,
+                               scaler_group=self.ranks.loss_scale_group if self.ranks else None)
         if self.ranks is not None:
             self.ranks.shard_batches(self.members.samplers)
             self.ranks.seed(cfg.train.seed)
@@ -161,7 +166,8 @@ class Trainer:
         # validation windows (inputs, targets), numpy int64 [B, T]
         # Every rank of a distributed run evaluates the windows of the global batch size,
         # so validation reads the same text as one process with that batch would.
-        world = self.ranks.world if self.ranks is not None else 1
+        # (A spread ensemble's members each read the whole batch on their own rank.)
+        world = self.ranks.world if self.ranks is not None and self.spread is None else 1
         self.val_batches = eval_windows(self.corpus.val_tokens, cfg.data.context,
                                         cfg.data.batch_size * world, cfg.train.eval_batches)
         self._tokens_per_step = cfg.data.batch_size * cfg.data.context
@@ -196,11 +202,14 @@ class Trainer:
         self.writer = writer
         self.run_dir = Path(writer.run_dir)
         self.run_id = writer.run_id
-        self.recorder = (DistributedRecorder if self.ranks else Recorder)(
-            writer, cfg, self.moe_block_ids, self.monitors, self.device)
+        rec_args = (writer, cfg, self.moe_block_ids, self.monitors, self.device)
+        if self.spread is not None:
+            self.recorder = MemberRecorder(*rec_args, spread=self.spread)
+        else:
+            self.recorder = (DistributedRecorder if self.ranks else Recorder)(*rec_args)
         self.ensemble = EnsembleEngine(cfg, self.members, self.recorder,
                                        val_batches=self.val_batches, probe=self.corpus,
-                                       run_dir=self.run_dir)
+                                       run_dir=self.run_dir, spread=self.spread)
         self.compiled = self._compile()
 
     def _compile(self):
@@ -329,6 +338,7 @@ class Trainer:
             self._write_probe_snapshot()
         if cfg.train.checkpoint_every and self.step_count % cfg.train.checkpoint_every == 0:
             self.save_checkpoint()
+        self.recorder.end_step()
         per_step = self._step_time_ema or dt
         eta = (self.total_steps - self.step_count) * per_step if self._step_time_ema else math.nan
         return StepInfo(step=self.step_count, total_steps=self.total_steps,
@@ -359,7 +369,7 @@ class Trainer:
         if mon is not None:
             mon.after_backward()
         scaler.unscale_(opt)
-        if self.ranks is not None:
+        if self.ranks is not None and self.spread is None:
             grad_norm = self.ranks.sync_and_clip(model, self.members.params[m], cfg.train.grad_clip)
         else:
             grad_norm = clip_grad_norms([self.members.params[m]], cfg.train.grad_clip)[0]
@@ -416,7 +426,7 @@ class Trainer:
             self._route_probes(c)
 
     def _route_probes(self, c) -> None:
-        for m in range(self.n_members):
+        for m in range(len(self.models)):   # a spread ensemble: this rank's members
             self.recorder.routing_probe(self.step_count, m, self.route_tokens(c.probe_tokens, member=m),
                                         tokens=c.probe_tokens, domains=c.probe_domains,
                                         domain_names=c.probe_domain_names,
@@ -455,20 +465,34 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        if self.ranks is not None:   # every expert, gathered: loads on any world size
-            both = [consolidated(self.ranks, m, o) for m, o in zip(self.models, self.optimizers)]
+        """The checkpoint of the run, in the one-process format whatever the ranks
+        (collective under torchrun; a spread ensemble's ranks other than 0 get {})."""
+        if self.spread is not None:   # every member, gathered to rank 0
+            every = gathered_members(self.spread, [
+                (mo.state_dict(), op.state_dict(), sc.state_dict(), smp.state_dict())
+                for mo, op, sc, smp in zip(self.models, self.optimizers, self.scalers,
+                                           self.samplers)])
+            if every is None:
+                return {}
+            models, optimizers, scalers, samplers = (list(x) for x in zip(*every))
         else:
-            both = [(m.state_dict(), o.state_dict()) for m, o in zip(self.models, self.optimizers)]
+            if self.ranks is not None:   # every expert, gathered: loads on any world size
+                both = [consolidated(self.ranks, m, o) for m, o in zip(self.models, self.optimizers)]
+            else:
+                both = [(m.state_dict(), o.state_dict()) for m, o in zip(self.models, self.optimizers)]
+            models, optimizers = [mo for mo, _ in both], [op for _, op in both]
+            scalers = [s.state_dict() for s in self.scalers]
+            samplers = [s.state_dict() for s in self.samplers]
         return {
             "format": "moe-studio-checkpoint-1",
             "step": self.step_count,
             "config_toml": dumps(self.config),
-            "models": [mo for mo, _ in both],
-            "optimizers": [op for _, op in both],
-            "scalers": [s.state_dict() for s in self.scalers],
+            "models": models,
+            "optimizers": optimizers,
+            "scalers": scalers,
             # Samplers hold numpy bit-generator states (128-bit ints): JSON text keeps
             # the checkpoint loadable with weights_only=True.
-            "samplers": json.dumps([s.state_dict() for s in self.samplers]),
+            "samplers": json.dumps(samplers),
             "torch_rng": torch.get_rng_state(),
             "step_time_ema": self._step_time_ema or 0.0,
         }
@@ -495,6 +519,12 @@ class Trainer:
         if len(state["models"]) != self.n_members:
             raise ValueError(f"{path}: checkpoint has {len(state['models'])} members, "
                              f"config has {self.n_members}")
+        # A spread ensemble's rank loads its own members' states.
+        ids = list(self.members.ids)
+        state = {**state, "models": [state["models"][i] for i in ids],
+                 "optimizers": [state["optimizers"][i] for i in ids],
+                 "scalers": [state["scalers"][i] for i in ids],
+                 "samplers": json.dumps([json.loads(state["samplers"])[i] for i in ids])}
         for model, opt, msd, osd in zip(self.models, self.optimizers, state["models"],
                                         state["optimizers"]):
             msd, osd = localised(self.ranks, model, opt, msd, osd)

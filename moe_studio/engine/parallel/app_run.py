@@ -112,7 +112,11 @@ class LaunchedRun:
         row = self._reader.latest()
         values = {(n, int(m)): float(v) for n, m, v in zip(row["name"], row["member"], row["value"])}
         tps = values.get(("tokens_per_s", -1), float("nan"))
-        per_step = self.config.data.batch_size * self.config.data.context * self.config.parallel.processes
+        # tokens a step trains: every rank's shard, or every member's whole batch when
+        # the ensemble's members are spread over the ranks
+        c = self.config
+        per_step = c.data.batch_size * c.data.context * (
+            c.ensemble.members if c.ensemble.members > 1 else c.parallel.processes)
         eta = (self.total_steps - self.step_count) * per_step / tps if tps == tps and tps > 0 else float("nan")
         # the fields of the trainer's StepInfo, which train_loop reports
         return SimpleNamespace(step=self.step_count, total_steps=self.total_steps,

@@ -28,6 +28,7 @@ from ...data import BatchSampler
 from .expert_parallel import shard_experts
 from .layout import Layout, resolve_layout
 from .control import CONTROL_ENV, read_control
+from .member_parallel import MemberSpread, RelayWriter
 from .recording import NullWriter
 from .process_group import init_process_group, launched_world_size, new_groups, rank_device
 
@@ -73,6 +74,9 @@ class Ranks:
         # the run's config records the data-parallel size it ran with, not 'auto'
         cfg.parallel.data = str(layout.data)
         world = list(range(self.world))
+        # An ensemble spread over the ranks: each trains whole members on the whole
+        # batch (member_parallel.py); nothing below (DDP, shards) applies to it.
+        self.spread = MemberSpread(layout, self.rank) if layout.member > 1 else None
         self.ep_group = self.edp_group = None
         if self.expert > 1:
             self.ep_group = new_groups([layout.expert_group(r) for r in world[::self.expert]])
@@ -101,8 +105,8 @@ class Ranks:
     def meta(self) -> dict:
         """What the run's metadata says about its ranks."""
         return {"world_size": self.world, "parallel_data": self.layout.data,
-                "parallel_expert": self.expert, "parallel_layout": self.layout.describe(),
-                "backend": dist.get_backend()}
+                "parallel_expert": self.expert, "parallel_members": self.layout.member,
+                "parallel_layout": self.layout.describe(), "backend": dist.get_backend()}
 
     def writer(self, create: Callable[[], Any]):
         """Rank 0's writer from ``create()``, a :class:`NullWriter` of the same run on
@@ -123,12 +127,26 @@ class Ranks:
         run_dir, run_id, error = box[0]
         if error:
             raise RuntimeError(f"rank 0 could not create the run: {error}")
-        return made if made is not None else NullWriter(run_dir, run_id)
+        if made is not None:
+            return made
+        if self.spread is not None:
+            return RelayWriter(run_dir, run_id, self.spread.ids.start)
+        return NullWriter(run_dir, run_id)
+
+    @property
+    def loss_scale_group(self):
+        """The ranks whose fp16 loss scalers skip steps together: the world when the
+        ranks train one model (data, expert parallel); None for a spread ensemble,
+        whose members each have their own scaler on one rank."""
+        return dist.group.WORLD if self.spread is None else None
 
     # ------------------------------------------------------------------ building
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """This rank's part of ``model`` (built whole, from the same seed on every rank)
-        and the module to run forwards through (DDP)."""
+        and the module to run forwards through (DDP). A member of a spread ensemble
+        lives on this rank alone: it runs as it is."""
+        if self.spread is not None:
+            return model
         for blk in model.moe_blocks.values():
             if self.expert > 1:
                 shard_experts(blk, self.ep_group)
@@ -142,7 +160,10 @@ class Ranks:
         return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
     def shard_batches(self, samplers: list) -> None:
-        """Every member's sampler replaced, in place, by this rank's shard of it."""
+        """Every member's sampler replaced, in place, by this rank's shard of it (a
+        spread ensemble's members read the whole batch: nothing to replace)."""
+        if self.spread is not None:
+            return
         for i, s in enumerate(samplers):
             samplers[i] = RankShard(s, self.rank, self.world)
 

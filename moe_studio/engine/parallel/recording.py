@@ -59,9 +59,7 @@ class DistributedRecorder(Recorder):
 
     @property
     def _dev(self) -> torch.device:
-        # nccl combines only CUDA tensors, gloo CPU ones
-        return torch.device("cuda", torch.cuda.current_device()) \
-            if dist.get_backend() == "nccl" else torch.device("cpu")
+        return collective_device()
 
     def reduce(self, rec: PendingStep) -> PendingStep:
         losses = rec.losses.clone()
@@ -92,18 +90,8 @@ class DistributedRecorder(Recorder):
 
     def scalars(self, step: int, values: Mapping[str, float], member: int = 0) -> None:
         if member == -1 and "tokens_per_s" in values:
-            values = dict(values)
-            mine = torch.tensor([float(values["tokens_per_s"])], dtype=torch.float64,
-                                device=self._dev)
-            each = [torch.zeros_like(mine) for _ in range(self.world)]
-            dist.all_gather(each, mine)
             step_tokens = self.config.data.batch_size * self.config.data.context
-            for r, t in enumerate(each):
-                tps = float(t)
-                values[f"rank/{r}/tokens_per_s"] = tps
-                values[f"rank/{r}/step_time_s"] = step_tokens / max(tps, 1e-9)
-            # the run's throughput: every rank's tokens, at the pace of the slowest
-            values["tokens_per_s"] = self.world * min(float(t) for t in each)
+            values = with_rank_throughput(values, self._dev, self.world, step_tokens)
             if "tokens" in values:
                 values["tokens"] = float(values["tokens"]) * self.world
         super().scalars(step, values, member=member)
@@ -113,6 +101,31 @@ class DistributedRecorder(Recorder):
         t = torch.as_tensor(np.asarray(counts, dtype=np.int64), device=self._dev)
         dist.all_reduce(t)
         super().histogram(step, name, edges, t.cpu().numpy(), member=member)
+
+
+def collective_device() -> torch.device:
+    """Where the tensors of a collective live: nccl combines only CUDA tensors, gloo
+    CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) \
+        if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def with_rank_throughput(values: Mapping[str, float], device: torch.device, world: int,
+                         step_tokens: int) -> dict[str, float]:
+    """``values`` (a step's run-wide scalars, ``tokens_per_s`` this rank's) with every
+    rank's ``rank/<r>/tokens_per_s`` and ``rank/<r>/step_time_s`` (each rank trains
+    ``step_tokens`` tokens a step) and the run's ``tokens_per_s``: every rank's tokens
+    at the pace of the slowest (collective)."""
+    values = dict(values)
+    mine = torch.tensor([float(values["tokens_per_s"])], dtype=torch.float64, device=device)
+    each = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(each, mine)
+    for r, t in enumerate(each):
+        tps = float(t)
+        values[f"rank/{r}/tokens_per_s"] = tps
+        values[f"rank/{r}/step_time_s"] = step_tokens / max(tps, 1e-9)
+    values["tokens_per_s"] = world * min(float(t) for t in each)
+    return values
 
 
 def _combined(collect, device: torch.device):
