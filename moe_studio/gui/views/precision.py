@@ -28,7 +28,8 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QComboBox, QLabel, QSplitter, QStackedWidget, QWidget
+from PySide6.QtWidgets import (QComboBox, QFrame, QLabel, QScrollArea, QSplitter, QStackedWidget,
+                               QWidget)
 
 from ...metrics import precision as P
 from ...store import RunReader
@@ -45,6 +46,11 @@ from .precision_table import EdgeTable
 KIND_TITLES = {"act": "activations", "grad": "gradients (× loss scale in fp16)",
                "weight": "weights"}
 ALL_MODULES = "__all__"
+# px per curve plot: its title and x axis take ~70, leaving an axis box of ~145 px, where
+# a linear axis labels four or more values (tests/test_gui_geometry.py checks >= 140).
+PLOT_MIN_HEIGHT = 215
+HISTOGRAM_MIN_HEIGHT = 200      # the exponent histogram: a readable row per module
+REPORT_PLOT_MIN_HEIGHT = 80     # a report's page does not scroll
 
 EMPTY_TEXT = (
     "<h3>No precision records in this run</h3>"
@@ -131,23 +137,32 @@ class PrecisionDashboard(RunDashboard):
             plot.plot_item.addItem(m, ignoreBounds=True)
             self._markers.append(m)
 
-        fractions = QSplitter(Qt.Orientation.Vertical)
-        for plot in (self.overflow_plot, self.underflow_plot):
-            plot.set_minimum_plot_height(80)   # the histogram below needs a row per module
-        fractions.addWidget(self.overflow_plot)
-        fractions.addWidget(self.underflow_plot)
+        # A 1280 x 800 window with the runs panel docked leaves the view ~430 px for its
+        # plots: the four curve plots side by side in one row of readable height, the
+        # histogram and the table in the other (issue 13: with the shares stacked in a
+        # third column each was ~20 px tall, its y labels on top of each other). A
+        # shorter window scrolls rather than squeezing the plots.
         top = QSplitter(Qt.Orientation.Horizontal)
-        for w in (self.scale_plot, self.absmax_plot, fractions):
+        top.setChildrenCollapsible(False)
+        for w in self._time_plots:
             top.addWidget(w)
-        top.setSizes([420, 480, 420])
+        top.setSizes([280, 280, 170, 170])
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(self.heatmap)
         bottom.addWidget(table_box)
         bottom.setSizes([640, 720])
-        self.content = QSplitter(Qt.Orientation.Vertical)
-        self.content.addWidget(top)
-        self.content.addWidget(bottom)
-        self.content.setSizes([360, 480])
+        self._bottom = bottom
+        self.plots = QSplitter(Qt.Orientation.Vertical)
+        self.plots.setChildrenCollapsible(False)
+        self.plots.addWidget(top)
+        self.plots.addWidget(bottom)
+        self.plots.setSizes([360, 480])
+        self.content = QScrollArea()
+        self.content.setObjectName("precisionPage")
+        self.content.setWidgetResizable(True)
+        self.content.setFrameShape(QFrame.Shape.NoFrame)
+        self.content.setWidget(self.plots)
+        self._set_min_heights(PLOT_MIN_HEIGHT, HISTOGRAM_MIN_HEIGHT)
         self.empty = QLabel()
         self.empty.setObjectName("precisionEmpty")
         self.empty.setWordWrap(True)
@@ -165,6 +180,19 @@ class PrecisionDashboard(RunDashboard):
         self.format_combo.currentIndexChanged.connect(lambda _i: self._draw())
         self._style_lines()
         self._show_empty()
+
+    def _set_min_heights(self, plot: int, histogram: int) -> None:
+        for p in self._time_plots:
+            p.set_minimum_plot_height(plot)
+        self._bottom.setMinimumHeight(histogram)
+
+    def set_report_mode(self, on: bool) -> None:
+        """For ``moe-studio report``: a picture cannot scroll, so the plots share the
+        report's height (as small as a short report makes them)."""
+        small = (REPORT_PLOT_MIN_HEIGHT, 0) if on else (PLOT_MIN_HEIGHT, HISTOGRAM_MIN_HEIGHT)
+        self._set_min_heights(*small)
+        self.content.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff if on
+                                                else Qt.ScrollBarPolicy.ScrollBarAsNeeded)
 
     # ------------------------------------------------------------------ selection
     def module(self) -> str | None:

@@ -120,7 +120,10 @@ class AbsMaxPlot(CurvePlot):
         """Each format's max as a horizontal line; the y range takes in ``values`` (the
         curves' data) and the chosen format's line unless it sits far above them (bf16)."""
         c = plot_colors(dark)
-        for f, spec in fmt_table.items():
+        # From the largest max down: the label keeper places the labels in this order,
+        # so each close line below (fp16, e5m2, e4m3) can put its label under its line,
+        # clear of the ones above, in a plot as narrow as a quarter of the view.
+        for f, spec in sorted(fmt_table.items(), key=lambda fs: -float(fs[1]["max"])):
             line = self.max_lines.get(f)
             if line is None:
                 line = pg.InfiniteLine(angle=0, movable=False, label="",
