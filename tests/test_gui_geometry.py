@@ -373,3 +373,37 @@ def test_precision_histogram_of_a_four_layer_model_names_every_module(shown, qtb
     assert heat.matrix().shape[0] >= 19, heat.y_labels()
     problems = check_rows(heat, "four-layer / Precision") + check_view(view, "four-layer / Precision")
     assert not problems, "\n".join(problems)
+
+
+# A plot's axis box at least this tall (px) at 1280 x 800: pyqtgraph then labels a
+# linear axis with four or more values about 30 px apart (at 80 px the overflow plot
+# showed two, drawn over each other), and the two-line "0 % at every recorded step"
+# notice fits inside the box with room above and below it.
+PLOT_MIN_VIEW_HEIGHT = 140
+
+
+def test_precision_plots_have_room_at_1280x800_with_the_runs_dock(shown, qtbot):
+    """Issue 13: with the runs panel docked (the default layout) the overflow and
+    underflow shares were ~20 px tall, their y labels on top of each other. Every plot of
+    the Precision view gets a readable axis box (the page scrolls if it must)."""
+    w = shown
+    docks = [d for d in w.findChildren(QDockWidget) if d.isVisible()]
+    assert any("Runs" in d.windowTitle() for d in docks), [d.windowTitle() for d in docks]
+    w.show_runs([sample_runs_dir() / "fp16-overflow"])
+    view = _open_tab(qtbot, w, VIEWS.index("Precision"))
+    _save(view, "fp16-overflow__Precision-room")
+    problems = []
+    for plot in (view.scale_plot, view.absmax_plot, view.overflow_plot, view.underflow_plot):
+        assert _visible(plot) and plot.series_keys(), plot.title()
+        h = plot.view_box.sceneBoundingRect().height()
+        if h < PLOT_MIN_VIEW_HEIGHT:
+            problems.append(f"{plot.title()!r}: axis box {h:.0f} px tall "
+                            f"(< {PLOT_MIN_VIEW_HEIGHT})")
+        rects = sorted((r for r, t in axis_texts(plot.plot_item.getAxis("left")) if t),
+                       key=lambda r: r.top())
+        if len(rects) < 3:
+            problems.append(f"{plot.title()!r}: the y axis labels only {len(rects)} values")
+        if any(a.bottom() > b.top() + 0.5 for a, b in zip(rects, rects[1:])):
+            problems.append(f"{plot.title()!r}: y labels overlap")
+    problems += check_view(view, "fp16-overflow / Precision")
+    assert not problems, "\n".join(problems)

@@ -17,120 +17,38 @@ tables and the side-by-side headings.
 * Side by side: two runs in the Routing or the Experts view, one step slider aligning
   both to their nearest recorded step.
 
-The numbers come from the pure functions in ``moe_studio.store.compare``.
+The numbers come from the pure functions in ``moe_studio.store.compare``; the runs are
+read by ``compare_data``, drawn by ``compare_curves`` and ``compare_tables``, paired by
+``compare_pair``.
 """
 from __future__ import annotations
 
 import html
-import math
-import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPalette
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel,
-                               QListWidget, QListWidgetItem, QMessageBox,
-                               QSizePolicy, QSlider, QSplitter, QStackedWidget,
-                               QTableWidget, QTableWidgetItem, QTabWidget, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizePolicy, QSlider,
+                               QStackedWidget, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
-from ..formats import format_summary
-from ...store import Follower, RunReader
 from ...store import compare as C
 from ..run.follow_timer import FollowTimer, FramePacer, open_guarded, poll_guarded
-from ..widgets.plots import PlotGrid
-from ..theme import is_dark_palette, series_color, status_color
-from .compare_pair import SideBySidePage, swatch
-from .training import PLOTS as TRAINING_PLOTS
+from ..theme import is_dark_palette, status_color
+from .compare_curves import METRIC_TITLES, PLOTS, X_LABELS, CompareCurves  # noqa: F401 - re-exported
+from .compare_data import KEY_JOIN, ComparedRun, group_choices, label_duplicates, metric_names
+from .compare_pair import SideBySidePage
+from .compare_tables import CompareTables, splitter
 
 FRAME_MS = 250          # 4 Hz store polling while following (a comparison needs no more)
 _MAX_DRAW_INTERVAL_S = 2.0
 
-X_LABELS = ((C.X_STEP, "Step", "step"), (C.X_TOKENS, "Tokens", "tokens"),
-            (C.X_WALL, "Wall time", "wall time (since the first run started)"),
-            (C.X_RELATIVE, "Relative time", "time since each run's start"),
-            (C.X_FLOPS, "Training FLOPs", "training FLOPs"))
-# plot key -> (title, scalar name); "metric" is chosen in the controls
-PLOTS = {"train": ("Train loss (nats/token)", "train/loss"),
-         "val": ("Validation loss (nats/token)", "val/loss"),
-         "balance": ("Load CV, mean over MoE layers", "moe/L*/load_cv"),
-         "metric": ("", "tokens_per_s")}
-MANY_CURVES = 8          # more curves per plot than this: CurvePlot.set_many_series
-_SPARSE = {"val/loss"}             # evaluated every eval_every steps: dashed, dots, unsmoothed
-# scalar -> plot title, from the Training dashboard's plots of one scalar
-METRIC_TITLES = {n: title for title, specs in TRAINING_PLOTS.values() if len(specs) == 1
-                 for n, _, _ in specs}
-METRIC_TITLES.update({"val/acc": "Validation accuracy", "ens/gain": "Ensemble gain (nats/token)",
-                      "precision/loss_scale": "fp16 loss scale"})
-_LAYER = re.compile(r"^moe/L\d+/")
 HINT = ("<h3>Compare runs</h3><p>Check two or more runs in the <b>Runs panel</b> below "
         "(the boxes next to their names): recorded runs, sample runs or the run training "
         "now.</p><p>This view overlays their curves, groups them by a setting, lists what "
         "differs in their configs and shows two of them side by side.</p>")
-@dataclass
-class _Run:
-    index: int
-    path: Path
-    reader: RunReader
-    follower: Follower
-    name: str
-    label: str
-    status: str
-    config: dict
-    meta: dict
-    raw: pd.DataFrame = field(default_factory=pd.DataFrame)   # every row read so far
-    rows: dict = field(default_factory=dict)   # by_name index of latest_attempt(raw)
-    series: dict = field(default_factory=dict)  # scalar name -> series_arrays (cache)
-    _start: float | None = None                 # start() (cache)
-
-    def metric(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        s = self.series.get(name)
-        if s is None:
-            s = self.series[name] = C.series_arrays(self.rows, name)
-        return s
-
-    def ingest(self, df: pd.DataFrame) -> None:
-        self.raw = df if not len(self.raw) else pd.concat([self.raw, df], ignore_index=True)
-        self.rows = C.by_name(C.latest_attempt(self.raw))
-        self.series = {}
-        self._start = None
-
-    def start(self) -> float:
-        """Wall time of the run's first record (NaN before any)."""
-        if self._start is None:
-            walls = [r[3][0] for r in self.rows.values() if r[3].size]
-            self._start = float(np.nanmin(walls)) if walls else math.nan
-        return self._start
-
-
-class _SortItem(QTableWidgetItem):
-    """A table cell that sorts by a number (NaN last), not by its text."""
-
-    def __lt__(self, other):  # noqa: D105
-        a, b = self.data(Qt.ItemDataRole.UserRole), other.data(Qt.ItemDataRole.UserRole)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            a = math.inf if a != a else a
-            b = math.inf if b != b else b
-            return a < b
-        return str(self.text()).lower() < str(other.text()).lower()
-
-
-def _splitter(orientation, *panes: tuple[QWidget, int, int]) -> QSplitter:
-    """A splitter of ``(widget, stretch, initial size)`` panes."""
-    sp = QSplitter(orientation)
-    for i, (w, stretch, _) in enumerate(panes):
-        sp.addWidget(w)
-        sp.setStretchFactor(i, stretch)
-    sp.setSizes([size for _, _, size in panes])
-    return sp
-
-
-KEY_JOIN = " + "   # a grouping by several config keys at once: "moe.top_k + moe.aux_loss_coef"
 
 
 def _select(combo: QComboBox, data: Any, problem: str) -> None:
@@ -150,9 +68,8 @@ class CompareDashboard(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self._runs: list[_Run] = []
+        self._runs: list[ComparedRun] = []
         self._errors: list[str] = []
-        self._hidden_keys: set[str] = set()
         self._summary: list[dict[str, Any]] = []
         self._diff = pd.DataFrame()
         self._dirty = False
@@ -211,59 +128,14 @@ class CompareDashboard(QWidget):
         for w in (QLabel("Smoothing"), self.smooth_slider, self.log_check, fit):
             look.addWidget(w)
 
-        # -- curves, with the legend on the left
-        self.legend = QListWidget()
-        self.legend.setObjectName("compareLegend")
-        self.legend.setToolTip("Uncheck a run (or group) to hide it in every plot")
-        self.legend.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.legend.setMinimumWidth(120)
-        self.legend.itemChanged.connect(self._on_legend_item)
-        self.grid = PlotGrid()
-        for key, (r, c) in (("train", (0, 0)), ("val", (0, 1)), ("balance", (1, 0)),
-                            ("metric", (1, 1))):
-            p = self.grid.add_plot(key, PLOTS[key][0], r, c)
-            p.set_legend_enabled(False)     # the list on the left is the legend
-        top = self._top = _splitter(Qt.Orientation.Horizontal, (self.legend, 0, 170),
-                                    (self.grid, 1, 1000))
-
-        # -- tables
-        self.summary_table = QTableWidget()
-        self.summary_table.setObjectName("compareSummary")
-        # in the runs' order until a header is clicked
-        self.summary_table.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
-        self.summary_table.setSortingEnabled(True)
-        self.summary_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.summary_table.verticalHeader().setVisible(False)
-        self.summary_table.setAlternatingRowColors(True)
-        self.diff_table = QTableWidget()
-        self.diff_table.setObjectName("compareDiff")
-        self.diff_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.diff_table.setAlternatingRowColors(True)
-        self.export_button = QToolButton()
-        self.export_button.setText("Export CSV…")
-        self.export_button.setToolTip("Save the summary table as CSV")
-        self.export_button.clicked.connect(self._ask_csv)
-        self._summary_title = QLabel("<b>Summary</b>")
-        self._diff_title = QLabel("<b>Config differences</b>")
-        self._diff_title.setToolTip("Only the keys whose values differ; highlighted: "
-                                    "different from the first run")
-        sbox, dbox = QWidget(), QWidget()
-        sl, dl = QVBoxLayout(sbox), QVBoxLayout(dbox)
-        for lay in (sl, dl):
-            lay.setContentsMargins(0, 0, 0, 0)
-            lay.setSpacing(2)
-        head = QHBoxLayout()
-        head.addWidget(self._summary_title)
-        head.addStretch(1)
-        head.addWidget(self.export_button)
-        sl.addLayout(head)
-        sl.addWidget(self.summary_table, 1)
-        dl.addWidget(self._diff_title)
-        dl.addWidget(self.diff_table, 1)
-        tables = self._tables = _splitter(Qt.Orientation.Horizontal, (sbox, 3, 800),
-                                          (dbox, 2, 400))
-        overview = self._overview = _splitter(Qt.Orientation.Vertical, (top, 3, 520),
-                                              (tables, 2, 300))
+        # -- curves, with the legend on the left; the tables below them
+        self.curves = CompareCurves()
+        self.legend, self.grid = self.curves.legend, self.curves.grid
+        self.tables = CompareTables()
+        self.summary_table, self.diff_table = self.tables.summary_table, self.tables.diff_table
+        self.export_button = self.tables.export_button
+        overview = self._overview = splitter(Qt.Orientation.Vertical, (self.curves, 3, 520),
+                                             (self.tables, 2, 300))
         self._size_pending = False
         self._report = False
         overview.installEventFilter(self)
@@ -317,23 +189,12 @@ class CompareDashboard(QWidget):
         for p in self.grid.plots().values():
             p.clear_series()
         self._errors = []
-        self._hidden_keys = set()
-        names = []
+        self.curves.hidden_keys = set()
         for path in [Path(p) for p in paths]:
             opened = open_guarded(path, self._errors)
-            if opened is None:
-                continue
-            reader, follower = opened
-            name = reader.name or path.name
-            names.append(name)
-            self._runs.append(_Run(
-                index=len(self._runs), path=path, reader=reader, follower=follower, name=name,
-                label=name, status=reader.status,
-                config=reader.config if isinstance(reader.config, dict) else {},
-                meta=dict(reader.meta or {})))
-        for r in self._runs:
-            if names.count(r.name) > 1:   # a re-run keeps its name: tell them apart by id
-                r.label = f"{r.name} ({r.reader.run_id})"
+            if opened is not None:
+                self._runs.append(ComparedRun.of(len(self._runs), path, *opened))
+        label_duplicates(self._runs)
         self._poll()
         self._rebuild()
         self._size_pending = True     # again once the page has its real size
@@ -417,27 +278,15 @@ class CompareDashboard(QWidget):
         return self._diff.copy()
 
     def legend_keys(self) -> list[str]:
-        return [self.legend.item(i).data(Qt.ItemDataRole.UserRole)
-                for i in range(self.legend.count())]
+        return self.curves.legend_keys()
 
     def set_key_visible(self, key: str, visible: bool) -> None:
         """Show or hide a legend entry (``"run:<i>"`` or ``"group:<value>"``) everywhere."""
-        for i in range(self.legend.count()):
-            it = self.legend.item(i)
-            if it.data(Qt.ItemDataRole.UserRole) == key:
-                it.setCheckState(Qt.CheckState.Checked if visible else Qt.CheckState.Unchecked)
-                return
-        raise KeyError(key)
+        self.curves.set_key_visible(key, visible)
 
     def export_summary_csv(self, path) -> Path:
         """Write the summary table (as sorted on screen) to ``path`` as CSV."""
-        path = Path(path)
-        order = []
-        for row in range(self.summary_table.rowCount()):
-            it = self.summary_table.item(row, 0)
-            order.append(int(it.data(Qt.ItemDataRole.UserRole + 1)))
-        C.write_summary_csv([self._summary[i] for i in order], path)
-        return path
+        return self.tables.export_summary_csv(path)
 
     def status_text(self) -> str:
         return self.status.text()
@@ -454,13 +303,7 @@ class CompareDashboard(QWidget):
             if upd is None:
                 changed = changed or len(self._errors) > n_errors
                 continue
-            if upd.status and upd.status != r.status:
-                r.status, changed = upd.status, True
-                r.reader.refresh()      # a run that ended may have added to its meta
-                r.meta = dict(r.reader.meta or {})
-            if len(upd.scalars):
-                r.ingest(upd.scalars)
-                changed = True
+            changed = r.apply(upd) or changed
         return changed
 
     def _on_tick(self) -> None:
@@ -479,16 +322,15 @@ class CompareDashboard(QWidget):
         enough = len(self._runs) >= 2
         self.stack.setCurrentIndex(1 if enough else 0)
         self._bar.setVisible(enough and not self._report)
-        self._diff = C.config_diff([r.config for r in self._runs],
-                                   [r.label for r in self._runs])
+        labels = [r.label for r in self._runs]
+        self._diff = C.config_diff([r.config for r in self._runs], labels)
         self._fill_group_combo()
         self._fill_metric_combo()
         self._summary = [C.summary_row(r.rows, r.meta, run=r.label, status=r.status)
                          for r in self._runs]
         C.add_equal_cost(self._summary, [r.rows for r in self._runs])
         self._redraw_all()
-        self._fill_summary()
-        self._fill_diff()
+        self.tables.fill(self._summary, self._diff, labels, [r.path for r in self._runs])
         self.pair_page.set_runs(self._runs)
         self._update_status()
 
@@ -501,23 +343,16 @@ class CompareDashboard(QWidget):
         self.group_combo.blockSignals(True)
         self.group_combo.clear()
         self.group_combo.addItem("no grouping", None)
-        for k in want[1:]:
-            self.group_combo.addItem(k, k)
-        # Every differing key but the seed at once: a sweep's grid points, each a group
-        # whose seeds make its band.
-        combined = [k for k in want[1:] if k != "train.seed"]
-        if len(combined) >= 2:
-            self.group_combo.addItem(f"all {len(combined)} keys at once", KEY_JOIN.join(combined))
-            self.group_combo.setItemData(self.group_combo.count() - 1, KEY_JOIN.join(combined),
-                                         Qt.ItemDataRole.ToolTipRole)
+        for text, key in group_choices(want[1:]):
+            self.group_combo.addItem(text, key)
+            if KEY_JOIN in key:
+                self.group_combo.setItemData(self.group_combo.count() - 1, key,
+                                             Qt.ItemDataRole.ToolTipRole)
         self.group_combo.setCurrentIndex(max(0, self.group_combo.findData(keep)))
         self.group_combo.blockSignals(False)
 
     def _fill_metric_combo(self) -> None:
-        names: set[str] = set()
-        for r in self._runs:
-            names.update(_LAYER.sub("moe/L*/", n) for n in r.rows)
-        want = sorted(names)
+        want = metric_names(self._runs)
         have = [self.metric_combo.itemData(i) for i in range(self.metric_combo.count())]
         if want == have:
             return
@@ -533,253 +368,44 @@ class CompareDashboard(QWidget):
         self.metric_combo.blockSignals(False)
 
     # ------------------------------------------------------------------ curves
+    def _sync_curves(self) -> None:
+        self.curves.set_state(self._runs, self.group_by(), self.band_combo.currentData(),
+                              self.x_mode(), self.metric_combo.currentData())
+
     def groups(self) -> list[tuple[str, list[int]]]:
         """``[(value, [run indices])]`` of the current grouping ([] without one)."""
-        key = self.group_by()
-        if key is None:
-            return []
-        keys = key.split(KEY_JOIN)
-        configs = [C.flatten_config(r.config) for r in self._runs]
-        if len(keys) == 1:
-            return C.group_runs([c.get(key) for c in configs])
-        return C.group_runs([", ".join(f"{k.rsplit('.', 1)[-1]}={C.value_text(c.get(k))}"
-                                       for k in keys) for c in configs])
+        self._sync_curves()
+        return self.curves.groups()
 
-    def _x(self, r: _Run, s: tuple[np.ndarray, ...]) -> np.ndarray:
-        mode = self.x_mode()
-        if mode == C.X_TOKENS:
-            return C.x_of(s, mode, tokens=r.metric("tokens"))
-        if mode == C.X_FLOPS:
-            return C.x_of(s, mode, flops=r.metric("cost/train_flops"))
-        if mode == C.X_WALL:
-            origin = np.nanmin([q.start() for q in self._runs] or [math.nan])
-            return C.x_of(s, mode, origin=origin)
-        return C.x_of(s, mode, run_start=r.start())
-
-    def curve(self, run_index: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def curve(self, run_index: int, name: str):
         """(x, y) of scalar ``name`` of a run on the current x axis."""
-        r = self._runs[run_index]
-        s = r.metric(name)
-        return self._x(r, s), s[1]
-
-    def _metric_of(self, key: str) -> str:
-        if key == "metric":
-            return self.metric_combo.currentData() or PLOTS["metric"][1]
-        return PLOTS[key][1]
+        self._sync_curves()
+        return self.curves.curve(run_index, name)
 
     def _redraw_all(self) -> None:
-        self._fill_legend()
-        for key in PLOTS:
-            self._redraw_plot(key)
-        self._apply_visibility()
+        self._sync_curves()
+        self.curves.draw()
 
     def _redraw_plot(self, key: str) -> None:
-        plot = self.grid.plot(key)
-        name = self._metric_of(key)
-        if key == "metric":
-            plot.set_title(METRIC_TITLES.get(name, name))
-        sparse = name in _SPARSE
-        style = dict(dash=sparse, symbol="o" if sparse else None, smooth=not sparse)
-        want: set[str] = set()
-        groups = self.groups()
-        # Dozens of curves: thin lines, no raw traces (pan / zoom stay fluid with 50).
-        plot.set_many_series((len(groups) or len(self._runs)) > MANY_CURVES)
-        if groups:
-            kind = self.band_combo.currentData()
-            for gi, (value, members) in enumerate(groups):
-                curves = [self.curve(i, name) for i in members]
-                curves = [c for c in curves if c[0].size]
-                if not curves:
-                    continue
-                band = C.group_band(curves)
-                k = f"group:{value}"
-                want.add(k)
-                plot.set_series(k, band["x"], band["mean"], label=self._group_label(value,
-                                members), color=gi, **style)
-                lo, hi = C.band_edges(band, kind)
-                if len(curves) > 1:
-                    plot.set_band(k, band["x"], lo, hi)
-                else:
-                    plot.set_band(k, [], [], [])
-        else:
-            for r in self._runs:
-                x, y = self.curve(r.index, name)
-                if not x.size:
-                    continue
-                k = f"run:{r.index}"
-                want.add(k)
-                plot.set_series(k, x, y, label=r.label, color=r.index, **style)
-        for k in plot.series_keys():
-            if k not in want:
-                plot.remove_series(k)
-            else:
-                plot.set_series_visible(k, k not in self._hidden_keys)
-        if not want and len(self._runs) >= 2:
-            plot.set_placeholder("None of these runs recorded "
-                                 + ("MoE layers" if key == "balance" else name))
-        else:
-            plot.set_placeholder("")
-        plot.sync_range()
-
-    def _group_label(self, value: str, members: list[int]) -> str:
-        key = (self.group_by() or "").rsplit(".", 1)[-1]
-        n = len(members)
-        runs = f"({n} run{'s' if n != 1 else ''})"
-        if KEY_JOIN in (self.group_by() or ""):
-            return f"{value}  {runs}"      # the value names its keys: "top_k=2, aux_loss_coef=0"
-        return f"{key} = {value or '—'}  {runs}"
-
-    def _fill_legend(self) -> None:
-        dark = is_dark_palette(self.palette())
-        groups = self.groups()
-        if groups:
-            entries = [(f"group:{v}", self._group_label(v, m), gi, ", ".join(
-                self._runs[i].label for i in m)) for gi, (v, m) in enumerate(groups)]
-        else:
-            entries = [(f"run:{r.index}", r.label, r.index, f"{r.path}\n{r.status}")
-                       for r in self._runs]
-        self.legend.blockSignals(True)
-        self.legend.clear()
-        for key, text, color, tip in entries:
-            it = QListWidgetItem(swatch(series_color(color, dark)), text)
-            it.setData(Qt.ItemDataRole.UserRole, key)
-            it.setToolTip(tip)
-            it.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsUserCheckable)
-            it.setCheckState(Qt.CheckState.Unchecked if key in self._hidden_keys
-                             else Qt.CheckState.Checked)
-            self.legend.addItem(it)
-        self.legend.blockSignals(False)
-
-    def _on_legend_item(self, item: QListWidgetItem) -> None:
-        key = item.data(Qt.ItemDataRole.UserRole)
-        if item.checkState() == Qt.CheckState.Checked:
-            self._hidden_keys.discard(key)
-        else:
-            self._hidden_keys.add(key)
-        self._apply_visibility()
-
-    def _apply_visibility(self) -> None:
-        for plot in self.grid.plots().values():
-            for k in plot.series_keys():
-                vis = k not in self._hidden_keys
-                if plot.is_series_visible(k) != vis:
-                    plot.set_series_visible(k, vis)
+        self._sync_curves()
+        self.curves.draw_plot(key)
 
     def _on_x_mode(self, _i: int) -> None:
-        mode = self.x_mode()
-        label = next(lbl for m, _, lbl in X_LABELS if m == mode)
-        self.grid.set_x_label(label)
-        self.grid.set_x_format("duration" if mode in (C.X_WALL, C.X_RELATIVE) else "number")
+        self.curves.set_x_axis(self.x_mode())
         self._redraw_all()
         self.fit()
 
-    # ------------------------------------------------------------------ tables
-    def _fill_summary(self) -> None:
-        t = self.summary_table
-        dark = is_dark_palette(self.palette())
-        sort_col = t.horizontalHeader().sortIndicatorSection()
-        sort_order = t.horizontalHeader().sortIndicatorOrder()
-        t.setSortingEnabled(False)
-        t.clear()
-        t.setColumnCount(len(C.SUMMARY_COLUMNS))
-        t.setRowCount(len(self._summary))
-        t.setHorizontalHeaderLabels([h for _, h in C.SUMMARY_COLUMNS])
-        for col, (key, _) in enumerate(C.SUMMARY_COLUMNS):
-            t.horizontalHeaderItem(col).setToolTip(C.SUMMARY_HELP.get(key, ""))
-        for row, rec in enumerate(self._summary):
-            for col, (key, _) in enumerate(C.SUMMARY_COLUMNS):
-                v = rec.get(key)
-                it = _SortItem(format_summary(key, v))
-                it.setData(Qt.ItemDataRole.UserRole, v)
-                if key == "run":
-                    it.setIcon(swatch(series_color(row, dark)))
-                    it.setData(Qt.ItemDataRole.UserRole + 1, row)
-                    it.setToolTip(str(self._runs[row].path))
-                elif key == "status":
-                    c = status_color(str(v), dark)
-                    if c is not None:
-                        it.setForeground(QBrush(c))
-                else:
-                    it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                t.setItem(row, col, it)
-        for col, (key, _) in enumerate(C.SUMMARY_COLUMNS):
-            # a figure none of these runs records (ensemble gain without ensembles)
-            # would only push the others out of view; the CSV keeps every column
-            empty = all(format_summary(key, r.get(key)) == "" for r in self._summary)
-            t.setColumnHidden(col, empty and key != "run")
-        t.setSortingEnabled(True)
-        if 0 <= sort_col < t.columnCount():
-            t.sortByColumn(sort_col, sort_order)
-        else:
-            t.horizontalHeader().setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
-        t.resizeColumnsToContents()
-        t.horizontalHeader().setStretchLastSection(True)
-
-    def _fill_diff(self) -> None:
-        t = self.diff_table
-        d = self._diff
-        dark = is_dark_palette(self.palette())
-        t.clear()
-        t.setColumnCount(len(self._runs))
-        t.setHorizontalHeaderLabels([r.label for r in self._runs])
-        for c in range(len(self._runs)):
-            t.horizontalHeaderItem(c).setIcon(swatch(series_color(c, dark)))
-        if not len(d):
-            t.setRowCount(1)
-            t.setVerticalHeaderLabels([""])
-            if self._runs:
-                it = QTableWidgetItem("the same config (apart from the names)")
-                it.setForeground(QBrush(self.palette().color(QPalette.ColorRole.PlaceholderText)))
-                t.setItem(0, 0, it)
-            return
-        t.setRowCount(len(d))
-        t.setVerticalHeaderLabels(list(d.index))
-        hl = QColor(self.palette().color(QPalette.ColorRole.Highlight))
-        hl.setAlpha(70 if dark else 45)
-        bold = QFont(self.font())
-        bold.setBold(True)
-        for row, key in enumerate(d.index):
-            vals = list(d.loc[key])
-            for col, v in enumerate(vals):
-                it = QTableWidgetItem(C.value_text(v))
-                it.setToolTip(f"{key} = {C.value_text(v)!r}")
-                if col > 0 and not C.same_value(v, vals[0]):
-                    it.setBackground(QBrush(hl))
-                    it.setFont(bold)
-                t.setItem(row, col, it)
-        t.resizeColumnsToContents()
-        t.horizontalHeader().setStretchLastSection(True)
-
+    # ------------------------------------------------------------------ sizes
     def _size_panes(self) -> None:
         """Give the tables the height their rows need (12-45 % of the view; the plots
         keep the rest, and a report shows no empty table area), the config diff the width
         its columns need (at most half), the legend the width of its longest name."""
         total = sum(self._overview.sizes())
         if total > 0:
-            rows = max(self.summary_table.rowCount(), self.diff_table.rowCount(), 1)
-            row_h = max(self.summary_table.verticalHeader().defaultSectionSize(),
-                        self.diff_table.verticalHeader().defaultSectionSize())
-            head = self.summary_table.horizontalHeader().sizeHint().height()
-            title = max(self.export_button.sizeHint().height(),
-                        self._summary_title.sizeHint().height())
-            scroll = self.summary_table.horizontalScrollBar().sizeHint().height()
-            need = title + head + rows * row_h + scroll + 12
-            h = int(min(max(need, 0.12 * total), 0.45 * total))
+            h = int(min(max(self.tables.needed_height(), 0.12 * total), 0.45 * total))
             self._overview.setSizes([total - h, h])
-        width = sum(self._tables.sizes())
-        if width > 0:
-            t = self.diff_table
-            need = (t.verticalHeader().width() + t.frameWidth() * 2 + 4
-                    + sum(t.columnWidth(c) for c in range(t.columnCount())))
-            w = int(min(need, 0.5 * width))
-            self._tables.setSizes([width - w, w])
-        width = sum(self._top.sizes())
-        if width > 0 and self.legend.count():
-            fm = self.legend.fontMetrics()
-            need = max(fm.horizontalAdvance(self.legend.item(i).text())
-                       for i in range(self.legend.count())) + 56
-            w = int(min(max(need, 120), 0.25 * width))
-            self._top.setSizes([w, width - w])
+        self.tables.size_diff()
+        self.curves.size_legend()
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802
         if (obj is self._overview and event.type() == QEvent.Type.Resize
@@ -787,18 +413,6 @@ class CompareDashboard(QWidget):
             self._size_pending = False   # first real layout after set_runs
             self._size_panes()
         return super().eventFilter(obj, event)
-
-    def _ask_csv(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export summary", "compare-summary.csv",
-                                              "CSV (*.csv)")
-        if not path:
-            return
-        if not path.lower().endswith(".csv"):
-            path += ".csv"
-        try:
-            self.export_summary_csv(path)
-        except OSError as exc:
-            QMessageBox.warning(self, "Export summary", f"Could not write {path}:\n{exc}")
 
     # ------------------------------------------------------------------ side by side
     def _on_tab(self, index: int) -> None:
@@ -837,7 +451,7 @@ class CompareDashboard(QWidget):
 
     def _close_runs(self) -> None:
         for r in self._runs:
-            r.reader.close()
+            r.close()
         self._runs = []
 
     def closeEvent(self, event) -> None:
@@ -850,9 +464,8 @@ class CompareDashboard(QWidget):
         super().changeEvent(event)
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
             if self._runs:
-                self._fill_legend()
-                self._fill_summary()
-                self._fill_diff()
+                self.curves.refill_legend()
+                self.tables.fill(self._summary, self._diff, [r.label for r in self._runs],
+                                 [r.path for r in self._runs])
                 self.pair_page.set_runs(self._runs, force=True)   # the swatches follow the theme
             self._update_status()
-

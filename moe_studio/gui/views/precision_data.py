@@ -5,17 +5,76 @@ without a QApplication and the view only draws.
 the run meta describing them), its fp16 loss scale and skipped steps, and its
 non-finite / back-off events; ``load`` reads a run, ``ingest`` adds what a follower's
 poll brought. ``version`` grows with every change, so a view redraws only what is new.
+Its queries give what the plots draw: the curves of a module, the exponent histogram
+and the edge table at a step, the skipped steps on the loss-scale curve, the hover notes.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ...metrics import precision as P
 from ...store import RunReader
+from ..formats import fmt_pow2
 
 TENSORS = ("precision/absmax", "precision/min_nonzero", "precision/counts",
            "precision/exp_hist", "precision/fractions")
 SCALARS = ("precision/loss_scale", "precision/skipped")
 EVENTS = ("nonfinite", "loss_scale_backoff")
+KIND_LABELS = {"act": "activations", "grad": "gradients", "weight": "weights"}
+FORMAT_LABELS = {"fp16": "fp16", "bf16": "bf16", "fp8_e4m3": "fp8 e4m3", "fp8_e5m2": "fp8 e5m2"}
+
+
+def short_name(name: str) -> str:
+    """``blocks.3.ffn.router`` -> ``b3.ffn.router``: module names fit the axes."""
+    return name.replace("blocks.", "b", 1) if name.startswith("blocks.") else name
+
+
+def block_groups(modules: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
+    """Rows of one transformer block grouped under ``b3`` with short labels
+    (``attn.qkv``), the embeddings under ``emb``, other modules (the head) standing
+    alone: with many layers the group names stay readable when not every module's name
+    fits (two embedding rows side by side left one of them unnamed)."""
+    groups: list[tuple[str, int]] = []
+    inner: list[str] = []
+    for n in modules:
+        short = short_name(n)
+        block, _, rest = short.partition(".")
+        name = block if n.startswith("blocks.") and rest else ""
+        inner.append(rest if name else short)
+        if not name and short.endswith("_emb"):
+            name = "emb"
+        if groups and groups[-1][0] == name and name:
+            groups[-1] = (name, groups[-1][1] + 1)
+        else:
+            groups.append((name, 1))
+    return groups, inner
+
+
+def power_of_two_ticks(scale: np.ndarray) -> list[tuple[float, str]]:
+    """Log10 tick positions and "2^k" labels for loss scales (powers of two), about
+    eight of them over the span of ``scale`` ([] without a positive value)."""
+    pos = scale[np.isfinite(scale) & (scale > 0)]
+    if not pos.size:
+        return []
+    lo, hi = math.floor(math.log2(pos.min())) - 1, math.ceil(math.log2(pos.max())) + 1
+    every = max(1, math.ceil((hi - lo) / 8))
+    return [(k * math.log10(2.0), f"2^{k}") for k in range(lo, hi + 1) if k % every == 0]
+
+
+def zone_of(e: int, fmt: dict) -> str:
+    """What becomes of magnitudes in the bin [2^e, 2^(e+1)) in format ``fmt``."""
+    r = P.format_log2_range(fmt)
+    if e >= r["max"]:
+        return "overflows"
+    if e + 1 > r["max"]:
+        return "normal up to the max, beyond it overflows"
+    if e >= r["min_normal"]:
+        return "normal"
+    if e >= r["min_subnormal"] - 1:
+        return "subnormal (fewer significant bits)"
+    return "flushed to zero"
 
 
 class PrecisionData:
@@ -169,3 +228,68 @@ class PrecisionData:
         if module is None or module not in self.modules:
             return list(range(len(self.modules)))
         return [self.modules.index(module)]
+
+    def fmt(self, name: str | None) -> tuple[int, dict] | None:
+        """(index in the records, format table entry) of format ``name``, or None."""
+        if name is None or name not in self.formats or name not in self.fmt_table:
+            return None
+        return self.formats.index(name), self.fmt_table[name]
+
+    def nonfinite(self) -> list[dict]:
+        return [e for e in self.events if e["kind"] == "nonfinite"]
+
+    def skipped_marks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(step, scale) of each skipped step on the loss-scale curve: the scale in force
+        when the step failed (before the backoff)."""
+        steps, scale = self.scale
+        if not (self.skipped.size and steps.size):
+            return np.zeros(0), np.zeros(0)
+        i = np.clip(np.searchsorted(steps, self.skipped) - 1, 0, steps.size - 1)
+        before = np.where(steps[i] < self.skipped, scale[i], scale[i] * 2.0)
+        return self.skipped.astype(np.float64), before
+
+    def skip_notes(self, x: float, tolerance: float) -> list[str]:
+        """Lines on the skipped steps within ``tolerance`` steps of ``x``: the backoff and
+        what overflowed, as the engine recorded it (three at most, then a count)."""
+        if not self.skipped.size:
+            return []
+        near = self.skipped[np.abs(self.skipped - x) <= tolerance]
+        backoffs = {e["step"]: e["data"] for e in self.events if e["kind"] == "loss_scale_backoff"}
+        out = []
+        for step in near[:3].tolist():
+            d = backoffs.get(int(step), {})
+            line = f"skipped step {step:,}"
+            if "from" in d and "to" in d:
+                line += f": scale {fmt_pow2(d['from'])} → {fmt_pow2(d['to'])}"
+            if d.get("module"):
+                line += (f", inf/NaN {d.get('kind', 'value')} nearest the loss in "
+                         f"{short_name(str(d['module']))}")
+            out.append(line)
+        if near.size > 3:
+            out.append(f"… and {near.size - 3} more skipped steps here")
+        return out
+
+    def histogram(self, idx: int, k: int, fmt: dict) -> tuple[np.ndarray, int, int]:
+        """The exponent histogram at record ``idx`` of kind index ``k``: (log10 of the
+        share of each module's elements per bin [n_modules, stop - first], NaN for none;
+        first, stop), the bins around the data and ``fmt``'s range."""
+        hist = self.t[TENSORS[3]][idx, :, k]            # [n, B]
+        counts = self.t[TENSORS[2]][idx, :, k]          # [n, 3]
+        first, stop = P.bin_window(hist, self.edges, fmt)
+        shares = P.histogram_shares(hist[:, first:stop], counts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = np.where(shares > 0, np.log10(shares), np.nan)
+        return m, first, stop
+
+    def edge_rows(self, idx: int, fmt: tuple[int, dict], module: str | None) -> list[dict]:
+        """``metrics.precision.edge_table`` at record ``idx`` (of ``module`` only, unless
+        None)."""
+        t = self.t
+        rows = P.edge_table(self.modules, self.kinds, t[TENSORS[0]][idx], t[TENSORS[1]][idx],
+                            t[TENSORS[2]][idx], t[TENSORS[4]][idx], fmt[0], fmt[1])
+        return rows if module is None else [r for r in rows if r["module"] == module]
+
+    def bin_count(self, idx: int, row: int, k: int, b: int) -> tuple[int, int]:
+        """(elements in bin ``b``, elements in all) of module row ``row``, kind ``k``."""
+        return (int(self.t[TENSORS[3]][idx, row, k, b]),
+                int(self.t[TENSORS[2]][idx, row, k, 0]))
