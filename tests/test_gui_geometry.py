@@ -8,6 +8,7 @@ drawn is checked, not only what the views hold:
 - every heatmap row in view carries its label, or lies inside a group (a layer) whose
   name is drawn beside it; no row label is cut off;
 - no reference-line label ("fp16 max ...") cut off by the axis box;
+- no x axis caption cut off at its plot's edge;
 - no y axis rescaled behind an SI factor ("(x0.001)"), and a log y axis labels at least
   three values, none overlapping;
 - no plot laid out wider than its widget (a colour bar's labels pushed out of sight);
@@ -165,6 +166,13 @@ def check_x_axis(plot, where: str) -> list[str]:
     for a, b in zip(rects, rects[1:]):
         if a.right() > b.left() + 0.5:
             return [f"{where}: x labels of {plot.title()!r} overlap"]
+    # the caption ("step · planned 2,000") whole inside the plot, not cut at its edge
+    caption = axis.label
+    if caption.isVisible() and axis.labelText:
+        box = caption.mapRectToScene(caption.boundingRect())
+        widget = plot.plot_item.mapRectToScene(plot.plot_item.boundingRect())
+        if box.left() < widget.left() - 0.5 or box.right() > widget.right() + 0.5:
+            return [f"{where}: x caption {axis.labelText!r} of {plot.title()!r} cut off"]
     return []
 
 
@@ -317,6 +325,29 @@ def test_every_view_of_a_sample_run_reads_at_1280x800(shown, qtbot, sample):
 def test_every_view_of_two_runs_overlaid_reads_at_1280x800(shown, qtbot, pair):
     problems = _check_all_views(qtbot, shown, [sample_runs_dir() / p for p in pair],
                                 "+".join(pair))
+    assert not problems, "\n".join(problems)
+
+
+def test_every_view_of_a_live_run_reads_at_1280x800(shown, qtbot, tmp_path):
+    """A run still training (a real one, 30 steps into 2,000, its writer open): the
+    Training view shows the plan in its captions, where they fit, and every view
+    passes the same checks as a finished run."""
+    from moe_studio.engine.trainer import Trainer
+    from tiny import tiny_config
+
+    cfg = tiny_config("live", train__steps=2000, train__eval_every=10, train__snapshot_every=10)
+    cfg.precision.headroom = True
+    tr = Trainer(cfg, runs_dir=tmp_path)
+    try:
+        for _ in range(30):
+            tr.step()
+        tr.flush_records()
+        problems = _check_all_views(qtbot, shown, [tr.run_dir], "live")
+        training = shown.tabs.widget(VIEWS.index("Training"))
+        captions = [p.x_caption() for p in training.plots().values()]
+        assert any("planned 2,000" in c for c in captions), captions
+    finally:
+        tr.close("stopped")
     assert not problems, "\n".join(problems)
 
 

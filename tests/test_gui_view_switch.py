@@ -114,7 +114,7 @@ def test_precision_table_is_one_update_per_step(make_dashboard, qtbot):
     assert sorted(shown) == sorted(after)          # and the sorted view has it all
 
 
-def test_live_x_axis_follows_the_data_and_shows_the_plan(make_dashboard, tmp_path,
+def test_live_x_axis_follows_the_data_and_shows_the_plan(make_dashboard, tmp_path, qtbot,
                                                          writers):  # noqa: F811
     """20 steps into a 1,000-step run the curves span the plot's width (not 2 % of
     it); the planned end is in the x label and a faint line there. Once the run ends,
@@ -127,8 +127,18 @@ def test_live_x_axis_follows_the_data_and_shows_the_plan(make_dashboard, tmp_pat
         plot = d.plot(key)
         x0, x1 = plot.plot_item.vb.viewRange()[0]
         assert x1 < 40, (key, x1)                 # follows the 20 steps recorded
-        assert "planned 1,000" in plot.plot_item.getAxis("bottom").labelText
+    assert "planned 1,000" in d.plot("loss").x_caption()
     assert d.x_extent() == 1000
+    # Narrower, as the small plots are with the runs panel docked: a caption that would
+    # be cut ("step · planned 2,") falls back to the quantity; the dashed line stays.
+    d.resize(700, 800)
+    qtbot.waitUntil(lambda: d.plot("lr").width() < 200)
+    for key, plot in d.plots().items():
+        axis = plot.plot_item.getAxis("bottom")
+        room = plot.width() - plot.plot_item.getAxis("left").width()
+        assert axis.label.boundingRect().width() <= room, (key, plot.x_caption(), room)
+        assert plot.x_caption() in ("step", "step · planned 1,000"), plot.x_caption()
+    assert d.plot("lr").x_caption() == "step"
     wr.close("finished")
     writers.remove(wr)
     d.refresh()

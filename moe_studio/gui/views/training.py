@@ -417,7 +417,7 @@ class TrainingDashboard(QWidget):
         for key, plot in self._grid.plots().items():
             # The axis caption: the quantity (x_label()) and, while running, the plan.
             plan = f" · planned {end:,.0f}" if end is not None else ""
-            plot.plot_item.setLabel("bottom", plot.x_label() + plan)
+            plot.set_x_caption(plot.x_label() + plan, plot.x_label())
             plot.auto_range()
             line = self._plan_lines[key]
             if end is not None:

@@ -77,10 +77,12 @@ class CurvePlot(CurveLegendMixin, CurveHoverMixin, CurveBandsMixin, PlaceholderM
         self._smoothing = 0.0
         self._log_y = False
         self._x_label = x_label
+        self._x_caption = (x_label, x_label)    # set_x_caption: (full, short)
         self._series: dict[str, CurveSeries] = {}
         pi = self._pi
         # the placeholder follows the axis box as the layout settles
         self._vb.sigResized.connect(lambda *_: self._place_placeholder())
+        self._vb.sigResized.connect(lambda *_: self._apply_x_caption())
         pi.setLabel("bottom", x_label)
         pi.getAxis("left").setWidth(52)   # aligned plots in a grid, room for 1.5e-03
         # The title spans the y axis's column too: a narrow plot in a row of four keeps
@@ -377,8 +379,36 @@ class CurvePlot(CurveLegendMixin, CurveHoverMixin, CurveBandsMixin, PlaceholderM
         return self._x_label
 
     def set_x_label(self, text: str) -> None:
+        """The quantity on the x axis ("step", "tokens"), also its caption."""
         self._x_label = text
-        self._pi.setLabel("bottom", text)
+        self.set_x_caption(text)
+
+    def set_x_caption(self, text: str, short: str | None = None) -> None:
+        """The x axis caption: ``text`` where it fits under the axis box, else ``short``
+        (e.g. the quantity without the planned end, which a dashed line shows anyway);
+        chosen again when the plot's width changes."""
+        self._x_caption = (text, short if short is not None else text)
+        self._apply_x_caption()
+
+    def x_caption(self) -> str:
+        """The caption as drawn."""
+        return self._pi.getAxis("bottom").labelText
+
+    def _apply_x_caption(self) -> None:
+        full, short = self._x_caption
+        axis = self._pi.getAxis("bottom")
+        # the caption is centred under the axis box: it has the box's width (before the
+        # first layout, the widget's less the y axis)
+        room = self._vb.width() or (self.width() - self._pi.getAxis("left").width() - 16)
+        shown = full
+        if full != short:
+            axis.label.setPlainText(full)      # measured as drawn (font, style)
+            if axis.label.boundingRect().width() > room:
+                shown = short
+        self._pi.setLabel("bottom", shown)
+        # pyqtgraph centres the caption only when the axis is resized: a caption that
+        # grew ("step" -> "step · planned 2,000") ran past the plot's right edge.
+        axis.resizeEvent(None)
 
     def x_format(self) -> str:
         return self._x_axis.x_format
