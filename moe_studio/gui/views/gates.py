@@ -25,6 +25,7 @@ from ...metrics.routing import histogram_percentiles
 from ...store import RunReader
 from .gates_data import GatesData, histogram_at
 from ..widgets.bars import BandPlot, BarPlot
+from ..widgets.line_labels import hold_side
 from ..widgets.plots import CurvePlot
 from ..widgets.run_controls import DENSE_STATUS, RunDashboard, moe_blocks_of, move_step_markers
 from ..theme import is_dark_palette, plot_colors
@@ -80,10 +81,13 @@ class GateDashboard(RunDashboard):
             self._markers[key] = m
             if key != "logit":
                 # entropy's reference is its maximum (text above it), top-1's its
-                # minimum (text below it): the side no curve can reach
-                side = 1 if key == "entropy" else 0
+                # minimum (text below it): the side no curve can reach, a little off the
+                # line (a curve may run along it). At the left end: the corner a legend
+                # takes last (it tries the right-hand corners first).
+                side = 1.1 if key == "entropy" else -0.1
                 ref = _ReferenceLine(angle=0, movable=False, label="",
-                                     labelOpts={"position": 0.97, "anchors": [(1, side)] * 2})
+                                     labelOpts={"position": 0.03, "anchors": [(0, side)] * 2})
+                hold_side(ref)       # placed clear of the legend, never on the data's side
                 ref.hide()
                 plot.plot_item.addItem(ref, ignoreBounds=False)
                 self._refs[key] = ref
