@@ -239,6 +239,75 @@ def test_layers_import_only_downwards():
 
 
 
+QT_PACKAGES = frozenset({"PySide6", "shiboken6", "pyqtgraph"})
+
+
+def external_imports(root: Path = ROOT) -> dict[str, set[str]]:
+    """``{module: top-level packages outside moe_studio it imports at run time}`` (an
+    import under ``if TYPE_CHECKING:`` never runs, so it is left out)."""
+    out: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        found = set()
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"), str(path)), False):
+            if isinstance(node, ast.Import):
+                found |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+        out[module_name(path, root)] = found - {root.name}
+    return out
+
+
+def view_readers_importing_qt(root: Path = ROOT) -> list[str]:
+    """The views' data readers (``gui/views/*_data.py``) that import Qt, directly or
+    through any moe_studio module (or package ``__init__``) they import: each as "reader -> ... -> module imports
+    PySide6". A reader is what a view shows, read from the store; it is tested without a
+    QApplication and must stay usable without one."""
+    graph = import_graph(root)
+    ext = external_imports(root)
+    bad = []
+    for reader in sorted(m for m in graph if m.startswith(f"{root.name}.gui.views.")
+                         and m.endswith("_data")):
+        seen, todo = {reader: [reader]}, [reader]
+        while todo:       # breadth first: the shortest chain to each module
+            mod = todo.pop(0)
+            qt = sorted(ext.get(mod, set()) & QT_PACKAGES)
+            if qt:
+                bad.append(" -> ".join(seen[mod]) + f" imports {', '.join(qt)}")
+            # importing a module runs its packages' __init__ first
+            parents = {mod.rsplit(".", k)[0] for k in range(1, mod.count(".") + 1)}
+            for dep in sorted(graph[mod] | (parents & graph.keys())):
+                if dep not in seen:
+                    seen[dep] = seen[mod] + [dep]
+                    todo.append(dep)
+    return bad
+
+
+def test_view_data_readers_import_no_qt(tmp_path):
+    """The rule finds Qt one import away (a planted reader that imports a widget), not
+    under ``if TYPE_CHECKING:``; the real readers import none."""
+    views = tmp_path / "moe_studio" / "gui" / "views"
+    views.mkdir(parents=True)
+    for d in (views.parents[1], views.parent, views):
+        (d / "__init__.py").write_text("")
+    (views / "w.py").write_text("import pyqtgraph as pg\n")
+    (views.parent / "theme.py").write_text("from PySide6.QtGui import QColor\n")
+    (views / "a_data.py").write_text("import numpy as np\nfrom .w import pg\n")
+    (views / "b_data.py").write_text("from typing import TYPE_CHECKING\n"
+                                     "if TYPE_CHECKING:\n    from PySide6.QtCore import QObject\n")
+    assert view_readers_importing_qt(tmp_path / "moe_studio") == [
+        "moe_studio.gui.views.a_data -> moe_studio.gui.views.w imports pyqtgraph"]
+    (views.parent / "__init__.py").write_text("from . import theme\n")   # a package's own
+    assert view_readers_importing_qt(tmp_path / "moe_studio") == [
+        "moe_studio.gui.views.a_data -> moe_studio.gui.views.w imports pyqtgraph",
+        "moe_studio.gui.views.a_data -> moe_studio.gui -> moe_studio.gui.theme imports PySide6",
+        "moe_studio.gui.views.b_data -> moe_studio.gui -> moe_studio.gui.theme imports PySide6"]
+    readers = [m for m in import_graph() if m.startswith("moe_studio.gui.views.")
+               and m.endswith("_data")]
+    assert len(readers) >= 4, readers
+    bad = view_readers_importing_qt()
+    assert not bad, "\n".join(bad)
+
+
 def test_what_the_gui_process_imports_from_the_engine_loads_no_torch():
     """The window never pays torch's import: the training loop it drives the child
     through, and the checkpoint listing of the custom probe, import neither torch nor Qt."""

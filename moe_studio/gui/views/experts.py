@@ -11,7 +11,8 @@ From ``moe/tokens_per_expert`` (and ``moe/dropped_per_expert``, ``moe/bias``):
   balancer, the router biases.
 
 Clicking a heatmap cell lists the probe tokens that expert received at the nearest
-recorded probe snapshot.
+recorded probe snapshot. Everything is read through ``experts_data.ExpertsData`` (no
+Qt there): this module only draws.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QGridLayout, QLabel, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
-from ...metrics import routing as R
 from ...store import RunReader
+from .experts_data import DEFAULT_DEAD_WINDOW, ExpertsData, probe_choices
 from ..widgets.bars import BarPlot
 from .coselect_view import CoSelectionView
 from ..widgets.heatmap import HeatmapPlot
@@ -35,9 +36,6 @@ from .dashboard import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of,
 from ..widgets.stage_marks import StageMarks, stage_boundaries
 from ..theme import is_dark_palette, plot_colors, series_color
 
-TENSORS = ("moe/tokens_per_expert", "moe/dropped_per_expert", "moe/bias")
-DEFAULT_DEAD_WINDOW = 50
-
 
 class ExpertsDashboard(RunDashboard):
     """Expert load: bars, layer x expert and expert x step heatmaps, balance curves."""
@@ -46,15 +44,9 @@ class ExpertsDashboard(RunDashboard):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self._blocks: list[int] = []
-        self._n_experts = 0
-        self._steps = np.zeros(0, np.int64)
-        self._data: dict[str, np.ndarray | None] = {}
-        self._derived: dict[str, np.ndarray] = {}
-        self._version = 0
+        self.data = ExpertsData()    # what is drawn, read without Qt
         self._drawn: tuple | None = None
         self._snaps: SnapshotCache | None = None
-        self._router = ""
 
         self.dead_window = QSpinBox()
         self.dead_window.setRange(1, 1_000_000)
@@ -155,11 +147,7 @@ class ExpertsDashboard(RunDashboard):
     # ------------------------------------------------------------------ data
     def _reset(self) -> None:
         super()._reset()
-        self._blocks = []
-        self._steps = np.zeros(0, np.int64)
-        self._data = {}
-        self._derived = {}
-        self._version += 1
+        self.data.reset()
         self._drawn = None
         self._snaps = None
         self.dropped.set_placeholder("")
@@ -169,105 +157,47 @@ class ExpertsDashboard(RunDashboard):
 
     def _load(self, reader: RunReader) -> None:
         self.controls.set_members(self._members_of(reader))
-        self._blocks = moe_blocks_of(reader)
-        cfg = reader.config if isinstance(reader.config, dict) else {}
-        self._n_experts = int((cfg.get("moe") or {}).get("n_experts") or 0)
-        self._router = str((cfg.get("moe") or {}).get("router") or "")
-        cap = (cfg.get("moe") or {}).get("capacity_factor")
-        # A flat zero line alone would not say whether nothing was dropped or nothing measured.
-        self.dropped.set_placeholder(
-            "Dropless (capacity_factor 0): no token is ever dropped" if cap is not None
-            and float(cap) == 0.0 and self._blocks else "")
-        self.controls.set_layers(self._blocks)
+        blocks = moe_blocks_of(reader)
+        self.controls.set_layers(blocks)
         m = self.member()
-        steps, tpe = reader.tensor_series(TENSORS[0], member=m)
-        self._steps = steps
-        self._data = {TENSORS[0]: tpe if steps.size else None}
-        for name in TENSORS[1:]:
-            s, arr = reader.tensor_series(name, member=m)
-            self._data[name] = arr if s.size and np.array_equal(s, steps) else None
-        if tpe.ndim == 3 and tpe.size:
-            self._n_experts = tpe.shape[-1]
+        self.data.dead_window = self.dead_window.value()
+        self.data.load(reader, m, blocks)
+        # A flat zero line alone would not say whether nothing was dropped or nothing measured.
+        self.dropped.set_placeholder("Dropless (capacity_factor 0): no token is ever dropped"
+                                     if self.data.dropless else "")
         self._snaps = SnapshotCache(reader, member=m)
         self.coselect.set_reader(reader, m)
-        self._recompute()
-        self.controls.set_steps(self._steps)
+        self.controls.set_steps(self.data.steps)
 
     def _ingest(self, upd) -> bool:
-        changed = False
         if upd.new_snapshots and self._snaps is not None:
             self._snaps.refresh_steps()
-        if upd.new_tensor_steps:
-            r, m = self._reader, self.member()
-            if not self.coselect.has_data():   # an inspection writes it when it ends
-                self.coselect.set_reader(r, m)
-            steps = r.tensor_steps(TENSORS[0], member=m)
-            new = steps[steps > (self._steps[-1] if self._steps.size else -1)]
-            if new.size > 64 or self._data.get(TENSORS[0]) is None:
-                self._load(r)
-                return True
-            for s in new.tolist():
-                for name in TENSORS:
-                    got = r.tensor(name, s, member=m)
-                    old = self._data.get(name)
-                    if got is None or got[0] != s:
-                        if name != TENSORS[0]:
-                            self._data[name] = None if old is None or old.shape[0] != self._steps.size else old
-                        continue
-                    arr = got[1][None]
-                    if name == TENSORS[0]:
-                        self._data[name] = np.concatenate([old, arr]) if old is not None else arr
-                    elif old is not None and old.shape[0] == self._steps.size:
-                        self._data[name] = np.concatenate([old, arr])
-                    elif old is None and self._steps.size == 0:
-                        self._data[name] = arr
-                self._steps = np.append(self._steps, s)
-            for name in TENSORS[1:]:
-                a = self._data.get(name)
-                if a is not None and a.shape[0] != self._steps.size:
-                    self._data[name] = None
-            if new.size:
-                self._recompute()
-                self.controls.set_steps(self._steps)
-                changed = True
-        return changed
+        if not upd.new_tensor_steps:
+            return False
+        r, m = self._reader, self.member()
+        if not self.coselect.has_data():   # an inspection writes it when it ends
+            self.coselect.set_reader(r, m)
+        if not self.data.ingest(r, m):
+            return False
+        self.controls.set_steps(self.data.steps)
+        return True
 
-    def _recompute(self) -> None:
-        tpe = self._data.get(TENSORS[0])
-        d: dict[str, np.ndarray] = {}
-        if tpe is not None and tpe.size:
-            d["cv"] = R.load_cv(tpe)
-            d["max_mean"] = R.max_over_mean(tpe)
-            d["over_uniform"] = R.load_over_uniform(tpe)
-            drop = self._data.get(TENSORS[1])
-            d["dropped"] = 100.0 * R.dropped_fraction(drop, tpe) if drop is not None else np.zeros(tpe.shape[:2])
-            d["dead_mask"] = R.dead_expert_mask(self._steps, tpe, self.dead_window.value())
-            d["dead"] = d["dead_mask"].sum(-1)
-        self._derived = d
-        self._version += 1
-
-    def _on_window(self, _v: int) -> None:
-        self._recompute()
+    def _on_window(self, v: int) -> None:
+        self.data.set_dead_window(v)
         self._draw()
 
     # ------------------------------------------------------------------ queries
     def step_index(self, step: int | None = None) -> int | None:
-        step = self.step() if step is None else step
-        if self._steps.size == 0 or step is None:
-            return None
-        return int(np.argmin(np.abs(self._steps - step)))
+        return self.data.step_index(self.step() if step is None else step)
 
     def tokens_per_expert(self) -> tuple[np.ndarray, np.ndarray | None]:
         """``(steps [S], tokens [S, n_blocks, E])`` as read from the store."""
-        return self._steps, self._data.get(TENSORS[0])
+        return self.data.steps, self.data.tokens()
 
     def derived(self, key: str) -> np.ndarray | None:
         """A balance series: "cv", "max_mean", "dropped" (%), "dead", "dead_mask",
         "over_uniform" ([S, n_blocks(, E)])."""
-        return self._derived.get(key)
-
-    def _rows(self, layer: int | None) -> list[int]:
-        return list(range(len(self._blocks))) if layer is None else [self._blocks.index(layer)]
+        return self.data.derived(key)
 
     # ------------------------------------------------------------------ drawing
     def _set_bars_key(self, names: list[str], colors: list[int]) -> None:
@@ -281,36 +211,34 @@ class ExpertsDashboard(RunDashboard):
         self.bars_key.setVisible(bool(names))
 
     def _show(self) -> None:
-        tpe = self._data.get(TENSORS[0])
+        data = self.data
+        tpe = data.tokens()
         layer = self.layer()
         idx = self.step_index()
-        if tpe is None or idx is None or layer not in (None, *self._blocks):
+        if tpe is None or idx is None or layer not in (None, *data.blocks):
             return
-        rows = self._rows(layer)
+        rows = data.rows(layer)
         E = tpe.shape[-1]
         where = "all layers" if layer is None else f"layer {layer}"
-        s = int(self._steps[idx])
+        s = int(data.steps[idx])
         experts = [f"e{e}" for e in range(E)]
         # bars: tokens per expert at the step
-        vals = tpe[idx, rows]
-        names = [f"L{self._blocks[r]}" for r in rows]
-        dead = self._derived["dead_mask"][idx, rows]
+        vals, dead, uniform = data.at_step(idx, rows)
+        names = [f"L{data.blocks[r]}" for r in rows]
         self._set_title_later(self.bars, f"Tokens per expert · step {s:,} · {where}")
         colors = [r if layer is None else 0 for r in rows]
         self.bars.set_bars(vals, group_names=names, x_labels=experts, colors=colors,
                            highlight=dead)
         self._set_bars_key(names if len(rows) > 1 else [], colors)
-        uniform = float(vals.sum(-1).mean() / E) if vals.size else 0.0
         n_dead = int(dead.sum())
         self.bars.set_references([(uniform, f"uniform {uniform:,.0f}"
                                    + (f" · {n_dead} dead" if n_dead else ""))])
         # layer x expert at the step
-        ou = self._derived["over_uniform"]
         self._set_title_later(self.layer_map, f"Load ÷ uniform · step {s:,}")
-        self.layer_map.set_matrix(ou[idx], x_labels=experts,
-                                  y_labels=[f"L{b}" for b in self._blocks])
+        self.layer_map.set_matrix(data.derived("over_uniform")[idx], x_labels=experts,
+                                  y_labels=[f"L{b}" for b in data.blocks])
         # expert x step over the run
-        key = (layer, self.member(), self._version)
+        key = (layer, self.member(), data.version)
         if key != self._drawn:
             self._drawn = key
             self._draw_series(layer, rows, E)
@@ -321,27 +249,26 @@ class ExpertsDashboard(RunDashboard):
         move_step_markers(self._markers.values(), step)
 
     def _draw_series(self, layer: int | None, rows: list[int], E: int) -> None:
-        ou = self._derived["over_uniform"]
-        mat = np.concatenate([ou[:, r, :].T for r in rows], axis=0)   # [rows*E, S]
-        labels = [f"e{e}" if layer is not None else f"L{self._blocks[r]} e{e}"
-                  for r in rows for e in range(E)]
+        data = self.data
+        blocks, steps = data.blocks, data.steps
+        mat, labels = data.over_time(layer)   # [rows*E, S]
         self.step_map.set_title("Load ÷ uniform over time · " +
                                 ("all layers" if layer is None else f"layer {layer}"))
-        lo, hi = (int(self._steps[0]), int(self._steps[-1])) if self._steps.size else (0, 1)
+        lo, hi = (int(steps[0]), int(steps[-1])) if steps.size else (0, 1)
         self.step_map.set_matrix(mat, y_labels=labels, x_range=(lo, hi))
         self.step_map.set_separators(rows=[E * k for k in range(1, len(rows))])
-        self.step_map.set_row_groups([(f"L{self._blocks[r]}", E) for r in rows]
+        self.step_map.set_row_groups([(f"L{blocks[r]}", E) for r in rows]
                                      if layer is None else None,
                                      [f"e{e}" for _ in rows for e in range(E)])
         single = layer is not None
         for key, plot in self._curves.items():
             if key == "bias":
                 continue
-            data = self._derived[key]
+            series = data.derived(key)
             want = set()
             for r in rows:
-                k = f"L{self._blocks[r]}"
-                plot.set_series(k, self._steps, data[:, r].astype(np.float64), label=k,
+                k = f"L{blocks[r]}"
+                plot.set_series(k, steps, series[:, r].astype(np.float64), label=k,
                                 color=0 if single else r)
                 want.add(k)
             for k in plot.series_keys():
@@ -354,25 +281,15 @@ class ExpertsDashboard(RunDashboard):
         show_row_drops(self.dropped, self._reader, self.member(), rows)
         self._stage_marks.show(self._curves.values(), stage_boundaries(self._reader.meta)
                                if self._reader is not None else [], lambda s: s)
-        bias = self._data.get(TENSORS[2])
-        self.bias.setVisible(bias is not None)
-        if bias is not None:
+        bias = data.bias_series(layer)
+        self.bias.setVisible(bool(bias))
+        if bias:
             want = set()
-            if single:
-                r = rows[0]
-                for e in range(E):
-                    k = f"e{e}"
-                    self.bias.set_series(k, self._steps, bias[:, r, e].astype(np.float64),
-                                         label=k, color=e)
-                    want.add(k)
-                self.bias.set_title(f"Balancing bias per expert · layer {layer}")
-            else:
-                for r in rows:
-                    k = f"L{self._blocks[r]}"
-                    spread = (bias[:, r].max(-1) - bias[:, r].min(-1)).astype(np.float64)
-                    self.bias.set_series(k, self._steps, spread, label=k, color=r)
-                    want.add(k)
-                self.bias.set_title("Balancing bias spread (max − min)")
+            for k, color, y in bias:
+                self.bias.set_series(k, steps, y, label=k, color=color)
+                want.add(k)
+            self.bias.set_title(f"Balancing bias per expert · layer {layer}" if single
+                                else "Balancing bias spread (max − min)")
             for k in self.bias.series_keys():
                 if k not in want:
                     self.bias.remove_series(k)
@@ -381,52 +298,46 @@ class ExpertsDashboard(RunDashboard):
     # ------------------------------------------------------------------ hover / click
     def _hover_layer_cell(self, row: int, col: int, v: float) -> list[str]:
         idx = self.step_index()
-        tpe = self._data.get(TENSORS[0])
+        tpe = self.data.tokens()
         n = tpe[idx, row, col] if tpe is not None and idx is not None else float("nan")
-        dead = bool(self._derived["dead_mask"][idx, row, col]) if idx is not None else False
-        return [f"<b>layer {self._blocks[row]} · expert {col}</b>",
+        dead = bool(self.data.derived("dead_mask")[idx, row, col]) if idx is not None else False
+        return [f"<b>layer {self.data.blocks[row]} · expert {col}</b>",
                 f"{n:,.0f} tokens · {v:.2f} × uniform" + (" · <b>dead</b>" if dead else ""),
                 "click: the probe tokens it received"]
 
-    def _cell_of_step_map(self, row: int, col: int) -> tuple[int, int, int]:
-        E = self._n_experts or 1
-        layer = self.layer()
-        r = self._blocks.index(layer) if layer is not None else row // E
-        return r, row % E, int(self._steps[col])
-
     def _hover_step_cell(self, row: int, col: int, v: float) -> list[str]:
-        r, e, s = self._cell_of_step_map(row, col)
-        tpe = self._data.get(TENSORS[0])
+        r, e, s = self.data.cell_of_step_map(row, col, self.layer())
+        tpe = self.data.tokens()
         n = tpe[col, r, e] if tpe is not None else float("nan")
-        return [f"<b>step {s:,} · layer {self._blocks[r]} · expert {e}</b>",
+        return [f"<b>step {s:,} · layer {self.data.blocks[r]} · expert {e}</b>",
                 f"{n:,.0f} tokens · {v:.2f} × uniform"]
 
     def _on_layer_cell(self, row: int, col: int) -> None:
         self.list_tokens(row, col, self.step())
 
     def _on_step_cell(self, row: int, col: int) -> None:
-        r, e, s = self._cell_of_step_map(row, col)
+        r, e, s = self.data.cell_of_step_map(row, col, self.layer())
         self.list_tokens(r, e, s)
 
     def list_tokens(self, block_row: int, expert: int, step: int | None) -> list[int]:
         """List the probe tokens routed to ``expert`` (any of their k choices) in MoE
-        block ``self._blocks[block_row]`` at the probe snapshot nearest ``step``."""
+        block ``block_row`` (an index into the run's MoE blocks) at the probe snapshot
+        nearest ``step``."""
         snap = self._snaps.get(step) if self._snaps is not None else None
         if snap is None:
             self.tokens.clear("No probe snapshot recorded yet")
             return []
         a = snap.arrays
-        idx = a["topk_idx"][block_row]
-        hits = R.tokens_in_cell(None, idx, None, expert)
-        w = a["topk_weight"][block_row].astype(np.float64)
+        got = probe_choices(a, block_row, expert)
+        hits = np.fromiter(got, np.int64, len(got))
 
         def note(i: int) -> str:
-            k = int(np.flatnonzero(idx[i] == expert)[0])
-            return f"choice {k + 1}, w {w[i, k]:.2f}"
+            k, w = got[i]
+            return f"choice {k + 1}, w {w:.2f}"
 
         n = a["tokens"].size
         self.tokens.show_tokens(
-            f"<b>Layer {self._blocks[block_row]}, expert {expert}</b> · probe at step "
+            f"<b>Layer {self.data.blocks[block_row]}, expert {expert}</b> · probe at step "
             f"{snap.step:,}: {hits.size} of {n} tokens ({100.0 * hits.size / max(n, 1):.1f} %)",
             token_rows(a["tokens"], hits, note))
         return hits.tolist()
@@ -442,13 +353,13 @@ class ExpertsDashboard(RunDashboard):
         self._style_lines()
         self.layer_map.set_colormap(self._diverging())
         self.step_map.set_colormap(self._diverging())
-        if self._data.get(TENSORS[0]) is not None:
+        if self.data.tokens() is not None:
             self._show()          # the key's colours follow the bars'
 
     def _status_extra(self) -> str:
-        if self._loaded and not self._blocks:
+        if self._loaded and not self.data.blocks:
             return DENSE_STATUS
-        parts = [f"{len(self._blocks)} MoE layers × {self._n_experts} experts"]
-        if self._router:
-            parts.append(f"router {html.escape(self._router)}")
+        parts = [f"{len(self.data.blocks)} MoE layers × {self.data.n_experts} experts"]
+        if self.data.router:
+            parts.append(f"router {html.escape(self.data.router)}")
         return " · ".join(parts)

@@ -8,14 +8,14 @@
 * router-logit magnitude, mean and max |logit| (``moe/L{i}/logit_absmean`` /
   ``logit_absmax``): what the z-loss keeps small.
 
-Every plot marks the selected step; everything is read from the run store.
+Every plot marks the selected step; everything is read from the run store through
+``gates_data.GatesData`` (no Qt there): this module only draws.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pandas as pd
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
@@ -23,12 +23,28 @@ from PySide6.QtWidgets import QGridLayout, QWidget
 
 from ...metrics.routing import histogram_percentiles
 from ...store import RunReader
+from .gates_data import GatesData, histogram_at
 from ..widgets.bars import BandPlot, BarPlot
+from ..widgets.line_labels import hold_side
 from ..widgets.plots import CurvePlot
 from .dashboard import DENSE_STATUS, RunDashboard, moe_blocks_of, move_step_markers
 from ..theme import is_dark_palette, plot_colors
 
-CURVES = ("entropy", "top1_prob", "logit_absmean", "logit_absmax")
+
+
+class _ReferenceLine(pg.InfiniteLine):
+    """A horizontal reference line whose label sits on the side of the line no data can
+    reach (entropy <= ln E above it, top-1 probability >= 1/E below it), and whose
+    autorange bounds keep room there for the label (``pixelPadding``, which pyqtgraph's
+    ViewBox adds to an item's bounds in pixels): the label never covers a curve and is
+    never pushed over one for want of room."""
+
+    def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
+        lab = self.label
+        if not self.isVisible() or not lab.toPlainText():
+            return 0.0
+        # the label's height, with a margin for the padding added after this estimate
+        return 1.3 * lab.boundingRect().height() + 4.0
 
 
 class GateDashboard(RunDashboard):
@@ -38,14 +54,10 @@ class GateDashboard(RunDashboard):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self._blocks: list[int] = []
-        self._n_experts = 0
-        self._hist: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._scal: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        self.data = GatesData()     # what is drawn, read without Qt
         self._drawn_curves: tuple | None = None
         self._drawn_bands: tuple | None = None
-        self._pooled = (np.zeros(0, np.int64), np.linspace(0, 1, 51), np.zeros((0, 50)))
-        self._version = 0
+        self._pooled = self.data.pooled_histogram(None)
 
         self.bands = BandPlot("Router probabilities over time", "step", "probability")
         self.histogram = BarPlot("Router probabilities at step", "router probability",
@@ -68,10 +80,14 @@ class GateDashboard(RunDashboard):
             plot.plot_item.addItem(m, ignoreBounds=True)
             self._markers[key] = m
             if key != "logit":
-                # entropy's reference is its maximum (text below it); top-1's its minimum
-                below = [(0, 0), (0, 0)] if key == "entropy" else [(0, 1), (0, 1)]
-                ref = pg.InfiniteLine(angle=0, movable=False, label="",
-                                      labelOpts={"position": 0.97, "anchors": [(1, below[0][1])] * 2})
+                # entropy's reference is its maximum (text above it), top-1's its
+                # minimum (text below it): the side no curve can reach, a little off the
+                # line (a curve may run along it). At the left end: the corner a legend
+                # takes last (it tries the right-hand corners first).
+                side = 1.1 if key == "entropy" else -0.1
+                ref = _ReferenceLine(angle=0, movable=False, label="",
+                                     labelOpts={"position": 0.03, "anchors": [(0, side)] * 2})
+                hold_side(ref)       # placed clear of the legend, never on the data's side
                 ref.hide()
                 plot.plot_item.addItem(ref, ignoreBounds=False)
                 self._refs[key] = ref
@@ -96,12 +112,9 @@ class GateDashboard(RunDashboard):
     # ------------------------------------------------------------------ data
     def _reset(self) -> None:
         super()._reset()
-        self._blocks = []
-        self._hist = {}
-        self._scal = {}
+        self.data.reset()
         self._drawn_curves = None
         self._drawn_bands = None
-        self._version += 1
         for plot in self._curve_plots.values():
             plot.clear_series()
         self.bands.set_bands([], np.zeros((0, 9)))
@@ -109,116 +122,48 @@ class GateDashboard(RunDashboard):
 
     def _load(self, reader: RunReader) -> None:
         self.controls.set_members(self._members_of(reader))
-        self._blocks = moe_blocks_of(reader)
-        cfg = reader.config if isinstance(reader.config, dict) else {}
-        self._n_experts = int((cfg.get("moe") or {}).get("n_experts") or 0)
-        self.controls.set_layers(self._blocks)
-        self._read_histograms(reader)
-        names = [f"moe/L{b}/{c}" for b in self._blocks for c in CURVES]
-        self._add_scalars(reader.scalars(names, member=self.member()))
-        self._update_steps()
+        blocks = moe_blocks_of(reader)
+        self.controls.set_layers(blocks)
+        self.data.load(reader, self.member(), blocks)
+        self.controls.set_steps(self.data.steps())
 
     def _ingest(self, upd) -> bool:
-        changed = False
-        if upd.new_histograms:
-            self._read_histograms(self._reader)
-            changed = True
-        df = upd.scalars
-        if len(df):
-            df = df[(df["member"] == self.member()) & df["name"].astype(str).str.startswith("moe/L")]
-            if len(df):
-                changed |= self._add_scalars(df)
+        changed = self.data.ingest(self._reader, upd, self.member())
         if changed:
-            self._update_steps()
+            self.controls.set_steps(self.data.steps())
         return changed
 
-    def _read_histograms(self, reader: RunReader) -> None:
-        m = self.member()
-        for b in self._blocks:
-            steps, edges, counts = reader.histogram_series(f"router_probs/L{b}", member=m)
-            if steps.size:
-                self._hist[b] = (steps, edges, counts)
-        self._version += 1
-
-    def _add_scalars(self, df: pd.DataFrame) -> bool:
-        if not len(df):
-            return False
-        added = False
-        for name, g in df.groupby(df["name"].astype(str), sort=False):
-            parts = name.split("/")
-            if len(parts) != 3 or parts[2] not in CURVES:
-                continue
-            key = (int(parts[1][1:]), parts[2])
-            g = g.sort_values("step")
-            s, v = g["step"].to_numpy(np.int64), g["value"].to_numpy(np.float64)
-            old = self._scal.get(key)
-            if old is not None:
-                s, v = np.concatenate([old[0], s]), np.concatenate([old[1], v])
-                if np.any(np.diff(s) < 0):
-                    o = np.argsort(s, kind="stable")
-                    s, v = s[o], v[o]
-            self._scal[key] = (s, v)
-            added = True
-        if added:
-            self._version += 1
-        return added
-
-    def _update_steps(self) -> None:
-        steps = [h[0] for h in self._hist.values()]
-        if steps:
-            self.controls.set_steps(np.unique(np.concatenate(steps)))
-        else:   # no histograms (statistics off): scrub the scalar steps instead
-            s = [v[0] for v in self._scal.values()]
-            self.controls.set_steps(np.unique(np.concatenate(s)) if s else [])
-
-    # ------------------------------------------------------------------ derived
+    # ------------------------------------------------------------------ queries
     def pooled_histogram(self, layer: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(steps, edges, counts [S, B])`` of one layer, or of all layers pooled (the
-        steps every layer recorded)."""
-        blocks = self._blocks if layer is None else [layer]
-        have = [self._hist[b] for b in blocks if b in self._hist]
-        if not have:
-            return np.zeros(0, np.int64), np.linspace(0, 1, 51), np.zeros((0, 50))
-        if len(have) == 1:
-            return have[0]
-        common = have[0][0]
-        for h in have[1:]:
-            common = np.intersect1d(common, h[0])
-        counts = sum(h[2][np.searchsorted(h[0], common)].astype(np.float64) for h in have)
-        edges = have[0][1]
-        return common, (edges if edges.ndim == 1 else edges[np.searchsorted(have[0][0], common)]), counts
+        """``(steps, edges, counts [S, B])`` of one layer, or of all layers pooled."""
+        return self.data.pooled_histogram(layer)
 
     def percentile_bands(self, layer: int | None) -> tuple[np.ndarray, np.ndarray]:
         """``(steps [S], percentiles [S, 9])`` of the router probabilities shown."""
-        steps, edges, counts = self.pooled_histogram(layer)
-        return steps, histogram_percentiles(edges, counts)
+        return self.data.percentile_bands(layer)
 
     # ------------------------------------------------------------------ drawing
     def _show(self) -> None:
         layer, step = self.layer(), self.step()
         where = "all layers pooled" if layer is None else f"layer {layer}"
-        bkey = (layer, self.member(), self._version)
+        bkey = (layer, self.member(), self.data.version)
         if bkey != self._drawn_bands:   # only the step marker moves while scrubbing
             self._drawn_bands = bkey
-            self._pooled = self.pooled_histogram(layer)
+            self._pooled = self.data.pooled_histogram(layer)
             self.bands.set_title(f"Router probabilities over time · {where}")
             self.bands.set_bands(self._pooled[0], histogram_percentiles(self._pooled[1],
                                                                         self._pooled[2]))
-        steps, edges, counts = self._pooled
-        if steps.size and step is not None:
-            i = int(np.argmin(np.abs(steps - step)))
-            e = edges if edges.ndim == 1 else edges[i]
-            c = counts[i].astype(np.float64)
-            share = 100.0 * c / c.sum() if c.sum() > 0 else c
-            self._set_title_later(self.histogram, f"Histogram at step {int(steps[i]):,} · {where}")
-            self.histogram.set_bars(share, x=(e[:-1] + e[1:]) / 2, width=float(np.min(np.diff(e))),
-                                    group_names=[where])
+        at = histogram_at(self._pooled, step)
+        if at is not None:
+            s, centres, width, share = at
+            self._set_title_later(self.histogram, f"Histogram at step {s:,} · {where}")
+            self.histogram.set_bars(share, x=centres, width=width, group_names=[where])
         else:
             self.histogram.set_bars(np.zeros((1, 0)))
-        if self._n_experts:
-            self.histogram.set_references([(1.0 / self._n_experts, f"uniform 1/{self._n_experts}")],
-                                          vertical=True)
-        key = (layer, self.member(), self._version)
+        E = self.data.n_experts
+        if E:
+            self.histogram.set_references([(1.0 / E, f"uniform 1/{E}")], vertical=True)
+        key = (layer, self.member(), self.data.version)
         if key != self._drawn_curves:
             self._drawn_curves = key
             self._draw_curves(layer)
@@ -229,23 +174,28 @@ class GateDashboard(RunDashboard):
         move_step_markers(self._markers.values(), step)
 
     def _draw_curves(self, layer: int | None) -> None:
-        blocks = self._blocks if layer is None else [layer]
+        all_blocks = self.data.blocks
+        blocks = all_blocks if layer is None else [layer]
         single = len(blocks) == 1
         want: dict[CurvePlot, set[str]] = {p: set() for p in self._curve_plots.values()}
         for j, b in enumerate(blocks):
-            color = self._blocks.index(b) if b in self._blocks else j
+            color = all_blocks.index(b) if b in all_blocks else j
             for name, plot, label, dash in (
                     ("entropy", self.entropy, f"L{b}", False),
                     ("top1_prob", self.top1, f"L{b}", False),
                     ("logit_absmean", self.logits, "mean" if single else f"L{b} mean", False),
                     ("logit_absmax", self.logits, "max" if single else f"L{b} max", True)):
-                data = self._scal.get((b, name))
+                data = self.data.curve(b, name)
                 if data is None:
                     continue
                 k = f"L{b}|{name}"
                 plot.set_series(k, data[0], data[1], label=label,
                                 color=(color if not single else (1 if dash else 0)), dash=dash)
                 want[plot].add(k)
+        E = self.data.n_experts
+        if E:   # before the ranges are synced: the lines make room for their labels
+            self._set_ref("entropy", math.log(E), f"uniform router ln {E} = {math.log(E):.2f}")
+            self._set_ref("top1_prob", 1.0 / E, f"uniform 1/{E}")
         for plot, keys in want.items():
             for k in plot.series_keys():
                 if k not in keys:
@@ -257,10 +207,6 @@ class GateDashboard(RunDashboard):
             plot.sync_range()
         self.logits.set_title("Router-logit magnitude |logit|" if single
                               else "Router |logit|: solid mean, dashed max")
-        E = self._n_experts
-        if E:
-            self._set_ref("entropy", math.log(E), f"uniform router ln {E} = {math.log(E):.2f}")
-            self._set_ref("top1_prob", 1.0 / E, f"uniform 1/{E}")
 
     def _set_ref(self, key: str, y: float, text: str) -> None:
         ref = self._refs[key]
@@ -282,6 +228,6 @@ class GateDashboard(RunDashboard):
         self._style_lines()
 
     def _status_extra(self) -> str:
-        if self._loaded and not self._blocks:
+        if self._loaded and not self.data.blocks:
             return DENSE_STATUS
-        return f"{len(self._blocks)} MoE layers × {self._n_experts} experts"
+        return f"{len(self.data.blocks)} MoE layers × {self.data.n_experts} experts"

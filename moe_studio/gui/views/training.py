@@ -4,23 +4,21 @@ Data flow (see DESIGN.md, "One way for data"): each shown run has a store follow
 while following, a timer polls it at 8 Hz and appends only the new rows to per-series
 numpy buffers; the grown arrays go into the existing plot items with ``setData``, as
 often as a frame budget allows (every frame on a fast machine). A run that is not
-growing costs one cheap poll per frame.
+growing costs one cheap poll per frame. The buffers, the x axes and the curves' names
+and colours are ``training_data``'s (no Qt there): this module only draws.
 """
 from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlider, QToolButton, QVBoxLayout, QWidget)
 
-from ...store import Follower, RunFileError, RunReader, open_run
+from ...store import RunFileError, open_run
 from .cost_text import cost_parts
 from ..widgets.fitting_label import FittingLabel
 from ..run.follow_timer import FollowTimer, FramePacer, error_text, poll_guarded
@@ -28,120 +26,24 @@ from .inspection_runs import NO_TRAINING, is_inspection
 from ..formats import format_rate
 from ..run.live_run import hub as live_hub, live_status
 from ..widgets.plots import CurvePlot, PlotGrid
-from .rank_series import rank_of, rank_series_specs
 from .dashboard import moe_blocks_of
 from ..widgets.stage_marks import StageMarks, stage_boundaries
 from ..theme import is_dark_palette, plot_colors, status_color
+from . import training_data as TD
+from .training_data import PLOT_OF, PLOTS, ROUTING_PLOTS, X_STEP, X_TOKENS, X_WALL, RunTrack, series_key
+
 
 FRAME_MS = 50   # 20 Hz: how often the stores are polled (an idle poll costs ~0.2 ms);
                 # a fast run's curves can move at 20 frames/s, paced by a FramePacer
 _MAX_DRAW_INTERVAL_S = 1.0
 
-X_STEP, X_TOKENS, X_WALL = "step", "tokens", "wall"
 _X_MODES = ((X_STEP, "Step", "step"), (X_TOKENS, "Tokens", "tokens"),
             (X_WALL, "Wall time", "wall time"))
 
-# plot key -> (title, [(scalar name, short label, per-member?)])
-PLOTS: dict[str, tuple[str, list[tuple[str, str, bool]]]] = {
-    "loss": ("Loss (nats/token)", [("train/loss", "train", True), ("val/loss", "val", True)]),
-    "aux": ("Load-balancing loss", [("train/aux_loss", "aux", True)]),
-    "z": ("Router z-loss", [("train/z_loss", "z", True)]),
-    "lr": ("Learning rate", [("lr", "lr", False)]),
-    "tokens_per_s": ("Tokens per second", [("tokens_per_s", "tokens/s", False)]
-                     + rank_series_specs()),
-}
-LOG_Y_PLOTS = ("loss", "aux", "z", "lr")
+LOG_Y_PLOTS = ("loss", "aux", "z", "lr")   # what the Log y box switches
 EMPTY_HINT = ("No run to show yet.\n\nPress Train (F5) to train the experiment on the left, "
-              "or double-click a run or a sample run in the Runs panel to open it.")  # what the Log y box switches
-_PLOT_OF = {name: key for key, (_, specs) in PLOTS.items() for name, _, _ in specs}
-_SPARSE = {"val/loss"}          # evaluated every eval_every steps: dashed, dots, unsmoothed
-_TOKENS = "tokens"              # run-wide cumulative tokens, the x of the Tokens axis
-_NAME_SET = frozenset(_PLOT_OF) | {_TOKENS}
-
-
-def series_key(run_index: int, name: str, member: int) -> str:
-    """The CurvePlot series key of scalar ``name`` of ``member`` in the ``run_index``-th run."""
-    return f"{run_index}|{name}|{member}"
-
-
-class _Buffer:
-    """Append-only columns (step, value, wall time) with amortised O(1) growth."""
-
-    __slots__ = ("step", "value", "wall", "n")
-
-    def __init__(self) -> None:
-        self.step = np.empty(64)
-        self.value = np.empty(64)
-        self.wall = np.empty(64)
-        self.n = 0
-
-    def extend(self, step: np.ndarray, value: np.ndarray, wall: np.ndarray) -> None:
-        k = step.size
-        if self.n + k > self.step.size:
-            cap = max(2 * self.step.size, self.n + k)
-            for name in ("step", "value", "wall"):
-                grown = np.empty(cap)
-                grown[:self.n] = getattr(self, name)[:self.n]
-                setattr(self, name, grown)
-        sl = slice(self.n, self.n + k)
-        self.step[sl], self.value[sl], self.wall[sl] = step, value, wall
-        out_of_order = self.n > 0 and k > 0 and step[0] < self.step[self.n - 1]
-        self.n += k
-        if out_of_order or (k > 1 and np.any(np.diff(step) < 0)):
-            order = np.argsort(self.step[:self.n], kind="stable")
-            for name in ("step", "value", "wall"):
-                col = getattr(self, name)
-                col[:self.n] = col[:self.n][order]
-
-    def view(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.step[:self.n], self.value[:self.n], self.wall[:self.n]
-
-
-_ROUTING_PLOTS = ("aux", "z")
+              "or double-click a run or a sample run in the Runs panel to open it.")
 DENSE_HINT = "No router: dense model"
-
-
-@dataclass
-class _RunTrack:
-    index: int
-    path: Path
-    reader: RunReader
-    follower: Follower
-    name: str
-    label: str            # legend prefix in an overlay ("" for a single run)
-    members: int
-    total_steps: int | None
-    status: str
-    dense: bool = False   # no MoE layer: no router, no routing losses to plot
-    buffers: dict[tuple[str, int], _Buffer] = field(default_factory=dict)
-    t0: float = float("inf")  # wall time of the run's first record
-
-    def close(self) -> None:
-        self.reader.close()
-
-    def tokens_at(self, steps: np.ndarray) -> np.ndarray:
-        """Cumulative tokens at ``steps``: the run-wide ``tokens`` record joined by step,
-        interpolated between records, proportional to step outside them."""
-        buf = self.buffers.get((_TOKENS, -1))
-        if buf is None or buf.n == 0:
-            return np.full(steps.shape, np.nan)
-        s, t, _ = buf.view()
-        out = np.interp(steps, s, t)
-        if s[0] > 0:
-            lo = steps < s[0]
-            out[lo] = steps[lo] * (t[0] / s[0])
-        if s[-1] > 0:
-            hi = steps > s[-1]
-            out[hi] = steps[hi] * (t[-1] / s[-1])
-        return out
-
-    def last_step(self) -> int | None:
-        steps = [b.step[b.n - 1] for b in self.buffers.values() if b.n]
-        return int(max(steps)) if steps else None
-
-    def last_value(self, name: str, member: int) -> float | None:
-        buf = self.buffers.get((name, member))
-        return float(buf.value[buf.n - 1]) if buf is not None and buf.n else None
 
 
 class TrainingDashboard(QWidget):
@@ -156,7 +58,7 @@ class TrainingDashboard(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self._tracks: list[_RunTrack] = []
+        self._tracks: list[RunTrack] = []
         self._x_mode = X_STEP
         self._follow_extent = True
         self._errors: list[str] = []
@@ -251,30 +153,16 @@ class TrainingDashboard(QWidget):
             plot.clear_series()
         self._errors = []
         self._pending = {}
-        paths = [Path(p) for p in paths]
-        names: list[str] = []
-        for path in paths:
+        for path in (Path(p) for p in paths):
             try:
                 reader = open_run(path)
                 follower = reader.follower()
             except (RunFileError, OSError) as exc:
                 self._errors.append(error_text(exc))
                 continue
-            cfg = reader.config if isinstance(reader.config, dict) else {}
-            members = int((cfg.get("ensemble") or {}).get("members") or 1)
-            total = (cfg.get("train") or {}).get("steps")
-            name = reader.name or path.name
-            names.append(name)
-            self._tracks.append(_RunTrack(
-                index=len(self._tracks), path=path, reader=reader, follower=follower,
-                name=name, label="", members=members,
-                total_steps=int(total) if total else None, status=reader.status,
-                dense=not moe_blocks_of(reader)))
-        if len(self._tracks) > 1:
-            for t in self._tracks:
-                # Two runs of one name (a re-run) stay apart by their run id.
-                dup = names.count(t.name) > 1
-                t.label = f"{t.name} ({t.reader.run_id})" if dup else t.name
+            self._tracks.append(RunTrack.of(len(self._tracks), path, reader, follower,
+                                            dense=not moe_blocks_of(reader)))
+        TD.label_overlay(self._tracks)
         self.refresh()
         self._update_status()
         self.fit()
@@ -328,7 +216,7 @@ class TrainingDashboard(QWidget):
                 t.status, status_changed = status, True
             df = getattr(upd, "scalars", None)
             if df is not None and len(df):
-                changed = self._ingest(t, df)
+                changed = TD.ingest(t, df, self._x_mode)
                 if changed:
                     self._pending.setdefault(t.index, set()).update(changed)
                     new_rows = True
@@ -344,15 +232,15 @@ class TrainingDashboard(QWidget):
         frame (tens of ms with thousands of points); one per frame keeps every frame
         short while each plot still refreshes several times a second."""
         order = list(PLOTS)
-        waiting = {_PLOT_OF.get(name) for keys in self._pending.values() for name, _ in keys}
+        waiting = {PLOT_OF.get(name) for keys in self._pending.values() for name, _ in keys}
         start = (order.index(self._last_plot) + 1) if self._last_plot in order else 0
         chosen = next((order[(start + i) % len(order)] for i in range(len(order))
                        if order[(start + i) % len(order)] in waiting), None)
         self._last_plot = chosen
         take, keep = {}, {}
         for index, keys in self._pending.items():
-            mine = {k for k in keys if _PLOT_OF.get(k[0]) == chosen}
-            rest = {k for k in keys if k not in mine and _PLOT_OF.get(k[0]) is not None}
+            mine = {k for k in keys if PLOT_OF.get(k[0]) == chosen}
+            rest = {k for k in keys if k not in mine and PLOT_OF.get(k[0]) is not None}
             if mine:
                 take[index] = mine
             if rest:
@@ -397,20 +285,7 @@ class TrainingDashboard(QWidget):
 
     def x_extent(self) -> float | None:
         """The planned end of the running runs on the current x axis, or None."""
-        if self._x_mode == X_WALL:
-            return None
-        ends = []
-        for t in self._tracks:
-            if t.status != "running" or not t.total_steps:
-                continue
-            last = float(max(t.total_steps, t.last_step() or 0))
-            if self._x_mode == X_STEP:
-                ends.append(last)
-            else:
-                end = t.tokens_at(np.array([last]))[0]
-                if np.isfinite(end):
-                    ends.append(float(end))
-        return max(ends) if ends else None
+        return TD.planned_end(self._tracks, self._x_mode)
 
     def _apply_x_extent(self) -> None:
         end = self.x_extent()
@@ -462,127 +337,29 @@ class TrainingDashboard(QWidget):
     def status_text(self) -> str:
         return self._status.text()
 
-    # ------------------------------------------------------------------ data
-    def _ingest(self, t: _RunTrack, df: pd.DataFrame) -> set[tuple[str, int]]:
-        """Append the rows of ``df`` this view plots to ``t``'s buffers; return the
-        (name, member) keys whose series must be redrawn."""
-        wall = (df["wall_time"].to_numpy(dtype=np.float64) if "wall_time" in df
-                else np.full(len(df), np.nan))
-        t0_moved = False
-        if wall.size and np.isfinite(wall).any():
-            first = float(np.nanmin(wall))
-            if first < t.t0:
-                t.t0, t0_moved = first, True
-        # Plain numpy from here: a live frame brings a few dozen rows, for which pandas'
-        # per-call overhead (groupby, frame construction) would cost more than the data.
-        names = df["name"]
-        if isinstance(names.dtype, pd.CategoricalDtype):
-            codes = names.cat.codes.to_numpy()
-            cats = names.cat.categories
-        else:
-            codes, cats = pd.factorize(names)
-        wanted = np.array([i for i, c in enumerate(cats) if c in _NAME_SET], dtype=codes.dtype)
-        changed: set[tuple[str, int]] = set()
-        if wanted.size:
-            keep = np.isin(codes, wanted)
-            if keep.any():
-                codes = codes[keep].astype(np.int64)
-                member = df["member"].to_numpy(dtype=np.int64)[keep]
-                step = df["step"].to_numpy(dtype=np.float64)[keep]
-                value = df["value"].to_numpy(dtype=np.float64)[keep]
-                wall = wall[keep]
-                group = codes * 1024 + (member + 1)        # members are -1..15
-                order = np.argsort(group, kind="stable")   # keeps each series' row order
-                group = group[order]
-                starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-                ends = np.r_[starts[1:], group.size]
-                for a, b in zip(starts.tolist(), ends.tolist()):
-                    rows = order[a:b]
-                    key = (str(cats[int(group[a] // 1024)]), int(group[a] % 1024) - 1)
-                    t.buffers.setdefault(key, _Buffer()).extend(step[rows], value[rows],
-                                                                wall[rows])
-                    changed.add(key)
-        # Every x changes when the axis it is measured on moves.
-        if ((self._x_mode == X_TOKENS and (_TOKENS, -1) in changed)
-                or (self._x_mode == X_WALL and t0_moved)):
-            changed |= set(t.buffers)
-        changed.discard((_TOKENS, -1))
-        return changed
-
-    def _x_of(self, t: _RunTrack, buf: _Buffer) -> np.ndarray:
-        step, _, wall = buf.view()
-        if self._x_mode == X_TOKENS:
-            return t.tokens_at(step)
-        if self._x_mode == X_WALL:
-            return wall - t.t0
-        return step
-
-    def _x_at_steps(self, t: _RunTrack, steps: np.ndarray) -> np.ndarray:
-        """x of the current axis at arbitrary steps (wall time interpolated between records)."""
-        if self._x_mode == X_WALL:
-            buf = max(t.buffers.values(), key=lambda b: b.n, default=None)
-            if buf is None or buf.n == 0:
-                return np.full(steps.shape, np.nan)
-            s, _, wall = buf.view()
-            return np.interp(steps, s, wall) - t.t0
-        return t.tokens_at(steps) if self._x_mode == X_TOKENS else steps
-
-    def _draw(self, t: _RunTrack, keys) -> set[str]:
+    # ------------------------------------------------------------------ drawing
+    def _draw(self, t: RunTrack, keys) -> set[str]:
         """Push the buffers of ``keys`` ((name, member) pairs) into their plots; returns
         the keys of the plots touched."""
         overlay = len(self._tracks) > 1
         touched = set()
         for name, member in sorted(keys, key=lambda k: (k[0], k[1] if k[1] >= 0 else 1 << 30)):
-            plot_key = _PLOT_OF.get(name)
-            if plot_key is None or (t.dense and plot_key in _ROUTING_PLOTS):
+            plot_key = PLOT_OF.get(name)
+            if plot_key is None or (t.dense and plot_key in ROUTING_PLOTS):
                 continue
             buf = t.buffers[(name, member)]
-            label, color = self._style(t, name, member, overlay)
-            sparse = name in _SPARSE
+            label, color = TD.series_style(t, name, member, overlay)
+            sparse = name in TD.SPARSE
             self._grid.plot(plot_key).set_series(
-                series_key(t.index, name, member), self._x_of(t, buf), buf.view()[1],
+                series_key(t.index, name, member), TD.x_of(t, buf, self._x_mode), buf.view()[1],
                 label=label, color=color, dash=sparse, symbol="o" if sparse else None,
                 smooth=not sparse)
             touched.add(plot_key)
         if touched and len(self._tracks) == 1:   # an overlay's stages would be ambiguous
             self._stage_marks.show([self._grid.plot(k) for k in touched],
-                                   stage_boundaries(t.reader.meta), lambda s: self._x_at_steps(t, s))
+                                   stage_boundaries(t.reader.meta),
+                                   lambda s: TD.x_at_steps(t, s, self._x_mode))
         return touched
-
-    def _style(self, t: _RunTrack, name: str, member: int, overlay: bool):
-        """Legend label and colour of one series. The plot title names the metric, so
-        labels name only what tells the curves of one plot apart: train / val (the
-        loss plot), the member, the run (overlays)."""
-        plot_key = _PLOT_OF[name]
-        specs = PLOTS[plot_key][1]
-        short = next(s for n, s, _ in specs if n == name)
-        rank = rank_of(name)
-        if rank is not None:   # a distributed run's ranks: one colour (shade) each
-            if overlay:
-                return f"{t.label} · {short}", (t.index, rank + 1)
-            return short, rank + 1
-        specs = [sp for sp in specs if rank_of(sp[0]) is None]
-        multi = t.members > 1
-        if member < 0:
-            who = "ensemble" if name in _SPARSE and multi else ""
-        else:
-            who = f"m{member}" if multi else ""
-        kind = short if len(specs) > 1 else ""
-        text = " ".join(p for p in (kind, who) if p)
-        if overlay:
-            # One colour per run; its members (and the ensemble) as shades of it.
-            if member < 0:
-                shade = min(t.members, 4) if who == "ensemble" else 0
-            else:
-                shade = member if multi else 0
-            return (f"{t.label} · {text}" if text else t.label), (t.index, shade)
-        text = text or short
-        if member < 0:
-            return text, ("ensemble" if name in _SPARSE and multi else 0)
-        if multi:
-            return text, member
-        # One model: train and validation loss in two clearly different colours.
-        return text, (1 if name in _SPARSE else 0)
 
     # ------------------------------------------------------------------ controls
     def _on_smoothing(self, value: int) -> None:
@@ -603,7 +380,7 @@ class TrainingDashboard(QWidget):
         self._grid.set_x_label(axis_label)
         self._grid.set_x_format("duration" if mode == X_WALL else "number")
         for t in self._tracks:
-            self._draw(t, [k for k in t.buffers if k[0] in _PLOT_OF])
+            self._draw(t, [k for k in t.buffers if k[0] in PLOT_OF])
         self.fit()
 
     def _on_live_changed(self, path: str) -> None:
@@ -663,7 +440,7 @@ class TrainingDashboard(QWidget):
         if hint != loss.placeholder():
             loss.set_placeholder(hint)
         dense = bool(self._tracks) and all(t.dense for t in self._tracks)
-        for key in _ROUTING_PLOTS:
+        for key in ROUTING_PLOTS:
             plot = self._grid.plot(key)
             text = DENSE_HINT if dense else ""
             if text != plot.placeholder():

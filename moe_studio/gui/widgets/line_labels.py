@@ -4,8 +4,10 @@ inside their plot's axis box.
 A label is placed by the view on one side of its line (pyqtgraph's ``InfLineLabel``
 anchors); near an edge of the view that side runs out of the box and the label is cut
 off, which reads as a different number. ``keep_inside`` tries the label's own side
-first, then the other side, then the other end, and keeps the first that fits; a label
-that fits nowhere is hidden until its plot has room for it.
+first, then the other side, then the other end, and keeps the first that fits clear of
+the labels placed before it and of the plot's legend; a label that fits nowhere is
+hidden until its plot has room for it. A line whose other side holds the data (a
+bound no curve can cross: entropy <= ln E) keeps its label on its side (``hold_side``).
 """
 from __future__ import annotations
 
@@ -25,6 +27,19 @@ def line_labels(plot_item: pg.PlotItem) -> list[pg.InfLineLabel]:
     return out
 
 
+def hold_side(line: pg.InfiniteLine) -> None:
+    """Keep ``line``'s label on the side of the line its anchors give (only its end
+    and horizontal alignment move): the other side is where the data are."""
+    line.label._keep_side = True
+
+
+def _legend_rect(plot_item: pg.PlotItem) -> QRectF | None:
+    lg = plot_item.legend
+    if lg is None or not lg.isVisible() or lg.effectiveOpacity() == 0 or not lg.items:
+        return None
+    return lg.mapRectToScene(lg.boundingRect())
+
+
 def _box(plot_item: pg.PlotItem) -> QRectF:
     return plot_item.getViewBox().sceneBoundingRect().adjusted(-0.5, -0.5, 0.5, 0.5)
 
@@ -32,12 +47,15 @@ def _box(plot_item: pg.PlotItem) -> QRectF:
 def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
     """Move each reference label to the first placement that lies inside the axis box
     (its own, its side flipped, its end flipped, both) and over no label placed before
-    it (two lines close together: "fp8 e5m2 max" and "fp8 e4m3 max"). ``backing``: an RGBA fill for
-    labels that have none (readable over curves), drawn above the data."""
+    it (two lines close together: "fp8 e5m2 max" and "fp8 e4m3 max") nor the legend.
+    ``backing``: an RGBA fill for labels that have none (readable over curves), drawn
+    above the data."""
     box = _box(plot_item)
     if box.width() <= 1 or box.height() <= 1:
         return
-    placed: list = []   # scene rects of the labels placed so far: the next avoids them
+    # scene rects the next label avoids: the legend, the labels placed so far
+    legend = _legend_rect(plot_item)
+    placed: list = [legend] if legend is not None else []
     for label in _placeable(plot_item):
         # Called from the view's transform signal, before pyqtgraph has moved the line
         # for the new view: drop its cached geometry so the label is placed for the view
@@ -59,6 +77,8 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
                  [(a[0], 1 - a[1]) for a in orig],
                  [(1 - a[0], a[1]) for a in orig],
                  [(1 - a[0], 1 - a[1]) for a in orig]]
+        if getattr(label, "_keep_side", False):
+            flips = [flips[0], flips[2]]
         # its own end of the line first, then the other end (a crowd of close lines:
         # fp16, e5m2 and e4m3 maxima in a short plot)
         tries = [(pos, f) for f in flips] + [(1.0 - pos, f) for f in flips[2:] + flips[:2]]
