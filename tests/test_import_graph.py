@@ -265,8 +265,9 @@ def view_readers_importing_qt(root: Path = ROOT) -> list[str]:
     graph = import_graph(root)
     ext = external_imports(root)
     bad = []
-    for reader in sorted(m for m in graph if m.startswith(f"{root.name}.gui.views.")
-                         and m.endswith("_data")):
+    for reader in sorted(m for m in graph if (m.startswith(f"{root.name}.gui.views.")
+                                              and m.endswith("_data"))
+                         or m == f"{root.name}.gui.run.polling"):   # what readers poll with
         seen, todo = {reader: [reader]}, [reader]
         while todo:       # breadth first: the shortest chain to each module
             mod = todo.pop(0)

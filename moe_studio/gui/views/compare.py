@@ -35,7 +35,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSizeP
                                QStackedWidget, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from ...store import compare as C
-from ..run.follow_timer import FollowTimer, FramePacer, open_guarded, poll_guarded
+from ..run.follow_timer import FollowTimer
+from ..run.polling import FramePacer, open_guarded, poll_guarded
 from ..theme import is_dark_palette, status_color
 from .compare_curves import METRIC_TITLES, PLOTS, X_LABELS, CompareCurves  # noqa: F401 - re-exported
 from .compare_data import KEY_JOIN, ComparedRun, group_choices, label_duplicates, metric_names

@@ -4,9 +4,9 @@ Experts, Routing, Precision, Ensemble), and what they share.
 It offers the main window's dashboard API (``set_runs``, ``start_follow``,
 ``stop_follow``, ``refresh``), owns the run's reader and follower and the shared
 ``RunControls``, and polls at 8 Hz while following; subclasses read what they show in
-``_load`` / ``_ingest`` and draw in ``_show``. ``SnapshotCache`` keeps the decoded
-snapshots a view scrubs through; ``move_step_markers`` moves the step lines of its
-over-time plots.
+``_load`` / ``_ingest`` and draw in ``_show``; ``move_step_markers`` moves the step
+lines of their over-time plots. What they read from any run without Qt is in
+``run_data.py``.
 """
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ...store import Follower, RunFileError, RunReader, open_run
-from ..run.follow_timer import FollowTimer, FramePacer, error_text
+from ..run.follow_timer import FollowTimer
+from ..run.polling import FramePacer, error_text
 from ..run.live_run import hub as live_hub, live_status
 from ..theme import is_dark_palette, status_color
 from ..widgets.run_controls import RunControls
+from .run_data import moe_blocks_of
 
 FRAME_MS = 125   # 8 Hz store polling while following
 MARKER_MS = 150  # step markers on the over-time plots move at most this often while scrubbing
@@ -37,21 +38,6 @@ DENSE_NOTICE = ("<h3>Dense model: nothing is routed</h3>"
                 "loads or routing decisions to show. Open an MoE run (the sample runs "
                 "<i>moe-top2</i> and <i>switch-top1</i>, say), or set <b>model.moe_layers</b> "
                 "in the setup panel and train one.</p>")
-
-
-def moe_blocks_of(reader: RunReader) -> list[int]:
-    """The MoE block indices of a run: from its meta, else from what it recorded."""
-    blocks = reader.meta.get("moe_blocks")
-    if blocks:
-        return [int(b) for b in blocks]
-    found = set()
-    for name in reader.histogram_names():
-        if name.startswith("router_probs/L"):
-            found.add(int(name.rsplit("L", 1)[1]))
-    for name in reader.scalar_names():
-        if name.startswith("moe/L") and name.count("/") == 2:
-            found.add(int(name.split("/")[1][1:]))
-    return sorted(found)
 
 
 class RunDashboard(QWidget):
@@ -383,52 +369,6 @@ class RunDashboard(QWidget):
 
     def _palette_changed(self) -> None:
         """Subclasses re-colour what they draw themselves (text views)."""
-
-
-class SnapshotCache:
-    """Decoded snapshots of one series (``routing/probe`` of one member) by step; the
-    ``size`` most recently used stay decoded, so scrubbing back and forth re-reads
-    nothing."""
-
-    def __init__(self, reader: RunReader, name: str = "routing/probe", member: int = 0,
-                 size: int = 32):
-        from collections import OrderedDict
-
-        self._reader, self.name, self.member, self._size = reader, name, member, size
-        self._cache: "OrderedDict[int, Any]" = OrderedDict()
-        self._steps = reader.snapshot_steps(name, member=member)
-
-    def refresh_steps(self) -> np.ndarray:
-        """Re-read the recorded steps (after a poll found new snapshots)."""
-        self._steps = self._reader.snapshot_steps(self.name, member=self.member)
-        return self._steps
-
-    def steps(self) -> np.ndarray:
-        return self._steps
-
-    def nearest_step(self, step: int | None) -> int | None:
-        if self._steps.size == 0:
-            return None
-        if step is None:
-            return int(self._steps[-1])
-        return int(self._steps[int(np.argmin(np.abs(self._steps - int(step))))])
-
-    def get(self, step: int | None):
-        """The snapshot at the recorded step nearest ``step`` (None: the latest), or None."""
-        s = self.nearest_step(step)
-        if s is None:
-            return None
-        snap = self._cache.get(s)
-        if snap is None:
-            snap = self._reader.snapshot(self.name, s, member=self.member)
-            if snap is None:
-                return None
-            self._cache[s] = snap
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(s)
-        return snap
 
 
 def move_step_markers(markers, step: int | None) -> None:

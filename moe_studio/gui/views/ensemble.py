@@ -43,7 +43,8 @@ from ..theme import is_dark_palette, plot_colors
 from ..widgets.heatmap import HeatmapPlot
 from ..widgets.plots import CurvePlot
 from ..widgets.routed_text import RoutedTextView
-from .dashboard import RunDashboard, SnapshotCache, move_step_markers
+from .dashboard import RunDashboard, move_step_markers
+from .run_data import SnapshotCache
 from ..widgets.text_table import TextTable
 from .ensemble_compare import HEADERS as _COMPARE_HEADERS
 from .ensemble_compare import EnsembleComparePage

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 from ...store import compare as C
 from ..formats import fmt_count, fmt_fixed
-from ..run.follow_timer import open_guarded, poll_guarded
+from ..run.polling import open_guarded, poll_guarded
 from ..widgets.plots import CurvePlot
 from ..widgets.text_table import TextTable
 from .compare_data import ComparedRun, x_of

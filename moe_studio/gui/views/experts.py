@@ -32,7 +32,8 @@ from ..widgets.heatmap import HeatmapPlot
 from ..widgets.plots import CurvePlot
 from ..widgets.routed_text import TokenListPanel, token_rows
 from .row_drops import show_row_drops
-from .dashboard import DENSE_STATUS, RunDashboard, SnapshotCache, moe_blocks_of, move_step_markers
+from .dashboard import DENSE_STATUS, RunDashboard, move_step_markers
+from .run_data import SnapshotCache, moe_blocks_of
 from ..widgets.stage_marks import StageMarks, stage_boundaries
 from ..theme import is_dark_palette, plot_colors, series_color
 

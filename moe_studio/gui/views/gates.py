@@ -27,7 +27,8 @@ from .gates_data import GatesData, histogram_at
 from ..widgets.bars import BandPlot, BarPlot
 from ..widgets.line_labels import hold_side
 from ..widgets.plots import CurvePlot
-from .dashboard import DENSE_STATUS, RunDashboard, moe_blocks_of, move_step_markers
+from .dashboard import DENSE_STATUS, RunDashboard, move_step_markers
+from .run_data import moe_blocks_of
 from ..theme import is_dark_palette, plot_colors
 
 

@@ -33,7 +33,8 @@ from ...paths import sample_runs_dir
 from ..run.child_route import ChildRoute
 from ..widgets.routed_text import (RoutedTextView, TokenListPanel, expert_colors, legend_html,
                           text_background, token_rows)
-from .dashboard import DENSE_STATUS, RunDashboard, SnapshotCache
+from .dashboard import DENSE_STATUS, RunDashboard
+from .run_data import SnapshotCache
 from ..theme import is_dark_palette, plot_colors
 from ..run.tasks import BackgroundTask
 

@@ -21,12 +21,13 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlide
 from ...store import RunFileError, open_run
 from .cost_text import cost_parts
 from ..widgets.fitting_label import FittingLabel
-from ..run.follow_timer import FollowTimer, FramePacer, error_text, poll_guarded
+from ..run.follow_timer import FollowTimer
+from ..run.polling import FramePacer, error_text, poll_guarded
 from .inspection_runs import NO_TRAINING, is_inspection
 from ..formats import format_rate
 from ..run.live_run import hub as live_hub, live_status
 from ..widgets.plots import CurvePlot, PlotGrid
-from .dashboard import moe_blocks_of
+from .run_data import moe_blocks_of
 from ..widgets.stage_marks import StageMarks, stage_boundaries
 from ..theme import is_dark_palette, plot_colors, status_color
 from . import training_data as TD

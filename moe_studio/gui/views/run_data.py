@@ -1,0 +1,70 @@
+"""What the views read from any run, without Qt: its MoE blocks (``moe_blocks_of``) and
+the snapshots a view scrubs through, decoded once (``SnapshotCache``)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...store import RunReader
+
+
+def moe_blocks_of(reader: RunReader) -> list[int]:
+    """The MoE block indices of a run: from its meta, else from what it recorded."""
+    blocks = reader.meta.get("moe_blocks")
+    if blocks:
+        return [int(b) for b in blocks]
+    found = set()
+    for name in reader.histogram_names():
+        if name.startswith("router_probs/L"):
+            found.add(int(name.rsplit("L", 1)[1]))
+    for name in reader.scalar_names():
+        if name.startswith("moe/L") and name.count("/") == 2:
+            found.add(int(name.split("/")[1][1:]))
+    return sorted(found)
+
+
+class SnapshotCache:
+    """Decoded snapshots of one series (``routing/probe`` of one member) by step; the
+    ``size`` most recently used stay decoded, so scrubbing back and forth re-reads
+    nothing."""
+
+    def __init__(self, reader: RunReader, name: str = "routing/probe", member: int = 0,
+                 size: int = 32):
+        from collections import OrderedDict
+
+        self._reader, self.name, self.member, self._size = reader, name, member, size
+        self._cache: "OrderedDict[int, Any]" = OrderedDict()
+        self._steps = reader.snapshot_steps(name, member=member)
+
+    def refresh_steps(self) -> np.ndarray:
+        """Re-read the recorded steps (after a poll found new snapshots)."""
+        self._steps = self._reader.snapshot_steps(self.name, member=self.member)
+        return self._steps
+
+    def steps(self) -> np.ndarray:
+        return self._steps
+
+    def nearest_step(self, step: int | None) -> int | None:
+        if self._steps.size == 0:
+            return None
+        if step is None:
+            return int(self._steps[-1])
+        return int(self._steps[int(np.argmin(np.abs(self._steps - int(step))))])
+
+    def get(self, step: int | None):
+        """The snapshot at the recorded step nearest ``step`` (None: the latest), or None."""
+        s = self.nearest_step(step)
+        if s is None:
+            return None
+        snap = self._cache.get(s)
+        if snap is None:
+            snap = self._reader.snapshot(self.name, s, member=self.member)
+            if snap is None:
+                return None
+            self._cache[s] = snap
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(s)
+        return snap
