@@ -14,7 +14,8 @@ from PySide6.QtGui import QImage, QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from moe_studio.gui import theme  # noqa: E402
-from moe_studio.gui.widgets.plots import CurvePlot, PlotGrid  # noqa: E402
+from moe_studio.gui.widgets.plot_grid import PlotGrid  # noqa: E402
+from moe_studio.gui.widgets.plots import CurvePlot  # noqa: E402
 from moe_studio.metrics.smoothing import ema  # noqa: E402
 
 

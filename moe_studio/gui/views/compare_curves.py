@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem, Q
 
 from ...store import compare as C
 from ..theme import is_dark_palette, series_color
-from ..widgets.plots import PlotGrid
+from ..widgets.plot_grid import PlotGrid
 from .compare_data import ComparedRun, group_label, groups, x_of
 from .compare_pair import swatch
 from .training import PLOTS as TRAINING_PLOTS

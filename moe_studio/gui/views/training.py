@@ -26,7 +26,8 @@ from ..run.polling import FramePacer, error_text, poll_guarded
 from .inspection_runs import NO_TRAINING, is_inspection
 from ..formats import format_rate
 from ..run.live_run import hub as live_hub, live_status
-from ..widgets.plots import CurvePlot, PlotGrid
+from ..widgets.plot_grid import PlotGrid
+from ..widgets.plots import CurvePlot
 from .run_data import moe_blocks_of
 from ..widgets.stage_marks import StageMarks, stage_boundaries
 from ..theme import is_dark_palette, plot_colors, status_color
