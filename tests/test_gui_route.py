@@ -16,7 +16,8 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import Qt  # noqa: E402
 
 from moe_studio.engine.probe import latest_checkpoint, list_checkpoints, route_text  # noqa: E402
-from moe_studio.gui.views.routing import LIVE, SOURCE_CUSTOM, RoutingDashboard  # noqa: E402
+from moe_studio.gui.views.routing import SOURCE_CUSTOM, RoutingDashboard  # noqa: E402
+from moe_studio.gui.views.routing_custom import LIVE  # noqa: E402
 from moe_studio.gui.run.worker import TrainingController  # noqa: E402
 from moe_studio.paths import sample_runs_dir  # noqa: E402
 
