@@ -27,8 +27,10 @@ def sample_choices(run_dir: str) -> list[tuple[str, int | None]]:
     """``(label, member)`` for the "Sample from" list of the run in ``run_dir``: the
     ensemble (member None) then each member, or the one model; a folder without a
     readable config gets one entry and the child says what is wrong."""
+    d = Path(run_dir)
     try:
-        cfg = load_config(Path(run_dir) / "config.toml") if run_dir else None
+        d = d.parent if d.is_file() else d   # a run.sqlite or weight file names its run
+        cfg = load_config(d / "config.toml") if run_dir else None
     except (ConfigError, OSError):
         cfg = None
     n = cfg.ensemble.members if cfg is not None else 1
