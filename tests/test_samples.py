@@ -63,7 +63,8 @@ def test_regenerate_a_sample_at_small_scale(tmp_path):
 # (listed in REGENERATE_FOR_COSTS) still predate the cost records: Compare's
 # quality-per-cost columns stay blank for them until `python -m moe_studio.samples
 # --only NAME` is run again.
-COST_SAMPLES: tuple[str, ...] = ()
+COST_SAMPLES: tuple[str, ...] = ("bagging-4", "dense-baseline", "moe-top2", "moe-vs-ensemble-dense",
+                                  "moe-vs-ensemble-moe")
 REGENERATE_FOR_COSTS = tuple(sorted((set(samples.SAMPLES) | {p.name for p in SHIPPED
                                                            if p.name.startswith("sweep-")})
                                     - set(COST_SAMPLES)))
