@@ -167,9 +167,11 @@ def test_empty_reasons_of_the_sample_runs(make_dashboard):
         d = make_dashboard(cls, [moe])
         assert d.report_empty_reason() == "" and d.dense_notice() == ""
     assert make_dashboard(PrecisionDashboard, [fp16]).report_empty_reason() == ""
-    # recorded before the precision analysis existed
-    assert make_dashboard(PrecisionDashboard, [moe]).report_empty_reason().startswith(
+    # fp32 without precision.headroom: nothing to show; moe-top2 measures headroom
+    plain = s / "moe-vs-ensemble-moe"
+    assert make_dashboard(PrecisionDashboard, [plain]).report_empty_reason().startswith(
         "no precision records")
+    assert make_dashboard(PrecisionDashboard, [moe]).report_empty_reason() == ""
     assert make_dashboard(EnsembleDashboard, [moe, dense]).report_empty_reason() != ""
     assert make_dashboard(EnsembleDashboard, [moe, bag]).report_empty_reason() == ""
 
