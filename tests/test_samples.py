@@ -59,17 +59,6 @@ def test_regenerate_a_sample_at_small_scale(tmp_path):
     _assert_cost_records(dest)
 
 
-# Samples regenerated with the engine that records costs (issue 16). The others
-# (listed in REGENERATE_FOR_COSTS) still predate the cost records: Compare's
-# quality-per-cost columns stay blank for them until `python -m moe_studio.samples
-# --only NAME` is run again.
-COST_SAMPLES: tuple[str, ...] = ("bagging-4", "dense-baseline", "moe-top2", "moe-vs-ensemble-dense",
-                                  "moe-vs-ensemble-moe")
-REGENERATE_FOR_COSTS = tuple(sorted((set(samples.SAMPLES) | {p.name for p in SHIPPED
-                                                           if p.name.startswith("sweep-")})
-                                    - set(COST_SAMPLES)))
-
-
 def _assert_cost_records(path):
     """The run carries what Compare's cost columns read, and its training FLOPs are
     steps x tokens per step x the recorded FLOPs per token x the members trained."""
@@ -94,18 +83,25 @@ def _assert_cost_records(path):
     assert np.isfinite(row["train_flops"]) and np.isfinite(row["memory_total"])
 
 
-@pytest.mark.parametrize("name", COST_SAMPLES)
-def test_regenerated_samples_carry_the_cost_series(name):
-    _assert_cost_records(sample_runs_dir() / name)
+# Not regenerated yet: with the current engine the fp16 pair no longer shows its story
+# (regenerated on 2026-12-04 the float32-router run had a skipped step attributed to a
+# router and both reached the same loss-scale floor, test_gui_precision's
+# test_sample_pair_differs_in_overflow), so the pair predates the cost records.
+WITHOUT_COSTS = ("fp16-overflow", "fp16-router-fp32")
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.name not in WITHOUT_COSTS],
+                         ids=lambda p: p.name)
+def test_every_sample_carries_the_cost_series(path):
+    """Regenerated with the engine that records costs (issue 16), so Compare's
+    quality-per-cost columns fill for the shipped samples."""
+    _assert_cost_records(path)
 
 
 def test_compare_fills_the_cost_columns_for_the_moe_vs_ensemble_pair():
     from moe_studio.store.compare import add_equal_cost, by_name, summary_row
-    pair = [n for n in ("moe-vs-ensemble-moe", "moe-vs-ensemble-dense") if n in COST_SAMPLES]
-    if len(pair) < 2:
-        pytest.skip("the pair is not regenerated with cost records yet")
     rows, tables = [], []
-    for n in pair:
+    for n in ("moe-vs-ensemble-moe", "moe-vs-ensemble-dense"):
         with open_run(sample_runs_dir() / n) as r:
             t = by_name(r.scalars())
             rows.append(summary_row(t, r.meta, run=n))
