@@ -2,6 +2,8 @@
 torch's own FlopCounterMode on a real forward pass."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -95,3 +97,38 @@ def test_boosting_counts_the_ensemble_so_far_forward():
     from moe_studio.engine.flops import FlopCount
     c = FlopCount(forward_active=10, forward_total=20, context=4)
     assert step_flops(c, tokens=5, models=1, extra_forwards=2) == 5 * (30 + 20)
+
+
+@pytest.mark.parametrize("factor", [0.0, 1.25, 2.0])
+def test_expert_choice_counts_what_the_experts_ran(factor):
+    # Expert choice: each of the E experts runs on C = ceil(factor * N * k / E) of the
+    # N tokens of a forward (factor 0 = 1.0), so a token costs E * C / N experts, not
+    # top_k. FlopCounterMode counts the matmuls that actually ran.
+    cfg = tiny_config(moe__router="expert_choice", moe__capacity_factor=factor)
+    model = _model(cfg).eval()
+    B, T, E, k = 3, cfg.data.context, 4, 2
+    N = B * T
+    x = torch.randint(0, 256, (B, T))
+    f = count_flops(model, batch_tokens=N)
+    assert f.forward_active * N == _counted(model, x)
+    C = min(N, math.ceil((factor or 1.0) * N * k / E))
+    dense = count_flops(_model(tiny_config(moe__top_k=1)))   # one expert per token
+    per_expert_per_token = dense.forward_total - dense.forward_active   # (E - 1) experts, 2 blocks
+    expert = per_expert_per_token / (E - 1) / 2
+    top_k_count = count_flops(_model(tiny_config())).forward_active
+    assert f.forward_active == pytest.approx(top_k_count + 2 * (E * C / N - k) * expert, rel=1e-12)
+    if factor > 1:
+        assert f.forward_active > top_k_count   # the top_k count would be wrong here
+
+
+def test_trainer_counts_expert_choice_at_its_batch(tmp_path):
+    cfg = tiny_config(train__steps=2, train__warmup_steps=0, train__eval_every=100,
+                      moe__router="expert_choice",
+                      moe__capacity_factor=1.25)
+    tr = Trainer(cfg, tmp_path)
+    tr.close(checkpoint=False)
+    N = cfg.data.batch_size * cfg.data.context
+    assert tr.flops == count_flops(tr.models[0], batch_tokens=N)
+    model = tr.models[0].eval()
+    x = torch.randint(0, 256, (cfg.data.batch_size, cfg.data.context))
+    assert tr.flops.forward_active * N == _counted(model, x)

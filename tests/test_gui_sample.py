@@ -67,3 +67,48 @@ def test_dialog_without_a_run_says_so_and_starts_nothing(qtbot):
     assert "choose a run folder" in dlg.speed_label.text()
     assert dlg.output.toPlainText() == ""
     dlg.close()
+
+
+@pytest.fixture(scope="module")
+def ens_dir(tmp_path_factory):
+    tr = Trainer(tiny_config(train__steps=3, train__eval_every=100, ensemble__members=3),
+                 tmp_path_factory.mktemp("ens"))
+    while not tr.done:
+        tr.step()
+    tr.close()
+    return tr.run_dir
+
+
+@pytest.mark.slow
+def test_dialog_samples_the_ensemble_or_the_member_picked(qtbot, ens_dir, run_dir):
+    from PySide6.QtCore import Qt
+
+    from moe_studio.gui.widgets.sample_dialog import SampleDialog
+    dlg = SampleDialog(None)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    combo = dlg.from_combo
+    _type(qtbot, dlg.run_edit, str(run_dir))
+    assert [combo.itemText(i) for i in range(combo.count())] == ["the model"]
+    _type(qtbot, dlg.run_edit, str(ens_dir))
+    assert [combo.itemText(i) for i in range(combo.count())] == [
+        "the ensemble of 3 members (mean_prob)", "member 0", "member 1", "member 2"]
+    _type(qtbot, dlg.prompt_edit, "ab")
+    _type(qtbot, dlg.tokens_spin.lineEdit(), "4")
+    _type(qtbot, dlg.temp_spin.lineEdit(), "0")
+
+    combo.setFocus()
+    qtbot.keyClick(combo, Qt.Key.Key_Down)
+    qtbot.keyClick(combo, Qt.Key.Key_Down)   # the ensemble -> member 0 -> member 1
+    assert combo.currentText() == "member 1"
+    qtbot.mouseClick(dlg.generate_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not dlg.busy, timeout=90_000)
+    label = dlg.speed_label.text()
+    assert label.startswith("member 1 of 3: 4 tokens") and "tokens/s" in label, label
+    assert dlg.output.toPlainText() == "ab" + sample_run(ens_dir, "ab", 4, member=1,
+                                                         temperature=0.0).text
+    # back to the ensemble: its job asks for no member, which the child samples as the
+    # run's combination rule (test_generate.test_cli_and_child_name_what_was_sampled)
+    qtbot.keyClick(combo, Qt.Key.Key_Home)
+    assert combo.currentIndex() == 0 and combo.currentData() is None
+    dlg.close()

@@ -167,9 +167,11 @@ def test_empty_reasons_of_the_sample_runs(make_dashboard):
         d = make_dashboard(cls, [moe])
         assert d.report_empty_reason() == "" and d.dense_notice() == ""
     assert make_dashboard(PrecisionDashboard, [fp16]).report_empty_reason() == ""
-    # recorded before the precision analysis existed
-    assert make_dashboard(PrecisionDashboard, [moe]).report_empty_reason().startswith(
+    # fp32 without precision.headroom: nothing to show; moe-top2 measures headroom
+    plain = s / "moe-vs-ensemble-moe"
+    assert make_dashboard(PrecisionDashboard, [plain]).report_empty_reason().startswith(
         "no precision records")
+    assert make_dashboard(PrecisionDashboard, [moe]).report_empty_reason() == ""
     assert make_dashboard(EnsembleDashboard, [moe, dense]).report_empty_reason() != ""
     assert make_dashboard(EnsembleDashboard, [moe, bag]).report_empty_reason() == ""
 
@@ -250,3 +252,52 @@ def test_reports_leave_out_the_buttons_on_each_figure(make_dashboard, view, run)
     hide_controls(d)
     assert not on_figures()
     assert all(f.isVisibleTo(d) for f in figures) and figures
+
+
+def test_report_prints_the_costs_the_run_recorded(qapp, runs, tmp_path, capsys):
+    import re
+
+    import torch
+
+    from moe_studio.config import load
+    from moe_studio.engine.flops import count_flops
+    from moe_studio.engine.model import MoEGPT
+    from moe_studio.store.reader import RunReader
+    rc = cli_main(["report", str(runs[0]), "--out", str(tmp_path / "c.png"), "--width", "700",
+                   "--tabs", "Training"])
+    assert rc == 0
+    lines = [s.strip() for s in capsys.readouterr().out.splitlines() if s.strip().startswith("cost:")]
+    assert len(lines) == 1, lines
+    line = lines[0]
+    num = r"([\d,]+(?:\.\d+)?(?:e[+-]?\d+)?)"
+
+    def grab(pattern: str) -> float:
+        m = re.search(pattern.replace("NUM", num), line)
+        assert m, (pattern, line)
+        return float(m.group(1).replace(",", ""))
+
+    cfg = load(runs[0] / "config.toml")
+    torch.manual_seed(0)
+    model = MoEGPT(cfg.model, cfg.moe, context=cfg.data.context)
+    tokens = cfg.data.batch_size * cfg.data.context
+    ref = count_flops(model, cfg.data.context, batch_tokens=tokens)   # recomputed here
+    assert grab(r"train NUM FLOP/token") == ref.train_active
+    assert grab(r"forward NUM active") == ref.forward_active
+    assert grab(r"NUM total\)") == ref.forward_total
+    r = RunReader(runs[0])
+    try:
+        s = r.scalars(["cost/train_flops", "cost/flops_per_s"], member=-1)
+        meta = r.meta
+    finally:
+        r.close()
+    trained = s[s["name"] == "cost/train_flops"].sort_values("step")["value"].to_numpy()
+    assert grab(r"trained NUM FLOP") == pytest.approx(trained[-1], rel=1e-5)
+    assert grab(r"trained NUM FLOP") == pytest.approx(tokens * ref.train_active * cfg.train.steps, rel=1e-5)
+    fps = s[s["name"] == "cost/flops_per_s"]["value"].to_numpy()
+    assert grab(r"achieved NUM FLOP/s") == pytest.approx(float(np.median(fps)), rel=1e-5)
+    assert grab(r"median of NUM steps") == len(fps) == cfg.train.steps
+    fp = meta["memory_footprint"]
+    for part in ("params", "grads", "optimizer", "activations"):
+        assert grab(part + r" NUM") == pytest.approx(fp[part] / 2 ** 20, abs=6e-4)
+    assert grab(r"memory of one step NUM MiB") == pytest.approx(fp["total"] / 2 ** 20, abs=6e-4)
+    assert fp["total"] == sum(fp[k] for k in ("params", "grads", "optimizer", "activations"))

@@ -56,6 +56,59 @@ def test_regenerate_a_sample_at_small_scale(tmp_path):
         r.close()
     assert (dest / "weights.safetensors").exists()
     assert not list(dest.glob("checkpoint-*.pt"))
+    _assert_cost_records(dest)
+
+
+def _assert_cost_records(path):
+    """The run carries what Compare's cost columns read, and its training FLOPs are
+    steps x tokens per step x the recorded FLOPs per token x the members trained."""
+    from moe_studio.store.compare import by_name, summary_row
+    r = open_run(path)
+    try:
+        meta, cfg = r.meta, r.config
+        s = r.scalars(["cost/train_flops", "cost/flops_per_s", "val/loss", "elapsed_s"])
+    finally:
+        r.close()
+    fl = meta["flops_per_token"]
+    assert fl["train_active"] == 3 * fl["forward_active"] > 0
+    assert {"params", "grads", "optimizer", "activations", "total"} <= set(meta["memory_footprint"])
+    flops = s[s["name"] == "cost/train_flops"].sort_values("step")
+    assert len(flops) >= 5 and flops["step"].iloc[-1] == cfg["train"]["steps"]
+    members = cfg["ensemble"]["members"] if cfg["ensemble"]["method"] in ("seeds", "bagging") else 1
+    per_step = cfg["data"]["batch_size"] * cfg["data"]["context"] * fl["train_active"] * members
+    if cfg["ensemble"]["method"] != "boosting":   # (boosting adds the ensemble-so-far's forwards)
+        assert np.allclose(flops["value"], per_step * flops["step"], rtol=1e-9, atol=0)
+    assert (s[s["name"] == "cost/flops_per_s"]["value"] > 0).all()
+    row = summary_row(by_name(s), meta)
+    assert np.isfinite(row["train_flops"]) and np.isfinite(row["memory_total"])
+
+
+# Not regenerated yet: with the current engine the fp16 pair no longer shows its story
+# (regenerated on 2026-12-04 the float32-router run had a skipped step attributed to a
+# router and both reached the same loss-scale floor, test_gui_precision's
+# test_sample_pair_differs_in_overflow), so the pair predates the cost records.
+WITHOUT_COSTS = ("fp16-overflow", "fp16-router-fp32")
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.name not in WITHOUT_COSTS],
+                         ids=lambda p: p.name)
+def test_every_sample_carries_the_cost_series(path):
+    """Regenerated with the engine that records costs (issue 16), so Compare's
+    quality-per-cost columns fill for the shipped samples."""
+    _assert_cost_records(path)
+
+
+def test_compare_fills_the_cost_columns_for_the_moe_vs_ensemble_pair():
+    from moe_studio.store.compare import add_equal_cost, by_name, summary_row
+    rows, tables = [], []
+    for n in ("moe-vs-ensemble-moe", "moe-vs-ensemble-dense"):
+        with open_run(sample_runs_dir() / n) as r:
+            t = by_name(r.scalars())
+            rows.append(summary_row(t, r.meta, run=n))
+            tables.append(t)
+    add_equal_cost(rows, tables)
+    for row in rows:
+        assert np.isfinite(row["val_at_equal_flops"]) and np.isfinite(row["val_at_equal_time"])
 
 
 ENSEMBLE_SAMPLES = ("bagging-4", "moe-vs-ensemble-moe", "moe-vs-ensemble-dense")

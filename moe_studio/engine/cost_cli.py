@@ -25,7 +25,9 @@ def add_parsers(sub, config_args) -> None:
     s.add_argument("--tokens", type=int, default=200, help="bytes to generate (default 200)")
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
     s.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0: all)")
-    s.add_argument("--member", type=int, default=0, help="ensemble member (default 0)")
+    s.add_argument("--member", type=int, default=None, metavar="N",
+                   help="sample ensemble member N alone (default: an ensemble run samples "
+                        "the ensemble under its combination rule, ensemble.combine)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     s.add_argument("--checkpoint", default=None, help="weight file (default: the latest)")
     s.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
@@ -71,7 +73,8 @@ def cmd_sample(args) -> int:
         return 0
     sp = g.speed()
     print(g.prompt + g.text)
-    print(f"-- {sp['tokens']} tokens in {sp['total_s']:.3f} s: {sp['tokens_per_s']:,.1f} tokens/s, "
+    print(f"-- {g.sampled}: {sp['tokens']} tokens in {sp['total_s']:.3f} s: "
+          f"{sp['tokens_per_s']:,.1f} tokens/s, "
           f"latency per token median {1e3 * sp['latency_median_s']:.2f} ms, "
           f"p90 {1e3 * sp['latency_p90_s']:.2f} ms, first {1e3 * sp['first_token_s']:.2f} ms "
           f"({g.device}, {g.checkpoint}; no KV cache: each token re-reads the context)")

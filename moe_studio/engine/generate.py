@@ -6,6 +6,14 @@ forward over the last ``data.context`` tokens: the latency measured is that of t
 model as built, the cost a cache would cut. Sampling: temperature (0 = greedy) and an
 optional top-k cut, from a seeded generator, so the same call gives the same text.
 
+What is sampled: one model, or for an ensemble run by default the ensemble as the
+run's combination rule (``ensemble.combine``) defines it, through the engine's own
+rule (``combine.make_rule``; SAMME with the member weights the run recorded,
+``boost/alpha``): every member's next-token log-probabilities, combined, are the
+distribution drawn from. Sequential ensembles (snapshot, boosting) use the members
+whose segment had begun at the checkpoint's step, as the run's evaluation did.
+``member=N`` samples member N alone. ``Generation.sampled`` says which.
+
 Timing: wall clock around each token's forward and draw (on CUDA after a
 synchronize); ``first_token_s`` includes the prompt, ``tokens_per_s`` is generated
 tokens over the total generation time.
@@ -16,6 +24,10 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_TOKENS = 100_000
 
@@ -28,6 +40,7 @@ class Generation:
     per_token_s: list[float]   # latency of each generated token
     device: str
     checkpoint: str
+    sampled: str = "the model"   # what the tokens were drawn from (an ensemble, one member)
 
     @property
     def total_s(self) -> float:
@@ -46,17 +59,54 @@ class Generation:
         return {**asdict(self), "speed": self.speed()}
 
 
+class NextToken:
+    """The distribution the sampler draws from: ``models`` (in eval mode) each give
+    log-probabilities for the token after ``seq``, and ``rule`` (a ``combine.Rule``)
+    combines them; one model and no rule: its own. ``label`` names what this is."""
+
+    def __init__(self, models: list, rule=None, precision: str = "fp32", label: str = "the model"):
+        if not models:
+            raise ValueError("nothing to sample from: no model")
+        if rule is None and len(models) != 1:
+            raise ValueError(f"{len(models)} models need a combination rule")
+        self.models = list(models)
+        self.rule = rule
+        self.precision = precision
+        self.label = label
+
+    @property
+    def device(self):
+        return next(self.models[0].parameters()).device
+
+    def __call__(self, seq) -> "torch.Tensor":
+        """seq [1, L] int64 on ``device`` -> [V] float32 log-probabilities (CPU) of the
+        next token; each model sees the last ``model.context`` tokens."""
+        import torch
+        import torch.nn.functional as F
+
+        from .amp import autocast
+
+        lps = []
+        with torch.no_grad():
+            for model in self.models:
+                with autocast(self.device, self.precision):
+                    logits, _ = model(seq[:, -model.context:])
+                lps.append(F.log_softmax(logits[0, -1].float(), dim=-1))
+            if self.rule is None:
+                return lps[0].cpu()
+            return self.rule.apply(torch.stack(lps)[:, None, :])[0].float().cpu()   # [M, 1, V] -> [V]
+
+
 def sample_tokens(model, prompt: list[int], n: int, *, temperature: float = 0.8, top_k: int = 0,
                   seed: int = 0, precision: str = "fp32") -> tuple[list[int], list[float]]:
-    """``n`` tokens continuing ``prompt`` (byte tokens, at least one) from ``model`` in
-    eval mode: (tokens, latency of each in seconds)."""
+    """``n`` tokens continuing ``prompt`` (byte tokens, at least one) from ``model`` (a
+    model in eval mode, or a :class:`NextToken`): (tokens, latency of each in seconds)."""
     import torch
-
-    from .amp import autocast
 
     if not prompt:
         raise ValueError("the prompt is empty: give at least one character")
-    dev = next(model.parameters()).device
+    nxt_dist = model if isinstance(model, NextToken) else NextToken([model], precision=precision)
+    dev = nxt_dist.device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     seq = torch.tensor(prompt, dtype=torch.long, device=dev)[None]
     out: list[int] = []
@@ -64,9 +114,7 @@ def sample_tokens(model, prompt: list[int], n: int, *, temperature: float = 0.8,
     with torch.no_grad():
         for _ in range(n):
             t0 = time.perf_counter()
-            with autocast(dev, precision):
-                logits, _ = model(seq[:, -model.context:])
-            last = logits[0, -1].float().cpu()
+            last = nxt_dist(seq)
             if temperature <= 0:
                 nxt = int(last.argmax())
             else:
@@ -83,12 +131,81 @@ def sample_tokens(model, prompt: list[int], n: int, *, temperature: float = 0.8,
     return out, lat
 
 
-def sample_run(run_dir: str | Path, prompt: str, tokens: int, *, checkpoint=None, member: int = 0,
-               temperature: float = 0.8, top_k: int = 0, seed: int = 0,
+def run_sampler(run_dir: str | Path, *, checkpoint=None, member: int | None = None,
+                device="cpu") -> tuple[NextToken, object]:
+    """``(NextToken, Checkpoint)`` for a run: member ``member`` alone, or (None) the
+    whole ensemble under its ``ensemble.combine`` rule (a single-model run: the model).
+    ValueError with a one-line message for a member that does not exist or a SAMME
+    ensemble whose member weights were not recorded yet."""
+    from .probe import _resolve_checkpoint, load_models, run_config
+
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        run_dir = run_dir.parent
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: run folder not found")
+    cfg = run_config(run_dir)
+    n = cfg.ensemble.members
+    if member is not None or n == 1:
+        m = 0 if member is None else int(member)
+        models, cfg, ck = load_models(run_dir, checkpoint, [m], device)
+        label = "the model" if n == 1 else f"member {m} of {n}"
+        return NextToken(models, precision=cfg.precision.mode, label=label), ck
+    ck = _resolve_checkpoint(run_dir, checkpoint)
+    members = ensemble_members(cfg, ck.step)
+    models, cfg, ck = load_models(run_dir, ck, members, device)
+    rule = headline_rule(cfg, run_dir, members, ck.step)
+    which = f"{len(members)} members" if len(members) == n else f"members 0-{members[-1]} of {n}"
+    return NextToken(models, rule, cfg.precision.mode,
+                     label=f"ensemble of {which} ({cfg.ensemble.combine})"), ck
+
+
+def ensemble_members(cfg, step: int) -> list[int]:
+    """The members an ensemble is made of after ``step`` optimizer steps: all, or for
+    sequential methods those whose segment had begun (``EnsembleEngine.evaluated_members``);
+    an unknown step (-1): all."""
+    from .ensemble import SEQUENTIAL
+    from .schedule import member_at, segment_starts
+
+    n = cfg.ensemble.members
+    if cfg.ensemble.method not in SEQUENTIAL or step < 0:
+        return list(range(n))
+    return list(range(member_at(max(step - 1, 0), segment_starts(cfg.train.steps, n)) + 1))
+
+
+def headline_rule(cfg, run_dir: Path, members: list[int], step: int):
+    """The run's ``ensemble.combine`` rule over ``members``, made by the engine's
+    ``combine.make_rule``; SAMME with each member's recorded alpha (``boost/alpha``,
+    the latest at or before ``step``)."""
+    from .combine import make_rule
+
+    if cfg.ensemble.combine != "samme":
+        return make_rule(cfg.ensemble.combine)
+    from ..store import RunFileError, open_run
+    try:
+        with open_run(run_dir) as r:
+            df = r.scalars(["boost/alpha"])
+    except (RunFileError, OSError) as e:
+        raise ValueError(f"{run_dir.name}: cannot read the SAMME member weights ({e})") from None
+    if step >= 0:
+        df = df[df["step"] <= step]
+    alphas = []
+    for m in members:
+        a = df[df["member"] == m].sort_values("step")["value"]
+        if a.empty:
+            raise ValueError(f"member {m} has no SAMME weight recorded (its boosting segment "
+                             f"had not ended): sample one member instead")
+        alphas.append(float(a.iloc[-1]))
+    return make_rule("samme", weights=alphas)
+
+
+def sample_run(run_dir: str | Path, prompt: str, tokens: int, *, checkpoint=None,
+               member: int | None = None, temperature: float = 0.8, top_k: int = 0, seed: int = 0,
                device: str = "cpu") -> Generation:
-    """Generate ``tokens`` bytes after ``prompt`` from member ``member`` of the run in
-    ``run_dir`` (its latest weights unless ``checkpoint``). ValueError with a one-line
-    message for a bad request or a run without weights."""
+    """Generate ``tokens`` bytes after ``prompt`` from the run in ``run_dir`` (its latest
+    weights unless ``checkpoint``): member ``member``, or (None) the ensemble under its
+    combination rule. ValueError with a one-line message for a bad request or a run
+    without weights."""
     if not 1 <= int(tokens) <= MAX_TOKENS:
         raise ValueError(f"tokens must be between 1 and {MAX_TOKENS:,} (got {tokens})")
     if temperature < 0:
@@ -96,12 +213,11 @@ def sample_run(run_dir: str | Path, prompt: str, tokens: int, *, checkpoint=None
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (got {top_k})")
     from .device import resolve_device
-    from .probe import load_model
 
     dev = resolve_device(device)
-    model, cfg, ck = load_model(run_dir, checkpoint, member=member, device=dev)
-    toks, lat = sample_tokens(model, list(prompt.encode("utf-8")), int(tokens),
-                              temperature=temperature, top_k=top_k, seed=seed,
-                              precision=cfg.precision.mode)
+    nxt, ck = run_sampler(run_dir, checkpoint=checkpoint, member=member, device=dev)
+    toks, lat = sample_tokens(nxt, list(prompt.encode("utf-8")), int(tokens),
+                              temperature=temperature, top_k=top_k, seed=seed)
     return Generation(prompt=prompt, text=bytes(toks).decode("utf-8", errors="replace"),
-                      tokens=toks, per_token_s=lat, device=str(dev), checkpoint=ck.label)
+                      tokens=toks, per_token_s=lat, device=str(dev), checkpoint=ck.label,
+                      sampled=nxt.label)

@@ -114,27 +114,45 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | Checkpoint | None =
     :class:`Checkpoint`). ValueError with a one-line message when the run has no
     config or no weights, or the file does not fit the config.
     """
+    models, cfg, ck = load_models(run_dir, checkpoint, [member], device)
+    return models[0], cfg, ck
+
+
+def load_models(run_dir: str | Path, checkpoint: str | Path | Checkpoint | None = None,
+                members: "list[int] | None" = None, device: "str | torch.device" = "cpu"
+                ) -> "tuple[list[MoEGPT], Any, Checkpoint]":
+    """:func:`load_model` for several members of an ensemble at once (the weight file
+    is read once): ``members`` None = all of them, in order."""
     run_dir = Path(run_dir)
     if run_dir.is_file():
         run_dir = run_dir.parent
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: run folder not found")
-    try:
-        cfg = load_config(run_dir / "config.toml")
-    except ConfigError as e:
-        raise ValueError(f"{run_dir.name}: cannot rebuild the model: {e}") from None
+    cfg = run_config(run_dir)
     ck = _resolve_checkpoint(run_dir, checkpoint)
-    members = cfg.ensemble.members
-    if not 0 <= member < members:
-        raise ValueError(f"member {member} does not exist (the run has {members} "
-                         f"member{'s' if members != 1 else ''})")
+    n = cfg.ensemble.members
+    members = list(range(n)) if members is None else [int(m) for m in members]
+    for member in members:
+        if not 0 <= member < n:
+            raise ValueError(f"member {member} does not exist (the run has {n} "
+                             f"member{'s' if n != 1 else ''})")
     from .model import MoEGPT
 
-    model = MoEGPT(cfg.model, cfg.moe, context=cfg.data.context)
-    state = _read_state(ck, member)
-    _load_state(model, state, ck)
-    model.to(device).eval()
-    return model, cfg, ck
+    models = []
+    for state in _read_states(ck, members):
+        model = MoEGPT(cfg.model, cfg.moe, context=cfg.data.context)
+        _load_state(model, state, ck)
+        models.append(model.to(device).eval())
+    return models, cfg, ck
+
+
+def run_config(run_dir: Path):
+    """The run's ExperimentConfig from its ``config.toml``; ValueError (one line) if it
+    cannot be read."""
+    try:
+        return load_config(Path(run_dir) / "config.toml")
+    except ConfigError as e:
+        raise ValueError(f"{Path(run_dir).name}: cannot rebuild the model: {e}") from None
 
 
 def route_tokens(model: "MoEGPT", tokens: np.ndarray, context: int, precision: str = "fp32",
@@ -284,27 +302,32 @@ def _resolve_checkpoint(run_dir: Path, checkpoint) -> Checkpoint:
     return ck
 
 
-def _read_state(ck: Checkpoint, member: int) -> "dict[str, torch.Tensor]":
+def _read_states(ck: Checkpoint, members: list[int]) -> "list[dict[str, torch.Tensor]]":
+    """The state dicts of ``members`` from one weight file, read once."""
     if ck.kind == "weights":
         from safetensors.torch import load_file
         try:
             flat = load_file(str(ck.path), device="cpu")
         except Exception as e:  # noqa: BLE001 - a truncated or foreign file
             raise ValueError(f"{ck.path.name}: not a readable safetensors file ({e})") from None
-        prefix = f"member{member}."
-        state = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
-        if not state:
-            raise ValueError(f"{ck.path.name}: no weights for member {member}")
-        return state
+        out = []
+        for member in members:
+            prefix = f"member{member}."
+            state = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+            if not state:
+                raise ValueError(f"{ck.path.name}: no weights for member {member}")
+            out.append(state)
+        return out
     from .safe_load import load_weights_only
 
     blob = load_weights_only(ck.path)
     models = blob.get("models") if isinstance(blob, dict) else None
     if not isinstance(models, (list, tuple)):
         raise ValueError(f"{ck.path.name}: not a MoE Studio checkpoint (no 'models')")
-    if member >= len(models):
-        raise ValueError(f"{ck.path.name}: has {len(models)} members, no member {member}")
-    return dict(models[member])
+    for member in members:
+        if member >= len(models):
+            raise ValueError(f"{ck.path.name}: has {len(models)} members, no member {member}")
+    return [dict(models[m]) for m in members]
 
 
 def _load_state(model: "MoEGPT", state: "dict[str, torch.Tensor]", ck: Checkpoint) -> None:

@@ -3,7 +3,8 @@
     python -m moe_studio.engine.sample_child
 
 stdin: one JSON job ``{"run", "prompt", "tokens", "member", "temperature", "top_k",
-"seed", "checkpoint"}`` (all but run and prompt optional); stdout: one JSON line,
+"seed", "checkpoint"}`` (all but run and prompt optional; ``member`` null or absent:
+an ensemble run samples its ensemble); stdout: one JSON line,
 ``Generation.as_dict()`` or ``{"error": "one line"}``; exit code 0 or 1.
 """
 from __future__ import annotations
@@ -13,13 +14,18 @@ import sys
 from typing import Any
 
 
+def _member(value) -> int | None:
+    """The job's member: None (absent or null) = the ensemble as its rule combines it."""
+    return None if value is None else int(value)
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Do one job; the answer line's content. Never raises for a bad job or run."""
     from .generate import sample_run
 
     try:
         g = sample_run(job["run"], str(job["prompt"]), int(job.get("tokens", 200)),
-                       checkpoint=job.get("checkpoint"), member=int(job.get("member") or 0),
+                       checkpoint=job.get("checkpoint"), member=_member(job.get("member")),
                        temperature=float(job.get("temperature", 0.8)),
                        top_k=int(job.get("top_k") or 0), seed=int(job.get("seed") or 0),
                        device=str(job.get("device") or "cpu"))

@@ -151,7 +151,8 @@ class Trainer:
             self.ranks.shard_batches(self.members.samplers)
             self.ranks.seed(cfg.train.seed)
         self.models = self.members.models
-        self.flops = count_flops(self.models[0], cfg.data.context)
+        self.flops = count_flops(self.models[0], cfg.data.context,
+                                 batch_tokens=cfg.data.batch_size * cfg.data.context)
         self._train_flops = 0.0   # cumulative training FLOPs of all members (cost/train_flops)
         # The step whose memory is measured: the second (the first has no optimizer
         # state before its update and never takes the ensembles' batched path).

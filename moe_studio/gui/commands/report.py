@@ -119,6 +119,10 @@ def cmd_report(args) -> int:
         return 1
     finally:
         restore()
+    for line, cost in zip(run_lines(infos), cost_lines(infos)):
+        print(line)   # the header's text, the cost figures with it
+        if cost:
+            print(f"  {cost}")
     print(f"wrote {args.out} ({size[0]} x {size[1]})")
     return 0
 
@@ -231,6 +235,21 @@ def run_lines(infos) -> list[str]:
     return lines
 
 
+def cost_lines(infos) -> list[str]:
+    """The header's cost line per run (``store.cost``: FLOPs per token, training FLOPs,
+    achieved FLOP/s, memory of one step, as recorded); "" for a run without them."""
+    from ...store import RunFileError, open_run
+    from ...store.cost import cost_text, run_costs
+    out = []
+    for info in infos:
+        try:
+            with open_run(info.path) as r:
+                out.append(cost_text(run_costs(r)))
+        except (RunFileError, OSError):
+            out.append("")
+    return out
+
+
 def render_dashboards(paths: list[Path], width: int, tabs: list[str] | None = None
                       ) -> list[tuple[str, Any, str | None]]:
     """``(title, QPixmap or None, message)`` per dashboard in ``DASHBOARDS`` order: the
@@ -339,8 +358,9 @@ def _render(app, paths: list[Path], out: Path, width: int, dark: bool,
              else f"MoE Studio report: {len(infos)} runs overlaid" if len(infos) > 1
              else "MoE Studio report")
     lines = run_lines(infos)
+    costs = cost_lines(infos)
     line_h = fm_base.height() + 4
-    header_h = _PAD + fm_title.height() + 8 + line_h * len(lines) + _PAD
+    header_h = _PAD + fm_title.height() + 8 + line_h * (len(lines) + sum(map(bool, costs))) + _PAD
     heights = [fm_head.height() + 8 + (pm.height() / pm.devicePixelRatio() if pm is not None
                                         else line_h) + _PAD
                for _, pm, _ in sections]
@@ -376,6 +396,13 @@ def _render(app, paths: list[Path], out: Path, width: int, dark: bool,
                        fm_base.elidedText(text, Qt.TextElideMode.ElideRight,
                                           width - int(x) - _PAD))
             y += line_h
+            if costs[i]:
+                p.setPen(dim)
+                p.drawText(QRect(int(x), y, width - int(x) - _PAD, line_h),
+                           Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                           fm_base.elidedText(costs[i], Qt.TextElideMode.ElideRight,
+                                              width - int(x) - _PAD))
+                y += line_h
         y += _PAD
         for (name, pm, err), h in zip(sections, heights):
             p.setFont(head_font)

@@ -3,6 +3,10 @@
 The window's process never imports torch: the text comes from a short-lived
 ``python -m moe_studio.engine.sample_child`` (a QProcess, no thread), which answers with
 one JSON line. Closing the dialog kills a child still running.
+
+"Sample from" offers, for an ensemble run, the ensemble (its members combined by the
+run's ``ensemble.combine`` rule, as ``moe-studio sample`` does by default) or any one
+member (``--member N``); the list follows the run folder's ``config.toml``.
 """
 from __future__ import annotations
 
@@ -11,11 +15,29 @@ import json
 from pathlib import Path
 
 from PySide6.QtCore import QProcess, Qt
-from PySide6.QtWidgets import (QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
+from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
                                QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
+from ...config import ConfigError, load as load_config
 from ..run.worker import child_command, engine_qprocess
+
+
+def sample_choices(run_dir: str) -> list[tuple[str, int | None]]:
+    """``(label, member)`` for the "Sample from" list of the run in ``run_dir``: the
+    ensemble (member None) then each member, or the one model; a folder without a
+    readable config gets one entry and the child says what is wrong."""
+    d = Path(run_dir)
+    try:
+        d = d.parent if d.is_file() else d   # a run.sqlite or weight file names its run
+        cfg = load_config(d / "config.toml") if run_dir else None
+    except (ConfigError, OSError):
+        cfg = None
+    n = cfg.ensemble.members if cfg is not None else 1
+    if n == 1:
+        return [("the model", None)]
+    return ([(f"the ensemble of {n} members ({cfg.ensemble.combine})", None)]
+            + [(f"member {m}", m) for m in range(n)])
 
 
 class SampleDialog(QDialog):
@@ -36,6 +58,13 @@ class SampleDialog(QDialog):
         row.addWidget(self.run_edit, 1)
         row.addWidget(browse)
         form.addRow("&Run folder", row)
+        self.from_combo = QComboBox()
+        self.from_combo.setObjectName("sampleFrom")
+        self.from_combo.setToolTip("An ensemble run: its members combined by the run's "
+                                   "ensemble.combine rule, or one member alone")
+        form.addRow("Sample &from", self.from_combo)
+        self.run_edit.textChanged.connect(self._fill_choices)
+        self._fill_choices()
         self.prompt_edit = QLineEdit("The ")
         self.prompt_edit.setObjectName("samplePrompt")
         form.addRow("&Prompt", self.prompt_edit)
@@ -64,6 +93,15 @@ class SampleDialog(QDialog):
         self.speed_label.setWordWrap(True)
         col.addWidget(self.speed_label)
 
+    def _fill_choices(self) -> None:
+        choices = sample_choices(self.run_edit.text().strip())
+        if [self.from_combo.itemText(i) for i in range(self.from_combo.count())] == \
+                [label for label, _ in choices]:
+            return   # same run shape: keep the user's pick
+        self.from_combo.clear()
+        for label, member in choices:
+            self.from_combo.addItem(label, member)
+
     def _browse(self) -> None:
         d = QFileDialog.getExistingDirectory(self, "Run folder", self.run_edit.text())
         if d:
@@ -88,7 +126,7 @@ class SampleDialog(QDialog):
         self.speed_label.setText("generating…")
         proc.start(cmd[0], cmd[1:])
         job = {"run": run, "prompt": self.prompt_edit.text(), "tokens": self.tokens_spin.value(),
-               "temperature": self.temp_spin.value()}
+               "temperature": self.temp_spin.value(), "member": self.from_combo.currentData()}
         proc.write((json.dumps(job) + "\n").encode("utf-8"))
         proc.closeWriteChannel()
 
@@ -110,7 +148,8 @@ class SampleDialog(QDialog):
         self.output.setPlainText(ans["prompt"] + ans["text"])
         sp = ans["speed"]
         self.speed_label.setText(
-            f"{sp['tokens']} tokens in {sp['total_s']:.2f} s: <b>{sp['tokens_per_s']:,.1f} tokens/s</b>; "
+            f"{html.escape(ans.get('sampled', ''))}: {sp['tokens']} tokens in {sp['total_s']:.2f} s: "
+            f"<b>{sp['tokens_per_s']:,.1f} tokens/s</b>; "
             f"latency per token median {1e3 * sp['latency_median_s']:.1f} ms, p90 "
             f"{1e3 * sp['latency_p90_s']:.1f} ms, first {1e3 * sp['first_token_s']:.1f} ms "
             f"({html.escape(ans['device'])}, {html.escape(ans['checkpoint'])}; no KV cache)")
