@@ -126,6 +126,9 @@ def test_cost_parts_and_training_status(qtbot, tmp_path):
     d.show()
     d.set_runs([tr.run_dir])
     want = f"{si(tr.flops.train_active, 'FLOP')}/token"
-    qtbot.waitUntil(lambda: want in d.status_text(), timeout=10_000)
-    assert "MiB/step" in d.status_text()
+    qtbot.waitUntil(lambda: want in d.cost_text(), timeout=10_000)
+    assert "MiB/step" in d.cost_text() and "FLOP" not in d.status_text()
+    from moe_studio.paths import sample_runs_dir
+    d.set_runs([tr.run_dir, sample_runs_dir() / "moe-top2"])   # two runs: no single cost line
+    qtbot.waitUntil(lambda: d.cost_text() == "", timeout=10_000)
     d.close()

@@ -415,6 +415,10 @@ def test_experiment_panel_and_status_lines_read_whole(qtbot, tmp_path, size):
                 dash = w.tabs.widget(i)
                 lab = dash.controls.status if hasattr(dash, "controls") else dash._status
                 assert lab.text() and lab.width() >= _ideal_width(lab), (run.name, i, lab.text())
+                if i == 0:   # Training: the run's cost line, whole
+                    cost = dash.findChild(QLabel, "costLine")
+                    assert cost.isVisible() and "FLOP/token" in cost.text(), run.name
+                    assert cost.width() >= _ideal_width(cost), (run.name, cost.text())
                 notice = dash.findChild(QLabel, "denseNotice")   # a dense run's message
                 if notice is not None and notice.isVisible():
                     assert notice.geometry().top() > lab.mapTo(dash, lab.rect().bottomLeft()).y()

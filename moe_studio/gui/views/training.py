@@ -96,6 +96,14 @@ class TrainingDashboard(QWidget):
         self._status = FittingLabel()
         self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._status.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        # What one run costs (FLOPs per token, achieved FLOP/s, memory of a step): a line
+        # of its own under the controls, shown for one run that recorded it (the status
+        # line beside the controls has no room for it at 1280 px).
+        self._cost = FittingLabel()
+        self._cost.setObjectName("costLine")
+        self._cost.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._cost.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self._cost.hide()
         live_hub().changed.connect(self._on_live_changed)
 
         bar = QHBoxLayout()
@@ -125,6 +133,7 @@ class TrainingDashboard(QWidget):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.setSpacing(4)
         lay.addLayout(bar)
+        lay.addWidget(self._cost)
         lay.addWidget(self._grid, 1)
 
         self._smooth_slider.valueChanged.connect(self._on_smoothing)
@@ -336,6 +345,10 @@ class TrainingDashboard(QWidget):
     def plots(self) -> dict[str, CurvePlot]:
         return self._grid.plots()
 
+    def cost_text(self) -> str:
+        """The cost line of one run ("cost: 5.3 MFLOP/token · ..."), "" when none shows."""
+        return self._cost.text()
+
     def status_text(self) -> str:
         return self._status.text()
 
@@ -392,6 +405,7 @@ class TrainingDashboard(QWidget):
 
     def _update_status(self) -> None:
         dark = is_dark_palette(self.palette())
+        cost = ""
         if not self._tracks:
             text = "No run" if not self._errors else ""
         elif len(self._tracks) == 1:
@@ -412,7 +426,7 @@ class TrainingDashboard(QWidget):
             val = t.last_value("val/loss", -1 if t.members > 1 else 0)
             if val is not None:
                 parts.append(f"val {val:.4f}")
-            parts += cost_parts(getattr(t.reader, "meta", None), tps)
+            cost = " · ".join(cost_parts(getattr(t.reader, "meta", None), tps))
             text = " · ".join(parts)
         else:
             running = sum(t.status == "running" for t in self._tracks)
@@ -423,6 +437,13 @@ class TrainingDashboard(QWidget):
             text = (text + " · " if text else "") + \
                 f'<span style="color:{status_color("failed", dark).name()}">{err}</span>'
         self._update_placeholder()
+        line = f"cost: {cost}" if cost else ""
+        if line != self._cost.text():
+            self._cost.setText(line)
+            self._cost.setToolTip("Training FLOPs per token (matmuls, 2 per multiply-add, "
+                                  "3 x forward), achieved FLOP/s at the current rate, and the "
+                                  "measured memory of one step")
+        self._cost.setVisible(bool(cost))
         if text != self._status.text():
             self._status.setText(text)
             self._status.setToolTip("\n".join(self._errors))
