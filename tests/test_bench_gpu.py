@@ -30,9 +30,11 @@ def test_quick_run_reports_mfu_as_achieved_over_peak():
     tokens = r["tokens_per_step"]
     for m in r["models"].values():
         achieved = m["train_flops_per_token"] * tokens / (m["step_ms"] / 1e3)
-        assert m["tokens_per_s"] == pytest.approx(tokens / (m["step_ms"] / 1e3), rel=1e-3)
+        # step_ms is rounded to 0.01 ms: tokens/s agrees within what that rounding allows
+        slack = tokens / ((m["step_ms"] - 0.005) / 1e3) - tokens / (m["step_ms"] / 1e3)
+        assert m["tokens_per_s"] == pytest.approx(tokens / (m["step_ms"] / 1e3), abs=slack + 1)
         assert m["mfu_measured_peak"] == pytest.approx(
-            achieved / r["peak_bf16_flops"]["measured_matmul"], rel=1e-2)
+            achieved / r["peak_bf16_flops"]["measured_matmul"], rel=0.006 / m["step_ms"] + 1e-3)
         assert m["mfu_datasheet"] is None          # a CPU has no datasheet entry
     assert r["budgets"]["moe mfu >= 0.3"]["value"] is None
 

@@ -66,7 +66,12 @@ def test_experts_reader_on_a_sample_run(top2):
         # the bars at the step: all layers, then one
         vals, dead, uniform = d.at_step(i, d.rows(None))
         np.testing.assert_array_equal(vals, tokens)
-        assert not dead.any()
+        # dead: no tokens in any record of the last dead_window steps, record by record
+        window = [int(t) for t in steps if steps[i] - d.dead_window < t <= steps[i]]
+        recs = [top2.tensor("moe/tokens_per_expert", t)[1] for t in window]
+        expect = [[all(rec[r][e] == 0 for rec in recs) for e in range(8)]
+                  for r in range(len(blocks))]
+        np.testing.assert_array_equal(dead, np.array(expect))
         assert math.isclose(uniform, tokens.sum() / len(blocks) / 8, rel_tol=1e-12)
         vals, _, uniform = d.at_step(i, d.rows(blocks[2]))
         np.testing.assert_array_equal(vals, tokens[2:3])
