@@ -137,13 +137,9 @@ def run_sampler(run_dir: str | Path, *, checkpoint=None, member: int | None = No
     whole ensemble under its ``ensemble.combine`` rule (a single-model run: the model).
     ValueError with a one-line message for a member that does not exist or a SAMME
     ensemble whose member weights were not recorded yet."""
-    from .probe import _resolve_checkpoint, load_models, run_config
+    from .probe import _resolve_checkpoint, load_models, run_config, run_folder
 
-    run_dir = Path(run_dir)
-    if run_dir.is_file():
-        run_dir = run_dir.parent
-    if not run_dir.is_dir():
-        raise ValueError(f"{run_dir}: run folder not found")
+    run_dir = run_folder(run_dir)
     cfg = run_config(run_dir)
     n = cfg.ensemble.members
     if member is not None or n == 1:

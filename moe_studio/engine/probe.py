@@ -118,16 +118,23 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | Checkpoint | None =
     return models[0], cfg, ck
 
 
-def load_models(run_dir: str | Path, checkpoint: str | Path | Checkpoint | None = None,
-                members: "list[int] | None" = None, device: "str | torch.device" = "cpu"
-                ) -> "tuple[list[MoEGPT], Any, Checkpoint]":
-    """:func:`load_model` for several members of an ensemble at once (the weight file
-    is read once): ``members`` None = all of them, in order."""
+def run_folder(run_dir: str | Path) -> Path:
+    """The run folder of ``run_dir`` (a folder, or a file in it such as run.sqlite); a
+    one-line ValueError when there is none."""
     run_dir = Path(run_dir)
     if run_dir.is_file():
         run_dir = run_dir.parent
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir}: run folder not found")
+    return run_dir
+
+
+def load_models(run_dir: str | Path, checkpoint: str | Path | Checkpoint | None = None,
+                members: "list[int] | None" = None, device: "str | torch.device" = "cpu"
+                ) -> "tuple[list[MoEGPT], Any, Checkpoint]":
+    """:func:`load_model` for several members of an ensemble at once (the weight file
+    is read once): ``members`` None = all of them, in order."""
+    run_dir = run_folder(run_dir)
     cfg = run_config(run_dir)
     ck = _resolve_checkpoint(run_dir, checkpoint)
     n = cfg.ensemble.members
