@@ -13,7 +13,7 @@ from moe_studio.engine.probe import load_model
 from moe_studio.engine.sample_child import run_job
 from moe_studio.engine.trainer import Trainer
 
-from tiny import tiny_config
+from tiny import tiny_config, trained_run
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +81,8 @@ def test_child_job_answers_one_json_object(run_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def ens_dir(tmp_path_factory):
-    tr = Trainer(tiny_config(train__steps=4, train__eval_every=100, ensemble__members=3),
-                 tmp_path_factory.mktemp("ens"))
-    while not tr.done:
-        tr.step()
-    tr.close()
-    return tr.run_dir
+    return trained_run(tmp_path_factory.mktemp("ens"), train__steps=4, train__eval_every=100,
+                       ensemble__members=3)
 
 
 def _member_logits(run_dir, seq, members):

@@ -8,7 +8,7 @@ import pytest
 from moe_studio.engine.generate import sample_run
 from moe_studio.engine.trainer import Trainer
 
-from tiny import tiny_config
+from tiny import tiny_config, trained_run
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +71,8 @@ def test_dialog_without_a_run_says_so_and_starts_nothing(qtbot):
 
 @pytest.fixture(scope="module")
 def ens_dir(tmp_path_factory):
-    tr = Trainer(tiny_config(train__steps=3, train__eval_every=100, ensemble__members=3),
-                 tmp_path_factory.mktemp("ens"))
-    while not tr.done:
-        tr.step()
-    tr.close()
-    return tr.run_dir
+    return trained_run(tmp_path_factory.mktemp("ens"), train__steps=3, train__eval_every=100,
+                       ensemble__members=3)
 
 
 @pytest.mark.slow

@@ -1,21 +1,11 @@
-"""The Precision view's data reader works without Qt: it imports no Qt module, and reads
-a run (and a live run's polls) into exactly what was written."""
+"""The Precision view's data reader (Qt-free: tests/test_views_data.py imports every
+reader alone) reads a run, and a live run's polls, into exactly what was written."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 
 from moe_studio.store import RunWriter, open_run
-
-
-def test_the_reader_imports_no_qt():
-    code = ("import sys, moe_studio.gui.views.precision_data as m; "
-            "bad = sorted(k for k in sys.modules if k.startswith(('PySide6', 'pyqtgraph', 'torch'))); "
-            "print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 MODS = ["blocks.0.attn", "blocks.0.moe"]
@@ -77,3 +67,16 @@ def test_reads_what_was_written_and_follows(tmp_path):
         w.close("finished")
     d.reset()
     assert not d.has_data() and d.modules == [] and d.steps.size == 0
+
+
+def test_skipped_steps_sit_at_the_scale_that_failed():
+    """A skipped step is marked at the scale in force when it failed: the last scale
+    recorded before it; at or before the first record, twice the first (that record
+    already holds the halved scale)."""
+    from moe_studio.gui.views.precision_data import PrecisionData
+
+    d = PrecisionData()
+    d.scale = (np.array([0, 10, 20, 30]), np.array([64.0, 32.0, 32.0, 16.0]))
+    d.skipped = np.array([0, 10, 25, 30])
+    x, y = d.skipped_marks()
+    assert x.tolist() == [0.0, 10.0, 25.0, 30.0] and y.tolist() == [128.0, 64.0, 32.0, 32.0]

@@ -28,3 +28,13 @@ def tiny_config(name: str = "tiny", **over) -> ExperimentConfig:
             raise AttributeError(f"no config field {sec}.{key}")
         setattr(getattr(c, sec), key, v)
     return c
+
+
+def trained_run(runs_dir, name: str = "tiny", **over):
+    """Train ``tiny_config(name, **over)`` to the end in ``runs_dir``; its run folder."""
+    from moe_studio.engine.trainer import Trainer
+    tr = Trainer(tiny_config(name, **over), runs_dir)
+    while not tr.done:
+        tr.step()
+    tr.close()
+    return tr.run_dir
