@@ -6,18 +6,13 @@ from __future__ import annotations
 import pytest
 
 from moe_studio.engine.generate import sample_run
-from moe_studio.engine.trainer import Trainer
 
-from tiny import tiny_config, trained_run
+from tiny import trained_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    tr = Trainer(tiny_config(train__steps=3, train__eval_every=100), tmp_path_factory.mktemp("runs"))
-    while not tr.done:
-        tr.step()
-    tr.close()
-    return tr.run_dir
+    return trained_run(tmp_path_factory.mktemp("runs"), train__steps=3, train__eval_every=100)
 
 
 def _type(qtbot, widget, text: str) -> None:
@@ -108,3 +103,28 @@ def test_dialog_samples_the_ensemble_or_the_member_picked(qtbot, ens_dir, run_di
     qtbot.keyClick(combo, Qt.Key.Key_Home)
     assert combo.currentIndex() == 0 and combo.currentData() is None
     dlg.close()
+
+
+def test_a_finished_job_keeps_no_reference_to_the_dialog(qtbot, run_dir):
+    """Nothing the sampling job left behind holds the dialog: a lambda on the child
+    process's signal did, until the child's deferred delete, whose teardown then freed
+    the dialog and with it the child being deleted (a segfault under load)."""
+    import weakref
+
+    from PySide6.QtCore import QProcess, Qt
+
+    from moe_studio.gui.widgets.sample_dialog import SampleDialog
+    dlg = SampleDialog(None)
+    dlg.show()
+    _type(qtbot, dlg.run_edit, str(run_dir))
+    _type(qtbot, dlg.tokens_spin.lineEdit(), "2")
+    qtbot.mouseClick(dlg.generate_button, Qt.MouseButton.LeftButton)
+    proc = dlg.findChild(QProcess, "sampleProcess")
+    with qtbot.waitSignal(proc.finished, timeout=90_000):
+        pass
+    del proc
+    assert not dlg.busy and "tokens/s" in dlg.speed_label.text()
+    ref = weakref.ref(dlg)
+    dlg.close()
+    del dlg
+    assert ref() is None     # freed at once, its child with it

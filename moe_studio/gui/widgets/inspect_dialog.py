@@ -184,12 +184,13 @@ class InspectDialog(QDialog):
                 "--dtype", o.dtype, "--device", o.device]
         if o.trust_remote_code:
             args.append("--trust-remote-code")
-        proc.finished.connect(lambda _c, _s, p=proc: self._estimated(p))
+        proc.finished.connect(self._estimated)   # bound: see SampleDialog.generate
         self._proc = proc
         proc.start(sys.executable, args)
 
-    def _estimated(self, proc: QProcess) -> None:
-        if proc is not self._proc:
+    def _estimated(self, *_exit) -> None:
+        proc = self.sender()
+        if proc is None or proc is not self._proc:
             return
         self._proc = None
         out = bytes(proc.readAllStandardOutput()).decode("utf-8", "replace").strip().splitlines()

@@ -120,7 +120,10 @@ class SampleDialog(QDialog):
             return
         cmd, _env = child_command("moe_studio.engine.sample_child")
         proc = engine_qprocess(self, "sampleProcess")
-        proc.finished.connect(lambda _c, _s, p=proc: self._finished(p))
+        # A bound method, not a lambda holding self: a lambda on the child's signal kept
+        # the dialog alive until the child's deferred delete, whose teardown then freed
+        # the dialog, and with it the child being deleted (a crash seen under load).
+        proc.finished.connect(self._finished)
         self._proc = proc
         self.generate_button.setEnabled(False)
         self.speed_label.setText("generating…")
@@ -130,8 +133,9 @@ class SampleDialog(QDialog):
         proc.write((json.dumps(job) + "\n").encode("utf-8"))
         proc.closeWriteChannel()
 
-    def _finished(self, proc: QProcess) -> None:
-        if proc is not self._proc:
+    def _finished(self, *_exit) -> None:
+        proc = self.sender()
+        if proc is None or proc is not self._proc:
             return
         self._proc = None
         self.generate_button.setEnabled(True)
