@@ -262,6 +262,30 @@ def test_grouped_heatmap_rows_each_carry_a_label_or_their_layer(qtbot):
     assert sum(t.startswith("e") for t in texts) == 32
 
 
+def test_one_row_groups_name_their_layer_on_every_row(qtbot):
+    """One domain under each of 4 layers (the Routing view's Domain x expert for a
+    one-domain corpus) in a short heatmap: a row is too short for its group's name, and
+    the short labels alone read "prose" four times. Every drawn row label names its layer."""
+    h = HeatmapPlot("domain", "expert", "")
+    qtbot.addWidget(h)
+    h.resize(380, 90)
+    h.show()
+    qtbot.waitExposed(h)
+    full = [f"L{layer} prose" for layer in range(4)]
+    h.set_matrix(np.random.default_rng(0).random((4, 8)), y_labels=full)
+    h.set_row_groups([(f"L{layer}", 1) for layer in range(4)], ["prose"] * 4)
+    h.grab()
+    qtbot.wait(20)
+    axis = h.plot_item.getAxis("left")
+    vb = h.view_box
+    drawn = [(axis.mapRectToScene(r), t) for r, t in axis_texts(axis) if t]
+    for layer in range(4):
+        y0, y1 = sorted(vb.mapViewToScene(QPointF(0, x)).y() for x in (layer, layer + 1))
+        here = [t for r, t in drawn if y0 <= r.center().y() <= y1]
+        assert any(f"L{layer}" in t for t in here), (layer, drawn)
+    assert h.y_labels() == full
+
+
 def test_a_heatmap_shrunk_under_a_long_title_keeps_its_colour_bar_inside(qtbot):
     """The plot item follows its view's resize before the title is cut to the new width;
     with the long title it could not get narrower, and once the title was cut nothing

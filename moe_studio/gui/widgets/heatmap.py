@@ -297,7 +297,14 @@ class HeatmapPlot(FigureWidget):
         experts, a block's modules; "" for rows in no group), drawn as the group's name
         beside a bracket over its rows. ``row_labels``: the short label drawn on each row
         inside its group (``e3`` under ``L2``); the full ``y_labels`` stay for the hover,
-        the CSV and ``y_labels()``. None: no groups, the full labels again."""
+        the CSV and ``y_labels()``. None: no groups, the full labels again.
+
+        Groups of one row each (one domain under every layer) draw no names: one row is
+        too short for a name beside it, and the short labels alone would read "prose"
+        under every layer. Each row carries its full label instead (``L2 prose``), packed
+        as tightly as grouped rows are."""
+        if groups and all(int(g[1]) <= 1 for g in groups if g[0]):
+            groups, row_labels = [("", int(g[1])) for g in groups], None
         if groups:
             n = sum(int(g[1]) for g in groups)
             if n != self._m.shape[0]:
