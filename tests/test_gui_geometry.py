@@ -33,6 +33,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, QSettings, Qt  # noqa: E402
+from PySide6.QtGui import QFontMetrics  # noqa: E402
 from PySide6.QtWidgets import (QAbstractScrollArea, QApplication, QCheckBox,  # noqa: E402
                                QDockWidget, QWidget)
 
@@ -437,4 +438,27 @@ def test_precision_plots_have_room_at_1280x800_with_the_runs_dock(shown, qtbot):
         if any(a.bottom() > b.top() + 0.5 for a, b in zip(rects, rects[1:])):
             problems.append(f"{plot.title()!r}: y labels overlap")
     problems += check_view(view, "fp16-overflow / Precision")
+    assert not problems, "\n".join(problems)
+
+
+def test_routing_share_maps_leave_each_layer_a_line_at_1280x800(shown, qtbot):
+    """Seen under Xvfb (real fonts, 1280 x 800, runs panel docked): Domain x expert of
+    moe-top2 (2 domains x 4 layers) had 4 px rows, too short for the layers' names, and
+    every second row unlabelled; offscreen fonts passed check_rows by a pixel. Each
+    layer's rows are now at least one line of the plot's own font tall, which leaves
+    its name room under either font."""
+    w = shown
+    w.show_runs([sample_runs_dir() / "moe-top2"])
+    view = _open_tab(qtbot, w, VIEWS.index("Routing"))
+    problems = []
+    for plot in (view.domain_map, view.class_map):
+        groups = plot.row_groups()
+        assert groups and len(groups) == 4, groups
+        line = QFontMetrics(plot.font()).height()
+        vb = plot.view_box
+        for name, a, b in groups:
+            tall = abs(vb.mapViewToScene(QPointF(0, b)).y() - vb.mapViewToScene(QPointF(0, a)).y())
+            if tall < line:
+                problems.append(f"{plot.title()!r}: layer {name} is {tall:.1f} px tall (< {line})")
+        problems += check_rows(plot, "moe-top2 / Routing")
     assert not problems, "\n".join(problems)

@@ -120,9 +120,12 @@ class RoutingDashboard(CustomRouteMixin, RunDashboard):
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setWordWrap(True)
-        self.domain_map = HeatmapPlot("Domain × expert", "expert", "", annotate=True,
+        # No x caption: the title says "× expert" and the columns are labelled e0, e1, ...;
+        # the line it took is the rows' (at 1280 x 800 a layer's rows had no room for
+        # the layer's name).
+        self.domain_map = HeatmapPlot("Domain × expert", "", "", annotate=True,
                                       colormap=self._diverging(), value_format=fmt_percent)
-        self.class_map = HeatmapPlot("Token class × expert", "expert", "", annotate=True,
+        self.class_map = HeatmapPlot("Token class × expert", "", "", annotate=True,
                                      colormap=self._diverging(), value_format=fmt_percent)
         self.tokens = TokenListPanel()
 
@@ -140,7 +143,8 @@ class RoutingDashboard(CustomRouteMixin, RunDashboard):
         right.addWidget(self.domain_map)
         right.addWidget(self.class_map)
         right.addWidget(self.tokens)
-        right.setSizes([160, 220, 180])
+        # The token list is read a few lines at a time; the heatmaps need a line per row.
+        right.setSizes([210, 250, 100])
         main = QSplitter(Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(right)
