@@ -330,12 +330,15 @@ def test_runs_hidden_by_the_filter_leave_the_comparison(qtbot, make_window, tmp_
     assert panel.compared_runs() == [str(a)]
     assert [Path(p) for p in w.dashboards[0].runs()] == [a]
     assert "1 checked run hidden by the filter, not compared" in panel.hint_text()
+    total = len(panel.runs())
+    assert panel.hint_text().startswith(f"1 of {total} runs match the filter"), panel.hint_text()
     filt.clear()
     qtbot.keyClicks(filt, "gamma")          # hides both: nothing is compared
     assert w.dashboards[0].runs() == []
     filt.clear()                            # still checked: back in the comparison
     assert [Path(p) for p in w.dashboards[0].runs()] == [a, b]
     assert "hidden by the filter" not in panel.hint_text()
+    assert "match the filter" not in panel.hint_text()
 
 
 def test_runs_panel_shows_six_runs_at_the_default_size(qtbot, tmp_path):

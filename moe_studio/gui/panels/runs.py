@@ -235,6 +235,11 @@ class RunsPanel(QWidget):
         n, bad = self._counts
         hidden = len(self.hidden_checked_runs())
         text = f"{n} run{'s' if n != 1 else ''}" + (f" · {bad} unreadable" if bad else "")
+        if self._proxy.filtering():
+            # The section titles count every run of their folder; say what the filter left.
+            shown = sum(self._proxy.rowCount(self._proxy.index(s, 0))
+                        for s in range(self._proxy.rowCount()))
+            text = f"{shown} of {text} match the filter"
         if hidden:
             text += (f" · {hidden} checked run{'s' if hidden != 1 else ''} hidden by the "
                      f"filter, not compared")

@@ -357,6 +357,10 @@ class RunsFilter(QSortFilterProxyModel):
             self._words = text.lower().split()
             self.invalidateRowsFilter()
 
+    def filtering(self) -> bool:
+        """Whether words are typed (some runs may be hidden)."""
+        return bool(self._words)
+
     def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:
         if not parent.isValid() or not self._words:
             return True
