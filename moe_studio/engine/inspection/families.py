@@ -21,6 +21,7 @@ No torch import at module level: the GUI reads the family names.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -53,6 +54,33 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
 # one of them is an MoE family not supported yet, not a dense model.
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def expert_count(cfg: dict) -> int:
+    """The largest routed-expert count a config.json names, nested sections included
+    (DBRX keeps it under ``ffn_config``, Llama 4 and the vision-language MoE models
+    under ``text_config``); 0 for none."""
+    best = 0
+    for key, v in cfg.items():
+        if isinstance(v, dict):
+            best = max(best, expert_count(v))
+        elif key in EXPERT_KEYS and isinstance(v, int) and not isinstance(v, bool):
+            best = max(best, v)
+    return best
+
+
+def records_router_logits(model_type: str) -> bool:
+    """The installed transformers' modeling code for ``model_type`` records router
+    logits (``_can_record_outputs["router_logits"]``): an MoE family, whether or not
+    an inspection understands its routers. Imports that code (and torch)."""
+    if not re.fullmatch(r"[a-z0-9_]+", model_type or ""):
+        return False
+    try:
+        mod = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    except Exception:  # noqa: BLE001 - no such model type, or its code needs a missing package
+        return False
+    return any(isinstance(obj, type) and "router_logits" in (getattr(obj, "_can_record_outputs", None) or {})
+               for obj in vars(mod).values())
 
 
 def installed_families() -> list[Family]:
