@@ -45,11 +45,42 @@ def inspections(tmp_path_factory):
     return out
 
 
-def test_routing_views_open_an_inspection(make_dashboard, inspections):
-    run = inspections[0]
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory, inspections):
+    """Inspections of the other router layouts: DeepSeek-V3 (sigmoid scores, a dense
+    first layer) and Switch Transformers (top-1 over capacity, the encoder routed)."""
+    from moe_studio.engine.inspection import InspectOptions, installed_families
+    from moe_studio.engine.inspection.inspector import Inspector
+
+    root = tmp_path_factory.mktemp("gui-layouts")
+    (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    tok = hf_tiny.train_tokenizer([TEXT])
+    have = {f.model_type for f in installed_families()}
+    out = {"mixtral": inspections[0]}
+    for fam in ("deepseek_v3", "switch_transformers"):
+        if fam not in have:
+            continue
+        hf_tiny.build(fam, root / fam, tok)
+        ins = Inspector(InspectOptions(model=str(root / fam), corpus=str(root / "corpus.txt"),
+                                       tokens=300, seq_len=32, batch_size=2, precision_every=2),
+                        runs_dir=root / "runs")
+        while not ins.done:
+            ins.step()
+        ins.close()
+        out[fam] = ins.run_dir
+    return out
+
+
+@pytest.mark.parametrize("fam", ["mixtral", "deepseek_v3", "switch_transformers"])
+def test_routing_views_open_an_inspection(make_dashboard, layouts, fam):
+    if fam not in layouts:
+        pytest.skip(f"{fam} is not in the installed transformers")
+    run = layouts[fam]
     with open_run(run) as r:
         n_steps = r.meta["total_steps"]
         blocks = r.meta["moe_blocks"]
+        linears = [m for m in r.meta["precision_modules"] if m.endswith(("q_proj", ".q"))]
+    assert linears
     gates = make_dashboard(GateDashboard, [run])
     steps, bands = gates.percentile_bands(None)
     assert list(steps) == list(range(1, n_steps + 1)) and np.isfinite(bands).all()
@@ -68,7 +99,7 @@ def test_routing_views_open_an_inspection(make_dashboard, inspections):
 
     prec = make_dashboard(PrecisionDashboard, [run])
     assert prec.has_data() and prec.table_rows()
-    assert any(m.endswith("q_proj") for m in prec.modules())
+    assert set(linears) <= set(prec.modules())
 
 
 def test_training_and_ensemble_say_an_inspection_has_none(make_dashboard, inspections):
@@ -87,6 +118,10 @@ def test_two_inspections_compare_side_by_side(qtbot, inspections):
     dash.set_runs(inspections)
     rows = dash.summary_rows()
     assert len(rows) == 2
+    # the curves that need training say why they are empty; the load CV per batch is drawn
+    assert dash.plot("train").placeholder() == NO_TRAINING
+    assert dash.plot("val").placeholder() == NO_TRAINING
+    assert dash.plot("balance").placeholder() == "" and len(dash.plot("balance").series_keys()) == 2
     diff = dash.config_diff()
     assert len(diff) > 0   # two families: the model section differs
     dash.tabs.setCurrentIndex(1)
