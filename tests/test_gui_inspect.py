@@ -206,12 +206,15 @@ def test_inspect_dialog_refuses_a_pickle_folder_before_start(qtbot, tmp_path):
         w.close()
 
 
-def test_controller_stop_keeps_an_inspection_in_thread_mode(qtbot, tmp_path, inspections):
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_controller_stop_keeps_an_inspection(qtbot, tmp_path, inspections, mode):
+    """Stop after the first batch, in the engine process (the app's default) and in a
+    thread: the run ends stopped with what it recorded, totals included."""
     from moe_studio.engine.inspection import InspectOptions
     from moe_studio.gui.run.worker import TrainingController
 
     folder = inspections[0].parents[1] / "mixtral"
-    ctl = TrainingController(mode="thread")
+    ctl = TrainingController(mode=mode)
     opts = InspectOptions(model=str(folder), tokens=6000, seq_len=16, batch_size=1,
                           precision_every=0)
     ctl.progress.connect(lambda _info: ctl.stop())      # Stop after the first batch

@@ -217,3 +217,47 @@ def test_headroom_of_every_linear_matches_torchs_own_casts(tiny, tmp_path):
         assert e4m3[0] == pytest.approx(float((y.abs() > 464).float().mean()), abs=1e-7)
     fp16_overflow = frac[mods.index(hot), act, fmts.index("fp16"), 0]
     assert 0 < fp16_overflow < 1 and frac[mods.index(hot), act, fmts.index("bf16"), 0] == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_cli_after_a_batch_and_keeps_the_records(tiny, tmp_path):
+    """``moe-studio inspect`` in a terminal: the first Ctrl+C (SIGINT) ends the
+    inspection after the current batch, as stopped, with every recorded batch and the
+    whole-corpus totals of those batches; exit code 0, the run folder on stdout."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "long.txt"
+    corpus.write_text(TEXT * 60, encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-m", "moe_studio", "inspect", str(tiny["folder"]),
+                             "--corpus", str(corpus), "--tokens", "20000", "--seq-len", "16",
+                             "--batch-size", "1", "--precision-every", "0",
+                             "--out", str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        for line in proc.stderr:            # not a terminal: one progress line now and then
+            lines.append(line)
+            if line.startswith("step "):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = "".join(lines) + err
+    assert proc.returncode == 0, err
+    assert "stopping after this batch, keeping what was recorded" in err
+    run = Path(out.strip().splitlines()[-1])
+    with open_run(run) as r:
+        assert r.status == "stopped"
+        steps = list(r.tensor_steps("moe/tokens_per_expert"))
+        total = r.meta["total_steps"]
+        assert steps == list(range(1, len(steps) + 1)) and 1 <= len(steps) < total
+        _, tpd = r.tensor("inspect/tokens_per_domain")
+        assert tpd.sum() == r.meta["tokens_routed"] <= 16 * len(steps)
+    assert f"stopped: {len(steps)} batches, {int(tpd.sum()):,} tokens" in err
