@@ -261,3 +261,57 @@ def test_ctrl_c_stops_the_cli_after_a_batch_and_keeps_the_records(tiny, tmp_path
         _, tpd = r.tensor("inspect/tokens_per_domain")
         assert tpd.sum() == r.meta["tokens_routed"] <= 16 * len(steps)
     assert f"stopped: {len(steps)} batches, {int(tpd.sum()):,} tokens" in err
+
+
+@pytest.mark.parametrize("accelerate", [True, False])
+def test_weights_load_from_safetensors_straight_onto_the_gpu_with_accelerate(tiny, monkeypatch,
+                                                                             accelerate):
+    """What ``from_pretrained`` is asked for a GPU (no GPU needed: the call is caught):
+    safetensors only, no download, no remote code, bf16; with accelerate the weights go
+    straight to the device (device_map), without it the model moves there after loading."""
+    import transformers
+
+    from moe_studio.engine.inspection import loading
+    from moe_studio.engine.inspection.families import FAMILIES
+
+    seen: dict = {}
+
+    class Loaded:
+        def to(self, dev):
+            seen["to"] = dev
+            return self
+
+        def eval(self):
+            return self
+
+    def from_pretrained(folder, **kw):
+        seen.update(kw, folder=folder)
+        return Loaded()
+
+    real_find = loading.importlib_find
+    monkeypatch.setattr(loading, "importlib_find",
+                        lambda name: accelerate if name == "accelerate" else real_find(name))
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        staticmethod(from_pretrained))
+    _model, tok = loading.load_model(tiny["folder"], FAMILIES["mixtral"], dtype="bf16",
+                                     device="cuda:0")
+    assert tok("def f")["input_ids"] == tiny["tokenizer"]("def f")["input_ids"]
+    assert seen["folder"] == tiny["folder"] and seen["dtype"] is torch.bfloat16
+    assert seen["use_safetensors"] is True and seen["local_files_only"] is True
+    assert seen["trust_remote_code"] is False
+    if accelerate:
+        assert seen["device_map"] == {"": torch.device("cuda:0")} and "to" not in seen
+    else:
+        assert "device_map" not in seen and seen["to"] == torch.device("cuda:0")
+
+
+def test_auto_dtype_is_bf16_on_a_gpu_and_fp32_on_the_cpu():
+    from moe_studio.engine.inspection.loading import resolve_dtype
+
+    assert resolve_dtype("auto", "cuda") == ("bf16", "")
+    assert resolve_dtype("auto", "mps") == ("bf16", "")
+    dt, note = resolve_dtype("auto", "cpu")
+    assert dt == "fp32" and "--dtype bf16 halves the memory" in note
+    assert resolve_dtype("fp16", "cpu") == ("fp16", "")
+    with pytest.raises(InspectError, match="dtype must be one of auto, bf16, fp16, fp32, got 'fp8'"):
+        resolve_dtype("fp8", "cuda")
