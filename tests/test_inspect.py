@@ -26,6 +26,9 @@ PROSE = ("The quick brown fox jumps over the lazy dog. A journey of a thousand m
          "with a single step. Time and tide wait for no one; the early bird catches the worm. ")
 CODE = "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(add(i, i * 2))\n"
 FAMILY_NAMES = [f for f in hf_tiny.FAMILIES if f in {x.model_type for x in installed_families()}]
+# Routers that score experts by the sigmoid of their logits (read in each family's
+# transformers modeling code); the rest use a softmax
+SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "dots1", "lfm2_moe"}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +75,12 @@ class GateReference:
             if cls.endswith(("TopKRouter", "TopkRouter", "Top1Router")) and \
                     (fam != "switch_transformers" or name.startswith("encoder.")):
                 self.routers.append(mod)
-        self._hooks = [m.register_forward_pre_hook(self._pre) for m in self.routers]
+        self._hooks = [m.register_forward_pre_hook(self._pre, with_kwargs=True)
+                       for m in self.routers]
 
-    def _pre(self, module, args):
-        self.inputs.append((module, args[0].detach().clone()))
+    def _pre(self, module, args, kwargs):
+        # every argument (LFM2-MoE's block passes its expert bias), the hidden states cloned
+        self.inputs.append((module, (args[0].detach().clone(), *args[1:]), dict(kwargs)))
 
     def remove(self):
         for h in self._hooks:
@@ -92,8 +97,8 @@ class GateReference:
                 model(input_ids=x, use_cache=False)
             out = []
             inputs, self.inputs = self.inputs, []
-            for mod, h in inputs:
-                r = mod.forward(h)   # not mod(h): the pre-hook must not see this call
+            for mod, args, kwargs in inputs:
+                r = mod.forward(*args, **kwargs)   # not mod(...): the pre-hook must not see it
                 if self.fam == "switch_transformers":
                     dispatch, _, logits = r
                     logits = logits.reshape(-1, logits.shape[-1]).double().numpy()
@@ -104,7 +109,7 @@ class GateReference:
                     logits = logits.double().numpy()
                     chosen = chosen.numpy()
                     kept = np.ones(len(logits), bool)
-                if self.fam == "deepseek_v3":
+                if self.fam in SIGMOID_SCORED:
                     s = 1.0 / (1.0 + np.exp(-logits))
                     p = s / s.sum(-1, keepdims=True)
                 else:
@@ -112,6 +117,24 @@ class GateReference:
                     p = e / e.sum(-1, keepdims=True)
                 out.append((p, chosen, kept))
         return out
+
+
+def _called_as_modules(model, fam: str, names: list[str], ids: np.ndarray) -> set[str]:
+    """Which of the modules ``names`` a forward over ``ids`` calls (forward hooks)."""
+    called: set[str] = set()
+    mods = dict(model.named_modules())
+    hooks = [mods[n].register_forward_hook(lambda *_a, n=n: called.add(n)) for n in names]
+    try:
+        with torch.no_grad():
+            x = torch.from_numpy(ids)
+            if fam == "switch_transformers":
+                model.get_encoder()(input_ids=x)
+            else:
+                model(input_ids=x, use_cache=False, logits_to_keep=1)
+    finally:
+        for h in hooks:
+            h.remove()
+    return called
 
 
 @pytest.mark.parametrize("fam", FAMILY_NAMES)
@@ -190,9 +213,16 @@ def test_inspection_matches_the_models_own_gates(world, fam):
             assert set(linears) <= set(mods)
             st, amax = r.tensor_series("precision/absmax")
             assert list(st) == [s for s in range(1, ins.total_steps + 1) if s == 1 or s % 2 == 0]
-            act = amax[0][:, 0]
-            ran = [mods.index(n) for n in linears]
+            act, weight = amax[0][:, 0], amax[0][:, 1]
+            called = _called_as_modules(model, fam, linears, ins.batches[0].ids)
+            assert len(called) >= len(linears) - 1   # Jamba's dt_proj: its weight used directly
+            ran = [mods.index(n) for n in called]
             assert np.isfinite(act[ran]).all() and (act[ran] > 0).all()
+            idle = [mods.index(n) for n in linears if n not in called]
+            assert np.isnan(act[idle]).all()
+            for n in linears:   # every weight is measured, called or not
+                w = dict(model.named_modules())[n].weight
+                assert weight[mods.index(n)] == pytest.approx(float(w.detach().abs().max()), rel=1e-6)
     finally:
         ref.remove()
 

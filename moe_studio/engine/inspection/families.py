@@ -5,7 +5,7 @@ Every supported model names its router class in ``_can_record_outputs["router_lo
 (what ``output_router_logits=True`` records), so the routers are found by that, not by
 module names. A forward hook on each router reads the model's own decision:
 
-- "triple" routers (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V2/V3) return
+- "triple" routers (every family below but Switch) return
   ``(router_logits [T, E], topk_weights [T, k], topk_indices [T, k])``: the experts the
   block then runs and the weights it combines them with.
 - the Switch Transformers router returns ``(dispatch one-hot [B, S, E], max probability
@@ -13,7 +13,8 @@ module names. A forward hook on each router reads the model's own decision:
   dropped (an all-zero dispatch row).
 
 ``probs`` of every family are a distribution over the experts: the softmax of the
-logits, or for sigmoid-scored routers (DeepSeek-V3) the sigmoid affinities divided by
+logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, dots.llm1, LFM2-MoE: the
+router's own code applies ``sigmoid`` to its logits) the sigmoid affinities divided by
 their sum, so entropy, top-1 probability and the views' uniform line 1/E mean the same
 for every family. The weights the model really used stay in ``topk_weight``.
 
@@ -49,6 +50,17 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("deepseek_v2", "DeepSeek-V2", "softmax", "triple"),
     Family("deepseek_v3", "DeepSeek-V3", "sigmoid", "triple"),
     Family("switch_transformers", "Switch Transformers", "softmax", "switch", encoder_only=True),
+    Family("gpt_oss", "gpt-oss", "softmax", "triple"),
+    Family("qwen3_next", "Qwen3-Next", "softmax", "triple"),
+    Family("glm4_moe", "GLM-4-MoE", "sigmoid", "triple"),
+    Family("granitemoe", "Granite-MoE", "softmax", "triple"),
+    Family("phimoe", "Phi-MoE", "softmax", "triple"),
+    Family("ernie4_5_moe", "ERNIE-4.5-MoE", "softmax", "triple"),
+    Family("flex_olmo", "FlexOlmo", "softmax", "triple"),
+    Family("dots1", "dots.llm1", "sigmoid", "triple"),
+    Family("jamba", "Jamba", "softmax", "triple"),
+    Family("minimax", "MiniMax", "softmax", "triple"),
+    Family("lfm2_moe", "LFM2-MoE", "sigmoid", "triple"),
 )}
 
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
