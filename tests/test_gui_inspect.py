@@ -153,21 +153,48 @@ def _type(qtbot, widget, text: str) -> None:
 
 
 @pytest.mark.slow
-def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path, inspections):
+def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path, inspections,
+                                                                 monkeypatch):
+    """File > Inspect a Checkpoint…: the model folder and a corpus folder picked with the
+    Browse… and Folder… buttons (the system's folder picker answers for the user), a
+    token budget typed, the memory estimate shown before Start, the run in the engine
+    process over the picked corpus's domains."""
     from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QFileDialog
 
+    from moe_studio.engine.device import resolve_device
+    from moe_studio.engine.inspection import InspectOptions
+    from moe_studio.engine.inspection.families import FAMILIES
+    from moe_studio.engine.inspection.loading import plan_memory, read_config
     from moe_studio.gui.widgets.inspect_dialog import InspectDialog
 
     folder = inspections[0].parents[1] / "mixtral"
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "code.py").write_text("def f(x):\n    return x * 2\n" * 40, encoding="utf-8")
+    (corpus / "prose.txt").write_text("Routers send each token to a few experts. " * 40,
+                                      encoding="utf-8")
+    picked = {"Hugging Face model folder": str(folder),
+              "Corpus folder (one domain per file)": str(corpus)}
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda _parent, caption, _start: picked[caption]))
     w = _window(qtbot, tmp_path)
     try:
         w.inspect_action.trigger()          # File > Inspect a Checkpoint…
         dlg = w.findChild(InspectDialog)
         assert dlg is not None and dlg.isVisible() and not dlg.start_button.isEnabled()
-        _type(qtbot, dlg.model_edit, str(folder))
+        qtbot.mouseClick(dlg.model_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(dlg.corpus_folder_button, Qt.MouseButton.LeftButton)
+        assert dlg.model_edit.text() == str(folder) and dlg.corpus_edit.text() == str(corpus)
         _type(qtbot, dlg.tokens_spin, "300")
         qtbot.waitUntil(lambda: dlg.start_button.isEnabled(), timeout=90_000)
         assert "Mixtral" in dlg.estimate_label.text() and "parameters" in dlg.estimate_label.text()
+        d = InspectOptions(model="")      # the dialog's seq_len and batch size
+        want = plan_memory(folder, read_config(folder), FAMILIES["mixtral"], dtype="auto",
+                           device=str(resolve_device("auto")),
+                           tokens_per_batch=d.seq_len * d.batch_size)
+        assert dlg.estimate()["needed"] == want.needed and want.describe()[:40] in \
+            dlg.estimate_label.text()
         with qtbot.waitSignal(w.controller.finished, timeout=180_000) as fin:
             qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
         assert fin.args == ["finished"]
@@ -175,6 +202,8 @@ def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path
         with open_run(run) as r:
             assert r.meta["kind"] == "inspection" and r.meta["tokens_routed"] <= 300
             assert r.config["inspect"]["tokens"] == 300
+            assert r.config["inspect"]["corpus"] == str(corpus)
+            assert sorted(r.meta["domain_names"]) == ["code", "prose"]
         assert [str(p) for p in w._shown_runs] == [run]
     finally:
         assert w.controller.shutdown(30_000)
