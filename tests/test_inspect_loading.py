@@ -315,3 +315,17 @@ def test_auto_dtype_is_bf16_on_a_gpu_and_fp32_on_the_cpu():
     assert resolve_dtype("fp16", "cpu") == ("fp16", "")
     with pytest.raises(InspectError, match="dtype must be one of auto, bf16, fp16, fp32, got 'fp8'"):
         resolve_dtype("fp8", "cuda")
+
+
+def test_without_the_hf_extra_the_message_says_what_to_install(tiny, tmp_path, monkeypatch):
+    """transformers is an optional extra: with it missing, an inspection of a valid
+    folder is refused with the pip command, before any run folder is made."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)   # import transformers fails
+    with pytest.raises(InspectError) as e:
+        Inspector(InspectOptions(model=str(tiny["folder"]), corpus=str(tiny["corpus"])),
+                  runs_dir=tmp_path / "runs")
+    assert str(e.value) == ("inspecting a pretrained model needs the optional Hugging Face "
+                            "packages: pip install 'moe-studio[hf]'")
+    assert not (tmp_path / "runs").exists()
