@@ -25,16 +25,18 @@ TEXT = ("Routers send each token to a few experts. def f(x):\n    return x * 2\n
 
 @pytest.fixture(scope="module")
 def inspections(tmp_path_factory):
-    """Two inspections of the same corpus: a Mixtral and a Qwen3-MoE checkpoint."""
+    """Two inspections of the same corpus: a Mixtral and a Qwen3-MoE checkpoint, each
+    with its own tokenizer (as two families have)."""
     from moe_studio.engine.inspection import InspectOptions
     from moe_studio.engine.inspection.inspector import Inspector
 
     root = tmp_path_factory.mktemp("gui-inspect")
     (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    tok = hf_tiny.train_tokenizer([TEXT])
+    toks = {"mixtral": hf_tiny.train_tokenizer([TEXT]),
+            "qwen3_moe": hf_tiny.train_tokenizer(["experts route tokens; " * 50, TEXT.upper()])}
     out = []
     for fam in ("mixtral", "qwen3_moe"):
-        hf_tiny.build(fam, root / fam, tok)
+        hf_tiny.build(fam, root / fam, toks[fam])
         ins = Inspector(InspectOptions(model=str(root / fam), corpus=str(root / "corpus.txt"),
                                        tokens=400, seq_len=32, batch_size=2, precision_every=2),
                         runs_dir=root / "runs")
@@ -128,8 +130,11 @@ def test_two_inspections_compare_side_by_side(qtbot, inspections):
     dash.set_pair(0, 1, "Routing")
     left, right = dash.pair()
     a, b = left.current()[0], right.current()[0]
-    # the same corpus, so the same probe text, routed by two different models
+    # the same corpus, so the same probe text byte for byte, cut into different model
+    # tokens by the two tokenizers and routed by two different models
     np.testing.assert_array_equal(a["tokens"], b["tokens"])
+    assert a["probs"].shape[1] == b["probs"].shape[1] == a["tokens"].size
+    assert not np.array_equal(a["token_start"], b["token_start"])
     assert not np.array_equal(a["probs"], b["probs"])
     dash.close()
 
