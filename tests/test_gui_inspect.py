@@ -309,7 +309,10 @@ def test_experts_view_shows_which_expert_pairs_fire_together(make_dashboard, ins
         blocks = r.meta["moe_blocks"]
     d = make_dashboard(ExpertsDashboard, [run], size=(1280, 800))
     view = d.coselect
-    assert view.isVisible()
+    assert d.totals.isVisible() and not view.isVisible()     # "Load per domain" comes first
+    bar = d.totals.tabBar()
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(1).center())
+    assert view.isVisible() and bar.tabText(1) == "Expert pairs"
     assert [view.layer_combo.itemText(i) for i in range(view.layer_combo.count())] == \
         [f"L{b}" for b in blocks]
     E = cos.shape[-1]
@@ -328,4 +331,56 @@ def test_experts_view_shows_which_expert_pairs_fire_together(make_dashboard, ins
                     assert shown[a, b] == pytest.approx(cos[j, a, b] / cos[j, a, a], rel=1e-6)
         assert f"L{blocks[j]}" in view.heatmap.title()
     trained = make_dashboard(ExpertsDashboard, [sample_runs_dir() / "moe-top2"], size=(1280, 800))
-    assert not trained.coselect.isVisible() and not trained.coselect.has_data()
+    assert not trained.totals.isVisible() and not trained.coselect.has_data()
+    assert not trained.domain_load.has_data()
+
+
+def test_experts_view_shows_each_domains_load_over_the_whole_corpus(make_dashboard, qtbot,
+                                                                     tmp_path, inspections):
+    """Issue 17: ``inspect/load_per_domain`` as a domain x expert heatmap in Experts. The
+    shares are checked against the per-batch loads the run also recorded, summed over
+    each domain's batches (batches go domain by domain: the cumulative token count says
+    where each domain ends)."""
+    from PySide6.QtCore import Qt
+
+    from moe_studio.engine.inspection import InspectOptions
+    from moe_studio.engine.inspection.inspector import Inspector
+    from moe_studio.metrics.routing import group_total_variation
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "code.py").write_text("def f(x):\n    return x * 2\n" * 30, encoding="utf-8")
+    (corpus / "prose.txt").write_text("Routers send each token to a few experts. " * 30,
+                                      encoding="utf-8")
+    ins = Inspector(InspectOptions(model=str(inspections[0].parents[1] / "mixtral"),
+                                   corpus=str(corpus), tokens=400, seq_len=32, batch_size=2,
+                                   precision_every=0), runs_dir=tmp_path / "runs")
+    while not ins.done:
+        ins.step()
+    ins.close()
+    with open_run(ins.run_dir) as r:
+        steps, tpe = r.tensor_series("moe/tokens_per_expert")     # [S, L, E]
+        scal = r.scalars()
+        names, blocks = r.meta["domain_names"], r.meta["moe_blocks"]
+        _, tpd = r.tensor("inspect/tokens_per_domain")
+    cum = scal[scal["name"] == "tokens"].sort_values("step")["value"].to_numpy()
+    ends = np.cumsum(tpd)
+    domain_of_step = np.searchsorted(ends, cum, side="left")
+    ref = np.stack([tpe[domain_of_step == d].sum(axis=0) for d in range(len(names))])
+    assert len(names) == 2 and (ref.sum(axis=(1, 2)) > 0).all()
+
+    d = make_dashboard(ExpertsDashboard, [ins.run_dir], size=(1280, 800))
+    view = d.domain_load
+    assert d.totals.isVisible() and view.isVisible()
+    for j in range(len(blocks)):
+        if j:
+            view.layer_combo.setFocus()
+            qtbot.keyClick(view.layer_combo, Qt.Key.Key_Down)
+        assert view.layer_index() == j
+        want = ref[:, j] / ref[:, j].sum(axis=-1, keepdims=True)
+        np.testing.assert_allclose(view.heatmap.matrix(), want, rtol=1e-6)
+        assert view.heatmap.y_labels() == names
+        tv = 0.5 * np.abs(want[0] - want[1]).sum()
+        assert tv == pytest.approx(float(group_total_variation(want)))
+        assert view.heatmap.title().endswith(f"whole corpus · L{blocks[j]}")
+        assert view.spread_label.text() == f"domains differ by {tv:.2f}"
