@@ -25,16 +25,18 @@ TEXT = ("Routers send each token to a few experts. def f(x):\n    return x * 2\n
 
 @pytest.fixture(scope="module")
 def inspections(tmp_path_factory):
-    """Two inspections of the same corpus: a Mixtral and a Qwen3-MoE checkpoint."""
+    """Two inspections of the same corpus: a Mixtral and a Qwen3-MoE checkpoint, each
+    with its own tokenizer (as two families have)."""
     from moe_studio.engine.inspection import InspectOptions
     from moe_studio.engine.inspection.inspector import Inspector
 
     root = tmp_path_factory.mktemp("gui-inspect")
     (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    tok = hf_tiny.train_tokenizer([TEXT])
+    toks = {"mixtral": hf_tiny.train_tokenizer([TEXT]),
+            "qwen3_moe": hf_tiny.train_tokenizer(["experts route tokens; " * 50, TEXT.upper()])}
     out = []
     for fam in ("mixtral", "qwen3_moe"):
-        hf_tiny.build(fam, root / fam, tok)
+        hf_tiny.build(fam, root / fam, toks[fam])
         ins = Inspector(InspectOptions(model=str(root / fam), corpus=str(root / "corpus.txt"),
                                        tokens=400, seq_len=32, batch_size=2, precision_every=2),
                         runs_dir=root / "runs")
@@ -45,11 +47,42 @@ def inspections(tmp_path_factory):
     return out
 
 
-def test_routing_views_open_an_inspection(make_dashboard, inspections):
-    run = inspections[0]
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory, inspections):
+    """Inspections of the other router layouts: DeepSeek-V3 (sigmoid scores, a dense
+    first layer) and Switch Transformers (top-1 over capacity, the encoder routed)."""
+    from moe_studio.engine.inspection import InspectOptions, installed_families
+    from moe_studio.engine.inspection.inspector import Inspector
+
+    root = tmp_path_factory.mktemp("gui-layouts")
+    (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    tok = hf_tiny.train_tokenizer([TEXT])
+    have = {f.model_type for f in installed_families()}
+    out = {"mixtral": inspections[0]}
+    for fam in ("deepseek_v3", "switch_transformers"):
+        if fam not in have:
+            continue
+        hf_tiny.build(fam, root / fam, tok)
+        ins = Inspector(InspectOptions(model=str(root / fam), corpus=str(root / "corpus.txt"),
+                                       tokens=300, seq_len=32, batch_size=2, precision_every=2),
+                        runs_dir=root / "runs")
+        while not ins.done:
+            ins.step()
+        ins.close()
+        out[fam] = ins.run_dir
+    return out
+
+
+@pytest.mark.parametrize("fam", ["mixtral", "deepseek_v3", "switch_transformers"])
+def test_routing_views_open_an_inspection(make_dashboard, layouts, fam):
+    if fam not in layouts:
+        pytest.skip(f"{fam} is not in the installed transformers")
+    run = layouts[fam]
     with open_run(run) as r:
         n_steps = r.meta["total_steps"]
         blocks = r.meta["moe_blocks"]
+        linears = [m for m in r.meta["precision_modules"] if m.endswith(("q_proj", ".q"))]
+    assert linears
     gates = make_dashboard(GateDashboard, [run])
     steps, bands = gates.percentile_bands(None)
     assert list(steps) == list(range(1, n_steps + 1)) and np.isfinite(bands).all()
@@ -68,7 +101,7 @@ def test_routing_views_open_an_inspection(make_dashboard, inspections):
 
     prec = make_dashboard(PrecisionDashboard, [run])
     assert prec.has_data() and prec.table_rows()
-    assert any(m.endswith("q_proj") for m in prec.modules())
+    assert set(linears) <= set(prec.modules())
 
 
 def test_training_and_ensemble_say_an_inspection_has_none(make_dashboard, inspections):
@@ -87,14 +120,21 @@ def test_two_inspections_compare_side_by_side(qtbot, inspections):
     dash.set_runs(inspections)
     rows = dash.summary_rows()
     assert len(rows) == 2
+    # the curves that need training say why they are empty; the load CV per batch is drawn
+    assert dash.plot("train").placeholder() == NO_TRAINING
+    assert dash.plot("val").placeholder() == NO_TRAINING
+    assert dash.plot("balance").placeholder() == "" and len(dash.plot("balance").series_keys()) == 2
     diff = dash.config_diff()
     assert len(diff) > 0   # two families: the model section differs
     dash.tabs.setCurrentIndex(1)
     dash.set_pair(0, 1, "Routing")
     left, right = dash.pair()
     a, b = left.current()[0], right.current()[0]
-    # the same corpus, so the same probe text, routed by two different models
+    # the same corpus, so the same probe text byte for byte, cut into different model
+    # tokens by the two tokenizers and routed by two different models
     np.testing.assert_array_equal(a["tokens"], b["tokens"])
+    assert a["probs"].shape[1] == b["probs"].shape[1] == a["tokens"].size
+    assert not np.array_equal(a["token_start"], b["token_start"])
     assert not np.array_equal(a["probs"], b["probs"])
     dash.close()
 
@@ -118,21 +158,48 @@ def _type(qtbot, widget, text: str) -> None:
 
 
 @pytest.mark.slow
-def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path, inspections):
+def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path, inspections,
+                                                                 monkeypatch):
+    """File > Inspect a Checkpoint…: the model folder and a corpus folder picked with the
+    Browse… and Folder… buttons (the system's folder picker answers for the user), a
+    token budget typed, the memory estimate shown before Start, the run in the engine
+    process over the picked corpus's domains."""
     from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QFileDialog
 
+    from moe_studio.engine.device import resolve_device
+    from moe_studio.engine.inspection import InspectOptions
+    from moe_studio.engine.inspection.families import FAMILIES
+    from moe_studio.engine.inspection.loading import plan_memory, read_config
     from moe_studio.gui.widgets.inspect_dialog import InspectDialog
 
     folder = inspections[0].parents[1] / "mixtral"
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "code.py").write_text("def f(x):\n    return x * 2\n" * 40, encoding="utf-8")
+    (corpus / "prose.txt").write_text("Routers send each token to a few experts. " * 40,
+                                      encoding="utf-8")
+    picked = {"Hugging Face model folder": str(folder),
+              "Corpus folder (one domain per file)": str(corpus)}
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda _parent, caption, _start: picked[caption]))
     w = _window(qtbot, tmp_path)
     try:
         w.inspect_action.trigger()          # File > Inspect a Checkpoint…
         dlg = w.findChild(InspectDialog)
         assert dlg is not None and dlg.isVisible() and not dlg.start_button.isEnabled()
-        _type(qtbot, dlg.model_edit, str(folder))
+        qtbot.mouseClick(dlg.model_button, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(dlg.corpus_folder_button, Qt.MouseButton.LeftButton)
+        assert dlg.model_edit.text() == str(folder) and dlg.corpus_edit.text() == str(corpus)
         _type(qtbot, dlg.tokens_spin, "300")
         qtbot.waitUntil(lambda: dlg.start_button.isEnabled(), timeout=90_000)
         assert "Mixtral" in dlg.estimate_label.text() and "parameters" in dlg.estimate_label.text()
+        d = InspectOptions(model="")      # the dialog's seq_len and batch size
+        want = plan_memory(folder, read_config(folder), FAMILIES["mixtral"], dtype="auto",
+                           device=str(resolve_device("auto")),
+                           tokens_per_batch=d.seq_len * d.batch_size)
+        assert dlg.estimate()["needed"] == want.needed and want.describe()[:40] in \
+            dlg.estimate_label.text()
         with qtbot.waitSignal(w.controller.finished, timeout=180_000) as fin:
             qtbot.mouseClick(dlg.start_button, Qt.MouseButton.LeftButton)
         assert fin.args == ["finished"]
@@ -140,6 +207,8 @@ def test_inspect_dialog_runs_an_inspection_in_the_engine_process(qtbot, tmp_path
         with open_run(run) as r:
             assert r.meta["kind"] == "inspection" and r.meta["tokens_routed"] <= 300
             assert r.config["inspect"]["tokens"] == 300
+            assert r.config["inspect"]["corpus"] == str(corpus)
+            assert sorted(r.meta["domain_names"]) == ["code", "prose"]
         assert [str(p) for p in w._shown_runs] == [run]
     finally:
         assert w.controller.shutdown(30_000)
@@ -171,12 +240,15 @@ def test_inspect_dialog_refuses_a_pickle_folder_before_start(qtbot, tmp_path):
         w.close()
 
 
-def test_controller_stop_keeps_an_inspection_in_thread_mode(qtbot, tmp_path, inspections):
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_controller_stop_keeps_an_inspection(qtbot, tmp_path, inspections, mode):
+    """Stop after the first batch, in the engine process (the app's default) and in a
+    thread: the run ends stopped with what it recorded, totals included."""
     from moe_studio.engine.inspection import InspectOptions
     from moe_studio.gui.run.worker import TrainingController
 
     folder = inspections[0].parents[1] / "mixtral"
-    ctl = TrainingController(mode="thread")
+    ctl = TrainingController(mode=mode)
     opts = InspectOptions(model=str(folder), tokens=6000, seq_len=16, batch_size=1,
                           precision_every=0)
     ctl.progress.connect(lambda _info: ctl.stop())      # Stop after the first batch
@@ -237,7 +309,10 @@ def test_experts_view_shows_which_expert_pairs_fire_together(make_dashboard, ins
         blocks = r.meta["moe_blocks"]
     d = make_dashboard(ExpertsDashboard, [run], size=(1280, 800))
     view = d.coselect
-    assert view.isVisible()
+    assert d.totals.isVisible() and not view.isVisible()     # "Load per domain" comes first
+    bar = d.totals.tabBar()
+    qtbot.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(1).center())
+    assert view.isVisible() and bar.tabText(1) == "Expert pairs"
     assert [view.layer_combo.itemText(i) for i in range(view.layer_combo.count())] == \
         [f"L{b}" for b in blocks]
     E = cos.shape[-1]
@@ -256,4 +331,56 @@ def test_experts_view_shows_which_expert_pairs_fire_together(make_dashboard, ins
                     assert shown[a, b] == pytest.approx(cos[j, a, b] / cos[j, a, a], rel=1e-6)
         assert f"L{blocks[j]}" in view.heatmap.title()
     trained = make_dashboard(ExpertsDashboard, [sample_runs_dir() / "moe-top2"], size=(1280, 800))
-    assert not trained.coselect.isVisible() and not trained.coselect.has_data()
+    assert not trained.totals.isVisible() and not trained.coselect.has_data()
+    assert not trained.domain_load.has_data()
+
+
+def test_experts_view_shows_each_domains_load_over_the_whole_corpus(make_dashboard, qtbot,
+                                                                     tmp_path, inspections):
+    """Issue 17: ``inspect/load_per_domain`` as a domain x expert heatmap in Experts. The
+    shares are checked against the per-batch loads the run also recorded, summed over
+    each domain's batches (batches go domain by domain: the cumulative token count says
+    where each domain ends)."""
+    from PySide6.QtCore import Qt
+
+    from moe_studio.engine.inspection import InspectOptions
+    from moe_studio.engine.inspection.inspector import Inspector
+    from moe_studio.metrics.routing import group_total_variation
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "code.py").write_text("def f(x):\n    return x * 2\n" * 30, encoding="utf-8")
+    (corpus / "prose.txt").write_text("Routers send each token to a few experts. " * 30,
+                                      encoding="utf-8")
+    ins = Inspector(InspectOptions(model=str(inspections[0].parents[1] / "mixtral"),
+                                   corpus=str(corpus), tokens=400, seq_len=32, batch_size=2,
+                                   precision_every=0), runs_dir=tmp_path / "runs")
+    while not ins.done:
+        ins.step()
+    ins.close()
+    with open_run(ins.run_dir) as r:
+        steps, tpe = r.tensor_series("moe/tokens_per_expert")     # [S, L, E]
+        scal = r.scalars()
+        names, blocks = r.meta["domain_names"], r.meta["moe_blocks"]
+        _, tpd = r.tensor("inspect/tokens_per_domain")
+    cum = scal[scal["name"] == "tokens"].sort_values("step")["value"].to_numpy()
+    ends = np.cumsum(tpd)
+    domain_of_step = np.searchsorted(ends, cum, side="left")
+    ref = np.stack([tpe[domain_of_step == d].sum(axis=0) for d in range(len(names))])
+    assert len(names) == 2 and (ref.sum(axis=(1, 2)) > 0).all()
+
+    d = make_dashboard(ExpertsDashboard, [ins.run_dir], size=(1280, 800))
+    view = d.domain_load
+    assert d.totals.isVisible() and view.isVisible()
+    for j in range(len(blocks)):
+        if j:
+            view.layer_combo.setFocus()
+            qtbot.keyClick(view.layer_combo, Qt.Key.Key_Down)
+        assert view.layer_index() == j
+        want = ref[:, j] / ref[:, j].sum(axis=-1, keepdims=True)
+        np.testing.assert_allclose(view.heatmap.matrix(), want, rtol=1e-6)
+        assert view.heatmap.y_labels() == names
+        tv = 0.5 * np.abs(want[0] - want[1]).sum()
+        assert tv == pytest.approx(float(group_total_variation(want)))
+        assert view.heatmap.title().endswith(f"whole corpus · L{blocks[j]}")
+        assert view.spread_label.text() == f"domains differ by {tv:.2f}"

@@ -26,6 +26,9 @@ PROSE = ("The quick brown fox jumps over the lazy dog. A journey of a thousand m
          "with a single step. Time and tide wait for no one; the early bird catches the worm. ")
 CODE = "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(add(i, i * 2))\n"
 FAMILY_NAMES = [f for f in hf_tiny.FAMILIES if f in {x.model_type for x in installed_families()}]
+# Routers that score experts by the sigmoid of their logits (read in each family's
+# transformers modeling code); the rest use a softmax
+SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "dots1", "lfm2_moe"}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +75,12 @@ class GateReference:
             if cls.endswith(("TopKRouter", "TopkRouter", "Top1Router")) and \
                     (fam != "switch_transformers" or name.startswith("encoder.")):
                 self.routers.append(mod)
-        self._hooks = [m.register_forward_pre_hook(self._pre) for m in self.routers]
+        self._hooks = [m.register_forward_pre_hook(self._pre, with_kwargs=True)
+                       for m in self.routers]
 
-    def _pre(self, module, args):
-        self.inputs.append((module, args[0].detach().clone()))
+    def _pre(self, module, args, kwargs):
+        # every argument (LFM2-MoE's block passes its expert bias), the hidden states cloned
+        self.inputs.append((module, (args[0].detach().clone(), *args[1:]), dict(kwargs)))
 
     def remove(self):
         for h in self._hooks:
@@ -92,8 +97,8 @@ class GateReference:
                 model(input_ids=x, use_cache=False)
             out = []
             inputs, self.inputs = self.inputs, []
-            for mod, h in inputs:
-                r = mod.forward(h)   # not mod(h): the pre-hook must not see this call
+            for mod, args, kwargs in inputs:
+                r = mod.forward(*args, **kwargs)   # not mod(...): the pre-hook must not see it
                 if self.fam == "switch_transformers":
                     dispatch, _, logits = r
                     logits = logits.reshape(-1, logits.shape[-1]).double().numpy()
@@ -104,7 +109,7 @@ class GateReference:
                     logits = logits.double().numpy()
                     chosen = chosen.numpy()
                     kept = np.ones(len(logits), bool)
-                if self.fam == "deepseek_v3":
+                if self.fam in SIGMOID_SCORED:
                     s = 1.0 / (1.0 + np.exp(-logits))
                     p = s / s.sum(-1, keepdims=True)
                 else:
@@ -112,6 +117,24 @@ class GateReference:
                     p = e / e.sum(-1, keepdims=True)
                 out.append((p, chosen, kept))
         return out
+
+
+def _called_as_modules(model, fam: str, names: list[str], ids: np.ndarray) -> set[str]:
+    """Which of the modules ``names`` a forward over ``ids`` calls (forward hooks)."""
+    called: set[str] = set()
+    mods = dict(model.named_modules())
+    hooks = [mods[n].register_forward_hook(lambda *_a, n=n: called.add(n)) for n in names]
+    try:
+        with torch.no_grad():
+            x = torch.from_numpy(ids)
+            if fam == "switch_transformers":
+                model.get_encoder()(input_ids=x)
+            else:
+                model(input_ids=x, use_cache=False, logits_to_keep=1)
+    finally:
+        for h in hooks:
+            h.remove()
+    return called
 
 
 @pytest.mark.parametrize("fam", FAMILY_NAMES)
@@ -148,6 +171,9 @@ def test_inspection_matches_the_models_own_gates(world, fam):
                     assert float(sel["value"].iloc[0]) == pytest.approx(p.max(-1).mean(), rel=1e-4)
                     _, edges, counts_h = r.histogram_series(f"router_probs/L{blocks[j]}")
                     assert counts_h[s - 1].sum() == p.size
+                    want_h, _ = np.histogram(p, bins=np.asarray(edges, dtype=np.float64))
+                    # float32 vs float64 probabilities may straddle a bin edge
+                    assert np.abs(counts_h[s - 1] - want_h).sum() <= 2, (counts_h[s - 1], want_h)
                     for t, row in enumerate(chosen):
                         dom_ref[batch.domains[t], j, row] += 1
                         for a in row:
@@ -187,9 +213,16 @@ def test_inspection_matches_the_models_own_gates(world, fam):
             assert set(linears) <= set(mods)
             st, amax = r.tensor_series("precision/absmax")
             assert list(st) == [s for s in range(1, ins.total_steps + 1) if s == 1 or s % 2 == 0]
-            act = amax[0][:, 0]
-            ran = [mods.index(n) for n in linears]
+            act, weight = amax[0][:, 0], amax[0][:, 1]
+            called = _called_as_modules(model, fam, linears, ins.batches[0].ids)
+            assert len(called) >= len(linears) - 1   # Jamba's dt_proj: its weight used directly
+            ran = [mods.index(n) for n in called]
             assert np.isfinite(act[ran]).all() and (act[ran] > 0).all()
+            idle = [mods.index(n) for n in linears if n not in called]
+            assert np.isnan(act[idle]).all()
+            for n in linears:   # every weight is measured, called or not
+                w = dict(model.named_modules())[n].weight
+                assert weight[mods.index(n)] == pytest.approx(float(w.detach().abs().max()), rel=1e-6)
     finally:
         ref.remove()
 
@@ -267,18 +300,32 @@ def test_memory_plan_counts_parameters_exactly(world):
     assert plan.weights == 2 * plan.params
 
 
-def test_cli_inspect_and_refusal(world, tmp_path, capsys):
+@pytest.mark.parametrize("fam", FAMILY_NAMES)
+def test_cli_inspect_every_family(world, tmp_path, capsys, fam):
+    """``moe-studio inspect MODEL --corpus --tokens --out``: the run folder on stdout,
+    progress and the totals on stderr, every batch recorded."""
     from moe_studio.cli import main
 
-    fam = FAMILY_NAMES[-1]
     rc = main(["inspect", str(world["root"] / fam), "--corpus", str(world["corpus"]),
-               "--tokens", "300", "--seq-len", "32", "--out", str(tmp_path / "runs")])
+               "--tokens", "300", "--seq-len", "32", "--precision-every", "0",
+               "--out", str(tmp_path / "runs")])
     out, err = capsys.readouterr()
     assert rc == 0, err
     run = Path(out.strip().splitlines()[-1])
-    assert run.parent == tmp_path / "runs" and "finished" in err
+    assert run.parent == tmp_path / "runs"
     with open_run(run) as r:
         assert r.meta["kind"] == "inspection" and r.meta["model_type"] == fam
+        assert r.status == "finished" and r.meta["tokens_routed"] <= 300
+        steps = r.tensor_steps("moe/tokens_per_expert")
+        assert list(steps) == list(range(1, r.meta["total_steps"] + 1))
+        title = r.meta["model_family"]
+    assert f"{title} · {len(r.meta['moe_blocks'])} MoE layers × {hf_tiny.EXPERTS} experts" in err
+    assert f"finished: {len(steps)} batches, {r.meta['tokens_routed']:,} tokens" in err
+
+
+def test_cli_inspect_refusal(world, tmp_path, capsys):
+    from moe_studio.cli import main
+
     bad = tmp_path / "pickled"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "mixtral"}))
@@ -288,11 +335,15 @@ def test_cli_inspect_and_refusal(world, tmp_path, capsys):
     assert "refused, a pickle can run code" in err and len(err.strip().splitlines()) == 2
 
 
-def test_bench_inspect_quick_reports_both_rates():
-    from moe_studio.bench.inspect import run
+def test_bench_inspect_quick_reports_both_rates(capsys):
+    import statistics
 
-    r = run(quick=True)
-    assert r["benchmark"] == "inspect" and r["rounds"] >= 1
+    from moe_studio.cli import main
+
+    assert main(["bench", "inspect", "--quick", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["benchmark"] == "inspect" and r["rounds"] == len(r["overhead_rounds"]) >= 1
+    assert r["overhead"] == pytest.approx(statistics.median(r["overhead_rounds"]), abs=1e-4)
     assert r["plain_tokens_per_s"] > 0 and r["inspect_tokens_per_s"] > 0
     assert r["met"] == (r["overhead"] <= r["budget"])
 
@@ -384,3 +435,39 @@ def test_custom_text_refused_in_one_line_when_the_model_folder_is_gone(world, tm
     with pytest.raises(ValueError, match="no longer exists") as e:
         probe_snapshot(ins.run_dir, "hello")
     assert "\n" not in str(e.value)
+
+
+def _readme_section() -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Inspect a pretrained MoE checkpoint")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_readme_inspect_commands_are_the_clis_and_say_what_needs_a_gpu():
+    """The README's commands parse with the CLI as written, it names every family an
+    inspection reads, and it says plainly what needs a GPU or a large download."""
+    import shlex
+
+    from moe_studio.cli import build_parser
+    from moe_studio.engine.inspection import FAMILIES
+
+    section = _readme_section()
+    commands = [line.split("#")[0].strip() for line in section.splitlines()
+                if line.startswith(".venv/bin/moe-studio inspect")]
+    assert len(commands) >= 3
+    parser = build_parser()
+    for cmd in commands:
+        args = parser.parse_args(shlex.split(cmd)[1:])
+        assert args.command == "inspect" and args.model, cmd
+    flags = " ".join(commands)
+    for flag in ("--corpus", "--tokens", "--estimate", "--dtype", "--device"):
+        assert flag in flags
+    families = next(line for line in section.splitlines() if line.startswith("- Families:"))
+    families += section[section.index(families) + len(families):].split("\n-")[0]
+    for fam in FAMILIES.values():
+        assert fam.title in " ".join(families.split()), fam.title
+    flat = " ".join(section.split())
+    assert "**Nothing is ever downloaded**" in flat and "**A GPU is needed in practice**" in flat
+    assert "large downloads" in flat and "neither a network nor a GPU" in flat
+    bench = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert "moe-studio bench {engine," in bench and ",inspect," in bench

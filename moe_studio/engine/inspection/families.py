@@ -5,7 +5,7 @@ Every supported model names its router class in ``_can_record_outputs["router_lo
 (what ``output_router_logits=True`` records), so the routers are found by that, not by
 module names. A forward hook on each router reads the model's own decision:
 
-- "triple" routers (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, DeepSeek-V2/V3) return
+- "triple" routers (every family below but Switch) return
   ``(router_logits [T, E], topk_weights [T, k], topk_indices [T, k])``: the experts the
   block then runs and the weights it combines them with.
 - the Switch Transformers router returns ``(dispatch one-hot [B, S, E], max probability
@@ -13,7 +13,8 @@ module names. A forward hook on each router reads the model's own decision:
   dropped (an all-zero dispatch row).
 
 ``probs`` of every family are a distribution over the experts: the softmax of the
-logits, or for sigmoid-scored routers (DeepSeek-V3) the sigmoid affinities divided by
+logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, dots.llm1, LFM2-MoE: the
+router's own code applies ``sigmoid`` to its logits) the sigmoid affinities divided by
 their sum, so entropy, top-1 probability and the views' uniform line 1/E mean the same
 for every family. The weights the model really used stay in ``topk_weight``.
 
@@ -21,6 +22,7 @@ No torch import at module level: the GUI reads the family names.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -48,11 +50,49 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("deepseek_v2", "DeepSeek-V2", "softmax", "triple"),
     Family("deepseek_v3", "DeepSeek-V3", "sigmoid", "triple"),
     Family("switch_transformers", "Switch Transformers", "softmax", "switch", encoder_only=True),
+    Family("gpt_oss", "gpt-oss", "softmax", "triple"),
+    Family("qwen3_next", "Qwen3-Next", "softmax", "triple"),
+    Family("glm4_moe", "GLM-4-MoE", "sigmoid", "triple"),
+    Family("granitemoe", "Granite-MoE", "softmax", "triple"),
+    Family("phimoe", "Phi-MoE", "softmax", "triple"),
+    Family("ernie4_5_moe", "ERNIE-4.5-MoE", "softmax", "triple"),
+    Family("flex_olmo", "FlexOlmo", "softmax", "triple"),
+    Family("dots1", "dots.llm1", "sigmoid", "triple"),
+    Family("jamba", "Jamba", "softmax", "triple"),
+    Family("minimax", "MiniMax", "softmax", "triple"),
+    Family("lfm2_moe", "LFM2-MoE", "sigmoid", "triple"),
 )}
 
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
 # one of them is an MoE family not supported yet, not a dense model.
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def expert_count(cfg: dict) -> int:
+    """The largest routed-expert count a config.json names, nested sections included
+    (DBRX keeps it under ``ffn_config``, Llama 4 and the vision-language MoE models
+    under ``text_config``); 0 for none."""
+    best = 0
+    for key, v in cfg.items():
+        if isinstance(v, dict):
+            best = max(best, expert_count(v))
+        elif key in EXPERT_KEYS and isinstance(v, int) and not isinstance(v, bool):
+            best = max(best, v)
+    return best
+
+
+def records_router_logits(model_type: str) -> bool:
+    """The installed transformers' modeling code for ``model_type`` records router
+    logits (``_can_record_outputs["router_logits"]``): an MoE family, whether or not
+    an inspection understands its routers. Imports that code (and torch)."""
+    if not re.fullmatch(r"[a-z0-9_]+", model_type or ""):
+        return False
+    try:
+        mod = importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    except Exception:  # noqa: BLE001 - no such model type, or its code needs a missing package
+        return False
+    return any(isinstance(obj, type) and "router_logits" in (getattr(obj, "_can_record_outputs", None) or {})
+               for obj in vars(mod).values())
 
 
 def installed_families() -> list[Family]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .families import EXPERT_KEYS, FAMILIES, Family, installed_families
+from .families import FAMILIES, Family, expert_count, installed_families, records_router_logits
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Share of the free memory an inspection may plan to use: the allocator, the tokenizer
@@ -105,7 +105,8 @@ def check_family(cfg: dict, folder: Path, trust_remote_code: bool) -> Family:
                            "pass --trust-remote-code if you trust its authors")
     fam = FAMILIES.get(mt)
     if fam is None:
-        if any(isinstance(cfg.get(k), int) and cfg.get(k, 0) > 1 for k in EXPERT_KEYS):
+        _offline_transformers()   # before its modeling code is imported below
+        if expert_count(cfg) > 1 or records_router_logits(mt):
             names = ", ".join(f.title for f in installed_families())
             raise InspectError(f"{folder.name}: MoE family '{mt}' is not supported "
                                f"(supported: {names})")
@@ -216,7 +217,7 @@ def plan_memory(folder: Path, cfg: dict, family: Family, *, dtype: str, device: 
     inter = int(cfg.get("intermediate_size") or cfg.get("d_ff") or 4 * hidden)
     heads = int(cfg.get("num_attention_heads") or cfg.get("num_heads") or 1)
     layers = int(cfg.get("num_hidden_layers") or cfg.get("num_layers") or 1)
-    experts = max([int(cfg.get(k) or 0) for k in EXPERT_KEYS] + [1])
+    experts = max(expert_count(cfg), 1)
     vocab = int(cfg.get("vocab_size") or 0)
     el = _DTYPE_BYTES[dt]
     T = int(tokens_per_batch)

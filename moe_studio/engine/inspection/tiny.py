@@ -2,9 +2,9 @@
 folder with a tokenizer trained on the spot: what the inspection tests and
 ``moe-studio bench inspect`` load, with no network.
 
-Each model has hidden size 32, 4 routed experts and 2 layers unless the caller asks for
-more (DeepSeek keeps its first layer dense, as the real models do with
-``first_k_dense_replace``).
+Each model has hidden size 32, 4 routed experts and 2 MoE layers unless the caller asks
+for more (DeepSeek, GLM-4-MoE, dots.llm1 and LFM2-MoE add a dense first layer, as the
+real models keep theirs dense).
 """
 from __future__ import annotations
 
@@ -45,6 +45,43 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                              kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8,
                                              qk_nope_head_dim=8, v_head_dim=8, n_group=2,
                                              topk_group=1, routed_scaling_factor=2.5)),
+    "gpt_oss": ("GptOssConfig", dict(_COMMON, intermediate_size=32, num_local_experts=EXPERTS,
+                                     num_experts_per_tok=2, head_dim=8, sliding_window=16,
+                                     layer_types=["sliding_attention", "full_attention"])),
+    "qwen3_next": ("Qwen3NextConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
+                                           shared_expert_intermediate_size=32, num_experts=EXPERTS,
+                                           num_experts_per_tok=2, head_dim=8, linear_key_head_dim=8,
+                                           linear_value_head_dim=8, linear_num_key_heads=2,
+                                           linear_num_value_heads=4, decoder_sparse_step=1,
+                                           layer_types=["linear_attention", "full_attention"])),
+    "glm4_moe": ("Glm4MoeConfig", dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                                       moe_intermediate_size=32, n_routed_experts=EXPERTS,
+                                       n_shared_experts=1, num_experts_per_tok=2,
+                                       first_k_dense_replace=1, n_group=1, topk_group=1, head_dim=8)),
+    "granitemoe": ("GraniteMoeConfig", dict(_COMMON, intermediate_size=32, num_local_experts=EXPERTS,
+                                            num_experts_per_tok=2)),
+    "phimoe": ("PhimoeConfig", dict(_COMMON, intermediate_size=32, num_local_experts=EXPERTS,
+                                    num_experts_per_tok=2)),
+    "ernie4_5_moe": ("Ernie4_5_MoeConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
+                                                moe_num_experts=EXPERTS, moe_k=2,
+                                                moe_num_shared_experts=1, moe_layer_start_index=0,
+                                                moe_layer_end_index=1, moe_layer_interval=1)),
+    "flex_olmo": ("FlexOlmoConfig", dict(_COMMON, intermediate_size=32, num_experts=EXPERTS,
+                                         num_experts_per_tok=2)),
+    "dots1": ("Dots1Config", dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                                  moe_intermediate_size=32, n_routed_experts=EXPERTS,
+                                  n_shared_experts=1, num_experts_per_tok=2, first_k_dense_replace=1)),
+    "jamba": ("JambaConfig", dict(_COMMON, intermediate_size=32, num_experts=EXPERTS,
+                                  num_experts_per_tok=2, expert_layer_period=1, expert_layer_offset=0,
+                                  attn_layer_period=2, attn_layer_offset=1, mamba_d_state=4,
+                                  mamba_d_conv=2, mamba_expand=2, use_mamba_kernels=False)),
+    "minimax": ("MiniMaxConfig", dict(_COMMON, intermediate_size=32, num_local_experts=EXPERTS,
+                                      num_experts_per_tok=2, head_dim=8,
+                                      layer_types=["linear_attention", "full_attention"])),
+    "lfm2_moe": ("Lfm2MoeConfig", dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                                       moe_intermediate_size=32, num_experts=EXPERTS,
+                                       num_experts_per_tok=2, num_dense_layers=1,
+                                       layer_types=["conv", "full_attention", "conv"])),
     "switch_transformers": ("SwitchTransformersConfig", dict(
         vocab_size=VOCAB, d_model=HIDDEN, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
         num_heads=4, num_experts=EXPERTS, expert_capacity=64, encoder_sparse_step=1,

@@ -14,6 +14,7 @@ from ..theme import is_dark_palette, series_color
 from ..widgets.plot_grid import PlotGrid
 from .compare_data import ComparedRun, group_label, groups, x_of
 from .compare_pair import swatch
+from .inspection_runs import KIND as INSPECTION, NO_TRAINING
 from .training import PLOTS as TRAINING_PLOTS
 
 X_LABELS = ((C.X_STEP, "Step", "step"), (C.X_TOKENS, "Tokens", "tokens"),
@@ -132,7 +133,10 @@ class CompareCurves(QSplitter):
                 plot.remove_series(k)
             else:
                 plot.set_series_visible(k, k not in self.hidden_keys)
-        if not want and len(self._runs) >= 2:
+        if not want and key in ("train", "val") and self._runs \
+                and all(r.meta.get("kind") == INSPECTION for r in self._runs):
+            plot.set_placeholder(NO_TRAINING)
+        elif not want and len(self._runs) >= 2:
             plot.set_placeholder("None of these runs recorded "
                                  + ("MoE layers" if key == "balance" else name))
         else:

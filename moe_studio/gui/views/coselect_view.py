@@ -1,54 +1,39 @@
 """Which expert pairs fire together, for a run that recorded co-selection counts (an
 inspection: ``inspect/coselect`` [layers, experts, experts]). Shown in the Experts view
-beside the expert x step heatmap, with its own layer choice; hidden for runs without
-the counts (training runs)."""
+beside the expert x step heatmap, with its own layer choice; the view hides it for runs
+without the counts (training runs)."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QWidget
 
 from ...metrics.coselection import also_chose
 from ..widgets.heatmap import HeatmapPlot
+from .layer_map_view import LayerMapView
 
 TENSOR = "inspect/coselect"
 
 
-class CoSelectionView(QWidget):
+class CoSelectionView(LayerMapView):
     """A layer selector and an expert x expert heatmap: row a, column b = of the tokens
     routed to expert a, the share also routed to expert b."""
 
     def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("coselectView")
         self._counts: np.ndarray | None = None   # [layers, E, E]
-        self._blocks: list[int] = []
-        self.layer_combo = QComboBox()
-        self.layer_combo.setToolTip("The MoE layer whose expert pairs are shown")
-        self.heatmap = HeatmapPlot("Expert pairs chosen together", "also chose expert",
-                                   "tokens routed to expert", colormap="viridis",
-                                   fixed_levels=(0.0, 1.0), annotate=True,
-                                   value_label="share also routed",
-                                   value_format=lambda v: f"{v:.0%}")
+        heatmap = HeatmapPlot("Expert pairs chosen together", "also chose expert",
+                              "tokens routed to expert", colormap="viridis",
+                              fixed_levels=(0.0, 1.0), annotate=True,
+                              value_label="share also routed", value_format=lambda v: f"{v:.0%}")
+        super().__init__("Co-selection, layer", "expert pairs", heatmap, parent=parent)
+        self.setObjectName("coselectView")
         self.heatmap.set_hover_formatter(self._hover)
-        row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(QLabel("Co-selection, layer"))
-        row.addWidget(self.layer_combo)
-        row.addStretch(1)
-        col = QVBoxLayout(self)
-        col.setContentsMargins(0, 0, 0, 0)
-        col.setSpacing(2)
-        col.addLayout(row)
-        col.addWidget(self.heatmap, 1)
-        self.layer_combo.currentIndexChanged.connect(lambda _i: self._draw())
-        self.hide()
 
     def has_data(self) -> bool:
         return self._counts is not None
 
     def set_reader(self, reader, member: int = 0) -> bool:
-        """Read the run's co-selection counts (the latest record); show the view if it
-        has them, else hide it. True when shown."""
+        """Read the run's co-selection counts (the latest record). True when the run has
+        them."""
         got = None
         if reader is not None:
             try:
@@ -58,24 +43,11 @@ class CoSelectionView(QWidget):
         counts = None if got is None else np.asarray(got[1])
         if counts is None or counts.ndim != 3 or counts.shape[1] != counts.shape[2]:
             self._counts = None
-            self.hide()
             return False
-        blocks = list(reader.meta.get("moe_blocks") or range(counts.shape[0]))
-        if len(blocks) != counts.shape[0]:
-            blocks = list(range(counts.shape[0]))
-        keep = self.layer_combo.currentIndex()
-        self._counts, self._blocks = counts, [int(b) for b in blocks]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems([f"L{b}" for b in self._blocks])
-        self.layer_combo.setCurrentIndex(keep if 0 <= keep < len(self._blocks) else 0)
-        self.layer_combo.blockSignals(False)
+        self._counts = counts
+        self.set_layers(reader.meta.get("moe_blocks"), counts.shape[0])
         self._draw()
-        self.show()
         return True
-
-    def layer_index(self) -> int:
-        return max(self.layer_combo.currentIndex(), 0)
 
     def shares(self) -> np.ndarray:
         """The matrix shown: [E, E] shares of the selected layer (NaN diagonal)."""
@@ -88,7 +60,7 @@ class CoSelectionView(QWidget):
             return
         m = self.shares()
         experts = [str(i) for i in range(m.shape[0])]
-        self.heatmap.set_title(f"Expert pairs chosen together · L{self._blocks[self.layer_index()]}")
+        self.heatmap.set_title(f"Expert pairs chosen together · {self.layer_name()}")
         self.heatmap.set_matrix(m, x_labels=experts, y_labels=experts)
 
     def _hover(self, row: int, col: int, value: float) -> list[str]:

@@ -22,12 +22,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QGridLayout, QLabel, QSpinBox, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QGridLayout, QLabel, QSpinBox, QSplitter, QTabWidget, QVBoxLayout,
+                               QWidget)
 
 from ...store import RunReader
 from .experts_data import DEFAULT_DEAD_WINDOW, ExpertsData, probe_choices
 from ..widgets.bars import BarPlot
 from .coselect_view import CoSelectionView
+from .domain_load_view import DomainLoadView
 from ..widgets.heatmap import HeatmapPlot
 from ..widgets.plots import CurvePlot
 from ..widgets.routed_text import TokenListPanel, token_rows
@@ -119,11 +121,19 @@ class ExpertsDashboard(RunDashboard):
         box = QWidget()
         box.setLayout(curves)
         curves.setContentsMargins(0, 0, 0, 0)
-        # Inspections also recorded which expert pairs fire together: beside the time map.
+        # Inspections also recorded whole-corpus totals, beside the time map: the load of
+        # each domain and which expert pairs fire together (hidden for training runs).
+        self.domain_load = DomainLoadView()
         self.coselect = CoSelectionView()
+        self.totals = QTabWidget()
+        self.totals.setObjectName("inspectionTotals")
+        self.totals.setDocumentMode(True)
+        self.totals.addTab(self.domain_load, "Load per domain")
+        self.totals.addTab(self.coselect, "Expert pairs")
+        self.totals.hide()
         middle = QSplitter(Qt.Orientation.Horizontal)
         middle.addWidget(self.step_map)
-        middle.addWidget(self.coselect)
+        middle.addWidget(self.totals)
         middle.setSizes([600, 400])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(top)
@@ -155,6 +165,7 @@ class ExpertsDashboard(RunDashboard):
         for plot in self._curves.values():
             plot.clear_series()
         self.tokens.clear("Click a heatmap cell to list the probe tokens that expert received")
+        self.totals.hide()
 
     def _load(self, reader: RunReader) -> None:
         self.controls.set_members(self._members_of(reader))
@@ -167,7 +178,7 @@ class ExpertsDashboard(RunDashboard):
         self.dropped.set_placeholder("Dropless (capacity_factor 0): no token is ever dropped"
                                      if self.data.dropless else "")
         self._snaps = SnapshotCache(reader, member=m)
-        self.coselect.set_reader(reader, m)
+        self._read_totals(reader, m)
         self.controls.set_steps(self.data.steps)
 
     def _ingest(self, upd) -> bool:
@@ -176,12 +187,17 @@ class ExpertsDashboard(RunDashboard):
         if not upd.new_tensor_steps:
             return False
         r, m = self._reader, self.member()
-        if not self.coselect.has_data():   # an inspection writes it when it ends
-            self.coselect.set_reader(r, m)
+        if not self.coselect.has_data():   # an inspection writes them when it ends
+            self._read_totals(r, m)
         if not self.data.ingest(r, m):
             return False
         self.controls.set_steps(self.data.steps)
         return True
+
+    def _read_totals(self, reader, member: int) -> None:
+        shown = self.domain_load.set_reader(reader, member)
+        shown = self.coselect.set_reader(reader, member) or shown
+        self.totals.setVisible(shown)
 
     def _on_window(self, v: int) -> None:
         self.data.set_dead_window(v)
