@@ -151,6 +151,24 @@ def test_cli_tag_note_rename_and_list(tmp_path, capsys):
     assert "usage" in capsys.readouterr().err
 
 
+def test_the_table_tells_long_names_apart(tmp_path, capsys):
+    """Runs of one sweep differ at the end of their names; the table's name column (30
+    characters) keeps that end, and runs sharing a name are numbered."""
+    runs = tmp_path / "runs"
+    names = ["sweep-topk-aux top_k=2 aux_loss_coef=0", "sweep-topk-aux top_k=2 aux_loss_coef=0.01",
+             "same", "same"]
+    made = [_make(runs, n) for n in names]
+    assert _cli(runs) == 0
+    lines = capsys.readouterr().out.splitlines()
+    lo, hi = lines[0].index("name"), lines[0].index("status")
+    cell = {w.run_id: next(x for x in lines if x.split()[0] == w.run_id)[lo:hi].strip() for w in made}
+    assert len(set(cell.values())) == 4, cell
+    assert all(len(c) <= 30 for c in cell.values())
+    assert cell[made[1].run_id].endswith("aux_loss_coef=0.01")
+    assert cell[made[0].run_id].startswith("sweep-top")
+    assert {cell[made[2].run_id], cell[made[3].run_id]} == {"same #1", "same #2"}
+
+
 def test_a_reader_open_during_an_edit_sees_it(tmp_path):
     w = _make(tmp_path / "runs", "before")
     with open_run(w.run_dir) as r:

@@ -216,6 +216,17 @@ def _short(text: str | None, n: int = 40) -> str:
     return line if len(line) <= n else line[: n - 1] + "…"
 
 
+def _short_name(name: str, n: int = 30) -> str:
+    """A run name cut to ``n`` characters in its middle: names of one sweep or series
+    differ at their end ("sweep-topk-aux top_k=2 aux_loss_coef=0" / "...=0.01"), which
+    a cut at the end made read the same."""
+    line = " ".join(name.split())
+    if len(line) <= n:
+        return line
+    head = (n - 1) // 3
+    return line[:head] + "…" + line[len(line) - (n - 1 - head):]
+
+
 def _print_table(infos: list[RunInfo], runs_dir, labels: dict[str, str], filtered: bool = False) -> None:
     if not infos:
         print(f"no runs{' matching the filter' if filtered else ''} in {runs_dir}")
@@ -230,7 +241,7 @@ def _print_table(infos: list[RunInfo], runs_dir, labels: dict[str, str], filtere
         if i.total_steps and i.status == "running":
             steps += f"/{i.total_steps}"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(i.started)) if i.started else ""
-        rows.append((i.run_id, _short(labels.get(str(i.path)) or i.name, 30), i.status, steps,
+        rows.append((i.run_id, _short_name(labels.get(str(i.path)) or i.name or ""), i.status, steps,
                      _fmt_loss(i.train_loss), _fmt_loss(i.val_loss), describe_setup(i),
                      ",".join(i.tags), started, _short(i.note)))
     widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]
