@@ -38,13 +38,16 @@ def sample_runs_dir() -> Path:
 
 def resolve_run_arg(text: str | os.PathLike) -> Path:
     """The run a command line names: a path to a run folder (or its run.sqlite), else
-    the name of a sample run (``moe-top2``). A name that is neither comes back as the
-    path it spells, so the reader's "run folder not found" names it."""
+    the name of a sample run (``moe-top2``) or of the sample sweep (``sweep-topk-aux``,
+    for the commands that take a sweep folder). A name that is neither comes back as
+    the path it spells, so the reader's "run folder not found" names it."""
+    from .sweep.queue import QUEUE_NAME
+
     p = Path(text)
     if p.exists() or os.sep in str(text) or (os.altsep and os.altsep in str(text)):
         return p
     sample = sample_runs_dir() / str(text)
-    return sample if (sample / RUN_DB_NAME).is_file() else p
+    return sample if (sample / RUN_DB_NAME).is_file() or (sample / QUEUE_NAME).is_file() else p
 
 
 def sample_names() -> list[str]:

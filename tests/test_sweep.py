@@ -219,3 +219,20 @@ def test_parallel_runs_that_many_at_a_time(tmp_path, capsys, monkeypatch):
     for e in q.entries:
         with open_run(q.run_path(e)) as r:
             assert r.status == "finished" and r.config["moe"]["top_k"] == e.values["moe.top_k"]
+
+
+def test_runs_lists_a_sweep_folders_runs_by_path_or_sample_name(capsys, tmp_path):
+    from moe_studio.paths import resolve_run_arg, sample_runs_dir
+    d = sample_runs_dir() / "sweep-topk-aux"
+    if not (d / "sweep.json").exists():
+        pytest.skip("sample sweep not present")
+    assert resolve_run_arg("sweep-topk-aux") == d
+    want = [str(p) for p in SweepQueue.load(d).run_paths()]
+    for arg in ("sweep-topk-aux", str(d)):
+        assert main(["runs", arg, "--json"]) == 0
+        rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert [r["path"] for r in rows] == want          # its runs, in grid order
+    (tmp_path / "sweep.json").write_text("{")
+    assert main(["runs", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "sweep" in err and err.count("\n") == 1

@@ -72,10 +72,21 @@ def _runs_target(arg) -> tuple[Path, bool]:
     return p, False
 
 
+def _sweep_runs(folder: Path) -> list[RunInfo]:
+    """The runs of a sweep folder (every one started so far, in grid order); [] for
+    any other folder. SweepError when its queue cannot be read."""
+    from ..sweep.queue import QUEUE_NAME, STATES, SweepQueue
+
+    if not (folder / QUEUE_NAME).is_file():
+        return []
+    return [run_info(p) for p in SweepQueue.load(folder).run_paths(STATES)]
+
+
 def cmd_runs(args) -> int:
     """Print one line per run (or JSON lines), or do one of ACTIONS. Exit 1 if the
     folder or any run in it cannot be read (each such run still gets its one-line error)."""
     from ..config import ConfigError
+    from ..sweep.queue import SweepError
 
     action = getattr(args, "dir", None)
     if str(action) in ACTIONS and not Path(str(action)).exists():
@@ -87,8 +98,8 @@ def cmd_runs(args) -> int:
         return 2
     try:
         target, single = _runs_target(args.dir)
-        infos = [run_info(target)] if single else list_runs(target)
-    except (RunFileError, ConfigError) as e:
+        infos = [run_info(target)] if single else _sweep_runs(target) or list_runs(target)
+    except (RunFileError, ConfigError, SweepError) as e:
         print(f"moe-studio runs: {e}", file=sys.stderr)
         return 1
     query = getattr(args, "filter", "") or ""
