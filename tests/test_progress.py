@@ -46,3 +46,24 @@ def test_sample_regeneration_reports_on_stderr(tmp_path, capsys):
     assert captured.out.splitlines() == [str(tmp_path / "dense-baseline")]
     assert "generating dense-baseline (1/1)" in captured.err
     assert "dense-baseline: step 3/3" in captured.err and "done in" in captured.err
+
+
+@pytest.mark.slow
+def test_gui_bench_reports_steps_on_stderr_and_only_json_on_stdout(tmp_path):
+    """The gui bench (30 minutes at full size) says how far it is; here a quick run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-m", "moe_studio", "bench", "gui", "--quick", "--steps", "6",
+                          "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout)                     # stdout: the JSON and nothing else
+    assert out["status"] == "finished" and out["steps_done"] == 6
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith("moe-studio bench gui: running")
+    assert "bench gui: step 6/6 (100 %)" in res.stderr and lines[-1].startswith("moe-studio bench gui: done in")
