@@ -222,7 +222,9 @@ def test_parallel_runs_that_many_at_a_time(tmp_path, capsys, monkeypatch):
 
 
 def test_runs_lists_a_sweep_folders_runs_by_path_or_sample_name(capsys, tmp_path):
-    from moe_studio.paths import resolve_run_arg, sample_runs_dir
+    from moe_studio.paths import SWEEP_QUEUE_NAME, resolve_run_arg, sample_runs_dir
+    from moe_studio.sweep.queue import QUEUE_NAME
+    assert SWEEP_QUEUE_NAME == QUEUE_NAME      # paths repeats it to stay stdlib only
     d = sample_runs_dir() / "sweep-topk-aux"
     if not (d / "sweep.json").exists():
         pytest.skip("sample sweep not present")

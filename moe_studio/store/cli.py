@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from .errors import RunFileError
 from .export import FORMATS, export_run
@@ -72,21 +73,13 @@ def _runs_target(arg) -> tuple[Path, bool]:
     return p, False
 
 
-def _sweep_runs(folder: Path) -> list[RunInfo]:
-    """The runs of a sweep folder (every one started so far, in grid order); [] for
-    any other folder. SweepError when its queue cannot be read."""
-    from ..sweep.queue import QUEUE_NAME, STATES, SweepQueue
-
-    if not (folder / QUEUE_NAME).is_file():
-        return []
-    return [run_info(p) for p in SweepQueue.load(folder).run_paths(STATES)]
-
-
-def cmd_runs(args) -> int:
+def cmd_runs(args, list_folder: Callable[[Path], list[RunInfo]] = list_runs) -> int:
     """Print one line per run (or JSON lines), or do one of ACTIONS. Exit 1 if the
-    folder or any run in it cannot be read (each such run still gets its one-line error)."""
+    folder or any run in it cannot be read (each such run still gets its one-line error).
+    ``list_folder``: the runs of a folder (the sweep package teaches it sweep folders,
+    which this layer may not read: ``sweep.cli.add_sweep_listing``); a ValueError it
+    raises is the folder's one-line problem."""
     from ..config import ConfigError
-    from ..sweep.queue import SweepError
 
     action = getattr(args, "dir", None)
     if str(action) in ACTIONS and not Path(str(action)).exists():
@@ -98,8 +91,8 @@ def cmd_runs(args) -> int:
         return 2
     try:
         target, single = _runs_target(args.dir)
-        infos = [run_info(target)] if single else _sweep_runs(target) or list_runs(target)
-    except (RunFileError, ConfigError, SweepError) as e:
+        infos = [run_info(target)] if single else list_folder(target)
+    except (RunFileError, ConfigError, ValueError) as e:
         print(f"moe-studio runs: {e}", file=sys.stderr)
         return 1
     query = getattr(args, "filter", "") or ""
