@@ -111,12 +111,16 @@ def test_filter_words(tmp_path):
     a = _make(tmp_path / "runs", "alpha")
     b = _make(tmp_path / "runs", "beta", config=DENSE)
     edit_run(a.run_dir, add_tags=["Baseline"], note="router collapsed at step 40")
+    with RunWriter.reopen(b.run_dir) as w:     # as `moe-studio sweep` tags its runs
+        w.set_meta(sweep={"id": "sweep-20261204-101500-lr", "name": "lr", "index": 0})
     ia, ib = run_info(a.run_dir), run_info(b.run_dir)
     cases = {"tag:baseline": (True, False), "status:finished": (True, True),
              "status:failed": (False, False), "moe.top_k=2": (True, True), "top_k>2": (False, False),
              "precision.mode=bf16": (True, False), "moe_layers=none": (False, True),
              "collapsed": (True, False), "dense": (False, True), "alpha tag:baseline": (True, False),
-             "beta tag:baseline": (False, False), "nosuch.key=1": (False, False), "": (True, True)}
+             "beta tag:baseline": (False, False), "nosuch.key=1": (False, False), "": (True, True),
+             "sweep:lr": (False, True), "sweep:sweep-20261204-101500-lr": (False, True),
+             "sweep:l": (False, False)}
     for q, want in cases.items():
         assert (matches(ia, q), matches(ib, q)) == want, q
 

@@ -44,7 +44,7 @@ def add_parsers(subparsers) -> None:
     r.add_argument("more", nargs="*", help=argparse.SUPPRESS)
     r.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     r.add_argument("--filter", default="", metavar="QUERY",
-                   help="only runs matching every word: tag:NAME, status:WORD, KEY=VALUE "
+                   help="only runs matching every word: tag:NAME, status:WORD, sweep:NAME, KEY=VALUE "
                         "(e.g. moe.top_k=2, precision.mode=bf16, top_k>=2), or text")
     r.add_argument("--yes", action="store_true",
                    help="delete: remove permanently without asking where there is no system trash")

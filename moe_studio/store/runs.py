@@ -45,6 +45,7 @@ class RunInfo:
     run_error: str | None = None    # the error text a failed run recorded (its traceback)
     tags: tuple[str, ...] = ()
     note: str | None = None
+    sweep: tuple[str, ...] = ()     # the sweep it belongs to: its folder name and its name
     # every config value as ("section.key", value), for filters such as moe.top_k=2
     config_items: tuple[tuple[str, Any], ...] = ()
 
@@ -74,6 +75,14 @@ def describe_setup(info: RunInfo) -> str:
     if info.members and info.members > 1:
         parts.append(f"{info.members} members")
     return " · ".join(parts)
+
+
+def _sweep_of(meta: Any) -> tuple[str, ...]:
+    """``(folder name, name)`` of the sweep a run was started by (its meta ``sweep``)."""
+    sw = meta.get("sweep") if isinstance(meta, dict) else None
+    if not isinstance(sw, dict):
+        return ()
+    return tuple(dict.fromkeys(str(sw[k]) for k in ("id", "name") if sw.get(k)))
 
 
 def planned_steps(config: Any, meta: Any) -> int | None:
@@ -179,6 +188,7 @@ def run_info(folder: str | Path, *, verify: bool = True) -> RunInfo:
                            train_loss=_final(latest, "train/loss"),
                            val_loss=_final(latest, "val/loss"), error=None, run_error=r.error,
                            total_steps=planned_steps(cfg, r.meta), tags=r.tags,
+                           sweep=_sweep_of(r.meta),
                            note=r.note, config_items=tuple(_flatten(cfg)), **keys)
     except RunFileError as e:
         return RunInfo(path=folder, run_id=folder.name, status="unreadable", error=str(e))
