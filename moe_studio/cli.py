@@ -423,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_store_parsers(sub)
         from .engine.weights import add_safetensors_export
         add_safetensors_export(sub.choices["export"])
+        from .sweep.cli import add_sweep_listing
+        add_sweep_listing(sub.choices["runs"])
     except ImportError:
         pass
     try:

@@ -18,6 +18,7 @@ from .config.inputs import expand_path, kind_of, os_problem
 from .config.validate import ConfigError
 
 RUN_DB_NAME = "run.sqlite"  # the store's DB_NAME, repeated so this module stays stdlib only
+SWEEP_QUEUE_NAME = "sweep.json"  # sweep.queue's QUEUE_NAME, likewise
 
 
 def default_runs_dir() -> Path:
@@ -38,13 +39,14 @@ def sample_runs_dir() -> Path:
 
 def resolve_run_arg(text: str | os.PathLike) -> Path:
     """The run a command line names: a path to a run folder (or its run.sqlite), else
-    the name of a sample run (``moe-top2``). A name that is neither comes back as the
-    path it spells, so the reader's "run folder not found" names it."""
+    the name of a sample run (``moe-top2``) or of the sample sweep (``sweep-topk-aux``,
+    for the commands that take a sweep folder). A name that is neither comes back as
+    the path it spells, so the reader's "run folder not found" names it."""
     p = Path(text)
     if p.exists() or os.sep in str(text) or (os.altsep and os.altsep in str(text)):
         return p
     sample = sample_runs_dir() / str(text)
-    return sample if (sample / RUN_DB_NAME).is_file() else p
+    return sample if (sample / RUN_DB_NAME).is_file() or (sample / SWEEP_QUEUE_NAME).is_file() else p
 
 
 def sample_names() -> list[str]:

@@ -101,3 +101,51 @@ def test_a_run_without_checkpoint_offers_no_continue(qtbot, window, tmp_path):
     names = [a.objectName() for a in menu.actions()]
     assert "continueRunAction" not in names and any(a.text() == "Open" for a in menu.actions())
     menu.close()
+
+
+def test_views_open_before_a_continue_drop_the_replaced_steps(qtbot, make_dashboard, tmp_path):
+    """Views showing a stopped run (steps 1-9) while it is continued from step 6 (from
+    the app or a terminal): at their next read each shows steps 1-6 of the first attempt
+    and 7-8 of the new one, each step once; the first attempt's 7-9 are gone."""
+    import numpy as np
+
+    from moe_studio.gui.views.compare import CompareDashboard
+    from moe_studio.gui.views.gates import GateDashboard
+    from moe_studio.gui.views.training import TrainingDashboard, series_key
+    from moe_studio.store import RunWriter
+
+    cfg = {"moe": {"n_experts": 4, "top_k": 2}, "ensemble": {"members": 1}, "train": {"steps": 9}}
+    w = RunWriter.create(tmp_path, name="cont", config=cfg, config_toml="")
+    w.set_meta(moe_blocks=[0])
+    first = {s: 3.0 - 0.1 * s for s in range(1, 10)}
+    for s, v in first.items():
+        w.add_scalars(s, {"train/loss": v, "moe/L0/entropy": v / 2})
+    w.close("stopped")
+    views = [make_dashboard(cls, runs=[w.run_dir])
+             for cls in (TrainingDashboard, GateDashboard, CompareDashboard)]
+    training, gates, compare = views
+    loss_key = series_key(0, "train/loss", 0)
+    assert list(training.plot("loss").series_data(loss_key)[0]) == list(range(1, 10))
+
+    w = RunWriter.reopen(w.run_dir)
+    w.begin_attempt(6, redo=3, total_steps=12)
+    second = {7: 9.0, 8: 8.0}
+    for s, v in second.items():
+        w.add_scalars(s, {"train/loss": v, "moe/L0/entropy": v / 2})
+    w.flush()
+    for v in views:
+        v.refresh()
+    want_s = list(range(1, 9))
+    want_v = [first[s] for s in range(1, 7)] + [second[7], second[8]]
+    xs, ys = training.plot("loss").series_data(loss_key)
+    assert list(xs) == want_s
+    np.testing.assert_allclose(ys, want_v)
+    s, v = gates.data.curve(0, "entropy")
+    assert list(s) == want_s
+    np.testing.assert_allclose(v, np.array(want_v) / 2)
+    x, y = compare.curve(0, "train/loss")
+    assert list(x) == want_s
+    np.testing.assert_allclose(y, want_v)
+    # the planned end follows the continuation's total (more steps than the config's)
+    assert training._tracks[0].total_steps == 12
+    w.close("finished")

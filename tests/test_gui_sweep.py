@@ -95,6 +95,35 @@ def test_sweep_from_the_setup_form(qtbot, window, tmp_path):
             qw.proc.wait()
 
 
+def test_vary_this_field_from_its_label(qtbot, window):
+    """Right-click a field's name in the setup form, "Vary … in a Sweep…": the sweep
+    dialog opens varying that field (not the one with the keyboard focus)."""
+    from PySide6.QtGui import QContextMenuEvent
+    from PySide6.QtWidgets import QApplication, QMenu
+    w = window
+    w.setup_panel.focus_field("moe.aux_loss_coef")
+    label = w.setup_panel.field_label("moe.top_k")
+    w.setup_panel.focus_field("moe.top_k")        # scrolled into view
+    w.setup_panel.focus_field("moe.aux_loss_coef")
+    pos = label.rect().center()
+    QApplication.sendEvent(label, QContextMenuEvent(QContextMenuEvent.Reason.Mouse, pos,
+                                                    label.mapToGlobal(pos)))
+    qtbot.waitUntil(lambda: isinstance(QApplication.activePopupWidget(), QMenu), timeout=5000)
+    menu = QApplication.activePopupWidget()
+    (act,) = [a for a in menu.actions() if a.objectName() == "varyFieldAction"]
+    assert "moe.top_k" in act.text()
+    qtbot.mouseClick(menu, Qt.MouseButton.LeftButton, pos=menu.actionGeometry(act).center())
+    qtbot.waitUntil(lambda: w.findChild(SweepDialog) is not None, timeout=5000)
+    dlg = w.findChild(SweepDialog)
+    try:
+        (row,) = dlg.rows
+        assert row.key_box.currentText() == "moe.top_k"
+        _type(qtbot, row.values_edit, "1,2,4")
+        assert "3 runs" in dlg.summary.text() and dlg.start_button.isEnabled()
+    finally:
+        dlg.close()
+
+
 def test_the_sample_sweep_opens_in_compare_with_one_click(qtbot, window):
     from moe_studio.gui.widgets.sweep_dialog import open_sweep_queue
     from moe_studio.paths import sample_runs_dir
@@ -131,7 +160,8 @@ def test_report_of_a_sweep_folder_draws_its_runs(tmp_path, capsys):
     if not (d / "sweep.json").exists():
         pytest.skip("sample sweep not present")
     out = tmp_path / "sweep.png"
-    assert main(["report", str(d), "--out", str(out), "--tabs", "Compare"]) == 0
+    # the shipped sweep by its name, from any folder (a path works the same way)
+    assert main(["report", "sweep-topk-aux", "--out", str(out), "--tabs", "Compare"]) == 0
     assert out.stat().st_size > 10_000 and "wrote" in capsys.readouterr().out
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "sweep.json").write_text("{")

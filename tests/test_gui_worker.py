@@ -368,6 +368,58 @@ def test_open_run_shows_it_and_export_runs_in_background(qtbot, window, tmp_path
     assert w.export_action.isEnabled()
 
 
+def test_export_weights_from_the_dialog(qtbot, window, tmp_path):
+    """Export… on a run with weights: choose the safetensors format with the keyboard,
+    type the folder, press Export; the weights come out of an engine process (torch
+    never loads into the window's) equal to the run's own. A run without weights
+    offers no safetensors."""
+    from PySide6.QtCore import Qt, QTimer
+    import torch
+    from safetensors.torch import load_file
+
+    from moe_studio.gui.widgets.export_dialog import ExportDialog
+    from moe_studio.paths import sample_runs_dir
+
+    w = window
+    run = sample_runs_dir() / "moe-top2"
+    out = tmp_path / "weights"
+    seen = {}
+
+    def fill():
+        dlg = w.findChild(ExportDialog)
+        if dlg is None or not dlg.isVisible():
+            QTimer.singleShot(20, fill)
+            return
+        combo = dlg.format_combo
+        combo.setFocus()
+        for _ in range(combo.count()):
+            if combo.currentData() == "safetensors":
+                break
+            qtbot.keyClick(combo, Qt.Key.Key_Down)
+        seen["fmt"] = dlg.fmt()
+        dlg.folder_edit.selectAll()
+        qtbot.keyClicks(dlg.folder_edit, str(out))
+        qtbot.mouseClick(dlg.export_button, Qt.MouseButton.LeftButton)
+
+    assert w.open_run_path(run)
+    QTimer.singleShot(0, fill)
+    with qtbot.waitSignal(w.export_task.finished, timeout=120_000):
+        w.export_action.trigger()
+    assert seen["fmt"] == "safetensors"
+    assert f"Exported 2 files to {out}" in w.statusBar().currentMessage()
+    got, shipped = load_file(out / "weights.safetensors"), load_file(run / "weights.safetensors")
+    assert got.keys() == shipped.keys() and all(k.startswith("member0.") for k in got)
+    for k in got:      # full precision of the shipped fp16 values
+        assert got[k].dtype == torch.float32 and torch.equal(got[k], shipped[k].float()), k
+    assert (out / "config.toml").read_text() == (run / "config.toml").read_text()
+
+    d = ExportDialog(sample_runs_dir() / "dense-baseline", "dense-baseline", tmp_path)
+    qtbot.addWidget(d)
+    i = d.format_combo.findData("safetensors")
+    assert not d.format_combo.model().item(i).isEnabled()
+    assert "kept no weights" in d.format_combo.itemText(i)
+
+
 def test_export_failure_is_reported(qtbot, window, tmp_path):
     from PySide6.QtWidgets import QMessageBox
     w = window

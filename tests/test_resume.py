@@ -97,6 +97,38 @@ def test_a_follower_from_the_start_sees_one_history(tmp_path):
     tr.close("stopped")
 
 
+def test_a_follower_that_had_read_past_the_checkpoint_is_started_over(tmp_path):
+    """A view open on the stopped run has read steps 1-9; the run is continued from
+    step 6. Its follower's next poll hands out the whole history as the reader now
+    reads it (steps 7-9 of the first attempt gone), marked restarted; the one after
+    that only what is new."""
+    part = _train(_cfg(), tmp_path, stop_after=9, checkpoint=False)
+    with open_run(part.run_dir) as r:
+        f = r.follower()
+        first = f.poll()
+        assert first.scalars["step"].max() == 9 and not first.restarted
+        assert not f.poll().restarted          # nothing new, nothing restarted
+        tr = resume_trainer(ResumeRequest(str(part.run_dir)))
+        tr.step()
+        tr.step()
+        tr.writer.flush()
+        upd = f.poll()
+        assert upd.restarted and upd.last_step == 8
+        whole = r.scalars()
+        cols = ["name", "member", "step", "value"]
+        got = upd.scalars[cols].sort_values(cols[:3], ignore_index=True)
+        want = whole[cols].sort_values(cols[:3], ignore_index=True)
+        assert len(want[want["name"] == "train/loss"]) == 8   # steps 1-8, once each
+        assert got.astype({"name": str}).equals(want.astype({"name": str}))
+        assert upd.new_events["kind"].tolist() == r.events()["kind"].tolist()
+        tr.step()
+        tr.writer.flush()
+        nxt = f.poll()
+        assert not nxt.restarted
+        assert nxt.scalars[nxt.scalars["name"] == "train/loss"]["step"].tolist() == [9]
+    tr.close("stopped")
+
+
 def test_continue_past_the_planned_steps_and_refusals(tmp_path, capsys):
     cfg_path = tmp_path / "c.toml"
     save(_cfg(train__steps=8, train__checkpoint_every=0), cfg_path)
@@ -120,6 +152,9 @@ def test_continue_past_the_planned_steps_and_refusals(tmp_path, capsys):
         assert r.meta["total_steps"] == 12
         s = r.scalars(["train/loss"], member=0)["step"].tolist()
     assert s == list(range(1, 13))
+    # the runs panel and `moe-studio runs` say 12 / 12, not 12 / 8 as the config planned
+    from moe_studio.store import run_info
+    assert run_info(run).total_steps == 12
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
     assert "run folder not found" in capsys.readouterr().err
 

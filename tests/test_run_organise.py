@@ -111,12 +111,16 @@ def test_filter_words(tmp_path):
     a = _make(tmp_path / "runs", "alpha")
     b = _make(tmp_path / "runs", "beta", config=DENSE)
     edit_run(a.run_dir, add_tags=["Baseline"], note="router collapsed at step 40")
+    with RunWriter.reopen(b.run_dir) as w:     # as `moe-studio sweep` tags its runs
+        w.set_meta(sweep={"id": "sweep-20261204-101500-lr", "name": "lr", "index": 0})
     ia, ib = run_info(a.run_dir), run_info(b.run_dir)
     cases = {"tag:baseline": (True, False), "status:finished": (True, True),
              "status:failed": (False, False), "moe.top_k=2": (True, True), "top_k>2": (False, False),
              "precision.mode=bf16": (True, False), "moe_layers=none": (False, True),
              "collapsed": (True, False), "dense": (False, True), "alpha tag:baseline": (True, False),
-             "beta tag:baseline": (False, False), "nosuch.key=1": (False, False), "": (True, True)}
+             "beta tag:baseline": (False, False), "nosuch.key=1": (False, False), "": (True, True),
+             "sweep:lr": (False, True), "sweep:sweep-20261204-101500-lr": (False, True),
+             "sweep:l": (False, False)}
     for q, want in cases.items():
         assert (matches(ia, q), matches(ib, q)) == want, q
 
@@ -149,6 +153,24 @@ def test_cli_tag_note_rename_and_list(tmp_path, capsys):
     assert err.count("\n") == 1 and "commas" in err
     assert _cli("rename", a.run_dir) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_the_table_tells_long_names_apart(tmp_path, capsys):
+    """Runs of one sweep differ at the end of their names; the table's name column (30
+    characters) keeps that end, and runs sharing a name are numbered."""
+    runs = tmp_path / "runs"
+    names = ["sweep-topk-aux top_k=2 aux_loss_coef=0", "sweep-topk-aux top_k=2 aux_loss_coef=0.01",
+             "same", "same"]
+    made = [_make(runs, n) for n in names]
+    assert _cli(runs) == 0
+    lines = capsys.readouterr().out.splitlines()
+    lo, hi = lines[0].index("name"), lines[0].index("status")
+    cell = {w.run_id: next(x for x in lines if x.split()[0] == w.run_id)[lo:hi].strip() for w in made}
+    assert len(set(cell.values())) == 4, cell
+    assert all(len(c) <= 30 for c in cell.values())
+    assert cell[made[1].run_id].endswith("aux_loss_coef=0.01")
+    assert cell[made[0].run_id].startswith("sweep-top")
+    assert {cell[made[2].run_id], cell[made[3].run_id]} == {"same #1", "same #2"}
 
 
 def test_a_reader_open_during_an_edit_sees_it(tmp_path):

@@ -255,6 +255,12 @@ def test_create_layout_ids_and_config(tmp_path):
     t0 = time.time()
     a, b = make(tmp_path / "runs", "My Run: v1!"), make(tmp_path / "runs", "My Run: v1!")
     assert re.fullmatch(r"\d{8}-\d{6}-my-run-v1(-\d+)?", a.run_id)
+    # a long name keeps its end, where a sweep's runs differ
+    from moe_studio.store.writer import slugify
+    long = [slugify(f"sweep-topk-aux top_k=2 aux_loss_coef={v}") for v in ("0", "0.01", "0.015")]
+    assert long[1] == "sweep-topk-au-top_k-2-aux_loss_coef-0.01" and long[0].endswith("coef-0")
+    assert len(set(long)) == 3 and all(len(x) <= 40 for x in long)
+    assert slugify("x" * 60) == "x" * 13 + "-" + "x" * 26 and slugify("?!") == "run"
     assert a.run_id != b.run_id and a.run_dir.parent == b.run_dir.parent == tmp_path / "runs"
     assert (a.run_dir / "config.toml").read_text() == TOML
     assert not list(a.run_dir.glob("*.tmp"))

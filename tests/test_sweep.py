@@ -194,3 +194,47 @@ def test_the_shipped_sample_sweep_opens_with_its_runs():
             assert r.config["moe"]["top_k"] == e.values["moe.top_k"]
     size = sum(f.stat().st_size for p in runs + [d] for f in p.rglob("*") if f.is_file())
     assert size < 3 * 2 ** 20, f"the sample sweep takes {size / 2**20:.1f} MB"
+
+
+@pytest.mark.slow
+def test_parallel_runs_that_many_at_a_time(tmp_path, capsys, monkeypatch):
+    """``--parallel 2`` with three runs: the first two train at the same time, the third
+    starts only when one of them has ended; all three finish, progress on stderr."""
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg = tmp_path / "c.toml"
+    save(tiny_config("par", train__steps=3, train__eval_every=3, train__snapshot_every=3,
+                     data__batch_size=2, model__n_layers=1), cfg)
+    runs = tmp_path / "runs"
+    assert main(["sweep", str(cfg), "--grid", "moe.top_k=1,2,4", "--parallel", "2",
+                 "--out", str(runs)]) == 0
+    std = capsys.readouterr()
+    assert std.out == "" and "2 at a time" in std.err
+    (sweep_dir,) = runs.glob("sweep-*")
+    q = SweepQueue.load(sweep_dir)
+    assert q.parallel == 2 and [e.state for e in q.entries] == ["done"] * 3
+    a, b, c = q.entries
+    assert b.started < a.ended and a.started < b.ended        # the first two overlapped
+    assert c.started >= min(a.ended, b.ended)                 # never three at once
+    for e in q.entries:
+        with open_run(q.run_path(e)) as r:
+            assert r.status == "finished" and r.config["moe"]["top_k"] == e.values["moe.top_k"]
+
+
+def test_runs_lists_a_sweep_folders_runs_by_path_or_sample_name(capsys, tmp_path):
+    from moe_studio.paths import SWEEP_QUEUE_NAME, resolve_run_arg, sample_runs_dir
+    from moe_studio.sweep.queue import QUEUE_NAME
+    assert SWEEP_QUEUE_NAME == QUEUE_NAME      # paths repeats it to stay stdlib only
+    d = sample_runs_dir() / "sweep-topk-aux"
+    if not (d / "sweep.json").exists():
+        pytest.skip("sample sweep not present")
+    assert resolve_run_arg("sweep-topk-aux") == d
+    want = [str(p) for p in SweepQueue.load(d).run_paths()]
+    for arg in ("sweep-topk-aux", str(d)):
+        assert main(["runs", arg, "--json"]) == 0
+        rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert [r["path"] for r in rows] == want          # its runs, in grid order
+    (tmp_path / "sweep.json").write_text("{")
+    assert main(["runs", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "sweep" in err and err.count("\n") == 1

@@ -28,3 +28,16 @@ def test_a_run_without_weights_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "kept no weights" in err
     assert not (tmp_path / "w").exists()
+
+
+def test_the_apps_engine_process_export_says_why_it_failed(tmp_path):
+    """The app's safetensors export (an engine process) fails with the command's own
+    one-line reason, which its error box shows."""
+    import pytest
+    from moe_studio.gui.run.weights_export import export_weights_in_child, has_weights
+    dense = sample_runs_dir() / "dense-baseline"
+    assert not has_weights(dense) and has_weights(sample_runs_dir() / "moe-top2")
+    with pytest.raises(RuntimeError) as e:
+        export_weights_in_child(dense, tmp_path / "w")
+    assert str(e.value).startswith(str(dense)) and "kept no weights" in str(e.value)
+    assert "\n" not in str(e.value) and not (tmp_path / "w").exists()

@@ -40,7 +40,9 @@ def percentile(values: list[float], q: float) -> float:
 class Progress:
     """Progress lines of a long benchmark on stderr (stdout is the result, JSON with
     --json), at most one every ``every_s`` seconds: ``bench gui: step 300/10000 (3 %) ·
-    1:02 elapsed · ETA 33:20``."""
+    1:02 elapsed · ETA 33:20``. The ETA is the rate since the first step reported, so
+    the start-up before it (building the model, starting a process) does not count as
+    step time: unknown on the first line, then the steps' own pace."""
 
     def __init__(self, name: str, total: int, every_s: float = 10.0) -> None:
         import time
@@ -49,15 +51,19 @@ class Progress:
         self.name, self.total, self.every_s = name, max(1, int(total)), float(every_s)
         self._t0 = self._clock()
         self._last = -float("inf")
+        self._first: tuple[float, int] | None = None   # (time, steps) of the first report
 
     def step(self, done: int, force: bool = False) -> bool:
         """Report ``done`` of ``total``; returns whether a line was printed."""
         now = self._clock()
+        if self._first is None:
+            self._first = (now, int(done))
         if not force and now - self._last < self.every_s:
             return False
         self._last = now
         elapsed = now - self._t0
-        eta = elapsed / done * (self.total - done) if done > 0 else float("nan")
+        t1, d1 = self._first
+        eta = (now - t1) / (done - d1) * (self.total - done) if done > d1 else float("nan")
         say(f"bench {self.name}: step {done}/{self.total} ({100 * done / self.total:.0f} %) · "
             f"{_clock_text(elapsed)} elapsed · ETA {_clock_text(eta)}")
         return True

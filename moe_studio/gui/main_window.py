@@ -33,6 +33,7 @@ from .formats import format_eta, format_rate  # noqa: F401 (format_eta: API)
 from .run.live_run import LiveRun
 from .startup_checks import environment_problem, runs_location
 from .run.tasks import BackgroundTask
+from .run.weights_export import export_weights_in_child
 from .run.worker import TrainingController
 from .window.actions import WindowActionsMixin
 from .window.docks import WindowDocksMixin
@@ -234,7 +235,10 @@ class MainWindow(WindowActionsMixin, WindowDocksMixin, RunFollowingMixin, RunSta
         """Export ``run`` as ``fmt`` files into ``folder``, off the GUI thread."""
         self._export_target = folder
         self.statusBar().showMessage(f"Exporting {run.name} to {folder}…")
-        self.export_task.start(export_run, run, fmt, folder)
+        if fmt == "safetensors":    # the weights: read with torch, in an engine process
+            self.export_task.start(export_weights_in_child, run, folder)
+        else:
+            self.export_task.start(export_run, run, fmt, folder)
         self._update_actions()
 
     @Slot(object)

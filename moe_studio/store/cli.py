@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from .errors import RunFileError
 from .export import FORMATS, export_run
@@ -43,7 +44,7 @@ def add_parsers(subparsers) -> None:
     r.add_argument("more", nargs="*", help=argparse.SUPPRESS)
     r.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     r.add_argument("--filter", default="", metavar="QUERY",
-                   help="only runs matching every word: tag:NAME, status:WORD, KEY=VALUE "
+                   help="only runs matching every word: tag:NAME, status:WORD, sweep:NAME, KEY=VALUE "
                         "(e.g. moe.top_k=2, precision.mode=bf16, top_k>=2), or text")
     r.add_argument("--yes", action="store_true",
                    help="delete: remove permanently without asking where there is no system trash")
@@ -72,9 +73,12 @@ def _runs_target(arg) -> tuple[Path, bool]:
     return p, False
 
 
-def cmd_runs(args) -> int:
+def cmd_runs(args, list_folder: Callable[[Path], list[RunInfo]] = list_runs) -> int:
     """Print one line per run (or JSON lines), or do one of ACTIONS. Exit 1 if the
-    folder or any run in it cannot be read (each such run still gets its one-line error)."""
+    folder or any run in it cannot be read (each such run still gets its one-line error).
+    ``list_folder``: the runs of a folder (the sweep package teaches it sweep folders,
+    which this layer may not read: ``sweep.cli.add_sweep_listing``); a ValueError it
+    raises is the folder's one-line problem."""
     from ..config import ConfigError
 
     action = getattr(args, "dir", None)
@@ -87,8 +91,8 @@ def cmd_runs(args) -> int:
         return 2
     try:
         target, single = _runs_target(args.dir)
-        infos = [run_info(target)] if single else list_runs(target)
-    except (RunFileError, ConfigError) as e:
+        infos = [run_info(target)] if single else list_folder(target)
+    except (RunFileError, ConfigError, ValueError) as e:
         print(f"moe-studio runs: {e}", file=sys.stderr)
         return 1
     query = getattr(args, "filter", "") or ""
@@ -216,6 +220,17 @@ def _short(text: str | None, n: int = 40) -> str:
     return line if len(line) <= n else line[: n - 1] + "…"
 
 
+def _short_name(name: str, n: int = 30) -> str:
+    """A run name cut to ``n`` characters in its middle: names of one sweep or series
+    differ at their end ("sweep-topk-aux top_k=2 aux_loss_coef=0" / "...=0.01"), which
+    a cut at the end made read the same."""
+    line = " ".join(name.split())
+    if len(line) <= n:
+        return line
+    head = (n - 1) // 3
+    return line[:head] + "…" + line[len(line) - (n - 1 - head):]
+
+
 def _print_table(infos: list[RunInfo], runs_dir, labels: dict[str, str], filtered: bool = False) -> None:
     if not infos:
         print(f"no runs{' matching the filter' if filtered else ''} in {runs_dir}")
@@ -230,7 +245,7 @@ def _print_table(infos: list[RunInfo], runs_dir, labels: dict[str, str], filtere
         if i.total_steps and i.status == "running":
             steps += f"/{i.total_steps}"
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(i.started)) if i.started else ""
-        rows.append((i.run_id, _short(labels.get(str(i.path)) or i.name, 30), i.status, steps,
+        rows.append((i.run_id, _short_name(labels.get(str(i.path)) or i.name or ""), i.status, steps,
                      _fmt_loss(i.train_loss), _fmt_loss(i.val_loss), describe_setup(i),
                      ",".join(i.tags), started, _short(i.note)))
     widths = [max(len(str(r[c])) for r in [head, *rows]) for c in range(len(head))]

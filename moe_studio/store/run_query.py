@@ -6,6 +6,8 @@ Every word must match (AND):
 - ``tag:NAME``: the run carries that tag;
 - ``status:WORD``: its status is WORD (finished, stopped, failed, running, interrupted,
   unreadable);
+- ``sweep:NAME``: a run of that sweep (its folder name, ``sweep-20261204-101500-my``, or
+  its name, ``my``);
 - ``KEY=VALUE`` (also ``!=``, ``<``, ``<=``, ``>``, ``>=``): a config value, KEY as
   ``section.key`` or the key alone when that is unambiguous enough for you
   (``moe.top_k=2``, ``top_k>=2``, ``precision.mode=bf16``); numbers compare as numbers;
@@ -42,6 +44,8 @@ def _word(info: RunInfo, word: str, hay: str) -> bool:
         return low[4:] in (t.lower() for t in info.tags)
     if low.startswith("status:") and len(low) > 7:
         return (info.status or "").lower() == low[7:]
+    if low.startswith("sweep:") and len(low) > 6:
+        return low[6:] in (s.lower() for s in info.sweep)
     m = _COMPARE.match(word)
     if m:
         key, op, want = m.groups()

@@ -41,10 +41,11 @@ class RunInfo:
     members: int | None = None
     moe_layers: str | None = None   # "none" for a dense model
     error: str | None = None
-    total_steps: int | None = None  # train.steps of the config
+    total_steps: int | None = None  # the steps it aims at (planned_steps)
     run_error: str | None = None    # the error text a failed run recorded (its traceback)
     tags: tuple[str, ...] = ()
     note: str | None = None
+    sweep: tuple[str, ...] = ()     # the sweep it belongs to: its folder name and its name
     # every config value as ("section.key", value), for filters such as moe.top_k=2
     config_items: tuple[tuple[str, Any], ...] = ()
 
@@ -74,6 +75,32 @@ def describe_setup(info: RunInfo) -> str:
     if info.members and info.members > 1:
         parts.append(f"{info.members} members")
     return " · ".join(parts)
+
+
+def _sweep_of(meta: Any) -> tuple[str, ...]:
+    """``(folder name, name)`` of the sweep a run was started by (its meta ``sweep``)."""
+    sw = meta.get("sweep") if isinstance(meta, dict) else None
+    if not isinstance(sw, dict):
+        return ()
+    return tuple(dict.fromkeys(str(sw[k]) for k in ("id", "name") if sw.get(k)))
+
+
+def planned_steps(config: Any, meta: Any) -> int | None:
+    """The steps a run aims at: those of its latest continuation (a run continued with
+    more steps than its config's), else its trainer's (meta ``total_steps``), else its
+    config's ``train.steps``; None for a run that trains nothing (an inspection)."""
+    meta = meta if isinstance(meta, dict) else {}
+    attempts = meta.get("attempts")
+    total = attempts[-1].get("total_steps") if isinstance(attempts, list) and attempts \
+        and isinstance(attempts[-1], dict) else None
+    if total is None:
+        total = meta.get("total_steps")
+    if total is None and isinstance(config, dict):
+        total = (config.get("train") or {}).get("steps")
+    try:
+        return int(total) if total else None
+    except (TypeError, ValueError):
+        return None
 
 
 def display_labels(infos: list[RunInfo]) -> dict[str, str]:
@@ -160,7 +187,8 @@ def run_info(folder: str | Path, *, verify: bool = True) -> RunInfo:
                            started=r.started, ended=r.ended, last_step=r.last_step(),
                            train_loss=_final(latest, "train/loss"),
                            val_loss=_final(latest, "val/loss"), error=None, run_error=r.error,
-                           total_steps=(cfg.get("train") or {}).get("steps"), tags=r.tags,
+                           total_steps=planned_steps(cfg, r.meta), tags=r.tags,
+                           sweep=_sweep_of(r.meta),
                            note=r.note, config_items=tuple(_flatten(cfg)), **keys)
     except RunFileError as e:
         return RunInfo(path=folder, run_id=folder.name, status="unreadable", error=str(e))

@@ -58,9 +58,14 @@ RETRY_WINDOW_S = 20.0     # how long a failing commit is retried before the run 
 
 
 def slugify(name: str) -> str:
-    """A file-name-safe lower-case slug of ``name`` (at most 40 characters, never empty)."""
+    """A file-name-safe lower-case slug of ``name`` (at most 40 characters, never empty).
+    A longer one loses its middle, not its end: the runs of a sweep are named
+    ``"<sweep> top_k=2 aux_loss_coef=0.01"`` and differ in the values at the end (cut at
+    40, that one read ``...aux_loss_coef-0.0``)."""
     s = re.sub(r"[^a-z0-9._-]+", "-", str(name).lower()).strip("-._")
-    return s[:40].rstrip("-._") or "run"
+    if len(s) > 40:
+        s = s[:13].rstrip("-._") + "-" + s[-26:].lstrip("-._")
+    return s or "run"
 
 
 def new_run_id(name: str, when: float | None = None) -> str:

@@ -136,3 +136,19 @@ def _status(folder: Path, as_json: bool) -> int:
               + (f"  ({e.error})" if e.error else ""))
     return 0
 
+
+
+def add_sweep_listing(runs_parser) -> None:
+    """Teach ``moe-studio runs`` (store/cli.py, which may not import sweeps) a sweep
+    folder: its runs, every one started so far, in grid order."""
+    plain = runs_parser.get_default("func")
+
+    def runs_of(folder: Path):
+        from ..store import list_runs, run_info
+        from .queue import QUEUE_NAME, STATES, SweepQueue
+
+        if not (folder / QUEUE_NAME).is_file():
+            return list_runs(folder)
+        return [run_info(p) for p in SweepQueue.load(folder).run_paths(STATES)]   # SweepError: one line
+
+    runs_parser.set_defaults(func=lambda args: plain(args, list_folder=runs_of))

@@ -84,17 +84,17 @@ def cmd_report(args) -> int:
     # Check every run before starting Qt: a typo fails fast with the store's one line.
     from ...store import RunFileError, open_run, run_info
     from ...sweep.queue import QUEUE_NAME, SweepError, SweepQueue
+    from ...paths import resolve_run_arg
     runs = []
-    for r in args.runs:   # a sweep folder stands for its finished runs, in grid order
-        try:
-            runs += SweepQueue.load(r).run_paths() if (Path(r) / QUEUE_NAME).exists() else [r]
+    for r in map(resolve_run_arg, args.runs):   # a path, or a sample run's (or sweep's) name
+        try:   # a sweep folder stands for its finished runs, in grid order
+            runs += SweepQueue.load(r).run_paths() if (r / QUEUE_NAME).exists() else [r]
         except SweepError as e:
             print(f"{prog}: {e}", file=sys.stderr)
             return 2
     infos = []
-    from ...paths import resolve_run_arg
     for r in runs:
-        info = run_info(resolve_run_arg(r))  # a path, or a sample run's name
+        info = run_info(r)
         try:
             if info.error:
                 raise RunFileError(info.path, "")

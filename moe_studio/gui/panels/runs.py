@@ -75,6 +75,9 @@ class RunsPanel(QWidget):
 
         self._filter = QLineEdit()
         self._filter.setPlaceholderText("Filter: text, tag:NAME, status:failed, moe.top_k=2…")
+        self._filter.setToolTip("Every word must match: tag:NAME, status:WORD, sweep:NAME, "
+                                "KEY=VALUE on a config value (also != < <= > >=), or text in "
+                                "the name, setup, tags or note")
         self._filter.setClearButtonEnabled(True)
         self._filter.textChanged.connect(self._on_filter)
         refresh = QToolButton()

@@ -16,8 +16,8 @@ from dataclasses import Field, fields
 from typing import Any
 
 from PySide6.QtCore import QEvent, Qt, Signal
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QPushButton,
+from PySide6.QtGui import QAction, QColor, QPalette
+from PySide6.QtWidgets import (QFormLayout, QFrame, QHBoxLayout, QLabel, QMenu, QPushButton,
                                QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
 from ..formats import format_float, human_count
@@ -54,11 +54,13 @@ class SetupPanel(SetupLoadSaveMixin, QWidget):
     validityChanged = Signal(bool)
     presetChanged = Signal(str)       # a preset was chosen (its PRESETS name)
     configFileChanged = Signal(str)   # a TOML was loaded from or saved to this path
+    sweepRequested = Signal(str)      # "Vary in a Sweep…" on a field's label: its path
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._editors: dict[str, Editor] = {}
         self._rows: dict[str, FieldRow] = {}
+        self._labels: dict[str, QLabel] = {}
         self._sections: dict[str, Section] = {}
         self._section_of: dict[str, str] = {}
         self._loading = False
@@ -198,6 +200,11 @@ class SetupPanel(SetupLoadSaveMixin, QWidget):
         label.setBuddy(ed.input)
         # Align the label with the editor's text baseline, not the error under it.
         label.setContentsMargins(0, 4, 0, 0)
+        # Right-click on the name: vary this field in a sweep (the Run menu's Sweep…
+        # starts from the field with the focus).
+        label.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        label.customContextMenuRequested.connect(lambda pos, p=path, lb=label: self._label_menu(p, lb, pos))
+        self._labels[path] = label
         form.addRow(label, row)
         ed.connect(lambda p=path: self._on_edited(p))
         if isinstance(ed.input, RangeGuardMixin):
@@ -207,6 +214,14 @@ class SetupPanel(SetupLoadSaveMixin, QWidget):
         if section is not None:
             self._section_of[path] = section
 
+
+    def _label_menu(self, path: str, label: QLabel, pos) -> None:
+        menu = QMenu(label)
+        act = QAction(f"Vary {path} in a Sweep…", menu)
+        act.setObjectName("varyFieldAction")
+        act.triggered.connect(lambda: self.sweepRequested.emit(path))
+        menu.addAction(act)
+        menu.popup(label.mapToGlobal(pos))
 
     # ---------------------------------------------------------------- colours
     def _dark(self) -> bool:
@@ -228,6 +243,10 @@ class SetupPanel(SetupLoadSaveMixin, QWidget):
         super().changeEvent(event)
 
     # ---------------------------------------------------------------- public API
+    def field_label(self, path: str) -> QLabel:
+        """The name shown left of the knob at ``path`` (its right-click menu varies it)."""
+        return self._labels[path]
+
     def field_widget(self, path: str) -> QWidget:
         """The input widget of the knob at ``path`` (e.g. ``"moe.top_k"`` -> a QSpinBox)."""
         return self._editors[path].input

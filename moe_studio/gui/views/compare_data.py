@@ -80,7 +80,10 @@ class ComparedRun:
             self.status, changed = upd.status, True
             self.reader.refresh()      # a run that ended may have added to its meta
             self.meta = dict(self.reader.meta or {})
-        if len(upd.scalars):
+        restarted = getattr(upd, "restarted", False)
+        if restarted:   # continued from a checkpoint: the update is the whole history
+            self.raw = pd.DataFrame()
+        if restarted or len(upd.scalars):
             self.ingest(upd.scalars)
             changed = True
         return changed

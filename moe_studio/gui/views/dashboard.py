@@ -199,7 +199,12 @@ class RunDashboard(QWidget):
     def _poll_once(self) -> bool:
         try:
             upd = self._follower.poll()
-            if not self._loaded:
+            if not self._loaded or getattr(upd, "restarted", False):
+                # First read, or the run was continued from a checkpoint and what this
+                # view holds past it may have been replaced: read the run afresh.
+                if self._loaded:
+                    self._reader.refresh()
+                    self._reset()
                 self._loaded = True
                 self._load(self._reader)
                 changed = True

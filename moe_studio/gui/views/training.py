@@ -226,7 +226,10 @@ class TrainingDashboard(QWidget):
             if status and status != t.status:
                 t.status, status_changed = status, True
             df = getattr(upd, "scalars", None)
-            if df is not None and len(df):
+            if getattr(upd, "restarted", False):
+                self._restart(t, df)
+                new_rows = status_changed = True
+            elif df is not None and len(df):
                 changed = TD.ingest(t, df, self._x_mode)
                 if changed:
                     self._pending.setdefault(t.index, set()).update(changed)
@@ -236,6 +239,19 @@ class TrainingDashboard(QWidget):
             if self._follow_extent:
                 self._extent_dirty = True   # a run that ended no longer needs room to grow
         return new_rows or status_changed
+
+    def _restart(self, t: RunTrack, df) -> None:
+        """``t``'s run was continued from a checkpoint: ``df`` is its whole history now.
+        Every curve of the run is drawn from it again; a series it no longer has goes."""
+        held = t.restart()
+        if df is not None and len(df):
+            TD.ingest(t, df, self._x_mode)
+        for name, member in held - set(t.buffers):
+            if name in PLOT_OF:
+                self._grid.plot(PLOT_OF[name]).remove_series(series_key(t.index, name, member))
+        self._pending[t.index] = {k for k in t.buffers if k[0] in PLOT_OF}
+        if self._follow_extent:
+            self._extent_dirty = True     # the planned end may have moved (more steps)
 
     def _take_one_plot(self) -> dict[int, set]:
         """The pending keys of one plot, the next in turn after the last one drawn;

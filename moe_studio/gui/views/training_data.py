@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ...store import Follower, RunReader
+from ...store.runs import planned_steps
 from .rank_series import rank_of, rank_series_specs
 
 X_STEP, X_TOKENS, X_WALL = "step", "tokens", "wall"
@@ -92,15 +93,24 @@ class RunTrack:
     @classmethod
     def of(cls, index: int, path: Path, reader: RunReader, follower: Follower,
            dense: bool) -> "RunTrack":
-        """The track of an opened run: its name, members and planned steps from its
-        config."""
+        """The track of an opened run: its name, members and the steps it aims at
+        (``store.runs.planned_steps``)."""
         cfg = reader.config if isinstance(reader.config, dict) else {}
-        total = (cfg.get("train") or {}).get("steps")
         return cls(index=index, path=path, reader=reader, follower=follower,
                    name=reader.name or path.name, label="",
                    members=int((cfg.get("ensemble") or {}).get("members") or 1),
-                   total_steps=int(total) if total else None, status=reader.status,
+                   total_steps=planned_steps(cfg, reader.meta), status=reader.status,
                    dense=dense)
+
+    def restart(self) -> set[tuple[str, int]]:
+        """Forget the rows read so far: the run was continued from a checkpoint and the
+        follower's update brings its whole history again. Returns the keys held."""
+        held = set(self.buffers)
+        self.buffers = {}
+        self.t0 = float("inf")
+        self.reader.refresh()
+        self.total_steps = planned_steps(self.reader.config, self.reader.meta)
+        return held
 
     def close(self) -> None:
         self.reader.close()

@@ -1,5 +1,6 @@
 """The "Export run data" dialog: which format, which folder. The export itself runs in
-the main window's background task (``moe_studio.store.export.export_run``)."""
+the main window's background task (``moe_studio.store.export.export_run``; the weights,
+``safetensors``, through an engine process: ``run.weights_export``)."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,9 +9,12 @@ from pathlib import Path
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
+from ..run.weights_export import has_weights
+
 FORMATS = (("csv", "CSV (one .csv file per record kind)"),
            ("parquet", "Parquet (one .parquet file per record kind)"),
-           ("tensorboard", "TensorBoard event files (tensorboard --logdir FOLDER)"))
+           ("tensorboard", "TensorBoard event files (tensorboard --logdir FOLDER)"),
+           ("safetensors", "Weights: safetensors of the newest checkpoint, with config.toml"))
 NEEDS = {"parquet": "pyarrow", "tensorboard": "tensorboard"}
 
 
@@ -27,7 +31,8 @@ class ExportDialog(QDialog):
         self.setObjectName("exportDialog")
         col = QVBoxLayout(self)
         intro = QLabel(f"Export every record of <b>{run_name}</b> (scalars, tensors, "
-                       f"histograms, snapshots, events and the run's config) as tables.")
+                       f"histograms, snapshots, events and the run's config) as tables, "
+                       f"or its weights.")
         intro.setWordWrap(True)
         col.addWidget(intro)
 
@@ -40,6 +45,10 @@ class ExportDialog(QDialog):
                 i = self.format_combo.findData(key)
                 self.format_combo.model().item(i).setEnabled(False)
                 self.format_combo.setItemText(i, self.format_combo.itemText(i) + f" — needs {package}")
+        if not has_weights(run_dir):
+            i = self.format_combo.findData("safetensors")
+            self.format_combo.model().item(i).setEnabled(False)
+            self.format_combo.setItemText(i, self.format_combo.itemText(i) + " — the run kept no weights")
         form.addRow("&Format", self.format_combo)
 
         row = QHBoxLayout()

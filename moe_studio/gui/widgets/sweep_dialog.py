@@ -314,15 +314,16 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def open_sweep_dialog(window) -> SweepDialog | None:
-    """Run > Sweep…: vary fields of the setup panel's experiment."""
+def open_sweep_dialog(window, key: str | None = None) -> SweepDialog | None:
+    """Run > Sweep…: vary fields of the setup panel's experiment, starting with ``key``
+    (a field's "Vary in a Sweep…"), else the field with the keyboard focus."""
     panel = window.setup_panel
     if not panel.is_valid():
         QMessageBox.information(window, "Sweep", "Fix the experiment in the setup panel first: "
                                 + "; ".join(str(p) for p in panel.problems()[:3]))
         return None
     dlg = SweepDialog(panel.config(), Path(window.runs_dir), panel.field_paths(),
-                      _focused_field(panel), window)
+                      key or _focused_field(panel), window)
     dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     dlg.open()
     return dlg
@@ -355,3 +356,4 @@ def install_sweep_actions(window, menu) -> None:
     b.triggered.connect(lambda: open_sweep_queue(window))
     menu.addAction(b)
     window.sweep_action, window.sweep_queue_action = a, b
+    window.setup_panel.sweepRequested.connect(lambda key: open_sweep_dialog(window, key))
