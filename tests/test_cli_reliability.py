@@ -88,6 +88,16 @@ def test_train_out_locations_are_checked_before_the_model_is_built(tmp_path, cap
     assert "MOE_STUDIO_RUNS" in _one_line(capsys)
 
 
+def test_a_refusal_after_a_steps_note_is_still_one_line(tmp_path, capsys):
+    # --steps 5 shortens the default warm-up (a note); the note waits until nothing is refused
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    assert main(["train", "--steps", "5", "--out", str(f)]) == 2
+    assert "is a file, not a folder" in _one_line(capsys)
+    assert main(["sweep", "--steps", "5", "--grid", "moe.top_k=1,2", "--out", str(f)]) == 2
+    assert "is a file, not a folder" in _one_line(capsys)
+
+
 @pytest.fixture
 def small_run(tmp_path) -> Path:
     w = RunWriter.create(tmp_path / "runs", name="small", config={}, config_toml="")

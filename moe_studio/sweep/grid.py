@@ -78,6 +78,9 @@ def parse_grid(args: list[str], base: ExperimentConfig, seeds: int = 1) -> list[
     ``seeds`` > 1 (base seed, base seed + 1, ...)."""
     if seeds < 1:
         raise GridError(f"--seeds must be at least 1 (got {seeds})")
+    if seeds > MAX_POINTS:  # refused before a tuple of that many seeds is built
+        raise GridError(f"--seeds {seeds:,} is more runs than a sweep holds "
+                        f"(at most {MAX_POINTS:,})")
     axes: list[GridAxis] = []
     for a in args:
         ax = parse_axis(a, base)
