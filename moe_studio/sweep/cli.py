@@ -82,7 +82,7 @@ def cmd_sweep(args) -> int:
 def _new(args) -> int:
     from ..config.inputs import build_config, check_environment
     from ..paths import check_output_dir, default_runs_dir
-    from .grid import expand, parse_grid
+    from .grid import check_points_fit, expand, parse_grid
     from .runner import create_sweep
 
     check_environment()
@@ -93,6 +93,7 @@ def _new(args) -> int:
         return _fail(f"--parallel must be at least 1 (got {args.parallel})")
     axes = parse_grid(args.grid, base, args.seeds)
     points = expand(base, axes)
+    check_points_fit(points)
     runs_dir = None
     if not args.dry_run:
         runs_dir = (check_output_dir(args.out, "--out") if args.out is not None else

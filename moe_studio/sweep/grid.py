@@ -116,3 +116,16 @@ def expand(base: ExperimentConfig, axes: list[GridAxis]) -> list[SweepPoint]:
             raise GridError(f"the grid point {where} is not a valid experiment: {e}") from None
         points.append(SweepPoint(i, values, cfg))
     return points
+
+
+def check_points_fit(points: list[SweepPoint]) -> None:
+    """GridError naming the first point whose config cannot fit in this machine's memory
+    (each run would refuse it itself, after the queue was made and the others ran)."""
+    from ..engine.memory import check_fits
+
+    for p in points:
+        try:
+            check_fits(p.config)
+        except ConfigError as e:
+            where = ", ".join(f"{k}={value_text(v)}" for k, v in p.values.items())
+            raise GridError(f"the grid point {where} cannot run here: {e}") from None
