@@ -483,3 +483,22 @@ def test_sweep_folder_flags_on_what_is_no_sweep_are_one_line_and_write_nothing(t
             assert message in err, err
             tally("refused", generated=False)
     assert list((tmp_path / "empty").iterdir()) == []  # no lock file left in a stranger's folder
+
+
+def test_input_paths_that_are_pipes_or_devices_are_named_as_such(tmp_path, capsys):
+    from moe_studio.paths import sample_runs_dir
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    run = str(sample_runs_dir() / "moe-top2")
+    for argv, message in [
+            (["sample", str(fifo)], "is a named pipe, not a run folder"),
+            (["sample", run, "--checkpoint", "/dev/zero"], "is a device, not a weights file"),
+            (["inspect", "/dev/zero"], "is a device"),
+            (["export", "/dev/zero", "--out", str(tmp_path / "e")], "neither a run folder nor"),
+            (["report", str(fifo), "--out", str(tmp_path / "r.png")], "neither a run folder nor")]:
+        rc, err = run_cli(argv, capsys)
+        lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("loading ")]
+        assert rc != 0 and len(lines) == 1 and message in lines[0], (argv, err)
+        tally("refused", generated=False)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "e").exists()
