@@ -20,12 +20,14 @@ def _fmt_duration(s: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
-def _load_config(args) -> "object":
-    """The validated config of a ``train`` / ``config`` command line (ConfigError if not)."""
+def _load_config(args, note=None) -> "object":
+    """The validated config of a ``train`` / ``config`` command line (ConfigError if not).
+    ``note`` receives what the command line changed beyond what was typed (default: said
+    on stderr at once)."""
     from .config.inputs import build_config
 
     return build_config(args.config, preset=args.preset, sets=args.set or [], steps=args.steps,
-                        note=lambda text: print(f"moe-studio: {text}", file=sys.stderr))
+                        note=note or (lambda text: print(f"moe-studio: {text}", file=sys.stderr)))
 
 
 def _describe_failure(e: BaseException) -> str:
@@ -97,16 +99,19 @@ def _say(text: str) -> None:
 
 def cmd_train(args) -> int:
     from .config import ConfigError
-    from .config.inputs import check_environment
+    from .config.inputs import check_environment, check_processes
     from .paths import check_output_dir, default_runs_dir
 
     prog = "moe-studio train"
     if getattr(args, "resume", None):
         return _cmd_resume(args)
     with _SignalStop() as stop:  # from the start: Ctrl+C while checking is no traceback
+        notes: list[str] = []  # said once every check passed: a refusal stays one line
         try:
             check_environment()
-            cfg = _load_config(args)
+            cfg = _load_config(args, note=notes.append)
+            nproc = (cfg.parallel.processes if args.nproc is None
+                     else check_processes(cfg, args.nproc, "--nproc"))
             if args.out is not None:
                 runs_dir = check_output_dir(args.out, "--out")
             else:
@@ -117,12 +122,10 @@ def cmd_train(args) -> int:
         except ConfigError as e:
             print(f"{prog}: {e}", file=sys.stderr)
             return 2
+        for text in notes:
+            _say(f"moe-studio: {text}")
         if stop.requested:  # nothing was made yet: nothing to stop
             return 128 + stop.signum
-        nproc = args.nproc if args.nproc is not None else cfg.parallel.processes
-        if nproc < 1:
-            print(f"{prog}: --nproc must be at least 1 (got {nproc})", file=sys.stderr)
-            return 2
         if nproc > 1 and "WORLD_SIZE" not in os.environ:
             return _launch(nproc, args, stop)
         return _train(cfg, runs_dir, args, stop)

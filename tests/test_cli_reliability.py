@@ -62,6 +62,18 @@ def test_train_refuses_memory_before_creating_a_run(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_memory_and_sweep_refuse_what_cannot_fit_before_building_or_queueing(tmp_path, capsys):
+    big = ["--set", "data.context=4096", "--set", "train.eval_batches=10000"]
+    rc = main(["memory", "--set", "data.batch_size=4096", *big, "--modes", "fp32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "evaluation batches" in err[0], err
+    rc = main(["sweep", "--grid", "data.batch_size=2,4096", *big, "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "grid point data.batch_size=4096 cannot run here" in err[0] and "this machine has" in err[0]
+    assert not (tmp_path / "runs").exists()  # nothing queued, not even the runs that fit
+
+
 # ---------------------------------------------------------------------- output paths
 def _one_line(capsys) -> str:
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
@@ -86,6 +98,16 @@ def test_train_out_locations_are_checked_before_the_model_is_built(tmp_path, cap
     monkeypatch.setenv("MOE_STUDIO_RUNS", "~nosuchuser/r")
     assert main(["runs"]) == 1
     assert "MOE_STUDIO_RUNS" in _one_line(capsys)
+
+
+def test_a_refusal_after_a_steps_note_is_still_one_line(tmp_path, capsys):
+    # --steps 5 shortens the default warm-up (a note); the note waits until nothing is refused
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    assert main(["train", "--steps", "5", "--out", str(f)]) == 2
+    assert "is a file, not a folder" in _one_line(capsys)
+    assert main(["sweep", "--steps", "5", "--grid", "moe.top_k=1,2", "--out", str(f)]) == 2
+    assert "is a file, not a folder" in _one_line(capsys)
 
 
 @pytest.fixture

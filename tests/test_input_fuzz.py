@@ -8,6 +8,7 @@ import math
 import os
 import stat
 import threading
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -54,6 +55,35 @@ def _toml(v) -> str:
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2 ** 63:
         return str(v)  # TOML itself refuses it: the parser's error must come out clean
     return _value(v)
+
+
+# ---------------------------------------------------------------------- the count
+# Every case ends in one of two outcomes (anything else fails its test): refused in one
+# line, or accepted holding exactly what was typed. The counts are printed at the end of
+# a run of this file (the README's figures come from them).
+TALLY: Counter = Counter()
+
+
+def tally(outcome: str, generated: bool = True) -> None:
+    TALLY[("generated" if generated else "listed", outcome)] += 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_tally(request):
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    for kind in ("generated", "listed"):
+        refused, accepted = TALLY[(kind, "refused")], TALLY[(kind, "accepted")]
+        if refused + accepted == 0:
+            continue
+        with capture.global_and_fixture_disabled():
+                reporter.write_line(f"input fuzz, {kind} cases: {refused + accepted} = {refused} "
+                                f"refused "
+                            f"in one line + {accepted} accepted holding the typed values; "
+                                "0 tracebacks, 0 hangs (or a test failed)")
 
 
 # ---------------------------------------------------------------------- oracles
@@ -160,12 +190,14 @@ def test_fuzzed_config_files_are_read_exactly_or_refused_in_one_line(kv, bom, ju
         assert "\n" not in str(e) and str(e)
         rc, err = run_cli(["config", str(p)], capsys)
         assert_clean_refusal(rc, err, text[:200])
+        tally("refused")
         return
     for (sec, key), v in kv:
         want = expected((sec, key), v)
         assert want is not None, f"accepted {sec}.{key} = {v!r}"
         if want != "int-text":
             assert same(getattr(getattr(cfg, sec), key), want), (sec, key, v)
+    tally("accepted")
 
 
 # ---------------------------------------------------------------------- --set
@@ -187,6 +219,7 @@ def test_fuzzed_set_and_steps_give_the_typed_values_or_one_line(sets, steps, cap
     rc, err = run_cli(argv, capsys)
     if rc != 0:
         assert_clean_refusal(rc, err, argv)
+        tally("refused")
         return
     cfg = build_config(None, sets=[f"{k}={v}" for k, v in sets], steps=steps)
     last = {}
@@ -207,6 +240,7 @@ def test_fuzzed_set_and_steps_give_the_typed_values_or_one_line(sets, steps, cap
             assert same(getattr(getattr(cfg, sec), key), want), (k, v)
     if steps is not None:
         assert cfg.train.steps == steps
+    tally("accepted")
 
 
 # ---------------------------------------------------------------------- presets, paths
@@ -226,6 +260,7 @@ def test_fuzzed_presets_name_a_preset_or_are_refused(preset, with_file, tmp_path
         assert_clean_refusal(rc, err, argv)
         # argparse takes "-x" for an option: --preset=-x names such a preset
         assert "unknown preset" in err or "expected one argument" in err
+    tally("refused" if rc else "accepted")
 
 
 def test_config_paths_that_are_not_files_are_refused_without_blocking(tmp_path, capsys):
@@ -238,6 +273,7 @@ def test_config_paths_that_are_not_files_are_refused_without_blocking(tmp_path, 
     for c in cases:
         rc, err = run_cli(["config", c], capsys)
         assert_clean_refusal(rc, err, c)
+        tally("refused", generated=False)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
@@ -255,6 +291,7 @@ def test_issue_examples_of_bad_config_files(text, message, tmp_path, capsys):
     rc, err = run_cli(["config", str(p)], capsys)
     assert_clean_refusal(rc, err, text[:50])
     assert message in err
+    tally("refused", generated=False)
 
 
 def test_issue_examples_on_the_command_line(tmp_path, capsys):
@@ -267,10 +304,12 @@ def test_issue_examples_on_the_command_line(tmp_path, capsys):
         rc, err = run_cli(argv, capsys)
         assert_clean_refusal(rc, err, argv)
         assert message in err
+        tally("refused", generated=False)
     p = tmp_path / "bom.toml"
     p.write_bytes(b'\xef\xbb\xbfname = "bom"\n[train]\nsteps = 7\nwarmup_steps = 1\n')
     rc, _ = run_cli(["config", str(p), "--out", str(tmp_path / "o.toml")], capsys)
     assert rc == 0 and 'name = "bom"' in (tmp_path / "o.toml").read_text()
+    tally("accepted", generated=False)
 
 
 def test_steps_shortening_the_warmup_says_so(capsys):
@@ -300,6 +339,7 @@ def test_fuzzed_output_paths_are_accepted_or_refused_in_one_line(text, flag, tmp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "f").write_text("a file")
     before = sorted(p.name for p in tmp_path.iterdir())
+    refused = True
     try:
         if flag == "env":
             monkeypatch.setenv("MOE_STUDIO_RUNS", text) if text and "\x00" not in text else None
@@ -308,8 +348,10 @@ def test_fuzzed_output_paths_are_accepted_or_refused_in_one_line(text, flag, tmp
             check_output_file(text, "--out")
         else:
             check_output_dir(text, "--out", outside_runs=flag == "export-out")
+        refused = False
     except CE as e:
         assert "\n" not in str(e) and str(e)
+    tally("refused" if refused else "accepted")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # a check creates nothing
 
 
@@ -331,8 +373,10 @@ def test_fuzzed_environment_is_honoured_exactly_or_refused(name, value):
     try:
         check_environment({name: value})
         assert honoured, (name, value)
+        tally("accepted")
     except ConfigError as e:
         assert not honoured and "\n" not in str(e) and name in str(e)
+        tally("refused")
 
 
 def test_train_refuses_an_environment_value_it_would_ignore(monkeypatch, capsys):
@@ -340,3 +384,121 @@ def test_train_refuses_an_environment_value_it_would_ignore(monkeypatch, capsys)
     rc, err = run_cli(["train", "--steps", "1"], capsys)
     assert_clean_refusal(rc, err, "env")
     assert "MOE_STUDIO_EXPERT_KERNEL='fastest'" in err
+    tally("refused", generated=False)
+
+
+# ---------------------------------------------------------------------- numeric flags
+def _number_text(allow_float: bool):
+    nums = [st.integers(-10 ** 25, 10 ** 25).map(str), st.integers(-3, 70).map(str)]
+    if allow_float:
+        nums.append(st.floats().map(repr))
+    return st.one_of(*nums, st.sampled_from(["nan", "inf", "-inf", "", " 1", "1e3", "0x10", "x"]))
+
+
+def _as_number(text: str, kind):
+    try:
+        v = kind(text)
+    except ValueError:
+        return None  # argparse refuses it
+    return v
+
+
+@settings(max_examples=80, **SETTINGS)
+@given(temperature=st.one_of(st.floats(0, 5).map(repr), st.sampled_from(["0", "1"]),
+                             _number_text(True)),
+       seed=st.one_of(st.integers(0, 2 ** 63 - 1).map(str), st.integers(0, 9).map(str),
+                      _number_text(False)),
+       top_k=st.one_of(st.integers(0, 400).map(str), st.integers(0, 5).map(str),
+                       _number_text(False)),
+       device=st.one_of(st.just("cpu"), st.just("auto"), st.text(max_size=8), st.sampled_from(
+           ["cuda", "cuda:0", "cuda:9", "cuda:x", "mps", "cpu:0", "CPU"])))
+def test_fuzzed_sample_flags_sample_or_are_refused_in_one_line(temperature, seed, top_k, device,
+                                                               capsys):
+    import torch
+
+    from moe_studio.paths import sample_runs_dir
+
+    argv = ["sample", str(sample_runs_dir() / "moe-top2"), "--tokens", "1",
+            f"--temperature={temperature}", f"--seed={seed}", f"--top-k={top_k}",
+            f"--device={device}"]
+    rc, err = run_cli(argv, capsys)
+    t, s, k = _as_number(temperature, float), _as_number(seed, int), _as_number(top_k, int)
+    cuda = torch.cuda.is_available()
+    device_ok = device in ("cpu", "auto") or (cuda and (
+        device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()
+                             and int(device[5:]) < torch.cuda.device_count())))
+    ok = (t is not None and math.isfinite(t) and t >= 0 and s is not None and 0 <= s < 2 ** 63
+          and k is not None and k >= 0 and device_ok)
+    if ok:
+        assert rc == 0, (argv, err)
+        tally("accepted")
+    else:
+        assert_clean_refusal(rc, err, argv)
+        tally("refused")
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(seeds=_number_text(False), parallel=st.one_of(st.none(), _number_text(False)))
+def test_fuzzed_sweep_counts_list_the_runs_or_are_refused_in_one_line(seeds, parallel, capsys):
+    argv = ["sweep", "--dry-run", "--grid", "moe.top_k=1,2", "--steps", "5", f"--seeds={seeds}"]
+    if parallel is not None:
+        argv.append(f"--parallel={parallel}")
+    rc, err = run_cli(argv, capsys)
+    n, p = _as_number(seeds, int), None if parallel is None else _as_number(parallel, int)
+    ok = n is not None and 1 <= n and 2 * n <= 1000 and (parallel is None or (p is not None
+                                                                               and p >= 1))
+    if ok:
+        assert rc == 0 and f"{2 * n} runs (dry run" in err, (argv, err)
+        tally("accepted")
+    else:
+        assert_clean_refusal(rc, err, argv)
+        tally("refused")
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(n=st.one_of(st.integers(-10 ** 22, 10 ** 22), st.integers(-2, 70)))
+def test_fuzzed_process_counts_are_checked_before_a_launcher_starts(n, tmp_path, capsys):
+    from moe_studio.config.inputs import check_processes
+    from moe_studio.config.presets import default
+
+    if 1 <= n <= 64:  # a launch would start: checked without one
+        assert check_processes(default(), n, "--nproc") == n
+        tally("accepted")
+        return
+    rc, err = run_cli(["train", f"--nproc={n}", "--out", str(tmp_path / "runs")], capsys)
+    assert_clean_refusal(rc, err, n)
+    assert f"--nproc {n}:" in err and not (tmp_path / "runs").exists()
+    tally("refused")
+
+
+def test_sweep_folder_flags_on_what_is_no_sweep_are_one_line_and_write_nothing(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for flag in ("--resume", "--run", "--cancel", "--status"):
+        for target, message in (("/dev/zero", "sweep folder not found"),
+                                (str(tmp_path / "a-file"), "sweep folder not found"),
+                                (str(tmp_path / "empty"), "not a sweep folder")):
+            rc, err = run_cli(["sweep", flag, target], capsys)
+            assert_clean_refusal(rc, err, [flag, target])
+            assert message in err, err
+            tally("refused", generated=False)
+    assert list((tmp_path / "empty").iterdir()) == []  # no lock file left in a stranger's folder
+
+
+def test_input_paths_that_are_pipes_or_devices_are_named_as_such(tmp_path, capsys):
+    from moe_studio.paths import sample_runs_dir
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    run = str(sample_runs_dir() / "moe-top2")
+    for argv, message in [
+            (["sample", str(fifo)], "is a named pipe, not a run folder"),
+            (["sample", run, "--checkpoint", "/dev/zero"], "is a device, not a weights file"),
+            (["inspect", "/dev/zero"], "is a device"),
+            (["export", "/dev/zero", "--out", str(tmp_path / "e")], "neither a run folder nor"),
+            (["report", str(fifo), "--out", str(tmp_path / "r.png")], "neither a run folder nor")]:
+        rc, err = run_cli(argv, capsys)
+        lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("loading ")]
+        assert rc != 0 and len(lines) == 1 and message in lines[0], (argv, err)
+        tally("refused", generated=False)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "e").exists()

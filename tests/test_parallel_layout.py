@@ -97,5 +97,5 @@ def test_cli_refuses_a_process_count_below_one(tmp_path):
     p = subprocess.run([sys.executable, "-m", "moe_studio", "train", "--nproc", "0", "--out",
                         str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.returncode == 2
-    assert "--nproc must be at least 1 (got 0)" in p.stderr
+    assert "--nproc 0: parallel.processes (0) must be >= 1" in p.stderr
     assert not list(tmp_path.glob("*/run.sqlite"))

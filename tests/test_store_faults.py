@@ -3,6 +3,7 @@ persistent one stored as the run's failure (or in a side note the readers pick u
 really full disk, and one writer per live run."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -150,41 +151,55 @@ def test_reopen_is_refused_while_another_process_writes_and_allowed_once_it_is_k
         assert r.status == "stopped"
 
 
-def _mount_tmpfs(path: Path, size: str) -> bool:
-    path.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+FULL_DISK = """
+import json, sqlite3, sys
+from moe_studio.store import RunFileError, RunWriter, open_run
+from moe_studio.store import writer as writer_mod
+writer_mod.RETRY_WINDOW_S = 0.5
+w = RunWriter.create(sys.argv[1], name="faults", config={"a": 1}, config_toml="a = 1\\n",
+                     commit_interval=0.05)
+step, committed, error = 0, 0, None
+try:
+    while step < 100_000:
+        w.add_scalars(step, {f"s{i}": float(i) for i in range(64)})
+        w.add_event(step, "note", "x" * 2000)
+        step += 1
+        if step % 20 == 0:
+            w.flush()
+            if not w.failing:
+                committed = step
+except (RunFileError, sqlite3.Error) as e:
+    error = str(e)
+w.close("failed", error="the disk filled up")
+with open_run(w.run_dir) as r:
+    steps = sorted(set(r.scalars()["step"].tolist()))
+    print(json.dumps({"error": error, "committed": committed, "steps": steps[:committed],
+                      "status": r.status, "run_error": r.error, "failure": w.failure}))
+"""
 
 
-def test_a_really_full_disk_keeps_what_was_committed_and_stores_the_failure(tmp_path, monkeypatch):
+def test_a_really_full_disk_keeps_what_was_committed_and_stores_the_failure(tmp_path):
+    """A real 1 MB tmpfs filling up, mounted in a mount namespace of its own (``unshare``:
+    as root, or as any user where unprivileged user namespaces are allowed), so nothing
+    is left mounted whatever happens."""
     disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, "1m"):
-        pytest.skip("needs root to mount a small tmpfs (the fault-injection tests cover the logic)")
-    try:
-        monkeypatch.setattr(writer_mod, "RETRY_WINDOW_S", 0.5)
-        w = make(disk, commit_interval=0.05)
-        step, committed, error = 0, 0, None
-        try:
-            while step < 100_000:
-                w.add_scalars(step, {f"s{i}": float(i) for i in range(64)})
-                w.add_event(step, "note", "x" * 2000)
-                step += 1
-                if step % 20 == 0:
-                    w.flush()
-                    if not w.failing:
-                        committed = step
-        except (RunFileError, sqlite3.Error) as e:
-            error = e
-        assert error is not None and "\n" not in str(error)
-        w.close("failed", error="the disk filled up")
-        with open_run(w.run_dir) as r:
-            steps = sorted(set(r.scalars()["step"].tolist()))
-            assert steps[:committed] == list(range(committed))  # every committed step kept
-            assert r.status == "failed" and r.error, (r.status, w.failure)
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
+    disk.mkdir()
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("needs unshare(1) to mount a small tmpfs in a namespace of its own")
+    ns = [unshare, "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    res = subprocess.run(ns + ["sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1" || exit 77; '
+                               'shift; exec "$@"', "sh", str(disk), sys.executable, "-c",
+                               FULL_DISK, str(disk)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    if res.returncode == 77 or (res.returncode != 0 and "unshare" in res.stderr):
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()[:200]}")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["error"] is not None and "\n" not in got["error"]
+    assert got["steps"] == list(range(got["committed"]))  # every committed step kept
+    assert got["status"] == "failed" and got["run_error"], got
 
 
 def test_a_live_writer_that_names_no_lock_is_still_followed_live(tmp_path):

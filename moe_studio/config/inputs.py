@@ -17,7 +17,7 @@ from typing import Callable
 from . import presets as presets_mod
 from .schema import ExperimentConfig
 from .toml_io import loads
-from .validate import ConfigError, apply_overrides, field_problems, show, validate
+from .validate import ConfigError, apply_overrides, copy_config, field_problems, show, validate
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a megabyte is not a config
 
@@ -165,6 +165,22 @@ def build_config(config: str | os.PathLike | None = None, *, preset: str | None 
     if told and note is not None:  # only for a config that is then used
         note(told)
     return cfg
+
+
+def check_processes(cfg: ExperimentConfig, n: int, flag: str) -> int:
+    """``n`` local processes asked for by ``flag`` (``train --nproc``), checked as the
+    config's ``parallel.processes`` would be (its range, an ensemble's spread over the
+    ranks) before a launcher starts that many. ConfigError naming the flag otherwise."""
+    probe = copy_config(cfg)
+    try:
+        apply_overrides(probe, [f"parallel.processes={n}"])
+        errs = field_problems(probe)
+        if errs:
+            raise errs[0]
+        validate(probe)
+    except ConfigError as e:
+        raise ConfigError(flag, f"{flag} {n}: {e}") from None
+    return probe.parallel.processes
 
 
 # The environment variables that choose something, with the values each accepts (the

@@ -46,12 +46,17 @@ def cmd_memory(args) -> int:
         print(f"moe-studio memory: --modes: unknown precision mode {', '.join(bad) or '(none)'} "
               f"(known: {', '.join(PRECISIONS)})", file=sys.stderr)
         return 2
+    notes: list[str] = []
     try:
         cfg = build_config(args.config, preset=args.preset, sets=args.set or [], steps=args.steps,
-                           note=lambda text: print(f"moe-studio: {text}", file=sys.stderr))
+                           note=notes.append)
+        from .memory import check_fits
+        check_fits(cfg)  # measuring builds the model: what cannot fit is refused first
     except ConfigError as e:
         print(f"moe-studio memory: {e}", file=sys.stderr)
         return 2
+    for text in notes:
+        print(f"moe-studio: {text}", file=sys.stderr)
     from .precision_memory import format_table, measure_modes
     result = measure_modes(cfg, modes)
     print(json.dumps(result, indent=2) if args.json else format_table(result))

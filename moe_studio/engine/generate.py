@@ -20,6 +20,7 @@ tokens over the total generation time.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -204,13 +205,15 @@ def sample_run(run_dir: str | Path, prompt: str, tokens: int, *, checkpoint=None
     without weights."""
     if not 1 <= int(tokens) <= MAX_TOKENS:
         raise ValueError(f"tokens must be between 1 and {MAX_TOKENS:,} (got {tokens})")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (got {temperature})")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a number >= 0 (got {temperature})")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (got {top_k})")
+    if not 0 <= seed < 2 ** 63:  # what torch.Generator.manual_seed takes without wrapping
+        raise ValueError(f"seed must be between 0 and 2**63 - 1 (got {seed})")
     from .device import resolve_device
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     nxt, ck = run_sampler(run_dir, checkpoint=checkpoint, member=member, device=dev)
     toks, lat = sample_tokens(nxt, list(prompt.encode("utf-8")), int(tokens),
                               temperature=temperature, top_k=top_k, seed=seed)

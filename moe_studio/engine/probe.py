@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import ConfigError, load as load_config
+from ..config.inputs import kind_of
 from ..data import CUSTOM_PROBE_NAME, PROBE_MAX_TOKENS
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ def run_folder(run_dir: str | Path) -> Path:
     if run_dir.is_file():
         run_dir = run_dir.parent
     if not run_dir.is_dir():
+        if run_dir.exists():
+            raise ValueError(f"{run_dir}: is {kind_of(run_dir.stat().st_mode)}, not a run folder")
         raise ValueError(f"{run_dir}: run folder not found")
     return run_dir
 
@@ -305,6 +308,8 @@ def _resolve_checkpoint(run_dir: Path, checkpoint) -> Checkpoint:
         else:
             ck = Checkpoint(p, int(m.group(1)) if m else -1, "checkpoint")
     if not ck.path.is_file():
+        if ck.path.exists():
+            raise ValueError(f"{ck.path}: is {kind_of(ck.path.stat().st_mode)}, not a weights file")
         raise ValueError(f"weights file not found: {ck.path}")
     return ck
 

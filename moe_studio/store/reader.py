@@ -60,6 +60,8 @@ def resolve_run_path(path: str | Path) -> tuple[Path, Path]:
         return p, p / DB_NAME
     if p.is_file():
         return p.parent, p
+    if p.exists():  # a device, a pipe, a socket: nothing to read a run from
+        raise RunFileError(p, "is neither a run folder nor a run file")
     if p.suffix == ".sqlite":
         raise RunFileError(p, "not found")
     raise RunFileError(p, "run folder not found")

@@ -82,16 +82,25 @@ def cmd_sweep(args) -> int:
 def _new(args) -> int:
     from ..config.inputs import build_config, check_environment
     from ..paths import check_output_dir, default_runs_dir
-    from .grid import expand, parse_grid
+    from .grid import check_points_fit, expand, parse_grid
     from .runner import create_sweep
 
     check_environment()
+    notes: list[str] = []  # said once every check passed: a refusal stays one line
     base = build_config(args.config, preset=args.preset, sets=args.set or [], steps=args.steps,
-                        note=lambda text: print(f"{PROG}: {text}", file=sys.stderr))
+                        note=notes.append)
     if args.parallel is not None and args.parallel < 1:
         return _fail(f"--parallel must be at least 1 (got {args.parallel})")
     axes = parse_grid(args.grid, base, args.seeds)
     points = expand(base, axes)
+    check_points_fit(points)
+    runs_dir = None
+    if not args.dry_run:
+        runs_dir = (check_output_dir(args.out, "--out") if args.out is not None else
+                    check_output_dir(default_runs_dir(), "MOE_STUDIO_RUNS"
+                                     if os.environ.get("MOE_STUDIO_RUNS") else "runs folder ./runs"))
+    for text in notes:
+        print(f"{PROG}: {text}", file=sys.stderr)
     if args.dry_run:
         if args.json:
             print(json.dumps([{"index": p.index, "values": p.values} for p in points], indent=1))
@@ -100,9 +109,6 @@ def _new(args) -> int:
                 print(f"{p.index:>3}  {p.label()}")
         print(f"{PROG}: {len(points)} runs (dry run: nothing started)", file=sys.stderr)
         return 0
-    runs_dir = (check_output_dir(args.out, "--out") if args.out is not None else
-                check_output_dir(default_runs_dir(), "MOE_STUDIO_RUNS" if os.environ.get("MOE_STUDIO_RUNS")
-                                 else "runs folder ./runs"))
     q = create_sweep(base, [a.key for a in axes], points, runs_dir,
                      parallel=args.parallel or 1, name=args.name)
     print(f"{PROG}: {len(points)} runs queued in {q.dir}", file=sys.stderr)

@@ -78,6 +78,9 @@ def parse_grid(args: list[str], base: ExperimentConfig, seeds: int = 1) -> list[
     ``seeds`` > 1 (base seed, base seed + 1, ...)."""
     if seeds < 1:
         raise GridError(f"--seeds must be at least 1 (got {seeds})")
+    if seeds > MAX_POINTS:  # refused before a tuple of that many seeds is built
+        raise GridError(f"--seeds {seeds:,} is more runs than a sweep holds "
+                        f"(at most {MAX_POINTS:,})")
     axes: list[GridAxis] = []
     for a in args:
         ax = parse_axis(a, base)
@@ -113,3 +116,16 @@ def expand(base: ExperimentConfig, axes: list[GridAxis]) -> list[SweepPoint]:
             raise GridError(f"the grid point {where} is not a valid experiment: {e}") from None
         points.append(SweepPoint(i, values, cfg))
     return points
+
+
+def check_points_fit(points: list[SweepPoint]) -> None:
+    """GridError naming the first point whose config cannot fit in this machine's memory
+    (each run would refuse it itself, after the queue was made and the others ran)."""
+    from ..engine.memory import check_fits
+
+    for p in points:
+        try:
+            check_fits(p.config)
+        except ConfigError as e:
+            where = ", ".join(f"{k}={value_text(v)}" for k, v in p.values.items())
+            raise GridError(f"the grid point {where} cannot run here: {e}") from None

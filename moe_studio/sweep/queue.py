@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..config.inputs import os_problem
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: one runner per sweep is the user's promise
@@ -98,8 +100,11 @@ class SweepQueue:
                 "entries": [asdict(e) for e in self.entries]}
         p = self.dir / QUEUE_NAME
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, p)
+        try:
+            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            os.replace(tmp, p)
+        except OSError as e:  # the queue as it was stays whole: it is replaced, not rewritten
+            raise SweepError(f"{p}: cannot save the sweep queue ({os_problem(e)})") from None
 
     # ------------------------------------------------------------------ questions
     def path_of(self, rel: str) -> Path:
@@ -144,7 +149,11 @@ class SweepQueue:
 
 @contextmanager
 def _flock(path: Path) -> Iterator[int]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise SweepError(f"{path.parent}: cannot change the sweep: {os_problem(e)} "
+                         f"(opening {path.name})") from None
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -189,8 +198,13 @@ def cancel(sweep_dir: str | Path, indices: list[int] | None = None) -> SweepQueu
 @contextmanager
 def runner_lock(sweep_dir: Path) -> Iterator[None]:
     """Held by the one process running the sweep; SweepError while another holds it."""
+    SweepQueue.load(sweep_dir)  # a folder that is no sweep is said so, and gets no lock file
     path = Path(sweep_dir) / RUNNER_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise SweepError(f"{sweep_dir}: cannot run the sweep: {os_problem(e)} "
+                         f"(opening {RUNNER_LOCK})") from None
     try:
         if fcntl is not None:
             try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...config.inputs import kind_of
 from .families import FAMILIES, Family, expert_count, installed_families, records_router_logits
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -58,8 +59,8 @@ def resolve_model(spec: str | Path) -> Path:
     if p.is_dir():
         return p.resolve()
     if p.exists():
-        raise InspectError(f"{p} is a file: give the model's folder (with config.json and "
-                           "*.safetensors)")
+        raise InspectError(f"{p} is {kind_of(p.stat().st_mode)}: give the model's folder (with "
+                           "config.json and *.safetensors)")
     looks_like_id = s.count("/") <= 1 and not s.startswith((".", "/", "~"))
     if not looks_like_id:
         raise InspectError(f"model folder {p} does not exist")

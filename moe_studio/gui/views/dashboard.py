@@ -173,7 +173,12 @@ class RunDashboard(QWidget):
         t0 = time.perf_counter()
         self._dirty = False
         if self._reader is not None and self._loaded:
-            self._show()
+            try:
+                self._show()
+            except (RunFileError, OSError) as exc:  # a damaged record met while drawing
+                msg = error_text(exc)            # (a snapshot scrubbed to): said, not raised
+                if msg not in self._errors:
+                    self._errors.append(msg)
         self._update_status()
         now = time.perf_counter()
         self._pacer.drawn(now - t0, now)

@@ -255,7 +255,8 @@ class EnsembleDashboard(RunDashboard):
         if not self.is_ensemble():
             self.controls.set_steps([])
             return
-        self._probe = SnapshotCache(reader, "ensemble/probe", member=-1, size=8)
+        self._probe = SnapshotCache(reader, "ensemble/probe", member=-1, size=8,
+                                     required=("tokens", "mutual_info", "top1"))
         self._update_steps()
 
     def run_rules(self) -> tuple[str, ...]:

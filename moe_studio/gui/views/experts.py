@@ -35,7 +35,7 @@ from ..widgets.plots import CurvePlot
 from ..widgets.routed_text import TokenListPanel, token_rows
 from .row_drops import show_row_drops
 from .dashboard import DENSE_STATUS, RunDashboard, move_step_markers
-from .run_data import SnapshotCache, moe_blocks_of
+from .run_data import PROBE_ARRAYS, SnapshotCache, moe_blocks_of
 from ..widgets.stage_marks import StageMarks, stage_boundaries
 from ..theme import is_dark_palette, plot_colors, series_color
 
@@ -177,7 +177,7 @@ class ExpertsDashboard(RunDashboard):
         # A flat zero line alone would not say whether nothing was dropped or nothing measured.
         self.dropped.set_placeholder("Dropless (capacity_factor 0): no token is ever dropped"
                                      if self.data.dropless else "")
-        self._snaps = SnapshotCache(reader, member=m)
+        self._snaps = SnapshotCache(reader, member=m, required=PROBE_ARRAYS)
         self._read_totals(reader, m)
         self.controls.set_steps(self.data.steps)
 

@@ -32,7 +32,7 @@ from ..widgets.routed_text import (RoutedTextView, TokenListPanel, expert_colors
                           text_background, token_rows)
 from .dashboard import DENSE_STATUS, RunDashboard
 from .routing_custom import _PLACEHOLDER, SOURCE_CUSTOM, SOURCE_RECORDED, CustomRouteMixin
-from .run_data import SnapshotCache
+from .run_data import PROBE_ARRAYS, SnapshotCache
 from ..theme import is_dark_palette, plot_colors
 from ..run.tasks import BackgroundTask
 
@@ -190,7 +190,7 @@ class RoutingDashboard(CustomRouteMixin, RunDashboard):
 
     def _load(self, reader: RunReader) -> None:
         self.controls.set_members(self._members_of(reader))
-        self._snaps = SnapshotCache(reader, member=self.member())
+        self._snaps = SnapshotCache(reader, member=self.member(), required=PROBE_ARRAYS)
         snap = self._snaps.get(None)
         blocks = snap.meta.get("moe_blocks") if snap is not None else reader.meta.get("moe_blocks")
         self.controls.set_layers([int(b) for b in (blocks or [])])

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ...store import RunReader
+from ...store import RunFileError, RunReader
 
 
 def moe_blocks_of(reader: RunReader) -> list[int]:
@@ -24,16 +24,21 @@ def moe_blocks_of(reader: RunReader) -> list[int]:
     return sorted(found)
 
 
+# The arrays of a routing probe snapshot that the Routing and Experts views read.
+PROBE_ARRAYS = ("tokens", "domains", "probs", "topk_idx", "topk_weight")
+
+
 class SnapshotCache:
     """Decoded snapshots of one series (``routing/probe`` of one member) by step; the
     ``size`` most recently used stay decoded, so scrubbing back and forth re-reads
     nothing."""
 
     def __init__(self, reader: RunReader, name: str = "routing/probe", member: int = 0,
-                 size: int = 32):
+                 size: int = 32, required: tuple[str, ...] = ()):
         from collections import OrderedDict
 
         self._reader, self.name, self.member, self._size = reader, name, member, size
+        self.required = required  # arrays the view reads: a snapshot without one is damaged
         self._cache: "OrderedDict[int, Any]" = OrderedDict()
         self._steps = reader.snapshot_steps(name, member=member)
 
@@ -62,6 +67,10 @@ class SnapshotCache:
             snap = self._reader.snapshot(self.name, s, member=self.member)
             if snap is None:
                 return None
+            missing = [k for k in self.required if k not in snap.arrays]
+            if missing:
+                raise RunFileError(self._reader.db_path, f"the {self.name} snapshot at step {s:,} "
+                                                         f"has no {', '.join(missing)} (damaged)")
             self._cache[s] = snap
             while len(self._cache) > self._size:
                 self._cache.popitem(last=False)
