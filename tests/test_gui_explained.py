@@ -34,8 +34,13 @@ def test_tokens_per_expert_has_a_layer_key(make_dashboard):
     bars = d.bars.geometry()
     key = d.bars_key.geometry()
     assert key.top() >= bars.bottom() and key.width() > 0
-    d.controls.set_layer(2)                  # one layer: one colour, no key needed
-    assert not d.bars_key.isVisibleTo(d)
+    # the dashed line is named in the key, not by a label drawn over the bars
+    uniform = d.tokens_per_expert()[1][d.step_index(), 0].sum() / d.tokens_per_expert()[1].shape[-1]
+    assert f"uniform {uniform:,.0f}" in d.bars_key.text()
+    assert all(not line.label.toPlainText() for line, _ in d.bars._refs)
+    d.controls.set_layer(2)                  # one layer: one colour, no layer entries
+    assert d.bars_key.isVisibleTo(d) and _key_entries(d.bars_key.text()) == []
+    assert "uniform" in d.bars_key.text()
 
 
 def test_share_maps_spell_out_total_variation(make_dashboard):

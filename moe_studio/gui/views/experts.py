@@ -217,15 +217,22 @@ class ExpertsDashboard(RunDashboard):
         return self.data.derived(key)
 
     # ------------------------------------------------------------------ drawing
-    def _set_bars_key(self, names: list[str], colors: list[int]) -> None:
-        """The layer colours of the bar groups, as one line under the bars."""
+    def _set_bars_key(self, names: list[str], colors: list[int], reference: str) -> None:
+        """One line under the bars: the layer colours of the bar groups (several layers)
+        and what the dashed line marks. On the plot, the line's label sat on the bars
+        (every expert near the uniform load has a bar through it) and hid their tops."""
         dark = is_dark_palette(self.palette())
-        text = "layer " + " ".join(
-            f'<span style="color:{series_color(c, dark)}">■</span>&nbsp;{html.escape(n)}'
-            for n, c in zip(names, colors))
+        parts = []
+        if names:
+            parts.append("layer " + " ".join(
+                f'<span style="color:{series_color(c, dark)}">■</span>&nbsp;{html.escape(n)}'
+                for n, c in zip(names, colors)))
+        if reference:
+            parts.append(f"╌╌ {html.escape(reference)}")
+        text = " · ".join(parts)
         if self.bars_key.text() != text:
             self.bars_key.setText(text)
-        self.bars_key.setVisible(bool(names))
+        self.bars_key.setVisible(bool(parts))
 
     def _show(self) -> None:
         data = self.data
@@ -246,10 +253,10 @@ class ExpertsDashboard(RunDashboard):
         colors = [r if layer is None else 0 for r in rows]
         self.bars.set_bars(vals, group_names=names, x_labels=experts, colors=colors,
                            highlight=dead)
-        self._set_bars_key(names if len(rows) > 1 else [], colors)
         n_dead = int(dead.sum())
-        self.bars.set_references([(uniform, f"uniform {uniform:,.0f}"
-                                   + (f" · {n_dead} dead" if n_dead else ""))])
+        self._set_bars_key(names if len(rows) > 1 else [], colors,
+                           f"uniform {uniform:,.0f}" + (f" · {n_dead} dead" if n_dead else ""))
+        self.bars.set_references([(uniform, "")])
         # layer x expert at the step
         self._set_title_later(self.layer_map, f"Load ÷ uniform · step {s:,}")
         self.layer_map.set_matrix(data.derived("over_uniform")[idx], x_labels=experts,
