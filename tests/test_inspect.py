@@ -28,7 +28,10 @@ CODE = "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(add(i
 FAMILY_NAMES = [f for f in hf_tiny.FAMILIES if f in {x.model_type for x in installed_families()}]
 # Routers that score experts by the sigmoid of their logits (read in each family's
 # transformers modeling code); the rest use a softmax
-SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "dots1", "lfm2_moe"}
+SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "dots1", "lfm2_moe", "llama4", "llama4_text"}
+# Router classes of the families whose gate is not a "...TopKRouter": read in each
+# family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
+OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating")
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +73,15 @@ class GateReference:
         self.fam = fam
         self.inputs: list = []
         self.routers = []
-        for name, mod in model.named_modules():
+        self.blocks = {}   # router -> the MoE block it sits in
+        mods = dict(model.named_modules())
+        for name, mod in mods.items():
             cls = type(mod).__name__
-            if cls.endswith(("TopKRouter", "TopkRouter", "Top1Router")) and \
-                    (fam != "switch_transformers" or name.startswith("encoder.")):
+            if (cls.endswith(("TopKRouter", "TopkRouter", "Top1Router")) or cls in OTHER_GATES) and \
+                    (fam != "switch_transformers" or name.startswith("encoder.")) and \
+                    (fam != "jetmoe" or name.endswith(".mlp.router")):
                 self.routers.append(mod)
+                self.blocks[mod] = mods[name.rpartition(".")[0]]
         self._hooks = [m.register_forward_pre_hook(self._pre, with_kwargs=True)
                        for m in self.routers]
 
@@ -104,6 +111,28 @@ class GateReference:
                     logits = logits.reshape(-1, logits.shape[-1]).double().numpy()
                     chosen = logits.argmax(-1)[:, None]
                     kept = dispatch.reshape(-1, logits.shape[-1]).sum(-1).numpy() > 0
+                elif self.fam == "dbrx":
+                    # the router gives logits; its feed-forward block's own method chooses
+                    logits = r
+                    chosen = self.blocks[mod].route_tokens_to_experts(r)[1].numpy()
+                    logits = logits.double().numpy()
+                    kept = np.ones(len(logits), bool)
+                elif self.fam in ("llama4", "llama4_text"):
+                    # scores: sigmoid of the chosen logits, exactly 0 for the others
+                    scores, logits = r
+                    nz = scores.float().numpy() != 0
+                    k = self.blocks[mod].top_k
+                    assert (nz.sum(-1) == k).all()
+                    chosen = np.nonzero(nz)[1].reshape(-1, k)
+                    logits = logits.double().numpy()
+                    kept = np.ones(len(logits), bool)
+                elif self.fam == "jetmoe":
+                    # the gate's output is grouped by expert; its first step is the top-k
+                    # of its logits, taken again here
+                    logits = r[4]
+                    chosen = logits.topk(mod.top_k, dim=-1).indices.numpy()
+                    logits = logits.double().numpy()
+                    kept = np.ones(len(logits), bool)
                 else:
                     logits, _, chosen = r
                     logits = logits.double().numpy()

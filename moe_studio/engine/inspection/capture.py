@@ -37,11 +37,28 @@ class RouterCapture:
         self.sites = sites
         self.family = family
         self._out: list[tuple | None] = [None] * len(sites)
+        self._logits: list = [None] * len(sites)   # "logits" layout: until the experts run
         self._hooks = [s.module.register_forward_hook(partial(self._hook, j))
                        for j, s in enumerate(sites)]
+        self._hooks += [s.decision.register_forward_pre_hook(partial(self._decided, j),
+                                                             with_kwargs=True)
+                        for j, s in enumerate(sites) if s.decision is not None]
 
     def _hook(self, j: int, module: nn.Module, args, output) -> None:
-        self._out[j] = decode(self.family, output)
+        if self.sites[j].decision is not None:
+            self._logits[j] = output
+        else:
+            self._out[j] = decode(self.family, output, self.sites[j].top_k)
+
+    def _decided(self, j: int, module: nn.Module, args, kwargs) -> None:
+        """The experts' inputs ``(hidden, top_k_index, top_k_weights)``: the choice the
+        block made from the logits its router returned just before."""
+        logits, self._logits[j] = self._logits[j], None
+        if logits is None:
+            return
+        idx = args[1] if len(args) > 1 else kwargs["top_k_index"]
+        w = args[2] if len(args) > 2 else kwargs["top_k_weights"]
+        self._out[j] = decode(self.family, (logits, idx, w), self.sites[j].top_k)
 
     def take(self) -> list[Routed]:
         missing = [self.sites[j].name for j, o in enumerate(self._out) if o is None]

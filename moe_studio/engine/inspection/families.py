@@ -5,16 +5,25 @@ Every supported model names its router class in ``_can_record_outputs["router_lo
 (what ``output_router_logits=True`` records), so the routers are found by that, not by
 module names. A forward hook on each router reads the model's own decision:
 
-- "triple" routers (every family below but Switch) return
+- "triple" routers (most families) return
   ``(router_logits [T, E], topk_weights [T, k], topk_indices [T, k])``: the experts the
   block then runs and the weights it combines them with.
 - the Switch Transformers router returns ``(dispatch one-hot [B, S, E], max probability
   [B, S, 1], router_logits [B, S, E])``: top-1, with tokens over an expert's capacity
   dropped (an all-zero dispatch row).
+- the Llama 4 router returns ``(scores [T, E], router_logits [T, E])``: the sigmoid of
+  the top-k logits at the chosen experts, 0 elsewhere (its block scales each expert's
+  input by them).
+- the DBRX router returns only ``router_logits [T, E]``; its block picks the experts
+  outside the router, so the choice is read from the inputs of the block's ``experts``
+  module (``(hidden, top_k_index [T, k], top_k_weights [T, k])``) by a pre-hook.
+- the JetMoE gate returns its choice grouped by expert: ``(order [T*k], token [T*k],
+  gate [T*k], count per expert [E], router_logits [T, E])``, ``order`` being the sort of
+  the flattened [T, k] choices by expert; it is put back in token order.
 
 ``probs`` of every family are a distribution over the experts: the softmax of the
-logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, dots.llm1, LFM2-MoE: the
-router's own code applies ``sigmoid`` to its logits) the sigmoid affinities divided by
+logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, dots.llm1, LFM2-MoE,
+Llama 4: the router's own code applies ``sigmoid`` to its logits) the sigmoid affinities divided by
 their sum, so entropy, top-1 probability and the views' uniform line 1/E mean the same
 for every family. The weights the model really used stay in ``topk_weight``.
 
@@ -38,8 +47,16 @@ class Family:
     model_type: str        # config.json "model_type"
     title: str
     scoring: str           # "softmax" | "sigmoid": how the router turns logits into scores
-    layout: str            # "triple" | "switch": what the router module returns
+    layout: str            # "triple" | "switch" | "scores" | "logits" | "sorted": what
+                           # the router module returns (module docstring)
     encoder_only: bool = False   # encoder-decoder model: only the encoder is routed
+    # "logits" layout: the sibling module (same parent as the router) whose forward
+    # inputs carry the block's choice
+    decision: str = ""
+    # only the routers whose module name matches this regex (JetMoE also routes its
+    # attention heads: only its feed-forward experts are read)
+    routers_named: str = ""
+    package: str = ""      # transformers.models.<package> holds its code (default: model_type)
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
@@ -61,6 +78,12 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("jamba", "Jamba", "softmax", "triple"),
     Family("minimax", "MiniMax", "softmax", "triple"),
     Family("lfm2_moe", "LFM2-MoE", "sigmoid", "triple"),
+    Family("dbrx", "DBRX", "softmax", "logits", decision="experts"),
+    # the released image-text checkpoints: AutoModelForCausalLM reads only their text model
+    Family("llama4", "Llama 4", "sigmoid", "scores"),
+    Family("llama4_text", "Llama 4 text", "sigmoid", "scores", package="llama4"),
+    Family("granitemoeshared", "Granite-MoE-Shared", "softmax", "triple"),
+    Family("jetmoe", "JetMoE", "softmax", "sorted", routers_named=r"\.mlp\.router$"),
 )}
 
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
@@ -100,7 +123,8 @@ def installed_families() -> list[Family]:
     out = []
     for f in FAMILIES.values():
         try:
-            found = importlib.util.find_spec(f"transformers.models.{f.model_type}") is not None
+            found = importlib.util.find_spec(f"transformers.models.{f.package or f.model_type}") \
+                is not None
         except (ImportError, ValueError):
             found = False
         if found:
@@ -116,6 +140,7 @@ class RouterSite:
     module: Any            # the router nn.Module
     n_experts: int
     top_k: int
+    decision: Any = None   # "logits" layout: the module whose inputs carry the choice
 
 
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|block|h|blocks)\.(\d+)(?:\.|$)")
@@ -140,18 +165,51 @@ def find_routers(model: "nn.Module", family: Family, config: Any) -> list[Router
     sites: list[RouterSite] = []
     if not classes:
         return sites
-    for name, mod in model.named_modules():
+    modules = dict(model.named_modules())
+    for name, mod in modules.items():
         if not isinstance(mod, classes):
             continue
         if family.encoder_only and not (name.startswith("encoder.") or ".encoder." in name):
             continue
+        if family.routers_named and not re.search(family.routers_named, name):
+            continue
         m = _LAYER_RE.search(name)
         layer = int(m.group(1)) if m else len(sites)
-        n_experts = int(getattr(mod, "num_experts", 0) or _config_experts(config))
-        top_k = 1 if family.layout == "switch" else int(getattr(mod, "top_k", 0)
-                                                         or getattr(config, "num_experts_per_tok", 1))
-        sites.append(RouterSite(name, layer, mod, n_experts, top_k))
+        parent = modules.get(name.rpartition(".")[0])
+        decision = None
+        if family.decision:
+            decision = modules.get(f"{name.rpartition('.')[0]}.{family.decision}".lstrip("."))
+            if decision is None:
+                raise RuntimeError(f"{name}: no sibling '{family.decision}' module to read "
+                                   "the routing choice from")
+        sites.append(RouterSite(name, layer, mod, _site_experts(mod, config),
+                                _site_top_k(family, mod, parent, config), decision))
     return sites
+
+
+def _site_experts(router: Any, config: Any) -> int:
+    """Routed experts of one router: its own count, else the width of the linear layer
+    that makes its logits (DBRX's ``router.layer``), else the config's."""
+    n = getattr(router, "num_experts", 0)
+    if isinstance(n, int) and n > 0:
+        return n
+    from torch import nn
+    linears = [m for m in router.modules() if isinstance(m, nn.Linear)]
+    if len(linears) == 1:
+        return int(linears[0].out_features)
+    return _config_experts(config)
+
+
+def _site_top_k(family: Family, router: Any, parent: Any, config: Any) -> int:
+    """Experts per token of one router: its own ``top_k``, else its block's (DBRX keeps
+    it on the feed-forward block), else the config's."""
+    if family.layout == "switch":
+        return 1
+    for owner in (router, parent):
+        k = getattr(owner, "top_k", 0)
+        if isinstance(k, int) and k > 0:
+            return k
+    return int(getattr(config, "num_experts_per_tok", 1) or 1)
 
 
 def _config_experts(config: Any) -> int:
@@ -162,10 +220,15 @@ def _config_experts(config: Any) -> int:
     return 0
 
 
-def decode(family: Family, output: Any) -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]":
+def decode(family: Family, output: Any, top_k: int = 1) \
+        -> "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]":
     """``(logits [T, E] float32, topk_idx [T, k] int64, topk_weight [T, k] float32,
-    kept [T, k] bool or None)`` from a router's forward output: the model's own choice.
-    ``kept`` is False where the token was dropped (over an expert's capacity)."""
+    kept [T, k] bool or None)`` from a router's forward output (for the "logits" layout:
+    ``(logits, top_k_index, top_k_weights)``, the last two read from the inputs of the
+    block's experts): the model's own choice. ``kept`` is False where the token was
+    dropped (over an expert's capacity). ``top_k``: the router's k ("scores" layout)."""
+    import torch
+
     if family.layout == "switch":
         dispatch, top_prob, logits = output
         E = logits.shape[-1]
@@ -175,7 +238,29 @@ def decode(family: Family, output: Any) -> "tuple[torch.Tensor, torch.Tensor, to
         idx = logits.argmax(dim=-1, keepdim=True)
         kept = dispatch.reshape(-1, E).sum(dim=-1, keepdim=True) > 0
         return logits, idx, top_prob.reshape(-1, 1).float(), kept
-    logits, weights, idx = output[0], output[1], output[2]
+    if family.layout == "scores":
+        scores, logits = output[0], output[1]
+        E = logits.shape[-1]
+        logits, scores = logits.reshape(-1, E), scores.reshape(-1, E)
+        # the router's own call (torch.topk over the same logits, same k): the same
+        # experts, also where a chosen score underflowed to 0 in half precision
+        idx = torch.topk(logits, top_k, dim=1).indices
+        return logits.float(), idx.long(), scores.gather(1, idx).float(), None
+    if family.layout == "sorted":
+        order, _token, gates, counts, logits = output[:5]
+        T, E = logits.shape[0], logits.shape[-1]
+        # order[j]: the flat [T*k] position of the j-th choice after sorting by expert, so
+        # choice j went to expert e for the counts[e] positions of e's group
+        by_expert = torch.repeat_interleave(torch.arange(E, device=order.device),
+                                            torch.as_tensor(counts, device=order.device))
+        idx = torch.empty_like(order).scatter_(0, order, by_expert)
+        w = torch.empty(order.shape, dtype=torch.float32, device=order.device) \
+            .scatter_(0, order, gates.float())
+        return logits.reshape(-1, E).float(), idx.reshape(T, -1).long(), w.reshape(T, -1), None
+    if family.layout == "logits":
+        logits, idx, weights = output
+    else:
+        logits, weights, idx = output[0], output[1], output[2]
     E = logits.shape[-1]
     return logits.reshape(-1, E).float(), idx.reshape(-1, idx.shape[-1]).long(), \
         weights.reshape(-1, weights.shape[-1]).float(), None

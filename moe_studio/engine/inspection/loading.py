@@ -214,15 +214,18 @@ def plan_memory(folder: Path, cfg: dict, family: Family, *, dtype: str, device: 
     dt, note = resolve_dtype(dtype, dev.type)
     n = count_params(folder, family, trust_remote_code)
     weights = n * _DTYPE_BYTES[dt]
-    hidden = int(cfg.get("hidden_size") or cfg.get("d_model") or 0)
-    inter = int(cfg.get("intermediate_size") or cfg.get("d_ff") or 4 * hidden)
-    heads = int(cfg.get("num_attention_heads") or cfg.get("num_heads") or 1)
-    layers = int(cfg.get("num_hidden_layers") or cfg.get("num_layers") or 1)
     experts = max(expert_count(cfg), 1)
+    # an image-text model's language sizes sit under text_config, DBRX's FFN's under
+    # ffn_config
+    cfg = {**_section(cfg, "ffn_config"), **cfg, **_section(cfg, "text_config")}
+    hidden = int(_first(cfg, "hidden_size", "d_model"))
+    inter = int(_first(cfg, "intermediate_size", "d_ff", "ffn_hidden_size") or 4 * hidden)
+    heads = int(_first(cfg, "num_attention_heads", "num_heads", "n_heads") or 1)
+    layers = int(_first(cfg, "num_hidden_layers", "num_layers", "n_layers") or 1)
     vocab = int(cfg.get("vocab_size") or 0)
     el = _DTYPE_BYTES[dt]
     T = int(tokens_per_batch)
-    seq = min(T, int(cfg.get("max_position_embeddings") or T))
+    seq = min(T, int(_first(cfg, "max_position_embeddings", "max_seq_len") or T))
     # Live at once in one layer: the residual stream and its copies, the FFN's hidden
     # layer, attention scores of every head; plus the float32 router outputs kept for
     # every layer until the step's statistics are taken, and the last position's logits.
@@ -240,6 +243,20 @@ def plan_memory(folder: Path, cfg: dict, family: Family, *, dtype: str, device: 
     return MemoryPlan(params=n, dtype=dt, weights=weights, activations=int(acts), device=str(dev),
                       available=int(free), host_available=host_available(), staged_on_host=staged,
                       notes=notes)
+
+
+def _section(cfg: dict, key: str) -> dict:
+    v = cfg.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def _first(cfg: dict, *keys: str) -> int:
+    """The first of ``keys`` that ``cfg`` sets to a positive number; 0 for none."""
+    for k in keys:
+        v = cfg.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return int(v)
+    return 0
 
 
 def importlib_find(name: str) -> bool:

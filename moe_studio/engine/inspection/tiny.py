@@ -4,7 +4,8 @@ folder with a tokenizer trained on the spot: what the inspection tests and
 
 Each model has hidden size 32, 4 routed experts and 2 MoE layers unless the caller asks
 for more (DeepSeek, GLM-4-MoE, dots.llm1 and LFM2-MoE add a dense first layer, as the
-real models keep theirs dense).
+real models keep theirs dense; the image-text Llama 4 has 4 layers, every other one MoE,
+as Llama 4 Maverick, and a one-layer vision tower).
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ EXPERTS = 4
 _COMMON = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0,
                bos_token_id=1, eos_token_id=2)
+
+# Llama 4's text model: top-1 of 4 experts plus the shared expert, every layer MoE (Scout)
+_LLAMA4 = dict(intermediate_size=32, intermediate_size_mlp=64, head_dim=8,
+               num_local_experts=EXPERTS, num_experts_per_tok=1)
 
 # family -> (transformers config class name, its keyword arguments)
 FAMILIES: dict[str, tuple[str, dict]] = {
@@ -82,6 +87,26 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                        moe_intermediate_size=32, num_experts=EXPERTS,
                                        num_experts_per_tok=2, num_dense_layers=1,
                                        layer_types=["conv", "full_attention", "conv"])),
+    # (clip_qkv: this transformers' DBRX attention cannot run without it; DBRX sets 8)
+    "dbrx": ("DbrxConfig", dict(vocab_size=VOCAB, d_model=HIDDEN, n_heads=4, n_layers=2,
+                                max_seq_len=256, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
+                                ffn_config=dict(ffn_hidden_size=32, moe_num_experts=EXPERTS,
+                                                moe_top_k=2))),
+    "llama4_text": ("Llama4TextConfig", dict(_COMMON, **_LLAMA4)),
+    "llama4": ("Llama4Config", dict(
+        text_config=dict(_COMMON, **_LLAMA4, num_hidden_layers=4, interleave_moe_layer_step=2),
+        vision_config=dict(hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=4,
+                           intermediate_size=32, image_size=28, patch_size=14,
+                           vision_output_dim=HIDDEN, projector_input_dim=HIDDEN,
+                           projector_output_dim=HIDDEN),
+        boi_token_index=VOCAB - 3, eoi_token_index=VOCAB - 2, image_token_index=VOCAB - 1)),
+    "granitemoeshared": ("GraniteMoeSharedConfig", dict(_COMMON, intermediate_size=32,
+                                                        shared_intermediate_size=32,
+                                                        num_local_experts=EXPERTS,
+                                                        num_experts_per_tok=2)),
+    "jetmoe": ("JetMoeConfig", dict(_COMMON, intermediate_size=32, kv_channels=8,
+                                    num_local_experts=EXPERTS, num_experts_per_tok=2)),
     "switch_transformers": ("SwitchTransformersConfig", dict(
         vocab_size=VOCAB, d_model=HIDDEN, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
         num_heads=4, num_experts=EXPERTS, expert_capacity=64, encoder_sparse_step=1,
@@ -108,8 +133,9 @@ def train_tokenizer(texts: list[str]):
 
 def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
     """Save a random-weight model of ``family`` (and ``tokenizer``) to ``folder`` as
-    safetensors; returns the model in eval mode. ``overrides``: config values to change
-    (a larger model for the benchmark)."""
+    safetensors; returns the model in eval mode (of an image-text family, its text model
+    read back from the folder, the model an inspection routes through). ``overrides``:
+    config values to change (a larger model for the benchmark)."""
     import torch
     import transformers
 
@@ -120,10 +146,14 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
     torch.manual_seed(seed)
     if family == "switch_transformers":
         model = transformers.SwitchTransformersForConditionalGeneration(config)
+    elif family == "llama4":
+        model = transformers.Llama4ForConditionalGeneration(config)
     else:
         model = transformers.AutoModelForCausalLM.from_config(config)
     model.eval()
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    if family == "llama4":
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
     return model
