@@ -23,9 +23,9 @@ module names. A forward hook on each router reads the model's own decision:
 
 ``probs`` of every family are a distribution over the experts: the softmax of the
 logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, dots.llm1, LFM2-MoE,
-Llama 4: the router's own code applies ``sigmoid`` to its logits) the sigmoid affinities divided by
-their sum, so entropy, top-1 probability and the views' uniform line 1/E mean the same
-for every family. The weights the model really used stay in ``topk_weight``.
+Llama 4: the router's own code applies ``sigmoid`` to its logits) the sigmoid affinities
+divided by their sum, so entropy, top-1 probability and the views' uniform line 1/E mean
+the same for every family. The weights the model really used stay in ``topk_weight``.
 
 No torch import at module level: the GUI reads the family names.
 """
@@ -57,6 +57,12 @@ class Family:
     # attention heads: only its feed-forward experts are read)
     routers_named: str = ""
     package: str = ""      # transformers.models.<package> holds its code (default: model_type)
+    # the transformers Auto class that loads it with its language-model head
+    # (default: AutoModelForCausalLM, AutoModelForSeq2SeqLM for encoder_only)
+    auto_class: str = ""
+    # module-name regex of parts that text never runs (an image-text model's vision
+    # tower): loaded, but not watched by the precision headroom
+    text_never_runs: str = ""
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
@@ -84,6 +90,12 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("llama4_text", "Llama 4 text", "sigmoid", "scores", package="llama4"),
     Family("granitemoeshared", "Granite-MoE-Shared", "softmax", "triple"),
     Family("jetmoe", "JetMoE", "softmax", "sorted", routers_named=r"\.mlp\.router$"),
+    Family("hunyuan_v1_moe", "HunYuan-MoE", "softmax", "triple"),
+    # (the image-text checkpoint: AutoModelForCausalLM reads only its text model)
+    Family("qwen3_5_moe", "Qwen3.5-MoE", "softmax", "triple"),
+    Family("qwen3_5_moe_text", "Qwen3.5-MoE text", "softmax", "triple", package="qwen3_5_moe"),
+    Family("qwen3_vl_moe", "Qwen3-VL-MoE", "softmax", "triple",
+           auto_class="AutoModelForImageTextToText", text_never_runs=r"^model\.visual\."),
 )}
 
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
@@ -94,7 +106,8 @@ EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_
 def expert_count(cfg: dict) -> int:
     """The largest routed-expert count a config.json names, nested sections included
     (DBRX keeps it under ``ffn_config``, Llama 4 and the vision-language MoE models
-    under ``text_config``); 0 for none."""
+    under ``text_config``, Qwen3-Omni-MoE under ``thinker_config.text_config``); 0 for
+    none."""
     best = 0
     for key, v in cfg.items():
         if isinstance(v, dict):

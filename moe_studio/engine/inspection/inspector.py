@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -67,7 +68,9 @@ class Inspector:
         refuse_if_too_big(plan, folder)
         self.model, self.tokenizer = load_model(folder, fam, dtype=plan.dtype, device=str(dev),
                                                 trust_remote_code=o.trust_remote_code)
-        self.sites = find_routers(self.model, fam, self.model.config)
+        # (an image-text model's language sizes are on its text config)
+        text_cfg = self.model.config.get_text_config()
+        self.sites = find_routers(self.model, fam, text_cfg)
         if not self.sites:
             raise InspectError(f"{folder.name} has no MoE layers: its config builds only dense "
                                "feed-forward layers, so nothing is routed")
@@ -78,7 +81,7 @@ class Inspector:
                                f"or top-k {sorted(ks)} are not supported")
         self.n_experts, self.top_k = Es.pop(), ks.pop()
         self.blocks = [s.layer for s in self.sites]
-        max_pos = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        max_pos = int(getattr(text_cfg, "max_position_embeddings", 0) or 0)
         seq_len = min(o.seq_len, max_pos) if max_pos > 1 else o.seq_len
         self.batches, self.tokens_per_domain_planned = plan_batches(
             self.tokenizer, domains, o.tokens, seq_len, o.batch_size)
@@ -99,11 +102,11 @@ class Inspector:
             "name": o.name or f"inspect-{folder.name}",
             "inspect": {k: v for k, v in o.to_dict().items() if k != "name"},
             "model": {"family": fam.model_type, "path": str(folder),
-                      "n_layers": int(getattr(self.model.config, "num_hidden_layers", 0)
-                                      or getattr(self.model.config, "num_layers", 0)),
-                      "hidden_size": int(getattr(self.model.config, "hidden_size", 0)
-                                         or getattr(self.model.config, "d_model", 0)),
-                      "vocab_size": int(getattr(self.model.config, "vocab_size", 0)),
+                      "n_layers": int(getattr(text_cfg, "num_hidden_layers", 0)
+                                      or getattr(text_cfg, "num_layers", 0)),
+                      "hidden_size": int(getattr(text_cfg, "hidden_size", 0)
+                                         or getattr(text_cfg, "d_model", 0)),
+                      "vocab_size": int(getattr(text_cfg, "vocab_size", 0)),
                       # the layer set as a training config writes it (the runs list reads it)
                       "moe_layers": ",".join(str(b) for b in self.blocks)},
             "precision": {"mode": plan.dtype},
@@ -137,6 +140,8 @@ class Inspector:
             targets = precision_targets(self.model, self.sites)
             if fam.encoder_only:   # only the encoder runs
                 targets = [t for t in targets if t.name.startswith(("encoder.", "shared"))]
+            if fam.text_never_runs:
+                targets = [t for t in targets if not re.search(fam.text_never_runs, t.name)]
             self.monitor = HeadroomMonitor(self.model, every=o.precision_every,
                                            kinds=("act", "weight"), targets=targets,
                                            static_weights=True)

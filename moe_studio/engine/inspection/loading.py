@@ -184,6 +184,8 @@ def resolve_dtype(dtype: str, device_type: str) -> tuple[str, str]:
 
 
 def model_class(transformers, family: Family):
+    if family.auto_class:
+        return getattr(transformers, family.auto_class)
     return transformers.AutoModelForSeq2SeqLM if family.encoder_only \
         else transformers.AutoModelForCausalLM
 

@@ -110,10 +110,11 @@ def probe_snapshot(run_dir: str | Path, text: str) -> tuple[dict[str, np.ndarray
                                       trust_remote_code=src["trust_remote_code"])
     except (InspectError, RuntimeError) as e:
         raise ValueError(str(e)) from None
-    sites = find_routers(model, fam, model.config)
+    text_cfg = model.config.get_text_config()
+    sites = find_routers(model, fam, text_cfg)
     if not sites:
         raise ValueError(f"{folder.name} has no MoE layers to route through")
-    text = _fit_positions(tokenizer, text, int(getattr(model.config, "max_position_embeddings", 0) or 0))
+    text = _fit_positions(tokenizer, text, int(getattr(text_cfg, "max_position_embeddings", 0) or 0))
     capture = RouterCapture(sites, fam)
     try:
         names = src["domain_names"]

@@ -5,7 +5,8 @@ folder with a tokenizer trained on the spot: what the inspection tests and
 Each model has hidden size 32, 4 routed experts and 2 MoE layers unless the caller asks
 for more (DeepSeek, GLM-4-MoE, dots.llm1 and LFM2-MoE add a dense first layer, as the
 real models keep theirs dense; the image-text Llama 4 has 4 layers, every other one MoE,
-as Llama 4 Maverick, and a one-layer vision tower).
+as Llama 4 Maverick). The image-text families (Llama 4, Qwen3.5-MoE, Qwen3-VL-MoE) are
+saved whole, with a one-layer vision tower, as their released checkpoints are.
 """
 from __future__ import annotations
 
@@ -22,6 +23,20 @@ _COMMON = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_at
 # Llama 4's text model: top-1 of 4 experts plus the shared expert, every layer MoE (Scout)
 _LLAMA4 = dict(intermediate_size=32, intermediate_size_mlp=64, head_dim=8,
                num_local_experts=EXPERTS, num_experts_per_tok=1)
+
+# Qwen3.5-MoE's text model: gated-delta-net and full attention layers, a shared expert
+_QWEN35 = dict(_COMMON, head_dim=8, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+               num_experts=EXPERTS, num_experts_per_tok=2, linear_key_head_dim=8,
+               linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+               layer_types=["linear_attention", "full_attention"])
+_QWEN_VISION = dict(depth=1, hidden_size=HIDDEN, intermediate_size=32, num_heads=4,
+                    out_hidden_size=HIDDEN, patch_size=14, temporal_patch_size=2,
+                    spatial_merge_size=2)
+
+# image-text family -> the class its released checkpoints are saved from
+IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
+              "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
+              "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
 
 # family -> (transformers config class name, its keyword arguments)
 FAMILIES: dict[str, tuple[str, dict]] = {
@@ -107,6 +122,16 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                                         num_experts_per_tok=2)),
     "jetmoe": ("JetMoeConfig", dict(_COMMON, intermediate_size=32, kv_channels=8,
                                     num_local_experts=EXPERTS, num_experts_per_tok=2)),
+    "hunyuan_v1_moe": ("HunYuanMoEV1Config", dict(_COMMON, intermediate_size=32, head_dim=8,
+                                                  num_experts=EXPERTS, moe_topk=2)),
+    "qwen3_5_moe": ("Qwen3_5MoeConfig", dict(text_config=_QWEN35, vision_config=_QWEN_VISION)),
+    "qwen3_5_moe_text": ("Qwen3_5MoeTextConfig", _QWEN35),
+    "qwen3_vl_moe": ("Qwen3VLMoeConfig", dict(
+        text_config=dict(_COMMON, head_dim=8, intermediate_size=64, moe_intermediate_size=32,
+                         num_experts=EXPERTS, num_experts_per_tok=2, decoder_sparse_step=1,
+                         rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                              mrope_section=[2, 1, 1])),
+        vision_config=dict(_QWEN_VISION, deepstack_visual_indexes=[0]))),
     "switch_transformers": ("SwitchTransformersConfig", dict(
         vocab_size=VOCAB, d_model=HIDDEN, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
         num_heads=4, num_experts=EXPERTS, expert_capacity=64, encoder_sparse_step=1,
@@ -146,14 +171,17 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
     torch.manual_seed(seed)
     if family == "switch_transformers":
         model = transformers.SwitchTransformersForConditionalGeneration(config)
-    elif family == "llama4":
-        model = transformers.Llama4ForConditionalGeneration(config)
+    elif family in IMAGE_TEXT:
+        model = getattr(transformers, IMAGE_TEXT[family])(config)
     else:
         model = transformers.AutoModelForCausalLM.from_config(config)
     model.eval()
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    if family == "llama4":
-        model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    if family in IMAGE_TEXT:
+        from .families import FAMILIES as READ
+        from .loading import model_class
+        transformers.utils.logging.set_verbosity_error()   # (the vision weights it skips)
+        model = model_class(transformers, READ[family]).from_pretrained(folder).eval()
     return model
