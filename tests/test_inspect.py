@@ -28,7 +28,8 @@ CODE = "def add(a, b):\n    return a + b\n\nfor i in range(10):\n    print(add(i
 FAMILY_NAMES = [f for f in hf_tiny.FAMILIES if f in {x.model_type for x in installed_families()}]
 # Routers that score experts by the sigmoid of their logits (read in each family's
 # transformers modeling code); the rest use a softmax
-SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "dots1", "lfm2_moe", "llama4", "llama4_text"}
+SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots1", "lfm2_moe",
+                  "llama4", "llama4_text"}
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
 OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate")
@@ -243,7 +244,7 @@ def test_inspection_matches_the_models_own_gates(world, fam):
             assert r.meta["precision_kinds"] == ["act", "weight"]
             linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
                        and (fam != "switch_transformers" or n.startswith("encoder."))
-                       and not n.startswith("model.visual.")]   # Qwen3-VL's, idle for text
+                       and not n.startswith("model.visual.")]   # Qwen3-VL's, GLM-4.5V's: idle for text
             assert set(linears) <= set(mods)
             st, amax = r.tensor_series("precision/absmax")
             assert list(st) == [s for s in range(1, ins.total_steps + 1) if s == 1 or s % 2 == 0]

@@ -22,8 +22,8 @@ module names. A forward hook on each router reads the model's own decision:
   the flattened [T, k] choices by expert; it is put back in token order.
 
 ``probs`` of every family are a distribution over the experts: the softmax of the
-logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, dots.llm1, LFM2-MoE,
-Llama 4: the router's own code applies ``sigmoid`` to its logits) the sigmoid affinities
+logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE and its Lite and 4.5V
+kin, dots.llm1, LFM2-MoE, Llama 4: the router's own code applies ``sigmoid`` to its logits) the sigmoid affinities
 divided by their sum, so entropy, top-1 probability and the views' uniform line 1/E mean
 the same for every family. The weights the model really used stay in ``topk_weight``.
 
@@ -76,6 +76,9 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("gpt_oss", "gpt-oss", "softmax", "triple"),
     Family("qwen3_next", "Qwen3-Next", "softmax", "triple"),
     Family("glm4_moe", "GLM-4-MoE", "sigmoid", "triple"),
+    Family("glm4_moe_lite", "GLM-4-MoE-Lite", "sigmoid", "triple"),
+    Family("glm4v_moe", "GLM-4.5V", "sigmoid", "triple",
+           auto_class="AutoModelForImageTextToText", text_never_runs=r"^model\.visual\."),
     Family("granitemoe", "Granite-MoE", "softmax", "triple"),
     Family("phimoe", "Phi-MoE", "softmax", "triple"),
     Family("ernie4_5_moe", "ERNIE-4.5-MoE", "softmax", "triple"),
@@ -89,6 +92,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("llama4", "Llama 4", "sigmoid", "scores"),
     Family("llama4_text", "Llama 4 text", "sigmoid", "scores", package="llama4"),
     Family("granitemoeshared", "Granite-MoE-Shared", "softmax", "triple"),
+    Family("granitemoehybrid", "Granite-MoE-Hybrid", "softmax", "triple"),   # Granite 4.0
     Family("jetmoe", "JetMoE", "softmax", "sorted", routers_named=r"\.mlp\.router$"),
     Family("hunyuan_v1_moe", "HunYuan-MoE", "softmax", "triple"),
     # (the image-text checkpoint: AutoModelForCausalLM reads only its text model)

@@ -4,9 +4,9 @@ folder with a tokenizer trained on the spot: what the inspection tests and
 
 Each model has hidden size 32, 4 routed experts and 2 MoE layers unless the caller asks
 for more (DeepSeek, GLM-4-MoE, dots.llm1 and LFM2-MoE add a dense first layer, as the
-real models keep theirs dense; the image-text Llama 4 has 4 layers, every other one MoE,
-as Llama 4 Maverick). The image-text families (Llama 4, Qwen3.5-MoE, Qwen3-VL-MoE) are
-saved whole, with a one-layer vision tower, as their released checkpoints are.
+real models keep theirs dense, as do GLM-4-MoE-Lite and GLM-4.5V; the image-text Llama 4
+has 4 layers, every other one MoE, as Llama 4 Maverick). The image-text families (Llama 4,
+Qwen3.5-MoE, Qwen3-VL-MoE, GLM-4.5V) are saved whole, with a one-layer vision tower, as their released checkpoints are.
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ _QWEN_VISION = dict(depth=1, hidden_size=HIDDEN, intermediate_size=32, num_heads
 # image-text family -> the class its released checkpoints are saved from
 IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
-              "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
+              "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+              "glm4v_moe": "Glm4vMoeForConditionalGeneration"}
 
 # family -> (transformers config class name, its keyword arguments)
 FAMILIES: dict[str, tuple[str, dict]] = {
@@ -122,6 +123,27 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                                         num_experts_per_tok=2)),
     "jetmoe": ("JetMoeConfig", dict(_COMMON, intermediate_size=32, kv_channels=8,
                                     num_local_experts=EXPERTS, num_experts_per_tok=2)),
+    "granitemoehybrid": ("GraniteMoeHybridConfig", dict(
+        _COMMON, intermediate_size=32, shared_intermediate_size=32, num_local_experts=EXPERTS,
+        num_experts_per_tok=2, layer_types=["mamba", "attention"], mamba_n_heads=4,
+        mamba_d_state=8, mamba_d_head=16, mamba_chunk_size=16, mamba_d_conv=2)),
+    "glm4_moe_lite": ("Glm4MoeLiteConfig", dict(_COMMON, num_hidden_layers=3, num_key_value_heads=4,
+                                                intermediate_size=64, moe_intermediate_size=32,
+                                                n_routed_experts=EXPERTS, n_shared_experts=1,
+                                                num_experts_per_tok=2, kv_lora_rank=16,
+                                                q_lora_rank=None, qk_rope_head_dim=8,
+                                                qk_nope_head_dim=8, v_head_dim=8,
+                                                mlp_layer_types=["dense", "sparse", "sparse"])),
+    "glm4v_moe": ("Glm4vMoeConfig", dict(
+        text_config=dict(_COMMON, num_hidden_layers=3, head_dim=16, intermediate_size=64,
+                         moe_intermediate_size=32, n_routed_experts=EXPERTS, n_shared_experts=1,
+                         num_experts_per_tok=2, first_k_dense_replace=1,
+                         rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                              mrope_section=[2, 1, 1], partial_rotary_factor=0.5)),
+        vision_config=dict(depth=1, hidden_size=HIDDEN, intermediate_size=32, num_heads=4,
+                           out_hidden_size=HIDDEN, image_size=28),
+        image_token_id=VOCAB - 1, video_token_id=VOCAB - 2, image_start_token_id=VOCAB - 3,
+        image_end_token_id=VOCAB - 4, video_start_token_id=VOCAB - 5, video_end_token_id=VOCAB - 6)),
     "hunyuan_v1_moe": ("HunYuanMoEV1Config", dict(_COMMON, intermediate_size=32, head_dim=8,
                                                   num_experts=EXPERTS, moe_topk=2)),
     "qwen3_5_moe": ("Qwen3_5MoeConfig", dict(text_config=_QWEN35, vision_config=_QWEN_VISION)),
