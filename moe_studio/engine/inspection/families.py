@@ -22,10 +22,10 @@ module names. A forward hook on each router reads the model's own decision:
   the flattened [T, k] choices by expert; it is put back in token order.
 
 ``probs`` of every family are a distribution over the experts: the softmax of the
-logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE and its Lite and 4.5V
-kin, dots.llm1, LFM2-MoE, Llama 4: the router's own code applies ``sigmoid`` to its logits) the sigmoid affinities
-divided by their sum, so entropy, top-1 probability and the views' uniform line 1/E mean
-the same for every family. The weights the model really used stay in ``topk_weight``.
+logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, GLM-4-MoE-Lite, GLM-4.5V,
+dots.llm1, LFM2-MoE, Llama 4: the router's own code applies ``sigmoid`` to its logits)
+the sigmoid affinities divided by their sum, so entropy, top-1 probability and the
+views' uniform line 1/E mean the same for every family. The weights the model really used stay in ``topk_weight``.
 
 No torch import at module level: the GUI reads the family names.
 """
