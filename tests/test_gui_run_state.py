@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt, QTimer  # noqa: E402
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication, QLineEdit, QMessageBox  # noqa: E402
 
 from moe_studio.config import ExperimentConfig, default, dumps, to_dict  # noqa: E402
@@ -360,6 +360,95 @@ def test_runs_panel_shows_six_runs_at_the_default_size(qtbot, tmp_path):
         assert w.tabs.height() >= 0.55 * w.height()
     finally:
         w.runs_panel.shutdown()
+
+
+def _window_with(qtbot, settings, runs):
+    from moe_studio.gui.main_window import MainWindow
+    w = MainWindow(settings=settings, runs_dir=runs)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+def _close_saving(w) -> None:
+    w.runs_panel.shutdown()
+    w._save_settings()
+    w.hide()
+
+
+def _runs_visible(w) -> int:
+    view = w.runs_panel.view()
+    return view.viewport().height() // view.sizeHintForRow(0)
+
+
+def test_a_window_saved_on_another_screen_opens_fitted_with_its_runs_in_view(qtbot, tmp_path):
+    """Seen under Xvfb: a window saved at 1400 x 900 on a 1920 x 1080 screen came back on a
+    1280 x 800 one at 1215 x 627, its runs panel crushed to one row. A geometry from a
+    screen of another size is not restored; the window fits this screen as at a first
+    start (the offscreen screen is 800 x 800) and the runs panel shows its runs."""
+    runs = tmp_path / "runs"
+    for i in range(8):
+        _finished_run(runs, f"run-{i}")
+    ini = str(tmp_path / "saved.ini")
+    fresh = _window_with(qtbot, QSettings(str(tmp_path / "fresh.ini"), QSettings.Format.IniFormat), runs)
+    first = (fresh.width(), fresh.height())
+    fresh.runs_panel.shutdown()
+    fresh.hide()
+    w = _window_with(qtbot, QSettings(ini, QSettings.Format.IniFormat), runs)
+    w.resize(w.width(), w.height() - 60)     # same screen: restored as left
+    left = (w.width(), w.height())
+    assert left != first
+    _close_saving(w)
+    w2 = _window_with(qtbot, QSettings(ini, QSettings.Format.IniFormat), runs)
+    assert (w2.width(), w2.height()) == left
+    w2.resizeDocks([w2.runs_dock], [1], Qt.Orientation.Vertical)   # crushed, then saved
+    qtbot.waitUntil(lambda: _runs_visible(w2) < 3)
+    _close_saving(w2)
+    other = QSettings(ini, QSettings.Format.IniFormat)
+    other.setValue("window/screen", "1920x1080")   # as if saved on a larger screen
+    other.sync()
+    w3 = _window_with(qtbot, QSettings(ini, QSettings.Format.IniFormat), runs)
+    assert (w3.width(), w3.height()) == first      # as at a first start on this screen
+    assert _runs_visible(w3) >= 5, _runs_visible(w3)
+    w3.runs_panel.shutdown()
+    w3.hide()
+    # settings of an older version (no screen key): the screen width Qt keeps in the
+    # geometry tells the same
+    w4 = _window_with(qtbot, QSettings(ini, QSettings.Format.IniFormat), runs)
+    w4.resize(w4.width(), w4.height() - 60)
+    _close_saving(w4)
+    old = QSettings(ini, QSettings.Format.IniFormat)
+    old.remove("window/screen")
+    geo = bytearray(bytes(old.value("window/geometry")))
+    geo[46:50] = (1920).to_bytes(4, "big")
+    old.setValue("window/geometry", QByteArray(bytes(geo)))
+    old.sync()
+    w5 = _window_with(qtbot, QSettings(ini, QSettings.Format.IniFormat), runs)
+    assert (w5.width(), w5.height()) == first
+    w5.runs_panel.shutdown()
+
+
+def test_a_restored_layout_never_leaves_the_runs_panel_crushed(qtbot, tmp_path):
+    """A dock layout saved with the runs panel squeezed to a sliver (a taller window, a
+    drag) opens with room for its runs again; a roomy one is kept."""
+    runs = tmp_path / "runs"
+    for i in range(8):
+        _finished_run(runs, f"run-{i}")
+    ini = str(tmp_path / "saved.ini")
+    w = _window_with(qtbot, QSettings(ini, QSettings.Format.IniFormat), runs)
+    w.resizeDocks([w.runs_dock], [1], Qt.Orientation.Vertical)
+    qtbot.waitUntil(lambda: _runs_visible(w) < 3)
+    _close_saving(w)
+    w2 = _window_with(qtbot, QSettings(ini, QSettings.Format.IniFormat), runs)
+    qtbot.waitUntil(lambda: _runs_visible(w2) >= 3)
+    w2.resizeDocks([w2.runs_dock], [w2._runs_dock_height(4)], Qt.Orientation.Vertical)
+    qtbot.waitUntil(lambda: _runs_visible(w2) >= 6)
+    _close_saving(w2)
+    w3 = _window_with(qtbot, QSettings(ini, QSettings.Format.IniFormat), runs)
+    # a roomy layout is not reset to the default six runs (Qt restores it within a row)
+    assert 4 <= _runs_visible(w3) <= 7, _runs_visible(w3)
+    w3.runs_panel.shutdown()
 
 
 # ---------------------------------------------------------------- fits at 1280x800, 1920x1080

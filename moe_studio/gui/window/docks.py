@@ -8,6 +8,7 @@ A mixin of ``MainWindow``.
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -78,29 +79,43 @@ class WindowDocksMixin:
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.runs_dock)
 
     # ================================================================ settings
+    def _screen_room(self):
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        room = screen.availableGeometry() if screen is not None else None
+        return room if room is not None and room.width() > 0 and room.height() > 0 else None
+
     def _restore_settings(self, config: ExperimentConfig | None) -> None:
         s = self.settings
         geo = s.value("window/geometry")
-        if isinstance(geo, QByteArray) and not geo.isEmpty():
-            self.restoreGeometry(geo)
-        else:
+        room = self._screen_room()
+        here = f"{room.width()}x{room.height()}" if room is not None else ""
+        # A geometry saved on a screen of another size (a laptop after an external
+        # monitor) is not restored: Qt squeezes it into the smaller screen at an odd size
+        # (1400 x 900 came back as 1215 x 627 on 1280 x 800) with the docks crushed.
+        saved_on = str(s.value("window/screen", "") or "")
+        if saved_on:
+            same_screen = saved_on == here
+        else:       # settings of an older version: the width Qt keeps in the geometry
+            width = _saved_screen_width(geo)
+            screen = self.screen() or QGuiApplication.primaryScreen()
+            same_screen = width is None or screen is None or width == screen.geometry().width()
+        restored = (isinstance(geo, QByteArray) and not geo.isEmpty() and same_screen
+                    and self.restoreGeometry(geo))
+        if not restored:
             # 1400 x 900, or the screen's free area where that is smaller (a 1280 x 800
             # laptop): a first window never starts partly off the screen.
-            screen = self.screen() or QGuiApplication.primaryScreen()
-            room = screen.availableGeometry() if screen is not None else None
             w, h = 1400, 900
-            if room is not None and room.width() > 0 and room.height() > 0:
+            if room is not None:
                 w, h = min(w, room.width()), min(h, room.height())
             self.resize(w, h)
             self.resizeDocks([self.setup_dock], [360], Qt.Orientation.Horizontal)
-            # Six runs under the two section rows, not the four that 210 px showed.
-            title = max(0, self.runs_dock.minimumSizeHint().height()
-                        - self.runs_panel.minimumSizeHint().height())
-            self.resizeDocks([self.runs_dock], [self.runs_panel.preferred_height(6) + title],
-                             Qt.Orientation.Vertical)
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
+        if not restored:
+            self._give_runs_dock_room()
+        # A restored layout is laid out when the window is first shown: checked then.
+        self._check_runs_dock = restored
         dark = _as_bool(s.value("view/dark", theme.is_dark()))
         self.dark_action.setChecked(dark)
         if dark != theme.is_dark():
@@ -119,8 +134,33 @@ class WindowDocksMixin:
                 self.setup_panel.set_preset(preset)
         self._update_title()
 
+    def _runs_dock_height(self, rows: int) -> int:
+        title = max(0, self.runs_dock.minimumSizeHint().height()
+                    - self.runs_panel.minimumSizeHint().height())
+        return self.runs_panel.preferred_height(rows) + title
+
+    def _give_runs_dock_room(self) -> None:
+        # Six runs under the two section rows, not the four that 210 px showed.
+        self.resizeDocks([self.runs_dock], [self._runs_dock_height(6)], Qt.Orientation.Vertical)
+
+    def showEvent(self, event) -> None:  # noqa: N802
+        super().showEvent(event)
+        if getattr(self, "_check_runs_dock", False):
+            self._check_runs_dock = False
+            if self._runs_dock_crushed():
+                self._give_runs_dock_room()
+
+    def _runs_dock_crushed(self) -> bool:
+        """Whether a restored layout left the docked runs panel too short to show three
+        runs (a layout saved in a taller window)."""
+        d = self.runs_dock
+        return (not d.isHidden() and not d.isFloating()
+                and d.height() < self._runs_dock_height(3))
+
     def _save_settings(self) -> None:
         s = self.settings
+        room = self._screen_room()
+        s.setValue("window/screen", f"{room.width()}x{room.height()}" if room is not None else "")
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.setValue("view/dark", self.dark_action.isChecked())
@@ -132,3 +172,17 @@ def _as_bool(v: Any) -> bool:
     if isinstance(v, str):
         return v.lower() in ("1", "true", "yes", "on")
     return bool(v)
+
+
+def _saved_screen_width(geo) -> int | None:
+    """The width of the screen a ``saveGeometry()`` blob was saved on (Qt's format 2 and
+    later: magic, version, frame and normal rectangles, screen number, maximised and
+    full-screen flags, then that width), or None where it cannot be read."""
+    try:
+        raw = bytes(geo)
+        magic, major = struct.unpack(">IH", raw[:6])
+        if magic != 0x1D9D0CB or major < 2 or len(raw) < 50:
+            return None
+        return struct.unpack(">i", raw[46:50])[0]
+    except (TypeError, struct.error):
+        return None
