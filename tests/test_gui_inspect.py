@@ -380,6 +380,9 @@ def test_experts_view_shows_each_domains_load_over_the_whole_corpus(make_dashboa
         want = ref[:, j] / ref[:, j].sum(axis=-1, keepdims=True)
         np.testing.assert_allclose(view.heatmap.matrix(), want, rtol=1e-6)
         assert view.heatmap.y_labels() == names
+        E = want.shape[1]     # as Routing's map: experts e0.., the scale centred on 1/E
+        assert view.heatmap.x_labels() == [f"e{e}" for e in range(E)]
+        assert view.heatmap.levels() == pytest.approx((0.0, 2.0 / E))
         tv = 0.5 * np.abs(want[0] - want[1]).sum()
         assert tv == pytest.approx(float(group_total_variation(want)))
         assert view.heatmap.title().endswith(f"whole corpus · L{blocks[j]}")

@@ -306,3 +306,14 @@ def test_a_heatmap_shrunk_under_a_long_title_keeps_its_colour_bar_inside(qtbot):
     assert right <= pw.width() + 1, (right, pw.width())
     bar = pw.mapFromScene(h.color_bar.sceneBoundingRect()).boundingRect()
     assert bar.right() <= pw.width() + 1, (bar, pw.width())
+
+
+def test_new_fixed_levels_colour_the_first_matrix_already(qtbot):
+    """The first matrix given new fixed levels (Routing's and the domain-load maps set
+    their scale, 0..2/E, with each matrix) was drawn with the old ones: the image kept
+    the levels of the colour bar it is linked to until the second matrix."""
+    h = HeatmapPlot("shares", "expert", "domain", fixed_levels=(0.0, 1.0), annotate=True)
+    qtbot.addWidget(h)
+    h.set_matrix(np.full((2, 4), 0.25), fixed_levels=(0.0, 0.5))
+    assert h.levels() == pytest.approx((0.0, 0.5))
+    assert tuple(h.color_bar.levels()) == pytest.approx((0.0, 0.5))

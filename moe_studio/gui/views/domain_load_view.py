@@ -7,14 +7,19 @@ totals (training runs)."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtWidgets import QLabel, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
 from ...metrics.routing import group_total_variation, load_share
+from ..theme import is_dark_palette, plot_colors
 from ..widgets.heatmap import HeatmapPlot
 from .layer_map_view import LayerMapView
 
 TENSOR = "inspect/load_per_domain"
 TOKENS = "inspect/tokens_per_domain"
+
+
+def _diverging(palette=None) -> str:
+    return plot_colors(is_dark_palette(palette or QApplication.palette()))["colormap_diverging"]
 
 
 class DomainLoadView(LayerMapView):
@@ -30,8 +35,10 @@ class DomainLoadView(LayerMapView):
         self.spread_label.setToolTip("Mean total-variation distance between the domains' rows: "
                                      "0 = every domain uses the same mix of experts, "
                                      "1 = no expert shared")
-        heatmap = HeatmapPlot("Load per domain, whole corpus", "expert", "domain",
-                              colormap="viridis", fixed_levels=(0.0, 1.0), annotate=True,
+        # As Routing's domain x expert map: a diverging scale centred on the uniform
+        # share 1/E (on 0..1 every share of a balanced layer was the same dark colour).
+        heatmap = HeatmapPlot("Load per domain, whole corpus", "", "domain",
+                              colormap=_diverging(), fixed_levels=(0.0, 1.0), annotate=True,
                               value_label="share of choices", value_format=lambda v: f"{v:.0%}")
         super().__init__("Load per domain, layer", "load per domain", heatmap,
                          extra=(self.spread_label,), parent=parent)
@@ -88,8 +95,16 @@ class DomainLoadView(LayerMapView):
         tv = self.spread()
         self.heatmap.set_title(f"Load per domain, whole corpus · {self.layer_name()}")
         self.spread_label.setText(f"domains differ by {tv:.2f}" if np.isfinite(tv) else "")
-        self.heatmap.set_matrix(m, x_labels=[str(e) for e in range(m.shape[1])],
-                                y_labels=[self._names[d] for d in self.rows()])
+        E = m.shape[1]
+        u = 1.0 / E if E else 0.0
+        self.heatmap.set_colormap(_diverging(self.palette()))
+        self.heatmap.set_matrix(m, x_labels=[f"e{e}" for e in range(E)],
+                                y_labels=[self._names[d] for d in self.rows()],
+                                fixed_levels=(0.0, 2.0 * u) if E else None)
+        if E:
+            self.heatmap.set_bar_ticks([(0.0, "0%"), (u, f"{100 * u:.3g}%"),
+                                        (2 * u, f"{200 * u:.3g}%")])
+
 
     def _hover(self, row: int, col: int, value: float) -> list[str]:
         rows = self.rows()
@@ -98,5 +113,5 @@ class DomainLoadView(LayerMapView):
         d = rows[row]
         n = int(self._load[d, self.layer_index(), col])
         return [f"{self._names[d]}: {int(self._tokens[d]):,} tokens",
-                f"{n:,} choices went to expert {col}"
+                f"{n:,} choices went to expert e{col}"
                 + (f" ({value:.0%})" if np.isfinite(value) else "")]

@@ -241,6 +241,10 @@ class HeatmapPlot(FigureWidget):
         if self.color_bar.levels() != levels:
             self.color_bar.setLevels(levels, update_items=False)
             self._apply_bar_ticks()
+        # The image's first picture keeps the levels the bar it is linked to had then
+        # (new fixed levels showed only from the second matrix on): set them again.
+        if tuple(float(v) for v in self.image.getLevels()) != tuple(levels):
+            self.image.setLevels(levels)
         if reshape:
             # Only the axis whose size changed resets: switching layers keeps the token
             # window the user scrolled to.
