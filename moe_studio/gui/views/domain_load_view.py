@@ -39,7 +39,7 @@ class DomainLoadView(LayerMapView):
         # share 1/E (on 0..1 every share of a balanced layer was the same dark colour).
         heatmap = HeatmapPlot("Load per domain, whole corpus", "", "domain",
                               colormap=_diverging(), fixed_levels=(0.0, 1.0), annotate=True,
-                              value_label="share of choices", value_format=lambda v: f"{v:.0%}")
+                              value_format=lambda v: f"{v:.0%}")
         super().__init__("Load per domain, layer", "load per domain", heatmap,
                          extra=(self.spread_label,), parent=parent)
         self.setObjectName("domainLoadView")
