@@ -3,6 +3,8 @@ Gates, Experts, Routing and Precision views open it unchanged, Training and Ense
 it has no training, and two inspections compare side by side on the same tokens."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -99,9 +101,26 @@ def test_routing_views_open_an_inspection(make_dashboard, layouts, fam):
     dom, rows = shares["domain"]
     assert np.isfinite(dom).all() and np.allclose(dom.sum(-1), 1.0)
 
-    prec = make_dashboard(PrecisionDashboard, [run])
+    # 895 px: the view's width in the 1280 x 800 window beside the experiment panel
+    prec = make_dashboard(PrecisionDashboard, [run], size=(895, 560))
     assert prec.has_data() and prec.table_rows()
     assert set(linears) <= set(prec.modules())
+    # a checkpoint's blocks ("model.layers.3.", "encoder.block.1.") group the heatmap's
+    # rows as ours do: every module inside a numbered block sits in its block's group
+    in_block = [m for m in prec.modules() if re.search(r"(?:^|\.)(?:layers|block|h)\.\d+\.", m)]
+    grouped = sum(n for name, n in _named_groups(prec.heatmap.row_groups()))
+    assert in_block and grouped == len(in_block), prec.heatmap.row_groups()
+    # long module names do not squeeze the Kind list ("activatio") nor the Format list
+    from PySide6.QtWidgets import QApplication
+    QApplication.processEvents()          # the controls' row laid out with the lists filled
+    for combo in (prec.kind_combo, prec.format_combo):
+        assert combo.width() >= combo.sizeHint().width(), (combo.currentText(), combo.width())
+    assert prec.minimumSizeHint().width() <= 895   # and the view still fits beside the form
+    assert "an inspection does not train" in prec.scale_plot.placeholder()
+
+
+def _named_groups(groups):
+    return [(name, b - a) for name, a, b in (groups or []) if name and name != "emb"]
 
 
 def test_training_and_ensemble_say_an_inspection_has_none(make_dashboard, inspections):

@@ -60,6 +60,9 @@ class LossScalePlot(CurvePlot):
             self.clear_series()
             self.set_title("Loss scale")
             self.set_placeholder(
+                "No loss scaling: an inspection does not train.\nIts headroom plots show "
+                "what the checkpoint's activations would do in each format."
+                if d.inspection else
                 f"No loss scaling: this run trains in {html.escape(d.mode)}.\n"
                 "fp16 mode (precision.mode) scales the loss and skips steps whose "
                 "gradients overflow.")

@@ -11,12 +11,14 @@ and the edge table at a step, the skipped steps on the loss-scale curve, the hov
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 from ...metrics import precision as P
 from ...store import RunReader
 from ..formats import fmt_pow2
+from .inspection_runs import is_inspection
 
 TENSORS = ("precision/absmax", "precision/min_nonzero", "precision/counts",
            "precision/exp_hist", "precision/fractions")
@@ -26,9 +28,30 @@ KIND_LABELS = {"act": "activations", "grad": "gradients", "weight": "weights"}
 FORMAT_LABELS = {"fp16": "fp16", "bf16": "bf16", "fp8_e4m3": "fp8 e4m3", "fp8_e5m2": "fp8 e5m2"}
 
 
+# A numbered transformer block inside a module name: ours (``blocks.3.``) and those of
+# Hugging Face checkpoints (``model.layers.3.``, ``transformer.h.3.``,
+# ``encoder.block.3.``), with what comes before it.
+_BLOCK = re.compile(r"^(?P<pre>(?:[\w]+\.)*?)(?:blocks|layers|block|h)\.(?P<n>\d+)\.(?P<rest>.+)$")
+_PLAIN_PREFIXES = ("", "model.", "transformer.", "model.decoder.", "model.language_model.")
+
+
+def _block_of(name: str) -> tuple[str, str] | None:
+    """(group name, rest) of a module inside a numbered block, or None:
+    ``model.layers.3.self_attn.q_proj`` -> (``b3``, ``self_attn.q_proj``); an
+    encoder-decoder keeps its side: ``encoder.block.1.layer.0`` -> (``encoder.b1``, ...)."""
+    m = _BLOCK.match(name)
+    if m is None:
+        return None
+    pre = m["pre"]
+    group = f"b{m['n']}" if pre in _PLAIN_PREFIXES else f"{pre.removeprefix('model.')}b{m['n']}"
+    return group, m["rest"]
+
+
 def short_name(name: str) -> str:
-    """``blocks.3.ffn.router`` -> ``b3.ffn.router``: module names fit the axes."""
-    return name.replace("blocks.", "b", 1) if name.startswith("blocks.") else name
+    """``blocks.3.ffn.router`` -> ``b3.ffn.router``, ``model.layers.3.mlp.gate`` ->
+    ``b3.mlp.gate``: module names fit the axes."""
+    got = _block_of(name)
+    return name if got is None else f"{got[0]}.{got[1]}"
 
 
 def block_groups(modules: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
@@ -40,10 +63,10 @@ def block_groups(modules: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
     inner: list[str] = []
     for n in modules:
         short = short_name(n)
-        block, _, rest = short.partition(".")
-        name = block if n.startswith("blocks.") and rest else ""
+        got = _block_of(n)
+        name, rest = got if got is not None else ("", "")
         inner.append(rest if name else short)
-        if not name and short.endswith("_emb"):
+        if not name and (short.endswith("_emb") or short.endswith("embed_tokens")):
             name = "emb"
         if groups and groups[-1][0] == name and name:
             groups[-1] = (name, groups[-1][1] + 1)
@@ -96,6 +119,7 @@ class PrecisionData:
         self.skipped = np.zeros(0, np.int64)
         self.events: list[dict] = []
         self.mode, self.headroom_on = "fp32", False
+        self.inspection = False
         self.version += 1
 
     # ------------------------------------------------------------------ reading
@@ -105,6 +129,7 @@ class PrecisionData:
         prec = cfg.get("precision") or {}
         self.mode = str(prec.get("mode") or "fp32")
         self.headroom_on = bool(prec.get("headroom"))
+        self.inspection = is_inspection(reader)
         self.read_meta(reader)
         self.read_tensors(reader, member)
         self.add_scalars(reader.scalars(list(SCALARS), member=member))
