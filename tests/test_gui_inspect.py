@@ -25,13 +25,24 @@ from moe_studio.engine.inspection import tiny as hf_tiny  # noqa: E402
 TEXT = ("Routers send each token to a few experts. def f(x):\n    return x * 2\n" * 30)
 
 
+def _inspect(model, corpus, runs, tokens: int, precision_every: int = 2):
+    """An inspection of ``model`` over ``corpus`` run to its end; its run folder."""
+    from moe_studio.engine.inspection import InspectOptions
+    from moe_studio.engine.inspection.inspector import Inspector
+
+    ins = Inspector(InspectOptions(model=str(model), corpus=str(corpus), tokens=tokens,
+                                   seq_len=32, batch_size=2, precision_every=precision_every),
+                    runs_dir=runs)
+    while not ins.done:
+        ins.step()
+    ins.close()
+    return ins.run_dir
+
+
 @pytest.fixture(scope="module")
 def inspections(tmp_path_factory):
     """Two inspections of the same corpus: a Mixtral and a Qwen3-MoE checkpoint, each
     with its own tokenizer (as two families have)."""
-    from moe_studio.engine.inspection import InspectOptions
-    from moe_studio.engine.inspection.inspector import Inspector
-
     root = tmp_path_factory.mktemp("gui-inspect")
     (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
     toks = {"mixtral": hf_tiny.train_tokenizer([TEXT]),
@@ -39,13 +50,7 @@ def inspections(tmp_path_factory):
     out = []
     for fam in ("mixtral", "qwen3_moe"):
         hf_tiny.build(fam, root / fam, toks[fam])
-        ins = Inspector(InspectOptions(model=str(root / fam), corpus=str(root / "corpus.txt"),
-                                       tokens=400, seq_len=32, batch_size=2, precision_every=2),
-                        runs_dir=root / "runs")
-        while not ins.done:
-            ins.step()
-        ins.close()
-        out.append(ins.run_dir)
+        out.append(_inspect(root / fam, root / "corpus.txt", root / "runs", tokens=400))
     return out
 
 
@@ -53,8 +58,7 @@ def inspections(tmp_path_factory):
 def layouts(tmp_path_factory, inspections):
     """Inspections of the other router layouts: DeepSeek-V3 (sigmoid scores, a dense
     first layer) and Switch Transformers (top-1 over capacity, the encoder routed)."""
-    from moe_studio.engine.inspection import InspectOptions, installed_families
-    from moe_studio.engine.inspection.inspector import Inspector
+    from moe_studio.engine.inspection import installed_families
 
     root = tmp_path_factory.mktemp("gui-layouts")
     (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
@@ -65,13 +69,7 @@ def layouts(tmp_path_factory, inspections):
         if fam not in have:
             continue
         hf_tiny.build(fam, root / fam, tok)
-        ins = Inspector(InspectOptions(model=str(root / fam), corpus=str(root / "corpus.txt"),
-                                       tokens=300, seq_len=32, batch_size=2, precision_every=2),
-                        runs_dir=root / "runs")
-        while not ins.done:
-            ins.step()
-        ins.close()
-        out[fam] = ins.run_dir
+        out[fam] = _inspect(root / fam, root / "corpus.txt", root / "runs", tokens=300)
     return out
 
 
@@ -362,8 +360,6 @@ def test_experts_view_shows_each_domains_load_over_the_whole_corpus(make_dashboa
     where each domain ends)."""
     from PySide6.QtCore import Qt
 
-    from moe_studio.engine.inspection import InspectOptions
-    from moe_studio.engine.inspection.inspector import Inspector
     from moe_studio.metrics.routing import group_total_variation
 
     corpus = tmp_path / "corpus"
@@ -371,13 +367,9 @@ def test_experts_view_shows_each_domains_load_over_the_whole_corpus(make_dashboa
     (corpus / "code.py").write_text("def f(x):\n    return x * 2\n" * 30, encoding="utf-8")
     (corpus / "prose.txt").write_text("Routers send each token to a few experts. " * 30,
                                       encoding="utf-8")
-    ins = Inspector(InspectOptions(model=str(inspections[0].parents[1] / "mixtral"),
-                                   corpus=str(corpus), tokens=400, seq_len=32, batch_size=2,
-                                   precision_every=0), runs_dir=tmp_path / "runs")
-    while not ins.done:
-        ins.step()
-    ins.close()
-    with open_run(ins.run_dir) as r:
+    run_dir = _inspect(inspections[0].parents[1] / "mixtral", corpus, tmp_path / "runs",
+                       tokens=400, precision_every=0)
+    with open_run(run_dir) as r:
         steps, tpe = r.tensor_series("moe/tokens_per_expert")     # [S, L, E]
         scal = r.scalars()
         names, blocks = r.meta["domain_names"], r.meta["moe_blocks"]
@@ -388,7 +380,7 @@ def test_experts_view_shows_each_domains_load_over_the_whole_corpus(make_dashboa
     ref = np.stack([tpe[domain_of_step == d].sum(axis=0) for d in range(len(names))])
     assert len(names) == 2 and (ref.sum(axis=(1, 2)) > 0).all()
 
-    d = make_dashboard(ExpertsDashboard, [ins.run_dir], size=(1280, 800))
+    d = make_dashboard(ExpertsDashboard, [run_dir], size=(1280, 800))
     view = d.domain_load
     assert d.totals.isVisible() and view.isVisible()
     for j in range(len(blocks)):

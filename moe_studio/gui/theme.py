@@ -157,6 +157,12 @@ def is_dark_palette(palette: QPalette) -> bool:
     return palette.color(QPalette.ColorRole.Window).lightness() < 128
 
 
+def diverging_colormap(palette: QPalette | None = None) -> str:
+    """The colour map of shares centred on a reference (load / uniform), for the theme
+    of ``palette`` (default: the application's)."""
+    return plot_colors(is_dark_palette(palette or QApplication.palette()))["colormap_diverging"]
+
+
 def plot_colors(dark: bool) -> dict[str, Any]:
     """Colours for plots in one theme.
 

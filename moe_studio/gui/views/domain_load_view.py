@@ -7,19 +7,15 @@ totals (training runs)."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtWidgets import QApplication, QLabel, QWidget
+from PySide6.QtWidgets import QLabel, QWidget
 
 from ...metrics.routing import group_total_variation, load_share
-from ..theme import is_dark_palette, plot_colors
+from ..theme import diverging_colormap
 from ..widgets.heatmap import HeatmapPlot
 from .layer_map_view import LayerMapView
 
 TENSOR = "inspect/load_per_domain"
 TOKENS = "inspect/tokens_per_domain"
-
-
-def _diverging(palette=None) -> str:
-    return plot_colors(is_dark_palette(palette or QApplication.palette()))["colormap_diverging"]
 
 
 class DomainLoadView(LayerMapView):
@@ -38,7 +34,7 @@ class DomainLoadView(LayerMapView):
         # As Routing's domain x expert map: a diverging scale centred on the uniform
         # share 1/E (on 0..1 every share of a balanced layer was the same dark colour).
         heatmap = HeatmapPlot("Load per domain, whole corpus", "", "domain",
-                              colormap=_diverging(), fixed_levels=(0.0, 1.0), annotate=True,
+                              colormap=diverging_colormap(), fixed_levels=(0.0, 1.0), annotate=True,
                               value_format=lambda v: f"{v:.0%}")
         super().__init__("Load per domain, layer", "load per domain", heatmap,
                          extra=(self.spread_label,), parent=parent)
@@ -97,7 +93,7 @@ class DomainLoadView(LayerMapView):
         self.spread_label.setText(f"domains differ by {tv:.2f}" if np.isfinite(tv) else "")
         E = m.shape[1]
         u = 1.0 / E if E else 0.0
-        self.heatmap.set_colormap(_diverging(self.palette()))
+        self.heatmap.set_colormap(diverging_colormap(self.palette()))
         self.heatmap.set_matrix(m, x_labels=[f"e{e}" for e in range(E)],
                                 y_labels=[self._names[d] for d in self.rows()],
                                 fixed_levels=(0.0, 2.0 * u) if E else None)

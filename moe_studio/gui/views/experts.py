@@ -37,7 +37,7 @@ from .row_drops import show_row_drops
 from .dashboard import DENSE_STATUS, RunDashboard, move_step_markers
 from .run_data import PROBE_ARRAYS, SnapshotCache, moe_blocks_of
 from ..widgets.stage_marks import StageMarks, stage_boundaries
-from ..theme import is_dark_palette, plot_colors, series_color
+from ..theme import diverging_colormap, is_dark_palette, plot_colors, series_color
 
 
 class ExpertsDashboard(RunDashboard):
@@ -153,7 +153,7 @@ class ExpertsDashboard(RunDashboard):
         self._style_lines()
 
     def _diverging(self) -> str:
-        return plot_colors(is_dark_palette(self.palette()))["colormap_diverging"]
+        return diverging_colormap(self.palette())
 
     # ------------------------------------------------------------------ data
     def _reset(self) -> None:

@@ -33,7 +33,7 @@ from ..widgets.routed_text import (RoutedTextView, TokenListPanel, expert_colors
 from .dashboard import DENSE_STATUS, RunDashboard
 from .routing_custom import _PLACEHOLDER, SOURCE_CUSTOM, SOURCE_RECORDED, CustomRouteMixin
 from .run_data import PROBE_ARRAYS, SnapshotCache
-from ..theme import is_dark_palette, plot_colors
+from ..theme import diverging_colormap, is_dark_palette, plot_colors
 from ..run.tasks import BackgroundTask
 
 _TOKENIZER = ByteTokenizer()
@@ -171,7 +171,7 @@ class RoutingDashboard(CustomRouteMixin, RunDashboard):
         self._update_route_button()
 
     def _diverging(self) -> str:
-        return plot_colors(is_dark_palette(self.palette()))["colormap_diverging"]
+        return diverging_colormap(self.palette())
 
     # ------------------------------------------------------------------ data
     def _reset(self) -> None:
