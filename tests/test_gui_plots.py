@@ -323,3 +323,50 @@ def test_a_long_title_is_elided_and_never_pushes_the_curves_out_of_a_narrow_plot
     qtbot.waitUntil(lambda: html.unescape(p.plot_item.titleLabel.text) == title, timeout=2000)
     assert p.plot_item.titleLabel.toolTip() == ""
     assert p.title() == title
+
+
+def test_the_x_extent_of_a_downsampled_curve_is_all_of_its_points(plot, qtbot):
+    """A bold smoothed curve is drawn from about one point per pixel, and the points
+    drawn leave out the last, partial group: the extent auto-range fits must still end
+    at the last step, whatever factor the view's width gives."""
+    x = np.arange(1, 847, dtype=float)
+    plot.set_smoothing(0.6)
+    plot.set_series("s", x, np.sin(x / 50))
+    plot.resize(220, 170)
+    plot.show()
+    qtbot.waitExposed(plot)
+    item = plot.curve("s")
+    last_drawn = []
+    for right in (700.0, 1000.0, 1500.0, 2500.0):     # several downsampling factors
+        plot.plot_item.getViewBox().setXRange(0, right, padding=0)
+        last_drawn.append(float(item._getDisplayDataset().x[-1]))
+        assert item.dataBounds(0) == (1.0, 846.0)
+    assert min(last_drawn) < 846                      # a factor that drops the tail ran
+
+
+def test_a_live_curve_never_sets_its_view_flipping(qtbot):
+    """A growing bold curve in a small auto-ranged plot: before, at some lengths the
+    downsampling factor and the view's range set each other for ever (factor 6 drops the
+    last steps, the view shrinks, factor 5 draws them, the view grows), one repaint after
+    another, and a live Training view froze with its timers starved until the run ended
+    (seen under Xvfb at 1280x800; here with the offscreen fonts at these lengths)."""
+    p = CurvePlot("Load-balancing loss")
+    qtbot.addWidget(p)
+    p.resize(220, 170)
+    p.set_smoothing(0.6)
+    p.show()
+    qtbot.waitExposed(p)
+    rng = np.random.default_rng(0)
+    changes = [0]
+    p.plot_item.getViewBox().sigRangeChanged.connect(lambda *_: changes.__setitem__(0, changes[0] + 1))
+    flipping = []
+    for n in range(400, 1450, 3):
+        x = np.arange(1, n + 1, dtype=float)
+        p.set_series("aux", x, 4.2 + 0.1 * rng.standard_normal(n))
+        p.sync_range()
+        changes[0] = 0
+        for _ in range(8):
+            QApplication.processEvents()
+        if changes[0] > 2:
+            flipping.append(n)
+    assert flipping == []

@@ -44,6 +44,31 @@ _ITEM_OPTS = dict(connect="finite", autoDownsample=True, downsampleMethod="peak"
 _BAND_ALPHA = 48         # of 255: a band (e.g. a group's min-max) behind its series
 
 
+class _Curve(pg.PlotDataItem):
+    """A PlotDataItem whose x extent is that of all its points, not of those drawn.
+
+    Auto-downsampling picks its factor from the view's width in points, and the points
+    drawn leave out the last, partial group of that factor, so the drawn x extent, and
+    with it an auto-ranged view, depended on the view itself. At some lengths and widths
+    the two flipped for ever (factor 6 drops the last 5 steps, the view shrinks, factor
+    5 draws them, the view grows, ...): a repaint queued before any timer each time,
+    which froze a live Training view until the run ended. The x extent of all the
+    points breaks the loop; the drawing is unchanged.
+    """
+
+    def dataBounds(self, ax, frac=1.0, orthoRange=None):  # noqa: N803 - pyqtgraph's names
+        bounds = super().dataBounds(ax, frac, orthoRange)
+        x = self.xData
+        if ax != 0 or frac < 1.0 or orthoRange is not None or bounds[0] is None \
+                or x is None or not len(x) or self.opts["logMode"][0]:
+            return bounds
+        with np.errstate(invalid="ignore"):
+            lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return bounds
+        return min(bounds[0], lo), max(bounds[1], hi)
+
+
 class _TimedPlotWidget(pg.PlotWidget):
     """A PlotWidget that remembers how long its last paint took (for frame pacing)."""
 
@@ -155,7 +180,7 @@ class CurvePlot(CurveLegendMixin, CurveHoverMixin, CurveBandsMixin, PlaceholderM
 
     def _new_series(self, key: str, label: str, color: ColorSpec, dash: bool,
                     symbol: str | None, smoothable: bool, legend_group: str | None = None) -> CurveSeries:
-        smooth = pg.PlotDataItem(**_ITEM_OPTS)
+        smooth = _Curve(**_ITEM_OPTS)
         smooth.setZValue(500 + len(self._series))
         s = CurveSeries(key, label, color, dash, symbol, smoothable, None, smooth)
         s.legend_group = legend_group
@@ -176,7 +201,7 @@ class CurvePlot(CurveLegendMixin, CurveHoverMixin, CurveBandsMixin, PlaceholderM
         if s.raw is None:
             # The faint raw trace is noise drawn at low alpha: anti-aliasing it costs as
             # much as the bold curve and shows nowhere.
-            s.raw = pg.PlotDataItem(antialias=False, **_ITEM_OPTS)
+            s.raw = _Curve(antialias=False, **_ITEM_OPTS)
             s.raw.setZValue(s.smooth.zValue() - 500)
             s.raw.setVisible(False)
             self._pi.addItem(s.raw)
