@@ -29,10 +29,14 @@ FAMILY_NAMES = [f for f in hf_tiny.FAMILIES if f in {x.model_type for x in insta
 # Routers that score experts by the sigmoid of their logits (read in each family's
 # transformers modeling code); the rest use a softmax
 SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots1", "lfm2_moe",
-                  "llama4", "llama4_text"}
+                  "llama4", "llama4_text",
+                  # batch A
+                  "deepseek_v32", "glm_moe_dsa", "exaone_moe", "afmoe", "hy_v3", "bailing_hybrid",
+                  "axk1", "axk2", "beam", "ergo", "flint"}
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
-OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate")
+OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate",
+               "AfmoeTokenChoiceRouter")
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,14 @@ _QWEN_VISION = dict(depth=1, hidden_size=HIDDEN, intermediate_size=32, num_heads
                     out_hidden_size=HIDDEN, patch_size=14, temporal_patch_size=2,
                     spatial_merge_size=2)
 
+# DeepSeek-V3's layout (multi-head latent attention, a dense first layer, sigmoid experts
+# chosen within the best of 2 groups), which the batch-A families below build on
+_DSV3_LIKE = dict(_COMMON, num_hidden_layers=3, num_key_value_heads=4, intermediate_size=64,
+                  moe_intermediate_size=32, n_routed_experts=EXPERTS, n_shared_experts=1,
+                  num_experts_per_tok=2, first_k_dense_replace=1, kv_lora_rank=16,
+                  q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
+                  n_group=2, topk_group=1)
+
 # image-text family -> the class its released checkpoints are saved from
 IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
@@ -109,6 +117,46 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                 attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
                                 ffn_config=dict(ffn_hidden_size=32, moe_num_experts=EXPERTS,
                                                 moe_top_k=2))),
+    # batch A
+    # (DeepSeek-V3.2, GLM-MoE-DSA and HY-V4 route attention through a lightning indexer:
+    # index_topk at least the sequence, so every position is attended, as in the real models
+    # for short text)
+    "deepseek_v32": ("DeepseekV32Config", dict(_DSV3_LIKE, index_topk=64, index_head_dim=16,
+                                               index_n_heads=2, head_dim=16)),
+    "glm_moe_dsa": ("GlmMoeDsaConfig", dict(_DSV3_LIKE, index_topk=64, index_head_dim=16,
+                                            index_n_heads=2, head_dim=16)),
+    "exaone_moe": ("ExaoneMoeConfig", dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                                           moe_intermediate_size=32, num_experts=EXPERTS,
+                                           num_experts_per_tok=2, head_dim=8, n_group=2,
+                                           topk_group=1, sliding_window=16)),
+    "afmoe": ("AfmoeConfig", dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                                  moe_intermediate_size=32, num_experts=EXPERTS,
+                                  num_experts_per_tok=2, num_shared_experts=1, head_dim=8,
+                                  sliding_window=16, global_attn_every_n_layers=2)),
+    "hy_v3": ("HYV3Config", dict(_COMMON, num_hidden_layers=3, intermediate_size=64, head_dim=8,
+                                 moe_intermediate_size=32, num_experts=EXPERTS,
+                                 num_experts_per_tok=2)),
+    "granitemoe_swa": ("GraniteMoeSWAConfig", dict(_COMMON, intermediate_size=32,
+                                                   num_local_experts=EXPERTS, num_experts_per_tok=2,
+                                                   sliding_window=16)),
+    "bailing_hybrid": ("BailingHybridConfig", dict(_DSV3_LIKE, num_local_experts=EXPERTS,
+                                                   head_dim=16, layer_group_size=2,
+                                                   first_k_dense_replace=1)),
+    "axk1": ("AXK1Config", dict(_DSV3_LIKE)),
+    "axk2": ("AXK2Config", dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                                head_dim=16, gated_norm_rank=4)),
+    "beam": ("BeamConfig", dict(_COMMON, num_hidden_layers=3, intermediate_size=64, head_dim=8,
+                                moe_intermediate_size=32, num_experts=EXPERTS,
+                                num_experts_per_tok=2, n_group=2, topk_group=1, sliding_window=16,
+                                mlp_layer_types=["dense", "sparse", "sparse"])),
+    "ergo": ("ErgoConfig", dict(_COMMON, num_hidden_layers=3, first_dense_intermediate_size=64,
+                                moe_intermediate_size=32, shared_intermediate_size=32,
+                                num_experts=EXPERTS, num_experts_per_tok=2, head_dim=8,
+                                sliding_window=16, global_attention_every_n_layers=2)),
+    "flint": ("FlintConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
+                                  shared_expert_intermediate_size=32, num_experts=EXPERTS,
+                                  num_experts_per_tok=2, head_dim=8, sliding_window=16,
+                                  mlp_only_layers=[])),
     "llama4_text": ("Llama4TextConfig", dict(_COMMON, **_LLAMA4)),
     "llama4": ("Llama4Config", dict(
         text_config=dict(_COMMON, **_LLAMA4, num_hidden_layers=4, interleave_moe_layer_step=2),
@@ -197,6 +245,7 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
         model = getattr(transformers, IMAGE_TEXT[family])(config)
     else:
         model = transformers.AutoModelForCausalLM.from_config(config)
+    _randomise_zero_routers(model, config)
     model.eval()
     folder = Path(folder)
     model.save_pretrained(folder)
@@ -207,3 +256,22 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
         transformers.utils.logging.set_verbosity_error()   # (the vision weights it skips)
         model = model_class(transformers, READ[family]).from_pretrained(folder).eval()
     return model
+
+
+def _randomise_zero_routers(model, config) -> None:
+    """Routers whose weights start at zero (AFMoE's ``_init_weights`` zeroes its gate)
+    give every token the same logits, so every token would tie on the same experts:
+    their weights are drawn at random instead, at the model's initializer scale, as a
+    trained router's differ."""
+    import torch
+
+    from .families import router_classes
+
+    std = float(getattr(config, "initializer_range", 0.02) or 0.02)
+    classes = router_classes(model)
+    with torch.no_grad():
+        for mod in model.modules():
+            if classes and isinstance(mod, classes):
+                for p in mod.parameters():
+                    if p.dim() >= 2 and not p.any():
+                        p.normal_(0.0, std)
