@@ -41,11 +41,22 @@ _DSV3_LIKE = dict(_COMMON, num_hidden_layers=3, num_key_value_heads=4, intermedi
                   q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
                   n_group=2, topk_group=1)
 
+# the image, video and their start/end token ids of GLM's vision-language models
+_VL_TOKENS = dict(image_token_id=VOCAB - 1, video_token_id=VOCAB - 2, image_start_token_id=VOCAB - 3,
+                  image_end_token_id=VOCAB - 4, video_start_token_id=VOCAB - 5,
+                  video_end_token_id=VOCAB - 6)
+
 # image-text family -> the class its released checkpoints are saved from
 IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
               "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
-              "glm4v_moe": "Glm4vMoeForConditionalGeneration"}
+              "glm4v_moe": "Glm4vMoeForConditionalGeneration",
+              # batch A
+              "glm5_next": "Glm5NextForConditionalGeneration",
+              "hy_v4_vl": "HYV4VLForConditionalGeneration",
+              "dots3_note": "Dots3NoteForConditionalGeneration",
+              "deepseek_ocr2": "DeepseekOcr2ForConditionalGeneration",
+              "aria": "AriaForConditionalGeneration"}
 
 # family -> (transformers config class name, its keyword arguments)
 FAMILIES: dict[str, tuple[str, dict]] = {
@@ -153,6 +164,53 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                 moe_intermediate_size=32, shared_intermediate_size=32,
                                 num_experts=EXPERTS, num_experts_per_tok=2, head_dim=8,
                                 sliding_window=16, global_attention_every_n_layers=2)),
+    "hy_v4": ("HYV4Config", dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                                 head_dim=16)),
+    "glm5_next": ("Glm5NextConfig", dict(
+        text_config=dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                         head_dim=16, qk_rope_head_dim=0, qk_nope_head_dim=16,
+                         linear_head_dim=8, linear_num_heads=4, index_kpool=4,
+                         mlp_layer_types=["dense", "sparse", "sparse"]),
+        vision_config=dict(depth=1, hidden_size=HIDDEN, intermediate_size=32, num_heads=4,
+                           out_hidden_size=HIDDEN, image_size=28, projection_intermediate_size=32),
+        **_VL_TOKENS)),
+    "hy_v4_vl": ("HYV4VLConfig", dict(
+        text_config=dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                         head_dim=16, rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                           mrope_section=[2, 1, 1])),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_attention_heads=4,
+                           num_hidden_layers=1, out_hidden_size=HIDDEN, patch_size=14,
+                           max_image_size=56),
+        image_token_id=VOCAB - 1, video_token_id=VOCAB - 2)),
+    "dots3_note": ("Dots3NoteConfig", dict(
+        text_config=dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                         head_dim=16, shared_experts_intermediate_size=32, sliding_window=16,
+                         swa_num_attention_heads=4, swa_num_key_value_heads=4, swa_q_lora_rank=16,
+                         swa_kv_lora_rank=16, swa_head_dim=16, swa_qk_nope_head_dim=8,
+                         swa_v_head_dim=8),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, pyramid_num_routed=[-1], adapter_in_dim=HIDDEN,
+                           adapter_out_dim=HIDDEN),
+        audio_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=4, downsample_hidden_size=16,
+                          adapter_input_size=HIDDEN, adapter_out_dim=HIDDEN),
+        image_token_id=VOCAB - 1, video_token_id=VOCAB - 2, audio_token_id=VOCAB - 3)),
+    "deepseek_ocr2": ("DeepseekOcr2Config", dict(
+        text_config=dict(_COMMON, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=32,
+                         n_routed_experts=EXPERTS, n_shared_experts=1, num_experts_per_tok=2,
+                         mlp_layer_types=["dense", "sparse", "sparse"]),
+        vision_config=dict(
+            sam_config=dict(hidden_size=HIDDEN, output_channels=16, num_hidden_layers=1,
+                            num_attention_heads=4, image_size=64, patch_size=16, window_size=2,
+                            global_attn_indexes=(0,), downsample_channels=[16, HIDDEN]),
+            encoder_config=dict(_COMMON, intermediate_size=32, num_hidden_layers=1)),
+        image_token_id=VOCAB - 1)),
+    "aria": ("AriaConfig", dict(
+        text_config=dict(_COMMON, intermediate_size=32, moe_num_experts=EXPERTS, moe_topk=2,
+                         moe_num_shared_experts=1),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, image_size=28, patch_size=14),
+        projector_patch_to_query_dict={4: 4}, image_token_index=VOCAB - 1)),
     "flint": ("FlintConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
                                   shared_expert_intermediate_size=32, num_experts=EXPERTS,
                                   num_experts_per_tok=2, head_dim=8, sliding_window=16,
