@@ -39,7 +39,11 @@ SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
 OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate",
-               "AfmoeTokenChoiceRouter")
+               "AfmoeTokenChoiceRouter", "Gemma4TextRouter")
+# Routers of which only some run on text: Switch's encoder, JetMoE's feed-forward (not its
+# attention's), Ernie-4.5-VL's text experts (not its vision experts)
+ROUTERS_NAMED = {"switch_transformers": r"^encoder\.", "jetmoe": r"\.mlp\.router$",
+                 "ernie4_5_vl_moe": r"\.text_moe\.gate$"}
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +84,14 @@ class GateReference:
     def __init__(self, model, fam: str):
         self.fam = fam
         self.inputs: list = []
+        self.logits: list = []
         self.routers = []
         self.blocks = {}   # router -> the MoE block it sits in
         mods = dict(model.named_modules())
         for name, mod in mods.items():
             cls = type(mod).__name__
             if (cls.endswith(("TopKRouter", "TopkRouter", "Top1Router")) or cls in OTHER_GATES) and \
-                    (fam != "switch_transformers" or name.startswith("encoder.")) and \
-                    (fam != "jetmoe" or name.endswith(".mlp.router")):
+                    re.search(ROUTERS_NAMED.get(fam, ""), name):
                 self.routers.append(mod)
                 self.blocks[mod] = mods[name.rpartition(".")[0]]
         self._hooks = [m.register_forward_pre_hook(self._pre, with_kwargs=True)
@@ -111,6 +115,7 @@ class GateReference:
             else:
                 model(input_ids=x, use_cache=False)
             out = []
+            self.logits = []   # each router's logits [T, E] float64
             inputs, self.inputs = self.inputs, []
             for mod, args, kwargs in inputs:
                 r = mod.forward(*args, **kwargs)   # not mod(...): the pre-hook must not see it
@@ -134,6 +139,12 @@ class GateReference:
                     chosen = np.nonzero(nz)[1].reshape(-1, k)
                     logits = logits.double().numpy()
                     kept = np.ones(len(logits), bool)
+                elif self.fam == "gemma4":
+                    # the router returns its own softmax probabilities in the logits' place
+                    probs, _, chosen = r
+                    logits = np.log(probs.double().numpy())   # softmax(log p) = p
+                    chosen = chosen.numpy()
+                    kept = np.ones(len(logits), bool)
                 elif self.fam == "jetmoe":
                     # the gate's output is grouped by expert; its first step is the top-k
                     # of its logits, taken again here
@@ -146,6 +157,7 @@ class GateReference:
                     logits = logits.double().numpy()
                     chosen = chosen.numpy()
                     kept = np.ones(len(logits), bool)
+                self.logits.append(logits)
                 if self.fam in SIGMOID_SCORED:
                     s = 1.0 / (1.0 + np.exp(-logits))
                     p = s / s.sum(-1, keepdims=True)
@@ -414,6 +426,39 @@ def test_switch_capacity_drops_match_the_router(world, tmp_path):
                                                                   minlength=hf_tiny.EXPERTS))
             frac = scal[scal["name"] == f"moe/L{r.meta['moe_blocks'][j]}/dropped_frac"]
             assert float(frac["value"].iloc[0]) == pytest.approx((~kept).mean())
+
+
+@pytest.mark.skipif("cohere2_moe" not in FAMILY_NAMES, reason="no Cohere2-MoE in transformers")
+def test_scoring_the_config_chooses_is_the_one_read(world, tmp_path):
+    """Cohere2-MoE's config picks softmax or sigmoid scoring (expert_selection_fn): a
+    checkpoint saved with sigmoid is read as sigmoid (its normalised sigmoid affinities),
+    not as the family's softmax default."""
+    folder = tmp_path / "cohere2-sigmoid"
+    model = hf_tiny.build("cohere2_moe", folder, world["tokenizer"], seed=5,
+                          expert_selection_fn="sigmoid")
+    ins = Inspector(InspectOptions(model=str(folder), corpus=str(world["corpus"]), tokens=200,
+                                   seq_len=32, batch_size=2, precision_every=0),
+                    runs_dir=tmp_path / "runs")
+    ins.step()
+    ins.close("stopped")
+    ref = GateReference(model, "cohere2_moe")
+    try:
+        ref.run(model, ins.batches[0].ids)
+    finally:
+        ref.remove()
+    logits = ref.logits
+    assert len(logits) == 2
+    with open_run(ins.run_dir) as r:
+        assert r.meta["router_scoring"] == "sigmoid" and r.config["moe"]["router"] == "sigmoid"
+        scal = r.scalars()
+        for j, lg in enumerate(logits):
+            s = 1.0 / (1.0 + np.exp(-lg))
+            p = s / s.sum(-1, keepdims=True)
+            top1 = scal[scal["name"] == f"moe/L{r.meta['moe_blocks'][j]}/top1_prob"]
+            assert float(top1["value"].iloc[0]) == pytest.approx(p.max(-1).mean(), rel=1e-4)
+            e = np.exp(lg - lg.max(-1, keepdims=True))
+            soft = e / e.sum(-1, keepdims=True)
+            assert abs(soft.max(-1).mean() - p.max(-1).mean()) > 1e-3   # the two differ here
 
 
 @pytest.mark.parametrize("fam", ["mixtral", "switch_transformers"])

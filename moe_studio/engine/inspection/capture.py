@@ -43,12 +43,25 @@ class RouterCapture:
         self._hooks += [s.decision.register_forward_pre_hook(partial(self._decided, j),
                                                              with_kwargs=True)
                         for j, s in enumerate(sites) if s.decision is not None]
+        # (a child runs, and its hook fires, before its router's own hook)
+        self._child_logits: list = [None] * len(sites)
+        self._hooks += [s.logits_module.register_forward_hook(partial(self._child, j))
+                        for j, s in enumerate(sites) if s.logits_module is not None]
+
+    def _child(self, j: int, module: nn.Module, args, output) -> None:
+        self._child_logits[j] = output
 
     def _hook(self, j: int, module: nn.Module, args, output) -> None:
         if self.sites[j].decision is not None:
             self._logits[j] = output
-        else:
-            self._out[j] = decode(self.family, output, self.sites[j].top_k)
+            return
+        out = decode(self.family, output, self.sites[j].top_k)
+        if self.sites[j].logits_module is not None:
+            # the router returned probabilities where the logits go: its child's output
+            # are the logits they were computed from
+            logits, self._child_logits[j] = self._child_logits[j], None
+            out = (logits.reshape(-1, out[0].shape[-1]).float(), *out[1:])
+        self._out[j] = out
 
     def _decided(self, j: int, module: nn.Module, args, kwargs) -> None:
         """The experts' inputs ``(hidden, top_k_index, top_k_weights)``: the choice the
@@ -65,8 +78,8 @@ class RouterCapture:
         if missing:
             raise RuntimeError(f"router {missing[0]} did not run in this forward")
         out = []
-        for logits, idx, w, kept in self._out:  # type: ignore[misc]
-            out.append(Routed(logits, router_probs(self.family, logits), idx, w, kept))
+        for site, (logits, idx, w, kept) in zip(self.sites, self._out):  # type: ignore[misc]
+            out.append(Routed(logits, router_probs(site.scoring, logits), idx, w, kept))
         self._out = [None] * len(self.sites)
         return out
 

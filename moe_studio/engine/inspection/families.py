@@ -63,6 +63,16 @@ class Family:
     # module-name regex of parts that text never runs (an image-text model's vision
     # tower): loaded, but not watched by the precision headroom
     text_never_runs: str = ""
+    # regex over class names: the modules read as routers in place of the recorded class
+    # (Ernie-4.5-VL-MoE records its whole MoE block; DeepSeek-V4 records only its learned
+    # router, not the hash routers of its first MoE layers)
+    router_class: str = ""
+    # the router's child module whose output is its logits, for a router that returns
+    # probabilities in their place (Gemma 4)
+    logits_from: str = ""
+    # the router attribute naming its scoring, where the config chooses it ("softmax" or
+    # "sigmoid": Cohere2-MoE's expert_selection_fn); ``scoring`` is the default
+    scoring_attr: str = ""
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
@@ -102,6 +112,14 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("ergo", "Ergo", "sigmoid", "triple"),
     Family("flint", "Flint", "sigmoid", "triple"),
     Family("hy_v4", "HY-V4", "sigmoid", "triple"),
+    Family("gemma4", "Gemma 4", "softmax", "triple", logits_from="proj",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|embed_vision|audio_tower|embed_audio)\."),
+    Family("ernie4_5_vl_moe", "ERNIE-4.5-VL-MoE", "softmax", "triple",
+           router_class="Ernie4_5_VLMoeMoeTopKRouter", routers_named=r"\.text_moe\.gate$",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|resampler_model)\."),
+    Family("cohere2_moe", "Cohere2-MoE", "softmax", "triple", scoring_attr="expert_selection_fn"),
     Family("glm5_next", "GLM-5-Next", "sigmoid", "triple",
            auto_class="AutoModelForImageTextToText", text_never_runs=r"^model\.visual\."),
     Family("hy_v4_vl", "HY-V4-VL", "sigmoid", "triple",
@@ -185,15 +203,23 @@ class RouterSite:
     n_experts: int
     top_k: int
     decision: Any = None   # "logits" layout: the module whose inputs carry the choice
+    scoring: str = "softmax"   # how this router scores its logits (router_probs)
+    logits_module: Any = None  # the child whose output is the logits (Family.logits_from)
 
 
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|block|h|blocks)\.(\d+)(?:\.|$)")
 
 
-def router_classes(model: "nn.Module") -> tuple[type, ...]:
+def router_classes(model: "nn.Module", family: Family | None = None) -> tuple[type, ...]:
     """The router classes the model's own output recording names (every sub-model's
-    ``_can_record_outputs["router_logits"]``)."""
+    ``_can_record_outputs["router_logits"]``), or those ``family.router_class`` names."""
     found: list[type] = []
+    if family is not None and family.router_class:
+        for mod in model.modules():
+            cls = type(mod)
+            if re.fullmatch(family.router_class, cls.__name__) and cls not in found:
+                found.append(cls)
+        return tuple(found)
     for mod in model.modules():
         spec = (getattr(type(mod), "_can_record_outputs", None) or {}).get("router_logits")
         cls = getattr(spec, "target_class", None) if spec is not None else None
@@ -205,7 +231,7 @@ def router_classes(model: "nn.Module") -> tuple[type, ...]:
 def find_routers(model: "nn.Module", family: Family, config: Any) -> list[RouterSite]:
     """The routers of ``model`` in module order (for an encoder-decoder family, only the
     encoder's); their layer index is the transformer layer they sit in."""
-    classes = router_classes(model)
+    classes = router_classes(model, family)
     sites: list[RouterSite] = []
     if not classes:
         return sites
@@ -226,8 +252,20 @@ def find_routers(model: "nn.Module", family: Family, config: Any) -> list[Router
             if decision is None:
                 raise RuntimeError(f"{name}: no sibling '{family.decision}' module to read "
                                    "the routing choice from")
+        logits_module = None
+        if family.logits_from:
+            logits_module = modules.get(f"{name}.{family.logits_from}")
+            if logits_module is None:
+                raise RuntimeError(f"{name}: no child '{family.logits_from}' to read the "
+                                   "router logits from")
+        scoring = str(getattr(mod, family.scoring_attr, "") or family.scoring) \
+            if family.scoring_attr else family.scoring
+        if scoring not in SCORINGS:
+            raise RuntimeError(f"{name}: scores its experts by '{scoring}', which an "
+                               f"inspection does not read (it reads {', '.join(SCORINGS)})")
         sites.append(RouterSite(name, layer, mod, _site_experts(mod, config),
-                                _site_top_k(family, mod, parent, config), decision))
+                                _site_top_k(family, mod, parent, config), decision, scoring,
+                                logits_module))
     return sites
 
 
@@ -253,7 +291,11 @@ def _site_top_k(family: Family, router: Any, parent: Any, config: Any) -> int:
         k = getattr(owner, "top_k", 0)
         if isinstance(k, int) and k > 0:
             return k
-    return int(getattr(config, "num_experts_per_tok", 1) or 1)
+    for key in ("num_experts_per_tok", "top_k_experts"):   # (Gemma 4: top_k_experts)
+        k = getattr(config, key, 0)
+        if isinstance(k, int) and k > 0:
+            return k
+    return 1
 
 
 def _config_experts(config: Any) -> int:
@@ -310,11 +352,18 @@ def decode(family: Family, output: Any, top_k: int = 1) \
         weights.reshape(-1, weights.shape[-1]).float(), None
 
 
-def router_probs(family: Family, logits: "torch.Tensor") -> "torch.Tensor":
-    """[T, E] float32 distribution over the experts (see the module docstring)."""
+SCORINGS = ("softmax", "sigmoid", "sqrtsoftplus")
+
+
+def router_probs(scoring: str, logits: "torch.Tensor") -> "torch.Tensor":
+    """[T, E] float32 distribution over the experts, from a router that scores its
+    logits by ``scoring`` (see the module docstring)."""
     import torch
 
-    if family.scoring == "sigmoid":
+    if scoring == "sigmoid":
         s = torch.sigmoid(logits.float())
-        return s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-    return torch.softmax(logits.float(), dim=-1)
+    elif scoring == "sqrtsoftplus":
+        s = torch.sqrt(torch.nn.functional.softplus(logits.float()))
+    else:
+        return torch.softmax(logits.float(), dim=-1)
+    return s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30)

@@ -97,7 +97,9 @@ class Inspector:
         self._t_run = 0.0
         self._rate_ema: float | None = None
 
-        moe = {"n_experts": self.n_experts, "top_k": self.top_k, "router": fam.scoring}
+        # (the scoring its routers use: a family's default, or the one its config chooses)
+        scoring = self.sites[0].scoring
+        moe = {"n_experts": self.n_experts, "top_k": self.top_k, "router": scoring}
         config = {
             "name": o.name or f"inspect-{folder.name}",
             "inspect": {k: v for k, v in o.to_dict().items() if k != "name"},
@@ -123,7 +125,7 @@ class Inspector:
             "memory_estimate": plan.describe(), "members": 1, "total_steps": self.total_steps,
             "domain_names": self.domain_names, "corpus": corpus_name,
             "moe_blocks": self.blocks, "moe_block_names": [s.name for s in self.sites],
-            "router_scoring": fam.scoring, "encoder_only": fam.encoder_only,
+            "router_scoring": scoring, "encoder_only": fam.encoder_only,
             "tokens_planned": int(sum(self.tokens_per_domain_planned)),
             "tokens_per_domain_planned": [int(x) for x in self.tokens_per_domain_planned],
             "argv": sys.argv[:8],

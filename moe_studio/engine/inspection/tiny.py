@@ -56,7 +56,9 @@ IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               "hy_v4_vl": "HYV4VLForConditionalGeneration",
               "dots3_note": "Dots3NoteForConditionalGeneration",
               "deepseek_ocr2": "DeepseekOcr2ForConditionalGeneration",
-              "aria": "AriaForConditionalGeneration"}
+              "aria": "AriaForConditionalGeneration",
+              "gemma4": "Gemma4ForConditionalGeneration",
+              "ernie4_5_vl_moe": "Ernie4_5_VLMoeForConditionalGeneration"}
 
 # family -> (transformers config class name, its keyword arguments)
 FAMILIES: dict[str, tuple[str, dict]] = {
@@ -211,6 +213,28 @@ FAMILIES: dict[str, tuple[str, dict]] = {
         vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
                            num_attention_heads=4, image_size=28, patch_size=14),
         projector_patch_to_query_dict={4: 4}, image_token_index=VOCAB - 1)),
+    "gemma4": ("Gemma4Config", dict(
+        text_config=dict(_COMMON, intermediate_size=64, head_dim=8, enable_moe_block=True,
+                         num_experts=EXPERTS, top_k_experts=2, moe_intermediate_size=32,
+                         hidden_size_per_layer_input=8, vocab_size_per_layer_input=VOCAB,
+                         sliding_window=16, layer_types=["sliding_attention", "full_attention"]),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, num_key_value_heads=4, head_dim=8,
+                           position_embedding_size=64),
+        audio_config=None, boi_token_id=VOCAB - 1, eoi_token_id=VOCAB - 2,
+        image_token_id=VOCAB - 3, video_token_id=VOCAB - 4, boa_token_id=VOCAB - 5,
+        eoa_token_index=VOCAB - 6, audio_token_id=VOCAB - 7)),
+    "ernie4_5_vl_moe": ("Ernie4_5_VLMoeConfig", dict(
+        text_config=dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                         moe_intermediate_size=[32, 32],
+                         moe_k=2, moe_num_experts=EXPERTS, moe_num_shared_experts=1,
+                         rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                              mrope_section=[1, 1, 2])),
+        vision_config=dict(depth=1, hidden_size=HIDDEN, num_heads=4, intermediate_size=32),
+        **_VL_TOKENS)),
+    "cohere2_moe": ("Cohere2MoeConfig", dict(_COMMON, intermediate_size=32, head_dim=8,
+                                             num_experts=EXPERTS, num_experts_per_tok=2,
+                                             sliding_window=16)),
     "flint": ("FlintConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
                                   shared_expert_intermediate_size=32, num_experts=EXPERTS,
                                   num_experts_per_tok=2, head_dim=8, sliding_window=16,
@@ -303,7 +327,7 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
         model = getattr(transformers, IMAGE_TEXT[family])(config)
     else:
         model = transformers.AutoModelForCausalLM.from_config(config)
-    _randomise_zero_routers(model, config)
+    _randomise_zero_routers(model, family, config)
     model.eval()
     folder = Path(folder)
     model.save_pretrained(folder)
@@ -316,17 +340,18 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
     return model
 
 
-def _randomise_zero_routers(model, config) -> None:
+def _randomise_zero_routers(model, family: str, config) -> None:
     """Routers whose weights start at zero (AFMoE's ``_init_weights`` zeroes its gate)
     give every token the same logits, so every token would tie on the same experts:
     their weights are drawn at random instead, at the model's initializer scale, as a
     trained router's differ."""
     import torch
 
+    from .families import FAMILIES as READ
     from .families import router_classes
 
     std = float(getattr(config, "initializer_range", 0.02) or 0.02)
-    classes = router_classes(model)
+    classes = router_classes(model, READ.get(family))
     with torch.no_grad():
         for mod in model.modules():
             if classes and isinstance(mod, classes):
