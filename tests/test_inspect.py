@@ -36,10 +36,12 @@ SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots
                   "deepseek_v32", "glm_moe_dsa", "exaone_moe", "afmoe", "hy_v3", "bailing_hybrid",
                   "axk1", "axk2", "beam", "ergo", "flint", "hy_v4", "glm5_next", "hy_v4_vl",
                   "dots3_note"}
+# Routers that score by sqrt(softplus(logit)) (DeepSeek-V4's scoring_func), normalised
+SQRTSOFTPLUS_SCORED = {"deepseek_v4"}
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
 OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate",
-               "AfmoeTokenChoiceRouter", "Gemma4TextRouter")
+               "AfmoeTokenChoiceRouter", "Gemma4TextRouter", "DeepseekV4HashRouter")
 # Routers of which only some run on text: Switch's encoder, JetMoE's feed-forward (not its
 # attention's), Ernie-4.5-VL's text experts (not its vision experts)
 ROUTERS_NAMED = {"switch_transformers": r"^encoder\.", "jetmoe": r"\.mlp\.router$",
@@ -160,6 +162,9 @@ class GateReference:
                 self.logits.append(logits)
                 if self.fam in SIGMOID_SCORED:
                     s = 1.0 / (1.0 + np.exp(-logits))
+                    p = s / s.sum(-1, keepdims=True)
+                elif self.fam in SQRTSOFTPLUS_SCORED:
+                    s = np.sqrt(np.logaddexp(0.0, logits))
                     p = s / s.sum(-1, keepdims=True)
                 else:
                     e = np.exp(logits - logits.max(-1, keepdims=True))

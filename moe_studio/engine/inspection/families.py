@@ -120,6 +120,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            auto_class="AutoModelForImageTextToText",
            text_never_runs=r"^model\.(vision_tower|resampler_model)\."),
     Family("cohere2_moe", "Cohere2-MoE", "softmax", "triple", scoring_attr="expert_selection_fn"),
+    Family("deepseek_v4", "DeepSeek-V4", "sqrtsoftplus", "triple", scoring_attr="scoring_func",
+           router_class=r"DeepseekV4(TopK|Hash)Router"),
     Family("glm5_next", "GLM-5-Next", "sigmoid", "triple",
            auto_class="AutoModelForImageTextToText", text_never_runs=r"^model\.visual\."),
     Family("hy_v4_vl", "HY-V4-VL", "sigmoid", "triple",
@@ -258,8 +260,9 @@ def find_routers(model: "nn.Module", family: Family, config: Any) -> list[Router
             if logits_module is None:
                 raise RuntimeError(f"{name}: no child '{family.logits_from}' to read the "
                                    "router logits from")
-        scoring = str(getattr(mod, family.scoring_attr, "") or family.scoring) \
-            if family.scoring_attr else family.scoring
+        # (the router's own attribute, else its config's)
+        scoring = str(getattr(mod, family.scoring_attr, "") or getattr(config, family.scoring_attr, "")
+                      or family.scoring) if family.scoring_attr else family.scoring
         if scoring not in SCORINGS:
             raise RuntimeError(f"{name}: scores its experts by '{scoring}', which an "
                                f"inspection does not read (it reads {', '.join(SCORINGS)})")

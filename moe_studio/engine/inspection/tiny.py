@@ -235,6 +235,13 @@ FAMILIES: dict[str, tuple[str, dict]] = {
     "cohere2_moe": ("Cohere2MoeConfig", dict(_COMMON, intermediate_size=32, head_dim=8,
                                              num_experts=EXPERTS, num_experts_per_tok=2,
                                              sliding_window=16)),
+    # DeepSeek-V4: a hash-routed MoE layer (a fixed token -> experts table) then a learned one
+    "deepseek_v4": ("DeepseekV4Config", dict(
+        _COMMON, num_key_value_heads=1, head_dim=16, q_lora_rank=16, o_groups=2, o_lora_rank=16,
+        moe_intermediate_size=32, n_routed_experts=EXPERTS, num_experts_per_tok=2,
+        index_n_heads=2, index_head_dim=16, index_topk=64, hc_mult=2, hc_sinkhorn_iters=3,
+        sliding_window=16, mlp_layer_types=["hash_moe", "moe"],
+        layer_types=["sliding_attention", "compressed_sparse_attention"])),
     "flint": ("FlintConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
                                   shared_expert_intermediate_size=32, num_experts=EXPERTS,
                                   num_experts_per_tok=2, head_dim=8, sliding_window=16,
@@ -358,3 +365,10 @@ def _randomise_zero_routers(model, family: str, config) -> None:
                 for p in mod.parameters():
                     if p.dim() >= 2 and not p.any():
                         p.normal_(0.0, std)
+                # a hash router's token -> experts table (DeepSeek-V4's tid2eid, all expert 0
+                # until a checkpoint fills it): k distinct experts per token id, at random
+                table = getattr(mod, "tid2eid", None)
+                if isinstance(table, torch.Tensor) and not table.any():
+                    n_experts = int(mod.num_experts)
+                    table.copy_(torch.stack([torch.randperm(n_experts)[:table.shape[1]]
+                                             for _ in range(table.shape[0])]))
