@@ -95,9 +95,12 @@ def test_an_uncached_model_id_says_nothing_is_downloaded(tmp_path, monkeypatch, 
 
 
 @pytest.mark.parametrize("model_type, cfg", [
-    ("ernie4_5_vl_moe", {"text_config": {"moe_num_experts": 64}}),     # nested
+    # block diffusion: its routers run in an encoder and a canvas decoder, not one forward
+    ("diffusion_gemma", {"text_config": {"num_experts": 128}}),     # nested
     ("qwen3_omni_moe", {"thinker_config": {"text_config": {"num_experts": 128}}}),  # twice
-    ("cohere2_moe", {}),          # no expert count at all: the modeling code says MoE
+    # product-key experts (16,384, 64 a token): its logits score sqrt(E) keys per half
+    ("doge", {}),                 # no expert count at all: the modeling code says MoE
+    ("doge", {"num_experts": 16384}),
 ])
 def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cfg):
     folder = tmp_path / model_type
@@ -108,6 +111,20 @@ def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cf
     msg = str(e.value)
     assert f"MoE family '{model_type}' is not supported (supported: Mixtral, " in msg, msg
     assert "dense" not in msg
+
+
+@pytest.mark.parametrize("model_type", [
+    "gemma4_unified",    # its docs name output_router_logits, but it has no routed experts
+    "granite_docling",   # its router_logits are a density router's for image tiles, not experts
+])
+def test_models_whose_router_logits_are_not_experts_are_called_dense(tmp_path, model_type):
+    folder = tmp_path / model_type
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(InspectError) as e:
+        Inspector(InspectOptions(model=str(folder)), runs_dir=tmp_path / "runs")
+    assert str(e.value) == (f"{model_type} ({model_type}) has no MoE layers: a dense model "
+                            "routes nothing")
 
 
 def test_remote_code_runs_only_with_the_flag(tiny, tmp_path):

@@ -21,11 +21,29 @@ module names. A forward hook on each router reads the model's own decision:
   gate [T*k], count per expert [E], router_logits [T, E])``, ``order`` being the sort of
   the flattened [T, k] choices by expert; it is put back in token order.
 
+Where the recorded module is not the one that chooses, ``Family.router_class`` names the
+router classes read instead: Ernie-4.5-VL-MoE records its whole MoE block (text and
+vision experts), whose text experts' gate chooses for text; DeepSeek-V4 records only its
+learned router, not the hash routers of its first MoE layers (a fixed token -> experts
+table, ``tid2eid[input_ids]``), which return the same triple. Gemma 4's router returns
+its softmax probabilities where the logits go: the logits are read from its ``proj``
+(``Family.logits_from``).
+
 ``probs`` of every family are a distribution over the experts: the softmax of the
-logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, GLM-4-MoE-Lite, GLM-4.5V,
-dots.llm1, LFM2-MoE, Llama 4: the router's own code applies ``sigmoid`` to its logits)
-the sigmoid affinities divided by their sum, so entropy, top-1 probability and the
-views' uniform line 1/E mean the same for every family. The weights the model really used stay in ``topk_weight``.
+logits, or for sigmoid-scored routers (the router's own code applies ``sigmoid`` to its
+logits: DeepSeek-V3, DeepSeek-V3.2, GLM-4-MoE, GLM-4-MoE-Lite, GLM-4.5V, GLM-MoE-DSA,
+GLM-5-Next, dots.llm1, dots3.note, LFM2-MoE, Llama 4, EXAONE-MoE, AFMoE, HY-V3, HY-V4,
+HY-V4-VL, Bailing-Hybrid, A.X K1/K2, Beam, Ergo, Flint) the sigmoid affinities divided
+by their sum, and for DeepSeek-V4 (``scoring_func`` "sqrtsoftplus") its
+``sqrt(softplus(logit))`` scores divided by their sum, so entropy, top-1 probability
+and the views' uniform line 1/E mean the same for every family. Cohere2-MoE's config
+chooses softmax or sigmoid (``expert_selection_fn``), DeepSeek-V4's its scoring
+(``scoring_func``): each router site carries the scoring read (``Family.scoring_attr``).
+Bias terms that only steer the choice (DeepSeek-style ``e_score_correction_bias``,
+AFMoE's ``expert_bias``, HY-V3's, Ernie's ``moe_statics``) and group-limited choice stay
+inside the router and are not in ``probs``; the choice read is the router's own. The
+weights the model really used (renormalised, scaled by ``routed_scaling_factor`` or
+Gemma 4's ``per_expert_scale``) stay in ``topk_weight``.
 
 No torch import at module level: the GUI reads the family names.
 """

@@ -4,9 +4,14 @@ folder with a tokenizer trained on the spot: what the inspection tests and
 
 Each model has hidden size 32, 4 routed experts and 2 MoE layers unless the caller asks
 for more (DeepSeek, GLM-4-MoE, dots.llm1 and LFM2-MoE add a dense first layer, as the
-real models keep theirs dense, as do GLM-4-MoE-Lite and GLM-4.5V; the image-text Llama 4
-has 4 layers, every other one MoE, as Llama 4 Maverick). The image-text families (Llama 4,
-Qwen3.5-MoE, Qwen3-VL-MoE, GLM-4.5V) are saved whole, with a one-layer vision tower, as their released checkpoints are.
+real models keep theirs dense, as do GLM-4-MoE-Lite and GLM-4.5V and most of batch A:
+the DeepSeek-V3-like ones, EXAONE-MoE, AFMoE, HY-V3, Beam, Ergo, ERNIE-4.5-VL-MoE; the
+image-text Llama 4 has 4 layers, every other one MoE, as Llama 4 Maverick; DeepSeek-V4's
+first MoE layer is hash-routed). The image-text families (Llama 4, Qwen3.5-MoE,
+Qwen3-VL-MoE, GLM-4.5V, Gemma 4, GLM-5-Next, HY-V4-VL, dots3.note, DeepSeek-OCR-2, Aria,
+ERNIE-4.5-VL-MoE) are saved whole, with a one-layer vision tower, as their released
+checkpoints are. A router whose weights start at zero, or a hash router's empty table,
+is drawn at random (``_randomise_zero_routers``), so that tokens do not all tie.
 """
 from __future__ import annotations
 
