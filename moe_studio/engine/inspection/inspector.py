@@ -33,7 +33,8 @@ from ..headroom import HeadroomMonitor
 from ...metrics.routing import load_cv, max_over_mean
 from ..progress import ProgressInfo
 from ..stats import BLOCK_STATS
-from .capture import RouterCapture, RoutingAccumulator, precision_targets
+from .capture import (ExpertRowsWatch, RouterCapture, RoutingAccumulator, expert_rows,
+                      precision_targets)
 from .families import find_routers
 from .loading import (InspectError, check_family, check_weights, load_model, plan_memory,
                       read_config, refuse_if_too_big, resolve_model)
@@ -138,6 +139,7 @@ class Inspector:
         self.capture = RouterCapture(self.sites, fam)
         self.acc = RoutingAccumulator(len(self.sites), self.n_experts, len(self.domain_names), dev)
         self.monitor: HeadroomMonitor | None = None
+        self._rows_watch: ExpertRowsWatch | None = None
         if o.precision_every > 0:
             targets = precision_targets(self.model, self.sites)
             if fam.encoder_only:   # only the encoder runs
@@ -147,6 +149,8 @@ class Inspector:
             self.monitor = HeadroomMonitor(self.model, every=o.precision_every,
                                            kinds=("act", "weight"), targets=targets,
                                            static_weights=True)
+            # (DBRX's experts: each call of their module is one expert's)
+            self._rows_watch = ExpertRowsWatch(expert_rows(self.model, self.sites), self.monitor)
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -265,6 +269,8 @@ class Inspector:
             self.capture.remove()
             if self.monitor is not None:
                 self.monitor.remove()
+            if self._rows_watch is not None:
+                self._rows_watch.remove()
             self.writer.close(status, error=error)
 
 
