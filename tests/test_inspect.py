@@ -31,17 +31,19 @@ FAMILY_NAMES = [f for f in hf_tiny.FAMILIES if f in {x.model_type for x in insta
 # Routers that score experts by the sigmoid of their logits (read in each family's
 # transformers modeling code); the rest use a softmax
 SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots1", "lfm2_moe",
-                  "llama4", "llama4_text",
-                  # batch A
-                  "deepseek_v32", "glm_moe_dsa", "exaone_moe", "afmoe", "hy_v3", "bailing_hybrid",
-                  "axk1", "axk2", "beam", "ergo", "flint", "hy_v4", "glm5_next", "hy_v4_vl",
-                  "dots3_note"}
-# Routers that score by sqrt(softplus(logit)) (DeepSeek-V4's scoring_func), normalised
-SQRTSOFTPLUS_SCORED = {"deepseek_v4"}
+                  "llama4", "llama4_text"}
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
-OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate",
-               "AfmoeTokenChoiceRouter", "Gemma4TextRouter", "DeepseekV4HashRouter")
+OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate")
+
+# batch A (read in each family's modeling code as above): sigmoid-scored routers, gates not
+# named "...TopKRouter" (DeepSeek-V4's hash routers of its first MoE layers), and routers
+# scored by sqrt(softplus(logit)) (DeepSeek-V4's scoring_func), normalised
+SIGMOID_SCORED |= {"deepseek_v32", "glm_moe_dsa", "exaone_moe", "afmoe", "hy_v3", "hy_v4",
+                   "bailing_hybrid", "axk1", "axk2", "beam", "ergo", "flint", "glm5_next",
+                   "hy_v4_vl", "dots3_note"}
+OTHER_GATES += ("AfmoeTokenChoiceRouter", "Gemma4TextRouter", "DeepseekV4HashRouter")
+SQRTSOFTPLUS_SCORED = {"deepseek_v4"}
 # Routers of which only some run on text: Switch's encoder, JetMoE's feed-forward (not its
 # attention's), Ernie-4.5-VL's text experts (not its vision experts)
 ROUTERS_NAMED = {"switch_transformers": r"^encoder\.", "jetmoe": r"\.mlp\.router$",

@@ -127,6 +127,20 @@ def test_models_whose_router_logits_are_not_experts_are_called_dense(tmp_path, m
                             "routes nothing")
 
 
+def test_a_scoring_an_inspection_does_not_read_is_refused_in_one_line(tiny, tmp_path):
+    """DeepSeek-V4's config names its router's scoring function: one an inspection has
+    no distribution for is refused by name, before any run folder is made."""
+    pytest.importorskip("transformers.models.deepseek_v4")
+    hf_tiny.build("deepseek_v4", tmp_path / "dsv4", tiny["tokenizer"], scoring_func="tanh")
+    with pytest.raises(InspectError) as e:
+        Inspector(InspectOptions(model=str(tmp_path / "dsv4"), corpus=str(tiny["corpus"])),
+                  runs_dir=tmp_path / "runs")
+    assert str(e.value) == ("dsv4: model.layers.0.mlp.gate: scores its experts by 'tanh', "
+                            "which an inspection does not read (it reads softmax, sigmoid, "
+                            "sqrtsoftplus)")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_remote_code_runs_only_with_the_flag(tiny, tmp_path):
     """A supported family whose config also names its own code loads the transformers
     classes (the checkpoint's Python file never runs); an unknown family that needs its

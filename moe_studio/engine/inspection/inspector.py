@@ -71,7 +71,10 @@ class Inspector:
                                                 trust_remote_code=o.trust_remote_code)
         # (an image-text model's language sizes are on its text config)
         text_cfg = self.model.config.get_text_config()
-        self.sites = find_routers(self.model, fam, text_cfg)
+        try:
+            self.sites = find_routers(self.model, fam, text_cfg)
+        except RuntimeError as e:   # (a router this family's reading does not fit)
+            raise InspectError(f"{folder.name}: {e}") from None
         if not self.sites:
             raise InspectError(f"{folder.name} has no MoE layers: its config builds only dense "
                                "feed-forward layers, so nothing is routed")

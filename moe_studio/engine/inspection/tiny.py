@@ -53,9 +53,6 @@ _VL_TOKENS = dict(image_token_id=VOCAB - 1, video_token_id=VOCAB - 2, image_star
 
 # image-text family -> the class its released checkpoints are saved from
 IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
-              "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
-              "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
-              "glm4v_moe": "Glm4vMoeForConditionalGeneration",
               # batch A
               "glm5_next": "Glm5NextForConditionalGeneration",
               "hy_v4_vl": "HYV4VLForConditionalGeneration",
@@ -63,7 +60,11 @@ IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               "deepseek_ocr2": "DeepseekOcr2ForConditionalGeneration",
               "aria": "AriaForConditionalGeneration",
               "gemma4": "Gemma4ForConditionalGeneration",
-              "ernie4_5_vl_moe": "Ernie4_5_VLMoeForConditionalGeneration"}
+              "ernie4_5_vl_moe": "Ernie4_5_VLMoeForConditionalGeneration",
+              # (batch A ends)
+              "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
+              "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+              "glm4v_moe": "Glm4vMoeForConditionalGeneration"}
 
 # family -> (transformers config class name, its keyword arguments)
 FAMILIES: dict[str, tuple[str, dict]] = {
