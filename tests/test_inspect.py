@@ -5,6 +5,7 @@ model's own router modules directly."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ pytest.importorskip("tokenizers")
 import torch  # noqa: E402
 
 from moe_studio.engine.inspection import InspectOptions, installed_families  # noqa: E402
+from moe_studio.engine.inspection.families import FAMILIES  # noqa: E402
 from moe_studio.engine.inspection.inspector import Inspector  # noqa: E402
 from moe_studio.engine.inspection.loading import InspectError  # noqa: E402
 from moe_studio.store import open_run  # noqa: E402
@@ -33,6 +35,19 @@ SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
 OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate")
+
+# batch A (read in each family's modeling code as above): sigmoid-scored routers, gates not
+# named "...TopKRouter" (DeepSeek-V4's hash routers of its first MoE layers), and routers
+# scored by sqrt(softplus(logit)) (DeepSeek-V4's scoring_func), normalised
+SIGMOID_SCORED |= {"deepseek_v32", "glm_moe_dsa", "exaone_moe", "afmoe", "hy_v3", "hy_v4",
+                   "bailing_hybrid", "axk1", "axk2", "beam", "ergo", "flint", "glm5_next",
+                   "hy_v4_vl", "dots3_note"}
+OTHER_GATES += ("AfmoeTokenChoiceRouter", "Gemma4TextRouter", "DeepseekV4HashRouter")
+SQRTSOFTPLUS_SCORED = {"deepseek_v4"}
+# Routers of which only some run on text: Switch's encoder, JetMoE's feed-forward (not its
+# attention's), Ernie-4.5-VL's text experts (not its vision experts)
+ROUTERS_NAMED = {"switch_transformers": r"^encoder\.", "jetmoe": r"\.mlp\.router$",
+                 "ernie4_5_vl_moe": r"\.text_moe\.gate$"}
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +88,14 @@ class GateReference:
     def __init__(self, model, fam: str):
         self.fam = fam
         self.inputs: list = []
+        self.logits: list = []
         self.routers = []
         self.blocks = {}   # router -> the MoE block it sits in
         mods = dict(model.named_modules())
         for name, mod in mods.items():
             cls = type(mod).__name__
             if (cls.endswith(("TopKRouter", "TopkRouter", "Top1Router")) or cls in OTHER_GATES) and \
-                    (fam != "switch_transformers" or name.startswith("encoder.")) and \
-                    (fam != "jetmoe" or name.endswith(".mlp.router")):
+                    re.search(ROUTERS_NAMED.get(fam, ""), name):
                 self.routers.append(mod)
                 self.blocks[mod] = mods[name.rpartition(".")[0]]
         self._hooks = [m.register_forward_pre_hook(self._pre, with_kwargs=True)
@@ -104,6 +119,7 @@ class GateReference:
             else:
                 model(input_ids=x, use_cache=False)
             out = []
+            self.logits = []   # each router's logits [T, E] float64
             inputs, self.inputs = self.inputs, []
             for mod, args, kwargs in inputs:
                 r = mod.forward(*args, **kwargs)   # not mod(...): the pre-hook must not see it
@@ -127,6 +143,12 @@ class GateReference:
                     chosen = np.nonzero(nz)[1].reshape(-1, k)
                     logits = logits.double().numpy()
                     kept = np.ones(len(logits), bool)
+                elif self.fam == "gemma4":
+                    # the router returns its own softmax probabilities in the logits' place
+                    probs, _, chosen = r
+                    logits = np.log(probs.double().numpy())   # softmax(log p) = p
+                    chosen = chosen.numpy()
+                    kept = np.ones(len(logits), bool)
                 elif self.fam == "jetmoe":
                     # the gate's output is grouped by expert; its first step is the top-k
                     # of its logits, taken again here
@@ -139,8 +161,12 @@ class GateReference:
                     logits = logits.double().numpy()
                     chosen = chosen.numpy()
                     kept = np.ones(len(logits), bool)
+                self.logits.append(logits)
                 if self.fam in SIGMOID_SCORED:
                     s = 1.0 / (1.0 + np.exp(-logits))
+                    p = s / s.sum(-1, keepdims=True)
+                elif self.fam in SQRTSOFTPLUS_SCORED:
+                    s = np.sqrt(np.logaddexp(0.0, logits))
                     p = s / s.sum(-1, keepdims=True)
                 else:
                     e = np.exp(logits - logits.max(-1, keepdims=True))
@@ -242,9 +268,10 @@ def test_inspection_matches_the_models_own_gates(world, fam):
             # precision headroom of every linear layer's activations
             mods = r.meta["precision_modules"]
             assert r.meta["precision_kinds"] == ["act", "weight"]
+            idle_for_text = FAMILIES[fam].text_never_runs   # an image-text model's vision tower
             linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
                        and (fam != "switch_transformers" or n.startswith("encoder."))
-                       and not n.startswith("model.visual.")]   # Qwen3-VL's, GLM-4.5V's: idle for text
+                       and not (idle_for_text and re.search(idle_for_text, n))]
             assert set(linears) <= set(mods)
             st, amax = r.tensor_series("precision/absmax")
             assert list(st) == [s for s in range(1, ins.total_steps + 1) if s == 1 or s % 2 == 0]
@@ -323,7 +350,6 @@ def test_uncached_model_id_is_refused_without_download(tmp_path, monkeypatch):
 
 
 def test_memory_plan_counts_parameters_exactly(world):
-    from moe_studio.engine.inspection.families import FAMILIES
     from moe_studio.engine.inspection.loading import plan_memory, read_config
 
     fam = FAMILY_NAMES[0]
@@ -407,6 +433,39 @@ def test_switch_capacity_drops_match_the_router(world, tmp_path):
                                                                   minlength=hf_tiny.EXPERTS))
             frac = scal[scal["name"] == f"moe/L{r.meta['moe_blocks'][j]}/dropped_frac"]
             assert float(frac["value"].iloc[0]) == pytest.approx((~kept).mean())
+
+
+@pytest.mark.skipif("cohere2_moe" not in FAMILY_NAMES, reason="no Cohere2-MoE in transformers")
+def test_scoring_the_config_chooses_is_the_one_read(world, tmp_path):
+    """Cohere2-MoE's config picks softmax or sigmoid scoring (expert_selection_fn): a
+    checkpoint saved with sigmoid is read as sigmoid (its normalised sigmoid affinities),
+    not as the family's softmax default."""
+    folder = tmp_path / "cohere2-sigmoid"
+    model = hf_tiny.build("cohere2_moe", folder, world["tokenizer"], seed=5,
+                          expert_selection_fn="sigmoid")
+    ins = Inspector(InspectOptions(model=str(folder), corpus=str(world["corpus"]), tokens=200,
+                                   seq_len=32, batch_size=2, precision_every=0),
+                    runs_dir=tmp_path / "runs")
+    ins.step()
+    ins.close("stopped")
+    ref = GateReference(model, "cohere2_moe")
+    try:
+        ref.run(model, ins.batches[0].ids)
+    finally:
+        ref.remove()
+    logits = ref.logits
+    assert len(logits) == 2
+    with open_run(ins.run_dir) as r:
+        assert r.meta["router_scoring"] == "sigmoid" and r.config["moe"]["router"] == "sigmoid"
+        scal = r.scalars()
+        for j, lg in enumerate(logits):
+            s = 1.0 / (1.0 + np.exp(-lg))
+            p = s / s.sum(-1, keepdims=True)
+            top1 = scal[scal["name"] == f"moe/L{r.meta['moe_blocks'][j]}/top1_prob"]
+            assert float(top1["value"].iloc[0]) == pytest.approx(p.max(-1).mean(), rel=1e-4)
+            e = np.exp(lg - lg.max(-1, keepdims=True))
+            soft = e / e.sum(-1, keepdims=True)
+            assert abs(soft.max(-1).mean() - p.max(-1).mean()) > 1e-3   # the two differ here
 
 
 @pytest.mark.parametrize("fam", ["mixtral", "switch_transformers"])

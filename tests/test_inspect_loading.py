@@ -2,8 +2,8 @@
 headroom it records, checked against independent references: a model id found in a
 Hugging Face cache laid out by the test (with every network connection blocked), MoE
 families this transformers has but an inspection does not read, remote code left off,
-the memory refusal's numbers, and each linear layer's activations cast to fp16, bf16 and
-fp8 by torch itself."""
+the memory refusal's numbers, and each linear layer's activations (and each of DBRX's
+row-block experts', with their weights) cast to fp16, bf16 and fp8 by torch itself."""
 from __future__ import annotations
 
 import json
@@ -95,9 +95,12 @@ def test_an_uncached_model_id_says_nothing_is_downloaded(tmp_path, monkeypatch, 
 
 
 @pytest.mark.parametrize("model_type, cfg", [
-    ("ernie4_5_vl_moe", {"text_config": {"moe_num_experts": 64}}),     # nested
+    # block diffusion: its routers run in an encoder and a canvas decoder, not one forward
+    ("diffusion_gemma", {"text_config": {"num_experts": 128}}),     # nested
     ("qwen3_omni_moe", {"thinker_config": {"text_config": {"num_experts": 128}}}),  # twice
-    ("cohere2_moe", {}),          # no expert count at all: the modeling code says MoE
+    # product-key experts (16,384, 64 a token): its logits score sqrt(E) keys per half
+    ("doge", {}),                 # no expert count at all: the modeling code says MoE
+    ("doge", {"num_experts": 16384}),
 ])
 def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cfg):
     folder = tmp_path / model_type
@@ -108,6 +111,34 @@ def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cf
     msg = str(e.value)
     assert f"MoE family '{model_type}' is not supported (supported: Mixtral, " in msg, msg
     assert "dense" not in msg
+
+
+@pytest.mark.parametrize("model_type", [
+    "gemma4_unified",    # its docs name output_router_logits, but it has no routed experts
+    "granite_docling",   # its router_logits are a density router's for image tiles, not experts
+])
+def test_models_whose_router_logits_are_not_experts_are_called_dense(tmp_path, model_type):
+    folder = tmp_path / model_type
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    with pytest.raises(InspectError) as e:
+        Inspector(InspectOptions(model=str(folder)), runs_dir=tmp_path / "runs")
+    assert str(e.value) == (f"{model_type} ({model_type}) has no MoE layers: a dense model "
+                            "routes nothing")
+
+
+def test_a_scoring_an_inspection_does_not_read_is_refused_in_one_line(tiny, tmp_path):
+    """DeepSeek-V4's config names its router's scoring function: one an inspection has
+    no distribution for is refused by name, before any run folder is made."""
+    pytest.importorskip("transformers.models.deepseek_v4")
+    hf_tiny.build("deepseek_v4", tmp_path / "dsv4", tiny["tokenizer"], scoring_func="tanh")
+    with pytest.raises(InspectError) as e:
+        Inspector(InspectOptions(model=str(tmp_path / "dsv4"), corpus=str(tiny["corpus"])),
+                  runs_dir=tmp_path / "runs")
+    assert str(e.value) == ("dsv4: model.layers.0.mlp.gate: scores its experts by 'tanh', "
+                            "which an inspection does not read (it reads softmax, sigmoid, "
+                            "sqrtsoftplus)")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_remote_code_runs_only_with_the_flag(tiny, tmp_path):
@@ -161,12 +192,17 @@ def test_a_model_that_cannot_fit_is_refused_with_its_numbers(tiny, tmp_path, mon
     assert est["available"] == free and est["needed"] > free
 
 
-def _linear_outputs(model, ids: np.ndarray) -> dict[str, torch.Tensor]:
-    """Every nn.Linear's output over one forward as an inspection runs it (one position
-    of LM logits), recorded by hooks the test adds."""
-    out: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _a, y, n=n: out.__setitem__(n, y.detach().clone()))
-             for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+def _outputs_of(model, ids: np.ndarray, mods: dict, key=lambda name, _mod, _args: name) -> dict:
+    """The outputs of the modules ``mods`` (name -> module) over one forward as an
+    inspection runs it (one position of LM logits), recorded by hooks the test adds, each
+    under ``key(name, module, args)`` (one key per call)."""
+    out: dict = {}
+
+    def hook(name, mod, args, y):
+        k = key(name, mod, args)
+        assert k not in out
+        out[k] = y.detach().clone()
+    hooks = [m.register_forward_hook(lambda m_, a, y, n=n: hook(n, m_, a, y)) for n, m in mods.items()]
     try:
         with torch.no_grad():
             model(input_ids=torch.from_numpy(ids), use_cache=False, logits_to_keep=1)
@@ -174,6 +210,12 @@ def _linear_outputs(model, ids: np.ndarray) -> dict[str, torch.Tensor]:
         for h in hooks:
             h.remove()
     return out
+
+
+def _linear_outputs(model, ids: np.ndarray) -> dict[str, torch.Tensor]:
+    """Every nn.Linear's output over one forward."""
+    return _outputs_of(model, ids, {n: m for n, m in model.named_modules()
+                                    if isinstance(m, torch.nn.Linear)})
 
 
 def test_headroom_of_every_linear_matches_torchs_own_casts(tiny, tmp_path):
@@ -217,6 +259,77 @@ def test_headroom_of_every_linear_matches_torchs_own_casts(tiny, tmp_path):
         assert e4m3[0] == pytest.approx(float((y.abs() > 464).float().mean()), abs=1e-7)
     fp16_overflow = frac[mods.index(hot), act, fmts.index("fp16"), 0]
     assert 0 < fp16_overflow < 1 and frac[mods.index(hot), act, fmts.index("bf16"), 0] == 0
+
+
+def _cast_shares(y: torch.Tensor, fmt: str) -> list[float]:
+    """Share of ``y`` that overflows, turns subnormal, flushes to zero when torch casts it
+    to ``fmt`` (fp16, bf16, fp8_e5m2)."""
+    dt = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e5m2": torch.float8_e5m2}[fmt]
+    tiny_normal = {"fp16": 2.0 ** -14, "bf16": 2.0 ** -126, "fp8_e5m2": 2.0 ** -14}[fmt]
+    c = y.to(dt).float()
+    return [float(torch.isinf(c).float().mean()),
+            float((torch.isfinite(c) & (c != 0) & (c.abs() < tiny_normal)).float().mean()),
+            float(((y != 0) & (c == 0)).float().mean())]
+
+
+def test_headroom_of_dbrx_experts_per_expert_matches_torchs_own_casts(tiny, tmp_path):
+    """DBRX keeps its experts' weights as 2-d [E*h, d] parameters (w1, v1, w2), not
+    linear layers: each expert is watched on its own (``ffn.experts.mlp.{e}``), its output
+    being what the expert module returned when called with that expert's rows (told
+    apart here by comparing the rows' values), its weight its rows of w1, v1 and w2. One
+    expert is pushed past fp16's range; every share matches torch's own casts."""
+    E = hf_tiny.EXPERTS
+    folder = tmp_path / "dbrx-hot"
+    model = hf_tiny.build("dbrx", folder, tiny["tokenizer"], seed=6)
+    mlps = {n: m for n, m in model.named_modules() if type(m).__name__ == "DbrxExpertGLU"}
+    assert len(mlps) == 2
+
+    def which_expert(name, mod, args) -> tuple[str, int]:
+        rows = mod.w1.view(E, -1, mod.w1.shape[-1])
+        [e] = [e for e in range(E) if torch.equal(args[1], rows[e])]
+        return name, e
+
+    def expert_outputs(ids) -> dict[tuple[str, int], torch.Tensor]:
+        """(module name, expert) -> the expert module's output."""
+        return _outputs_of(model, ids, mlps, which_expert)
+
+    probe = np.asarray([tiny["tokenizer"](TEXT[:400])["input_ids"][:64]], dtype=np.int64)
+    first = next(iter(mlps))
+    y1 = expert_outputs(probe)[(first, 1)]
+    with torch.no_grad():   # about half of expert 1's outputs past 65504
+        mlp = mlps[first]
+        h = mlp.w2.shape[0] // E
+        mlp.w2[h:2 * h] *= 65504.0 / float(y1.abs().median())
+    model.save_pretrained(folder)
+    ins = Inspector(InspectOptions(model=str(folder), corpus=str(tiny["corpus"]), tokens=200,
+                                   seq_len=32, batch_size=4, precision_every=1),
+                    runs_dir=tmp_path / "runs")
+    ins.step()
+    ins.close("stopped")
+    ys = expert_outputs(ins.batches[0].ids)
+    with open_run(ins.run_dir) as r:
+        mods, kinds, fmts = (r.meta["precision_modules"], r.meta["precision_kinds"],
+                             r.meta["precision_formats"])
+        _, absmax = r.tensor("precision/absmax", 1)
+        _, frac = r.tensor("precision/fractions", 1)
+    act, wk = kinds.index("act"), kinds.index("weight")
+    assert 0 < _cast_shares(ys[(first, 1)], "fp16")[0] < 1
+    for name, mlp in mlps.items():
+        for e in range(E):
+            i = mods.index(f"{name}.{e}")
+            rows = torch.cat([p.view(E, -1, p.shape[-1])[e].reshape(-1)
+                              for p in (mlp.w1, mlp.v1, mlp.w2)]).detach()
+            assert absmax[i, wk] == pytest.approx(float(rows.abs().max()), rel=1e-6)
+            y = ys.get((name, e))
+            if y is None:    # not chosen by any token of the batch
+                assert np.isnan(absmax[i, act])
+                continue
+            assert absmax[i, act] == pytest.approx(float(y.abs().max()), rel=1e-6)
+            for fmt in ("fp16", "bf16", "fp8_e5m2"):
+                np.testing.assert_allclose(frac[i, act, fmts.index(fmt)], _cast_shares(y, fmt),
+                                           atol=1e-7, err_msg=f"{name}.{e} {fmt}")
+                np.testing.assert_allclose(frac[i, wk, fmts.index(fmt)], _cast_shares(rows, fmt),
+                                           atol=1e-7, err_msg=f"{name}.{e} weight {fmt}")
 
 
 @pytest.mark.slow

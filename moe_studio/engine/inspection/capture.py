@@ -43,12 +43,25 @@ class RouterCapture:
         self._hooks += [s.decision.register_forward_pre_hook(partial(self._decided, j),
                                                              with_kwargs=True)
                         for j, s in enumerate(sites) if s.decision is not None]
+        # (a child runs, and its hook fires, before its router's own hook)
+        self._child_logits: list = [None] * len(sites)
+        self._hooks += [s.logits_module.register_forward_hook(partial(self._child, j))
+                        for j, s in enumerate(sites) if s.logits_module is not None]
+
+    def _child(self, j: int, module: nn.Module, args, output) -> None:
+        self._child_logits[j] = output
 
     def _hook(self, j: int, module: nn.Module, args, output) -> None:
         if self.sites[j].decision is not None:
             self._logits[j] = output
-        else:
-            self._out[j] = decode(self.family, output, self.sites[j].top_k)
+            return
+        out = decode(self.family, output, self.sites[j].top_k)
+        if self.sites[j].logits_module is not None:
+            # the router returned probabilities where the logits go: its child's output
+            # are the logits they were computed from
+            logits, self._child_logits[j] = self._child_logits[j], None
+            out = (logits.reshape(-1, out[0].shape[-1]).float(), *out[1:])
+        self._out[j] = out
 
     def _decided(self, j: int, module: nn.Module, args, kwargs) -> None:
         """The experts' inputs ``(hidden, top_k_index, top_k_weights)``: the choice the
@@ -65,8 +78,8 @@ class RouterCapture:
         if missing:
             raise RuntimeError(f"router {missing[0]} did not run in this forward")
         out = []
-        for logits, idx, w, kept in self._out:  # type: ignore[misc]
-            out.append(Routed(logits, router_probs(self.family, logits), idx, w, kept))
+        for site, (logits, idx, w, kept) in zip(self.sites, self._out):  # type: ignore[misc]
+            out.append(Routed(logits, router_probs(site.scoring, logits), idx, w, kept))
         self._out = [None] * len(self.sites)
         return out
 
@@ -140,9 +153,12 @@ class RoutingAccumulator:
 def precision_targets(model: nn.Module, sites: list[RouterSite]) -> list[Target]:
     """What the precision headroom watches in a Hugging Face model, in module order:
     every ``nn.Linear`` and ``nn.Embedding`` (its output and weight), every router (its
-    logits and weight) and every module holding stacked expert weights (3-d parameters:
-    the routed experts' combined output and their weights)."""
+    logits and weight), every module holding stacked expert weights (3-d parameters:
+    the routed experts' combined output and their weights) and, per expert, the experts
+    kept as 2-d row blocks (:func:`expert_rows`: ``{name}.{e}``, expert e's output and
+    its rows of each weight; the output comes from :class:`ExpertRowsWatch`)."""
     routers = {id(s.module) for s in sites}
+    rows = {id(r.module): r for r in expert_rows(model, sites)}
     owned: set[int] = set()
     targets: list[Target] = []
     for name, mod in model.named_modules():
@@ -153,8 +169,86 @@ def precision_targets(model: nn.Module, sites: list[RouterSite]) -> list[Target]
             targets.append(Target(name, mod, own))
         elif isinstance(mod, (nn.Linear, nn.Embedding)) and id(mod) not in owned:
             targets.append(Target(name, mod, tuple(mod.parameters(recurse=False))))
+        elif id(mod) in rows:
+            r = rows[id(mod)]
+            # (no module: the watch tells the monitor which expert each call ran)
+            targets += [Target(r.target_name(e), None, r.slices(e)) for e in range(r.n_experts)]
         else:
             own = tuple(p for p in mod.parameters(recurse=False) if p.dim() >= 3)
             if own:
                 targets.append(Target(name, mod, own))
     return targets
+
+
+@dataclass
+class ExpertRows:
+    """A module of an MoE block that keeps its E routed experts' weights as 2-d
+    parameters of E stacked row blocks, [E*h, d] (DBRX's ``ffn.experts.mlp``: ``w1``,
+    ``v1``, ``w2``), and is called once per expert with views of that expert's rows."""
+    name: str
+    module: nn.Module
+    params: tuple[nn.Parameter, ...]
+    n_experts: int
+
+    def target_name(self, e: int) -> str:
+        return f"{self.name}.{e}"
+
+    def slices(self, e: int) -> tuple[Tensor, ...]:
+        """Expert e's rows of every parameter: [h, d] views."""
+        return tuple(p.view(self.n_experts, -1, p.shape[-1])[e] for p in self.params)
+
+    def expert_of(self, args) -> int | None:
+        """The expert whose rows a call was given: a tensor argument that views one of
+        the parameters, by where in it the view starts."""
+        for a in args:
+            if not isinstance(a, Tensor):
+                continue
+            for p in self.params:
+                if a.untyped_storage().data_ptr() == p.untyped_storage().data_ptr():
+                    rows = p.numel() // self.n_experts
+                    return (a.storage_offset() - p.storage_offset()) // rows
+        return None
+
+
+def expert_rows(model: nn.Module, sites: list[RouterSite]) -> list[ExpertRows]:
+    """The modules of the routers' MoE blocks (each router's parent) whose own
+    parameters are all 2-d with a row count that is a multiple (at least twice) of the
+    block's expert count: experts kept as [E*h, d] row blocks. Routers, and the linear
+    and embedding layers watched whole, are not among them."""
+    modules = dict(model.named_modules())
+    skip = {id(m) for s in sites for m in s.module.modules()}
+    found: dict[int, ExpertRows] = {}
+    for s in sites:
+        block_name = s.name.rpartition(".")[0]
+        block = modules.get(block_name)
+        if block is None:
+            continue
+        for sub, mod in block.named_modules(prefix=block_name):
+            if id(mod) in skip or id(mod) in found or isinstance(mod, (nn.Linear, nn.Embedding)):
+                continue
+            own = tuple(mod.parameters(recurse=False))
+            E = s.n_experts
+            if own and all(p.dim() == 2 and p.shape[0] % E == 0 and p.shape[0] >= 2 * E
+                           for p in own):
+                found[id(mod)] = ExpertRows(sub, mod, own, E)
+    return list(found.values())
+
+
+class ExpertRowsWatch:
+    """Forward hooks that hand each call of an :class:`ExpertRows` module to the
+    headroom monitor as the output of the expert whose rows it was given (the monitor
+    keeps one target per expert; the hooks only read)."""
+
+    def __init__(self, rows: list[ExpertRows], monitor) -> None:
+        self._hooks = [r.module.register_forward_hook(partial(self._called, r)) for r in rows]
+        self.monitor = monitor
+
+    def _called(self, r: ExpertRows, module: nn.Module, args, output) -> None:
+        e = r.expert_of(args)
+        if e is not None:
+            self.monitor.observe(r.target_name(e), output)
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []

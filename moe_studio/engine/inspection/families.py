@@ -21,11 +21,29 @@ module names. A forward hook on each router reads the model's own decision:
   gate [T*k], count per expert [E], router_logits [T, E])``, ``order`` being the sort of
   the flattened [T, k] choices by expert; it is put back in token order.
 
+Where the recorded module is not the one that chooses, ``Family.router_class`` names the
+router classes read instead: Ernie-4.5-VL-MoE records its whole MoE block (text and
+vision experts), whose text experts' gate chooses for text; DeepSeek-V4 records only its
+learned router, not the hash routers of its first MoE layers (a fixed token -> experts
+table, ``tid2eid[input_ids]``), which return the same triple. Gemma 4's router returns
+its softmax probabilities where the logits go: the logits are read from its ``proj``
+(``Family.logits_from``).
+
 ``probs`` of every family are a distribution over the experts: the softmax of the
-logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, GLM-4-MoE-Lite, GLM-4.5V,
-dots.llm1, LFM2-MoE, Llama 4: the router's own code applies ``sigmoid`` to its logits)
-the sigmoid affinities divided by their sum, so entropy, top-1 probability and the
-views' uniform line 1/E mean the same for every family. The weights the model really used stay in ``topk_weight``.
+logits, or for sigmoid-scored routers (the router's own code applies ``sigmoid`` to its
+logits: DeepSeek-V3, DeepSeek-V3.2, GLM-4-MoE, GLM-4-MoE-Lite, GLM-4.5V, GLM-MoE-DSA,
+GLM-5-Next, dots.llm1, dots3.note, LFM2-MoE, Llama 4, EXAONE-MoE, AFMoE, HY-V3, HY-V4,
+HY-V4-VL, Bailing-Hybrid, A.X K1/K2, Beam, Ergo, Flint) the sigmoid affinities divided
+by their sum, and for DeepSeek-V4 (``scoring_func`` "sqrtsoftplus") its
+``sqrt(softplus(logit))`` scores divided by their sum, so entropy, top-1 probability
+and the views' uniform line 1/E mean the same for every family. Cohere2-MoE's config
+chooses softmax or sigmoid (``expert_selection_fn``), DeepSeek-V4's its scoring
+(``scoring_func``): each router site carries the scoring read (``Family.scoring_attr``).
+Bias terms that only steer the choice (DeepSeek-style ``e_score_correction_bias``,
+AFMoE's ``expert_bias``, HY-V3's, Ernie's ``moe_statics``) and group-limited choice stay
+inside the router and are not in ``probs``; the choice read is the router's own. The
+weights the model really used (renormalised, scaled by ``routed_scaling_factor`` or
+Gemma 4's ``per_expert_scale``) stay in ``topk_weight``.
 
 No torch import at module level: the GUI reads the family names.
 """
@@ -63,6 +81,16 @@ class Family:
     # module-name regex of parts that text never runs (an image-text model's vision
     # tower): loaded, but not watched by the precision headroom
     text_never_runs: str = ""
+    # regex over class names: the modules read as routers in place of the recorded class
+    # (Ernie-4.5-VL-MoE records its whole MoE block; DeepSeek-V4 records only its learned
+    # router, not the hash routers of its first MoE layers)
+    router_class: str = ""
+    # the router's child module whose output is its logits, for a router that returns
+    # probabilities in their place (Gemma 4)
+    logits_from: str = ""
+    # the router attribute naming its scoring, where the config chooses it ("softmax" or
+    # "sigmoid": Cohere2-MoE's expert_selection_fn); ``scoring`` is the default
+    scoring_attr: str = ""
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
@@ -88,6 +116,43 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("minimax", "MiniMax", "softmax", "triple"),
     Family("lfm2_moe", "LFM2-MoE", "sigmoid", "triple"),
     Family("dbrx", "DBRX", "softmax", "logits", decision="experts"),
+    # batch A
+    Family("deepseek_v32", "DeepSeek-V3.2", "sigmoid", "triple"),
+    Family("glm_moe_dsa", "GLM-MoE-DSA", "sigmoid", "triple"),
+    Family("exaone_moe", "EXAONE-MoE", "sigmoid", "triple"),
+    Family("afmoe", "AFMoE", "sigmoid", "triple"),
+    Family("hy_v3", "HY-V3", "sigmoid", "triple"),
+    Family("granitemoe_swa", "Granite-MoE-SWA", "softmax", "triple"),
+    Family("bailing_hybrid", "Bailing-Hybrid", "sigmoid", "triple"),
+    Family("axk1", "A.X K1", "sigmoid", "triple"),
+    Family("axk2", "A.X K2", "sigmoid", "triple"),
+    Family("beam", "Beam", "sigmoid", "triple"),
+    Family("ergo", "Ergo", "sigmoid", "triple"),
+    Family("flint", "Flint", "sigmoid", "triple"),
+    Family("hy_v4", "HY-V4", "sigmoid", "triple"),
+    Family("gemma4", "Gemma 4", "softmax", "triple", logits_from="proj",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|embed_vision|audio_tower|embed_audio)\."),
+    Family("ernie4_5_vl_moe", "ERNIE-4.5-VL-MoE", "softmax", "triple",
+           router_class="Ernie4_5_VLMoeMoeTopKRouter", routers_named=r"\.text_moe\.gate$",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|resampler_model)\."),
+    Family("cohere2_moe", "Cohere2-MoE", "softmax", "triple", scoring_attr="expert_selection_fn"),
+    Family("deepseek_v4", "DeepSeek-V4", "sqrtsoftplus", "triple", scoring_attr="scoring_func",
+           router_class=r"DeepseekV4(TopK|Hash)Router"),
+    Family("glm5_next", "GLM-5-Next", "sigmoid", "triple",
+           auto_class="AutoModelForImageTextToText", text_never_runs=r"^model\.visual\."),
+    Family("hy_v4_vl", "HY-V4-VL", "sigmoid", "triple",
+           auto_class="AutoModelForImageTextToText", text_never_runs=r"^model\.vision_tower\."),
+    Family("dots3_note", "dots3.note", "sigmoid", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|audio_tower)\."),
+    Family("deepseek_ocr2", "DeepSeek-OCR-2", "softmax", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)\."),
+    Family("aria", "Aria", "softmax", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)\."),
     # the released image-text checkpoints: AutoModelForCausalLM reads only their text model
     Family("llama4", "Llama 4", "sigmoid", "scores"),
     Family("llama4_text", "Llama 4 text", "sigmoid", "scores", package="llama4"),
@@ -158,15 +223,23 @@ class RouterSite:
     n_experts: int
     top_k: int
     decision: Any = None   # "logits" layout: the module whose inputs carry the choice
+    scoring: str = "softmax"   # how this router scores its logits (router_probs)
+    logits_module: Any = None  # the child whose output is the logits (Family.logits_from)
 
 
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|block|h|blocks)\.(\d+)(?:\.|$)")
 
 
-def router_classes(model: "nn.Module") -> tuple[type, ...]:
+def router_classes(model: "nn.Module", family: Family | None = None) -> tuple[type, ...]:
     """The router classes the model's own output recording names (every sub-model's
-    ``_can_record_outputs["router_logits"]``)."""
+    ``_can_record_outputs["router_logits"]``), or those ``family.router_class`` names."""
     found: list[type] = []
+    if family is not None and family.router_class:
+        for mod in model.modules():
+            cls = type(mod)
+            if re.fullmatch(family.router_class, cls.__name__) and cls not in found:
+                found.append(cls)
+        return tuple(found)
     for mod in model.modules():
         spec = (getattr(type(mod), "_can_record_outputs", None) or {}).get("router_logits")
         cls = getattr(spec, "target_class", None) if spec is not None else None
@@ -178,7 +251,7 @@ def router_classes(model: "nn.Module") -> tuple[type, ...]:
 def find_routers(model: "nn.Module", family: Family, config: Any) -> list[RouterSite]:
     """The routers of ``model`` in module order (for an encoder-decoder family, only the
     encoder's); their layer index is the transformer layer they sit in."""
-    classes = router_classes(model)
+    classes = router_classes(model, family)
     sites: list[RouterSite] = []
     if not classes:
         return sites
@@ -199,8 +272,21 @@ def find_routers(model: "nn.Module", family: Family, config: Any) -> list[Router
             if decision is None:
                 raise RuntimeError(f"{name}: no sibling '{family.decision}' module to read "
                                    "the routing choice from")
+        logits_module = None
+        if family.logits_from:
+            logits_module = modules.get(f"{name}.{family.logits_from}")
+            if logits_module is None:
+                raise RuntimeError(f"{name}: no child '{family.logits_from}' to read the "
+                                   "router logits from")
+        # (the router's own attribute, else its config's)
+        scoring = str(getattr(mod, family.scoring_attr, "") or getattr(config, family.scoring_attr, "")
+                      or family.scoring) if family.scoring_attr else family.scoring
+        if scoring not in SCORINGS:
+            raise RuntimeError(f"{name}: scores its experts by '{scoring}', which an "
+                               f"inspection does not read (it reads {', '.join(SCORINGS)})")
         sites.append(RouterSite(name, layer, mod, _site_experts(mod, config),
-                                _site_top_k(family, mod, parent, config), decision))
+                                _site_top_k(family, mod, parent, config), decision, scoring,
+                                logits_module))
     return sites
 
 
@@ -226,7 +312,11 @@ def _site_top_k(family: Family, router: Any, parent: Any, config: Any) -> int:
         k = getattr(owner, "top_k", 0)
         if isinstance(k, int) and k > 0:
             return k
-    return int(getattr(config, "num_experts_per_tok", 1) or 1)
+    for key in ("num_experts_per_tok", "top_k_experts"):   # (Gemma 4: top_k_experts)
+        k = getattr(config, key, 0)
+        if isinstance(k, int) and k > 0:
+            return k
+    return 1
 
 
 def _config_experts(config: Any) -> int:
@@ -283,11 +373,18 @@ def decode(family: Family, output: Any, top_k: int = 1) \
         weights.reshape(-1, weights.shape[-1]).float(), None
 
 
-def router_probs(family: Family, logits: "torch.Tensor") -> "torch.Tensor":
-    """[T, E] float32 distribution over the experts (see the module docstring)."""
+SCORINGS = ("softmax", "sigmoid", "sqrtsoftplus")
+
+
+def router_probs(scoring: str, logits: "torch.Tensor") -> "torch.Tensor":
+    """[T, E] float32 distribution over the experts, from a router that scores its
+    logits by ``scoring`` (see the module docstring)."""
     import torch
 
-    if family.scoring == "sigmoid":
+    if scoring == "sigmoid":
         s = torch.sigmoid(logits.float())
-        return s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-    return torch.softmax(logits.float(), dim=-1)
+    elif scoring == "sqrtsoftplus":
+        s = torch.sqrt(torch.nn.functional.softplus(logits.float()))
+    else:
+        return torch.softmax(logits.float(), dim=-1)
+    return s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30)

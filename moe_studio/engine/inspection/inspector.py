@@ -33,7 +33,8 @@ from ..headroom import HeadroomMonitor
 from ...metrics.routing import load_cv, max_over_mean
 from ..progress import ProgressInfo
 from ..stats import BLOCK_STATS
-from .capture import RouterCapture, RoutingAccumulator, precision_targets
+from .capture import (ExpertRowsWatch, RouterCapture, RoutingAccumulator, expert_rows,
+                      precision_targets)
 from .families import find_routers
 from .loading import (InspectError, check_family, check_weights, load_model, plan_memory,
                       read_config, refuse_if_too_big, resolve_model)
@@ -70,7 +71,10 @@ class Inspector:
                                                 trust_remote_code=o.trust_remote_code)
         # (an image-text model's language sizes are on its text config)
         text_cfg = self.model.config.get_text_config()
-        self.sites = find_routers(self.model, fam, text_cfg)
+        try:
+            self.sites = find_routers(self.model, fam, text_cfg)
+        except RuntimeError as e:   # (a router this family's reading does not fit)
+            raise InspectError(f"{folder.name}: {e}") from None
         if not self.sites:
             raise InspectError(f"{folder.name} has no MoE layers: its config builds only dense "
                                "feed-forward layers, so nothing is routed")
@@ -97,7 +101,9 @@ class Inspector:
         self._t_run = 0.0
         self._rate_ema: float | None = None
 
-        moe = {"n_experts": self.n_experts, "top_k": self.top_k, "router": fam.scoring}
+        # (the scoring its routers use: a family's default, or the one its config chooses)
+        scoring = self.sites[0].scoring
+        moe = {"n_experts": self.n_experts, "top_k": self.top_k, "router": scoring}
         config = {
             "name": o.name or f"inspect-{folder.name}",
             "inspect": {k: v for k, v in o.to_dict().items() if k != "name"},
@@ -123,7 +129,7 @@ class Inspector:
             "memory_estimate": plan.describe(), "members": 1, "total_steps": self.total_steps,
             "domain_names": self.domain_names, "corpus": corpus_name,
             "moe_blocks": self.blocks, "moe_block_names": [s.name for s in self.sites],
-            "router_scoring": fam.scoring, "encoder_only": fam.encoder_only,
+            "router_scoring": scoring, "encoder_only": fam.encoder_only,
             "tokens_planned": int(sum(self.tokens_per_domain_planned)),
             "tokens_per_domain_planned": [int(x) for x in self.tokens_per_domain_planned],
             "argv": sys.argv[:8],
@@ -136,6 +142,7 @@ class Inspector:
         self.capture = RouterCapture(self.sites, fam)
         self.acc = RoutingAccumulator(len(self.sites), self.n_experts, len(self.domain_names), dev)
         self.monitor: HeadroomMonitor | None = None
+        self._rows_watch: ExpertRowsWatch | None = None
         if o.precision_every > 0:
             targets = precision_targets(self.model, self.sites)
             if fam.encoder_only:   # only the encoder runs
@@ -145,6 +152,8 @@ class Inspector:
             self.monitor = HeadroomMonitor(self.model, every=o.precision_every,
                                            kinds=("act", "weight"), targets=targets,
                                            static_weights=True)
+            # (DBRX's experts: each call of their module is one expert's)
+            self._rows_watch = ExpertRowsWatch(expert_rows(self.model, self.sites), self.monitor)
 
     # ------------------------------------------------------------------ stepping
     @property
@@ -263,6 +272,8 @@ class Inspector:
             self.capture.remove()
             if self.monitor is not None:
                 self.monitor.remove()
+            if self._rows_watch is not None:
+                self._rows_watch.remove()
             self.writer.close(status, error=error)
 
 

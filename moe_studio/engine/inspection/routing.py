@@ -111,7 +111,10 @@ def probe_snapshot(run_dir: str | Path, text: str) -> tuple[dict[str, np.ndarray
     except (InspectError, RuntimeError) as e:
         raise ValueError(str(e)) from None
     text_cfg = model.config.get_text_config()
-    sites = find_routers(model, fam, text_cfg)
+    try:
+        sites = find_routers(model, fam, text_cfg)
+    except RuntimeError as e:
+        raise ValueError(f"{folder.name}: {e}") from None
     if not sites:
         raise ValueError(f"{folder.name} has no MoE layers to route through")
     text = _fit_positions(tokenizer, text, int(getattr(text_cfg, "max_position_embeddings", 0) or 0))

@@ -4,9 +4,14 @@ folder with a tokenizer trained on the spot: what the inspection tests and
 
 Each model has hidden size 32, 4 routed experts and 2 MoE layers unless the caller asks
 for more (DeepSeek, GLM-4-MoE, dots.llm1 and LFM2-MoE add a dense first layer, as the
-real models keep theirs dense, as do GLM-4-MoE-Lite and GLM-4.5V; the image-text Llama 4
-has 4 layers, every other one MoE, as Llama 4 Maverick). The image-text families (Llama 4,
-Qwen3.5-MoE, Qwen3-VL-MoE, GLM-4.5V) are saved whole, with a one-layer vision tower, as their released checkpoints are.
+real models keep theirs dense, as do GLM-4-MoE-Lite and GLM-4.5V and most of batch A:
+the DeepSeek-V3-like ones, EXAONE-MoE, AFMoE, HY-V3, Beam, Ergo, ERNIE-4.5-VL-MoE; the
+image-text Llama 4 has 4 layers, every other one MoE, as Llama 4 Maverick; DeepSeek-V4's
+first MoE layer is hash-routed). The image-text families (Llama 4, Qwen3.5-MoE,
+Qwen3-VL-MoE, GLM-4.5V, Gemma 4, GLM-5-Next, HY-V4-VL, dots3.note, DeepSeek-OCR-2, Aria,
+ERNIE-4.5-VL-MoE) are saved whole, with a one-layer vision tower, as their released
+checkpoints are. A router whose weights start at zero, or a hash router's empty table,
+is drawn at random (``_randomise_zero_routers``), so that tokens do not all tie.
 """
 from __future__ import annotations
 
@@ -33,8 +38,30 @@ _QWEN_VISION = dict(depth=1, hidden_size=HIDDEN, intermediate_size=32, num_heads
                     out_hidden_size=HIDDEN, patch_size=14, temporal_patch_size=2,
                     spatial_merge_size=2)
 
+# DeepSeek-V3's layout (multi-head latent attention, a dense first layer, sigmoid experts
+# chosen within the best of 2 groups), which the batch-A families below build on
+_DSV3_LIKE = dict(_COMMON, num_hidden_layers=3, num_key_value_heads=4, intermediate_size=64,
+                  moe_intermediate_size=32, n_routed_experts=EXPERTS, n_shared_experts=1,
+                  num_experts_per_tok=2, first_k_dense_replace=1, kv_lora_rank=16,
+                  q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8,
+                  n_group=2, topk_group=1)
+
+# the image, video and their start/end token ids of GLM's vision-language models
+_VL_TOKENS = dict(image_token_id=VOCAB - 1, video_token_id=VOCAB - 2, image_start_token_id=VOCAB - 3,
+                  image_end_token_id=VOCAB - 4, video_start_token_id=VOCAB - 5,
+                  video_end_token_id=VOCAB - 6)
+
 # image-text family -> the class its released checkpoints are saved from
 IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
+              # batch A
+              "glm5_next": "Glm5NextForConditionalGeneration",
+              "hy_v4_vl": "HYV4VLForConditionalGeneration",
+              "dots3_note": "Dots3NoteForConditionalGeneration",
+              "deepseek_ocr2": "DeepseekOcr2ForConditionalGeneration",
+              "aria": "AriaForConditionalGeneration",
+              "gemma4": "Gemma4ForConditionalGeneration",
+              "ernie4_5_vl_moe": "Ernie4_5_VLMoeForConditionalGeneration",
+              # (batch A ends)
               "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
               "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
               "glm4v_moe": "Glm4vMoeForConditionalGeneration"}
@@ -109,6 +136,121 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                 attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0),
                                 ffn_config=dict(ffn_hidden_size=32, moe_num_experts=EXPERTS,
                                                 moe_top_k=2))),
+    # batch A
+    # (DeepSeek-V3.2, GLM-MoE-DSA and HY-V4 route attention through a lightning indexer:
+    # index_topk at least the sequence, so every position is attended, as in the real models
+    # for short text)
+    "deepseek_v32": ("DeepseekV32Config", dict(_DSV3_LIKE, index_topk=64, index_head_dim=16,
+                                               index_n_heads=2, head_dim=16)),
+    "glm_moe_dsa": ("GlmMoeDsaConfig", dict(_DSV3_LIKE, index_topk=64, index_head_dim=16,
+                                            index_n_heads=2, head_dim=16)),
+    "exaone_moe": ("ExaoneMoeConfig", dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                                           moe_intermediate_size=32, num_experts=EXPERTS,
+                                           num_experts_per_tok=2, head_dim=8, n_group=2,
+                                           topk_group=1, sliding_window=16)),
+    "afmoe": ("AfmoeConfig", dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                                  moe_intermediate_size=32, num_experts=EXPERTS,
+                                  num_experts_per_tok=2, num_shared_experts=1, head_dim=8,
+                                  sliding_window=16, global_attn_every_n_layers=2)),
+    "hy_v3": ("HYV3Config", dict(_COMMON, num_hidden_layers=3, intermediate_size=64, head_dim=8,
+                                 moe_intermediate_size=32, num_experts=EXPERTS,
+                                 num_experts_per_tok=2)),
+    "granitemoe_swa": ("GraniteMoeSWAConfig", dict(_COMMON, intermediate_size=32,
+                                                   num_local_experts=EXPERTS, num_experts_per_tok=2,
+                                                   sliding_window=16)),
+    "bailing_hybrid": ("BailingHybridConfig", dict(_DSV3_LIKE, num_local_experts=EXPERTS,
+                                                   head_dim=16, layer_group_size=2)),
+    "axk1": ("AXK1Config", dict(_DSV3_LIKE)),
+    "axk2": ("AXK2Config", dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                                head_dim=16, gated_norm_rank=4)),
+    "beam": ("BeamConfig", dict(_COMMON, num_hidden_layers=3, intermediate_size=64, head_dim=8,
+                                moe_intermediate_size=32, num_experts=EXPERTS,
+                                num_experts_per_tok=2, n_group=2, topk_group=1, sliding_window=16,
+                                mlp_layer_types=["dense", "sparse", "sparse"])),
+    "ergo": ("ErgoConfig", dict(_COMMON, num_hidden_layers=3, first_dense_intermediate_size=64,
+                                moe_intermediate_size=32, shared_intermediate_size=32,
+                                num_experts=EXPERTS, num_experts_per_tok=2, head_dim=8,
+                                sliding_window=16, global_attention_every_n_layers=2)),
+    "hy_v4": ("HYV4Config", dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                                 head_dim=16)),
+    "glm5_next": ("Glm5NextConfig", dict(
+        text_config=dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                         head_dim=16, qk_rope_head_dim=0, qk_nope_head_dim=16,
+                         linear_head_dim=8, linear_num_heads=4, index_kpool=4,
+                         mlp_layer_types=["dense", "sparse", "sparse"]),
+        vision_config=dict(depth=1, hidden_size=HIDDEN, intermediate_size=32, num_heads=4,
+                           out_hidden_size=HIDDEN, image_size=28, projection_intermediate_size=32),
+        **_VL_TOKENS)),
+    "hy_v4_vl": ("HYV4VLConfig", dict(
+        text_config=dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                         head_dim=16, rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                           mrope_section=[2, 1, 1])),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_attention_heads=4,
+                           num_hidden_layers=1, out_hidden_size=HIDDEN, patch_size=14,
+                           max_image_size=56),
+        image_token_id=VOCAB - 1, video_token_id=VOCAB - 2)),
+    "dots3_note": ("Dots3NoteConfig", dict(
+        text_config=dict(_DSV3_LIKE, index_topk=64, index_head_dim=16, index_n_heads=2,
+                         head_dim=16, shared_experts_intermediate_size=32, sliding_window=16,
+                         swa_num_attention_heads=4, swa_num_key_value_heads=4, swa_q_lora_rank=16,
+                         swa_kv_lora_rank=16, swa_head_dim=16, swa_qk_nope_head_dim=8,
+                         swa_v_head_dim=8),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, pyramid_num_routed=[-1], adapter_in_dim=HIDDEN,
+                           adapter_out_dim=HIDDEN),
+        audio_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=4, downsample_hidden_size=16,
+                          adapter_input_size=HIDDEN, adapter_out_dim=HIDDEN),
+        image_token_id=VOCAB - 1, video_token_id=VOCAB - 2, audio_token_id=VOCAB - 3)),
+    "deepseek_ocr2": ("DeepseekOcr2Config", dict(
+        text_config=dict(_COMMON, num_hidden_layers=3, intermediate_size=64, moe_intermediate_size=32,
+                         n_routed_experts=EXPERTS, n_shared_experts=1, num_experts_per_tok=2,
+                         mlp_layer_types=["dense", "sparse", "sparse"]),
+        vision_config=dict(
+            sam_config=dict(hidden_size=HIDDEN, output_channels=16, num_hidden_layers=1,
+                            num_attention_heads=4, image_size=64, patch_size=16, window_size=2,
+                            global_attn_indexes=(0,), downsample_channels=[16, HIDDEN]),
+            encoder_config=dict(_COMMON, intermediate_size=32, num_hidden_layers=1)),
+        image_token_id=VOCAB - 1)),
+    "aria": ("AriaConfig", dict(
+        text_config=dict(_COMMON, intermediate_size=32, moe_num_experts=EXPERTS, moe_topk=2,
+                         moe_num_shared_experts=1),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, image_size=28, patch_size=14),
+        projector_patch_to_query_dict={4: 4}, image_token_index=VOCAB - 1)),
+    "gemma4": ("Gemma4Config", dict(
+        text_config=dict(_COMMON, intermediate_size=64, head_dim=8, enable_moe_block=True,
+                         num_experts=EXPERTS, top_k_experts=2, moe_intermediate_size=32,
+                         hidden_size_per_layer_input=8, vocab_size_per_layer_input=VOCAB,
+                         sliding_window=16, layer_types=["sliding_attention", "full_attention"]),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, num_key_value_heads=4, head_dim=8,
+                           position_embedding_size=64),
+        audio_config=None, boi_token_id=VOCAB - 1, eoi_token_id=VOCAB - 2,
+        image_token_id=VOCAB - 3, video_token_id=VOCAB - 4, boa_token_id=VOCAB - 5,
+        eoa_token_index=VOCAB - 6, audio_token_id=VOCAB - 7)),
+    "ernie4_5_vl_moe": ("Ernie4_5_VLMoeConfig", dict(
+        text_config=dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                         moe_intermediate_size=[32, 32],
+                         moe_k=2, moe_num_experts=EXPERTS, moe_num_shared_experts=1,
+                         rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                              mrope_section=[1, 1, 2])),
+        vision_config=dict(depth=1, hidden_size=HIDDEN, num_heads=4, intermediate_size=32),
+        **_VL_TOKENS)),
+    "cohere2_moe": ("Cohere2MoeConfig", dict(_COMMON, intermediate_size=32, head_dim=8,
+                                             num_experts=EXPERTS, num_experts_per_tok=2,
+                                             sliding_window=16)),
+    # DeepSeek-V4: a hash-routed MoE layer (a fixed token -> experts table) then a learned one
+    "deepseek_v4": ("DeepseekV4Config", dict(
+        _COMMON, num_key_value_heads=1, head_dim=16, q_lora_rank=16, o_groups=2, o_lora_rank=16,
+        moe_intermediate_size=32, n_routed_experts=EXPERTS, num_experts_per_tok=2,
+        index_n_heads=2, index_head_dim=16, index_topk=64, hc_mult=2, hc_sinkhorn_iters=3,
+        sliding_window=16, mlp_layer_types=["hash_moe", "moe"],
+        layer_types=["sliding_attention", "compressed_sparse_attention"])),
+    "flint": ("FlintConfig", dict(_COMMON, intermediate_size=64, moe_intermediate_size=32,
+                                  shared_expert_intermediate_size=32, num_experts=EXPERTS,
+                                  num_experts_per_tok=2, head_dim=8, sliding_window=16,
+                                  mlp_only_layers=[])),
     "llama4_text": ("Llama4TextConfig", dict(_COMMON, **_LLAMA4)),
     "llama4": ("Llama4Config", dict(
         text_config=dict(_COMMON, **_LLAMA4, num_hidden_layers=4, interleave_moe_layer_step=2),
@@ -197,6 +339,7 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
         model = getattr(transformers, IMAGE_TEXT[family])(config)
     else:
         model = transformers.AutoModelForCausalLM.from_config(config)
+    _randomise_zero_routers(model, family, config)
     model.eval()
     folder = Path(folder)
     model.save_pretrained(folder)
@@ -207,3 +350,30 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
         transformers.utils.logging.set_verbosity_error()   # (the vision weights it skips)
         model = model_class(transformers, READ[family]).from_pretrained(folder).eval()
     return model
+
+
+def _randomise_zero_routers(model, family: str, config) -> None:
+    """Routers whose weights start at zero (AFMoE's ``_init_weights`` zeroes its gate)
+    give every token the same logits, so every token would tie on the same experts:
+    their weights are drawn at random instead, at the model's initializer scale, as a
+    trained router's differ."""
+    import torch
+
+    from .families import FAMILIES as READ
+    from .families import router_classes
+
+    std = float(getattr(config, "initializer_range", 0.02) or 0.02)
+    classes = router_classes(model, READ.get(family))
+    with torch.no_grad():
+        for mod in model.modules():
+            if classes and isinstance(mod, classes):
+                for p in mod.parameters():
+                    if p.dim() >= 2 and not p.any():
+                        p.normal_(0.0, std)
+                # a hash router's token -> experts table (DeepSeek-V4's tid2eid, all expert 0
+                # until a checkpoint fills it): k distinct experts per token id, at random
+                table = getattr(mod, "tid2eid", None)
+                if isinstance(table, torch.Tensor) and not table.any():
+                    n_experts = int(mod.num_experts)
+                    table.copy_(torch.stack([torch.randperm(n_experts)[:table.shape[1]]
+                                             for _ in range(table.shape[0])]))
