@@ -63,6 +63,10 @@ class Family:
     # module-name regex of parts that text never runs (an image-text model's vision
     # tower): loaded, but not watched by the precision headroom
     text_never_runs: str = ""
+    # the router attribute that counts the classes it chooses among, where its
+    # ``num_experts`` counts fewer (LongCat-Flash: the routed experts plus its
+    # zero-computation ones, which return their input unchanged)
+    experts_attr: str = ""
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
@@ -100,6 +104,44 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("qwen3_5_moe_text", "Qwen3.5-MoE text", "softmax", "triple", package="qwen3_5_moe"),
     Family("qwen3_vl_moe", "Qwen3-VL-MoE", "softmax", "triple",
            auto_class="AutoModelForImageTextToText", text_never_runs=r"^model\.visual\."),
+    # batch B
+    Family("kimi_linear", "Kimi Linear", "sigmoid", "triple"),
+    Family("minimax_m2", "MiniMax-M2", "sigmoid", "triple"),
+    Family("nemotron_h", "Nemotron-H", "sigmoid", "triple"),   # Nemotron 3 (its MoE layers)
+    # (zero-computation experts: routed as experts n_routed_experts.., see experts_attr)
+    Family("longcat_flash", "LongCat-Flash", "softmax", "triple", experts_attr="n_routed_experts"),
+    Family("minicpm5_moe", "MiniCPM5-MoE", "sigmoid", "triple"),
+    Family("mimo_v2_flash", "MiMo-V2-Flash", "sigmoid", "triple"),
+    Family("solar_open", "Solar Open", "sigmoid", "triple"),
+    Family("laguna", "Laguna", "sigmoid", "triple"),
+    Family("lara_mini", "Lara-Mini", "softmax", "triple"),
+    Family("mellum", "Mellum", "softmax", "triple"),
+    Family("kolibri1", "Kolibri-1", "sigmoid", "triple"),
+    Family("kolibri1_1", "Kolibri-1.1", "sigmoid", "triple"),
+    # (the image-text checkpoint: AutoModelForCausalLM reads only its text model)
+    Family("qwen4_exp", "Qwen4-Exp", "softmax", "triple"),
+    Family("qwen4_exp_text", "Qwen4-Exp text", "softmax", "triple", package="qwen4_exp"),
+    Family("mistral4", "Mistral 4", "softmax", "triple", auto_class="AutoModelForImageTextToText"),
+    Family("kimi_k25", "Kimi K2.5", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|mm_projector)(\.|$)"),
+    Family("minimax_m3_vl", "MiniMax-M3-VL", "sigmoid", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
+    Family("step3p7", "Step 3.7", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_model|multi_modal_projector)(\.|$)"),
+    Family("muse_spark", "Muse Spark", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision|audio)_\w+(\.|$)"),
+    Family("inkling2", "Inkling 2", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.vision_tower\."),
+    Family("unlimited_ocr", "Unlimited-OCR", "softmax", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
+    Family("mistral_large4", "Mistral Large 4", "softmax", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
+    # a bidirectional token classifier (one label per token), not a language model
+    Family("openai_privacy_filter", "OpenAI Privacy Filter", "softmax", "triple",
+           auto_class="AutoModelForTokenClassification"),
 )}
 
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
@@ -199,15 +241,16 @@ def find_routers(model: "nn.Module", family: Family, config: Any) -> list[Router
             if decision is None:
                 raise RuntimeError(f"{name}: no sibling '{family.decision}' module to read "
                                    "the routing choice from")
-        sites.append(RouterSite(name, layer, mod, _site_experts(mod, config),
+        sites.append(RouterSite(name, layer, mod, _site_experts(family, mod, config),
                                 _site_top_k(family, mod, parent, config), decision))
     return sites
 
 
-def _site_experts(router: Any, config: Any) -> int:
-    """Routed experts of one router: its own count, else the width of the linear layer
-    that makes its logits (DBRX's ``router.layer``), else the config's."""
-    n = getattr(router, "num_experts", 0)
+def _site_experts(family: Family, router: Any, config: Any) -> int:
+    """Routed experts of one router: its own count (``family.experts_attr``, else
+    ``num_experts``), else the width of the linear layer that makes its logits (DBRX's
+    ``router.layer``), else the config's."""
+    n = getattr(router, family.experts_attr or "num_experts", 0)
     if isinstance(n, int) and n > 0:
         return n
     from torch import nn
