@@ -34,7 +34,7 @@ SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots
                   # batch B
                   "kimi_linear", "minimax_m2", "nemotron_h", "minicpm5_moe", "mimo_v2_flash",
                   "solar_open", "laguna", "kolibri1", "kolibri1_1", "kimi_k25", "minimax_m3_vl",
-                  "step3p7", "muse_spark", "inkling2"}
+                  "step3p7", "muse_spark", "inkling2", "inkling_text"}
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
 OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate")
@@ -71,6 +71,13 @@ def _inspect(world, fam: str, steps: int | None = None, **kw):
     return ins
 
 
+def _text_model(model, fam: str):
+    """What reads text: the model, or the sub-model its family names (Qwen3-Omni-MoE's
+    thinker: the whole model only generates)."""
+    sub = FAMILIES[fam].text_model if fam in FAMILIES else ""
+    return getattr(model, sub) if sub else model
+
+
 class GateReference:
     """Each router's input recorded by a pre-hook the test adds, then the router module
     called again on it directly: the model's own gate, outside the inspector."""
@@ -85,7 +92,8 @@ class GateReference:
             cls = type(mod).__name__
             if (cls.endswith(("TopKRouter", "TopkRouter", "Top1Router")) or cls in OTHER_GATES) and \
                     (fam != "switch_transformers" or name.startswith("encoder.")) and \
-                    (fam != "jetmoe" or name.endswith(".mlp.router")):
+                    (fam != "jetmoe" or name.endswith(".mlp.router")) and \
+                    (fam != "qwen3_omni_moe" or name.startswith("thinker.")):
                 self.routers.append(mod)
                 self.blocks[mod] = mods[name.rpartition(".")[0]]
         self._hooks = [m.register_forward_pre_hook(self._pre, with_kwargs=True)
@@ -107,7 +115,7 @@ class GateReference:
             if self.fam == "switch_transformers":
                 model.get_encoder()(input_ids=x)
             else:
-                model(input_ids=x, use_cache=False)
+                _text_model(model, self.fam)(input_ids=x, use_cache=False)
             out = []
             inputs, self.inputs = self.inputs, []
             for mod, args, kwargs in inputs:
@@ -139,8 +147,8 @@ class GateReference:
                     chosen = logits.topk(mod.top_k, dim=-1).indices.numpy()
                     logits = logits.double().numpy()
                     kept = np.ones(len(logits), bool)
-                else:
-                    logits, _, chosen = r
+                else:   # (Inkling's gate adds its shared experts' weights)
+                    logits, _, chosen = r[:3]
                     logits = logits.double().numpy()
                     chosen = chosen.numpy()
                     kept = np.ones(len(logits), bool)
@@ -165,7 +173,7 @@ def _called_as_modules(model, fam: str, names: list[str], ids: np.ndarray) -> se
             if fam == "switch_transformers":
                 model.get_encoder()(input_ids=x)
             else:
-                model(input_ids=x, use_cache=False, logits_to_keep=1)
+                _text_model(model, fam)(input_ids=x, use_cache=False, logits_to_keep=1)
     finally:
         for h in hooks:
             h.remove()

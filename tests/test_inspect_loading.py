@@ -96,7 +96,7 @@ def test_an_uncached_model_id_says_nothing_is_downloaded(tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("model_type, cfg", [
     ("ernie4_5_vl_moe", {"text_config": {"moe_num_experts": 64}}),     # nested
-    ("qwen3_omni_moe", {"thinker_config": {"text_config": {"num_experts": 128}}}),  # twice
+    ("omni_moe", {"thinker_config": {"text_config": {"num_experts": 128}}}),  # twice
     ("cohere2_moe", {}),          # no expert count at all: the modeling code says MoE
 ])
 def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cfg):
@@ -108,6 +108,56 @@ def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cf
     msg = str(e.value)
     assert f"MoE family '{model_type}' is not supported (supported: Mixtral, " in msg, msg
     assert "dense" not in msg
+
+
+@pytest.mark.parametrize("model_type, cfg, reason", [
+    ("nllb-moe", {"num_experts": 128}, "read the router's top-1 mask as expert ids"),
+    ("inkling2_loop", {"text_config": {"n_routed_experts": 128}},
+     "run each of their routers several times per token"),
+    ("zaya", {"num_experts": 16}, "send a token to no expert"),
+])
+def test_moe_families_read_wrongly_are_refused_with_the_reason(tmp_path, model_type, cfg, reason):
+    """MoE families the installed transformers has but an inspection cannot read right
+    (families.NOT_READ, each read in its modeling code) say why, in one line."""
+    folder = tmp_path / model_type
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type, **cfg}))
+    with pytest.raises(InspectError) as e:
+        Inspector(InspectOptions(model=str(folder)), runs_dir=tmp_path / "runs")
+    msg = str(e.value)
+    assert f"MoE family '{model_type}' is not supported: " in msg and reason in msg, msg
+    assert "\n" not in msg and not (tmp_path / "runs").exists()
+
+
+def test_nllb_moe_experts_still_ignore_the_router():
+    """Why NLLB-MoE is refused, checked on the installed transformers: its experts run
+    by the 0/1 values of the router's top-1 mask (expert 0 for each 0, expert 1 for each
+    1), not by the experts the router chose. When this fails, the bug is fixed and
+    NLLB-MoE can be read."""
+    import torch
+    import transformers
+
+    cfg = transformers.NllbMoeConfig(
+        vocab_size=300, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=32, decoder_ffn_dim=32, num_experts=4,
+        expert_capacity=64, encoder_sparse_step=1, decoder_sparse_step=1, pad_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSeq2SeqLM.from_config(cfg).eval()
+    ffn = model.get_encoder().layers[0].ffn
+    ran: dict[int, int] = {}
+    seen = {}
+    ffn.router.register_forward_hook(lambda m, a, o: seen.update(out=o))
+    for e in range(4):
+        ffn.experts[f"expert_{e}"].register_forward_hook(
+            lambda m, a, o, e=e: ran.__setitem__(e, ran.get(e, 0) + a[0].shape[0]))
+    with torch.no_grad():
+        model.get_encoder()(input_ids=torch.randint(3, 290, (2, 16)))
+    top1_mask, combine, _ = seen["out"]
+    chosen = (combine > 0).sum(0)           # tokens per expert the router sent (top-2)
+    T, E = top1_mask.shape
+    assert chosen.sum() > T and (chosen[2:] > 0).any()   # the router uses experts 2 and 3
+    # ... but each token runs expert 0 once per 0 in its mask row and expert 1 once
+    assert ran == {0: T * (E - 1), 1: T}
 
 
 def test_remote_code_runs_only_with_the_flag(tiny, tmp_path):

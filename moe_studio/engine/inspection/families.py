@@ -67,6 +67,9 @@ class Family:
     # ``num_experts`` counts fewer (LongCat-Flash: the routed experts plus its
     # zero-computation ones, which return their input unchanged)
     experts_attr: str = ""
+    # the sub-model that reads text, where the loaded model has no forward of its own
+    # (Qwen3-Omni-MoE's thinker: the whole model only generates)
+    text_model: str = ""
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
@@ -139,10 +142,29 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("mistral_large4", "Mistral Large 4", "softmax", "triple",
            auto_class="AutoModelForImageTextToText",
            text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
+    # (its gate also weighs the shared experts: its routed logits are what it records)
+    Family("inkling_text", "Inkling text", "sigmoid", "triple", package="inkling"),
+    # (text runs through its thinker; the talker that speaks the answer is not read)
+    Family("qwen3_omni_moe", "Qwen3-Omni-MoE", "softmax", "triple",
+           auto_class="AutoModelForMultimodalLM", text_model="thinker",
+           routers_named=r"^thinker\.",
+           text_never_runs=r"^(talker|code2wav)\.|^thinker\.model\.(visual|audio_tower)\."),
     # a bidirectional token classifier (one label per token), not a language model
     Family("openai_privacy_filter", "OpenAI Privacy Filter", "softmax", "triple",
            auto_class="AutoModelForTokenClassification"),
 )}
+
+# MoE families of the installed transformers that an inspection refuses, and why (read in
+# each one's modeling code; the model type as config.json spells it)
+NOT_READ: dict[str, str] = {
+    "nllb-moe": "this transformers' NLLB-MoE experts read the router's top-1 mask as expert "
+                "ids (every token runs experts 0 and 1 whatever the router chose), so the "
+                "routing it records is not what the model computes",
+    "inkling2_loop": "its looped layers run each of their routers several times per token, "
+                     "one decision per pass, and an inspection records one per router and token",
+    "zaya": "its router may send a token to no expert (an extra skip class, reported as "
+            "expert 0 with weight 0), which an inspection cannot record yet",
+}
 
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
 # one of them is an MoE family not supported yet, not a dense model.

@@ -45,6 +45,13 @@ _QWEN4 = dict(_COMMON, head_dim=8, moe_intermediate_size=32, shared_expert_inter
               linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
               hc_lowrank=8)
 
+# Inkling's text model: routed experts plus two shared ones weighted by the same gate
+_INKLING = dict(_COMMON, num_hidden_layers=3, head_dim=8, swa_num_attention_heads=4,
+                swa_num_key_value_heads=2, swa_head_dim=8, sliding_window_size=16,
+                intermediate_size=64, moe_intermediate_size=32, n_routed_experts=EXPERTS,
+                n_shared_experts=2, num_experts_per_tok=2,
+                mlp_layer_types=["dense", "sparse", "sparse"])
+
 # image-text family -> the class its released checkpoints are saved from
 IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
@@ -58,7 +65,8 @@ IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               "muse_spark": "MuseSparkForConditionalGeneration",
               "inkling2": "Inkling2ForConditionalGeneration",
               "unlimited_ocr": "UnlimitedOcrForConditionalGeneration",
-              "mistral_large4": "MistralLarge4ForConditionalGeneration"}
+              "mistral_large4": "MistralLarge4ForConditionalGeneration",
+              "qwen3_omni_moe": "Qwen3OmniMoeForConditionalGeneration"}
 
 # family -> (transformers config class name, its keyword arguments)
 FAMILIES: dict[str, tuple[str, dict]] = {
@@ -289,6 +297,20 @@ FAMILIES: dict[str, tuple[str, dict]] = {
         vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
                            num_attention_heads=4, image_size=28, patch_size=14),
         image_token_index=VOCAB - 1)),
+    "inkling_text": ("InklingTextConfig", _INKLING),
+    # (as the Thinking checkpoint: the thinker alone, no talker speaking its answers)
+    "qwen3_omni_moe": ("Qwen3OmniMoeConfig", dict(
+        enable_audio_output=False,
+        thinker_config=dict(
+            text_config=dict(_COMMON, head_dim=8, intermediate_size=64, moe_intermediate_size=32,
+                             num_experts=EXPERTS, num_experts_per_tok=2,
+                             rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                  mrope_section=[2, 1, 1], interleaved=True)),
+            vision_config=dict(_QWEN_VISION, deepstack_visual_indexes=[0]),
+            audio_config=dict(num_mel_bins=16, encoder_layers=1, encoder_attention_heads=4,
+                              encoder_ffn_dim=32, d_model=HIDDEN, output_dim=HIDDEN,
+                              downsample_hidden_size=8),
+            audio_token_id=VOCAB - 1, image_token_id=VOCAB - 2, video_token_id=VOCAB - 3))),
     "openai_privacy_filter": ("OpenAIPrivacyFilterConfig", dict(
         _COMMON, intermediate_size=32, head_dim=8, num_local_experts=EXPERTS,
         num_experts_per_tok=2, sliding_window=16)),
