@@ -21,11 +21,22 @@ module names. A forward hook on each router reads the model's own decision:
   gate [T*k], count per expert [E], router_logits [T, E])``, ``order`` being the sort of
   the flattened [T, k] choices by expert; it is put back in token order.
 
+Some "triple" routers return more after the three (Inkling's gate adds the weights of
+its shared experts: ``router_logits`` are its routed experts' only). LongCat-Flash routes
+among its experts and its zero-computation experts (which return their input): both are
+counted as experts, ``n_routed_experts`` of its router. Qwen3-Omni-MoE has no forward of
+its own: text runs through its thinker (``text_model``), whose routers alone are read.
+
 ``probs`` of every family are a distribution over the experts: the softmax of the
-logits, or for sigmoid-scored routers (DeepSeek-V3, GLM-4-MoE, GLM-4-MoE-Lite, GLM-4.5V,
-dots.llm1, LFM2-MoE, Llama 4: the router's own code applies ``sigmoid`` to its logits)
-the sigmoid affinities divided by their sum, so entropy, top-1 probability and the
-views' uniform line 1/E mean the same for every family. The weights the model really used stay in ``topk_weight``.
+logits, or for sigmoid-scored routers (``scoring = "sigmoid"``: DeepSeek-V3, GLM-4-MoE,
+GLM-4-MoE-Lite, GLM-4.5V, dots.llm1, LFM2-MoE, Llama 4, Kimi Linear, Kimi K2.5,
+MiniMax-M2, MiniMax-M3-VL, Nemotron-H, MiniCPM5-MoE, MiMo-V2-Flash, Solar Open, Laguna,
+Kolibri-1/1.1, Step 3.7, Muse Spark, Inkling, Inkling 2: the router's own code applies
+``sigmoid`` to the logits it returns) the sigmoid affinities divided by their sum, so
+entropy, top-1 probability and the views' uniform line 1/E mean the same for every
+family. What each router adds only to choose (a per-expert bias, a group-limited choice:
+DeepSeek-V3's and its followers') changes which experts run, read from the router's
+output, not ``probs``. The weights the model really used stay in ``topk_weight``.
 
 No torch import at module level: the GUI reads the family names.
 """
@@ -134,6 +145,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            text_never_runs=r"^model\.(vision_model|multi_modal_projector)(\.|$)"),
     Family("muse_spark", "Muse Spark", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
            text_never_runs=r"^model\.(vision|audio)_\w+(\.|$)"),
+    # (scored by its config's scoring_func: sigmoid, the default and the released models')
     Family("inkling2", "Inkling 2", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
            text_never_runs=r"^model\.vision_tower\."),
     Family("unlimited_ocr", "Unlimited-OCR", "softmax", "triple",

@@ -4,9 +4,14 @@ folder with a tokenizer trained on the spot: what the inspection tests and
 
 Each model has hidden size 32, 4 routed experts and 2 MoE layers unless the caller asks
 for more (DeepSeek, GLM-4-MoE, dots.llm1 and LFM2-MoE add a dense first layer, as the
-real models keep theirs dense, as do GLM-4-MoE-Lite and GLM-4.5V; the image-text Llama 4
-has 4 layers, every other one MoE, as Llama 4 Maverick). The image-text families (Llama 4,
-Qwen3.5-MoE, Qwen3-VL-MoE, GLM-4.5V) are saved whole, with a one-layer vision tower, as their released checkpoints are.
+real models keep theirs dense, as do GLM-4-MoE-Lite, GLM-4.5V and several of batch B:
+Kimi Linear, Kimi K2.5, MiniCPM5-MoE, MiMo-V2-Flash, Laguna, Kolibri-1.1, Step 3.7,
+Unlimited-OCR, Mistral Large 4, Inkling; Nemotron-H has 4 blocks, Mamba, MoE, attention,
+MoE; the image-text Llama 4 has 4 layers, every other one MoE, as Llama 4 Maverick).
+The image-text families (Llama 4, Qwen3.5-MoE, Qwen3-VL-MoE, GLM-4.5V, Qwen4-Exp,
+Kimi K2.5, MiniMax-M3-VL, Step 3.7, Muse Spark, Inkling 2, Unlimited-OCR, Mistral
+Large 4, Qwen3-Omni-MoE) are saved whole, with a one-layer vision tower, as their
+released checkpoints are.
 """
 from __future__ import annotations
 
