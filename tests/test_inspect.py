@@ -37,7 +37,7 @@ SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots
                   "step3p7", "muse_spark", "inkling2", "inkling_text"}
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
-OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate")
+OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate", "ZayaRouter")
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +145,16 @@ class GateReference:
                     # of its logits, taken again here
                     logits = r[4]
                     chosen = logits.topk(mod.top_k, dim=-1).indices.numpy()
+                    logits = logits.double().numpy()
+                    kept = np.ones(len(logits), bool)
+                elif self.fam == "zaya":
+                    # its choice among the experts and the skip class (the last), taken
+                    # again as its code takes it: top-k of the softmax plus its biases,
+                    # before it reports a skip as expert 0
+                    logits = r[0]
+                    biased = torch.softmax(logits, -1).float() + mod.balancing_biases
+                    chosen = biased.topk(mod.top_k, dim=-1).indices.numpy()
+                    assert (chosen == logits.shape[-1] - 1).any() and (chosen != logits.shape[-1] - 1).any()
                     logits = logits.double().numpy()
                     kept = np.ones(len(logits), bool)
                 else:   # (Inkling's gate adds its shared experts' weights)

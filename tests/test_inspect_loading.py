@@ -114,7 +114,6 @@ def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cf
     ("nllb-moe", {"num_experts": 128}, "read the router's top-1 mask as expert ids"),
     ("inkling2_loop", {"text_config": {"n_routed_experts": 128}},
      "run each of their routers several times per token"),
-    ("zaya", {"num_experts": 16}, "send a token to no expert"),
 ])
 def test_moe_families_read_wrongly_are_refused_with_the_reason(tmp_path, model_type, cfg, reason):
     """MoE families the installed transformers has but an inspection cannot read right

@@ -21,6 +21,13 @@ module names. A forward hook on each router reads the model's own decision:
   gate [T*k], count per expert [E], router_logits [T, E])``, ``order`` being the sort of
   the flattened [T, k] choices by expert; it is put back in token order.
 
+- the ZAYA1 router chooses among its experts and one more class, E - 1, that skips the
+  layer; it returns ``(router_logits [T, E], weights [T, k], indices [T, k], router
+  state)`` with a skip reported as expert 0 with weight 0 (the experts then add nothing).
+  A choice of index 0 with weight exactly 0 is read back as the skip class (a real
+  choice of expert 0 weighs its softmax probability, never 0), so the skips show as the
+  last expert's load.
+
 Some "triple" routers return more after the three (Inkling's gate adds the weights of
 its shared experts: ``router_logits`` are its routed experts' only). LongCat-Flash routes
 among its experts and its zero-computation experts (which return their input): both are
@@ -58,7 +65,7 @@ class Family:
     model_type: str        # config.json "model_type"
     title: str
     scoring: str           # "softmax" | "sigmoid": how the router turns logits into scores
-    layout: str            # "triple" | "switch" | "scores" | "logits" | "sorted": what
+    layout: str            # "triple" | "switch" | "scores" | "logits" | "sorted" | "skip": what
                            # the router module returns (module docstring)
     encoder_only: bool = False   # encoder-decoder model: only the encoder is routed
     # "logits" layout: the sibling module (same parent as the router) whose forward
@@ -161,6 +168,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            auto_class="AutoModelForMultimodalLM", text_model="thinker",
            routers_named=r"^thinker\.",
            text_never_runs=r"^(talker|code2wav)\.|^thinker\.model\.(visual|audio_tower)\."),
+    # (its router's extra class skips the layer: counted as expert num_experts)
+    Family("zaya", "ZAYA1", "softmax", "skip", experts_attr="num_router_classes"),
     # a bidirectional token classifier (one label per token), not a language model
     Family("openai_privacy_filter", "OpenAI Privacy Filter", "softmax", "triple",
            auto_class="AutoModelForTokenClassification"),
@@ -174,8 +183,6 @@ NOT_READ: dict[str, str] = {
                 "routing it records is not what the model computes",
     "inkling2_loop": "its looped layers run each of their routers several times per token, "
                      "one decision per pass, and an inspection records one per router and token",
-    "zaya": "its router may send a token to no expert (an extra skip class, reported as "
-            "expert 0 with weight 0), which an inspection cannot record yet",
 }
 
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
@@ -353,6 +360,10 @@ def decode(family: Family, output: Any, top_k: int = 1) \
         return logits.reshape(-1, E).float(), idx.reshape(T, -1).long(), w.reshape(T, -1), None
     if family.layout == "logits":
         logits, idx, weights = output
+    elif family.layout == "skip":
+        logits, weights, idx = output[0], output[1], output[2]
+        # the router's skip choices, masked to expert 0 at weight 0, back to their class
+        idx = idx.masked_fill((idx == 0) & (weights == 0), logits.shape[-1] - 1)
     else:
         logits, weights, idx = output[0], output[1], output[2]
     E = logits.shape[-1]

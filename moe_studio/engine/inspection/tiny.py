@@ -316,6 +316,10 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                               encoder_ffn_dim=32, d_model=HIDDEN, output_dim=HIDDEN,
                               downsample_hidden_size=8),
             audio_token_id=VOCAB - 1, image_token_id=VOCAB - 2, video_token_id=VOCAB - 3))),
+    # 3 experts and the skip class: 4 classes to route among
+    "zaya": ("ZayaConfig", dict(_COMMON, head_dim=8, moe_intermediate_size=32,
+                                num_experts=EXPERTS - 1, num_experts_per_tok=1,
+                                router_hidden_size=16)),
     "openai_privacy_filter": ("OpenAIPrivacyFilterConfig", dict(
         _COMMON, intermediate_size=32, head_dim=8, num_local_experts=EXPERTS,
         num_experts_per_tok=2, sliding_window=16)),
@@ -361,6 +365,14 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
         from .loading import model_class
         model = model_class(transformers, READ[family]).from_config(config)
     model.eval()
+    if family == "zaya":
+        # its initial balancing biases (0, skip class -1) keep the skip class from ever
+        # winning: -1 for every class makes it as likely as an expert (this transformers
+        # sets the skip class's -1 again on loading, whatever the checkpoint holds)
+        with torch.no_grad():
+            for m in model.modules():
+                if hasattr(m, "balancing_biases"):
+                    m.balancing_biases.fill_(-1.0)
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
