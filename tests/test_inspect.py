@@ -290,6 +290,50 @@ def test_inspection_matches_the_models_own_gates(world, fam):
         ref.remove()
 
 
+@pytest.mark.parametrize("fam", FAMILY_NAMES)
+def test_the_recorded_choice_is_what_the_experts_run(world, fam):
+    """What an inspection records as each token's experts is what the block's experts
+    module is then given (its ``(hidden, top_k_index, top_k_weights)`` inputs, read by a
+    pre-hook): the same expert, or a class the experts do not hold (LongCat-Flash's
+    zero-computation experts, ZAYA1's skip) given weight 0."""
+    from moe_studio.engine.inspection.capture import RouterCapture
+    from moe_studio.engine.inspection.families import find_routers
+    from moe_studio.engine.inspection.routing import forward
+
+    model, family = world["models"][fam], FAMILIES[fam]
+    sites = find_routers(model, family, model.config.get_text_config())
+    mods = dict(model.named_modules())
+    given: dict[int, tuple] = {}
+    hooks = []
+    for j, site in enumerate(sites):
+        experts = mods.get(f"{site.name.rpartition('.')[0]}.experts")
+        if experts is not None:
+            hooks.append(experts.register_forward_pre_hook(
+                lambda m, a, j=j: given.__setitem__(j, a)
+                if len(a) == 3 and a[1].shape == a[2].shape else None))
+    capture = RouterCapture(sites, family)
+    try:
+        with torch.no_grad():
+            forward(model, family, torch.from_numpy(np.asarray([world["tokenizer"](PROSE)["input_ids"]])))
+        routed = capture.take()
+    finally:
+        capture.remove()
+        for h in hooks:
+            h.remove()
+    if not given:
+        # (Llama 4's and JetMoE's experts take the hidden states alone, Switch's a one-hot
+        # dispatch; their tests read what ran another way)
+        pytest.skip(f"{fam}: its experts are not given (hidden, top_k_index, top_k_weights)")
+    assert len(given) == len(sites)
+    for j, r in enumerate(routed):
+        _, idx, w = given[j]
+        idx, w = idx.reshape(r.topk_idx.shape), w.reshape(r.topk_idx.shape)
+        same = idx == r.topk_idx
+        held = mods[f"{sites[j].name.rpartition('.')[0]}.experts"].num_experts
+        assert (same | ((r.topk_idx >= held) & (w == 0))).all(), fam
+        assert (r.topk_idx < held).any()
+
+
 def test_stop_keeps_what_was_recorded(world):
     ins = _inspect(world, FAMILY_NAMES[0], steps=2, tokens=2000)
     assert 2 < ins.total_steps
