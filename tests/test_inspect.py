@@ -31,10 +31,14 @@ FAMILY_NAMES = [f for f in hf_tiny.FAMILIES if f in {x.model_type for x in insta
 # Routers that score experts by the sigmoid of their logits (read in each family's
 # transformers modeling code); the rest use a softmax
 SIGMOID_SCORED = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "glm4v_moe", "dots1", "lfm2_moe",
-                  "llama4", "llama4_text"}
+                  "llama4", "llama4_text",
+                  # batch B
+                  "kimi_linear", "minimax_m2", "nemotron_h", "minicpm5_moe", "mimo_v2_flash",
+                  "solar_open", "laguna", "kolibri1", "kolibri1_1", "kimi_k25", "minimax_m3_vl",
+                  "step3p7", "muse_spark", "inkling2", "inkling_text"}
 # Router classes of the families whose gate is not a "...TopKRouter": read in each
 # family's modeling code (JetMoE: only its feed-forward gate, not its attention's)
-OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate")
+OTHER_GATES = ("DbrxRouter", "Llama4Router", "JetMoeTopKGating", "HunYuanMoEV1Gate", "ZayaRouter")
 
 # batch A (read in each family's modeling code as above): sigmoid-scored routers, gates not
 # named "...TopKRouter" (DeepSeek-V4's hash routers of its first MoE layers), and routers
@@ -47,7 +51,7 @@ SQRTSOFTPLUS_SCORED = {"deepseek_v4"}
 # Routers of which only some run on text: Switch's encoder, JetMoE's feed-forward (not its
 # attention's), Ernie-4.5-VL's text experts (not its vision experts)
 ROUTERS_NAMED = {"switch_transformers": r"^encoder\.", "jetmoe": r"\.mlp\.router$",
-                 "ernie4_5_vl_moe": r"\.text_moe\.gate$"}
+                 "ernie4_5_vl_moe": r"\.text_moe\.gate$", "qwen3_omni_moe": r"^thinker\."}
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +83,13 @@ def _inspect(world, fam: str, steps: int | None = None, **kw):
         raise
     ins.close("finished" if ins.done else "stopped")
     return ins
+
+
+def _text_model(model, fam: str):
+    """What reads text: the model, or the sub-model its family names (Qwen3-Omni-MoE's
+    thinker: the whole model only generates)."""
+    sub = FAMILIES[fam].text_model if fam in FAMILIES else ""
+    return getattr(model, sub) if sub else model
 
 
 class GateReference:
@@ -117,7 +128,7 @@ class GateReference:
             if self.fam == "switch_transformers":
                 model.get_encoder()(input_ids=x)
             else:
-                model(input_ids=x, use_cache=False)
+                _text_model(model, self.fam)(input_ids=x, use_cache=False)
             out = []
             self.logits = []   # each router's logits [T, E] float64
             inputs, self.inputs = self.inputs, []
@@ -156,8 +167,18 @@ class GateReference:
                     chosen = logits.topk(mod.top_k, dim=-1).indices.numpy()
                     logits = logits.double().numpy()
                     kept = np.ones(len(logits), bool)
-                else:
-                    logits, _, chosen = r
+                elif self.fam == "zaya":
+                    # its choice among the experts and the skip class (the last), taken
+                    # again as its code takes it: top-k of the softmax plus its biases,
+                    # before it reports a skip as expert 0
+                    logits = r[0]
+                    biased = torch.softmax(logits, -1).float() + mod.balancing_biases
+                    chosen = biased.topk(mod.top_k, dim=-1).indices.numpy()
+                    assert (chosen == logits.shape[-1] - 1).any() and (chosen != logits.shape[-1] - 1).any()
+                    logits = logits.double().numpy()
+                    kept = np.ones(len(logits), bool)
+                else:   # (Inkling's gate adds its shared experts' weights)
+                    logits, _, chosen = r[:3]
                     logits = logits.double().numpy()
                     chosen = chosen.numpy()
                     kept = np.ones(len(logits), bool)
@@ -186,7 +207,7 @@ def _called_as_modules(model, fam: str, names: list[str], ids: np.ndarray) -> se
             if fam == "switch_transformers":
                 model.get_encoder()(input_ids=x)
             else:
-                model(input_ids=x, use_cache=False, logits_to_keep=1)
+                _text_model(model, fam)(input_ids=x, use_cache=False, logits_to_keep=1)
     finally:
         for h in hooks:
             h.remove()
@@ -277,7 +298,10 @@ def test_inspection_matches_the_models_own_gates(world, fam):
             assert list(st) == [s for s in range(1, ins.total_steps + 1) if s == 1 or s % 2 == 0]
             act, weight = amax[0][:, 0], amax[0][:, 1]
             called = _called_as_modules(model, fam, linears, ins.batches[0].ids)
-            assert len(called) >= len(linears) - 1   # Jamba's dt_proj: its weight used directly
+            # only layers whose weight the model uses directly are never called (Jamba's
+            # dt_proj, LongCat-Flash's router classifier)
+            assert {n for n in linears if n not in called} <= \
+                {n for n in linears if n.endswith(("dt_proj", "router.classifier"))}
             ran = [mods.index(n) for n in called]
             assert np.isfinite(act[ran]).all() and (act[ran] > 0).all()
             idle = [mods.index(n) for n in linears if n not in called]
@@ -287,6 +311,50 @@ def test_inspection_matches_the_models_own_gates(world, fam):
                 assert weight[mods.index(n)] == pytest.approx(float(w.detach().abs().max()), rel=1e-6)
     finally:
         ref.remove()
+
+
+@pytest.mark.parametrize("fam", FAMILY_NAMES)
+def test_the_recorded_choice_is_what_the_experts_run(world, fam):
+    """What an inspection records as each token's experts is what the block's experts
+    module is then given (its ``(hidden, top_k_index, top_k_weights)`` inputs, read by a
+    pre-hook): the same expert, or a class the experts do not hold (LongCat-Flash's
+    zero-computation experts, ZAYA1's skip) given weight 0."""
+    from moe_studio.engine.inspection.capture import RouterCapture
+    from moe_studio.engine.inspection.families import find_routers
+    from moe_studio.engine.inspection.routing import forward
+
+    model, family = world["models"][fam], FAMILIES[fam]
+    sites = find_routers(model, family, model.config.get_text_config())
+    mods = dict(model.named_modules())
+    given: dict[int, tuple] = {}
+    hooks = []
+    for j, site in enumerate(sites):
+        experts = mods.get(f"{site.name.rpartition('.')[0]}.experts")
+        if experts is not None:
+            hooks.append(experts.register_forward_pre_hook(
+                lambda m, a, j=j: given.__setitem__(j, a)
+                if len(a) == 3 and a[1].shape == a[2].shape else None))
+    capture = RouterCapture(sites, family)
+    try:
+        with torch.no_grad():
+            forward(model, family, torch.from_numpy(np.asarray([world["tokenizer"](PROSE)["input_ids"]])))
+        routed = capture.take()
+    finally:
+        capture.remove()
+        for h in hooks:
+            h.remove()
+    if not given:
+        # (Llama 4's and JetMoE's experts take the hidden states alone, Switch's a one-hot
+        # dispatch; their tests read what ran another way)
+        pytest.skip(f"{fam}: its experts are not given (hidden, top_k_index, top_k_weights)")
+    assert len(given) == len(sites)
+    for j, r in enumerate(routed):
+        _, idx, w = given[j]
+        idx, w = idx.reshape(r.topk_idx.shape), w.reshape(r.topk_idx.shape)
+        same = idx == r.topk_idx
+        held = mods[f"{sites[j].name.rpartition('.')[0]}.experts"].num_experts
+        assert (same | ((r.topk_idx >= held) & (w == 0))).all(), fam
+        assert (r.topk_idx < held).any()
 
 
 def test_stop_keeps_what_was_recorded(world):
@@ -543,7 +611,6 @@ def test_readme_inspect_commands_are_the_clis_and_say_what_needs_a_gpu():
     import shlex
 
     from moe_studio.cli import build_parser
-    from moe_studio.engine.inspection import FAMILIES
 
     section = _readme_section()
     commands = [line.split("#")[0].strip() for line in section.splitlines()

@@ -94,21 +94,27 @@ def test_an_uncached_model_id_says_nothing_is_downloaded(tmp_path, monkeypatch, 
     assert no_network == [] and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("model_type, cfg", [
-    # block diffusion: its routers run in an encoder and a canvas decoder, not one forward
-    ("diffusion_gemma", {"text_config": {"num_experts": 128}}),     # nested
-    ("qwen3_omni_moe", {"thinker_config": {"text_config": {"num_experts": 128}}}),  # twice
-    # product-key experts (16,384, 64 a token): its logits score sqrt(E) keys per half
-    ("doge", {}),                 # no expert count at all: the modeling code says MoE
-    ("doge", {"num_experts": 16384}),
-])
-def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cfg):
+def _refusal(tmp_path, model_type: str, cfg: dict) -> str:
+    """The InspectError message for a folder whose config.json is only ``cfg``."""
     folder = tmp_path / model_type
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": model_type, **cfg}))
     with pytest.raises(InspectError) as e:
         Inspector(InspectOptions(model=str(folder)), runs_dir=tmp_path / "runs")
-    msg = str(e.value)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("model_type, cfg", [
+    # block diffusion: its routers run in an encoder and a canvas decoder, not one forward
+    ("diffusion_gemma", {"text_config": {"num_experts": 128}}),     # nested
+    ("omni_moe", {"thinker_config": {"text_config": {"num_experts": 128}}}),  # twice, as
+    # Qwen3-Omni-MoE's (read now, so a made-up name keeps this layout tested)
+    # product-key experts (16,384, 64 a token): its logits score sqrt(E) keys per half
+    ("doge", {}),                 # no expert count at all: the modeling code says MoE
+    ("doge", {"num_experts": 16384}),
+])
+def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cfg):
+    msg = _refusal(tmp_path, model_type, cfg)
     assert f"MoE family '{model_type}' is not supported (supported: Mixtral, " in msg, msg
     assert "dense" not in msg
 
@@ -118,13 +124,8 @@ def test_moe_families_not_read_yet_are_not_called_dense(tmp_path, model_type, cf
     "granite_docling",   # its router_logits are a density router's for image tiles, not experts
 ])
 def test_models_whose_router_logits_are_not_experts_are_called_dense(tmp_path, model_type):
-    folder = tmp_path / model_type
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
-    with pytest.raises(InspectError) as e:
-        Inspector(InspectOptions(model=str(folder)), runs_dir=tmp_path / "runs")
-    assert str(e.value) == (f"{model_type} ({model_type}) has no MoE layers: a dense model "
-                            "routes nothing")
+    assert _refusal(tmp_path, model_type, {}) == (f"{model_type} ({model_type}) has no MoE "
+                                                  "layers: a dense model routes nothing")
 
 
 def test_a_scoring_an_inspection_does_not_read_is_refused_in_one_line(tiny, tmp_path):
@@ -139,6 +140,50 @@ def test_a_scoring_an_inspection_does_not_read_is_refused_in_one_line(tiny, tmp_
                             "which an inspection does not read (it reads softmax, sigmoid, "
                             "sqrtsoftplus)")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("model_type, cfg, reason", [
+    ("nllb-moe", {"num_experts": 128}, "read the router's top-1 mask as expert ids"),
+    ("inkling2_loop", {"text_config": {"n_routed_experts": 128}},
+     "run each of their routers several times per token"),
+])
+def test_moe_families_read_wrongly_are_refused_with_the_reason(tmp_path, model_type, cfg, reason):
+    """MoE families the installed transformers has but an inspection cannot read right
+    (families.NOT_READ, each read in its modeling code) say why, in one line."""
+    msg = _refusal(tmp_path, model_type, cfg)
+    assert f"MoE family '{model_type}' is not supported: " in msg and reason in msg, msg
+    assert "\n" not in msg and not (tmp_path / "runs").exists()
+
+
+def test_nllb_moe_experts_still_ignore_the_router():
+    """Why NLLB-MoE is refused, checked on the installed transformers: its experts run
+    by the 0/1 values of the router's top-1 mask (expert 0 for each 0, expert 1 for each
+    1), not by the experts the router chose. When this fails, the bug is fixed and
+    NLLB-MoE can be read."""
+    import torch
+    import transformers
+
+    cfg = transformers.NllbMoeConfig(
+        vocab_size=300, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=32, decoder_ffn_dim=32, num_experts=4,
+        expert_capacity=64, encoder_sparse_step=1, decoder_sparse_step=1, pad_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSeq2SeqLM.from_config(cfg).eval()
+    ffn = model.get_encoder().layers[0].ffn
+    ran: dict[int, int] = {}
+    seen = {}
+    ffn.router.register_forward_hook(lambda m, a, o: seen.update(out=o))
+    for e in range(4):
+        ffn.experts[f"expert_{e}"].register_forward_hook(
+            lambda m, a, o, e=e: ran.__setitem__(e, ran.get(e, 0) + a[0].shape[0]))
+    with torch.no_grad():
+        model.get_encoder()(input_ids=torch.randint(3, 290, (2, 16)))
+    top1_mask, combine, _ = seen["out"]
+    chosen = (combine > 0).sum(0)           # tokens per expert the router sent (top-2)
+    T, E = top1_mask.shape
+    assert chosen.sum() > T and (chosen[2:] > 0).any()   # the router uses experts 2 and 3
+    # ... but each token runs expert 0 once per 0 in its mask row and expert 1 once
+    assert ran == {0: T * (E - 1), 1: T}
 
 
 def test_remote_code_runs_only_with_the_flag(tiny, tmp_path):

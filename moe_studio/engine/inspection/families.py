@@ -20,6 +20,18 @@ module names. A forward hook on each router reads the model's own decision:
 - the JetMoE gate returns its choice grouped by expert: ``(order [T*k], token [T*k],
   gate [T*k], count per expert [E], router_logits [T, E])``, ``order`` being the sort of
   the flattened [T, k] choices by expert; it is put back in token order.
+- the ZAYA1 router chooses among its experts and one more class, E - 1, that skips the
+  layer; it returns ``(router_logits [T, E], weights [T, k], indices [T, k], router
+  state)`` with a skip reported as expert 0 with weight 0 (the experts then add nothing).
+  A choice of index 0 with weight exactly 0 is read back as the skip class (a real
+  choice of expert 0 weighs its softmax probability, never 0), so the skips show as the
+  last expert's load.
+
+Some "triple" routers return more after the three (Inkling's gate adds the weights of
+its shared experts: ``router_logits`` are its routed experts' only). LongCat-Flash routes
+among its experts and its zero-computation experts (which return their input): both are
+counted as experts, ``n_routed_experts`` of its router. Qwen3-Omni-MoE has no forward of
+its own: text runs through its thinker (``text_model``), whose routers alone are read.
 
 Where the recorded module is not the one that chooses, ``Family.router_class`` names the
 router classes read instead: Ernie-4.5-VL-MoE records its whole MoE block (text and
@@ -33,7 +45,9 @@ its softmax probabilities where the logits go: the logits are read from its ``pr
 logits, or for sigmoid-scored routers (the router's own code applies ``sigmoid`` to its
 logits: DeepSeek-V3, DeepSeek-V3.2, GLM-4-MoE, GLM-4-MoE-Lite, GLM-4.5V, GLM-MoE-DSA,
 GLM-5-Next, dots.llm1, dots3.note, LFM2-MoE, Llama 4, EXAONE-MoE, AFMoE, HY-V3, HY-V4,
-HY-V4-VL, Bailing-Hybrid, A.X K1/K2, Beam, Ergo, Flint) the sigmoid affinities divided
+HY-V4-VL, Bailing-Hybrid, A.X K1/K2, Beam, Ergo, Flint, Kimi Linear, Kimi K2.5,
+MiniMax-M2, MiniMax-M3-VL, Nemotron-H, MiniCPM5-MoE, MiMo-V2-Flash, Solar Open, Laguna,
+Kolibri-1/1.1, Step 3.7, Muse Spark, Inkling, Inkling 2) the sigmoid affinities divided
 by their sum, and for DeepSeek-V4 (``scoring_func`` "sqrtsoftplus") its
 ``sqrt(softplus(logit))`` scores divided by their sum, so entropy, top-1 probability
 and the views' uniform line 1/E mean the same for every family. Cohere2-MoE's config
@@ -65,7 +79,7 @@ class Family:
     model_type: str        # config.json "model_type"
     title: str
     scoring: str           # "softmax" | "sigmoid": how the router turns logits into scores
-    layout: str            # "triple" | "switch" | "scores" | "logits" | "sorted": what
+    layout: str            # "triple" | "switch" | "scores" | "logits" | "sorted" | "skip": what
                            # the router module returns (module docstring)
     encoder_only: bool = False   # encoder-decoder model: only the encoder is routed
     # "logits" layout: the sibling module (same parent as the router) whose forward
@@ -91,6 +105,13 @@ class Family:
     # the router attribute naming its scoring, where the config chooses it ("softmax" or
     # "sigmoid": Cohere2-MoE's expert_selection_fn); ``scoring`` is the default
     scoring_attr: str = ""
+    # the router attribute that counts the classes it chooses among, where its
+    # ``num_experts`` counts fewer (LongCat-Flash: the routed experts plus its
+    # zero-computation ones, which return their input unchanged)
+    experts_attr: str = ""
+    # the sub-model that reads text, where the loaded model has no forward of its own
+    # (Qwen3-Omni-MoE's thinker: the whole model only generates)
+    text_model: str = ""
 
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
@@ -149,10 +170,10 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            text_never_runs=r"^model\.(vision_tower|audio_tower)\."),
     Family("deepseek_ocr2", "DeepSeek-OCR-2", "softmax", "triple",
            auto_class="AutoModelForImageTextToText",
-           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)\."),
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
     Family("aria", "Aria", "softmax", "triple",
            auto_class="AutoModelForImageTextToText",
-           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)\."),
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
     # the released image-text checkpoints: AutoModelForCausalLM reads only their text model
     Family("llama4", "Llama 4", "sigmoid", "scores"),
     Family("llama4_text", "Llama 4 text", "sigmoid", "scores", package="llama4"),
@@ -165,7 +186,65 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("qwen3_5_moe_text", "Qwen3.5-MoE text", "softmax", "triple", package="qwen3_5_moe"),
     Family("qwen3_vl_moe", "Qwen3-VL-MoE", "softmax", "triple",
            auto_class="AutoModelForImageTextToText", text_never_runs=r"^model\.visual\."),
+    # batch B
+    Family("kimi_linear", "Kimi Linear", "sigmoid", "triple"),
+    Family("minimax_m2", "MiniMax-M2", "sigmoid", "triple"),
+    Family("nemotron_h", "Nemotron-H", "sigmoid", "triple"),   # Nemotron 3 (its MoE layers)
+    # (zero-computation experts: routed as experts n_routed_experts.., see experts_attr)
+    Family("longcat_flash", "LongCat-Flash", "softmax", "triple", experts_attr="n_routed_experts"),
+    Family("minicpm5_moe", "MiniCPM5-MoE", "sigmoid", "triple"),
+    Family("mimo_v2_flash", "MiMo-V2-Flash", "sigmoid", "triple"),
+    Family("solar_open", "Solar Open", "sigmoid", "triple"),
+    Family("laguna", "Laguna", "sigmoid", "triple"),
+    Family("lara_mini", "Lara-Mini", "softmax", "triple"),
+    Family("mellum", "Mellum", "softmax", "triple"),
+    Family("kolibri1", "Kolibri-1", "sigmoid", "triple"),
+    Family("kolibri1_1", "Kolibri-1.1", "sigmoid", "triple"),
+    # (the image-text checkpoint: AutoModelForCausalLM reads only its text model)
+    Family("qwen4_exp", "Qwen4-Exp", "softmax", "triple"),
+    Family("qwen4_exp_text", "Qwen4-Exp text", "softmax", "triple", package="qwen4_exp"),
+    Family("mistral4", "Mistral 4", "softmax", "triple", auto_class="AutoModelForImageTextToText"),
+    Family("kimi_k25", "Kimi K2.5", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|mm_projector)(\.|$)"),
+    Family("minimax_m3_vl", "MiniMax-M3-VL", "sigmoid", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
+    Family("step3p7", "Step 3.7", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_model|multi_modal_projector)(\.|$)"),
+    Family("muse_spark", "Muse Spark", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision|audio)_\w+(\.|$)"),
+    # (scored by its config's scoring_func: sigmoid, the default and the released models')
+    Family("inkling2", "Inkling 2", "sigmoid", "triple", auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.vision_tower\."),
+    Family("unlimited_ocr", "Unlimited-OCR", "softmax", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
+    Family("mistral_large4", "Mistral Large 4", "softmax", "triple",
+           auto_class="AutoModelForImageTextToText",
+           text_never_runs=r"^model\.(vision_tower|multi_modal_projector)(\.|$)"),
+    # (its gate also weighs the shared experts: its routed logits are what it records)
+    Family("inkling_text", "Inkling text", "sigmoid", "triple", package="inkling"),
+    # (text runs through its thinker; the talker that speaks the answer is not read)
+    Family("qwen3_omni_moe", "Qwen3-Omni-MoE", "softmax", "triple",
+           auto_class="AutoModelForMultimodalLM", text_model="thinker",
+           routers_named=r"^thinker\.",
+           text_never_runs=r"^(talker|code2wav)\.|^thinker\.model\.(visual|audio_tower)\."),
+    # (its router's extra class skips the layer: counted as expert num_experts)
+    Family("zaya", "ZAYA1", "softmax", "skip", experts_attr="num_router_classes"),
+    # a bidirectional token classifier (one label per token), not a language model
+    Family("openai_privacy_filter", "OpenAI Privacy Filter", "softmax", "triple",
+           auto_class="AutoModelForTokenClassification"),
 )}
+
+# MoE families of the installed transformers that an inspection refuses, and why (read in
+# each one's modeling code; the model type as config.json spells it)
+NOT_READ: dict[str, str] = {
+    "nllb-moe": "this transformers' NLLB-MoE experts read the router's top-1 mask as expert "
+                "ids (every token runs experts 0 and 1 whatever the router chose), so the "
+                "routing it records is not what the model computes",
+    "inkling2_loop": "its looped layers run each of their routers several times per token, "
+                     "one decision per pass, and an inspection records one per router and token",
+}
 
 # Config keys that name a number of routed experts: a model type outside FAMILIES with
 # one of them is an MoE family not supported yet, not a dense model.
@@ -284,16 +363,17 @@ def find_routers(model: "nn.Module", family: Family, config: Any) -> list[Router
         if scoring not in SCORINGS:
             raise RuntimeError(f"{name}: scores its experts by '{scoring}', which an "
                                f"inspection does not read (it reads {', '.join(SCORINGS)})")
-        sites.append(RouterSite(name, layer, mod, _site_experts(mod, config),
+        sites.append(RouterSite(name, layer, mod, _site_experts(family, mod, config),
                                 _site_top_k(family, mod, parent, config), decision, scoring,
                                 logits_module))
     return sites
 
 
-def _site_experts(router: Any, config: Any) -> int:
-    """Routed experts of one router: its own count, else the width of the linear layer
-    that makes its logits (DBRX's ``router.layer``), else the config's."""
-    n = getattr(router, "num_experts", 0)
+def _site_experts(family: Family, router: Any, config: Any) -> int:
+    """Routed experts of one router: its own count (``family.experts_attr``, else
+    ``num_experts``), else the width of the linear layer that makes its logits (DBRX's
+    ``router.layer``), else the config's."""
+    n = getattr(router, family.experts_attr or "num_experts", 0)
     if isinstance(n, int) and n > 0:
         return n
     from torch import nn
@@ -366,6 +446,10 @@ def decode(family: Family, output: Any, top_k: int = 1) \
         return logits.reshape(-1, E).float(), idx.reshape(T, -1).long(), w.reshape(T, -1), None
     if family.layout == "logits":
         logits, idx, weights = output
+    elif family.layout == "skip":
+        logits, weights, idx = output[0], output[1], output[2]
+        # the router's skip choices, masked to expert 0 at weight 0, back to their class
+        idx = idx.masked_fill((idx == 0) & (weights == 0), logits.shape[-1] - 1)
     else:
         logits, weights, idx = output[0], output[1], output[2]
     E = logits.shape[-1]

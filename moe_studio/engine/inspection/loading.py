@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ...config.inputs import kind_of
-from .families import FAMILIES, Family, expert_count, installed_families, records_router_logits
+from .families import (FAMILIES, NOT_READ, Family, expert_count, installed_families,
+                       records_router_logits)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 # Share of the free memory an inspection may plan to use: the allocator, the tokenizer
@@ -105,6 +106,8 @@ def check_family(cfg: dict, folder: Path, trust_remote_code: bool) -> Family:
         raise InspectError(f"{folder.name} needs its own Python code (auto_map in config.json): "
                            "pass --trust-remote-code if you trust its authors")
     fam = FAMILIES.get(mt)
+    if mt in NOT_READ:
+        raise InspectError(f"{folder.name}: MoE family '{mt}' is not supported: {NOT_READ[mt]}")
     if fam is None:
         _offline_transformers()   # before its modeling code is imported below
         if expert_count(cfg) > 1 or records_router_logits(mt):

@@ -26,11 +26,13 @@ from .text import byte_owners, token_starts
 
 def forward(model, family: Family, ids: torch.Tensor) -> None:
     """The model's own forward over ``ids`` [B, S] (the encoder only for an
-    encoder-decoder family; one position of LM logits, the rest is not needed)."""
+    encoder-decoder family, the text sub-model where the family names one; one position
+    of LM logits, the rest is not needed)."""
     if family.encoder_only:
         model.get_encoder()(input_ids=ids)
     else:
-        model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        runner = getattr(model, family.text_model) if family.text_model else model
+        runner(input_ids=ids, use_cache=False, logits_to_keep=1)
 
 
 @torch.no_grad()

@@ -4,14 +4,18 @@ folder with a tokenizer trained on the spot: what the inspection tests and
 
 Each model has hidden size 32, 4 routed experts and 2 MoE layers unless the caller asks
 for more (DeepSeek, GLM-4-MoE, dots.llm1 and LFM2-MoE add a dense first layer, as the
-real models keep theirs dense, as do GLM-4-MoE-Lite and GLM-4.5V and most of batch A:
-the DeepSeek-V3-like ones, EXAONE-MoE, AFMoE, HY-V3, Beam, Ergo, ERNIE-4.5-VL-MoE; the
-image-text Llama 4 has 4 layers, every other one MoE, as Llama 4 Maverick; DeepSeek-V4's
-first MoE layer is hash-routed). The image-text families (Llama 4, Qwen3.5-MoE,
-Qwen3-VL-MoE, GLM-4.5V, Gemma 4, GLM-5-Next, HY-V4-VL, dots3.note, DeepSeek-OCR-2, Aria,
-ERNIE-4.5-VL-MoE) are saved whole, with a one-layer vision tower, as their released
-checkpoints are. A router whose weights start at zero, or a hash router's empty table,
-is drawn at random (``_randomise_zero_routers``), so that tokens do not all tie.
+real models keep theirs dense, as do GLM-4-MoE-Lite and GLM-4.5V, most of batch A (the
+DeepSeek-V3-like ones, EXAONE-MoE, AFMoE, HY-V3, Beam, Ergo, ERNIE-4.5-VL-MoE) and several
+of batch B (Kimi Linear, Kimi K2.5, MiniCPM5-MoE, MiMo-V2-Flash, Laguna, Kolibri-1.1,
+Step 3.7, Unlimited-OCR, Mistral Large 4, Inkling); Nemotron-H has 4 blocks, Mamba, MoE,
+attention, MoE; the image-text Llama 4 has 4 layers, every other one MoE, as Llama 4
+Maverick; DeepSeek-V4's first MoE layer is hash-routed). The image-text families (Llama 4,
+Qwen3.5-MoE, Qwen3-VL-MoE, GLM-4.5V, Gemma 4, GLM-5-Next, HY-V4-VL, dots3.note,
+DeepSeek-OCR-2, Aria, ERNIE-4.5-VL-MoE, Qwen4-Exp, Kimi K2.5, MiniMax-M3-VL, Step 3.7,
+Muse Spark, Inkling 2, Unlimited-OCR, Mistral Large 4, Qwen3-Omni-MoE) are saved whole,
+with a one-layer vision tower, as their released checkpoints are. A router whose weights
+start at zero, or a hash router's empty table, is drawn at random
+(``_randomise_zero_routers``), so that tokens do not all tie.
 """
 from __future__ import annotations
 
@@ -51,6 +55,25 @@ _VL_TOKENS = dict(image_token_id=VOCAB - 1, video_token_id=VOCAB - 2, image_star
                   image_end_token_id=VOCAB - 4, video_start_token_id=VOCAB - 5,
                   video_end_token_id=VOCAB - 6)
 
+# DeepSeek-V3 (also Kimi K2.5's text model): a dense first layer, group-limited choice
+_DSV3 = dict(_COMMON, num_key_value_heads=4, intermediate_size=64, moe_intermediate_size=32,
+             n_routed_experts=EXPERTS, n_shared_experts=1, num_experts_per_tok=2,
+             first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8,
+             qk_nope_head_dim=8, v_head_dim=8, n_group=2, topk_group=1, routed_scaling_factor=2.5)
+
+# Qwen4-Exp's text model (as Qwen3.5-MoE's)
+_QWEN4 = dict(_COMMON, head_dim=8, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+              num_experts=EXPERTS, num_experts_per_tok=2, linear_key_head_dim=8,
+              linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+              hc_lowrank=8)
+
+# Inkling's text model: routed experts plus two shared ones weighted by the same gate
+_INKLING = dict(_COMMON, num_hidden_layers=3, head_dim=8, swa_num_attention_heads=4,
+                swa_num_key_value_heads=2, swa_head_dim=8, sliding_window_size=16,
+                intermediate_size=64, moe_intermediate_size=32, n_routed_experts=EXPERTS,
+                n_shared_experts=2, num_experts_per_tok=2,
+                mlp_layer_types=["dense", "sparse", "sparse"])
+
 # image-text family -> the class its released checkpoints are saved from
 IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               # batch A
@@ -64,7 +87,17 @@ IMAGE_TEXT = {"llama4": "Llama4ForConditionalGeneration",
               # (batch A ends)
               "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
               "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
-              "glm4v_moe": "Glm4vMoeForConditionalGeneration"}
+              "glm4v_moe": "Glm4vMoeForConditionalGeneration",
+              # batch B
+              "qwen4_exp": "Qwen4ExpForConditionalGeneration",
+              "kimi_k25": "Kimi_K25ForConditionalGeneration",
+              "minimax_m3_vl": "MiniMaxM3SparseForConditionalGeneration",
+              "step3p7": "Step3p7ForConditionalGeneration",
+              "muse_spark": "MuseSparkForConditionalGeneration",
+              "inkling2": "Inkling2ForConditionalGeneration",
+              "unlimited_ocr": "UnlimitedOcrForConditionalGeneration",
+              "mistral_large4": "MistralLarge4ForConditionalGeneration",
+              "qwen3_omni_moe": "Qwen3OmniMoeForConditionalGeneration"}
 
 # family -> (transformers config class name, its keyword arguments)
 FAMILIES: dict[str, tuple[str, dict]] = {
@@ -86,13 +119,7 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                              qk_nope_head_dim=8, v_head_dim=8, n_group=2,
                                              topk_group=1, topk_method="group_limited_greedy",
                                              routed_scaling_factor=1.0)),
-    "deepseek_v3": ("DeepseekV3Config", dict(_COMMON, num_key_value_heads=4, intermediate_size=64,
-                                             moe_intermediate_size=32,
-                                             n_routed_experts=EXPERTS, n_shared_experts=1,
-                                             num_experts_per_tok=2, first_k_dense_replace=1,
-                                             kv_lora_rank=16, q_lora_rank=None, qk_rope_head_dim=8,
-                                             qk_nope_head_dim=8, v_head_dim=8, n_group=2,
-                                             topk_group=1, routed_scaling_factor=2.5)),
+    "deepseek_v3": ("DeepseekV3Config", _DSV3),
     "gpt_oss": ("GptOssConfig", dict(_COMMON, intermediate_size=32, num_local_experts=EXPERTS,
                                      num_experts_per_tok=2, head_dim=8, sliding_window=16,
                                      layer_types=["sliding_attention", "full_attention"])),
@@ -300,6 +327,143 @@ FAMILIES: dict[str, tuple[str, dict]] = {
         vocab_size=VOCAB, d_model=HIDDEN, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
         num_heads=4, num_experts=EXPERTS, expert_capacity=64, encoder_sparse_step=1,
         decoder_sparse_step=1, pad_token_id=0, eos_token_id=2, decoder_start_token_id=0)),
+    # batch B
+    "kimi_linear": ("KimiLinearConfig", dict(
+        _COMMON, num_hidden_layers=3, num_key_value_heads=4, intermediate_size=64,
+        moe_intermediate_size=32, num_local_experts=EXPERTS, n_shared_experts=1,
+        num_experts_per_tok=2, n_group=2, topk_group=1, kv_lora_rank=16, q_lora_rank=None,
+        qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, linear_head_dim=8,
+        linear_num_heads=4, layer_types=["linear_attention", "full_attention", "linear_attention"],
+        mlp_layer_types=["dense", "sparse", "sparse"])),
+    "minimax_m2": ("MiniMaxM2Config", dict(_COMMON, intermediate_size=32, head_dim=8,
+                                          num_local_experts=EXPERTS, num_experts_per_tok=2)),
+    "nemotron_h": ("NemotronHConfig", dict(
+        _COMMON, num_hidden_layers=4, head_dim=8, intermediate_size=64, n_routed_experts=EXPERTS,
+        num_experts_per_tok=2, moe_intermediate_size=32, moe_shared_expert_intermediate_size=32,
+        layer_types=["linear_attention", "moe", "full_attention", "moe"], use_mamba_kernels=False,
+        ssm_state_size=8, mamba_num_heads=4, mamba_head_dim=16, n_groups=2, chunk_size=16)),
+    "longcat_flash": ("LongcatFlashConfig", dict(
+        {k: v for k, v in _COMMON.items() if k != "num_hidden_layers"}, num_layers=2,
+        num_key_value_heads=4, ffn_hidden_size=64, expert_ffn_hidden_size=32,
+        n_routed_experts=EXPERTS - 2, zero_expert_num=2, moe_topk=2, kv_lora_rank=16, q_lora_rank=16,
+        qk_rope_head_dim=8, qk_nope_head_dim=8, head_dim=8, v_head_dim=8)),
+    "minicpm5_moe": ("MiniCPM5MoeConfig", dict(
+        _COMMON, num_hidden_layers=3, head_dim=8, intermediate_size=64, moe_intermediate_size=32,
+        n_routed_experts=EXPERTS, n_shared_experts=1, num_experts_per_tok=2, n_group=2,
+        topk_group=1, mlp_layer_types=["dense", "sparse", "sparse"])),
+    "mimo_v2_flash": ("MiMoV2FlashConfig", dict(
+        _COMMON, num_hidden_layers=3, head_dim=8, v_head_dim=8, intermediate_size=64,
+        moe_intermediate_size=32, n_routed_experts=EXPERTS, num_experts_per_tok=2,
+        sliding_window=16)),
+    "solar_open": ("SolarOpenConfig", dict(_COMMON, head_dim=8, moe_intermediate_size=32,
+                                          n_routed_experts=EXPERTS, n_shared_experts=1,
+                                          num_experts_per_tok=2)),
+    "laguna": ("LagunaConfig", dict(_COMMON, num_hidden_layers=3, head_dim=8, intermediate_size=64,
+                                    moe_intermediate_size=32, shared_expert_intermediate_size=32,
+                                    num_experts=EXPERTS, num_experts_per_tok=2, sliding_window=16,
+                                    moe_router_logit_softcapping=2.0)),
+    "lara_mini": ("LaraMiniConfig", dict(
+        _COMMON, head_dim=8, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+        num_experts=EXPERTS, num_experts_per_tok=2, linear_key_head_dim=8,
+        linear_value_head_dim=8, linear_num_key_heads=2, linear_num_value_heads=4,
+        sliding_window=16)),
+    "mellum": ("MellumConfig", dict(_COMMON, head_dim=8, intermediate_size=64, moe_intermediate_size=32,
+                                    num_experts=EXPERTS, num_experts_per_tok=2, sliding_window=16)),
+    "kolibri1": ("Kolibri1Config", dict(_COMMON, head_dim=8, moe_intermediate_size=32,
+                                        shared_expert_intermediate_size=32, num_experts=EXPERTS,
+                                        num_experts_per_tok=2, sliding_window=16)),
+    # (head_dim 16: its NVFP4 key rounding needs a multiple of 16; a dense first layer as
+    # the released model's first two)
+    "kolibri1_1": ("Kolibri1_1Config", dict(
+        _COMMON, num_hidden_layers=3, head_dim=16, moe_intermediate_size=32,
+        shared_expert_intermediate_size=32, num_experts=EXPERTS, num_experts_per_tok=2,
+        sliding_window=16, index_num_heads=2, mlp_only_layers=[0], mlp_only_intermediate_size=64)),
+    "qwen4_exp": ("Qwen4ExpConfig", dict(text_config=_QWEN4, vision_config=_QWEN_VISION)),
+    "qwen4_exp_text": ("Qwen4ExpTextConfig", _QWEN4),
+    "mistral4": ("Mistral4Config", dict(
+        _COMMON, num_key_value_heads=4, intermediate_size=64, moe_intermediate_size=32,
+        n_routed_experts=EXPERTS, n_shared_experts=1, num_experts_per_tok=2, n_group=2,
+        topk_group=1, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8,
+        v_head_dim=8)),
+    "kimi_k25": ("Kimi_K25Config", dict(
+        # (q_lora_rank as the released model's: with none, this transformers saves the text
+        # q_proj under the vision tower's fused-qkv name and cannot read it back)
+        text_config=dict(_DSV3, num_hidden_layers=3, q_lora_rank=16, model_type="deepseek_v3"),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, pos_emb_height=4, pos_emb_width=4),
+        projection_hidden_size=HIDDEN, image_token_id=VOCAB - 1, video_token_id=VOCAB - 2,
+        vision_start_token_id=VOCAB - 3, vision_end_token_id=VOCAB - 4)),
+    "minimax_m3_vl": ("MiniMaxM3VLConfig", dict(
+        text_config=dict(_COMMON, intermediate_size=32, head_dim=8, num_local_experts=EXPERTS,
+                         num_experts_per_tok=2, dense_intermediate_size=64,
+                         shared_intermediate_size=32, rotary_dim=8, index_head_dim=8,
+                         index_n_heads=2, index_block_size=8),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, image_size=28),
+        projector_hidden_size=HIDDEN, image_token_index=VOCAB - 1, video_token_index=VOCAB - 2)),
+    "step3p7": ("Step3p7Config", dict(
+        text_config=dict(_COMMON, num_hidden_layers=3, head_dim=8, intermediate_size=64,
+                         moe_intermediate_size=32, num_local_experts=EXPERTS,
+                         n_routed_experts=EXPERTS, num_experts_per_tok=2, share_expert_dim=32,
+                         sliding_window=16, mlp_layer_types=["dense", "sparse", "sparse"]),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, image_size=28))),
+    "muse_spark": ("MuseSparkConfig", dict(
+        text_config=dict(_COMMON, head_dim=8, intermediate_size=64, moe_intermediate_size=32,
+                         moe_hidden_size=32, num_local_experts=EXPERTS, num_experts_per_tok=2,
+                         sliding_window=16),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, pos_emb_height=4, pos_emb_width=4),
+        audio_config=dict(hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], out_hidden_size=HIDDEN),
+        out_hidden_size=HIDDEN, projector_hidden_size=HIDDEN)),
+    "inkling2": ("Inkling2Config", dict(
+        text_config=dict(_COMMON, unpadded_vocab_size=VOCAB, head_dim=8, swa_num_attention_heads=4,
+                         swa_num_key_value_heads=2, swa_head_dim=8, sliding_window_size=16,
+                         moe_intermediate_size=32, n_routed_experts=EXPERTS,
+                         num_experts_per_tok=2),
+        vision_config=dict(hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=4,
+                           patch_size=14, projection_hidden_dim=HIDDEN, text_hidden_size=HIDDEN))),
+    "unlimited_ocr": ("UnlimitedOcrConfig", dict(
+        text_config=dict(_COMMON, num_hidden_layers=3, intermediate_size=64,
+                         moe_intermediate_size=32, n_routed_experts=EXPERTS, n_shared_experts=1,
+                         num_experts_per_tok=2, n_group=2, topk_group=1,
+                         topk_method="group_limited_greedy"),
+        vision_config=dict(
+            sam_config=dict(hidden_size=HIDDEN, output_channels=16, num_hidden_layers=1,
+                            num_attention_heads=4, image_size=64, global_attn_indexes=[0],
+                            mlp_dim=32, downsample_channels=[16, 32]),
+            encoder_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                                num_attention_heads=4)))),
+    "mistral_large4": ("MistralLarge4Config", dict(
+        text_config=dict(_COMMON, num_hidden_layers=3, num_key_value_heads=4, intermediate_size=64,
+                         moe_intermediate_size=32, n_routed_experts=EXPERTS, n_shared_experts=1,
+                         num_experts_per_tok=2, n_group=2, topk_group=1, kv_lora_rank=16,
+                         qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=8, head_dim=16,
+                         index_head_dim=8, index_n_heads=2, index_topk=16),
+        vision_config=dict(hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, image_size=28, patch_size=14),
+        image_token_index=VOCAB - 1)),
+    "inkling_text": ("InklingTextConfig", _INKLING),
+    # (as the Thinking checkpoint: the thinker alone, no talker speaking its answers)
+    "qwen3_omni_moe": ("Qwen3OmniMoeConfig", dict(
+        enable_audio_output=False,
+        thinker_config=dict(
+            text_config=dict(_COMMON, head_dim=8, intermediate_size=64, moe_intermediate_size=32,
+                             num_experts=EXPERTS, num_experts_per_tok=2,
+                             rope_parameters=dict(rope_type="default", rope_theta=10000.0,
+                                                  mrope_section=[2, 1, 1], interleaved=True)),
+            vision_config=dict(_QWEN_VISION, deepstack_visual_indexes=[0]),
+            audio_config=dict(num_mel_bins=16, encoder_layers=1, encoder_attention_heads=4,
+                              encoder_ffn_dim=32, d_model=HIDDEN, output_dim=HIDDEN,
+                              downsample_hidden_size=8),
+            audio_token_id=VOCAB - 1, image_token_id=VOCAB - 2, video_token_id=VOCAB - 3))),
+    # 3 experts and the skip class: 4 classes to route among
+    "zaya": ("ZayaConfig", dict(_COMMON, head_dim=8, moe_intermediate_size=32,
+                                num_experts=EXPERTS - 1, num_experts_per_tok=1,
+                                router_hidden_size=16)),
+    "openai_privacy_filter": ("OpenAIPrivacyFilterConfig", dict(
+        _COMMON, intermediate_size=32, head_dim=8, num_local_experts=EXPERTS,
+        num_experts_per_tok=2, sliding_window=16)),
 }
 
 
@@ -338,9 +502,19 @@ def build(family: str, folder: Path, tokenizer, seed: int = 0, **overrides):
     elif family in IMAGE_TEXT:
         model = getattr(transformers, IMAGE_TEXT[family])(config)
     else:
-        model = transformers.AutoModelForCausalLM.from_config(config)
+        from .families import FAMILIES as READ
+        from .loading import model_class
+        model = model_class(transformers, READ[family]).from_config(config)
     _randomise_zero_routers(model, family, config)
     model.eval()
+    if family == "zaya":
+        # its initial balancing biases (0, skip class -1) keep the skip class from ever
+        # winning: -1 for every class makes it as likely as an expert (this transformers
+        # sets the skip class's -1 again on loading, whatever the checkpoint holds)
+        with torch.no_grad():
+            for m in model.modules():
+                if hasattr(m, "balancing_biases"):
+                    m.balancing_biases.fill_(-1.0)
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
