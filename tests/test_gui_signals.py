@@ -32,11 +32,25 @@ from PySide6.QtTest import QTest
 from moe_studio.gui import app as gui_app
 app, window = gui_app.create_app(["moe-studio-gui", sys.argv[1], "--runs-dir", sys.argv[2],
                                   "--engine", "process"])
+from PySide6.QtWidgets import QMessageBox
 ctl = window.controller
+ASK_FIRST = len(sys.argv) > 3   # close the window first: its question is open when signalled
+def facts():
+    print(json.dumps({"engine": ctl.engine_pid, "run_dir": ctl.run_dir}), flush=True)
+def facts_once_asked():
+    box = window.findChild(QMessageBox)
+    if box is not None and box.isVisible():
+        facts()
+    else:
+        QTimer.singleShot(50, facts_once_asked)
 def on_progress(info):
     if info.step >= 3 and ctl.engine_pid:
-        print(json.dumps({"engine": ctl.engine_pid, "run_dir": ctl.run_dir}), flush=True)
         ctl.progress.disconnect(on_progress)
+        if ASK_FIRST:
+            QTimer.singleShot(0, facts_once_asked)   # runs inside the question's own loop
+            QTimer.singleShot(0, window.close)
+        else:
+            facts()
 ctl.progress.connect(on_progress)
 QTimer.singleShot(0, lambda: QTest.mouseClick(window.train_button, Qt.MouseButton.LeftButton))
 sys.exit(gui_app.run_event_loop(app, window))
@@ -48,14 +62,14 @@ def _env(tmp_path: Path) -> dict:
             "OMP_NUM_THREADS": "1", "XDG_CONFIG_HOME": str(tmp_path / "config")}
 
 
-def _start_app(tmp_path: Path) -> tuple[subprocess.Popen, dict]:
+def _start_app(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, dict]:
     cfg = tiny_config("signals", data__batch_size=2, model__n_layers=1, model__d_model=16,
                       model__d_ff=32, moe__n_experts=2, moe__top_k=1, train__steps=100_000,
                       train__warmup_steps=1, train__eval_every=1000, train__eval_batches=1,
                       train__snapshot_every=1000)
     (tmp_path / "c.toml").write_text(dumps(cfg))
     app = subprocess.Popen([sys.executable, "-c", _APP, str(tmp_path / "c.toml"),
-                            str(tmp_path / "runs")], env=_env(tmp_path), stdout=subprocess.PIPE,
+                            str(tmp_path / "runs"), *extra], env=_env(tmp_path), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     line = app.stdout.readline()
     if not line:
@@ -95,6 +109,21 @@ def test_sigterm_to_the_app_stops_its_run_like_stop_and_exits_143(tmp_path):
     code, err = _finish(app, facts, timeout=90)
     assert code == 128 + sig, err[-2000:]
     assert "Traceback" not in err and "stopping the run after this step" in err
+    assert _run_status(facts["run_dir"]) == "stopped"
+    assert list(Path(facts["run_dir"]).glob("checkpoint-*.pt"))
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_close_question_is_open_stops_and_exits(tmp_path):
+    """Closing the window while training asks "Stop and Close?"; a SIGTERM then (a
+    logout, a scheduler) answers it: the run stops with its checkpoint and the app
+    exits. Before, the run stopped but window and question stayed open for good: the
+    question runs inside the window's close, which cannot close the window again."""
+    app, facts = _start_app(tmp_path, "ask-first")
+    os.kill(app.pid, signal.SIGTERM)
+    code, err = _finish(app, facts, timeout=90)
+    assert code == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
     assert _run_status(facts["run_dir"]) == "stopped"
     assert list(Path(facts["run_dir"]).glob("checkpoint-*.pt"))
 

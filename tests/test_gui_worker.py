@@ -335,6 +335,29 @@ def test_closing_while_training_stops_and_joins(qtbot, window, fakes, monkeypatc
     assert running_controllers() == []
 
 
+def test_a_run_that_ends_while_the_close_question_is_open_closes_as_answered(
+        qtbot, window, fakes, monkeypatch):
+    """The run ends (here: is stopped and joined) while "Stop and Close?" is still on
+    screen; the answer then closes the window at once. Before, the window stayed open:
+    the close asked from inside the close in progress was ignored."""
+    w = window
+    w.setup_panel.field_widget("train.steps").setValue(100_000)
+    with qtbot.waitSignal(w.controller.started, timeout=5000):
+        w.train_action.trigger()
+    qtbot.waitUntil(lambda: fakes[0].step_count > 2, timeout=5000)
+
+    def run_ends_then_yes():
+        w.controller.stop()
+        qtbot.waitUntil(lambda: not w.controller.busy, timeout=10_000)
+        return True
+
+    monkeypatch.setattr(w, "confirm_stop_and_close", run_ends_then_yes)
+    w.close()
+    assert not w.isVisible()
+    assert fakes[0].closed[0] == "stopped"
+    assert running_controllers() == []
+
+
 # ---------------------------------------------------------------- runs and export
 
 def make_run(runs_dir: Path, name: str = "demo", steps: int = 5) -> Path:

@@ -94,6 +94,7 @@ class MainWindow(WindowActionsMixin, WindowDocksMixin, RunFollowingMixin, RunSta
         self.live = LiveRun(self.controller, self)
         self.export_task = BackgroundTask(self, name="export")
         self._closing = False        # close requested while busy: close once idle
+        self._confirm_stop = None    # the question's "Stop and Close" while it is open
         # Closing escalates: a stop request, then after CLOSE_KILL_S the engine is killed.
         self._close_timer = QTimer(self)
         self._close_timer.setObjectName("closeEscalation")
@@ -259,7 +260,14 @@ class MainWindow(WindowActionsMixin, WindowDocksMixin, RunFollowingMixin, RunSta
 
     def stop_and_close(self) -> None:
         """Close without asking: a run in progress is stopped (checkpoint, 'stopped')
-        and the window closes once it has (SIGTERM / SIGINT to the app)."""
+        and the window closes once it has (SIGTERM / SIGINT to the app).
+
+        The "Training in progress" question, if open, is answered "Stop and Close": it
+        runs inside the window's close, which cannot close the window again until it
+        returns (a signal during the question stopped the run and left window and
+        question open)."""
+        if self._confirm_stop is not None:
+            self._confirm_stop.click()
         if self.controller.busy or self.export_task.busy:
             self._closing = True
             if self.controller.busy:
@@ -280,7 +288,11 @@ class MainWindow(WindowActionsMixin, WindowDocksMixin, RunFollowingMixin, RunSta
         stop = box.addButton("Stop and Close", QMessageBox.ButtonRole.DestructiveRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(stop)
-        box.exec()
+        self._confirm_stop = stop
+        try:
+            box.exec()
+        finally:
+            self._confirm_stop = None
         return box.clickedButton() is stop
 
     # ================================================================ reactions
@@ -404,13 +416,15 @@ class MainWindow(WindowActionsMixin, WindowDocksMixin, RunFollowingMixin, RunSta
         if self.controller.busy or self.export_task.busy:
             # Never block the GUI thread on a training step or an export: ask, request
             # the stop, and close once everything reports finished.
-            event.ignore()
-            if self._closing:
+            if self._closing or (self.controller.busy and not self.confirm_stop_and_close()):
+                event.ignore()
                 return
-            if self.controller.busy and not self.confirm_stop_and_close():
+            if self.controller.busy or self.export_task.busy:
+                event.ignore()
+                self.stop_and_close()
                 return
-            self.stop_and_close()
-            return
+            # (the run ended while the question was open: close now, as asked; a close
+            # from here would be ignored, this close being still in progress)
         self._close_timer.stop()
         self._save_settings()
         for d in self.dashboards:
