@@ -413,3 +413,48 @@ def test_dense_run_draws_no_routing_losses(dashboard):
         keys = dashboard.plot(key).series_keys()
         assert keys and all(k.startswith("1|") for k in keys), keys   # the MoE run only
         assert dashboard.plot(key).placeholder() == ""
+
+
+def _per_layer_aux(path):
+    """The run's per-layer load-balancing series and, at a step where they were all
+    recorded, the total aux loss and their sum."""
+    r = open_run(path)
+    names = sorted(n for n in r.scalar_names() if n.startswith("moe/L") and n.endswith("/aux_loss"))
+    df = r.scalars(["train/aux_loss"] + names, member=0)
+    step = df[df["name"] == names[0]]["step"].iloc[-1]
+    at = df[df["step"] == step]
+    return names, float(at[at["name"] == "train/aux_loss"]["value"].iloc[0]), \
+        float(at[at["name"].isin(names)]["value"].sum())
+
+
+def test_the_aux_plot_marks_the_balanced_value_of_its_layers(dashboard, qtbot):
+    """The recorded load-balancing loss is the sum over the MoE layers (checked against
+    the per-layer series), each 1 when balanced: the plot draws a dotted line at the
+    number of layers, on a log axis too, and none where the runs shown disagree."""
+    import math
+
+    from moe_studio.paths import sample_runs_dir
+
+    runs = sample_runs_dir()
+    top2, two_layer, dense = runs / "moe-top2", runs / "fp16-overflow", runs / "dense-baseline"
+    names, total, layer_sum = _per_layer_aux(top2)
+    assert len(names) == 4 and total == pytest.approx(layer_sum, rel=1e-6)
+    dashboard.set_runs([top2])
+    dashboard.show()
+    qtbot.waitExposed(dashboard)
+    y, label = dashboard.balanced_line()
+    assert y == len(names) and label == "balanced: 4"
+    ys = dashboard.plot("aux").series_data(series_key(0, "train/aux_loss", 0))[1]
+    assert ys.min() >= 0.95 * y        # top-k routing keeps it about at or over the line
+    qtbot.mouseClick(dashboard._log_check, Qt.MouseButton.LeftButton)
+    assert dashboard.balanced_line()[0] == pytest.approx(math.log10(4))
+    qtbot.mouseClick(dashboard._log_check, Qt.MouseButton.LeftButton)
+    assert dashboard.balanced_line()[0] == 4
+    assert not dashboard.plot("aux").line_labels_clipped()
+
+    dashboard.set_runs([dense, top2])          # the dense run adds no routing loss
+    assert dashboard.balanced_line()[0] == 4
+    dashboard.set_runs([two_layer, top2])      # 2 and 4 layers: no one line
+    assert dashboard.balanced_line() is None
+    dashboard.set_runs([dense])
+    assert dashboard.balanced_line() is None

@@ -285,7 +285,7 @@ def bagging():
 
 
 def test_training_reader_on_an_ensemble_sample(bagging):
-    t = TD.RunTrack.of(0, sample_runs_dir() / "bagging-4", bagging, bagging.follower(), dense=True)
+    t = TD.RunTrack.of(0, sample_runs_dir() / "bagging-4", bagging, bagging.follower(), moe_layers=0)
     assert (t.name, t.members, t.total_steps, t.status) == ("bagging-4", 4, 500, "finished")
     changed = TD.ingest(t, t.follower.poll().scalars, TD.X_STEP)
     # every plotted series, each member's and the run-wide ones; never the tokens column
@@ -322,7 +322,7 @@ def test_training_reader_on_an_ensemble_sample(bagging):
     assert TD.series_style(t, "train/loss", 2, False) == ("train m2", 2)
     assert TD.series_style(t, "val/loss", -1, False) == ("val ensemble", "ensemble")
     assert TD.series_style(t, "lr", -1, False) == ("lr", 0)
-    u = TD.RunTrack.of(1, sample_runs_dir() / "bagging-4", bagging, bagging.follower(), dense=True)
+    u = TD.RunTrack.of(1, sample_runs_dir() / "bagging-4", bagging, bagging.follower(), moe_layers=0)
     TD.label_overlay([t, u])      # one name twice: told apart by the run id
     assert t.label == f"bagging-4 ({bagging.run_id})"
     assert TD.series_style(u, "val/loss", -1, True) == (f"{u.label} · val ensemble", (1, 4))
@@ -334,8 +334,8 @@ def test_training_buffers_take_rows_in_any_order(bagging):
     (name, member), as if read at once."""
     df = bagging.scalars(["train/loss", "val/loss", "tokens"], member=None)
     shuffled = df.sample(frac=1.0, random_state=3)
-    once = TD.RunTrack.of(0, sample_runs_dir() / "bagging-4", bagging, bagging.follower(), dense=True)
-    parts = TD.RunTrack.of(1, sample_runs_dir() / "bagging-4", bagging, bagging.follower(), dense=True)
+    once = TD.RunTrack.of(0, sample_runs_dir() / "bagging-4", bagging, bagging.follower(), moe_layers=0)
+    parts = TD.RunTrack.of(1, sample_runs_dir() / "bagging-4", bagging, bagging.follower(), moe_layers=0)
     TD.ingest(once, df, TD.X_STEP)
     keys = set()
     for chunk in np.array_split(np.arange(len(shuffled)), 7):

@@ -25,27 +25,11 @@ from ...metrics.routing import histogram_percentiles
 from ...store import RunReader
 from .gates_data import GatesData, histogram_at
 from ..widgets.bars import BandPlot, BarPlot
-from ..widgets.line_labels import hold_side
+from ..widgets.line_labels import ReferenceLine, hold_side
 from ..widgets.plots import CurvePlot
 from .dashboard import DENSE_STATUS, RunDashboard, move_step_markers
 from .run_data import moe_blocks_of
 from ..theme import is_dark_palette, plot_colors
-
-
-
-class _ReferenceLine(pg.InfiniteLine):
-    """A horizontal reference line whose label sits on the side of the line no data can
-    reach (entropy <= ln E above it, top-1 probability >= 1/E below it), and whose
-    autorange bounds keep room there for the label (``pixelPadding``, which pyqtgraph's
-    ViewBox adds to an item's bounds in pixels): the label never covers a curve and is
-    never pushed over one for want of room."""
-
-    def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
-        lab = self.label
-        if not self.isVisible() or not lab.toPlainText():
-            return 0.0
-        # the label's height, with a margin for the padding added after this estimate
-        return 1.3 * lab.boundingRect().height() + 4.0
 
 
 class GateDashboard(RunDashboard):
@@ -86,7 +70,7 @@ class GateDashboard(RunDashboard):
                 # line (a curve may run along it). At the left end: the corner a legend
                 # takes last (it tries the right-hand corners first).
                 side = 1.1 if key == "entropy" else -0.1
-                ref = _ReferenceLine(angle=0, movable=False, label="",
+                ref = ReferenceLine(angle=0, movable=False, label="",
                                      labelOpts={"position": 0.03, "anchors": [(0, side)] * 2})
                 hold_side(ref)       # placed clear of the legend, never on the data's side
                 ref.hide()

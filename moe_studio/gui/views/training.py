@@ -10,6 +10,7 @@ and colours are ``training_data``'s (no Qt there): this module only draws.
 from __future__ import annotations
 
 import html
+import math
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QSlide
 from ...store import RunFileError, open_run
 from .cost_text import cost_parts
 from ..widgets.fitting_label import FittingLabel
+from ..widgets.line_labels import ReferenceLine, hold_side
 from ..run.follow_timer import FollowTimer
 from ..run.polling import FramePacer, error_text, poll_guarded
 from .inspection_runs import NO_TRAINING, is_inspection
@@ -152,6 +154,20 @@ class TrainingDashboard(QWidget):
             line.hide()
             plot.plot_item.addItem(line, ignoreBounds=True)
             self._plan_lines[key] = line
+        # The load-balancing loss is summed over the MoE layers, each about 1 when
+        # balanced (E * sum_i f_i P_i, Switch): a dotted line at the number of layers
+        # reads "4.2" as "a little above balanced" rather than "4x too high". Its label
+        # sits under it, where a curve of top-k routing does not go.
+        self._balanced = ReferenceLine(angle=0, movable=False, label="",
+                                       labelOpts={"position": 0.03, "anchors": [(0, -0.1)] * 2})
+        hold_side(self._balanced)
+        self._balanced.hide()
+        self._grid.plot("aux").plot_item.addItem(self._balanced, ignoreBounds=False)
+        self._grid.plot("aux").plot_item.setToolTip(
+            "Switch load-balancing loss E * sum_i f_i * P_i (f: share of the tokens sent to "
+            "expert i, P: its mean router probability),\nsummed over the MoE layers: 1 per "
+            "layer when both are spread evenly (the dotted line), up to E when one expert "
+            "takes everything.")
         self._style_plan_lines()
         self._on_smoothing(self._smooth_slider.value())
         self._update_status()
@@ -172,8 +188,9 @@ class TrainingDashboard(QWidget):
                 self._errors.append(error_text(exc))
                 continue
             self._tracks.append(RunTrack.of(len(self._tracks), path, reader, follower,
-                                            dense=not moe_blocks_of(reader)))
+                                            moe_layers=len(moe_blocks_of(reader))))
         TD.label_overlay(self._tracks)
+        self._place_balanced()
         self.refresh()
         self._update_status()
         self.fit()
@@ -331,6 +348,29 @@ class TrainingDashboard(QWidget):
         for line in self._plan_lines.values():
             line.setPen(pg.mkPen(muted, width=1, style=Qt.PenStyle.DashLine))
             line.label.setColor(muted)
+        self._balanced.setPen(pg.mkPen(muted, width=1, style=Qt.PenStyle.DotLine))
+        self._balanced.label.setColor(muted)
+
+    def _place_balanced(self) -> None:
+        """The balanced aux-loss line at the MoE layers' count, when every MoE run shown
+        has the same count (an overlay of 2- and 4-layer runs has no one line)."""
+        counts = {t.moe_layers for t in self._tracks if not t.dense}
+        line = self._balanced
+        if len(counts) != 1:
+            line.hide()
+            return
+        n = counts.pop()
+        line.show()           # (its label only re-renders while visible)
+        line.setPos(math.log10(n) if self._log_check.isChecked() else float(n))
+        # (short: it must fit a quarter of the window's width; the plot's tooltip says why)
+        line.label.setFormat(f"balanced: {n}")
+        self._grid.plot("aux").place_line_labels()
+
+    def balanced_line(self) -> tuple[float, str] | None:
+        """(y, label) of the aux plot's balanced line as drawn (log10 on a log axis), or
+        None while it is hidden."""
+        line = self._balanced
+        return (float(line.value()), line.label.toPlainText()) if line.isVisible() else None
 
     def _on_user_range(self) -> None:
         self._follow_extent = False   # the user's zoom stands until Fit
@@ -401,6 +441,7 @@ class TrainingDashboard(QWidget):
     def _on_log_y(self, on: bool) -> None:
         # Throughput hovers within one decade: a log axis would only lose its labels.
         self._grid.set_log_y(on, keys=LOG_Y_PLOTS)
+        self._place_balanced()
 
     def _on_x_mode(self, _index: int) -> None:
         mode = self._x_combo.currentData()

@@ -87,12 +87,13 @@ class RunTrack:
     total_steps: int | None
     status: str
     dense: bool = False   # no MoE layer: no router, no routing losses to plot
+    moe_layers: int = 0   # its MoE layers: each adds about 1 to a balanced aux loss
     buffers: dict[tuple[str, int], SeriesBuffer] = field(default_factory=dict)
     t0: float = float("inf")  # wall time of the run's first record
 
     @classmethod
     def of(cls, index: int, path: Path, reader: RunReader, follower: Follower,
-           dense: bool) -> "RunTrack":
+           moe_layers: int) -> "RunTrack":
         """The track of an opened run: its name, members and the steps it aims at
         (``store.runs.planned_steps``)."""
         cfg = reader.config if isinstance(reader.config, dict) else {}
@@ -100,7 +101,7 @@ class RunTrack:
                    name=reader.name or path.name, label="",
                    members=int((cfg.get("ensemble") or {}).get("members") or 1),
                    total_steps=planned_steps(cfg, reader.meta), status=reader.status,
-                   dense=dense)
+                   dense=not moe_layers, moe_layers=moe_layers)
 
     def restart(self) -> set[tuple[str, int]]:
         """Forget the rows read so far: the run was continued from a checkpoint and the

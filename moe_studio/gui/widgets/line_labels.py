@@ -16,6 +16,22 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor
 
 
+class ReferenceLine(pg.InfiniteLine):
+    """A horizontal reference line whose label sits on the side of the line no data can
+    reach (entropy <= ln E above it, top-1 probability >= 1/E below it, a load-balancing
+    loss >= its balanced value below it: ``hold_side``), and whose autorange bounds keep
+    room there for the label (``pixelPadding``, which pyqtgraph's ViewBox adds to an
+    item's bounds in pixels): the label never covers a curve and is never pushed over one
+    for want of room."""
+
+    def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
+        lab = self.label
+        if not self.isVisible() or not lab.toPlainText():
+            return 0.0
+        # the label's height, with a margin for the padding added after this estimate
+        return 1.3 * lab.boundingRect().height() + 4.0
+
+
 def line_labels(plot_item: pg.PlotItem) -> list[pg.InfLineLabel]:
     """The visible, non-empty labels of the reference lines in ``plot_item``."""
     out = []
