@@ -39,3 +39,33 @@ def test_uniform_reference_labels_cover_no_curve(make_dashboard, qtbot, run, siz
         legend = legend_rect(plot)
         assert legend is None or not legend.intersects(rect), f"the legend covers {text!r}"
         assert not clipped(plot.plot_item), clipped(plot.plot_item)
+
+
+def test_no_size_sets_a_legend_going_in_and_out_for_ever(qtbot):
+    """The entropy legend beside its plot is judged at the width the view will have
+    with it inside again; the auto-range padding follows that width, and without a
+    margin the judgement missed by a pixel: at 1175 x 633 (offscreen fonts) the legend
+    went in, covered a point, went out, ... every repaint, and the app's timers starved.
+    Around that size, no plot's range keeps changing once the view has settled."""
+    from PySide6.QtWidgets import QApplication
+
+    d = GateDashboard()
+    qtbot.addWidget(d)
+    d.show()
+    d.set_runs([sample_runs_dir() / "moe-top2"])
+    changes = [0]
+    for p in (d.entropy, d.top1, d.logits):
+        p.plot_item.getViewBox().sigRangeChanged.connect(
+            lambda *_: changes.__setitem__(0, changes[0] + 1))
+    restless = []
+    for w in range(1160, 1195, 5):
+        for h in (596, 633, 650):
+            d.resize(w, h)
+            for _ in range(8):
+                QApplication.processEvents()
+            changes[0] = 0
+            for _ in range(20):
+                QApplication.processEvents()
+            if changes[0] > 2:
+                restless.append((w, h, changes[0]))
+    assert restless == []

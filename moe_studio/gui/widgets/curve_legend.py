@@ -111,6 +111,12 @@ class CurveLegendMixin:
     # free for it. The choice is made with the legend's inside size, whichever place it
     # is in now, so it does not flip back and forth as the view box changes size.
     _LEGEND_MARGIN = 6.0
+    # Extra clearance, in pixels, a legend beside the plot needs to come back inside.
+    # Its way back is judged by scaling today's view to the width it will have, but the
+    # auto-range padding follows the width too: without a margin the judgement missed by
+    # a pixel or two, and at some sizes the legend went in, covered a point, went out,
+    # ... for ever (a repaint each time, starving the app's timers).
+    _LEGEND_RETURN_PX = 12.0
 
     def _legend_columns(self, force: bool = False) -> None:
         """Columns: inside, 1 (2 from 7 entries); outside, as many as the plot's height
@@ -258,6 +264,8 @@ class CurveLegendMixin:
                                  to_view.dy())
         pts = self._visible_points()
         best = None
+        # a few pixels of margin: a curve grazing the box edge reads as covered
+        clear = 3.0 + (self._LEGEND_RETURN_PX if self._legend_outside else 0.0)
         if pts is not None and vb_rect.width() > w and vb_rect.height() > h:
             px, py = pts
             m = self._LEGEND_MARGIN
@@ -266,8 +274,8 @@ class CurveLegendMixin:
                 top = (vb_rect.top() + m if corner[1] == 0 else
                        vb_rect.bottom() - m - h if corner[1] == 1 else
                        vb_rect.center().y() - h / 2)
-                # a few pixels of margin: a curve grazing the box edge reads as covered
-                r = to_view.mapRect(QRectF(left - 3, top - 3, w + 6, h + 6))
+                r = to_view.mapRect(QRectF(left - clear, top - clear, w + 2 * clear,
+                                           h + 2 * clear))
                 if not np.any((px >= r.left()) & (px <= r.right())
                               & (py >= r.top()) & (py <= r.bottom())):
                     best = corner
