@@ -398,3 +398,35 @@ def test_experts_view_shows_each_domains_load_over_the_whole_corpus(make_dashboa
         assert tv == pytest.approx(float(group_total_variation(want)))
         assert view.heatmap.title().endswith(f"whole corpus · L{blocks[j]}")
         assert view.spread_label.text() == f"domains differ by {tv:.2f}"
+
+
+@pytest.mark.parametrize("fam", ["zaya", "longcat_flash"])
+def test_classes_that_are_not_experts_are_named_in_the_views(make_dashboard, tmp_path, fam):
+    """ZAYA1's router also chooses to skip the layer (its last class), LongCat-Flash's
+    its zero-computation experts (the classes after its n_routed_experts, which return
+    their input): an inspection names them, and Experts and Routing label them so
+    instead of e3, e5, ..."""
+    pytest.importorskip(f"transformers.models.{fam}")
+    import transformers
+
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    hf_tiny.build(fam, tmp_path / fam, hf_tiny.train_tokenizer([TEXT]))
+    cfg = transformers.AutoConfig.from_pretrained(tmp_path / fam)
+    run = _inspect(tmp_path / fam, tmp_path / "corpus.txt", tmp_path / "runs", tokens=300)
+    with open_run(run) as r:
+        E = r.config["moe"]["n_experts"]
+        names = r.meta["expert_names"]
+    if fam == "zaya":       # the experts, then the skip class
+        want = [f"e{e}" for e in range(E - 1)] + ["skip"]
+    else:                   # the routed experts, then the zero-computation ones
+        routed = cfg.n_routed_experts
+        assert 0 < routed < E == routed + cfg.zero_expert_num
+        want = [f"e{e}" for e in range(routed)] + [f"id{j}" for j in range(E - routed)]
+    assert names == want
+    experts = make_dashboard(ExpertsDashboard, [run], size=(1280, 800))
+    assert experts.layer_map.x_labels() == want
+    assert experts.domain_load.heatmap.x_labels() == want
+    routing = make_dashboard(RoutingDashboard, [run], size=(1280, 800))
+    assert routing.domain_map.x_labels() == want
+    assert all(y.split()[-1] in want for y in routing.token_map.y_labels())
+    assert want[-1] in routing.legend.text()

@@ -35,7 +35,7 @@ from ..progress import ProgressInfo
 from ..stats import BLOCK_STATS
 from .capture import (ExpertRowsWatch, RouterCapture, RoutingAccumulator, expert_rows,
                       precision_targets)
-from .families import find_routers
+from .families import class_names, find_routers
 from .loading import (InspectError, check_family, check_weights, load_model, plan_memory,
                       read_config, refuse_if_too_big, resolve_model)
 from .options import KIND, InspectOptions
@@ -130,6 +130,9 @@ class Inspector:
             "domain_names": self.domain_names, "corpus": corpus_name,
             "moe_blocks": self.blocks, "moe_block_names": [s.name for s in self.sites],
             "router_scoring": scoring, "encoder_only": fam.encoder_only,
+            # (classes a router chooses that are not experts: ZAYA1's skip, ...)
+            **({"expert_names": names} if (names := class_names(fam, text_cfg, self.n_experts))
+               else {}),
             "tokens_planned": int(sum(self.tokens_per_domain_planned)),
             "tokens_per_domain_planned": [int(x) for x in self.tokens_per_domain_planned],
             "argv": sys.argv[:8],

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QWidget
 from ...metrics.coselection import also_chose
 from ..widgets.heatmap import HeatmapPlot
 from .layer_map_view import LayerMapView
+from .run_data import expert_names
 
 TENSOR = "inspect/coselect"
 
@@ -20,6 +21,7 @@ class CoSelectionView(LayerMapView):
 
     def __init__(self, parent: QWidget | None = None):
         self._counts: np.ndarray | None = None   # [layers, E, E]
+        self._experts: list[str] = []              # [E] labels of the experts
         heatmap = HeatmapPlot("Expert pairs chosen together", "also chose expert",
                               "tokens routed to expert", colormap="viridis",
                               fixed_levels=(0.0, 1.0), annotate=True,
@@ -45,6 +47,10 @@ class CoSelectionView(LayerMapView):
             self._counts = None
             return False
         self._counts = counts
+        meta = reader.meta if isinstance(reader.meta, dict) else {}
+        # digits keep an E x E map compact; a run naming its classes (ZAYA1's skip) shows them
+        self._experts = (expert_names(meta, counts.shape[1]) if meta.get("expert_names")
+                         else [str(i) for i in range(counts.shape[1])])
         self.set_layers(reader.meta.get("moe_blocks"), counts.shape[0])
         self._draw()
         return True
@@ -59,7 +65,8 @@ class CoSelectionView(LayerMapView):
         if self._counts is None:
             return
         m = self.shares()
-        experts = [str(i) for i in range(m.shape[0])]
+        experts = self._experts if len(self._experts) == m.shape[0] else \
+            [str(i) for i in range(m.shape[0])]
         self.heatmap.set_title(f"Expert pairs chosen together · {self.layer_name()}")
         self.heatmap.set_matrix(m, x_labels=experts, y_labels=experts)
 
@@ -68,7 +75,8 @@ class CoSelectionView(LayerMapView):
         if c is None:
             return []
         n_a, n_ab = int(c[row, row]), int(c[row, col])
+        a, b = (self._experts[i] if i < len(self._experts) else str(i) for i in (row, col))
         if row == col:
-            return [f"expert {row}: {n_a:,} tokens"]
-        return [f"expert {row}: {n_a:,} tokens", f"{n_ab:,} of them also chose expert {col}"
+            return [f"expert {a}: {n_a:,} tokens"]
+        return [f"expert {a}: {n_a:,} tokens", f"{n_ab:,} of them also chose expert {b}"
                 + (f" ({value:.0%})" if np.isfinite(value) else "")]

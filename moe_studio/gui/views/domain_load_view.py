@@ -13,6 +13,7 @@ from ...metrics.routing import group_total_variation, load_share
 from ..theme import diverging_colormap
 from ..widgets.heatmap import HeatmapPlot
 from .layer_map_view import LayerMapView
+from .run_data import expert_names
 
 TENSOR = "inspect/load_per_domain"
 TOKENS = "inspect/tokens_per_domain"
@@ -26,6 +27,7 @@ class DomainLoadView(LayerMapView):
         self._load: np.ndarray | None = None      # [D, layers, E] choices
         self._tokens: np.ndarray | None = None    # [D] tokens
         self._names: list[str] = []
+        self._experts: list[str] = []             # [E] the run's names of its experts
         self.spread_label = QLabel()
         self.spread_label.setObjectName("domainSpread")
         self.spread_label.setToolTip("Mean total-variation distance between the domains' rows: "
@@ -62,6 +64,7 @@ class DomainLoadView(LayerMapView):
         if len(names) != load.shape[0]:
             names = [f"domain {d}" for d in range(load.shape[0])]
         self._load, self._tokens, self._names = load, tokens, names
+        self._experts = expert_names(reader.meta, load.shape[2])
         self.set_layers(reader.meta.get("moe_blocks"), load.shape[1])
         self._draw()
         return True
@@ -94,7 +97,8 @@ class DomainLoadView(LayerMapView):
         E = m.shape[1]
         u = 1.0 / E if E else 0.0
         self.heatmap.set_colormap(diverging_colormap(self.palette()))
-        self.heatmap.set_matrix(m, x_labels=[f"e{e}" for e in range(E)],
+        self.heatmap.set_matrix(m, x_labels=self._experts if len(self._experts) == E
+                                else [f"e{e}" for e in range(E)],
                                 y_labels=[self._names[d] for d in self.rows()],
                                 fixed_levels=(0.0, 2.0 * u) if E else None)
         if E:
@@ -109,5 +113,6 @@ class DomainLoadView(LayerMapView):
         d = rows[row]
         n = int(self._load[d, self.layer_index(), col])
         return [f"{self._names[d]}: {int(self._tokens[d]):,} tokens",
-                f"{n:,} choices went to expert e{col}"
+                f"{n:,} choices went to expert "
+                f"{self._experts[col] if col < len(self._experts) else f'e{col}'}"
                 + (f" ({value:.0%})" if np.isfinite(value) else "")]

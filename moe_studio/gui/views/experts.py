@@ -245,7 +245,7 @@ class ExpertsDashboard(RunDashboard):
         E = tpe.shape[-1]
         where = "all layers" if layer is None else f"layer {layer}"
         s = int(data.steps[idx])
-        experts = [f"e{e}" for e in range(E)]
+        experts = data.names(E)
         # bars: tokens per expert at the step
         vals, dead, uniform = data.at_step(idx, rows)
         names = [f"L{data.blocks[r]}" for r in rows]
@@ -283,7 +283,7 @@ class ExpertsDashboard(RunDashboard):
         self.step_map.set_separators(rows=[E * k for k in range(1, len(rows))])
         self.step_map.set_row_groups([(f"L{blocks[r]}", E) for r in rows]
                                      if layer is None else None,
-                                     [f"e{e}" for _ in rows for e in range(E)])
+                                     [n for _ in rows for n in data.names(E)])
         single = layer is not None
         for key, plot in self._curves.items():
             if key == "bias":
@@ -333,7 +333,8 @@ class ExpertsDashboard(RunDashboard):
         r, e, s = self.data.cell_of_step_map(row, col, self.layer())
         tpe = self.data.tokens()
         n = tpe[col, r, e] if tpe is not None else float("nan")
-        return [f"<b>step {s:,} · layer {self.data.blocks[r]} · expert {e}</b>",
+        return [f"<b>step {s:,} · layer {self.data.blocks[r]} · expert "
+                f"{self.data.names(self.data.n_experts or e + 1)[e]}</b>",
                 f"{n:,.0f} tokens · {v:.2f} × uniform"]
 
     def _on_layer_cell(self, row: int, col: int) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...metrics import routing as R
 from ...store import RunReader
+from .run_data import expert_names
 
 TENSORS = ("moe/tokens_per_expert", "moe/dropped_per_expert", "moe/bias")
 DEFAULT_DEAD_WINDOW = 50
@@ -29,6 +30,7 @@ class ExpertsData:
 
     def reset(self) -> None:
         self.blocks: list[int] = []
+        self.meta: dict = {}
         self.n_experts = 0
         self.router = ""
         self.dropless = False    # capacity_factor 0: no token is ever dropped
@@ -42,6 +44,7 @@ class ExpertsData:
         """Everything ``reader`` holds for ``member`` in the MoE ``blocks`` (the caller
         finds them, also in a run that does not name them in its meta)."""
         self.blocks = list(blocks)
+        self.meta = reader.meta if isinstance(reader.meta, dict) else {}
         moe = (reader.config if isinstance(reader.config, dict) else {}).get("moe") or {}
         self.n_experts = int(moe.get("n_experts") or 0)
         self.router = str(moe.get("router") or "")
@@ -144,6 +147,10 @@ class ExpertsData:
         E = vals.shape[-1]
         return vals, dead, float(vals.sum(-1).mean() / E) if vals.size else 0.0
 
+    def names(self, n: int) -> list[str]:
+        """The names of the run's ``n`` experts (``run_data.expert_names``)."""
+        return expert_names(self.meta, n)
+
     def over_time(self, layer: int | None) -> tuple[np.ndarray, list[str]]:
         """Load / uniform over the run, one row per (block row, expert) of ``layer``:
         ``(matrix [rows * E, S], row labels)``."""
@@ -151,7 +158,8 @@ class ExpertsData:
         ou = self.d["over_uniform"]
         E = ou.shape[-1]
         mat = np.concatenate([ou[:, r, :].T for r in rows], axis=0)
-        labels = [f"e{e}" if layer is not None else f"L{self.blocks[r]} e{e}"
+        names = self.names(E)
+        labels = [names[e] if layer is not None else f"L{self.blocks[r]} {names[e]}"
                   for r in rows for e in range(E)]
         return mat, labels
 
@@ -164,7 +172,8 @@ class ExpertsData:
             return []
         rows = self.rows(layer)
         if layer is not None:
-            return [(f"e{e}", e, bias[:, rows[0], e].astype(np.float64))
+            names = self.names(bias.shape[-1])
+            return [(names[e], e, bias[:, rows[0], e].astype(np.float64))
                     for e in range(bias.shape[-1])]
         return [(f"L{self.blocks[r]}", r, (bias[:, r].max(-1) - bias[:, r].min(-1)).astype(np.float64))
                 for r in rows]

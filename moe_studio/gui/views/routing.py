@@ -32,7 +32,7 @@ from ..widgets.routed_text import (RoutedTextView, TokenListPanel, expert_colors
                           text_background, token_rows)
 from .dashboard import DENSE_STATUS, RunDashboard
 from .routing_custom import _PLACEHOLDER, SOURCE_CUSTOM, SOURCE_RECORDED, CustomRouteMixin
-from .run_data import PROBE_ARRAYS, SnapshotCache
+from .run_data import PROBE_ARRAYS, SnapshotCache, expert_names
 from ..theme import diverging_colormap, is_dark_palette, plot_colors
 from ..run.tasks import BackgroundTask
 
@@ -283,12 +283,13 @@ class RoutingDashboard(CustomRouteMixin, RunDashboard):
         # token x expert
         probs = a["probs"][rows].astype(np.float32)                       # [L, N, E]
         mat = probs.transpose(0, 2, 1).reshape(len(rows) * E, tokens.size)
-        ylab = [f"L{blocks[r]} e{e}" if all_layers else f"e{e}" for r in rows for e in range(E)]
+        enames = self._expert_names(E)
+        ylab = [f"L{blocks[r]} {enames[e]}" if all_layers else enames[e] for r in rows for e in range(E)]
         self._set_title_later(self.token_map, f"Gate probability · {where} · {what}")
         self.token_map.set_matrix(mat, x_labels=self._labels, y_labels=ylab)
         self.token_map.set_separators(rows=[E * k for k in range(1, len(rows))])
         self.token_map.set_row_groups([(f"L{blocks[r]}", E) for r in rows] if all_layers else None,
-                                      [f"e{e}" for _ in rows for e in range(E)])
+                                      [n for _ in rows for n in enames])
         if self._window_set_for != key:
             self._window_set_for = key
             w = self.token_map.view_box.width() or 600
@@ -303,12 +304,12 @@ class RoutingDashboard(CustomRouteMixin, RunDashboard):
         self.legend.setText(f"Top-1 expert at layer {blocks[color_row]}"
                             + (" (the last; pick a layer above for another)" if all_layers else "")
                             + " · hover a character for every layer's choices<br>"
-                            + legend_html(colors, dark))
+                            + legend_html(colors, dark, enames))
         # share matrices
         shares = self._shares = self._compute_shares()
         names = list(meta.get("domain_names", []))
         u = R.uniform_share(E)
-        experts = [f"e{e}" for e in range(E)]
+        experts = enames
         for plot, kind, label_of in ((self.domain_map, "domain",
                                       lambda g: names[g] if g < len(names) else f"domain {g}"),
                                      (self.class_map, "class", lambda g: TOKEN_CLASSES[g])):
@@ -352,7 +353,13 @@ class RoutingDashboard(CustomRouteMixin, RunDashboard):
     def _choices(self, r: int, i: int) -> str:
         a, meta, _ = self._cur
         idx, w = a["topk_idx"][r, i], a["topk_weight"][r, i].astype(np.float64)
-        return ", ".join(f"e{int(e)} {float(x):.2f}" for e, x in zip(idx, w))
+        enames = self._expert_names(a["probs"].shape[-1])
+        return ", ".join(f"{enames[int(e)] if 0 <= int(e) < len(enames) else f'e{int(e)}'} "
+                         f"{float(x):.2f}" for e, x in zip(idx, w))
+
+    def _expert_names(self, n: int) -> list[str]:
+        """The run's names of its ``n`` experts (``run_data.expert_names``)."""
+        return expert_names(self._reader.meta if self._reader is not None else {}, n)
 
     def _token_tooltip(self, i: int) -> str:
         if self._cur is None:
@@ -372,7 +379,8 @@ class RoutingDashboard(CustomRouteMixin, RunDashboard):
         r, e = self._token_cell(row)
         blocks = list(self._cur[1].get("moe_blocks", []))
         return [f"<b>{self._token_desc(col)}</b>",
-                f"layer {blocks[r]} · expert {e}: p = {v:.3f}",
+                f"layer {blocks[r]} · expert {self._expert_names(self._cur[0]['probs'].shape[-1])[e]}: "
+                f"p = {v:.3f}",
                 f"top-k at L{blocks[r]}: {self._choices(r, col)}"]
 
     def _group_cell(self, plot: HeatmapPlot, row: int) -> tuple[int, int]:

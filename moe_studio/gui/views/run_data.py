@@ -9,6 +9,17 @@ import numpy as np
 from ...store import RunFileError, RunReader
 
 
+def expert_names(meta: Any, n: int) -> list[str]:
+    """The views' names of a run's ``n`` experts: e0 ... e{n-1}, or the names its meta
+    gives (``expert_names``: an inspected checkpoint whose router also chooses classes
+    that are not experts, ZAYA1's "skip" or LongCat-Flash's zero-computation "id0" ...).
+    Names that do not fit (another count, not text) are not used."""
+    names = meta.get("expert_names") if isinstance(meta, dict) else None
+    if isinstance(names, list) and len(names) == n and all(isinstance(x, str) and x for x in names):
+        return list(names)
+    return [f"e{e}" for e in range(n)]
+
+
 def moe_blocks_of(reader: RunReader) -> list[int]:
     """The MoE block indices of a run: from its meta, else from what it recorded."""
     blocks = reader.meta.get("moe_blocks")
