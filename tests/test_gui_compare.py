@@ -354,3 +354,25 @@ def test_grouping_by_every_differing_key_at_once(qtbot):
     assert sorted(got.values()) == sorted(expected.values())
     for (k, a), idx in expected.items():
         assert got[f"top_k={k}, aux_loss_coef={a:g}"] == idx
+
+
+def test_the_chosen_scalars_plot_is_titled_as_the_training_view_titles_it(dash, qtbot):
+    """The fourth plot starts on tokens/s, titled as the Training view titles it (it was
+    "tokens_per_s" since that plot also draws each rank's series); picking another
+    scalar in the combo, as a user does, titles the plot by that scalar."""
+    from PySide6.QtCore import Qt
+
+    from moe_studio.gui.views.training import PLOTS as TRAINING
+    from moe_studio.paths import sample_runs_dir
+
+    dash.set_runs([sample_runs_dir() / "moe-top2", sample_runs_dir() / "switch-top1"])
+    combo = dash.metric_combo
+    assert combo.findData("lr") >= 0
+    assert combo.currentData() == "tokens_per_s"
+    assert dash.plot("metric").title() == TRAINING["tokens_per_s"][0] == "Tokens per second"
+    combo.setFocus()
+    while combo.currentData() != "lr":
+        before = combo.currentIndex()
+        qtbot.keyClick(combo, Qt.Key.Key_Up if combo.findData("lr") < before else Qt.Key.Key_Down)
+        assert combo.currentIndex() != before
+    assert dash.plot("metric").title() == TRAINING["lr"][0] == "Learning rate"

@@ -15,6 +15,7 @@ from ..widgets.plot_grid import PlotGrid
 from .compare_data import ComparedRun, group_label, groups, x_of
 from .compare_pair import swatch
 from .inspection_runs import KIND as INSPECTION, NO_TRAINING
+from .rank_series import rank_of
 from .training import PLOTS as TRAINING_PLOTS
 
 X_LABELS = ((C.X_STEP, "Step", "step"), (C.X_TOKENS, "Tokens", "tokens"),
@@ -28,9 +29,10 @@ PLOTS = {"train": ("Train loss (nats/token)", "train/loss"),
          "metric": ("", "tokens_per_s")}
 MANY_CURVES = 8          # more curves per plot than this: CurvePlot.set_many_series
 _SPARSE = {"val/loss"}             # evaluated every eval_every steps: dashed, dots, unsmoothed
-# scalar -> plot title, from the Training dashboard's plots of one scalar
-METRIC_TITLES = {n: title for title, specs in TRAINING_PLOTS.values() if len(specs) == 1
-                 for n, _, _ in specs}
+# scalar -> plot title, from the Training dashboard's plots of one scalar (its tokens/s
+# plot also draws each rank's of a distributed run: those do not make it two)
+METRIC_TITLES = {main[0][0]: title for title, specs in TRAINING_PLOTS.values()
+                 if len(main := [s for s in specs if rank_of(s[0]) is None]) == 1}
 METRIC_TITLES.update({"val/acc": "Validation accuracy", "ens/gain": "Ensemble gain (nats/token)",
                       "precision/loss_scale": "fp16 loss scale"})
 
