@@ -368,7 +368,7 @@ def test_the_chosen_scalars_plot_is_titled_as_the_training_view_titles_it(dash, 
     dash.set_runs([sample_runs_dir() / "moe-top2", sample_runs_dir() / "switch-top1"])
     combo = dash.metric_combo
     assert combo.findData("lr") >= 0
-    assert combo.currentData() == "tokens_per_s"
+    assert combo.currentData() == "tokens_per_s" and combo.currentText() == "Tokens per second"
     assert dash.plot("metric").title() == TRAINING["tokens_per_s"][0] == "Tokens per second"
     combo.setFocus()
     while combo.currentData() != "lr":

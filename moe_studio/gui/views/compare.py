@@ -360,8 +360,10 @@ class CompareDashboard(QWidget):
         keep = self.metric_combo.currentData() or PLOTS["metric"][1]
         self.metric_combo.blockSignals(True)
         self.metric_combo.clear()
-        for n in want:
-            self.metric_combo.addItem(n, n)
+        for n in want:   # a scalar the Training view titles reads so; the rest by name
+            self.metric_combo.addItem(METRIC_TITLES.get(n, n), n)
+            self.metric_combo.setItemData(self.metric_combo.count() - 1, n,
+                                          Qt.ItemDataRole.ToolTipRole)
         i = self.metric_combo.findData(keep)
         if i < 0:
             i = self.metric_combo.findData(PLOTS["metric"][1])
