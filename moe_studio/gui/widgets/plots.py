@@ -62,10 +62,10 @@ class _Curve(pg.PlotDataItem):
         if ax != 0 or frac < 1.0 or orthoRange is not None or bounds[0] is None \
                 or x is None or not len(x) or self.opts["logMode"][0]:
             return bounds
-        with np.errstate(invalid="ignore"):
-            lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
-        if not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = x[np.isfinite(x)]
+        if not finite.size:
             return bounds
+        lo, hi = float(finite.min()), float(finite.max())
         return min(bounds[0], lo), max(bounds[1], hi)
 
 
