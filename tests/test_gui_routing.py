@@ -449,3 +449,26 @@ def test_heatmap_row_labels_shrink_before_thinning(qtbot):
     assert h.row_label_point_size() == base
     (y0, y1) = vb.viewRange()[1]
     assert len(ax.tickValues(y0, y1, vb.height())[0][1]) < 200
+
+
+def test_cell_texts_wider_than_their_cells_are_left_out(qtbot):
+    """A value's text that does not fit its cell would run over its neighbours and the
+    row labels ("m0" and "0.7321" read as "=0.7321" in the Ensemble view at 1280 x 800):
+    then no cell is written, and once the cells are wide enough every one is."""
+    from PySide6.QtGui import QFontMetrics
+
+    h = HeatmapPlot("t", "x", "y", fixed_levels=(0.0, 1.0), annotate=True,
+                    value_format=lambda v: f"{v:.6f}")
+    qtbot.addWidget(h)
+    h.resize(200, 260)
+    h.show()
+    qtbot.waitExposed(h)
+    m = np.full((4, 4), 0.731234)
+    h.set_matrix(m)
+    cell_px = h.view_box.width() / 4
+    f = h.font()
+    f.setPointSizeF(max(7.0, f.pointSizeF() - 1.5))
+    assert QFontMetrics(f).horizontalAdvance("0.731234") > cell_px - 2   # the narrow case
+    assert h.annotation_texts() == []
+    h.resize(1200, 260)
+    qtbot.waitUntil(lambda: h.annotation_texts() == ["0.731234"] * 16, timeout=3000)

@@ -124,8 +124,9 @@ class EnsembleDashboard(RunDashboard):
             "tokens.\nDashed: each combination rule on the report half of the kept "
             "validation windows\n(the other half fits the loss-weighted and stacking rules). "
             "Majority vote starts hidden: click its legend entry.")
+        # (two decimals: four did not fit a cell of four members at 1280 x 800)
         self.pairs = HeatmapPlot("Top-1 agreement", "member", "member", annotate=True,
-                                 value_label="")
+                                 value_label="", value_format=lambda v: f"{v:.2f}")
         self.oracle = CurvePlot("Diversity of correctness (Kuncheva & Whitaker)", "step", "")
         self.oracle.plot_item.setToolTip(
             "Pair means over the members' right/wrong outcomes on the report tokens: higher "

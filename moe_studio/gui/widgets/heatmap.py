@@ -530,6 +530,13 @@ class HeatmapPlot(FigureWidget):
                           ink_dark if dark_text[i] else ink_light))
         f = self.font()
         f.setPointSizeF(max(7.0, f.pointSizeF() - 1.5))
+        # Text wider than its cell would run over its neighbours and the row labels
+        # ("m0" and "0.7321" read as "=0.7321"): none then, the hover still reads it.
+        px = self._vb.viewPixelSize()
+        metrics = QFontMetrics(f)
+        if cells and px[0] > 0 and max(metrics.horizontalAdvance(c[2]) for c in cells) \
+                > self._dx / px[0] - 2:
+            cells = []
         self._cell_texts.set_cells(cells, QRectF(self._x0, 0, self._dx * cols, rows), f,
                                    (self._dx, 1.0))
 
