@@ -101,6 +101,16 @@ def _run_status(run_dir: str) -> str:
         return r.status
 
 
+def _assert_stopped_with_its_checkpoint(app: subprocess.Popen, facts: dict) -> None:
+    """After a SIGTERM: the app exits 143 without a traceback, its run ends stopped with
+    a checkpoint, and no engine is left behind."""
+    code, err = _finish(app, facts, timeout=90)
+    assert code == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err
+    assert _run_status(facts["run_dir"]) == "stopped"
+    assert list(Path(facts["run_dir"]).glob("checkpoint-*.pt"))
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_app_stops_its_run_like_stop_and_exits_143(tmp_path):
     sig = signal.SIGTERM   # SIGINT first: the next test
@@ -121,11 +131,7 @@ def test_sigterm_while_the_close_question_is_open_stops_and_exits(tmp_path):
     question runs inside the window's close, which cannot close the window again."""
     app, facts = _start_app(tmp_path, "ask-first")
     os.kill(app.pid, signal.SIGTERM)
-    code, err = _finish(app, facts, timeout=90)
-    assert code == 128 + signal.SIGTERM, err[-2000:]
-    assert "Traceback" not in err
-    assert _run_status(facts["run_dir"]) == "stopped"
-    assert list(Path(facts["run_dir"]).glob("checkpoint-*.pt"))
+    _assert_stopped_with_its_checkpoint(app, facts)
 
 
 @pytest.mark.slow
@@ -149,11 +155,7 @@ def test_sigterm_to_the_whole_process_group_stops_cleanly(tmp_path):
     both get SIGTERM, and the run still ends stopped with its checkpoint."""
     app, facts = _start_app(tmp_path)
     os.killpg(app.pid, signal.SIGTERM)
-    code, err = _finish(app, facts, timeout=90)
-    assert code == 128 + signal.SIGTERM, err[-2000:]
-    assert "Traceback" not in err
-    assert _run_status(facts["run_dir"]) == "stopped"
-    assert list(Path(facts["run_dir"]).glob("checkpoint-*.pt"))
+    _assert_stopped_with_its_checkpoint(app, facts)
 
 
 @pytest.mark.parametrize("var,value,expect", [

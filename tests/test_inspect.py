@@ -477,21 +477,28 @@ def test_bench_inspect_quick_reports_both_rates(capsys):
     assert r["met"] == (r["overhead"] <= r["budget"])
 
 
-@pytest.mark.skipif("switch_transformers" not in FAMILY_NAMES, reason="no Switch in transformers")
-def test_switch_capacity_drops_match_the_router(world, tmp_path):
-    folder = tmp_path / "switch-cap2"
-    model = hf_tiny.build("switch_transformers", folder, world["tokenizer"], seed=3,
-                          expert_capacity=2)
+def _first_batch_of_a_variant(world, tmp_path, fam: str, seed: int, **config):
+    """A tiny ``fam`` model with these config values, inspected for one batch, and the
+    model's own gate on that batch: ``(inspector, GateReference, its per-router output)``."""
+    folder = tmp_path / fam
+    model = hf_tiny.build(fam, folder, world["tokenizer"], seed=seed, **config)
     ins = Inspector(InspectOptions(model=str(folder), corpus=str(world["corpus"]), tokens=200,
                                    seq_len=32, batch_size=2, precision_every=0),
                     runs_dir=tmp_path / "runs")
     ins.step()
     ins.close("stopped")
-    ref = GateReference(model, "switch_transformers")
+    ref = GateReference(model, fam)
     try:
         got = ref.run(model, ins.batches[0].ids)
     finally:
         ref.remove()
+    return ins, ref, got
+
+
+@pytest.mark.skipif("switch_transformers" not in FAMILY_NAMES, reason="no Switch in transformers")
+def test_switch_capacity_drops_match_the_router(world, tmp_path):
+    ins, ref, got = _first_batch_of_a_variant(world, tmp_path, "switch_transformers", seed=3,
+                                              expert_capacity=2)
     with open_run(ins.run_dir) as r:
         _, dropped = r.tensor("moe/dropped_per_expert", 1)
         scal = r.scalars()
@@ -508,19 +515,8 @@ def test_scoring_the_config_chooses_is_the_one_read(world, tmp_path):
     """Cohere2-MoE's config picks softmax or sigmoid scoring (expert_selection_fn): a
     checkpoint saved with sigmoid is read as sigmoid (its normalised sigmoid affinities),
     not as the family's softmax default."""
-    folder = tmp_path / "cohere2-sigmoid"
-    model = hf_tiny.build("cohere2_moe", folder, world["tokenizer"], seed=5,
-                          expert_selection_fn="sigmoid")
-    ins = Inspector(InspectOptions(model=str(folder), corpus=str(world["corpus"]), tokens=200,
-                                   seq_len=32, batch_size=2, precision_every=0),
-                    runs_dir=tmp_path / "runs")
-    ins.step()
-    ins.close("stopped")
-    ref = GateReference(model, "cohere2_moe")
-    try:
-        ref.run(model, ins.batches[0].ids)
-    finally:
-        ref.remove()
+    ins, ref, _ = _first_batch_of_a_variant(world, tmp_path, "cohere2_moe", seed=5,
+                                            expert_selection_fn="sigmoid")
     logits = ref.logits
     assert len(logits) == 2
     with open_run(ins.run_dir) as r:

@@ -311,17 +311,16 @@ _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|block|h|blocks)\.(\d+)(?:\.|$)")
 
 def class_names(family: Family, config: Any, n_classes: int) -> list[str] | None:
     """Names for the classes a router chooses among where some are not experts (None
-    where all are): ZAYA1's last class skips the layer ("skip"); LongCat-Flash's classes
-    after its ``n_routed_experts`` are zero-computation experts that return their input
-    ("id0", "id1", ...). The views label them so, not as e3 or e12."""
+    where all are): a "skip" layout's last class skips the layer (ZAYA1: "skip"); a
+    router counting more classes (``experts_attr``) than the config has experts adds
+    zero-computation experts that return their input (LongCat-Flash: "id0", "id1", ...).
+    The views label them so, not as e3 or e12."""
     names = [f"e{e}" for e in range(n_classes)]
-    if family.model_type == "zaya" and n_classes >= 2:
-        names[-1] = "skip"
-        return names
-    if family.model_type == "longcat_flash":
-        routed = int(getattr(config, "n_routed_experts", 0) or 0)
-        if 0 < routed < n_classes:
-            return names[:routed] + [f"id{j}" for j in range(n_classes - routed)]
+    if family.layout == "skip" and n_classes >= 2:
+        return names[:-1] + ["skip"]
+    routed = _config_experts(config)
+    if family.experts_attr and 0 < routed < n_classes:
+        return names[:routed] + [f"id{j}" for j in range(n_classes - routed)]
     return None
 
 

@@ -511,10 +511,22 @@ class HeatmapPlot(FigureWidget):
         if not n:
             self._cell_texts.set_cells([], QRectF())
             return
-        lo, hi = self.current_levels()
-        span = hi - lo if hi > lo else 1.0
         flat = self._m.reshape(-1)
         finite = np.isfinite(flat)
+        at = np.flatnonzero(finite).tolist()
+        texts = [self._value_format(float(flat[i])) for i in at]
+        f = self.font()
+        f.setPointSizeF(max(7.0, f.pointSizeF() - 1.5))
+        # Text wider than its cell would run over its neighbours and the row labels
+        # ("m0" and "0.7321" read as "=0.7321"): none then, the hover still reads it.
+        px = self._vb.viewPixelSize()
+        metrics = QFontMetrics(f)
+        if texts and px[0] > 0 and max(map(metrics.horizontalAdvance, texts)) \
+                > self._dx / px[0] - 2:
+            self._cell_texts.set_cells([], QRectF())
+            return
+        lo, hi = self.current_levels()
+        span = hi - lo if hi > lo else 1.0
         norm = np.clip((np.where(finite, flat, lo) - lo) / span, 0.0, 1.0)
         if self._cmap is not None:
             rgb = self._cmap.map(norm, mode="float")[:, :3]
@@ -523,20 +535,10 @@ class HeatmapPlot(FigureWidget):
             dark_text = np.ones(n, bool)
         ink_dark, ink_light = QColor("#111111"), QColor("#f5f5f5")
         cells = []
-        for i in np.flatnonzero(finite).tolist():
+        for i, text in zip(at, texts):
             r, c = divmod(i, cols)
-            cells.append((self._x0 + (c + 0.5) * self._dx, r + 0.5,
-                          self._value_format(float(flat[i])),
+            cells.append((self._x0 + (c + 0.5) * self._dx, r + 0.5, text,
                           ink_dark if dark_text[i] else ink_light))
-        f = self.font()
-        f.setPointSizeF(max(7.0, f.pointSizeF() - 1.5))
-        # Text wider than its cell would run over its neighbours and the row labels
-        # ("m0" and "0.7321" read as "=0.7321"): none then, the hover still reads it.
-        px = self._vb.viewPixelSize()
-        metrics = QFontMetrics(f)
-        if cells and px[0] > 0 and max(metrics.horizontalAdvance(c[2]) for c in cells) \
-                > self._dx / px[0] - 2:
-            cells = []
         self._cell_texts.set_cells(cells, QRectF(self._x0, 0, self._dx * cols, rows), f,
                                    (self._dx, 1.0))
 
