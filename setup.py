@@ -2,17 +2,20 @@
 pyproject.toml.
 
 ``moe_studio/engine/_native/agreement_kernel.c`` (the fused pass behind the ensemble
-agreement metrics) is plain C loaded with ctypes. It is built twice: a baseline library
-that runs on any CPU, and on x86-64 one for AVX2 + FMA that ``moe_studio.engine._native``
-picks when the CPU has them. Both are optional: without a C compiler the install goes on
-and the metrics use their torch path (same numbers, slower on the CPU).
+agreement metrics) and ``moe_kernel.c`` (the routing bookkeeping of a dropless top-k MoE
+layer) are plain C loaded with ctypes. Each is built twice: a baseline library that runs
+on any CPU, and on x86-64 one for AVX2 + FMA that ``moe_studio.engine._native`` picks
+when the CPU has them. All are optional: without a C compiler the install goes on and
+the callers use their torch paths (same numbers to float rounding, slower on the CPU).
 """
 import platform
 import sys
 
 from setuptools import Extension, find_packages, setup
 
-SOURCE = "moe_studio/engine/_native/agreement_kernel.c"
+NATIVE = "moe_studio/engine/_native"
+# library name -> its C source; both include fastmath.h
+SOURCES = {"_agreement": f"{NATIVE}/agreement_kernel.c", "_moe": f"{NATIVE}/moe_kernel.c"}
 
 
 def _flags() -> list[str]:
@@ -25,15 +28,19 @@ def _flags() -> list[str]:
 
 
 def _extensions() -> list[Extension]:
-    def ext(name: str, extra: list[str]) -> Extension:
-        return Extension(f"moe_studio.engine._native.{name}", [SOURCE],
+    def ext(name: str, source: str, extra: list[str]) -> Extension:
+        return Extension(f"moe_studio.engine._native.{name}", [source],
+                         depends=[f"{NATIVE}/fastmath.h"],
                          extra_compile_args=_flags() + extra, optional=True,
                          define_macros=[("MOE_PYINIT", f"PyInit_{name}")])
 
-    exts = [ext("_agreement", [])]
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        exts.append(ext("_agreement_avx2", ["/arch:AVX2"] if sys.platform == "win32"
-                        else ["-mavx2", "-mfma"]))
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    avx2 = ["/arch:AVX2"] if sys.platform == "win32" else ["-mavx2", "-mfma"]
+    exts = []
+    for name, source in SOURCES.items():
+        exts.append(ext(name, source, []))
+        if x86:
+            exts.append(ext(f"{name}_avx2", source, avx2))
     return exts
 
 

@@ -21,7 +21,7 @@ import time
 import torch
 
 from ..config import presets
-from ..engine import expert_kernels
+from ..engine import expert_kernels, native_moe
 from ._common import budget, load_average, ratio_ci, timing_config
 from .baseline import PlainLoop
 
@@ -94,6 +94,7 @@ def run(json_out: bool = True, quick: bool = False) -> dict:
         "steps_per_block": block, "rounds": rounds,
         "load_avg_1m": [(la or [None])[0] for la in (load_before, load_average())],
         "expert_kernels_run": expert_kernels.kernels_run(),
+        "native_routing": native_moe.report(),
         "step_ms": {k: round(1e3 * v, 2) for k, v in med.items()},
         "tokens_per_s": {k: round(tokens / v, 1) for k, v in med.items()},
         "dense_vs_plain_gpt": round(dense_vs_plain["median"], 3),

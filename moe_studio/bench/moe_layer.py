@@ -13,7 +13,8 @@ rounds (A, B, C, D, A, B, ...) so a shared, noisy machine slows them alike; the 
 per variant is reported, with its ratio to the dense FFN. Budgets are judged on the
 paired ratios of each round and their bootstrap confidence interval (``_common.budget``):
 'ok' only when the whole interval is within the budget. The kernel reported is the one
-the dispatch actually ran (``expert_kernels.kernels_run``), not the setting.
+the dispatch actually ran (``expert_kernels.kernels_run``), not the setting, and
+whether the router and the dispatch ran their native passes (``native_moe.report``).
 The ``gated`` section measures today's layout at 8 experts top-2: SwiGLU experts under
 the softmax top-k router and under DeepSeek-V3's sigmoid router, against a dense
 SwiGLU FFN with the same active parameters (hidden = top_k * d_expert), same budget.
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config.schema import MoEConfig
-from ..engine import expert_kernels
+from ..engine import expert_kernels, native_moe
 from ..engine.dispatch import expert_capacity
 from ..engine.moe_layer import FeedForward, MoEFeedForward
 from ._common import budget, load_average, ratio_ci
@@ -143,6 +144,7 @@ def _one_config(n_experts: int, top_k: int, tokens: int, d: int, h: int,
         "tokens": tokens, "d_model": d, "d_expert": h, "reps": reps,
         "expert_kernel": _kernel_ran(n_experts, d, h),
         "expert_kernel_setting": expert_kernels.expert_kernel_setting(),
+        "native_routing": native_moe.report(),
         "moe_over_dense": ratio_ci(times["moe_layer"], times["dense_ffn"]),
         "moe_over_naive_loop": ratio_ci(times["moe_layer"], times["naive_loop"]),
         "moe_over_best_baseline": ratio_ci(times["moe_layer"], best_baseline),

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import presets
+from ..engine import expert_kernels, native_moe
 from ._common import SPARE_STEPS, load_average
 from .baseline import PlainLoop
 
@@ -148,6 +149,8 @@ def run(json_out: bool = True, quick: bool = False, steps: int | None = None,
         "baseline": {"train_s": round(base_s, 3), "final_val_loss": round(target, 4)},
         **results,
         "models": info,
+        "expert_kernels_run": expert_kernels.kernels_run(),
+        "native_routing": native_moe.report(),
         "curves": {k: [[st, round(t, 3), round(v, 4)] for st, t, v in c] for k, c in curve.items()},
         "budgets": {f"moe_time_to_quality_ratio <= {MOE_GOAL}": {
             "value": moe_ratio, "limit": MOE_GOAL,

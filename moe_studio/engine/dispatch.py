@@ -21,6 +21,10 @@ Step 4 uses a permutation write plus a sum over k instead of ``index_add_``: eac
 is written exactly once, so the result (and, through the gather's backward, the input
 gradient) is deterministic on CUDA as well, where ``index_add_`` accumulates with atomics.
 
+In float32 on the CPU without capacity limits, steps 1, 3 and 4 run as native passes
+(``native_moe``: a counting sort, a row gather, a fused gated combine, each with its own
+backward) instead of a dozen torch kernels each way.
+
 Experts are a two-layer MLP without biases, ``gelu(x @ w1[e]) @ w2[e]``, stored as
 stacked parameters ``w1`` [E, d, h] and ``w2`` [E, h, d] so that grouped matmul applies;
 gated (SwiGLU) experts hold gate and up projections side by side, ``w1`` [E, d, 2h]
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from . import native_moe
 from .amp import autocast_dtype
 from .expert_kernels import run_experts
 
@@ -125,6 +130,13 @@ def moe_dispatch(x: Tensor, topk_idx: Tensor, topk_weight: Tensor, w1: Tensor, w
     T, k = topk_idx.shape
     E = w1.shape[0]
     d = x.shape[-1]
+    if capacity <= 0 and native_moe.applies(x, topk_weight, w1, w2):
+        # float32 on the CPU, dropless: the sort, the gather and the gated combine as
+        # one native pass each (and one back), the same numbers to float rounding
+        order, pos, counts = native_moe.sort_pairs(topk_idx, E)
+        ys = run_experts(native_moe.gather_rows(x, order, pos, k), w1, w2, counts)
+        return DispatchResult(native_moe.combine(ys, topk_weight, pos), counts,
+                              torch.zeros_like(counts))
     flat_expert = topk_idx.reshape(-1)                     # [T*k], pair p = t*k + j
     tokens_per_expert = expert_counts(topk_idx, E)         # [E]
     pair_kept = None

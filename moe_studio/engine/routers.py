@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config.schema import ROUTERS, MoEConfig
+from . import native_moe
 from .dispatch import expert_capacity, expert_counts
 
 
@@ -51,6 +53,18 @@ class RouterOutput:
     # weights; topk_idx / topk_weight then describe, per token, its k heaviest experts
     # for the statistics (weight 0 where fewer than k experts took it).
     expert_tokens: Tensor | None = None
+    expert_weight: Tensor | None = None
+
+
+class Routed(NamedTuple):
+    """What a router's ``_route`` returns."""
+
+    logits: Tensor
+    probs: Tensor
+    topk_idx: Tensor
+    topk_weight: Tensor
+    lse: Tensor | None = None            # [T] logsumexp of the logits, where computed anyway
+    expert_tokens: Tensor | None = None  # expert choice only, as in RouterOutput
     expert_weight: Tensor | None = None
 
 
@@ -106,24 +120,24 @@ class Router(nn.Module):
         else:
             ctx = contextlib.nullcontext()
         with ctx:
-            logits, probs, topk_idx, topk_weight, *choice = self._route(x)
-        logits, probs = logits.float(), probs.float()
+            r = self._route(x)
+        logits, probs = r.logits.float(), r.probs.float()
+        choice = r.expert_tokens is not None
         return RouterOutput(
             logits=logits,
             probs=probs,
-            topk_idx=topk_idx,
-            topk_weight=topk_weight,
+            topk_idx=r.topk_idx,
+            topk_weight=r.topk_weight,
             # expert choice is balanced by construction: no balancing loss to add
             aux_loss=(probs.new_zeros(()) if choice
-                      else load_balancing_loss(probs, topk_idx, self.n_experts)),
-            z_loss=router_z_loss(logits),
-            expert_tokens=choice[0] if choice else None,
-            expert_weight=choice[1] if choice else None,
+                      else load_balancing_loss(probs, r.topk_idx, self.n_experts)),
+            z_loss=router_z_loss(logits) if r.lse is None else r.lse.float().square().mean(),
+            expert_tokens=r.expert_tokens,
+            expert_weight=r.expert_weight,
         )
 
-    def _route(self, x: Tensor) -> tuple[Tensor, ...]:
-        """(logits, probs, topk_idx, topk_weight), and for expert choice also the [E, C]
-        tokens and weights."""
+    def _route(self, x: Tensor) -> Routed:
+        """The logits, probabilities, choices and gate weights of the tokens x."""
         raise NotImplementedError
 
     @staticmethod
@@ -148,11 +162,16 @@ class TopKRouter(Router):
 
     def _route(self, x):
         logits = self._project(self.gate, x)
+        if native_moe.applies(logits):   # float32 on the CPU: one native pass each way
+            got = native_moe.route_topk(logits, self.top_k, self.renormalize)
+            if got is not None:
+                probs, idx, weight, lse = got
+                return Routed(logits, probs, idx, weight, lse)
         probs = logits.softmax(dim=-1)
         weight, idx = probs.topk(self.top_k, dim=-1)
         if self.renormalize:
             weight = weight / weight.sum(dim=-1, keepdim=True)
-        return logits, probs, idx, weight
+        return Routed(logits, probs, idx, weight)
 
 
 class NoisyTopKRouter(Router):
@@ -180,7 +199,7 @@ class NoisyTopKRouter(Router):
             noisy = clean
         top_logits, idx = noisy.topk(self.top_k, dim=-1)
         weight = top_logits.softmax(dim=-1)
-        return clean, noisy.softmax(dim=-1), idx, weight
+        return Routed(clean, noisy.softmax(dim=-1), idx, weight)
 
 
 class SoftRouter(Router):
@@ -193,7 +212,7 @@ class SoftRouter(Router):
         logits = self._project(self.gate, x)
         probs = logits.softmax(dim=-1)
         idx = torch.arange(self.n_experts, device=x.device).expand(x.shape[0], -1)
-        return logits, probs, idx, probs
+        return Routed(logits, probs, idx, probs)
 
 
 class AuxFreeRouter(Router):
@@ -222,7 +241,7 @@ class AuxFreeRouter(Router):
         weight = probs.gather(-1, idx)
         if self.renormalize:
             weight = weight / weight.sum(dim=-1, keepdim=True)
-        return logits, probs, idx, weight
+        return Routed(logits, probs, idx, weight)
 
     @torch.no_grad()
     def update_bias(self, tokens_per_expert: Tensor) -> None:
@@ -249,7 +268,7 @@ class SigmoidRouter(AuxFreeRouter):
         weight = scores.gather(-1, idx)
         if self.renormalize:
             weight = weight / weight.sum(dim=-1, keepdim=True)
-        return logits, scores / scores.sum(dim=-1, keepdim=True), idx, weight
+        return Routed(logits, scores / scores.sum(dim=-1, keepdim=True), idx, weight)
 
 
 class ExpertChoiceRouter(Router):
@@ -280,7 +299,7 @@ class ExpertChoiceRouter(Router):
             combine = probs.new_zeros(probs.shape).scatter_(
                 0, tokens.t(), weight_ec.detach().t())               # [T, E] weight or 0
             weight, idx = combine.topk(self.top_k, dim=-1)
-        return logits, probs, idx, weight, tokens, weight_ec
+        return Routed(logits, probs, idx, weight, expert_tokens=tokens, expert_weight=weight_ec)
 
 
 def make_router(moe_cfg: MoEConfig, d_model: int) -> Router:

@@ -1,9 +1,11 @@
-"""The optional native kernel behind ``agreement.ensemble_metrics`` on the CPU.
+"""The optional native kernels: the fused pass behind ``agreement.ensemble_metrics`` on
+the CPU (here), and the MoE routing bookkeeping (``engine/native_moe.py``).
 
-``agreement_kernel.c`` is built by ``setup.py`` into two plain shared libraries (no
-Python API): a baseline one and, on x86-64, one for AVX2 + FMA. This module loads the
-best one the CPU can run with ctypes, or reports that none is there (no C compiler at
-install time, an unusual platform), in which case the metrics take their torch path.
+Each C file (``agreement_kernel.c``, ``moe_kernel.c``) is built by ``setup.py`` into two
+plain shared libraries (no Python API): a baseline one and, on x86-64, one for AVX2 +
+FMA. ``open_library`` loads the best one the CPU can run with ctypes, or reports that
+none is there (no C compiler at install time, an unusual platform), in which case the
+callers take their torch paths.
 
 ctypes drops the GIL for the length of a foreign call, so ``agreement_pass`` splits the
 tokens into contiguous ranges and runs one call per range on its own thread, each adding
@@ -46,28 +48,40 @@ def _load() -> ctypes.CDLL | None:
     return _LIB
 
 
-def _load_once() -> None:
-    """Find and load the best library; ``_LOADED`` turns True only when it is done."""
-    global _LIB, _LIB_NAME, _LOADED
+def open_library(base: str) -> tuple[ctypes.CDLL, str] | None:
+    """The best build of the native library ``base`` (``_agreement``, ``_moe``) this CPU
+    runs, loaded, with its name (``base`` or ``base + "_avx2"``); None when none is
+    built or loads, or ``MOE_STUDIO_NATIVE=0`` asks for the torch paths."""
     if os.environ.get("MOE_STUDIO_NATIVE", "1") == "0":
-        _LOADED = True
-        return
-    names = (["_agreement_avx2"] if _cpu_has_avx2() else []) + ["_agreement"]
+        return None
+    names = ([f"{base}_avx2"] if _cpu_has_avx2() else []) + [base]
     for name in names:
         spec = importlib.util.find_spec(f"{__name__}.{name}")
         if spec is None or not spec.origin:
             continue
         try:
-            lib = ctypes.CDLL(spec.origin)
-            fn = lib.moe_agreement_pass
-        except (OSError, AttributeError):
+            return ctypes.CDLL(spec.origin), name
+        except OSError:
             continue
-        fn.argtypes = [_P, _I64, _I64, _I64, _I64, _I64] + [_P] * 9
-        fn.restype = ctypes.c_int
-        lib.moe_agreement_exp_log.argtypes = [_P, _I64, _P, _P]
-        lib.moe_agreement_exp_log.restype = None
-        _LIB, _LIB_NAME = lib, name
-        break
+    return None
+
+
+def _load_once() -> None:
+    """Find and load the best library; ``_LOADED`` turns True only when it is done."""
+    global _LIB, _LIB_NAME, _LOADED
+    found = open_library("_agreement")
+    if found is not None:
+        lib, name = found
+        try:
+            fn = lib.moe_agreement_pass
+        except AttributeError:
+            lib = None
+        if lib is not None:
+            fn.argtypes = [_P, _I64, _I64, _I64, _I64, _I64] + [_P] * 9
+            fn.restype = ctypes.c_int
+            lib.moe_agreement_exp_log.argtypes = [_P, _I64, _P, _P]
+            lib.moe_agreement_exp_log.restype = None
+            _LIB, _LIB_NAME = lib, name
     _LOADED = True
 
 
