@@ -72,7 +72,15 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
     # scene rects the next label avoids: the legend, the labels placed so far
     legend = _legend_rect(plot_item)
     placed: list = [legend] if legend is not None else []
+    view_range = plot_item.getViewBox().viewRange()
     for label in _placeable(plot_item):
+        if _out_of_view(label.line, view_range):
+            # Nowhere to put it (a running run's "planned end" far right of its data):
+            # hidden at once, not after trying every placement on every range change.
+            if label.isVisible():
+                label.setVisible(False)
+            label._hidden_by_keeper = True
+            continue
         # Called from the view's transform signal, before pyqtgraph has moved the line
         # for the new view: drop its cached geometry so the label is placed for the view
         # as it is now, not as it was.
@@ -127,6 +135,16 @@ def keep_inside(plot_item: pg.PlotItem, backing: tuple | None = None) -> None:
             label._hidden_by_keeper = True
             continue
         placed.append(label.mapRectToScene(label.boundingRect()))
+
+
+def _out_of_view(line: pg.InfiniteLine, view_range) -> bool:
+    """A vertical or horizontal line whose position lies outside the view."""
+    angle = line.angle % 180
+    if angle not in (0, 90):
+        return False
+    lo, hi = view_range[1] if angle == 0 else view_range[0]
+    at = line.value()
+    return not lo <= at <= hi
 
 
 def _placeable(plot_item: pg.PlotItem) -> list[pg.InfLineLabel]:
