@@ -281,3 +281,20 @@ def test_training_losses_native_and_torch_paths_agree(torch_path):
             losses.append(loss.item())
         curves.append(losses)
     assert curves[0] == pytest.approx(curves[1], rel=1e-4)
+
+
+@needs_native
+def test_inference_mode_takes_the_native_path_and_matches_the_torch_path(torch_path):
+    """The routing probe and sampling run the model under inference mode."""
+    cfg = _tiny_moe_config()
+    torch.manual_seed(0)
+    model = MoEGPT(cfg.model, cfg.moe, context=16, vocab=50).eval()
+    x = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(3))
+    before = native_moe.report()["route_calls"]
+    with torch.inference_mode():
+        native = model(x)[0]
+    assert native_moe.report()["route_calls"] == before + cfg.model.n_layers
+    torch_path()
+    with torch.inference_mode():
+        reference = model(x)[0]
+    assert torch.allclose(native, reference, atol=1e-5)

@@ -24,6 +24,10 @@ few hundred lose their ordering in bf16, and a softmax of them overflows in fp16
 
 Every random draw uses the global RNG, so ``torch.manual_seed`` makes training
 reproducible.
+
+In float32 on the CPU the ``topk`` router's softmax, choice, gate weights and the
+logsumexp of its z-loss are one native pass each way (``native_moe.route_topk``; top-k
+ties go to the lower expert id there, as a stable sort would).
 """
 from __future__ import annotations
 
