@@ -311,3 +311,41 @@ def test_tuners_keep_their_own_choices():
     assert auto.choose(xs, w1, w2, counts) in ("loop", "grouped")
     # measured only where both kernels can run
     assert len(auto.choices()) == int(auto.grouped_mm_works(torch.device("cpu"), torch.float32, 8, 8))
+
+
+def test_expert_chunks_keep_each_chunks_hidden_under_the_bound(monkeypatch):
+    monkeypatch.setattr(kernels, "GROUPED_CHUNK_BYTES", 100)
+    # 10 bytes a row: at most 10 rows a chunk, an expert of more rows alone
+    assert kernels._expert_chunks([4, 4, 4, 0, 12, 3, 3], 10) == [2, 2, 1, 2]
+    assert kernels._expert_chunks([1, 2, 3], 10) == [3]
+    assert sum(kernels._expert_chunks([5] * 64, 10)) == 64
+
+
+@pytest.mark.parametrize("act", ["gelu", "swiglu"])
+def test_grouped_kernel_in_chunks_gives_the_same_numbers_as_one_call(monkeypatch, act):
+    """On the CPU a large batch runs in chunks of experts (hidden activations kept in
+    cache): outputs and all three gradients bit-identical to one grouped call, with
+    empty experts and an expert larger than a chunk among them."""
+    if not kernels.grouped_mm_works(torch.device("cpu"), torch.float32, 8, 12 if act == "gelu" else 24, 12):
+        pytest.skip("torch._grouped_mm does not run here")
+    g = torch.Generator().manual_seed(7)
+    sizes = [5, 0, 9, 30, 2, 0, 7, 11]
+    counts = torch.tensor(sizes)
+    N, d, h = sum(sizes), 8, 12
+    xs = torch.randn(N, d, generator=g)
+    w1 = torch.randn(8, d, h if act == "gelu" else 2 * h, generator=g)
+    w2 = torch.randn(8, h, d, generator=g)
+    gout = torch.randn(N, d, generator=g)
+    calls = []
+    real = kernels._grouped_pair
+    monkeypatch.setattr(kernels, "_grouped_pair", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    results = []
+    for bound in (1 << 30, 20 * w1.shape[-1] * 4):       # one call; then <= 20 rows a chunk
+        monkeypatch.setattr(kernels, "GROUPED_CHUNK_BYTES", bound)
+        leaves = [t.clone().requires_grad_() for t in (xs, w1, w2)]
+        out = kernels.mlp_grouped(leaves[0], leaves[1], leaves[2], counts)
+        out.backward(gout)
+        results.append([out.detach()] + [t.grad for t in leaves])
+    assert calls[0] == N and len(calls) > 2 and sum(calls[1:]) == N
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
