@@ -9,7 +9,7 @@ shows as many leading parts as fit, then "…"; the whole line is its tool tip.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import QLabel, QSizePolicy
 
@@ -20,6 +20,7 @@ class FittingLabel(QLabel):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._full = ""
+        self._full_width = 0   # of the whole line, as its size hint asks
         self._tip = ""
         self.setTextFormat(Qt.TextFormat.RichText)
         # Takes the room its text wants when there is some; can shrink to almost nothing.
@@ -29,23 +30,41 @@ class FittingLabel(QLabel):
     def text(self) -> str:  # noqa: D102 - the whole line, not the part shown
         return self._full
 
+    # A dashboard sets its status line on every timer frame, mostly to the same text or
+    # to one of the same width (the next step number): neither asks the window for a
+    # new layout, which it did ~300 times a second while a run was followed.
     def setText(self, text: str) -> None:  # noqa: N802
-        self._full = str(text)
-        self.updateGeometry()
+        text = str(text)
+        if text == self._full:
+            return
+        self._full = text
+        width = self._width(text)
+        if width != self._full_width:
+            self._full_width = width
+            self.updateGeometry()
         self._fit()
 
     def setToolTip(self, tip: str) -> None:  # noqa: N802
+        if tip == self._tip:
+            return
         self._tip = tip
         self._fit()
 
     def sizeHint(self):  # noqa: N802
         h = super().sizeHint()
-        h.setWidth(self._width(self._full) + 4)
+        h.setWidth(self._full_width + 4)
         return h
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
         self._fit()
+
+    def changeEvent(self, event) -> None:  # noqa: N802
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.FontChange:   # the line's width with the new font
+            self._full_width = self._width(self._full)
+            self.updateGeometry()
+            self._fit()
 
     def _width(self, html_text: str) -> int:
         doc = QTextDocument()
@@ -62,7 +81,7 @@ class FittingLabel(QLabel):
         avail = self.contentsRect().width() - 2
         parts = self._full.split(SEPARATOR)
         shown = self._full
-        if self._width(shown) > avail:
+        if self._full_width > avail:
             for n in range(len(parts) - 1, 0, -1):
                 shown = SEPARATOR.join(parts[:n]) + " …"
                 if self._width(shown) <= avail:
