@@ -298,3 +298,38 @@ def test_inference_mode_takes_the_native_path_and_matches_the_torch_path(torch_p
     with torch.inference_mode():
         reference = model(x)[0]
     assert torch.allclose(native, reference, atol=1e-5)
+
+
+@needs_native
+def test_random_shapes_native_and_torch_dispatch_agree(torch_path):
+    """Forty random layer shapes, the edges included (one token, one expert, k = E, 256
+    experts, a width of 1): the native router + dispatch against the torch path."""
+    rng = torch.Generator().manual_seed(123)
+    cases = [(1, 1, 1, 1), (1, 4, 4, 3), (5, 256, 8, 4), (64, 2, 2, 1)]
+    while len(cases) < 40:
+        E = int(torch.randint(1, 65, (1,), generator=rng))
+        k = int(torch.randint(1, E + 1, (1,), generator=rng))
+        cases.append((int(torch.randint(1, 200, (1,), generator=rng)), E, k,
+                      int(torch.randint(1, 40, (1,), generator=rng))))
+    from moe_studio.engine.routers import TopKRouter
+    results = {True: [], False: []}
+    for native in (True, False):
+        if not native:
+            torch_path()
+        for T, E, k, d in cases:
+            g = torch.Generator().manual_seed(T * 1000 + E * 10 + k)
+            router = TopKRouter(d, E, k)
+            with torch.no_grad():
+                router.gate.weight.copy_(torch.randn(E, d, generator=g))
+            x = torch.randn(T, d, generator=g, requires_grad=True)
+            w1 = (torch.randn(E, d, 6, generator=g) / d ** 0.5).requires_grad_()
+            w2 = (torch.randn(E, 6, d, generator=g) / 6 ** 0.5).requires_grad_()
+            r = router(x)
+            out = moe_dispatch(x, r.topk_idx, r.topk_weight, w1, w2).out
+            (out.square().sum() + r.aux_loss + r.z_loss).backward()
+            results[native].append((r.topk_idx, out.detach(), r.z_loss.detach(), x.grad,
+                                    router.gate.weight.grad, w1.grad, w2.grad))
+    for case, a, b in zip(cases, results[True], results[False]):
+        assert torch.equal(a[0], b[0]), case
+        for u, v in zip(a[1:], b[1:]):   # float32 sums in another order: relative to the size
+            assert (u - v).abs().max() <= 1e-5 * v.abs().max() + 1e-6, case
