@@ -71,6 +71,30 @@ def test_route_topk_against_float64_autograd(T, E, k, renorm):
 
 
 @needs_native
+@pytest.mark.parametrize("renorm", [True, False])
+def test_route_topk_with_a_selection_bias_chooses_by_probability_plus_bias(renorm):
+    """Aux-loss-free balancing: the choice by probs + bias, the weights unbiased."""
+    g = torch.Generator().manual_seed(9)
+    T, E, k = 80, 8, 2
+    logits = torch.randn(T, E, generator=g).requires_grad_()
+    bias = torch.randn(E, generator=g) * 0.2
+    probs, idx, w, _ = native_moe.route_topk(logits, k, renorm, bias=bias)
+    ref = logits.detach().double().requires_grad_()
+    p64 = ref.softmax(-1)
+    ridx = torch.sort(p64.detach() + bias.double(), dim=-1, descending=True, stable=True).indices[:, :k]
+    rw = p64.gather(-1, ridx)
+    if renorm:
+        rw = rw / rw.sum(-1, keepdim=True)
+    assert torch.equal(idx, ridx)
+    assert not torch.equal(idx, native_moe.route_topk(logits.detach(), k, renorm)[1])  # it mattered
+    assert torch.allclose(w.double(), rw, rtol=1e-5, atol=1e-7)
+    gw = torch.randn(T, k, generator=g)
+    w.backward(gw)
+    rw.backward(gw.double())
+    assert torch.allclose(logits.grad.double(), ref.grad, rtol=1e-4, atol=1e-6)
+
+
+@needs_native
 def test_route_topk_gradient_of_each_output_alone():
     """An unused output arrives as None in the backward (the kernel's NULL paths)."""
     g = torch.Generator().manual_seed(3)
@@ -233,7 +257,7 @@ def _tiny_moe_config(router: str = "topk"):
 
 
 @needs_native
-@pytest.mark.parametrize("router", ["topk", "noisy_topk", "sigmoid", "soft"])
+@pytest.mark.parametrize("router", ["topk", "aux_free", "noisy_topk", "sigmoid", "soft"])
 def test_moe_layer_native_matches_torch_path(router, torch_path):
     """Whole layers, every router that feeds the dropless dispatch: the output, both
     losses and every parameter's gradient agree with the torch path."""
@@ -244,9 +268,14 @@ def test_moe_layer_native_matches_torch_path(router, torch_path):
             torch_path()
         torch.manual_seed(11)
         layer = MoEFeedForward(32, cfg, 64)
+        if hasattr(layer.router, "bias"):   # a balancing bias that changes choices
+            layer.router.bias.copy_(torch.linspace(-0.05, 0.05, cfg.n_experts))
         x = torch.randn(3, 20, 32, requires_grad=True)
         torch.manual_seed(12)       # the same noise for noisy top-k
+        routes = native_moe.report()["route_calls"]
         y = layer(x)
+        if native:   # the routers with a native pass took it
+            assert (native_moe.report()["route_calls"] > routes) == (router in ("topk", "aux_free"))
         (y.square().mean() + layer.aux_loss + layer.z_loss).backward()
         got.append((y, layer.aux_loss, layer.z_loss, x.grad,
                     {n: p.grad for n, p in layer.named_parameters()}))

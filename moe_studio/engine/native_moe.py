@@ -8,7 +8,8 @@ order. In torch each is its own kernel and its own sweep over memory; at the tra
 shape they cost about as much as everything else the MoE layer adds over a dense FFN.
 Here each is one native pass with a hand-written backward:
 
-- :func:`route_topk` logits [T, E] -> probs, top-k ids and gate weights, logsumexp;
+- :func:`route_topk` logits [T, E] -> probs, top-k ids and gate weights, logsumexp
+  (the choice optionally by probability plus a per-expert bias: aux-loss-free);
 - :func:`sort_pairs` the pairs' expert ids -> their sorted order, positions, counts;
 - :func:`gather_rows` / :func:`combine` the rows in that order, and back.
 
@@ -57,7 +58,7 @@ def _load() -> ctypes.CDLL | None:
 
 
 def _declare(lib: ctypes.CDLL) -> None:
-    lib.moe_route_topk.argtypes = [_P, _I64, _I64, _I64, ctypes.c_int, _P, _P, _P, _P]
+    lib.moe_route_topk.argtypes = [_P, _I64, _I64, _I64, ctypes.c_int, _P, _P, _P, _P, _P]
     lib.moe_route_topk.restype = ctypes.c_int
     lib.moe_route_topk_backward.argtypes = [_P] * 6 + [_I64, _I64, _I64, ctypes.c_int, _P]
     lib.moe_route_topk_backward.restype = None
@@ -121,15 +122,17 @@ def _c(t: Tensor | None) -> Tensor | None:
 
 class _RouteTopK(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: Tensor, k: int, renorm: bool):
+    def forward(ctx, logits: Tensor, k: int, renorm: bool, bias: Tensor | None):
         T, E = logits.shape
         lg = logits.detach().contiguous()
+        bias = None if bias is None else bias.detach().contiguous()
         probs = torch.empty_like(lg)
         idx = torch.empty(T, k, dtype=torch.long)
         weight = torch.empty(T, k, dtype=torch.float32)
         lse = torch.empty(T, dtype=torch.float32)
-        if _LIB.moe_route_topk(lg.data_ptr(), T, E, k, int(renorm), probs.data_ptr(),
-                               idx.data_ptr(), weight.data_ptr(), lse.data_ptr()):
+        if _LIB.moe_route_topk(lg.data_ptr(), T, E, k, int(renorm), _ptr(bias),
+                               probs.data_ptr(), idx.data_ptr(), weight.data_ptr(),
+                               lse.data_ptr()):
             raise _NotFinite
         ctx.save_for_backward(probs, idx, weight)
         ctx.renorm = renorm
@@ -146,20 +149,23 @@ class _RouteTopK(torch.autograd.Function):
         _LIB.moe_route_topk_backward(probs.data_ptr(), idx.data_ptr(), weight.data_ptr(),
                                      _ptr(gprobs), _ptr(gweight), _ptr(glse), T, E,
                                      idx.shape[1], int(ctx.renorm), glogits.data_ptr())
-        return glogits, None, None
+        return glogits, None, None, None
 
 
 class _NotFinite(Exception):
     """The logits hold NaN or inf: the torch path handles this step."""
 
 
-def route_topk(logits: Tensor, k: int, renorm: bool) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+def route_topk(logits: Tensor, k: int, renorm: bool,
+               bias: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """Softmax router with top-k choice: logits [T, E] float32 -> (probs [T, E], idx [T, k]
     int64 largest first, weight [T, k], lse [T]), differentiable in the logits through
-    probs, weight and lse; None when the logits hold NaN or inf (take the torch path)."""
+    probs, weight and lse; None when the logits hold NaN or inf (take the torch path).
+    ``bias`` [E] (aux-loss-free balancing): the choice is by ``probs + bias``, the
+    weights stay the unbiased probabilities."""
     _require()
     try:
-        return _RouteTopK.apply(logits, k, renorm)
+        return _RouteTopK.apply(logits, k, renorm, bias)
     except _NotFinite:
         return None
 

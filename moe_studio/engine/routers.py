@@ -25,8 +25,8 @@ few hundred lose their ordering in bf16, and a softmax of them overflows in fp16
 Every random draw uses the global RNG, so ``torch.manual_seed`` makes training
 reproducible.
 
-In float32 on the CPU the ``topk`` router's softmax, choice, gate weights and the
-logsumexp of its z-loss are one native pass each way (``native_moe.route_topk``; top-k
+In float32 on the CPU the ``topk`` and ``aux_free`` routers' softmax, choice, gate
+weights and the logsumexp of the z-loss are one native pass each way (``native_moe.route_topk``; top-k
 ties go to the lower expert id there, as a stable sort would).
 """
 from __future__ import annotations
@@ -239,6 +239,11 @@ class AuxFreeRouter(Router):
 
     def _route(self, x):
         logits = self._project(self.gate, x)
+        if native_moe.applies(logits, self.bias):   # float32 on the CPU, as TopKRouter
+            got = native_moe.route_topk(logits, self.top_k, self.renormalize, bias=self.bias)
+            if got is not None:
+                probs, idx, weight, lse = got
+                return Routed(logits, probs, idx, weight, lse)
         probs = logits.softmax(dim=-1)
         with torch.no_grad():
             idx = (probs.float() + self.bias).topk(self.top_k, dim=-1).indices

@@ -4,6 +4,7 @@
 #ifndef MOE_FASTMATH_H
 #define MOE_FASTMATH_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 

@@ -34,12 +34,14 @@ static inline int not_finite(float x)
     return (as_int(x) & 0x7f800000) == 0x7f800000;
 }
 
-/* logits [T, E] -> probs [T, E] (softmax), idx [T, k] (the k largest logits, largest
- * first, ties to the lower id), weight [T, k] (their probabilities, divided by their
- * sum when renorm), lse [T] (logsumexp of the logits). Returns 1 if any logit is NaN
- * or infinite (nothing else is then meaningful), else 0. */
+/* logits [T, E] -> probs [T, E] (softmax), idx [T, k] (the k largest scores, largest
+ * first, ties to the lower id; the score is the logit, or with bias [E] the probability
+ * plus the expert's bias: aux-loss-free balancing), weight [T, k] (their probabilities,
+ * divided by their sum when renorm), lse [T] (logsumexp of the logits). Returns 1 if
+ * any logit is NaN or infinite (nothing else is then meaningful), else 0. */
 EXPORT int moe_route_topk(const float *logits, int64_t T, int64_t E, int64_t k, int renorm,
-                          float *probs, int64_t *idx, float *weight, float *lse)
+                          const float *bias, float *probs, int64_t *idx, float *weight,
+                          float *lse)
 {
     for (int64_t t = 0; t < T; t++) {
         const float *l = logits + t * E;
@@ -65,8 +67,8 @@ EXPORT int moe_route_topk(const float *logits, int64_t T, int64_t E, int64_t k, 
             p[e] *= inv;
         lse[t] = mx + log_pos(s);
 
-        /* The j-th choice is the largest logit below the (j-1)-th in the order
-         * (logit descending, id ascending): O(k E), no marks to keep. */
+        /* The j-th choice is the largest score below the (j-1)-th in the order
+         * (score descending, id ascending): O(k E), no marks to keep. */
         int64_t *ix = idx + t * k;
         float *w = weight + t * k;
         float prev = 0.0f, sum = 0.0f;
@@ -75,7 +77,7 @@ EXPORT int moe_route_topk(const float *logits, int64_t T, int64_t E, int64_t k, 
             int64_t best = -1;
             float bv = 0.0f;
             for (int64_t e = 0; e < E; e++) {
-                float v = l[e];
+                float v = bias != NULL ? p[e] + bias[e] : l[e];
                 int after_prev = j == 0 || v < prev || (v == prev && e > prev_id);
                 if (after_prev && (best < 0 || v > bv)) {
                     best = e;
