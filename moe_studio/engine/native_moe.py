@@ -22,39 +22,16 @@ a step whose logits hold NaN or inf. The two agree to float32 rounding
 from __future__ import annotations
 
 import ctypes
-import threading
-
 import torch
 from torch import Tensor
 
 from . import _native
+from ._native import ptr
 
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
-_LIB: ctypes.CDLL | None = None
-_NAME: str | None = None
-_LOADED = False
-_LOCK = threading.Lock()
 # forward passes run natively since the process started: what a benchmark reports
 _CALLS = {"route": 0, "dispatch": 0}
-
-
-def _load() -> ctypes.CDLL | None:
-    global _LIB, _NAME, _LOADED
-    if _LOADED:
-        return _LIB
-    with _LOCK:
-        if not _LOADED:
-            found = _native.open_library("_moe")
-            if found is not None:
-                lib, name = found
-                try:
-                    _declare(lib)
-                    _LIB, _NAME = lib, name
-                except AttributeError:   # an older build without some entry point
-                    pass
-            _LOADED = True
-    return _LIB
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -74,21 +51,25 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.moe_combine_backward.restype = None
 
 
-def _require() -> None:
-    if _load() is None:
+_MOE = _native.Library("_moe", _declare)
+
+
+def _lib() -> ctypes.CDLL:
+    lib = _MOE.lib
+    if lib is None:
         raise RuntimeError("the native MoE kernel is not built or not enabled here "
                            "(check native_moe.applies first)")
+    return lib
 
 
 def available() -> bool:
     """Whether the native MoE kernel is built and loads here."""
-    return _load() is not None
+    return _MOE.lib is not None
 
 
 def library_name() -> str | None:
     """``_moe_avx2``, ``_moe`` or None."""
-    _load()
-    return _NAME
+    return _MOE.name
 
 
 def applies(*tensors: Tensor) -> bool:
@@ -112,10 +93,6 @@ def report() -> dict:
             "dispatch_calls": _CALLS["dispatch"]}
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
 def _c(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
@@ -130,7 +107,7 @@ class _RouteTopK(torch.autograd.Function):
         idx = torch.empty(T, k, dtype=torch.long)
         weight = torch.empty(T, k, dtype=torch.float32)
         lse = torch.empty(T, dtype=torch.float32)
-        if _LIB.moe_route_topk(lg.data_ptr(), T, E, k, int(renorm), _ptr(bias),
+        if _lib().moe_route_topk(lg.data_ptr(), T, E, k, int(renorm), ptr(bias),
                                probs.data_ptr(), idx.data_ptr(), weight.data_ptr(),
                                lse.data_ptr()):
             raise _NotFinite
@@ -146,8 +123,8 @@ class _RouteTopK(torch.autograd.Function):
         T, E = probs.shape
         gprobs, gweight, glse = _c(gprobs), _c(gweight), _c(glse)
         glogits = torch.empty_like(probs)
-        _LIB.moe_route_topk_backward(probs.data_ptr(), idx.data_ptr(), weight.data_ptr(),
-                                     _ptr(gprobs), _ptr(gweight), _ptr(glse), T, E,
+        _lib().moe_route_topk_backward(probs.data_ptr(), idx.data_ptr(), weight.data_ptr(),
+                                     ptr(gprobs), ptr(gweight), ptr(glse), T, E,
                                      idx.shape[1], int(ctx.renorm), glogits.data_ptr())
         return glogits, None, None, None
 
@@ -163,7 +140,6 @@ def route_topk(logits: Tensor, k: int, renorm: bool,
     probs, weight and lse; None when the logits hold NaN or inf (take the torch path).
     ``bias`` [E] (aux-loss-free balancing): the choice is by ``probs + bias``, the
     weights stay the unbiased probabilities."""
-    _require()
     try:
         return _RouteTopK.apply(logits, k, renorm, bias)
     except _NotFinite:
@@ -174,14 +150,13 @@ def sort_pairs(topk_idx: Tensor, n_experts: int) -> tuple[Tensor, Tensor, Tensor
     """topk_idx [T, k] -> (order [T k] pair ids by expert, stable; pos [T k] where pair
     p sits in order; counts [E] pairs per expert). Raises ValueError on an id outside
     [0, E)."""
-    _require()
     flat = topk_idx.reshape(-1).contiguous()
     P = flat.numel()
     order = torch.empty(P, dtype=torch.long)
     pos = torch.empty(P, dtype=torch.long)
     counts = torch.empty(n_experts, dtype=torch.long)
     start = torch.empty(n_experts, dtype=torch.long)
-    if _LIB.moe_sort_pairs(flat.data_ptr(), P, n_experts, order.data_ptr(), pos.data_ptr(),
+    if _lib().moe_sort_pairs(flat.data_ptr(), P, n_experts, order.data_ptr(), pos.data_ptr(),
                            counts.data_ptr(), start.data_ptr()):
         raise ValueError(f"an expert id outside 0..{n_experts - 1} in the router's choice")
     _CALLS["dispatch"] += 1
@@ -194,7 +169,7 @@ class _Gather(torch.autograd.Function):
         xc = x.detach().contiguous()
         P, d = order.numel(), x.shape[1]
         xs = torch.empty(P, d, dtype=x.dtype)
-        _LIB.moe_gather_rows(xc.data_ptr(), order.data_ptr(), P, k, d, xs.data_ptr())
+        _lib().moe_gather_rows(xc.data_ptr(), order.data_ptr(), P, k, d, xs.data_ptr())
         ctx.save_for_backward(pos)
         ctx.k, ctx.T = k, x.shape[0]
         return xs
@@ -204,7 +179,7 @@ class _Gather(torch.autograd.Function):
         (pos,) = ctx.saved_tensors
         gxs = gxs.contiguous()
         gx = torch.empty(ctx.T, gxs.shape[1], dtype=gxs.dtype)
-        _LIB.moe_gather_rows_backward(gxs.data_ptr(), pos.data_ptr(), ctx.T, ctx.k,
+        _lib().moe_gather_rows_backward(gxs.data_ptr(), pos.data_ptr(), ctx.T, ctx.k,
                                       gxs.shape[1], gx.data_ptr())
         return gx, None, None, None
 
@@ -212,7 +187,6 @@ class _Gather(torch.autograd.Function):
 def gather_rows(x: Tensor, order: Tensor, pos: Tensor, k: int) -> Tensor:
     """x [T, d] -> [T k, d], row i = x[order[i] // k]; its backward sums each token's k
     row gradients (no scatter)."""
-    _require()
     return _Gather.apply(x, order, pos, k)
 
 
@@ -222,7 +196,7 @@ class _Combine(torch.autograd.Function):
         T, k = weight.shape
         ysc, wc = ys.detach().contiguous(), weight.detach().contiguous()
         out = torch.empty(T, ys.shape[1], dtype=ys.dtype)
-        _LIB.moe_combine(ysc.data_ptr(), pos.data_ptr(), wc.data_ptr(), T, k, ys.shape[1],
+        _lib().moe_combine(ysc.data_ptr(), pos.data_ptr(), wc.data_ptr(), T, k, ys.shape[1],
                          out.data_ptr())
         ctx.save_for_backward(ysc, wc, pos)
         return out
@@ -234,13 +208,12 @@ class _Combine(torch.autograd.Function):
         gout = gout.contiguous()
         gys = torch.empty_like(ys)
         gw = torch.empty_like(w) if ctx.needs_input_grad[1] else None
-        _LIB.moe_combine_backward(ys.data_ptr(), pos.data_ptr(), w.data_ptr(), gout.data_ptr(),
-                                  T, k, ys.shape[1], gys.data_ptr(), _ptr(gw))
+        _lib().moe_combine_backward(ys.data_ptr(), pos.data_ptr(), w.data_ptr(), gout.data_ptr(),
+                                  T, k, ys.shape[1], gys.data_ptr(), ptr(gw))
         return gys, gw, None
 
 
 def combine(ys: Tensor, weight: Tensor, pos: Tensor) -> Tensor:
     """ys [T k, d] (sorted order), weight [T, k] -> out [T, d] with
     ``out[t] = sum_j weight[t, j] * ys[pos[t k + j]]``, differentiable in ys and weight."""
-    _require()
     return _Combine.apply(ys, weight, pos)

@@ -144,6 +144,16 @@ class Router(nn.Module):
         """The logits, probabilities, choices and gate weights of the tokens x."""
         raise NotImplementedError
 
+    def _native_softmax_topk(self, logits: Tensor, renormalize: bool,
+                             bias: Tensor | None = None) -> Routed | None:
+        """Softmax, top-k (by logit, or by probability + ``bias``), gate weights and
+        logsumexp as one native pass each way, where it applies (float32 on the CPU,
+        finite logits); None: the caller's torch path."""
+        if not native_moe.applies(logits, *([] if bias is None else [bias])):
+            return None
+        got = native_moe.route_topk(logits, self.top_k, renormalize, bias=bias)
+        return None if got is None else Routed(logits, *got)
+
     @staticmethod
     def _project(linear: nn.Linear, x: Tensor) -> Tensor:
         """x @ W.T in the dtype of x: float32 under ``fp32`` even if the model's weights
@@ -166,11 +176,9 @@ class TopKRouter(Router):
 
     def _route(self, x):
         logits = self._project(self.gate, x)
-        if native_moe.applies(logits):   # float32 on the CPU: one native pass each way
-            got = native_moe.route_topk(logits, self.top_k, self.renormalize)
-            if got is not None:
-                probs, idx, weight, lse = got
-                return Routed(logits, probs, idx, weight, lse)
+        native = self._native_softmax_topk(logits, self.renormalize)
+        if native is not None:
+            return native
         probs = logits.softmax(dim=-1)
         weight, idx = probs.topk(self.top_k, dim=-1)
         if self.renormalize:
@@ -239,11 +247,9 @@ class AuxFreeRouter(Router):
 
     def _route(self, x):
         logits = self._project(self.gate, x)
-        if native_moe.applies(logits, self.bias):   # float32 on the CPU, as TopKRouter
-            got = native_moe.route_topk(logits, self.top_k, self.renormalize, bias=self.bias)
-            if got is not None:
-                probs, idx, weight, lse = got
-                return Routed(logits, probs, idx, weight, lse)
+        native = self._native_softmax_topk(logits, self.renormalize, bias=self.bias)
+        if native is not None:
+            return native
         probs = logits.softmax(dim=-1)
         with torch.no_grad():
             idx = (probs.float() + self.bias).topk(self.top_k, dim=-1).indices

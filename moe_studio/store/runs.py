@@ -140,14 +140,16 @@ def looks_like_run(folder: Path) -> bool:
 _verified: dict[tuple, str | None] = {}
 
 
+def _ident(p: Path) -> tuple:
+    try:
+        st = p.stat()
+    except OSError:
+        return ()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _file_key(db: Path) -> tuple:
-    def ident(p: Path) -> tuple:
-        try:
-            st = p.stat()
-        except OSError:
-            return ()
-        return st.st_ino, st.st_size, st.st_mtime_ns
-    return str(db), ident(db), ident(wal_path(db))
+    return str(db), _ident(db), _ident(wal_path(db))
 
 
 # Above this size the run list checks a run's structure and latest records only (a
@@ -187,7 +189,7 @@ def run_info(folder: str | Path, *, verify: bool = True) -> RunInfo:
     folder = Path(folder)
     slot = (str(folder), verify)
     db_key = _file_key(folder / DB_NAME)
-    key = db_key + (_file_key(folder / CONFIG_NAME)[1], FULL_VERIFY_MAX_BYTES)
+    key = db_key + (_ident(folder / CONFIG_NAME), FULL_VERIFY_MAX_BYTES)
     kept = _summaries.get(slot)
     # (kept only while its verification is: both caches forget a run together)
     if kept is not None and kept[0] == key and (not verify or db_key in _verified):

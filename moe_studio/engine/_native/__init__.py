@@ -18,15 +18,11 @@ import ctypes
 import importlib.util
 import os
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-_LIB: ctypes.CDLL | None = None
-_LIB_NAME: str | None = None
-_LOADED = False
-_LOAD_LOCK = threading.Lock()
 _P = ctypes.c_void_p
 _I64 = ctypes.c_int64
 MIN_TOKENS_PER_THREAD = 2048
@@ -38,14 +34,6 @@ def _cpu_has_avx2() -> bool:
         return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
     except Exception:  # noqa: BLE001 - an old torch without the query: be safe
         return False
-
-
-def _load() -> ctypes.CDLL | None:
-    if not _LOADED:
-        with _LOAD_LOCK:        # two threads asking first: both get the library
-            if not _LOADED:
-                _load_once()
-    return _LIB
 
 
 def open_library(base: str) -> tuple[ctypes.CDLL, str] | None:
@@ -66,40 +54,64 @@ def open_library(base: str) -> tuple[ctypes.CDLL, str] | None:
     return None
 
 
-def _load_once() -> None:
-    """Find and load the best library; ``_LOADED`` turns True only when it is done."""
-    global _LIB, _LIB_NAME, _LOADED
-    found = open_library("_agreement")
-    if found is not None:
-        lib, name = found
-        try:
-            fn = lib.moe_agreement_pass
-        except AttributeError:
-            lib = None
-        if lib is not None:
-            fn.argtypes = [_P, _I64, _I64, _I64, _I64, _I64] + [_P] * 9
-            fn.restype = ctypes.c_int
-            lib.moe_agreement_exp_log.argtypes = [_P, _I64, _P, _P]
-            lib.moe_agreement_exp_log.restype = None
-            _LIB, _LIB_NAME = lib, name
-    _LOADED = True
+class Library:
+    """One native library, found and loaded on first use (two threads asking first both
+    get it), its entry points declared by ``declare(lib)``. ``lib`` is None when it is
+    not built, does not load, lacks an entry point (an older build) or
+    ``MOE_STUDIO_NATIVE=0``; ``name`` is then None too."""
+
+    def __init__(self, base: str, declare: Callable[[ctypes.CDLL], None]):
+        self.base = base
+        self._declare = declare
+        self._lib: ctypes.CDLL | None = None
+        self._name: str | None = None
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    @property
+    def lib(self) -> ctypes.CDLL | None:
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    found = open_library(self.base)
+                    if found is not None:
+                        try:
+                            self._declare(found[0])
+                            self._lib, self._name = found
+                        except AttributeError:
+                            pass
+                    self._loaded = True
+        return self._lib
+
+    @property
+    def name(self) -> str | None:
+        return self._name if self.lib is not None else None
+
+
+def _declare_agreement(lib: ctypes.CDLL) -> None:
+    lib.moe_agreement_pass.argtypes = [_P, _I64, _I64, _I64, _I64, _I64] + [_P] * 9
+    lib.moe_agreement_pass.restype = ctypes.c_int
+    lib.moe_agreement_exp_log.argtypes = [_P, _I64, _P, _P]
+    lib.moe_agreement_exp_log.restype = None
+
+
+_AGREEMENT = Library("_agreement", _declare_agreement)
 
 
 def available() -> bool:
-    """Whether the native kernel is built and loads on this machine."""
-    return _load() is not None
+    """Whether the native agreement kernel is built and loads on this machine."""
+    return _AGREEMENT.lib is not None
 
 
 def library_name() -> str | None:
     """Which build is in use: ``_agreement_avx2``, ``_agreement`` or None."""
-    _load()
-    return _LIB_NAME
+    return _AGREEMENT.name
 
 
 def exp_log(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's own exp (of min(x, 0)) and log (of max(x, 1e-30)) of float32 ``x``,
     for the tests that hold them against float64."""
-    lib = _load()
+    lib = _AGREEMENT.lib
     if lib is None:
         raise RuntimeError("the native agreement kernel is not built")
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -108,7 +120,7 @@ def exp_log(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e, lg
 
 
-def _ptr(t: torch.Tensor | np.ndarray | None) -> int | None:
+def ptr(t: torch.Tensor | np.ndarray | None) -> int | None:
     if t is None:
         return None
     return t.data_ptr() if isinstance(t, torch.Tensor) else t.ctypes.data
@@ -126,7 +138,7 @@ def agreement_pass(lp: torch.Tensor, y: torch.Tensor | None, per_token: bool,
     ``picked`` float64 [M, N] (log-probability of the target) and ``ens_pred`` int64 [N];
     with ``per_token``: ``h_members_tok`` float64 [M, N] and ``h_total_tok`` float64 [N].
     """
-    lib = _load()
+    lib = _AGREEMENT.lib
     if lib is None:
         return None
     m, n, v = lp.shape
@@ -147,9 +159,9 @@ def agreement_pass(lp: torch.Tensor, y: torch.Tensor | None, per_token: bool,
     def work(i: int) -> None:
         hm, ht, js = sums[i]
         codes[i] = lib.moe_agreement_pass(
-            lp.data_ptr(), m, n, v, bounds[i], bounds[i + 1], _ptr(y), _ptr(pred),
-            _ptr(picked), _ptr(ens_pred), _ptr(hm), _ptr(ht), _ptr(js),
-            _ptr(h_members_tok), _ptr(h_total_tok))
+            lp.data_ptr(), m, n, v, bounds[i], bounds[i + 1], ptr(y), ptr(pred),
+            ptr(picked), ptr(ens_pred), ptr(hm), ptr(ht), ptr(js),
+            ptr(h_members_tok), ptr(h_total_tok))
 
     if parts == 1:
         work(0)
